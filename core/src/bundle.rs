@@ -1,0 +1,155 @@
+//! Proof bundles: everything needed to check one memory's custody offline
+//! (docs/FORMAT.md §7.3): the signed event, its inclusion in a checkpoint of the user's
+//! chain, that checkpoint's inclusion in an epoch root, and the anchor receipt of that root.
+//!
+//! Checking the receipt against the EVM chain itself (receipt status, contract code, block
+//! finality) needs the network and is the audit tool's job; here the receipt is checked
+//! for agreeing with the epoch proof.
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, EpochProof};
+use crate::error::ProofError;
+use crate::event::Event;
+use crate::ids::{Address, Hash32, Seq};
+use crate::keys::{self, PublicKey};
+use crate::merkle::{CHAIN_TREE, InclusionProof};
+
+/// Where and how an epoch root was committed on an EVM chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorReceipt {
+    /// EVM chain id (Sapphire mainnet 23294, testnet 23295, localnet 23293, ...).
+    pub chain_id: u64,
+    /// The anchor contract.
+    pub contract: Address,
+    /// The anchoring transaction.
+    pub tx_hash: Hash32,
+    /// Block that holds it.
+    pub block_number: u64,
+    /// That block's hash (to detect reorgs).
+    pub block_hash: Hash32,
+    /// Epoch number passed to `anchor(...)`.
+    pub epoch: u64,
+    /// Root passed to `anchor(...)`.
+    pub root: Hash32,
+    /// Number of epoch leaves passed to `anchor(...)`.
+    pub leaf_count: u64,
+    /// The previous epoch's root (zero for the first).
+    pub prev_root: Hash32,
+}
+
+/// How far a bundle's proof reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProofLevel {
+    /// Signed and in a checkpoint of the chain.
+    Checkpointed,
+    /// The checkpoint is in an epoch root.
+    InEpoch,
+    /// The epoch root has an anchor receipt.
+    Anchored,
+}
+
+/// One memory's (or any event's) custody proof.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofBundle {
+    /// The signed event.
+    pub event: Event,
+    /// The custody key that signed it (its id must be `event.signer`).
+    pub signer_key: PublicKey,
+    /// The device key of the origin signature, when the event has one.
+    #[serde(default)]
+    pub origin_key: Option<PublicKey>,
+    /// A checkpoint at or after the event.
+    pub checkpoint: Checkpoint,
+    /// The event's leaf in the checkpoint's chain tree (index `seq - 1`, size `checkpoint.seq`).
+    pub inclusion: InclusionProof,
+    /// The checkpoint in an epoch root, once an epoch covered it.
+    #[serde(default)]
+    pub epoch: Option<EpochProof>,
+    /// The epoch root's anchor, once anchored.
+    #[serde(default)]
+    pub anchor: Option<AnchorReceipt>,
+}
+
+impl ProofBundle {
+    /// Checks every piece and how they connect; returns how far the proof reaches.
+    pub fn verify(&self) -> Result<ProofLevel, ProofError> {
+        let e = &self.event;
+        let seq = e.seq;
+        if self.signer_key.id() != e.signer {
+            return Err(ProofError::Event {
+                seq,
+                what: "signer key does not match the event's key id",
+            });
+        }
+        let hash = e.hash();
+        if !keys::verify_event_signature(&self.signer_key, &hash, &e.signature) {
+            return Err(ProofError::Event {
+                seq,
+                what: "bad signature",
+            });
+        }
+        if let Some(o) = &e.origin {
+            let (Some(k), Some(c)) = (&self.origin_key, &e.payload) else {
+                return Err(ProofError::Event {
+                    seq,
+                    what: "origin signature without its key or payload",
+                });
+            };
+            if k.id() != o.key || !keys::verify_origin_signature(k, &e.user, c, &o.signature) {
+                return Err(ProofError::Event {
+                    seq,
+                    what: "bad origin signature",
+                });
+            }
+        }
+        let cp = &self.checkpoint;
+        if cp.user != e.user {
+            return Err(ProofError::Mismatch("checkpoint is of another user"));
+        }
+        if seq > cp.seq || self.inclusion.index != seq.0 - 1 || self.inclusion.size != cp.seq.0 {
+            return Err(ProofError::Mismatch(
+                "inclusion proof is not for this event and checkpoint",
+            ));
+        }
+        if seq == cp.seq && cp.head != hash {
+            return Err(ProofError::Mismatch("checkpoint head is not this event"));
+        }
+        self.inclusion
+            .verify(CHAIN_TREE, &CHAIN_TREE.leaf(&hash.0), &cp.root)?;
+        let Some(ep) = &self.epoch else {
+            return if self.anchor.is_some() {
+                Err(ProofError::Mismatch("anchor receipt without epoch proof"))
+            } else {
+                Ok(ProofLevel::Checkpointed)
+            };
+        };
+        if ep.checkpoint != *cp {
+            return Err(ProofError::Mismatch(
+                "epoch proof is for another checkpoint",
+            ));
+        }
+        ep.verify()?;
+        let Some(a) = &self.anchor else {
+            return Ok(ProofLevel::InEpoch);
+        };
+        if a.root != ep.root {
+            return Err(ProofError::Mismatch("anchor receipt is for another root"));
+        }
+        if a.epoch != ep.epoch {
+            return Err(ProofError::Mismatch("anchor receipt is for another epoch"));
+        }
+        if a.leaf_count != ep.inclusion.size {
+            return Err(ProofError::Mismatch(
+                "anchor receipt has another leaf count",
+            ));
+        }
+        Ok(ProofLevel::Anchored)
+    }
+
+    /// The sequence number proven.
+    pub fn seq(&self) -> Seq {
+        self.event.seq
+    }
+}

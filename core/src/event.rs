@@ -1,0 +1,609 @@
+//! The event envelope, its kinds, the canonical encoding of what is hashed and signed, and
+//! the wire form stored in JetStream (docs/FORMAT.md §3 to §5).
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::{Reader, Writer};
+use crate::error::DecodeError;
+use crate::hash;
+use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
+use crate::keys::{self, KeyRole, PublicKey, Sig};
+
+/// The only format version this build writes; decoding rejects others.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// What an erasure destroys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "scope", content = "memory")]
+pub enum ErasureTarget {
+    /// One memory's payload key.
+    Memory(MemoryId),
+    /// The user's data key: every memory ingested before this event.
+    All,
+}
+
+/// What a grant allows, as bit flags (docs/FORMAT.md §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Capabilities {
+    /// May list and read memory metadata (kind, tags, times).
+    pub metadata: bool,
+    /// May read memory content.
+    pub content: bool,
+}
+
+impl Capabilities {
+    fn bits(self) -> u32 {
+        u32::from(self.metadata) | (u32::from(self.content) << 1)
+    }
+    fn from_bits(b: u32) -> Option<Self> {
+        (b & !3 == 0).then_some(Self {
+            metadata: b & 1 != 0,
+            content: b & 2 != 0,
+        })
+    }
+}
+
+/// Which memories a grant covers. Every non-empty condition must hold (empty lists and
+/// absent bounds do not restrict).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantConditions {
+    /// The memory carries at least one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The memory is of one of these kinds.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Captured at or after.
+    #[serde(default)]
+    pub from: Option<TimestampMs>,
+    /// Captured before.
+    #[serde(default)]
+    pub until: Option<TimestampMs>,
+    /// Only these memories.
+    #[serde(default)]
+    pub memories: Vec<MemoryId>,
+}
+
+/// What a reader did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessAction {
+    /// Listed or searched memories.
+    List,
+    /// Read metadata.
+    ReadMetadata,
+    /// Read content.
+    ReadContent,
+}
+
+impl AccessAction {
+    fn tag(self) -> u8 {
+        match self {
+            Self::List => 1,
+            Self::ReadMetadata => 2,
+            Self::ReadContent => 3,
+        }
+    }
+    fn from_tag(t: u8) -> Option<Self> {
+        match t {
+            1 => Some(Self::List),
+            2 => Some(Self::ReadMetadata),
+            3 => Some(Self::ReadContent),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of an event and its kind-specific, public fields. Private content is never
+/// here: it is committed to by the envelope's `payload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventBody {
+    /// A signing key joins the chain. The first event of every chain adds a custody key
+    /// and is signed by it.
+    KeyAdded {
+        /// The new key.
+        key: PublicKey,
+        /// What it may sign.
+        role: KeyRole,
+    },
+    /// A custody key hands over to a new one. Signed by the old key, which signs nothing
+    /// after this event.
+    KeyRotated {
+        /// The retiring key.
+        old: KeyId,
+        /// Its successor (a custody key).
+        new: PublicKey,
+    },
+    /// A key is revoked: it signs nothing after this event.
+    KeyRevoked {
+        /// The revoked key.
+        key: KeyId,
+    },
+    /// A memory was ingested; the envelope's `payload` commits to it.
+    MemoryIngested {
+        /// The memory's id.
+        memory: MemoryId,
+    },
+    /// Payload keys were destroyed (crypto-shredding).
+    MemoryErased {
+        /// What was erased.
+        target: ErasureTarget,
+    },
+    /// The owner let `grantee` read some memories.
+    GrantCreated {
+        /// The grant's id.
+        grant: GrantId,
+        /// Who may read.
+        grantee: UserId,
+        /// What they may do.
+        capabilities: Capabilities,
+        /// Which memories.
+        conditions: GrantConditions,
+        /// When the grant lapses by itself.
+        expires_at: Option<TimestampMs>,
+    },
+    /// The owner withdrew a grant.
+    GrantRevoked {
+        /// The grant's id.
+        grant: GrantId,
+    },
+    /// Someone other than the owner read something, under a grant.
+    AccessRecorded {
+        /// Who read.
+        accessor: UserId,
+        /// Under which grant.
+        grant: GrantId,
+        /// What was done.
+        action: AccessAction,
+        /// Which memories were returned.
+        memories: Vec<MemoryId>,
+    },
+}
+
+impl EventBody {
+    /// The one-byte kind tag (docs/FORMAT.md §4).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Self::KeyAdded { .. } => 0x01,
+            Self::KeyRotated { .. } => 0x02,
+            Self::KeyRevoked { .. } => 0x03,
+            Self::MemoryIngested { .. } => 0x10,
+            Self::MemoryErased { .. } => 0x11,
+            Self::GrantCreated { .. } => 0x20,
+            Self::GrantRevoked { .. } => 0x21,
+            Self::AccessRecorded { .. } => 0x30,
+        }
+    }
+
+    /// The kind's name as in JSON.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::KeyAdded { .. } => "key_added",
+            Self::KeyRotated { .. } => "key_rotated",
+            Self::KeyRevoked { .. } => "key_revoked",
+            Self::MemoryIngested { .. } => "memory_ingested",
+            Self::MemoryErased { .. } => "memory_erased",
+            Self::GrantCreated { .. } => "grant_created",
+            Self::GrantRevoked { .. } => "grant_revoked",
+            Self::AccessRecorded { .. } => "access_recorded",
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.tag());
+        match self {
+            Self::KeyAdded { key, role } => {
+                w.fixed(&key.to_bytes());
+                w.u8(role.tag());
+            }
+            Self::KeyRotated { old, new } => {
+                w.fixed(&old.0);
+                w.fixed(&new.to_bytes());
+            }
+            Self::KeyRevoked { key } => w.fixed(&key.0),
+            Self::MemoryIngested { memory } => w.fixed(&memory.0),
+            Self::MemoryErased { target } => match target {
+                ErasureTarget::Memory(m) => {
+                    w.u8(1);
+                    w.fixed(&m.0);
+                }
+                ErasureTarget::All => w.u8(2),
+            },
+            Self::GrantCreated {
+                grant,
+                grantee,
+                capabilities,
+                conditions,
+                expires_at,
+            } => {
+                w.fixed(&grant.0);
+                w.str(grantee.as_str());
+                w.u32(capabilities.bits());
+                w.len(conditions.tags.len());
+                for t in &conditions.tags {
+                    w.str(t);
+                }
+                w.len(conditions.kinds.len());
+                for k in &conditions.kinds {
+                    w.str(k);
+                }
+                opt_ts(w, conditions.from);
+                opt_ts(w, conditions.until);
+                w.len(conditions.memories.len());
+                for m in &conditions.memories {
+                    w.fixed(&m.0);
+                }
+                opt_ts(w, *expires_at);
+            }
+            Self::GrantRevoked { grant } => w.fixed(&grant.0),
+            Self::AccessRecorded {
+                accessor,
+                grant,
+                action,
+                memories,
+            } => {
+                w.str(accessor.as_str());
+                w.fixed(&grant.0);
+                w.u8(action.tag());
+                w.len(memories.len());
+                for m in memories {
+                    w.fixed(&m.0);
+                }
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = r.pos();
+        Ok(match r.u8("kind")? {
+            0x01 => {
+                let key = public_key(r, "key")?;
+                let at = r.pos();
+                let role = KeyRole::from_tag(r.u8("role")?).ok_or(DecodeError::Invalid {
+                    offset: at,
+                    what: "role",
+                })?;
+                Self::KeyAdded { key, role }
+            }
+            0x02 => Self::KeyRotated {
+                old: KeyId(r.array("old key id")?),
+                new: public_key(r, "new key")?,
+            },
+            0x03 => Self::KeyRevoked {
+                key: KeyId(r.array("key id")?),
+            },
+            0x10 => Self::MemoryIngested {
+                memory: MemoryId(r.array("memory id")?),
+            },
+            0x11 => {
+                let at = r.pos();
+                let target = match r.u8("erasure scope")? {
+                    1 => ErasureTarget::Memory(MemoryId(r.array("memory id")?)),
+                    2 => ErasureTarget::All,
+                    _ => {
+                        return Err(DecodeError::Invalid {
+                            offset: at,
+                            what: "erasure scope",
+                        });
+                    }
+                };
+                Self::MemoryErased { target }
+            }
+            0x20 => {
+                let grant = GrantId(r.array("grant id")?);
+                let grantee = user_id(r, "grantee")?;
+                let at = r.pos();
+                let capabilities = Capabilities::from_bits(r.u32("capabilities")?).ok_or(
+                    DecodeError::Invalid {
+                        offset: at,
+                        what: "capabilities",
+                    },
+                )?;
+                let n = r.count(4, "tags")?;
+                let tags = (0..n)
+                    .map(|_| r.str("tag").map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
+                let n = r.count(4, "kinds")?;
+                let kinds = (0..n)
+                    .map(|_| r.str("kind filter").map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
+                let from = read_opt_ts(r, "from")?;
+                let until = read_opt_ts(r, "until")?;
+                let n = r.count(16, "memories")?;
+                let memories = (0..n)
+                    .map(|_| r.array("memory id").map(MemoryId))
+                    .collect::<Result<_, _>>()?;
+                let expires_at = read_opt_ts(r, "expires_at")?;
+                Self::GrantCreated {
+                    grant,
+                    grantee,
+                    capabilities,
+                    conditions: GrantConditions {
+                        tags,
+                        kinds,
+                        from,
+                        until,
+                        memories,
+                    },
+                    expires_at,
+                }
+            }
+            0x21 => Self::GrantRevoked {
+                grant: GrantId(r.array("grant id")?),
+            },
+            0x30 => {
+                let accessor = user_id(r, "accessor")?;
+                let grant = GrantId(r.array("grant id")?);
+                let at = r.pos();
+                let action =
+                    AccessAction::from_tag(r.u8("action")?).ok_or(DecodeError::Invalid {
+                        offset: at,
+                        what: "action",
+                    })?;
+                let n = r.count(16, "memories")?;
+                let memories = (0..n)
+                    .map(|_| r.array("memory id").map(MemoryId))
+                    .collect::<Result<_, _>>()?;
+                Self::AccessRecorded {
+                    accessor,
+                    grant,
+                    action,
+                    memories,
+                }
+            }
+            _ => {
+                return Err(DecodeError::Invalid {
+                    offset: at,
+                    what: "kind",
+                });
+            }
+        })
+    }
+}
+
+fn opt_ts(w: &mut Writer, t: Option<TimestampMs>) {
+    w.bool(t.is_some());
+    if let Some(t) = t {
+        w.i64(t.0);
+    }
+}
+
+fn read_opt_ts(r: &mut Reader<'_>, what: &'static str) -> Result<Option<TimestampMs>, DecodeError> {
+    Ok(if r.bool(what)? {
+        Some(TimestampMs(r.i64(what)?))
+    } else {
+        None
+    })
+}
+
+fn public_key(r: &mut Reader<'_>, what: &'static str) -> Result<PublicKey, DecodeError> {
+    let at = r.pos();
+    PublicKey::from_bytes(&r.array(what)?).ok_or(DecodeError::Invalid { offset: at, what })
+}
+
+fn user_id(r: &mut Reader<'_>, what: &'static str) -> Result<UserId, DecodeError> {
+    let at = r.pos();
+    UserId::new(r.str(what)?).map_err(|_| DecodeError::Invalid { offset: at, what })
+}
+
+/// A device's signature over a payload commitment: proves where a memory came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The device key (added to the chain with role `device`).
+    pub key: KeyId,
+    /// Signature over [`keys::origin_signing_message`].
+    pub signature: Sig,
+}
+
+/// Everything of an event but its custody signature: what the event hash covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsignedEvent {
+    /// Whose chain.
+    pub user: UserId,
+    /// Position in the chain, from 1.
+    pub seq: Seq,
+    /// Hash of the previous event; zero for seq 1.
+    pub prev: Hash32,
+    /// When the ledger accepted it (caller's clock).
+    pub timestamp: TimestampMs,
+    /// Kind and kind-specific fields.
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// Commitment to the private payload (docs/FORMAT.md §6); only `memory_ingested` has one.
+    pub payload: Option<Hash32>,
+    /// The capturing device's signature over the payload commitment, when it signed one.
+    pub origin: Option<Origin>,
+    /// Id of the custody key that signs this event.
+    pub signer: KeyId,
+}
+
+impl UnsignedEvent {
+    /// The canonical bytes (docs/FORMAT.md §3).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.u8(FORMAT_VERSION);
+        w.str(self.user.as_str());
+        w.u64(self.seq.0);
+        w.fixed(&self.prev.0);
+        w.i64(self.timestamp.0);
+        self.body.encode(&mut w);
+        w.bool(self.payload.is_some());
+        if let Some(p) = &self.payload {
+            w.fixed(&p.0);
+        }
+        w.bool(self.origin.is_some());
+        if let Some(o) = &self.origin {
+            w.fixed(&o.key.0);
+            w.fixed(&o.signature.to_bytes());
+        }
+        w.fixed(&self.signer.0);
+        w.buf
+    }
+
+    /// The event hash.
+    pub fn hash(&self) -> Hash32 {
+        hash::event_hash(&self.canonical_bytes())
+    }
+
+    /// Signs with `key`, whose id must be `self.signer`.
+    pub fn sign(self, key: &SigningKey) -> Event {
+        debug_assert_eq!(hash::key_id(key.verifying_key().as_bytes()), self.signer);
+        let h = self.hash();
+        let signature = keys::sign_event_hash(key, &h);
+        Event {
+            unsigned: self,
+            signature,
+        }
+    }
+}
+
+/// A signed event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The signed part.
+    #[serde(flatten)]
+    pub unsigned: UnsignedEvent,
+    /// The signer's signature over `SIG_EVENT || hash`.
+    pub signature: Sig,
+}
+
+impl std::ops::Deref for Event {
+    type Target = UnsignedEvent;
+    fn deref(&self) -> &UnsignedEvent {
+        &self.unsigned
+    }
+}
+
+impl Event {
+    /// The wire form: canonical bytes followed by the 64-byte signature
+    /// (docs/FORMAT.md §5). This is what a JetStream message body holds.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut b = self.unsigned.canonical_bytes();
+        b.extend_from_slice(&self.signature.to_bytes());
+        b
+    }
+
+    /// Decodes the wire form strictly and returns the event with its hash (computed over
+    /// the received bytes, so no re-encoding is needed).
+    pub fn from_wire(bytes: &[u8]) -> Result<(Event, Hash32), DecodeError> {
+        if bytes.len() < 64 + 1 {
+            return Err(DecodeError::Truncated {
+                offset: bytes.len(),
+                what: "event",
+            });
+        }
+        let (content, sig) = bytes.split_at(bytes.len() - 64);
+        let mut r = Reader::new(content);
+        let version = r.u8("version")?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let user = user_id(&mut r, "user")?;
+        let seq = Seq(r.u64("seq")?);
+        let prev = Hash32(r.array("prev")?);
+        let timestamp = TimestampMs(r.i64("timestamp")?);
+        let body = EventBody::decode(&mut r)?;
+        let payload = if r.bool("payload flag")? {
+            Some(Hash32(r.array("payload")?))
+        } else {
+            None
+        };
+        let origin = if r.bool("origin flag")? {
+            Some(Origin {
+                key: KeyId(r.array("origin key")?),
+                signature: Sig::from_bytes(&r.array("origin signature")?),
+            })
+        } else {
+            None
+        };
+        let signer = KeyId(r.array("signer")?);
+        r.finish()?;
+        let sig: [u8; 64] = sig.try_into().expect("split_at left 64 bytes");
+        let event = Event {
+            unsigned: UnsignedEvent {
+                user,
+                seq,
+                prev,
+                timestamp,
+                body,
+                payload,
+                origin,
+                signer,
+            },
+            signature: Sig::from_bytes(&sig),
+        };
+        Ok((event, hash::event_hash(content)))
+    }
+
+    /// The event hash (recomputed).
+    pub fn hash(&self) -> Hash32 {
+        self.unsigned.hash()
+    }
+}
+
+/// The tip of a chain: enough to build the next event. `len` is 0 for an empty chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Whose chain.
+    pub user: UserId,
+    /// Number of events (the last event's seq).
+    pub len: u64,
+    /// The last event's hash (zero for an empty chain).
+    pub hash: Hash32,
+}
+
+impl Head {
+    /// The head of an empty chain.
+    pub fn empty(user: UserId) -> Self {
+        Self {
+            user,
+            len: 0,
+            hash: Hash32::ZERO,
+        }
+    }
+
+    /// The sequence number the next event gets.
+    pub fn next_seq(&self) -> Seq {
+        Seq(self.len + 1)
+    }
+
+    /// Builds and signs the event that follows this head, without moving the head.
+    pub fn next_event(
+        &self,
+        key: &SigningKey,
+        timestamp: TimestampMs,
+        body: EventBody,
+        payload: Option<Hash32>,
+        origin: Option<Origin>,
+    ) -> (Event, Hash32) {
+        let unsigned = UnsignedEvent {
+            user: self.user.clone(),
+            seq: self.next_seq(),
+            prev: self.hash,
+            timestamp,
+            body,
+            payload,
+            origin,
+            signer: hash::key_id(key.verifying_key().as_bytes()),
+        };
+        let h = unsigned.hash();
+        let signature = keys::sign_event_hash(key, &h);
+        (
+            Event {
+                unsigned,
+                signature,
+            },
+            h,
+        )
+    }
+
+    /// Moves the head past `event` (whose hash is `hash`).
+    pub fn advance(&mut self, event: &Event, hash: Hash32) {
+        self.len = event.seq.0;
+        self.hash = hash;
+    }
+}

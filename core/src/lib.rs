@@ -1,0 +1,47 @@
+//! # mnemo-core
+//!
+//! The custody core of mnemo: what a memory's chain of custody *is*, independent of where
+//! it is stored. Everything else (ledger, projections, anchor, API, audit) builds on it.
+//!
+//! - [`event`]: the signed event envelope ([`Event`], [`UnsignedEvent`], [`EventBody`]), its
+//!   canonical versioned encoding and the wire form stored in JetStream.
+//! - [`hash`]: blake3 with one derive-key context per purpose (domain separation).
+//! - [`keys`]: ed25519 keys, single and batch verification, key ids, key history.
+//! - [`commitment`]: salted payload commitments that reveal nothing once erased.
+//! - [`merkle`]: RFC 9162 trees, inclusion and consistency proofs, an append accumulator.
+//! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
+//! - [`bundle`]: self-contained proof bundles for one memory.
+//! - [`verify`]: the whole-chain verifier.
+//!
+//! The byte-level format is specified in `docs/FORMAT.md`; `testdata/vectors.json` holds
+//! known-answer vectors.
+//!
+//! What this crate does not do: any I/O, any clock, any randomness. Timestamps, salts and
+//! keys come from the caller, which keeps every function here deterministic and testable.
+
+pub mod bundle;
+pub mod checkpoint;
+pub mod commitment;
+mod encoding;
+pub mod error;
+pub mod event;
+pub mod hash;
+pub mod ids;
+pub mod keys;
+pub mod merkle;
+pub mod verify;
+
+pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};
+pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
+pub use error::{ChainError, DecodeError, IdError, ProofError};
+pub use event::{
+    AccessAction, Capabilities, ErasureTarget, Event, EventBody, FORMAT_VERSION, GrantConditions,
+    Head, Origin, UnsignedEvent,
+};
+pub use ids::{Address, GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
+pub use keys::{KeyRole, PublicKey, Sig};
+pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
+pub use verify::{ChainSummary, ChainVerifier};
+
+/// Re-export so callers name the same ed25519 types.
+pub use ed25519_dalek::SigningKey;
