@@ -16,7 +16,10 @@ fn sample_chain_verifies_and_its_checkpoint_matches_the_tree() {
     assert_eq!(cp.head, *s.hashes.last().unwrap());
     let tree = MerkleTree::from_leaf_hashes(
         merkle::CHAIN_TREE,
-        s.hashes.iter().map(|h| merkle::CHAIN_TREE.leaf(&h.0)).collect(),
+        s.hashes
+            .iter()
+            .map(|h| merkle::CHAIN_TREE.leaf(&h.0))
+            .collect(),
     );
     assert_eq!(cp.root, tree.root());
     assert_eq!(sum.signatures, 13, "12 custody + 1 origin signature");
@@ -69,7 +72,11 @@ fn an_inserted_event_signed_by_the_right_key_breaks_the_links() {
     let s = sample_chain();
     // A forger with the custody key re-signs an event at seq 4 with different content:
     // the next event's prev no longer matches.
-    let mut head = Head { user: s.user.clone(), len: 3, hash: s.hashes[2] };
+    let mut head = Head {
+        user: s.user.clone(),
+        len: 3,
+        hash: s.hashes[2],
+    };
     let (forged, h) = head.next_event(
         &s.custody,
         TimestampMs(1),
@@ -86,21 +93,46 @@ fn an_inserted_event_signed_by_the_right_key_breaks_the_links() {
 #[test]
 fn key_rules_are_enforced() {
     let s = sample_chain();
-    let mut head = Head { user: s.user.clone(), len: 12, hash: s.hashes[11] };
+    let mut head = Head {
+        user: s.user.clone(),
+        len: 12,
+        hash: s.hashes[11],
+    };
     // the rotated-away key may not sign any more
-    let (e, _) = head.next_event(&s.custody, TimestampMs(1), EventBody::MemoryIngested { memory: mem(50) }, Some(Hash32([2; 32])), None);
+    let (e, _) = head.next_event(
+        &s.custody,
+        TimestampMs(1),
+        EventBody::MemoryIngested { memory: mem(50) },
+        Some(Hash32([2; 32])),
+        None,
+    );
     let mut w = s.wires();
     w.push(e.to_wire());
     expect_err(&w, "key_not_allowed", 13);
     // a key never added is unknown
-    let (e, _) = head.next_event(&key(66), TimestampMs(1), EventBody::MemoryIngested { memory: mem(50) }, Some(Hash32([2; 32])), None);
+    let (e, _) = head.next_event(
+        &key(66),
+        TimestampMs(1),
+        EventBody::MemoryIngested { memory: mem(50) },
+        Some(Hash32([2; 32])),
+        None,
+    );
     let mut w = s.wires();
     w.push(e.to_wire());
     expect_err(&w, "unknown_key", 13);
     // a revoked device key can not sign an origin
     let c = Hash32([3; 32]);
-    let origin = Origin { key: pk(&s.device).id(), signature: keys::sign_origin(&s.device, &s.user, &c) };
-    let (e, h) = head.next_event(&s.rotated, TimestampMs(1), EventBody::MemoryIngested { memory: mem(51) }, Some(c), Some(origin));
+    let origin = Origin {
+        key: pk(&s.device).id(),
+        signature: keys::sign_origin(&s.device, &s.user, &c),
+    };
+    let (e, h) = head.next_event(
+        &s.rotated,
+        TimestampMs(1),
+        EventBody::MemoryIngested { memory: mem(51) },
+        Some(c),
+        Some(origin),
+    );
     let mut w = s.wires();
     w.push(e.to_wire());
     expect_err(&w, "key_not_allowed", 13);
@@ -108,8 +140,20 @@ fn key_rules_are_enforced() {
     head.advance(&e, h);
     let _ = head;
     let mut w = s.wires()[..5].to_vec();
-    let mut h5 = Head { user: s.user.clone(), len: 5, hash: s.hashes[4] };
-    let (e, h) = h5.next_event(&s.device, TimestampMs(1), EventBody::GrantRevoked { grant: GrantId([1; 16]) }, None, None);
+    let mut h5 = Head {
+        user: s.user.clone(),
+        len: 5,
+        hash: s.hashes[4],
+    };
+    let (e, h) = h5.next_event(
+        &s.device,
+        TimestampMs(1),
+        EventBody::GrantRevoked {
+            grant: GrantId([1; 16]),
+        },
+        None,
+        None,
+    );
     h5.advance(&e, h);
     w.push(e.to_wire());
     expect_err(&w, "key_not_allowed", 6);
@@ -128,20 +172,49 @@ fn genesis_must_be_a_self_signed_custody_key_and_trusted_roots_are_honoured() {
     let mut v = ChainVerifier::new(s.user.clone()).with_trusted_roots([pk(&key(9)).id()]);
     assert_eq!(v.push_wire(&w[0]).unwrap_err().code(), "bad_genesis");
     let head = Head::empty(s.user.clone());
-    let (e, _) = head.next_event(&s.custody, TimestampMs(1), EventBody::KeyAdded { key: pk(&s.device), role: KeyRole::Custody }, None, None);
+    let (e, _) = head.next_event(
+        &s.custody,
+        TimestampMs(1),
+        EventBody::KeyAdded {
+            key: pk(&s.device),
+            role: KeyRole::Custody,
+        },
+        None,
+        None,
+    );
     expect_err(&[e.to_wire()], "bad_genesis", 1);
 }
 
 #[test]
 fn grant_and_memory_references_are_checked() {
     let s = sample_chain();
-    let mut head = Head { user: s.user.clone(), len: 12, hash: s.hashes[11] };
+    let mut head = Head {
+        user: s.user.clone(),
+        len: 12,
+        hash: s.hashes[11],
+    };
     let grant = GrantId([9; 16]);
     for (body, code) in [
         (EventBody::GrantRevoked { grant }, "bad_grant"),
-        (EventBody::AccessRecorded { accessor: user("bob"), grant, action: AccessAction::List, memories: vec![] }, "bad_grant"),
-        (EventBody::MemoryErased { target: ErasureTarget::Memory(mem(99)) }, "unknown_memory"),
-        (EventBody::MemoryIngested { memory: mem(2) }, "invalid_transition"),
+        (
+            EventBody::AccessRecorded {
+                accessor: user("bob"),
+                grant,
+                action: AccessAction::List,
+                memories: vec![],
+            },
+            "bad_grant",
+        ),
+        (
+            EventBody::MemoryErased {
+                target: ErasureTarget::Memory(mem(99)),
+            },
+            "unknown_memory",
+        ),
+        (
+            EventBody::MemoryIngested { memory: mem(2) },
+            "invalid_transition",
+        ),
     ] {
         let payload = matches!(body, EventBody::MemoryIngested { .. }).then_some(Hash32([5; 32]));
         let (e, _) = head.next_event(&s.rotated, TimestampMs(1), body, payload, None);
@@ -150,7 +223,15 @@ fn grant_and_memory_references_are_checked() {
         expect_err(&w, code, 13);
     }
     // a payload commitment on an event that is not a memory
-    let (e, h) = head.next_event(&s.rotated, TimestampMs(1), EventBody::KeyRevoked { key: pk(&s.rotated).id() }, Some(Hash32([1; 32])), None);
+    let (e, h) = head.next_event(
+        &s.rotated,
+        TimestampMs(1),
+        EventBody::KeyRevoked {
+            key: pk(&s.rotated).id(),
+        },
+        Some(Hash32([1; 32])),
+        None,
+    );
     let mut w = s.wires();
     w.push(e.to_wire());
     expect_err(&w, "invalid_transition", 13);
@@ -186,13 +267,30 @@ fn a_bad_signature_deep_in_a_batch_is_located() {
     let k = key(1);
     let mut head = Head::empty(u.clone());
     let mut wires = Vec::new();
-    let (e, h) = head.next_event(&k, TimestampMs(0), EventBody::KeyAdded { key: pk(&k), role: KeyRole::Custody }, None, None);
+    let (e, h) = head.next_event(
+        &k,
+        TimestampMs(0),
+        EventBody::KeyAdded {
+            key: pk(&k),
+            role: KeyRole::Custody,
+        },
+        None,
+        None,
+    );
     head.advance(&e, h);
     wires.push(e.to_wire());
     for i in 0..999u32 {
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&i.to_be_bytes());
-        let (e, h) = head.next_event(&k, TimestampMs(i.into()), EventBody::MemoryIngested { memory: MemoryId(id) }, Some(Hash32([1; 32])), None);
+        let (e, h) = head.next_event(
+            &k,
+            TimestampMs(i.into()),
+            EventBody::MemoryIngested {
+                memory: MemoryId(id),
+            },
+            Some(Hash32([1; 32])),
+            None,
+        );
         head.advance(&e, h);
         wires.push(e.to_wire());
     }

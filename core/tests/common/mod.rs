@@ -60,15 +60,39 @@ pub fn sample_chain() -> Sample {
         events.push(e);
         hashes.push(h);
     };
-    push(&mut head, &custody, EventBody::KeyAdded { key: pk(&custody), role: KeyRole::Custody }, None, None);
-    push(&mut head, &custody, EventBody::KeyAdded { key: pk(&device), role: KeyRole::Device }, None, None);
+    push(
+        &mut head,
+        &custody,
+        EventBody::KeyAdded {
+            key: pk(&custody),
+            role: KeyRole::Custody,
+        },
+        None,
+        None,
+    );
+    push(
+        &mut head,
+        &custody,
+        EventBody::KeyAdded {
+            key: pk(&device),
+            role: KeyRole::Device,
+        },
+        None,
+        None,
+    );
     for i in 1..=3u8 {
         let c = commitment::commit(&[i; 32], format!("memory number {i}").as_bytes());
         let origin = (i == 2).then(|| Origin {
             key: pk(&device).id(),
             signature: keys::sign_origin(&device, &u, &c),
         });
-        push(&mut head, &custody, EventBody::MemoryIngested { memory: mem(i) }, Some(c), origin);
+        push(
+            &mut head,
+            &custody,
+            EventBody::MemoryIngested { memory: mem(i) },
+            Some(c),
+            origin,
+        );
     }
     let grant = GrantId([9; 16]);
     push(
@@ -77,7 +101,10 @@ pub fn sample_chain() -> Sample {
         EventBody::GrantCreated {
             grant,
             grantee: user("bob"),
-            capabilities: Capabilities { metadata: true, content: true },
+            capabilities: Capabilities {
+                metadata: true,
+                content: true,
+            },
             conditions: GrantConditions {
                 tags: vec!["work".into()],
                 kinds: vec![],
@@ -102,13 +129,57 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
-    push(&mut head, &custody, EventBody::GrantRevoked { grant }, None, None);
-    push(&mut head, &custody, EventBody::MemoryErased { target: ErasureTarget::Memory(mem(1)) }, None, None);
-    push(&mut head, &custody, EventBody::KeyRotated { old: pk(&custody).id(), new: pk(&rotated) }, None, None);
+    push(
+        &mut head,
+        &custody,
+        EventBody::GrantRevoked { grant },
+        None,
+        None,
+    );
+    push(
+        &mut head,
+        &custody,
+        EventBody::MemoryErased {
+            target: ErasureTarget::Memory(mem(1)),
+        },
+        None,
+        None,
+    );
+    push(
+        &mut head,
+        &custody,
+        EventBody::KeyRotated {
+            old: pk(&custody).id(),
+            new: pk(&rotated),
+        },
+        None,
+        None,
+    );
     let c = commitment::commit(&[4; 32], b"after rotation");
-    push(&mut head, &rotated, EventBody::MemoryIngested { memory: mem(4) }, Some(c), None);
-    push(&mut head, &rotated, EventBody::KeyRevoked { key: pk(&device).id() }, None, None);
-    Sample { user: u, events, hashes, custody, rotated, device }
+    push(
+        &mut head,
+        &rotated,
+        EventBody::MemoryIngested { memory: mem(4) },
+        Some(c),
+        None,
+    );
+    push(
+        &mut head,
+        &rotated,
+        EventBody::KeyRevoked {
+            key: pk(&device).id(),
+        },
+        None,
+        None,
+    );
+    Sample {
+        user: u,
+        events,
+        hashes,
+        custody,
+        rotated,
+        device,
+    }
 }
 
 pub fn verify_wires(user: &UserId, wires: &[Vec<u8>]) -> Result<ChainSummary, ChainError> {
@@ -117,4 +188,60 @@ pub fn verify_wires(user: &UserId, wires: &[Vec<u8>]) -> Result<ChainSummary, Ch
         v.push_wire(w)?;
     }
     v.finish()
+}
+
+/// A proof bundle for event `seq` of the sample chain, anchored in epoch 7 together with
+/// the checkpoints of `others` more users.
+pub fn sample_bundle(seq: u64, others: u8) -> ProofBundle {
+    let s = sample_chain();
+    let tree = MerkleTree::from_leaf_hashes(
+        merkle::CHAIN_TREE,
+        s.hashes
+            .iter()
+            .map(|h| merkle::CHAIN_TREE.leaf(&h.0))
+            .collect(),
+    );
+    let checkpoint = Checkpoint {
+        user: s.user.clone(),
+        seq: Seq(12),
+        head: s.hashes[11],
+        root: tree.root(),
+    };
+    let mut cps = vec![checkpoint.clone()];
+    for i in 0..others {
+        cps.push(Checkpoint {
+            user: user(&format!("other{i}")),
+            seq: Seq(u64::from(i) + 1),
+            head: Hash32([i; 32]),
+            root: Hash32([i ^ 0x55; 32]),
+        });
+    }
+    let epoch = EpochTree::build(7, cps).unwrap();
+    let ep = epoch.proof(&s.user).unwrap();
+    let event = s.events[(seq - 1) as usize].clone();
+    let origin_key = event.origin.map(|_| pk(&s.device));
+    let signer_key = if seq >= 11 {
+        pk(&s.rotated)
+    } else {
+        pk(&s.custody)
+    };
+    ProofBundle {
+        event,
+        signer_key,
+        origin_key,
+        inclusion: tree.inclusion_proof(seq - 1).unwrap(),
+        checkpoint,
+        anchor: Some(AnchorReceipt {
+            chain_id: 23293,
+            contract: Address([0xaa; 20]),
+            tx_hash: Hash32([0xbb; 32]),
+            block_number: 42,
+            block_hash: Hash32([0xcc; 32]),
+            epoch: 7,
+            root: ep.root,
+            leaf_count: epoch.leaf_count(),
+            prev_root: Hash32([0xdd; 32]),
+        }),
+        epoch: Some(ep),
+    }
 }

@@ -1,0 +1,30 @@
+//! `mnemo-bench`: one binary, one subcommand per area. Every figure is printed next to a
+//! baseline measured in the same process and run, with the ratio, and as the median of
+//! several rounds: machines are noisy, ratios travel better than absolute numbers.
+
+mod core_bench;
+mod measure;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mnemo-bench",
+    about = "mnemo benchmarks (ratios against same-run baselines)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    area: Area,
+}
+
+#[derive(Subcommand)]
+enum Area {
+    /// Custody core: sign, verify, batch verify, encode+hash, append, chain verify, proofs.
+    Core(core_bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().area {
+        Area::Core(a) => core_bench::run(&a),
+    }
+}

@@ -1,0 +1,58 @@
+//! Timing rounds and printing a table.
+
+use std::time::Instant;
+
+/// Runs `f` (which does `n` operations) `rounds` times and returns the median rate in
+/// operations per second.
+pub fn median_rate(rounds: usize, n: u64, mut f: impl FnMut()) -> f64 {
+    let mut rates: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            n as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// One row of a result table.
+pub struct Row {
+    pub what: String,
+    pub rate: f64,
+    pub unit: &'static str,
+    pub baseline: Option<(String, f64)>,
+}
+
+pub fn print_table(title: &str, rows: &[Row]) {
+    println!("\n## {title}\n");
+    println!("| what | median rate | baseline (same run) | ratio |");
+    println!("| --- | ---: | --- | ---: |");
+    for r in rows {
+        let (b, ratio) = match &r.baseline {
+            Some((name, base)) => (
+                format!("{name}: {}", human(*base)),
+                format!("{:.3}", r.rate / base),
+            ),
+            None => ("".into(), "".into()),
+        };
+        println!(
+            "| {} | {} {} | {} | {} |",
+            r.what,
+            human(r.rate),
+            r.unit,
+            b,
+            ratio
+        );
+    }
+}
+
+pub fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.1}")
+    }
+}
