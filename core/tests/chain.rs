@@ -310,7 +310,7 @@ fn a_bad_signature_deep_in_a_batch_is_located() {
             break;
         }
     }
-    let e = err.map_or_else(|| v.finish().unwrap_err(), |e| e);
+    let e = err.unwrap_or_else(|| v.finish().unwrap_err());
     assert_eq!((e.code(), e.seq()), ("bad_signature", Some(Seq(700))));
 }
 
