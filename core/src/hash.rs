@@ -22,6 +22,8 @@ pub const CTX_CHAIN_NODE: &str = "mnemo 2026-11-26 chain tree node v1";
 pub const CTX_EPOCH_LEAF: &str = "mnemo 2026-11-26 epoch tree leaf v1";
 /// Context of inner nodes in an epoch tree.
 pub const CTX_EPOCH_NODE: &str = "mnemo 2026-11-26 epoch tree node v1";
+/// Context of large-object content hashes, over the plaintext content.
+pub const CTX_OBJECT: &str = "mnemo 2026-11-26 object content v1";
 /// Context of the root of an empty tree (either kind), over no input.
 pub const CTX_EMPTY_TREE: &str = "mnemo 2026-11-26 empty tree v1";
 
@@ -64,6 +66,7 @@ mod tests {
             CTX_EPOCH_LEAF,
             CTX_EPOCH_NODE,
             CTX_EMPTY_TREE,
+            CTX_OBJECT,
         ];
         let outs: std::collections::HashSet<_> =
             all.iter().map(|c| hash_parts(c, &[b"same"])).collect();

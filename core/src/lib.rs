@@ -8,6 +8,7 @@
 //! - [`hash`]: blake3 with one derive-key context per purpose (domain separation).
 //! - [`keys`]: ed25519 keys, single and batch verification, key ids, key history.
 //! - [`commitment`]: salted payload commitments that reveal nothing once erased.
+//! - [`memory`]: the memory record a payload commitment covers.
 //! - [`merkle`]: RFC 9162 trees, inclusion and consistency proofs, an append accumulator.
 //! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
 //! - [`bundle`]: self-contained proof bundles for one memory.
@@ -28,6 +29,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod keys;
+pub mod memory;
 pub mod merkle;
 pub mod verify;
 
@@ -40,6 +42,7 @@ pub use event::{
 };
 pub use ids::{Address, GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
 pub use keys::{KeyRole, PublicKey, Sig};
+pub use memory::{Content, MemoryRecord};
 pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
 pub use verify::{ChainSummary, ChainVerifier};
 

@@ -141,7 +141,7 @@ fn build() -> Value {
             "event": hash::CTX_EVENT, "payload": hash::CTX_PAYLOAD, "key_id": hash::CTX_KEY_ID,
             "chain_leaf": hash::CTX_CHAIN_LEAF, "chain_node": hash::CTX_CHAIN_NODE,
             "epoch_leaf": hash::CTX_EPOCH_LEAF, "epoch_node": hash::CTX_EPOCH_NODE,
-            "empty_tree": hash::CTX_EMPTY_TREE,
+            "empty_tree": hash::CTX_EMPTY_TREE, "object": hash::CTX_OBJECT,
             "event_signature_prefix": hex(hash::SIG_EVENT), "origin_signature_prefix": hex(hash::SIG_ORIGIN),
         },
         "keys": keys,
@@ -149,6 +149,7 @@ fn build() -> Value {
             { "salt": hex(&[1; 32]), "payload": hex(b"memory number 1"), "commitment": commitment::commit(&[1; 32], b"memory number 1") },
             { "salt": hex(&[0; 32]), "payload": "", "commitment": commitment::commit(&[0; 32], b"") },
         ],
+        "memory_records": memory_records(),
         "empty_tree_root": merkle::CHAIN_TREE.empty_root(),
         "chain": { "user": s.user, "events": events },
         "checkpoints": checkpoints,
@@ -159,6 +160,33 @@ fn build() -> Value {
         "invalid_chains": invalid,
         "invalid_bundles": bad,
     })
+}
+
+fn memory_records() -> Value {
+    let inline = MemoryRecord {
+        kind: "note".into(),
+        tags: vec!["work".into(), "ideas".into()],
+        captured_at: Some(TimestampMs(1_764_115_200_000)),
+        source: Some("phone".into()),
+        content_type: "text/plain; charset=utf-8".into(),
+        content: Content::Inline { bytes: b"buy oat milk".to_vec() },
+    };
+    let object = MemoryRecord {
+        kind: "audio".into(),
+        tags: vec![],
+        captured_at: None,
+        source: None,
+        content_type: "audio/ogg".into(),
+        content: Content::Object { hash: memory::object_hash(b"OggS fake audio"), size: 15 },
+    };
+    let salt = [0x42u8; 32];
+    json!([inline, object]
+        .iter()
+        .map(|r| {
+            let b = r.canonical_bytes();
+            json!({ "record": r, "canonical": hex(&b), "salt": hex(&salt), "commitment": commitment::commit(&salt, &b) })
+        })
+        .collect::<Vec<_>>())
 }
 
 #[test]
