@@ -1,0 +1,30 @@
+//! # mnemo-ledger
+//!
+//! The only writer of custody chains. Each user's chain is a subject on NATS JetStream
+//! (one stream per user, or a subject in one of N shared streams: see [`Layout`]); every
+//! event is built and signed with `mnemo-core` and published with
+//! `Nats-Expected-Last-Subject-Sequence`, so concurrent writers (several ledger processes)
+//! can never fork a chain: a conflict reloads the head and retries.
+//!
+//! - [`Ledger`]: `create_user`, `append` (a memory), `append_event` (grants, access
+//!   records), `erase` (crypto-shredding), `head`, `read`/`follow`/`events`,
+//!   `verify_chain`, `open_memory` (decrypt and check against the commitment).
+//! - [`LedgerConfig`] and [`Durability`]: what an acknowledged append means.
+//! - [`crypto`]: master key -> user key-encryption key -> per-memory data key.
+//! - [`envelope`]: the chain message body (event + sealed payload).
+//!
+//! What it does not do: projections (views), anchoring, authentication. Receipts are only
+//! returned after JetStream acknowledged the write on file storage.
+
+mod config;
+pub mod crypto;
+pub mod envelope;
+mod error;
+mod layout;
+mod ledger;
+
+pub use config::{Durability, Keyring, LedgerConfig};
+pub use crypto::SecretKey;
+pub use error::{LedgerError, Result};
+pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
+pub use ledger::{ChainReader, ChainTip, Ledger, NewMemory, OpenedMemory, Receipt, StoredEvent};

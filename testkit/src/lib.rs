@@ -1,0 +1,18 @@
+//! # mnemo-testkit
+//!
+//! Spawns real servers for tests, each on a free loopback port with its own temporary
+//! directory, and kills and removes it on drop (the model is async-nats' own test crate).
+//!
+//! - [`NatsServer`]: a `nats-server` with JetStream. It can be killed with SIGKILL and
+//!   restarted on the same port and store directory, to test crash recovery.
+//!
+//! Which `nats-server` runs: `$MNEMO_NATS_SERVER` if set, else the pinned 2.15.1 that
+//! `scripts/setup.sh` installs (`$MNEMO_TOOLS/venv/bin/nats-server`, `MNEMO_TOOLS` defaulting
+//! to `~/.local/share/mnemo`), else the first on `PATH`. Servers older than 2.10 are
+//! refused, since the ledger relies on 2.10+ stream features.
+
+mod nats;
+mod port;
+
+pub use nats::{NatsOptions, NatsServer, nats_server_binary};
+pub use port::free_port;

@@ -1,0 +1,14 @@
+//! Free loopback ports.
+
+use std::net::TcpListener;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
+pub fn free_port() -> u16 {
+    // Binding port 0 makes the kernel choose; the listener is dropped before the server
+    // binds, a window other tests on this machine rarely hit (the server then fails to
+    // start and the test says so).
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
