@@ -169,7 +169,9 @@ fn memory_records() -> Value {
         captured_at: Some(TimestampMs(1_764_115_200_000)),
         source: Some("phone".into()),
         content_type: "text/plain; charset=utf-8".into(),
-        content: Content::Inline { bytes: b"buy oat milk".to_vec() },
+        content: Content::Inline {
+            bytes: b"buy oat milk".to_vec(),
+        },
     };
     let object = MemoryRecord {
         kind: "audio".into(),
@@ -177,7 +179,10 @@ fn memory_records() -> Value {
         captured_at: None,
         source: None,
         content_type: "audio/ogg".into(),
-        content: Content::Object { hash: memory::object_hash(b"OggS fake audio"), size: 15 },
+        content: Content::Object {
+            hash: memory::object_hash(b"OggS fake audio"),
+            size: 15,
+        },
     };
     let salt = [0x42u8; 32];
     json!([inline, object]

@@ -48,7 +48,13 @@ impl SecretKey {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let ct = self
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption can not fail for in-memory buffers");
         let mut out = Vec::with_capacity(24 + ct.len());
         out.extend_from_slice(&nonce);
@@ -109,7 +115,10 @@ mod tests {
         let s = k.seal(b"ctx", b"secret");
         assert_eq!(k.open(b"ctx", &s).unwrap().as_slice(), b"secret");
         assert_eq!(k.open(b"other", &s), Err(CryptoError::Decrypt));
-        assert_eq!(SecretKey::random().open(b"ctx", &s), Err(CryptoError::Decrypt));
+        assert_eq!(
+            SecretKey::random().open(b"ctx", &s),
+            Err(CryptoError::Decrypt)
+        );
         let mut t = s.clone();
         t[30] ^= 1;
         assert_eq!(k.open(b"ctx", &t), Err(CryptoError::Decrypt));

@@ -188,14 +188,18 @@ impl NewMemory {
         }
         check_short("kind", &self.kind)?;
         if self.content_type.is_empty() {
-            return Err(LedgerError::InvalidInput("content_type must not be empty".into()));
+            return Err(LedgerError::InvalidInput(
+                "content_type must not be empty".into(),
+            ));
         }
         check_short("content_type", &self.content_type)?;
         if let Some(s) = &self.source {
             check_short("source", s)?;
         }
         if self.tags.len() > MAX_TAGS {
-            return Err(LedgerError::InvalidInput(format!("at most {MAX_TAGS} tags")));
+            return Err(LedgerError::InvalidInput(format!(
+                "at most {MAX_TAGS} tags"
+            )));
         }
         for t in &self.tags {
             if t.is_empty() {
@@ -221,20 +225,47 @@ impl Ledger {
     /// layout) the shared streams exist.
     pub async fn connect(client: async_nats::Client, cfg: LedgerConfig) -> Result<Self> {
         let js = jetstream::new(client);
-        let keys = match js.get_key_value(KEYS_BUCKET).await {
-            Ok(k) => k,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: KEYS_BUCKET.into(),
-                    description: "mnemo wrapped keys (user KEKs, memory DEKs)".into(),
-                    history: 1,
+        // The key bucket is a KV bucket whose stream is created here rather than by
+        // `create_key_value`: KV streams deny message deletes by default, and that can not
+        // be lifted later. The ledger needs deletes for secure erasure of keys (a delete
+        // overwrites the stored bytes on disk; a purge only unlinks them).
+        let kv_stream = format!("KV_{KEYS_BUCKET}");
+        match js.get_stream(&kv_stream).await {
+            Ok(mut s) => {
+                let info = s
+                    .info()
+                    .await
+                    .map_err(|e| LedgerError::nats("key bucket info", e))?;
+                if info.config.deny_delete {
+                    return Err(LedgerError::InvalidInput(format!(
+                        "stream {kv_stream} denies deletes: keys could not be securely erased"
+                    )));
+                }
+            }
+            Err(_) => {
+                js.create_stream(stream::Config {
+                    name: kv_stream.clone(),
+                    description: Some("mnemo wrapped keys (user KEKs, memory DEKs)".into()),
+                    subjects: vec![format!("$KV.{KEYS_BUCKET}.>")],
+                    max_messages_per_subject: 1,
                     storage: stream::StorageType::File,
                     num_replicas: cfg.replicas,
+                    discard: stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    allow_direct: true,
+                    deny_delete: false,
+                    deny_purge: false,
+                    duplicate_window: Duration::from_secs(120),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| LedgerError::nats("create key bucket", e))?,
-        };
+                .map_err(|e| LedgerError::nats("create key bucket", e))?;
+            }
+        }
+        let keys = js
+            .get_key_value(KEYS_BUCKET)
+            .await
+            .map_err(|e| LedgerError::nats("open key bucket", e))?;
         let objects = match js.get_object_store(OBJECTS_BUCKET).await {
             Ok(o) => o,
             Err(_) => js
@@ -359,13 +390,18 @@ impl Ledger {
         let Some(stream) = self.stream(&loc.stream).await? else {
             return Ok(None);
         };
-        match stream.direct_get_last_for_subject(loc.subject.clone()).await {
+        match stream
+            .direct_get_last_for_subject(loc.subject.clone())
+            .await
+        {
             Ok(msg) => {
                 let (wire, _) = envelope::decode(&msg.payload)?;
                 let (event, hash) = Event::from_wire(&wire)
                     .map_err(|e| LedgerError::Tampered(format!("head of {user}: {e}")))?;
                 if event.user != *user {
-                    return Err(LedgerError::Tampered(format!("head of {user} names another user")));
+                    return Err(LedgerError::Tampered(format!(
+                        "head of {user} names another user"
+                    )));
                 }
                 Ok(Some(HeadState {
                     signer: next_signer(&event),
@@ -728,11 +764,7 @@ impl Ledger {
             // Nothing of ours was written (error or duplicate): drop the unused key/object.
             let _ = self.inner.keys.purge(dek_key(user, &memory)).await;
             if m.content.len() > self.inner.cfg.max_inline {
-                let _ = self
-                    .inner
-                    .objects
-                    .delete(object_name(user, &memory))
-                    .await;
+                let _ = self.inner.objects.delete(object_name(user, &memory)).await;
             }
         }
         receipt
@@ -915,7 +947,11 @@ impl Ledger {
 
     /// Finds a memory's event by scanning the chain (the projections index this; the
     /// ledger itself keeps no index).
-    pub async fn find_memory(&self, user: &UserId, memory: &MemoryId) -> Result<Option<StoredEvent>> {
+    pub async fn find_memory(
+        &self,
+        user: &UserId,
+        memory: &MemoryId,
+    ) -> Result<Option<StoredEvent>> {
         let mut r = self.read(user, Seq::FIRST).await?;
         while let Some(e) = r.next().await? {
             if matches!(&e.event.body, EventBody::MemoryIngested { memory: m } if m == memory) {
@@ -934,7 +970,9 @@ impl Ledger {
             return Err(LedgerError::InvalidInput("not a memory event".into()));
         };
         let Some(commit) = e.payload else {
-            return Err(LedgerError::Tampered("memory event without commitment".into()));
+            return Err(LedgerError::Tampered(
+                "memory event without commitment".into(),
+            ));
         };
         let wrapped = self
             .inner
@@ -949,7 +987,9 @@ impl Ledger {
             .map_err(|_| LedgerError::Erased(memory))?;
         let plain = dek
             .open(&aad("payload", user, Some(&memory)), &stored.sealed)
-            .map_err(|_| LedgerError::Tampered(format!("payload of memory {memory} does not decrypt")))?;
+            .map_err(|_| {
+                LedgerError::Tampered(format!("payload of memory {memory} does not decrypt"))
+            })?;
         if plain.len() < 32 {
             return Err(LedgerError::Tampered("payload too short".into()));
         }
@@ -979,7 +1019,9 @@ impl Ledger {
                     .open(&aad("object", user, Some(&memory)), &sealed)
                     .map_err(|_| LedgerError::Tampered("object does not decrypt".into()))?;
                 if object_hash(&content) != *hash || content.len() as u64 != *size {
-                    return Err(LedgerError::Tampered("object does not match its hash".into()));
+                    return Err(LedgerError::Tampered(
+                        "object does not match its hash".into(),
+                    ));
                 }
                 Bytes::copy_from_slice(&content)
             }

@@ -32,9 +32,9 @@ pub fn nats_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MNEMO_NATS_SERVER") {
         return PathBuf::from(p);
     }
-    let tools = std::env::var_os("MNEMO_TOOLS").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/mnemo"))
-    });
+    let tools = std::env::var_os("MNEMO_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/mnemo")));
     if let Some(t) = tools {
         let p = t.join("venv/bin/nats-server");
         if p.exists() {
@@ -162,7 +162,11 @@ impl NatsServer {
                     self.log()
                 );
             }
-            assert!(Instant::now() < deadline, "nats-server not ready in 30 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "nats-server not ready in 30 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

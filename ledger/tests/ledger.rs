@@ -1,0 +1,327 @@
+//! The ledger against a real nats-server, run once per layout: both layouts must pass the
+//! same suite.
+
+use bytes::Bytes;
+use mnemo_core::{ErasureTarget, EventBody, KeyRole, Seq, SigningKey, UserId};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, LedgerError, NewMemory, Receipt, SecretKey};
+use mnemo_testkit::NatsServer;
+use std::collections::HashSet;
+
+fn cfg(layout: Layout, key_seed: u8) -> LedgerConfig {
+    let mut c = LedgerConfig::new(
+        SecretKey::from_bytes([9; 32]),
+        SigningKey::from_bytes(&[key_seed; 32]),
+    );
+    c.layout = layout;
+    c
+}
+
+async fn connect(server: &NatsServer, c: LedgerConfig) -> Ledger {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    Ledger::connect(client, c).await.expect("ledger")
+}
+
+fn user(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn note(text: &str) -> NewMemory {
+    NewMemory {
+        kind: "note".into(),
+        tags: vec!["t".into()],
+        content_type: "text/plain".into(),
+        content: Bytes::copy_from_slice(text.as_bytes()),
+        ..Default::default()
+    }
+}
+
+async fn assert_chain(l: &Ledger, u: &UserId, receipts: &[Receipt]) {
+    let sum = l.verify_chain(u).await.expect("chain verifies");
+    let events = l.events(u, Seq::FIRST, usize::MAX).await.unwrap();
+    let in_chain: HashSet<_> = events.iter().map(|e| (e.event.seq, e.hash)).collect();
+    assert_eq!(in_chain.len(), events.len());
+    for r in receipts {
+        assert!(
+            in_chain.contains(&(r.seq, r.hash)),
+            "receipt {r:?} missing from the chain"
+        );
+    }
+    assert_eq!(sum.checkpoint.unwrap().seq.0, events.len() as u64);
+}
+
+macro_rules! suite {
+    ($name:ident, $layout:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ten_thousand_appends_from_8_tasks_over_100_users() {
+                let server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let users: Vec<UserId> = (0..100).map(|i| user(&format!("user{i}"))).collect();
+                for u in &users {
+                    l.create_user(u).await.unwrap();
+                }
+                let mut tasks = Vec::new();
+                for t in 0..8usize {
+                    let l = l.clone();
+                    let users = users.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        for i in 0..1250usize {
+                            let u = &users[(t * 1250 + i) % 100];
+                            out.push(l.append(u, note(&format!("{t}-{i}"))).await.unwrap());
+                        }
+                        out
+                    }));
+                }
+                let mut receipts = Vec::new();
+                for t in tasks {
+                    receipts.extend(t.await.unwrap());
+                }
+                assert_eq!(receipts.len(), 10_000);
+                for u in &users {
+                    let mine: Vec<_> = receipts.iter().filter(|r| &r.user == u).cloned().collect();
+                    assert_eq!(mine.len(), 100);
+                    assert_chain(&l, u, &mine).await;
+                    assert_eq!(l.head(u).await.unwrap().unwrap().len, 101);
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_ledgers_on_one_user_make_one_linear_chain() {
+                let server = NatsServer::start();
+                let a = connect(&server, cfg($layout, 1)).await;
+                let b = connect(&server, cfg($layout, 1)).await;
+                let u = user("shared");
+                a.create_user(&u).await.unwrap();
+                let mut tasks = Vec::new();
+                for (n, l) in [a.clone(), b.clone()].into_iter().enumerate() {
+                    for t in 0..2 {
+                        let (l, u) = (l.clone(), u.clone());
+                        tasks.push(tokio::spawn(async move {
+                            let mut out = Vec::new();
+                            for i in 0..150 {
+                                out.push(l.append(&u, note(&format!("{n}/{t}/{i}"))).await.unwrap());
+                            }
+                            out
+                        }));
+                    }
+                }
+                let mut receipts = Vec::new();
+                for t in tasks {
+                    receipts.extend(t.await.unwrap());
+                }
+                let seqs: HashSet<_> = receipts.iter().map(|r| r.seq).collect();
+                assert_eq!(seqs.len(), 600, "every acknowledged append has its own seq");
+                assert_chain(&a, &u, &receipts).await;
+                assert_eq!(a.head(&u).await.unwrap().unwrap().len, 601);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_idempotency_key_one_event_even_across_a_ledger_restart() {
+                let server = NatsServer::start();
+                let u = user("idem");
+                let first = {
+                    let l = connect(&server, cfg($layout, 1)).await;
+                    l.create_user(&u).await.unwrap();
+                    let mut m = note("once");
+                    m.idempotency_key = Some("k-1".into());
+                    let r1 = l.append(&u, m.clone()).await.unwrap();
+                    let r2 = l.append(&u, m).await.unwrap();
+                    assert!(!r1.duplicate && r2.duplicate);
+                    assert_eq!((r1.seq, r1.hash, r1.memory), (r2.seq, r2.hash, r2.memory));
+                    r1
+                };
+                // a new ledger process (fresh connection and caches)
+                let l = connect(&server, cfg($layout, 1)).await;
+                let mut m = note("once");
+                m.idempotency_key = Some("k-1".into());
+                let r3 = l.append(&u, m).await.unwrap();
+                assert!(r3.duplicate);
+                assert_eq!((r3.seq, r3.hash), (first.seq, first.hash));
+                assert_eq!(l.head(&u).await.unwrap().unwrap().len, 2);
+                let opened = l.open_memory(&l.find_memory(&u, &first.memory.unwrap()).await.unwrap().unwrap()).await.unwrap();
+                assert_eq!(&opened.content[..], b"once");
+                l.verify_chain(&u).await.unwrap();
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kill_9_of_nats_server_loses_no_acknowledged_append() {
+                let mut server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let u = user("crash");
+                l.create_user(&u).await.unwrap();
+                let writer = {
+                    let (l, u) = (l.clone(), u.clone());
+                    tokio::spawn(async move {
+                        let mut acked = Vec::new();
+                        let mut failed = 0;
+                        for i in 0..1500 {
+                            match l.append(&u, note(&format!("m{i}"))).await {
+                                Ok(r) => acked.push(r),
+                                Err(_) => failed += 1,
+                            }
+                        }
+                        (acked, failed)
+                    })
+                };
+                // let some appends through, then kill -9 and restart on the same store
+                let mut at_kill = 0;
+                while at_kill < 200 {
+                    at_kill = l.head(&u).await.unwrap().map_or(0, |h| h.len);
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                server.kill();
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                server.restart();
+                let (acked, failed) = writer.await.unwrap();
+                assert!(at_kill < 1500, "the kill came while appends were still going on");
+                assert_eq!(acked.len() + failed, 1500);
+                // appends continue after the restart
+                let after = l.append(&u, note("after the crash")).await.unwrap();
+                let mut all = acked.clone();
+                all.push(after);
+                assert_chain(&l, &u, &all).await;
+                eprintln!("kill -9 at chain length {at_kill}: {} appends acked, {failed} failed during the outage", acked.len());
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn erasure_shreds_keys_and_the_chain_still_verifies() {
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_inline = 1024;
+                let l = connect(&server, c).await;
+                let u = user("forgetful");
+                l.create_user(&u).await.unwrap();
+                let a = l.append(&u, note("keep me")).await.unwrap();
+                let b = l.append(&u, note("forget me")).await.unwrap();
+                let mut big = note("");
+                big.content = Bytes::from(vec![7u8; 50_000]);
+                big.content_type = "audio/ogg".into();
+                let c_ = l.append(&u, big).await.unwrap();
+                let find = |r: &Receipt| {
+                    let (l, u, m) = (l.clone(), u.clone(), r.memory.unwrap());
+                    async move { l.find_memory(&u, &m).await.unwrap().unwrap() }
+                };
+                let big_opened = l.open_memory(&find(&c_).await).await.unwrap();
+                assert_eq!(big_opened.content.len(), 50_000);
+                assert!(matches!(big_opened.record.content, mnemo_core::Content::Object { .. }));
+
+                let e = l.erase(&u, ErasureTarget::Memory(b.memory.unwrap())).await.unwrap();
+                assert!(matches!(l.open_memory(&find(&b).await).await, Err(LedgerError::Erased(_))));
+                assert_eq!(&l.open_memory(&find(&a).await).await.unwrap().content[..], b"keep me");
+                let ev = l.events(&u, e.seq, 1).await.unwrap();
+                assert!(matches!(ev[0].event.body, EventBody::MemoryErased { .. }));
+                l.verify_chain(&u).await.unwrap();
+                // erasing it again says it is gone
+                assert!(matches!(l.erase(&u, ErasureTarget::Memory(b.memory.unwrap())).await, Err(LedgerError::Erased(_))));
+
+                l.erase(&u, ErasureTarget::All).await.unwrap();
+                for r in [&a, &c_] {
+                    assert!(matches!(l.open_memory(&find(r).await).await, Err(LedgerError::Erased(_))));
+                }
+                // a fresh ledger (no caches) can not read them either
+                let l2 = connect(&server, cfg($layout, 1)).await;
+                assert!(matches!(l2.open_memory(&find(&a).await).await, Err(LedgerError::Erased(_))));
+                let d = l.append(&u, note("new life")).await.unwrap();
+                assert_eq!(&l2.open_memory(&find(&d).await).await.unwrap().content[..], b"new life");
+                let sum = l.verify_chain(&u).await.unwrap();
+                assert_eq!(sum.checkpoint.unwrap().seq, Seq(7));
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn bad_input_gives_typed_errors_and_writes_nothing() {
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_content = 1000;
+                let l = connect(&server, c).await;
+                let u = user("careful");
+                l.create_user(&u).await.unwrap();
+                let before = l.head(&u).await.unwrap();
+                let mut big = note("");
+                big.content = Bytes::from(vec![0u8; 1001]);
+                assert!(matches!(l.append(&u, big).await, Err(LedgerError::PayloadTooLarge { size: 1001, max: 1000 })));
+                let mut bad = note("x");
+                bad.kind = String::new();
+                assert!(matches!(l.append(&u, bad).await, Err(LedgerError::InvalidInput(_))));
+                let mut bad = note("x");
+                bad.idempotency_key = Some("has space".into());
+                assert!(matches!(l.append(&u, bad).await, Err(LedgerError::InvalidInput(_))));
+                let mut bad = note("x");
+                bad.tags = vec!["a\nb".into()];
+                assert!(matches!(l.append(&u, bad).await, Err(LedgerError::InvalidInput(_))));
+                assert_eq!(l.head(&u).await.unwrap(), before, "nothing was written");
+                assert!(matches!(l.append(&user("nobody"), note("x")).await, Err(LedgerError::UnknownUser(_))));
+                assert_eq!(l.head(&user("nobody")).await.unwrap(), None);
+                for bad in ["a.b", "a*", ">", "a b", "a\tb", ""] {
+                    let e: LedgerError = UserId::new(bad).unwrap_err().into();
+                    assert!(matches!(e, LedgerError::InvalidId(_)), "{bad:?}");
+                }
+                assert!(matches!(l.create_user(&u).await, Err(LedgerError::UserExists(_))));
+                assert!(matches!(
+                    l.append_event(&u, EventBody::MemoryErased { target: ErasureTarget::All }, None).await,
+                    Err(LedgerError::InvalidInput(_))
+                ));
+                l.verify_chain(&u).await.unwrap();
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_full_chain_refuses_writes_instead_of_dropping_events() {
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_events_per_user = Some(4);
+                let l = connect(&server, c).await;
+                let u = user("small");
+                l.create_user(&u).await.unwrap();
+                for i in 0..3 {
+                    l.append(&u, note(&format!("{i}"))).await.unwrap();
+                }
+                assert!(matches!(l.append(&u, note("one too many")).await, Err(LedgerError::ChainFull(_))));
+                let sum = l.verify_chain(&u).await.unwrap();
+                assert_eq!(sum.checkpoint.unwrap().seq, Seq(4));
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn key_rotation_keeps_the_chain_verifiable() {
+                let server = NatsServer::start();
+                let u = user("rotating");
+                let old = connect(&server, cfg($layout, 1)).await;
+                old.create_user(&u).await.unwrap();
+                old.append(&u, note("under the old key")).await.unwrap();
+                let mut c = cfg($layout, 2);
+                c.keys.previous = vec![SigningKey::from_bytes(&[1; 32])];
+                let new = connect(&server, c).await;
+                let r = new.append(&u, note("under the new key")).await.unwrap();
+                assert_eq!(r.seq, Seq(4), "a key_rotated event came first");
+                let ev = new.events(&u, Seq(3), 1).await.unwrap();
+                assert!(matches!(ev[0].event.body, EventBody::KeyRotated { .. }));
+                let sum = new.verify_chain(&u).await.unwrap();
+                assert_eq!(sum.keys, 2);
+                // a ledger that only knows the new key can not write to a chain of the old one
+                let other = user("stranger");
+                old.create_user(&other).await.unwrap();
+                let mut c = cfg($layout, 3);
+                c.keys.previous = vec![];
+                let lost = connect(&server, c).await;
+                assert!(matches!(lost.append(&other, note("x")).await, Err(LedgerError::Tampered(_))));
+                let _ = KeyRole::Custody;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn follow_sees_later_appends() {
+                let server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let u = user("live");
+                l.create_user(&u).await.unwrap();
+                let mut f = l.follow(&u, Seq(2)).await.unwrap();
+                let r = l.append(&u, note("hello")).await.unwrap();
+                let got = tokio::time::timeout(std::time::Duration::from_secs(5), f.next()).await.unwrap().unwrap().unwrap();
+                assert_eq!((got.event.seq, got.hash), (r.seq, r.hash));
+            }
+        }
+    };
+}
+
+suite!(per_user, Layout::PerUser);
+suite!(sharded, Layout::Sharded { shards: 4 });
