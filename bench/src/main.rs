@@ -3,6 +3,7 @@
 //! several rounds: machines are noisy, ratios travel better than absolute numbers.
 
 mod core_bench;
+mod ingest;
 mod measure;
 
 use clap::{Parser, Subcommand};
@@ -21,10 +22,13 @@ struct Cli {
 enum Area {
     /// Custody core: sign, verify, batch verify, encode+hash, append, chain verify, proofs.
     Core(core_bench::Args),
+    /// Ledger appends vs raw JetStream publishes, per layout, user count and durability.
+    Ingest(ingest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().area {
         Area::Core(a) => core_bench::run(&a),
+        Area::Ingest(a) => ingest::run(&a),
     }
 }

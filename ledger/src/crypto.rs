@@ -1,10 +1,8 @@
 //! Payload encryption (XChaCha20-Poly1305) and key wrapping.
 //!
-//! Three levels: the **master key** (from config) wraps each user's **key-encryption key**
-//! (KEK); the KEK wraps each memory's **data key** (DEK); the DEK encrypts the memory.
-//! Wrapped keys live in the `mnemo-keys` KV bucket. Destroying a DEK erases one memory,
-//! destroying the KEK and the user's DEKs erases everything of a user (crypto-shredding):
-//! the ciphertext may stay in the chain forever, nobody can read it again.
+//! The **master key** (from config) seals generation keys and rewrap tables; memory keys
+//! are derived from generation keys (see `keystore`). Every ciphertext is bound to its
+//! context (user, memory) through the AEAD's associated data.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -36,6 +34,11 @@ impl SecretKey {
         let mut b = [0u8; 32];
         hex::decode_to_slice(s.trim(), &mut b).map_err(|_| CryptoError::BadKey)?;
         Ok(Self::from_bytes(b))
+    }
+
+    /// The raw bytes, for key derivation inside this crate.
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {

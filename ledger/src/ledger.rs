@@ -1,7 +1,7 @@
 //! The ledger: creates chains, appends to them, erases, and reads them back.
 
 use async_nats::jetstream::{
-    self, consumer, context::PublishErrorKind, kv, message::PublishMessage, object_store, stream,
+    self, consumer, context::PublishErrorKind, message::PublishMessage, object_store, stream,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,20 +13,20 @@ use mnemo_core::{
 use rand::RngCore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
 
 use crate::config::LedgerConfig;
 use crate::crypto::SecretKey;
 use crate::envelope;
 use crate::error::{LedgerError, Result};
+use crate::keystore::{self, GENERATION_SIZE, Generation, KeyStore, MemoryKey};
 use crate::layout::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 const MAX_TAGS: usize = 64;
 const MAX_SHORT: usize = 256;
-const KEK_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// A memory to append.
 #[derive(Clone, Debug, Default)]
@@ -109,6 +109,30 @@ struct HeadState {
     stream_seq: u64,
     /// The custody key that must sign the next event.
     signer: KeyId,
+    /// The generation key this process encrypts this user's memories with; dropped with
+    /// the state on any conflict, so it is only used on top of heads this process built.
+    generation: Option<Generation>,
+}
+
+/// A memory ready to be sealed: everything but the generation key.
+struct PreparedMemory {
+    memory: MemoryId,
+    commitment: Hash32,
+    /// `u8 flag || [32 object key, when flag = 1] || salt || record` (docs/FORMAT.md §11).
+    plain: zeroize::Zeroizing<Vec<u8>>,
+}
+
+const SEALED_V1: u8 = 1;
+
+/// Splits a sealed payload into its generation id and AEAD box.
+fn parse_sealed(sealed: &[u8]) -> Result<(u64, &[u8])> {
+    if sealed.len() < 9 || sealed[0] != SEALED_V1 {
+        return Err(LedgerError::Tampered(
+            "sealed payload: unknown format".into(),
+        ));
+    }
+    let id = u64::from_be_bytes(sealed[1..9].try_into().expect("8 bytes"));
+    Ok((id, &sealed[9..]))
 }
 
 enum Attempt {
@@ -128,11 +152,10 @@ struct Inner {
     js: jetstream::Context,
     cfg: LedgerConfig,
     current_key: KeyId,
-    keys: kv::Store,
+    keys: KeyStore,
     objects: object_store::ObjectStore,
     heads: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Option<HeadState>>>>>,
     streams: Mutex<HashMap<String, stream::Stream>>,
-    keks: Mutex<HashMap<UserId, (Instant, SecretKey)>>,
 }
 
 fn now_ms() -> TimestampMs {
@@ -142,12 +165,6 @@ fn now_ms() -> TimestampMs {
     TimestampMs(d.as_millis() as i64)
 }
 
-fn kek_key(user: &UserId) -> String {
-    format!("u.{user}")
-}
-fn dek_key(user: &UserId, m: &MemoryId) -> String {
-    format!("m.{user}.{m}")
-}
 fn object_name(user: &UserId, m: &MemoryId) -> String {
     format!("{user}.{m}")
 }
@@ -243,23 +260,9 @@ impl Ledger {
                 }
             }
             Err(_) => {
-                js.create_stream(stream::Config {
-                    name: kv_stream.clone(),
-                    description: Some("mnemo wrapped keys (user KEKs, memory DEKs)".into()),
-                    subjects: vec![format!("$KV.{KEYS_BUCKET}.>")],
-                    max_messages_per_subject: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: cfg.replicas,
-                    discard: stream::DiscardPolicy::New,
-                    allow_rollup: true,
-                    allow_direct: true,
-                    deny_delete: false,
-                    deny_purge: false,
-                    duplicate_window: Duration::from_secs(120),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LedgerError::nats("create key bucket", e))?;
+                js.create_stream(keystore::bucket_stream_config(cfg.replicas))
+                    .await
+                    .map_err(|e| LedgerError::nats("create key bucket", e))?;
             }
         }
         let keys = js
@@ -282,13 +285,12 @@ impl Ledger {
         let current_key = PublicKey(cfg.keys.current.verifying_key()).id();
         let ledger = Self {
             inner: Arc::new(Inner {
+                keys: KeyStore::new(keys, js.clone(), cfg.master_key.clone()),
                 js,
                 current_key,
-                keys,
                 objects,
                 heads: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
-                keks: Mutex::new(HashMap::new()),
                 cfg,
             }),
         };
@@ -404,6 +406,7 @@ impl Ledger {
                     )));
                 }
                 Ok(Some(HeadState {
+                    generation: None,
                     signer: next_signer(&event),
                     head: Head {
                         user: user.clone(),
@@ -427,20 +430,38 @@ impl Ledger {
         }))
     }
 
-    /// Publishes one event built on `st`. Never retries by itself.
+    /// Publishes one event built on `st`. Never retries by itself. A memory is sealed here,
+    /// under the state's generation key (started when there is none or it is used up).
     async fn attempt(
         &self,
-        st: &HeadState,
+        st: &mut HeadState,
         key: &SigningKey,
         body: EventBody,
-        payload: Option<Hash32>,
-        sealed: &[u8],
+        memory: Option<&PreparedMemory>,
         msg_id: Option<&str>,
     ) -> Result<Attempt> {
-        let user = &st.head.user;
-        let memory = match &body {
-            EventBody::MemoryIngested { memory } => Some(*memory),
-            _ => None,
+        let user = st.head.user.clone();
+        let (payload, sealed) = match memory {
+            None => (None, Vec::new()),
+            Some(m) => {
+                let generation = match st.generation.take() {
+                    Some(g) if g.used < GENERATION_SIZE => g,
+                    _ => {
+                        self.inner
+                            .keys
+                            .new_generation(&user, st.head.len + 1)
+                            .await?
+                    }
+                };
+                let mk = keystore::derive(&generation.key, &m.memory);
+                let mut sealed = Vec::with_capacity(9 + 40 + m.plain.len());
+                sealed.push(SEALED_V1);
+                sealed.extend_from_slice(&generation.id.to_be_bytes());
+                sealed
+                    .extend_from_slice(&mk.seal(&aad("payload", &user, Some(&m.memory)), &m.plain));
+                st.generation = Some(generation);
+                (Some(m.commitment), sealed)
+            }
         };
         let (event, hash) = st.head.next_event(key, now_ms(), body, payload, None);
         let id = match msg_id {
@@ -448,10 +469,10 @@ impl Ledger {
             None => hash.to_hex(),
         };
         let publish = PublishMessage::build()
-            .payload(envelope::encode(&event.to_wire(), sealed))
+            .payload(envelope::encode(&event.to_wire(), &sealed))
             .message_id(id)
             .expected_last_subject_sequence(st.stream_seq);
-        let subject = self.locate(user).subject;
+        let subject = self.locate(&user).subject;
         let ack = match self.inner.js.send_publish(subject, publish).await {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
@@ -465,14 +486,19 @@ impl Ledger {
                     user: user.clone(),
                     seq: event.seq,
                     hash,
-                    memory,
+                    memory: memory.map(|m| m.memory),
                     stream_seq: ack.sequence,
                     duplicate: false,
                 };
+                let mut generation = st.generation.take();
+                if let (Some(g), Some(_)) = (generation.as_mut(), memory) {
+                    g.used += 1;
+                }
                 let next = HeadState {
                     signer: next_signer(&event),
                     head,
                     stream_seq: ack.sequence,
+                    generation,
                 };
                 Ok(Attempt::Written(next, receipt))
             }
@@ -500,14 +526,15 @@ impl Ledger {
     /// Appends `body` to `user`'s chain: builds on the cached head, publishes with the
     /// expected last subject sequence, and on a conflict reloads the head and rebuilds.
     /// Appends to one user are serialised in this process; other processes are kept out
-    /// by the server's sequence check.
+    /// by the server's sequence check. `new_generation_after` drops the generation key in
+    /// use once the event is written (erasures).
     async fn write(
         &self,
         user: &UserId,
         body: EventBody,
-        payload: Option<Hash32>,
-        sealed: &[u8],
+        memory: Option<&PreparedMemory>,
         msg_id: Option<&str>,
+        new_generation_after: bool,
     ) -> Result<Receipt> {
         let lock = self.head_lock(user);
         let mut guard = lock.lock().await;
@@ -517,7 +544,7 @@ impl Ledger {
             if guard.is_none() {
                 *guard = self.load_head(user).await?;
             }
-            let Some(st) = guard.clone() else {
+            let Some(mut st) = guard.take() else {
                 return Err(LedgerError::UnknownUser(user.clone()));
             };
             let (key, body_now, is_rotation) = if st.signer == self.inner.current_key {
@@ -541,38 +568,44 @@ impl Ledger {
                 };
                 (old, rotation, true)
             };
-            let (p, s, id) = if is_rotation {
-                (None, &[][..], None)
+            let (m, id) = if is_rotation {
+                (None, None)
             } else {
-                (payload, sealed, msg_id)
+                (memory, msg_id)
             };
-            match self.attempt(&st, key, body_now, p, s, id).await? {
-                Attempt::Written(next, receipt) => {
-                    *guard = Some(next);
-                    if !is_rotation {
-                        return Ok(receipt);
+            match self.attempt(&mut st, key, body_now, m, id).await? {
+                Attempt::Written(mut next, receipt) => {
+                    if is_rotation {
+                        *guard = Some(next);
+                        continue;
                     }
+                    if new_generation_after {
+                        next.generation = None;
+                    }
+                    *guard = Some(next);
+                    return Ok(receipt);
                 }
                 Attempt::Duplicate(stream_seq) => {
-                    *guard = None;
                     return self.receipt_at(user, stream_seq).await;
                 }
                 Attempt::Conflict => {
-                    *guard = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
                 Attempt::Unknown(hash) => {
                     // The ack was lost: the event may or may not be in. Look.
-                    *guard = self.load_head(user).await?;
-                    if let Some(st) = guard.as_ref()
+                    let now = self.load_head(user).await?;
+                    if let Some(st) = now.as_ref()
                         && st.head.hash == hash
                     {
-                        return self.receipt_at(user, st.stream_seq).await.map(|mut r| {
+                        let seq = st.stream_seq;
+                        *guard = now;
+                        return self.receipt_at(user, seq).await.map(|mut r| {
                             r.duplicate = false;
                             r
                         });
                     }
+                    *guard = now;
                 }
             }
         }
@@ -609,32 +642,22 @@ impl Ledger {
         })
     }
 
-    /// Creates `user`'s chain: its stream (per-user layout), its key-encryption key, and
-    /// the genesis event that adds the ledger's custody key.
+    /// Creates `user`'s chain: its stream (per-user layout) and the genesis event that adds
+    /// the ledger's custody key.
     pub async fn create_user(&self, user: &UserId) -> Result<Receipt> {
         let loc = self.locate(user);
         let subjects = self.inner.cfg.layout.stream_subjects(&loc);
         self.ensure_stream(&loc.stream, &subjects).await?;
-        let kek = SecretKey::random();
-        let wrapped = self
-            .inner
-            .cfg
-            .master_key
-            .wrap(&aad("kek", user, None), &kek);
-        match self.inner.keys.create(kek_key(user), wrapped.into()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => return Err(LedgerError::nats("store key", e)),
-        }
         let lock = self.head_lock(user);
         let mut guard = lock.lock().await;
         if self.load_head(user).await?.is_some() {
             return Err(LedgerError::UserExists(user.clone()));
         }
-        let st = HeadState {
+        let mut st = HeadState {
             head: Head::empty(user.clone()),
             stream_seq: 0,
             signer: self.inner.current_key,
+            generation: None,
         };
         let body = EventBody::KeyAdded {
             key: self.public_key(),
@@ -642,7 +665,7 @@ impl Ledger {
         };
         let keys = &self.inner.cfg.keys;
         match self
-            .attempt(&st, &keys.current, body, None, &[], Some("genesis"))
+            .attempt(&mut st, &keys.current, body, None, Some("genesis"))
             .await?
         {
             Attempt::Written(next, receipt) => {
@@ -669,60 +692,33 @@ impl Ledger {
         }
     }
 
-    async fn kek(&self, user: &UserId) -> Result<Option<SecretKey>> {
-        if let Some((t, k)) = self.inner.keks.lock().expect("lock").get(user)
-            && t.elapsed() < KEK_CACHE_TTL
-        {
-            return Ok(Some(k.clone()));
-        }
-        let Some(wrapped) = self
-            .inner
-            .keys
-            .get(kek_key(user))
-            .await
-            .map_err(|e| LedgerError::nats("get key", e))?
-        else {
-            return Ok(None);
-        };
-        let k = self
-            .inner
-            .cfg
-            .master_key
-            .unwrap_key(&aad("kek", user, None), &wrapped)
-            .map_err(|_| LedgerError::Tampered(format!("key of {user} does not unwrap")))?;
-        self.inner
-            .keks
-            .lock()
-            .expect("lock")
-            .insert(user.clone(), (Instant::now(), k.clone()));
-        Ok(Some(k))
-    }
-
-    /// Appends a memory: encrypts it under a fresh data key, stores the wrapped data key,
-    /// and appends a `memory_ingested` event committing to it. Returns after both are
-    /// acknowledged by JetStream.
+    /// Appends a memory: seals it under a key of its own and appends a `memory_ingested`
+    /// event committing to it, in one JetStream message. Returns after JetStream
+    /// acknowledged it.
     pub async fn append(&self, user: &UserId, m: NewMemory) -> Result<Receipt> {
         m.validate(self.inner.cfg.max_content)?;
-        let kek = self
-            .kek(user)
-            .await?
-            .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let memory = MemoryId(id);
-        let dek = SecretKey::random();
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(80 + m.content.len()));
         let content = if m.content.len() > self.inner.cfg.max_inline {
-            let sealed = dek.seal(&aad("object", user, Some(&memory)), &m.content);
+            // Large content goes to the object store under a key of its own, which travels
+            // inside the sealed payload and is erased with it.
+            let object_key = SecretKey::random();
+            let sealed = object_key.seal(&aad("object", user, Some(&memory)), &m.content);
             self.inner
                 .objects
                 .put(object_name(user, &memory).as_str(), &mut sealed.as_slice())
                 .await
                 .map_err(|e| LedgerError::nats("put object", e))?;
+            plain.push(1);
+            plain.extend_from_slice(object_key.expose());
             Content::Object {
                 hash: object_hash(&m.content),
                 size: m.content.len() as u64,
             }
         } else {
+            plain.push(0);
             Content::Inline {
                 bytes: m.content.to_vec(),
             }
@@ -738,34 +734,26 @@ impl Ledger {
         let mut salt = [0u8; commitment::SALT_LEN];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let record_bytes = record.canonical_bytes();
-        let commit = commitment::commit(&salt, &record_bytes);
-        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(32 + record_bytes.len()));
         plain.extend_from_slice(&salt);
         plain.extend_from_slice(&record_bytes);
-        let sealed = dek.seal(&aad("payload", user, Some(&memory)), &plain);
-        let wrapped = kek.wrap(&aad("dek", user, Some(&memory)), &dek);
-        // The data key must be stored before the event exists: an acknowledged memory whose
-        // key was lost would be silently erased.
-        self.inner
-            .keys
-            .put(dek_key(user, &memory), wrapped.into())
-            .await
-            .map_err(|e| LedgerError::nats("store data key", e))?;
+        let prepared = PreparedMemory {
+            memory,
+            commitment: commitment::commit(&salt, &record_bytes),
+            plain,
+        };
         let receipt = self
             .write(
                 user,
                 EventBody::MemoryIngested { memory },
-                Some(commit),
-                &sealed,
+                Some(&prepared),
                 m.idempotency_key.as_deref(),
+                false,
             )
             .await;
-        if !matches!(&receipt, Ok(r) if !r.duplicate) {
-            // Nothing of ours was written (error or duplicate): drop the unused key/object.
-            let _ = self.inner.keys.purge(dek_key(user, &memory)).await;
-            if m.content.len() > self.inner.cfg.max_inline {
-                let _ = self.inner.objects.delete(object_name(user, &memory)).await;
-            }
+        let is_object = matches!(record.content, Content::Object { .. });
+        if is_object && !matches!(&receipt, Ok(r) if !r.duplicate) {
+            // Nothing of ours was written (error or duplicate): drop the unused object.
+            let _ = self.inner.objects.delete(object_name(user, &memory)).await;
         }
         receipt
     }
@@ -786,88 +774,88 @@ impl Ledger {
                 "use append for memories and erase for erasures".into(),
             ));
         }
-        self.write(user, body, None, &[], idempotency_key).await
+        self.write(user, body, None, idempotency_key, false).await
     }
 
-    /// Crypto-shredding. Destroys the memory's data key (or the user's key-encryption key
-    /// and every data key) and then appends a `memory_erased` event. The ciphertext stays in
-    /// the chain, which keeps verifying; nobody, mnemo included, can decrypt it again.
+    /// Crypto-shredding. Appends a `memory_erased` event, then destroys the keys: for one
+    /// memory, its generation key (after saving its siblings' keys); for `All`, every
+    /// generation key that covers memories before the event. The ciphertext stays in the
+    /// chain, which keeps verifying; nobody, mnemo included, can decrypt it again.
+    ///
+    /// The event comes first so that no concurrent append can still use a generation key
+    /// being destroyed (see `keystore`). A crash between the event and the destruction
+    /// leaves the memory readable until `erase` is called again, which then completes the
+    /// destruction (and appends a second, harmless erasure event).
     pub async fn erase(&self, user: &UserId, target: ErasureTarget) -> Result<Receipt> {
-        if self.kek(user).await?.is_none() {
-            return Err(LedgerError::UnknownUser(user.clone()));
-        }
         match &target {
             ErasureTarget::Memory(m) => {
-                let entry = self
+                let m = &m.clone();
+                let stored = self
+                    .find_memory(user, m)
+                    .await?
+                    .ok_or(LedgerError::MemoryNotFound(*m))?;
+                let (generation, _) = parse_sealed(&stored.sealed)?;
+                if matches!(
+                    self.inner.keys.memory_key(user, generation, m).await?,
+                    MemoryKey::Erased
+                ) {
+                    return Err(LedgerError::Erased(*m));
+                }
+                let start = self
                     .inner
                     .keys
-                    .entry(dek_key(user, m))
-                    .await
-                    .map_err(|e| LedgerError::nats("get data key", e))?;
-                match entry {
-                    Some(e) if e.operation == kv::Operation::Put => {
-                        self.destroy_key_revision(e.revision).await?;
+                    .generation_start(user, generation)
+                    .await?
+                    .unwrap_or(stored.event.seq.0);
+                let receipt = self
+                    .write(
+                        user,
+                        EventBody::MemoryErased {
+                            target: target.clone(),
+                        },
+                        None,
+                        None,
+                        true,
+                    )
+                    .await?;
+                // The generation's other memories, all between its start and the erasure.
+                let mut survivors = Vec::new();
+                let mut r = self.read(user, Seq(start)).await?;
+                while let Some(e) = r.next().await? {
+                    if e.event.seq >= receipt.seq {
+                        break;
                     }
-                    _ => {
-                        return Err(match self.find_memory(user, m).await? {
-                            Some(_) => LedgerError::Erased(*m),
-                            None => LedgerError::MemoryNotFound(*m),
-                        });
+                    if let EventBody::MemoryIngested { memory } = e.event.body
+                        && memory != *m
+                        && parse_sealed(&e.sealed).is_ok_and(|(g, _)| g == generation)
+                    {
+                        survivors.push(memory);
                     }
                 }
-                let _ = self.inner.objects.delete(object_name(user, m)).await;
-            }
-            ErasureTarget::All => {
-                if let Some(e) = self
-                    .inner
-                    .keys
-                    .entry(kek_key(user))
-                    .await
-                    .map_err(|e| LedgerError::nats("get key", e))?
-                    && e.operation == kv::Operation::Put
-                {
-                    self.destroy_key_revision(e.revision).await?;
-                }
-                self.inner.keks.lock().expect("lock").remove(user);
-                let kv_stream = self.keys_stream().await?;
-                kv_stream
-                    .purge()
-                    .filter(format!("$KV.{KEYS_BUCKET}.m.{user}.>"))
-                    .await
-                    .map_err(|e| LedgerError::nats("purge data keys", e))?;
-                // New memories after the erasure get a new key-encryption key.
-                let kek = SecretKey::random();
-                let wrapped = self
-                    .inner
-                    .cfg
-                    .master_key
-                    .wrap(&aad("kek", user, None), &kek);
                 self.inner
                     .keys
-                    .put(kek_key(user), wrapped.into())
-                    .await
-                    .map_err(|e| LedgerError::nats("store key", e))?;
+                    .shred_memory(user, generation, m, &survivors)
+                    .await?;
+                let _ = self.inner.objects.delete(object_name(user, m)).await;
+                Ok(receipt)
+            }
+            ErasureTarget::All => {
+                let receipt = self
+                    .write(
+                        user,
+                        EventBody::MemoryErased {
+                            target: target.clone(),
+                        },
+                        None,
+                        None,
+                        true,
+                    )
+                    .await?;
+                let n = self.inner.keys.shred_user(user, receipt.seq.0).await?;
+                tracing::info!(%user, keys = n, "erased every memory of a user");
+                Ok(receipt)
             }
         }
-        self.write(user, EventBody::MemoryErased { target }, None, &[], None)
-            .await
-    }
-
-    async fn keys_stream(&self) -> Result<stream::Stream> {
-        let name = format!("KV_{KEYS_BUCKET}");
-        self.stream(&name)
-            .await?
-            .ok_or_else(|| LedgerError::nats("key bucket", "missing"))
-    }
-
-    /// Deletes one stored key message with the server's secure erase (the bytes are
-    /// overwritten on disk, not only unlinked).
-    async fn destroy_key_revision(&self, revision: u64) -> Result<()> {
-        let s = self.keys_stream().await?;
-        s.delete_message(revision)
-            .await
-            .map_err(|e| LedgerError::nats("erase key", e))?;
-        Ok(())
     }
 
     /// Reads `user`'s chain from `from` on, in order, up to its current end.
@@ -974,26 +962,34 @@ impl Ledger {
                 "memory event without commitment".into(),
             ));
         };
-        let wrapped = self
+        let (generation, sealed) = parse_sealed(&stored.sealed)?;
+        let MemoryKey::Key(mk) = self
             .inner
             .keys
-            .get(dek_key(user, &memory))
-            .await
-            .map_err(|e| LedgerError::nats("get data key", e))?
-            .ok_or(LedgerError::Erased(memory))?;
-        let kek = self.kek(user).await?.ok_or(LedgerError::Erased(memory))?;
-        let dek = kek
-            .unwrap_key(&aad("dek", user, Some(&memory)), &wrapped)
-            .map_err(|_| LedgerError::Erased(memory))?;
-        let plain = dek
-            .open(&aad("payload", user, Some(&memory)), &stored.sealed)
+            .memory_key(user, generation, &memory)
+            .await?
+        else {
+            return Err(LedgerError::Erased(memory));
+        };
+        let plain = mk
+            .open(&aad("payload", user, Some(&memory)), sealed)
             .map_err(|_| {
                 LedgerError::Tampered(format!("payload of memory {memory} does not decrypt"))
             })?;
-        if plain.len() < 32 {
+        let (object_key, rest) = match plain.first() {
+            Some(0) => (None, &plain[1..]),
+            Some(1) if plain.len() >= 33 => (
+                Some(SecretKey::from_bytes(
+                    plain[1..33].try_into().expect("32 bytes"),
+                )),
+                &plain[33..],
+            ),
+            _ => return Err(LedgerError::Tampered("payload: bad object flag".into())),
+        };
+        if rest.len() < 32 {
             return Err(LedgerError::Tampered("payload too short".into()));
         }
-        let (salt, record_bytes) = plain.split_at(32);
+        let (salt, record_bytes) = rest.split_at(32);
         let salt: &[u8; 32] = salt.try_into().expect("split at 32");
         if !commitment::opens(&commit, salt, record_bytes) {
             return Err(LedgerError::Tampered(format!(
@@ -1002,9 +998,9 @@ impl Ledger {
         }
         let record = MemoryRecord::decode(record_bytes)
             .map_err(|e| LedgerError::Tampered(format!("memory record: {e}")))?;
-        let content = match &record.content {
-            Content::Inline { bytes } => Bytes::copy_from_slice(bytes),
-            Content::Object { hash, size } => {
+        let content = match (&record.content, object_key) {
+            (Content::Inline { bytes }, None) => Bytes::copy_from_slice(bytes),
+            (Content::Object { hash, size }, Some(ok)) => {
                 let mut obj = self
                     .inner
                     .objects
@@ -1015,7 +1011,7 @@ impl Ledger {
                 obj.read_to_end(&mut sealed)
                     .await
                     .map_err(|e| LedgerError::nats("read object", e))?;
-                let content = dek
+                let content = ok
                     .open(&aad("object", user, Some(&memory)), &sealed)
                     .map_err(|_| LedgerError::Tampered("object does not decrypt".into()))?;
                 if object_hash(&content) != *hash || content.len() as u64 != *size {
@@ -1024,6 +1020,11 @@ impl Ledger {
                     ));
                 }
                 Bytes::copy_from_slice(&content)
+            }
+            _ => {
+                return Err(LedgerError::Tampered(
+                    "payload: object key and record disagree".into(),
+                ));
             }
         };
         Ok(OpenedMemory {

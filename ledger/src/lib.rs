@@ -10,7 +10,8 @@
 //!   records), `erase` (crypto-shredding), `head`, `read`/`follow`/`events`,
 //!   `verify_chain`, `open_memory` (decrypt and check against the commitment).
 //! - [`LedgerConfig`] and [`Durability`]: what an acknowledged append means.
-//! - [`crypto`]: master key -> user key-encryption key -> per-memory data key.
+//! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
+//!   crypto-shredding.
 //! - [`envelope`]: the chain message body (event + sealed payload).
 //!
 //! What it does not do: projections (views), anchoring, authentication. Receipts are only
@@ -20,11 +21,13 @@ mod config;
 pub mod crypto;
 pub mod envelope;
 mod error;
+mod keystore;
 mod layout;
 mod ledger;
 
 pub use config::{Durability, Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
+pub use keystore::GENERATION_SIZE;
 pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
 pub use ledger::{ChainReader, ChainTip, Ledger, NewMemory, OpenedMemory, Receipt, StoredEvent};

