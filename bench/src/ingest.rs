@@ -180,11 +180,36 @@ async fn measure(
     }
     let mut raw_rates = Vec::new();
     let mut ledger_rates = Vec::new();
+    let server_pid = server.pid().expect("running");
     for _ in 0..a.rounds {
+        let c0 = (cpu_ms(None), cpu_ms(Some(server_pid)));
         raw_rates.push(raw_publish(&js, &raw_subjects, &raw_payload, n, a.concurrency).await?);
+        let c1 = (cpu_ms(None), cpu_ms(Some(server_pid)));
         ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
+        let c2 = (cpu_ms(None), cpu_ms(Some(server_pid)));
+        eprintln!(
+            "    cpu µs/event: raw client {:.1} server {:.1} | ledger client {:.1} server {:.1}",
+            (c1.0 - c0.0) * 1e3 / n as f64,
+            (c1.1 - c0.1) * 1e3 / n as f64,
+            (c2.0 - c1.0) * 1e3 / n as f64,
+            (c2.1 - c1.1) * 1e3 / n as f64,
+        );
     }
     Ok((median(raw_rates), median(ledger_rates)))
+}
+
+/// CPU time (user + system) of this process or of `pid`, in ms, from /proc (Linux).
+fn cpu_ms(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // fields after the command name (which is in parentheses and may hold spaces)
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks * 10.0 // USER_HZ is 100 on Linux
 }
 
 fn memory(content: &Bytes) -> NewMemory {

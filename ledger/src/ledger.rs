@@ -464,14 +464,14 @@ impl Ledger {
             }
         };
         let (event, hash) = st.head.next_event(key, now_ms(), body, payload, None);
-        let id = match msg_id {
-            Some(k) => format!("{user}:{k}"),
-            None => hash.to_hex(),
-        };
-        let publish = PublishMessage::build()
+        // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
+        // without one is resolved by comparing the head with the event's hash.
+        let mut publish = PublishMessage::build()
             .payload(envelope::encode(&event.to_wire(), &sealed))
-            .message_id(id)
             .expected_last_subject_sequence(st.stream_seq);
+        if let Some(k) = msg_id {
+            publish = publish.message_id(format!("{user}:{k}"));
+        }
         let subject = self.locate(&user).subject;
         let ack = match self.inner.js.send_publish(subject, publish).await {
             Ok(fut) => fut.await,
