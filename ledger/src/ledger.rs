@@ -136,7 +136,7 @@ fn parse_sealed(sealed: &[u8]) -> Result<(u64, &[u8])> {
 }
 
 enum Attempt {
-    Written(HeadState, Receipt),
+    Written(Box<(HeadState, Receipt)>),
     Duplicate(u64),
     Conflict,
     Unknown(Hash32),
@@ -500,7 +500,7 @@ impl Ledger {
                     stream_seq: ack.sequence,
                     generation,
                 };
-                Ok(Attempt::Written(next, receipt))
+                Ok(Attempt::Written(Box::new((next, receipt))))
             }
             Err(e) => match e.kind() {
                 PublishErrorKind::WrongLastSequence => Ok(Attempt::Conflict),
@@ -574,7 +574,8 @@ impl Ledger {
                 (memory, msg_id)
             };
             match self.attempt(&mut st, key, body_now, m, id).await? {
-                Attempt::Written(mut next, receipt) => {
+                Attempt::Written(w) => {
+                    let (mut next, receipt) = *w;
                     if is_rotation {
                         *guard = Some(next);
                         continue;
@@ -668,7 +669,8 @@ impl Ledger {
             .attempt(&mut st, &keys.current, body, None, Some("genesis"))
             .await?
         {
-            Attempt::Written(next, receipt) => {
+            Attempt::Written(w) => {
+                let (next, receipt) = *w;
                 *guard = Some(next);
                 Ok(receipt)
             }
