@@ -32,7 +32,10 @@ async fn main() -> anyhow::Result<()> {
         sync_always: true,
         ..Default::default()
     });
-    println!("nats-server with JetStream (fsync every write) at {}", server.url());
+    println!(
+        "nats-server with JetStream (fsync every write) at {}",
+        server.url()
+    );
     let client = async_nats::connect(server.url()).await?;
     // Demo secrets: random per run, never printed.
     let cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&rand_seed()));
@@ -45,15 +48,43 @@ async fn main() -> anyhow::Result<()> {
     println!("created users alice and bob (genesis events signed by the ledger key)");
 
     let note = ledger
-        .append(&alice, memory("note", &["work"], Bytes::from_static(b"Ship the audit CLI by Friday."), "text/plain"))
+        .append(
+            &alice,
+            memory(
+                "note",
+                &["work"],
+                Bytes::from_static(b"Ship the audit CLI by Friday."),
+                "text/plain",
+            ),
+        )
         .await?;
     let chat = ledger
-        .append(&alice, memory("conversation", &["family"], Bytes::from_static(b"Mum: dinner on Sunday?"), "text/plain"))
+        .append(
+            &alice,
+            memory(
+                "conversation",
+                &["family"],
+                Bytes::from_static(b"Mum: dinner on Sunday?"),
+                "text/plain",
+            ),
+        )
         .await?;
     let audio = ledger
-        .append(&alice, memory("audio", &["work"], Bytes::from(vec![0x4f; 300_000]), "audio/ogg"))
+        .append(
+            &alice,
+            memory(
+                "audio",
+                &["work"],
+                Bytes::from(vec![0x4f; 300_000]),
+                "audio/ogg",
+            ),
+        )
         .await?;
-    for (what, r) in [("note", &note), ("conversation", &chat), ("audio (object store)", &audio)] {
+    for (what, r) in [
+        ("note", &note),
+        ("conversation", &chat),
+        ("audio (object store)", &audio),
+    ] {
         println!("ingested {what}: seq {} hash {}", r.seq, r.hash);
     }
 
@@ -64,14 +95,23 @@ async fn main() -> anyhow::Result<()> {
             EventBody::GrantCreated {
                 grant,
                 grantee: bob.clone(),
-                capabilities: Capabilities { metadata: true, content: true },
-                conditions: GrantConditions { tags: vec!["work".into()], ..Default::default() },
+                capabilities: Capabilities {
+                    metadata: true,
+                    content: true,
+                },
+                conditions: GrantConditions {
+                    tags: vec!["work".into()],
+                    ..Default::default()
+                },
                 expires_at: None,
             },
             None,
         )
         .await?;
-    let stored = ledger.find_memory(&alice, &note.memory.expect("memory")).await?.expect("present");
+    let stored = ledger
+        .find_memory(&alice, &note.memory.expect("memory"))
+        .await?
+        .expect("present");
     let opened = ledger.open_memory(&stored).await?;
     ledger
         .append_event(
@@ -90,18 +130,30 @@ async fn main() -> anyhow::Result<()> {
         String::from_utf8_lossy(&opened.content)
     );
 
-    let erased = ledger.erase(&alice, ErasureTarget::Memory(chat.memory.expect("memory"))).await?;
-    let gone = ledger.find_memory(&alice, &chat.memory.expect("memory")).await?.expect("present");
+    let erased = ledger
+        .erase(&alice, ErasureTarget::Memory(chat.memory.expect("memory")))
+        .await?;
+    let gone = ledger
+        .find_memory(&alice, &chat.memory.expect("memory"))
+        .await?
+        .expect("present");
     println!(
         "erased the conversation (event seq {}); reading it now: {}",
         erased.seq,
-        ledger.open_memory(&gone).await.err().map_or("readable?!".into(), |e| e.to_string())
+        ledger
+            .open_memory(&gone)
+            .await
+            .err()
+            .map_or("readable?!".into(), |e| e.to_string())
     );
 
     for u in [&alice, &bob] {
         let s = ledger.verify_chain(u).await?;
         let cp = s.checkpoint.expect("non-empty");
-        println!("verified {u}: {} events, {} signatures, root {}", cp.seq, s.signatures, cp.root);
+        println!(
+            "verified {u}: {} events, {} signatures, root {}",
+            cp.seq, s.signatures, cp.root
+        );
     }
 
     let events = ledger.events(&alice, Seq::FIRST, usize::MAX).await?;
@@ -110,8 +162,15 @@ async fn main() -> anyhow::Result<()> {
         events.iter().map(|e| CHAIN_TREE.leaf(&e.hash.0)).collect(),
     );
     let proof = tree.inclusion_proof(note.seq.0 - 1).expect("in range");
-    println!("\nthe note's event:\n{}", serde_json::to_string_pretty(&events[(note.seq.0 - 1) as usize].event)?);
-    println!("its inclusion proof in alice's chain tree (root {}):\n{}", tree.root(), serde_json::to_string_pretty(&proof)?);
+    println!(
+        "\nthe note's event:\n{}",
+        serde_json::to_string_pretty(&events[(note.seq.0 - 1) as usize].event)?
+    );
+    println!(
+        "its inclusion proof in alice's chain tree (root {}):\n{}",
+        tree.root(),
+        serde_json::to_string_pretty(&proof)?
+    );
 
     if exit {
         return Ok(());
