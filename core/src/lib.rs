@@ -47,4 +47,4 @@ pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
 pub use verify::{ChainSummary, ChainVerifier};
 
 /// Re-export so callers name the same ed25519 types.
-pub use ed25519_dalek::SigningKey;
+pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -334,6 +334,17 @@ impl Accumulator {
         self.size
     }
 
+    /// The peaks, largest (leftmost) first: one per set bit of `size`.
+    pub fn peaks(&self) -> &[Hash32] {
+        &self.peaks
+    }
+
+    /// Rebuilds an accumulator from saved peaks; `None` if their number does not match
+    /// `size`.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash32>) -> Option<Self> {
+        (peaks.len() == size.count_ones() as usize).then_some(Self { size, peaks })
+    }
+
     /// Appends one leaf hash.
     pub fn push(&mut self, domain: TreeDomain, leaf: Hash32) {
         let mut h = leaf;

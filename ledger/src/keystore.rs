@@ -50,6 +50,18 @@ pub(crate) enum MemoryKey {
     Erased,
 }
 
+#[derive(Clone)]
+enum Source {
+    Generation(SecretKey),
+    Table(Vec<(MemoryId, SecretKey)>),
+    Gone,
+}
+
+/// Generation keys looked up while opening a batch of memories (a projector's batch).
+/// Short-lived on purpose: an erasure elsewhere must not be outlived by a cached key.
+#[derive(Default)]
+pub struct KeyCache(std::collections::HashMap<(UserId, u64), Source>);
+
 fn gen_key(user: &UserId, id: u64) -> String {
     format!("g.{user}.{id:016x}")
 }
@@ -149,6 +161,39 @@ impl KeyStore {
             })
             .collect();
         Ok(Some((entries, e.revision)))
+    }
+
+    /// The key of `memory`, encrypted under generation `id`; `cache` (when given) keeps
+    /// what was looked up for the caller's lifetime of it.
+    pub async fn memory_key_cached(
+        &self,
+        user: &UserId,
+        id: u64,
+        memory: &MemoryId,
+        cache: &mut KeyCache,
+    ) -> Result<MemoryKey> {
+        let src = match cache.0.get(&(user.clone(), id)) {
+            Some(s) => s.clone(),
+            None => {
+                let s = if let Some((_, g, _)) = self.generation(user, id).await? {
+                    Source::Generation(g)
+                } else if let Some((t, _)) = self.table(user, id).await? {
+                    Source::Table(t)
+                } else {
+                    Source::Gone
+                };
+                cache.0.insert((user.clone(), id), s.clone());
+                s
+            }
+        };
+        Ok(match src {
+            Source::Generation(g) => MemoryKey::Key(derive(&g, memory)),
+            Source::Table(t) => t
+                .into_iter()
+                .find(|(m, _)| m == memory)
+                .map_or(MemoryKey::Erased, |(_, k)| MemoryKey::Key(k)),
+            Source::Gone => MemoryKey::Erased,
+        })
     }
 
     /// The key of `memory`, encrypted under generation `id`.

@@ -20,7 +20,7 @@ use crate::config::LedgerConfig;
 use crate::crypto::SecretKey;
 use crate::envelope;
 use crate::error::{LedgerError, Result};
-use crate::keystore::{self, GENERATION_SIZE, Generation, KeyStore, MemoryKey};
+use crate::keystore::{self, GENERATION_SIZE, Generation, KeyCache, KeyStore, MemoryKey};
 use crate::layout::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 
 /// Longest idempotency key accepted.
@@ -954,6 +954,16 @@ impl Ledger {
     /// Decrypts a memory event's payload and checks it against the event's commitment (and,
     /// for large content, the object against the record's hash).
     pub async fn open_memory(&self, stored: &StoredEvent) -> Result<OpenedMemory> {
+        self.open_memory_cached(stored, &mut KeyCache::default()).await
+    }
+
+    /// [`open_memory`](Self::open_memory) for a batch: generation keys are looked up once
+    /// per `cache` (drop the cache after the batch).
+    pub async fn open_memory_cached(
+        &self,
+        stored: &StoredEvent,
+        cache: &mut KeyCache,
+    ) -> Result<OpenedMemory> {
         let e = &stored.event;
         let user = &e.user;
         let EventBody::MemoryIngested { memory } = e.body else {
@@ -968,7 +978,7 @@ impl Ledger {
         let MemoryKey::Key(mk) = self
             .inner
             .keys
-            .memory_key(user, generation, &memory)
+            .memory_key_cached(user, generation, &memory, cache)
             .await?
         else {
             return Err(LedgerError::Erased(memory));

@@ -5,6 +5,7 @@
 //!
 //! - [`NatsServer`]: a `nats-server` with JetStream. It can be killed with SIGKILL and
 //!   restarted on the same port and store directory, to test crash recovery.
+//! - [`PgServer`]: a PostgreSQL cluster made by `initdb` in a temp dir, likewise killable.
 //!
 //! Which `nats-server` runs: `$MNEMO_NATS_SERVER` if set, else the pinned 2.15.1 that
 //! `scripts/setup.sh` installs (`$MNEMO_TOOLS/venv/bin/nats-server`, `MNEMO_TOOLS` defaulting
@@ -12,7 +13,9 @@
 //! refused, since the ledger relies on 2.10+ stream features.
 
 mod nats;
+mod pg;
 mod port;
 
 pub use nats::{NatsOptions, NatsServer, nats_server_binary};
+pub use pg::{PgServer, pg_bin};
 pub use port::free_port;

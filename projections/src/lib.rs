@@ -1,0 +1,41 @@
+//! # mnemo-projections
+//!
+//! Views built from the custody chains, which stay the only source of truth: every view can
+//! be dropped and rebuilt by replaying them.
+//!
+//! - [`Projector`]: durable JetStream consumers (explicit ack, bounded in flight) on every
+//!   chain stream feed one applier. It verifies each event's link and signature against
+//!   the state it holds for the user, then applies a batch to PostgreSQL in one
+//!   transaction together with the per-stream checkpoints, then acknowledges. A crash
+//!   anywhere therefore neither loses nor doubles an event: unacknowledged messages come
+//!   back and anything at or below a checkpoint is skipped. Events that fail verification
+//!   go to a dead-letter subject with the reason and are counted; the projector goes on.
+//! - PostgreSQL views (`migrations/`): users (tip and chain-tree frontier), events, memories
+//!   (metadata, tags, times, erasure state, full-text search over the text of memories
+//!   whose key still exists), grants, access log, keys, anchors, checkpoints.
+//! - KV view: `mnemo-heads`, each user's checkpoint (seq, head hash, chain-tree root),
+//!   written with compare-and-set on the entry's revision.
+//! - [`rebuild`]: replays the chains into fresh tables beside the live ones and swaps them in.
+//! - [`lag`]: events behind the chains, per view.
+//!
+//! Not here: HTTP (the API exposes `lag` and the counters), anchoring.
+
+mod error;
+mod projector;
+mod rebuild;
+mod state;
+
+pub use error::{ProjectionError, Result};
+pub use projector::{
+    DEAD_LETTER_PREFIX, HEADS_BUCKET, Head, Projector, ProjectorConfig, ProjectorStats, lag,
+};
+pub use rebuild::rebuild;
+pub use projector::kv_head;
+
+/// Runs the migrations in `migrations/` (idempotent).
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .map_err(|e| ProjectionError::Db(e.to_string()))
+}

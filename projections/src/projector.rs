@@ -1,0 +1,853 @@
+//! The projector: consumers on every chain stream, one applier, exactly-once application.
+
+use async_nats::jetstream::{self, AckKind, consumer, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use mnemo_core::{
+    ErasureTarget, Event, EventBody, Hash32, KeyRole, Seq, UserId, keys, merkle::CHAIN_TREE,
+};
+use mnemo_core::{Content, VerifyingKey};
+use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{ProjectionError, Result};
+use crate::state::{self, KeyState, UserState};
+
+/// Dead letters go to `<prefix>.<view>`, with the reason in the `Mnemo-Reason` header.
+pub const DEAD_LETTER_PREFIX: &str = "mnemo.deadletter";
+/// KV bucket of users' checkpoints.
+pub const HEADS_BUCKET: &str = "mnemo-heads";
+/// Prefix of every chain stream name (both layouts).
+const CHAIN_STREAM_PREFIX: &str = "MNEMO-CHAIN";
+
+/// Projector options.
+#[derive(Clone, Debug)]
+pub struct ProjectorConfig {
+    /// The view's name: names its consumers and checkpoints.
+    pub view: String,
+    /// Most events applied in one transaction.
+    pub batch_max: usize,
+    /// How long a batch waits to fill once it has an event.
+    pub batch_wait: Duration,
+    /// Unacknowledged messages per consumer at most (bounded in flight).
+    pub max_ack_pending: i64,
+    /// Messages buffered between consumers and the applier (backpressure beyond it).
+    pub buffer: usize,
+    /// How often new chain streams are looked for.
+    pub rescan: Duration,
+    /// Also maintain the KV heads view.
+    pub kv_heads: bool,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            view: "pg".into(),
+            batch_max: 2000,
+            batch_wait: Duration::from_millis(20),
+            max_ack_pending: 20_000,
+            buffer: 20_000,
+            rescan: Duration::from_secs(2),
+            kv_heads: true,
+        }
+    }
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Events sent to the dead-letter subject.
+    pub dead_letters: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Batches that failed and were retried.
+    pub retries: AtomicU64,
+}
+
+/// A user's checkpoint as kept in the KV heads view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// Number of events.
+    pub seq: u64,
+    /// Hash of the last event.
+    pub hash: Hash32,
+    /// Chain tree root over all events.
+    pub root: Hash32,
+}
+
+struct Item {
+    stream: String,
+    msg: jetstream::Message,
+}
+
+/// Builds the views. See the crate docs.
+pub struct Projector {
+    js: jetstream::Context,
+    ledger: Ledger,
+    pool: sqlx::PgPool,
+    cfg: ProjectorConfig,
+    stats: Arc<ProjectorStats>,
+    states: HashMap<UserId, UserState>,
+    checkpoints: HashMap<String, u64>,
+    heads: Option<kv::Store>,
+}
+
+struct Accepted {
+    event: Event,
+    hash: Hash32,
+    sealed: Bytes,
+    stream: String,
+    stream_seq: u64,
+}
+
+struct DeadLetter {
+    stream: String,
+    stream_seq: u64,
+    reason: String,
+    payload: Bytes,
+}
+
+fn subject_user(subject: &str) -> Option<UserId> {
+    subject.rsplit('.').next().and_then(|u| UserId::new(u).ok())
+}
+
+impl Projector {
+    /// A projector writing into the database behind `pool`.
+    pub fn new(js: jetstream::Context, ledger: Ledger, pool: sqlx::PgPool, cfg: ProjectorConfig) -> Self {
+        Self {
+            js,
+            ledger,
+            pool,
+            cfg,
+            stats: Arc::new(ProjectorStats::default()),
+            states: HashMap::new(),
+            checkpoints: HashMap::new(),
+            heads: None,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<ProjectorStats> {
+        self.stats.clone()
+    }
+
+    async fn chain_streams(&self) -> Result<Vec<String>> {
+        let mut names = self.js.stream_names();
+        let mut out = Vec::new();
+        while let Some(n) = names.next().await {
+            let n = n.map_err(|e| ProjectionError::Nats(e.to_string()))?;
+            if n.starts_with(CHAIN_STREAM_PREFIX) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn checkpoint(&self, stream: &str) -> Result<u64> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT stream_seq FROM projector_checkpoints WHERE view = $1 AND stream = $2",
+        )
+        .bind(&self.cfg.view)
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Starts a consumer on `stream` right after the view's checkpoint and forwards its
+    /// messages (the channel's bound is the backpressure).
+    async fn start_source(&self, stream: String, tx: mpsc::Sender<Item>) -> Result<tokio::task::JoinHandle<()>> {
+        let from = self.checkpoint(&stream).await?;
+        let s = self
+            .js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        let name = format!("mnemo-proj-{}", self.cfg.view);
+        // The checkpoint in PostgreSQL is the truth: the consumer starts after it.
+        let _ = s.delete_consumer(&name).await;
+        let c = s
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name),
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: self.cfg.max_ack_pending,
+                deliver_policy: if from == 0 {
+                    consumer::DeliverPolicy::All
+                } else {
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from + 1,
+                    }
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        Ok(tokio::spawn(async move {
+            loop {
+                let mut msgs = match c.messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(%stream, error = %e, "projector source: retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                while let Some(m) = msgs.next().await {
+                    match m {
+                        Ok(msg) => {
+                            if tx
+                                .send(Item {
+                                    stream: stream.clone(),
+                                    msg,
+                                })
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%stream, error = %e, "projector source error");
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    }
+
+    /// Runs until `stop` turns true. Batches that fail (database down) are retried after
+    /// a pause; their messages stay unacknowledged meanwhile, so nothing is lost.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        if self.cfg.kv_heads {
+            self.heads = Some(heads_bucket(&self.js).await?);
+        }
+        let (tx, mut rx) = mpsc::channel::<Item>(self.cfg.buffer);
+        let mut sources: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut rescan = tokio::time::interval(self.cfg.rescan);
+        let result = loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    if *stop.borrow() { break Ok(()); }
+                }
+                _ = rescan.tick() => {
+                    match self.chain_streams().await {
+                        Ok(streams) => {
+                            for s in streams {
+                                if !sources.contains_key(&s) {
+                                    match self.start_source(s.clone(), tx.clone()).await {
+                                        Ok(h) => { sources.insert(s, h); }
+                                        Err(e) => tracing::warn!(error = %e, "projector: source not started"),
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "projector: listing streams"),
+                    }
+                }
+                first = rx.recv() => {
+                    let Some(first) = first else { break Ok(()) };
+                    let mut batch = vec![first];
+                    let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
+                    while batch.len() < self.cfg.batch_max {
+                        match tokio::time::timeout_at(deadline, rx.recv()).await {
+                            Ok(Some(i)) => batch.push(i),
+                            _ => break,
+                        }
+                    }
+                    // Retry the same batch until it applies (or we are stopped): the
+                    // messages are held, never dropped.
+                    loop {
+                        match self.apply(&batch).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "projector: batch failed, retrying");
+                                self.states.clear();
+                                self.checkpoints.clear();
+                                tokio::select! {
+                                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                                    _ = stop.changed() => if *stop.borrow() { break; },
+                                }
+                            }
+                        }
+                    }
+                    if *stop.borrow() { break Ok(()); }
+                }
+            }
+        };
+        for (_, h) in sources {
+            h.abort();
+        }
+        result
+    }
+
+    /// Verifies and applies one batch in one transaction, then acknowledges it.
+    async fn apply(&mut self, batch: &[Item]) -> Result<()> {
+        // Positions; skip what a checkpoint already covers (redeliveries after a crash).
+        let mut fresh = Vec::with_capacity(batch.len());
+        let mut last_per_stream: HashMap<String, (u64, usize)> = HashMap::new();
+        for (i, item) in batch.iter().enumerate() {
+            let seq = item
+                .msg
+                .info()
+                .map_err(|e| ProjectionError::Nats(e.to_string()))?
+                .stream_sequence;
+            if !self.checkpoints.contains_key(&item.stream) {
+                let c = self.checkpoint(&item.stream).await?;
+                self.checkpoints.insert(item.stream.clone(), c);
+            }
+            let e = last_per_stream.entry(item.stream.clone()).or_insert((seq, i));
+            if seq >= e.0 {
+                *e = (seq, i);
+            }
+            if seq > self.checkpoints[&item.stream] {
+                fresh.push((item, seq));
+            }
+        }
+        // Decode and group by user.
+        let mut dead = Vec::new();
+        let mut decoded = Vec::with_capacity(fresh.len());
+        for (item, seq) in &fresh {
+            let payload = item.msg.payload.clone();
+            let res = envelope::decode(&payload)
+                .map_err(|e| e.to_string())
+                .and_then(|(wire, sealed)| {
+                    Event::from_wire(&wire)
+                        .map(|(e, h)| (e, h, sealed))
+                        .map_err(|e| format!("undecodable event: {e}"))
+                })
+                .and_then(|(e, h, sealed)| match subject_user(&item.msg.subject) {
+                    Some(u) if u == e.user => Ok((e, h, sealed)),
+                    _ => Err("event names another user than its subject".into()),
+                });
+            match res {
+                Ok((event, hash, sealed)) => decoded.push(Accepted {
+                    event,
+                    hash,
+                    sealed,
+                    stream: item.stream.clone(),
+                    stream_seq: *seq,
+                }),
+                Err(reason) => dead.push(DeadLetter {
+                    stream: item.stream.clone(),
+                    stream_seq: *seq,
+                    reason,
+                    payload,
+                }),
+            }
+        }
+        let users: Vec<UserId> = decoded
+            .iter()
+            .map(|a| a.event.user.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let missing: Vec<UserId> = users
+            .iter()
+            .filter(|u| !self.states.contains_key(*u))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            self.states.extend(state::load(&mut conn, &missing).await?);
+        }
+        let before: HashMap<UserId, UserState> = users
+            .iter()
+            .map(|u| (u.clone(), self.states[u].clone()))
+            .collect();
+        // Verify: links and signers now, signatures in one batch; if the batch fails, do
+        // it again from the saved states checking each signature on its own.
+        let mut states = before.clone();
+        let (mut accepted, mut rejected) = verify(&mut states, decoded, false);
+        if !batch_ok(&accepted, &states) {
+            let all: Vec<Accepted> = accepted.drain(..).collect();
+            rejected.clear();
+            states = before.clone();
+            let mut again: Vec<Accepted> = all;
+            // include previously rejected ones again in stream order
+            again.sort_by_key(|a| (a.stream.clone(), a.stream_seq));
+            let (a, r) = verify(&mut states, again, true);
+            accepted = a;
+            rejected = r;
+        }
+        dead.extend(rejected);
+        // Open the memories (metadata and text for search).
+        let mut cache = KeyCache::default();
+        let mut opened = HashMap::new();
+        for a in &accepted {
+            if let EventBody::MemoryIngested { memory } = a.event.body {
+                let stored = StoredEvent {
+                    event: a.event.clone(),
+                    hash: a.hash,
+                    stream_seq: a.stream_seq,
+                    sealed: a.sealed.clone(),
+                };
+                match self.ledger.open_memory_cached(&stored, &mut cache).await {
+                    Ok(o) => {
+                        opened.insert(memory, Some(o));
+                    }
+                    Err(LedgerError::Erased(_)) => {
+                        opened.insert(memory, None);
+                    }
+                    Err(LedgerError::Nats { what, detail }) => {
+                        return Err(ProjectionError::Nats(format!("{what}: {detail}")));
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %a.event.user, seq = %a.event.seq, error = %e, "memory payload unreadable");
+                        opened.insert(memory, None);
+                    }
+                }
+            }
+        }
+        // One transaction: rows, user states, checkpoints.
+        let mut tx = self.pool.begin().await?;
+        write_rows(&mut tx, &accepted, &opened, &states, &users).await?;
+        for (stream, (seq, _)) in &last_per_stream {
+            sqlx::query(
+                "INSERT INTO projector_checkpoints (view, stream, stream_seq, updated_at) VALUES ($1, $2, $3, now())
+                 ON CONFLICT (view, stream) DO UPDATE SET stream_seq = GREATEST(projector_checkpoints.stream_seq, EXCLUDED.stream_seq), updated_at = now()",
+            )
+            .bind(&self.cfg.view)
+            .bind(stream)
+            .bind(*seq as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        for (u, mut st) in states {
+            st.exists_in_db = true;
+            self.states.insert(u, st);
+        }
+        for (stream, (seq, _)) in &last_per_stream {
+            let c = self.checkpoints.entry(stream.clone()).or_default();
+            *c = (*c).max(*seq);
+        }
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .applied
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        // Dead letters (at least once: a crash before the ack sends them again).
+        for d in &dead {
+            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(stream = %d.stream, stream_seq = d.stream_seq, reason = %d.reason, "dead letter");
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Mnemo-Reason", d.reason.as_str());
+            h.insert("Mnemo-Stream", d.stream.as_str());
+            h.insert("Mnemo-Stream-Seq", d.stream_seq.to_string().as_str());
+            self.js
+                .client()
+                .publish_with_headers(
+                    format!("{DEAD_LETTER_PREFIX}.{}", self.cfg.view),
+                    h,
+                    d.payload.clone(),
+                )
+                .await
+                .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        }
+        if let Some(kv) = &self.heads {
+            for u in &users {
+                let st = &self.states[u];
+                if st.last_seq > 0 {
+                    put_head(kv, u, &Head { seq: st.last_seq, hash: st.head, root: st.root() }).await?;
+                }
+            }
+        }
+        for (_, i) in last_per_stream.values() {
+            batch[*i]
+                .msg
+                .ack_with(AckKind::Ack)
+                .await
+                .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the batch's signatures (custody and origin) all at once.
+fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) -> bool {
+    let mut msgs: Vec<Vec<u8>> = Vec::with_capacity(accepted.len());
+    let mut sigs = Vec::with_capacity(accepted.len());
+    let mut vks = Vec::with_capacity(accepted.len());
+    for a in accepted {
+        let e = &a.event;
+        let key = signer_key(e, states);
+        let Some(k) = key else { return false };
+        msgs.push(keys::event_signing_message(&a.hash).to_vec());
+        sigs.push(e.signature.0);
+        vks.push(k);
+        if let (Some(o), Some(c)) = (&e.origin, &e.payload) {
+            let Some(dk) = states.get(&e.user).and_then(|s| s.keys.get(&o.key)) else { return false };
+            msgs.push(keys::origin_signing_message(&e.user, c));
+            sigs.push(o.signature.0);
+            vks.push(dk.key.0);
+        }
+    }
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    keys::verify_batch(&refs, &sigs, &vks)
+}
+
+/// The public key of an event's signer (keys are never removed from the state, only
+/// retired, so the final state knows every signer the pass accepted).
+fn signer_key(e: &Event, states: &HashMap<UserId, UserState>) -> Option<VerifyingKey> {
+    if let EventBody::KeyAdded { key, .. } = &e.body
+        && e.seq == Seq::FIRST
+    {
+        return Some(key.0);
+    }
+    states.get(&e.user)?.keys.get(&e.signer).map(|k| k.key.0)
+}
+
+/// Checks links and signer authority, applies key changes and advances the states.
+/// With `each`, every signature is verified on the spot (the slow path after a failed
+/// batch); otherwise signatures are left to [`batch_ok`].
+fn verify(
+    states: &mut HashMap<UserId, UserState>,
+    events: Vec<Accepted>,
+    each: bool,
+) -> (Vec<Accepted>, Vec<DeadLetter>) {
+    let mut ok = Vec::with_capacity(events.len());
+    let mut dead = Vec::new();
+    for a in events {
+        let st = states.get_mut(&a.event.user).expect("loaded for every user in the batch");
+        match check(st, &a, each) {
+            Ok(()) => {
+                apply_keys(st, &a.event);
+                st.last_seq = a.event.seq.0;
+                st.head = a.hash;
+                st.acc.push(CHAIN_TREE, CHAIN_TREE.leaf(&a.hash.0));
+                ok.push(a);
+            }
+            Err(reason) => dead.push(DeadLetter {
+                stream: a.stream.clone(),
+                stream_seq: a.stream_seq,
+                reason: format!("{} seq {}: {reason}", a.event.user, a.event.seq),
+                payload: Bytes::new(),
+            }),
+        }
+    }
+    (ok, dead)
+}
+
+fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), String> {
+    let e = &a.event;
+    if e.seq != st.next_seq() {
+        return Err(format!("expected seq {}", st.next_seq()));
+    }
+    if e.prev != st.head {
+        return Err("prev does not link to the previous event".into());
+    }
+    let key = if e.seq == Seq::FIRST {
+        match &e.body {
+            EventBody::KeyAdded { key, role: KeyRole::Custody } if key.id() == e.signer => *key,
+            _ => return Err("genesis must add a custody key and be signed by it".into()),
+        }
+    } else {
+        match st.keys.get(&e.signer) {
+            Some(KeyState { key, role: KeyRole::Custody, retired: false }) => *key,
+            Some(_) => return Err("signer may not sign here (retired or not custody)".into()),
+            None => return Err("unknown signer".into()),
+        }
+    };
+    if each && !keys::verify_event_signature(&key, &a.hash, &e.signature) {
+        return Err("bad signature".into());
+    }
+    if let Some(o) = &e.origin {
+        let Some(c) = &e.payload else { return Err("origin without payload".into()) };
+        match st.keys.get(&o.key) {
+            Some(KeyState { key, role: KeyRole::Device, retired: false }) => {
+                if each && !keys::verify_origin_signature(key, &e.user, c, &o.signature) {
+                    return Err("bad origin signature".into());
+                }
+            }
+            _ => return Err("origin key is not an active device key".into()),
+        }
+    }
+    Ok(())
+}
+
+fn apply_keys(st: &mut UserState, e: &Event) {
+    match &e.body {
+        EventBody::KeyAdded { key, role } => {
+            st.keys.insert(key.id(), KeyState { key: *key, role: *role, retired: false });
+        }
+        EventBody::KeyRotated { old, new } => {
+            if let Some(k) = st.keys.get_mut(old) {
+                k.retired = true;
+            }
+            st.keys.insert(new.id(), KeyState { key: *new, role: KeyRole::Custody, retired: false });
+        }
+        EventBody::KeyRevoked { key } => {
+            if let Some(k) = st.keys.get_mut(key) {
+                k.retired = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn role_name(r: KeyRole) -> &'static str {
+    match r {
+        KeyRole::Custody => "custody",
+        KeyRole::Device => "device",
+    }
+}
+
+/// All rows of a batch, as multi-row statements (UNNEST of arrays).
+async fn write_rows(
+    tx: &mut sqlx::PgConnection,
+    accepted: &[Accepted],
+    opened: &HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+    states: &HashMap<UserId, UserState>,
+    users: &[UserId],
+) -> Result<()> {
+    // events
+    let mut ev = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for a in accepted {
+        let e = &a.event;
+        ev.0.push(e.user.as_str().to_owned());
+        ev.1.push(e.seq.0 as i64);
+        ev.2.push(a.hash.0.to_vec());
+        ev.3.push(e.prev.0.to_vec());
+        ev.4.push(e.body.kind_name().to_owned());
+        ev.5.push(e.timestamp.0);
+        ev.6.push(e.signer.0.to_vec());
+        ev.7.push(a.stream.clone());
+        ev.8.push(a.stream_seq as i64);
+    }
+    if !ev.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO events (user_id, seq, hash, prev, kind, ts, signer, stream, stream_seq)
+             SELECT u, s, h, p, k, to_timestamp(t / 1000.0), g, st, ss
+             FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::text[], $6::bigint[], $7::bytea[], $8::text[], $9::bigint[])
+               AS x(u, s, h, p, k, t, g, st, ss)
+             ON CONFLICT (user_id, seq) DO NOTHING",
+        )
+        .bind(&ev.0).bind(&ev.1).bind(&ev.2).bind(&ev.3).bind(&ev.4).bind(&ev.5).bind(&ev.6).bind(&ev.7).bind(&ev.8)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // memories
+    let mut m: (Vec<String>, Vec<Vec<u8>>, Vec<i64>, Vec<String>, Vec<String>, Vec<Option<i64>>, Vec<Option<String>>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>, Vec<Option<String>>) = Default::default();
+    for a in accepted {
+        let EventBody::MemoryIngested { memory } = a.event.body else { continue };
+        let e = &a.event;
+        let o = opened.get(&memory).and_then(Option::as_ref);
+        m.0.push(e.user.as_str().to_owned());
+        m.1.push(memory.0.to_vec());
+        m.2.push(e.seq.0 as i64);
+        match o {
+            Some(o) => {
+                let r = &o.record;
+                m.3.push(r.kind.clone());
+                m.4.push(serde_json::to_string(&r.tags).expect("strings serialise"));
+                m.5.push(r.captured_at.map(|t| t.0));
+                m.6.push(r.source.clone());
+                m.7.push(r.content_type.clone());
+                m.8.push(o.content.len() as i64);
+                let inline = matches!(r.content, Content::Inline { .. });
+                m.9.push(if inline { "inline" } else { "object" }.into());
+                let text = inline && r.content_type.starts_with("text/");
+                m.11.push(text.then(|| String::from_utf8_lossy(&o.content).into_owned()));
+            }
+            None => {
+                // erased before this projection saw it: nothing of it can be known
+                m.3.push(String::new());
+                m.4.push("[]".into());
+                m.5.push(None);
+                m.6.push(None);
+                m.7.push(String::new());
+                m.8.push(0);
+                m.9.push("erased".into());
+                m.11.push(None);
+            }
+        }
+        m.10.push(e.timestamp.0);
+    }
+    if !m.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO memories (user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, body)
+             SELECT u, mid, s, k, ARRAY(SELECT jsonb_array_elements_text(tg::jsonb)), to_timestamp(c / 1000.0), src, ct, sz, st, to_timestamp(t / 1000.0), b
+             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[])
+               AS x(u, mid, s, k, tg, c, src, ct, sz, st, t, b)
+             ON CONFLICT (user_id, memory_id) DO NOTHING",
+        )
+        .bind(&m.0).bind(&m.1).bind(&m.2).bind(&m.3).bind(&m.4).bind(&m.5).bind(&m.6).bind(&m.7).bind(&m.8).bind(&m.9).bind(&m.10).bind(&m.11)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // everything else, in chain order
+    for a in accepted {
+        let e = &a.event;
+        let u = e.user.as_str();
+        let seq = e.seq.0 as i64;
+        match &e.body {
+            EventBody::KeyAdded { key, role } => {
+                sqlx::query("INSERT INTO user_keys (user_id, key_id, public_key, role, added_seq) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                    .bind(u).bind(key.id().0.to_vec()).bind(key.to_bytes().to_vec()).bind(role_name(*role)).bind(seq)
+                    .execute(&mut *tx).await?;
+            }
+            EventBody::KeyRotated { old, new } => {
+                sqlx::query("UPDATE user_keys SET retired_seq = $3 WHERE user_id = $1 AND key_id = $2 AND retired_seq IS NULL")
+                    .bind(u).bind(old.0.to_vec()).bind(seq).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO user_keys (user_id, key_id, public_key, role, added_seq) VALUES ($1, $2, $3, 'custody', $4) ON CONFLICT DO NOTHING")
+                    .bind(u).bind(new.id().0.to_vec()).bind(new.to_bytes().to_vec()).bind(seq)
+                    .execute(&mut *tx).await?;
+            }
+            EventBody::KeyRevoked { key } => {
+                sqlx::query("UPDATE user_keys SET retired_seq = $3 WHERE user_id = $1 AND key_id = $2 AND retired_seq IS NULL")
+                    .bind(u).bind(key.0.to_vec()).bind(seq).execute(&mut *tx).await?;
+            }
+            EventBody::MemoryErased { target } => {
+                let q = match target {
+                    ErasureTarget::Memory(mid) => sqlx::query(
+                        "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                         WHERE user_id = $1 AND memory_id = $2 AND erased_seq IS NULL",
+                    )
+                    .bind(u).bind(mid.0.to_vec()).bind(seq).bind(e.timestamp.0),
+                    ErasureTarget::All => sqlx::query(
+                        "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                         WHERE user_id = $1 AND seq < $3 AND erased_seq IS NULL AND $2::bytea IS NULL",
+                    )
+                    .bind(u).bind(None::<Vec<u8>>).bind(seq).bind(e.timestamp.0),
+                };
+                q.execute(&mut *tx).await?;
+            }
+            EventBody::GrantCreated { grant, grantee, capabilities, conditions, expires_at } => {
+                sqlx::query(
+                    "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, conditions, expires_at, created_seq)
+                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7 / 1000.0), $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(u).bind(grant.0.to_vec()).bind(grantee.as_str()).bind(capabilities.metadata).bind(capabilities.content)
+                .bind(serde_json::to_string(conditions).expect("serialisable")).bind(expires_at.map(|t| t.0)).bind(seq)
+                .execute(&mut *tx).await?;
+            }
+            EventBody::GrantRevoked { grant } => {
+                sqlx::query("UPDATE grants SET revoked_seq = $3 WHERE user_id = $1 AND grant_id = $2 AND revoked_seq IS NULL")
+                    .bind(u).bind(grant.0.to_vec()).bind(seq).execute(&mut *tx).await?;
+            }
+            EventBody::AccessRecorded { accessor, grant, action, memories } => {
+                let mids: Vec<Vec<u8>> = memories.iter().map(|m| m.0.to_vec()).collect();
+                sqlx::query(
+                    "INSERT INTO access_log (user_id, seq, accessor, grant_id, action, memories, ts)
+                     VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7 / 1000.0)) ON CONFLICT DO NOTHING",
+                )
+                .bind(u).bind(seq).bind(accessor.as_str()).bind(grant.0.to_vec())
+                .bind(serde_json::to_value(action).expect("serialisable").as_str().unwrap_or("").to_owned())
+                .bind(&mids).bind(e.timestamp.0)
+                .execute(&mut *tx).await?;
+            }
+            _ => {}
+        }
+    }
+    // user tips
+    let mut us: (Vec<String>, Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) = Default::default();
+    for u in users {
+        let st = &states[u];
+        if st.last_seq == 0 {
+            continue;
+        }
+        us.0.push(u.as_str().to_owned());
+        us.1.push(st.last_seq as i64);
+        us.2.push(st.head.0.to_vec());
+        us.3.push(st.acc.peaks().iter().flat_map(|p| p.0).collect());
+        us.4.push(st.root().0.to_vec());
+    }
+    if !us.0.is_empty() {
+        sqlx::query(
+            "INSERT INTO users (user_id, last_seq, head_hash, frontier, root, created_at, updated_at)
+             SELECT u, s, h, f, r, now(), now() FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bytea[]) AS x(u, s, h, f, r)
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, head_hash = EXCLUDED.head_hash,
+               frontier = EXCLUDED.frontier, root = EXCLUDED.root, updated_at = now()
+             WHERE users.last_seq < EXCLUDED.last_seq",
+        )
+        .bind(&us.0).bind(&us.1).bind(&us.2).bind(&us.3).bind(&us.4)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Opens (or creates) the KV heads bucket.
+pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
+    match js.get_key_value(HEADS_BUCKET).await {
+        Ok(k) => Ok(k),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: HEADS_BUCKET.into(),
+                description: "mnemo: each user's checkpoint (seq, head hash, chain tree root)".into(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string())),
+    }
+}
+
+/// Moves a user's head forward with compare-and-set on the entry's revision; never back.
+async fn put_head(kv: &kv::Store, user: &UserId, head: &Head) -> Result<()> {
+    let value: Bytes = serde_json::to_vec(head).expect("serialisable").into();
+    for _ in 0..16 {
+        let entry = kv.entry(user.as_str()).await.map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        let res = match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let cur: Option<Head> = serde_json::from_slice(&e.value).ok();
+                if cur.is_some_and(|c| c.seq >= head.seq) {
+                    return Ok(());
+                }
+                kv.update(user.as_str(), value.clone(), e.revision).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            _ => kv.create(user.as_str(), value.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+        };
+        if res.is_ok() {
+            return Ok(());
+        }
+    }
+    Err(ProjectionError::Nats(format!("head of {user}: too many CAS conflicts")))
+}
+
+/// Events behind the chains for `view`: the sum over chain streams of the stream's last
+/// sequence minus the view's checkpoint in it.
+pub async fn lag(js: &jetstream::Context, pool: &sqlx::PgPool, view: &str) -> Result<u64> {
+    let cps: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT stream, stream_seq FROM projector_checkpoints WHERE view = $1",
+    )
+    .bind(view)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let mut names = js.stream_names();
+    let mut total = 0u64;
+    while let Some(n) = names.next().await {
+        let n = n.map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        if !n.starts_with(CHAIN_STREAM_PREFIX) {
+            continue;
+        }
+        let mut s = js.get_stream(&n).await.map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        let last = s.info().await.map_err(|e| ProjectionError::Nats(e.to_string()))?.state.last_sequence;
+        total += last.saturating_sub(cps.get(&n).copied().unwrap_or(0) as u64);
+    }
+    Ok(total)
+}
+
+/// Reads a user's head from the KV view.
+pub async fn kv_head(js: &jetstream::Context, user: &UserId) -> Result<Option<Head>> {
+    let kv = heads_bucket(js).await?;
+    Ok(kv
+        .get(user.as_str())
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+

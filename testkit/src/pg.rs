@@ -1,0 +1,206 @@
+//! A real PostgreSQL server for tests: `initdb` into a temp dir, `postgres` on a free port.
+//!
+//! PostgreSQL refuses to run as root; when the tests run as root (as CI does), the server
+//! runs as the `postgres` system user that Debian's package creates.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::port::free_port;
+
+/// A running PostgreSQL. Killed and its directory removed on drop.
+pub struct PgServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    owner: Option<(u32, u32)>,
+}
+
+/// The directory holding `initdb` and `postgres`: `$MNEMO_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn pg_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MNEMO_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+        .expect("no PostgreSQL server binaries: run scripts/setup.sh")
+}
+
+fn id(flag: &str) -> Option<u32> {
+    let out = Command::new("id").arg(flag).arg("postgres").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PgServer {
+    /// Initialises a cluster and starts it.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let owner = if is_root() {
+            Some((
+                id("-u").expect("a 'postgres' user to run PostgreSQL as (not root)"),
+                id("-g").expect("postgres group"),
+            ))
+        } else {
+            None
+        };
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(u), Some(g)).expect("chown temp dir");
+        }
+        let mut s = Self {
+            child: None,
+            dir,
+            port: free_port(),
+            owner,
+        };
+        let out = s
+            .command("initdb")
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(s.data())
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s.spawn();
+        s
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, bin: &str) -> Command {
+        let mut c = Command::new(pg_bin().join(bin));
+        if let Some((u, g)) = self.owner {
+            c.uid(u).gid(g);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("pg.log");
+        let logf = fs::File::create(&log).expect("log file");
+        if let Some((u, g)) = self.owner {
+            let _ = std::os::unix::fs::chown(&log, Some(u), Some(g));
+        }
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("ready to accept connections"))
+            {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("postgres exited ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "postgres not ready: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
+    }
+
+    /// A URL for database `db` (create it first, e.g. with [`PgServer::create_database`]).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Creates a database.
+    pub fn create_database(&self, db: &str) {
+        let out = self
+            .command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("CREATE DATABASE \"{db}\""))
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "create database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // the postmaster's children notice its death and exit; wait until the port is free
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_file(self.data().join("postmaster.pid"));
+    }
+
+    /// Starts it again on the same port and data directory (crash recovery runs).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
