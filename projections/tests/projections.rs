@@ -1,0 +1,246 @@
+//! Projections against real nats-server and PostgreSQL processes.
+
+use bytes::Bytes;
+use mnemo_core::{Seq, SigningKey, UserId};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_projections::{Projector, ProjectorConfig, kv_head, lag};
+use mnemo_testkit::{NatsServer, PgServer};
+use sqlx::postgres::PgPoolOptions;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+struct Stack {
+    nats: NatsServer,
+    pg: PgServer,
+    js: async_nats::jetstream::Context,
+    ledger: Ledger,
+    pool: sqlx::PgPool,
+}
+
+async fn stack(layout: Layout) -> Stack {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut cfg = LedgerConfig::new(SecretKey::from_bytes([3; 32]), SigningKey::from_bytes(&[4; 32]));
+    cfg.layout = layout;
+    let ledger = Ledger::connect(client.clone(), cfg).await.unwrap();
+    Stack { js: async_nats::jetstream::new(client), nats, pg, ledger, pool }
+}
+
+fn projector(s: &Stack) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, h, _) = projector_with_stats(s);
+    (tx, h)
+}
+
+fn projector_with_stats(
+    s: &Stack,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>, std::sync::Arc<mnemo_projections::ProjectorStats>) {
+    let (tx, rx) = watch::channel(false);
+    let p = Projector::new(s.js.clone(), s.ledger.clone(), s.pool.clone(), ProjectorConfig {
+        rescan: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let stats = p.stats();
+    let h = tokio::spawn(async move {
+        p.run(rx).await.unwrap();
+    });
+    (tx, h, stats)
+}
+
+async fn caught_up(s: &Stack, within: Duration) {
+    let t = Instant::now();
+    loop {
+        if let Ok(0) = lag(&s.js, &s.pool, "pg").await {
+            // lag counts stream positions; the streams' users must also all be there
+            return;
+        }
+        assert!(t.elapsed() < within, "projection did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn note(i: usize, tag: &str) -> NewMemory {
+    NewMemory {
+        kind: "note".into(),
+        tags: vec![tag.into()],
+        content_type: "text/plain".into(),
+        content: Bytes::from(format!("memory number {i} about {tag}")),
+        ..Default::default()
+    }
+}
+
+async fn ingest(ledger: &Ledger, users: &[UserId], per_user: usize, tasks: usize) {
+    let mut hs = Vec::new();
+    for t in 0..tasks {
+        let (l, users) = (ledger.clone(), users.to_vec());
+        hs.push(tokio::spawn(async move {
+            for (i, u) in users.iter().enumerate().filter(|(i, _)| i % tasks == t) {
+                for k in 0..per_user {
+                    l.append(u, note(i * 1000 + k, if k % 2 == 0 { "even" } else { "odd" })).await.unwrap();
+                }
+            }
+        }));
+    }
+    for h in hs {
+        h.await.unwrap();
+    }
+}
+
+/// The views must equal what replaying the chains gives.
+async fn assert_views_equal_chains(s: &Stack, users: &[UserId]) {
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as("SELECT user_id, seq, hash FROM events")
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+    let in_db: HashSet<(String, i64, Vec<u8>)> = rows.iter().cloned().collect();
+    assert_eq!(in_db.len(), rows.len());
+    let mut total = 0;
+    for u in users {
+        let sum = s.ledger.verify_chain(u).await.unwrap();
+        let cp = sum.checkpoint.unwrap();
+        let events = s.ledger.events(u, Seq::FIRST, usize::MAX).await.unwrap();
+        for e in &events {
+            assert!(in_db.contains(&(u.to_string(), e.event.seq.0 as i64, e.hash.0.to_vec())), "{u} seq {}", e.event.seq);
+        }
+        total += events.len();
+        let (last, head, root): (i64, Vec<u8>, Vec<u8>) =
+            sqlx::query_as("SELECT last_seq, head_hash, root FROM users WHERE user_id = $1")
+                .bind(u.as_str())
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+        assert_eq!((last as u64, head, root), (cp.seq.0, cp.head.0.to_vec(), cp.root.0.to_vec()), "{u}");
+        let kv = kv_head(&s.js, u).await.unwrap().unwrap();
+        assert_eq!((kv.seq, kv.hash, kv.root), (cp.seq.0, cp.head, cp.root), "KV head of {u}");
+        let tip = s.ledger.head(u).await.unwrap().unwrap();
+        assert_eq!((kv.seq, kv.hash), (tip.len, tip.hash));
+    }
+    assert_eq!(rows.len(), total, "no extra rows");
+    let memories: i64 = sqlx::query_scalar("SELECT count(*) FROM memories").fetch_one(&s.pool).await.unwrap();
+    let ingested: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'memory_ingested'").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(memories, ingested);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_thousand_events_over_500_users_equal_the_chains() {
+    let s = stack(Layout::Sharded { shards: 4 }).await;
+    let users: Vec<UserId> = (0..500).map(|i| UserId::new(format!("u{i}")).unwrap()).collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+    }
+    let (stop, h) = projector(&s);
+    ingest(&s.ledger, &users, 99, 16).await;
+    caught_up(&s, Duration::from_secs(120)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(n, 50_000);
+    assert_views_equal_chains(&s, &users).await;
+    // full-text search and tags work on the projected text
+    let hits: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE search @@ plainto_tsquery('simple', 'even') AND 'even' = ANY(tags)")
+        .fetch_one(&s.pool).await.unwrap();
+    assert_eq!(hits, 500 * 50);
+    stop.send(true).unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_projector_mid_batch_neither_loses_nor_doubles() {
+    let s = stack(Layout::PerUser).await;
+    let users: Vec<UserId> = (0..40).map(|i| UserId::new(format!("k{i}")).unwrap()).collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+    }
+    let writer = {
+        let (l, users) = (s.ledger.clone(), users.clone());
+        tokio::spawn(async move { ingest(&l, &users, 100, 8).await })
+    };
+    // start, abort at arbitrary points (mid-batch or not), several times
+    for i in 0..6 {
+        let (_stop, h) = projector(&s);
+        tokio::time::sleep(Duration::from_millis(150 + 97 * i)).await;
+        h.abort();
+        let _ = h.await;
+    }
+    writer.await.unwrap();
+    let (stop, h) = projector(&s);
+    caught_up(&s, Duration::from_secs(60)).await;
+    assert_views_equal_chains(&s, &users).await;
+    stop.send(true).unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_during_ingest_then_views_catch_up() {
+    let mut s = stack(Layout::Sharded { shards: 2 }).await;
+    let users: Vec<UserId> = (0..20).map(|i| UserId::new(format!("p{i}")).unwrap()).collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+    }
+    let (stop, h, stats) = projector_with_stats(&s);
+    ingest(&s.ledger, &users, 20, 4).await;
+    s.pg.kill();
+    ingest(&s.ledger, &users, 30, 4).await;
+    let t = Instant::now();
+    while stats.retries.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the projector never felt the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.pg.restart();
+    caught_up(&s, Duration::from_secs(60)).await;
+    assert_views_equal_chains(&s, &users).await;
+    stop.send(true).unwrap();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_event_goes_to_the_dead_letter_subject_and_the_projector_goes_on() {
+    let s = stack(Layout::Sharded { shards: 2 }).await;
+    let good = UserId::new("good").unwrap();
+    let bad = UserId::new("bad").unwrap();
+    for u in [&good, &bad] {
+        s.ledger.create_user(u).await.unwrap();
+        s.ledger.append(u, note(1, "x")).await.unwrap();
+    }
+    let client = s.js.client();
+    let mut dl = client.subscribe("mnemo.deadletter.pg").await.unwrap();
+    let (stop, h) = projector(&s);
+    caught_up(&s, Duration::from_secs(30)).await;
+    // A forged seq 3 for "bad": correct link, signed by the ledger's own key, then one
+    // byte of the signature changed on its way into the stream.
+    let last = s.ledger.events(&bad, Seq(2), 1).await.unwrap().remove(0);
+    let head = mnemo_core::Head { user: bad.clone(), len: 2, hash: last.hash };
+    let (forged, _) = head.next_event(
+        &SigningKey::from_bytes(&[4; 32]),
+        mnemo_core::TimestampMs(1),
+        mnemo_core::EventBody::GrantRevoked { grant: mnemo_core::GrantId([1; 16]) },
+        None,
+        None,
+    );
+    let mut wire = forged.to_wire();
+    let n = wire.len();
+    wire[n - 5] ^= 0x10;
+    let body = mnemo_ledger::envelope::encode(&wire, &[]);
+    s.js.publish(s.ledger.locate(&bad).subject, body).await.unwrap().await.unwrap();
+    // the good user goes on
+    for i in 0..10 {
+        s.ledger.append(&good, note(i, "y")).await.unwrap();
+    }
+    let msg = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut dl)).await.unwrap().unwrap();
+    let reason = msg.headers.as_ref().unwrap().get("Mnemo-Reason").unwrap().to_string();
+    assert!(reason.contains("bad seq 3: bad signature"), "{reason}");
+    caught_up(&s, Duration::from_secs(30)).await;
+    let good_last: i64 = sqlx::query_scalar("SELECT last_seq FROM users WHERE user_id = 'good'").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(good_last, 12);
+    let bad_last: i64 = sqlx::query_scalar("SELECT last_seq FROM users WHERE user_id = 'bad'").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(bad_last, 2, "the tampered event was not applied");
+    stop.send(true).unwrap();
+    h.await.unwrap();
+}
