@@ -954,7 +954,8 @@ impl Ledger {
     /// Decrypts a memory event's payload and checks it against the event's commitment (and,
     /// for large content, the object against the record's hash).
     pub async fn open_memory(&self, stored: &StoredEvent) -> Result<OpenedMemory> {
-        self.open_memory_cached(stored, &mut KeyCache::default()).await
+        self.open_memory_cached(stored, &mut KeyCache::default())
+            .await
     }
 
     /// [`open_memory`](Self::open_memory) for a batch: generation keys are looked up once

@@ -26,11 +26,11 @@ mod rebuild;
 mod state;
 
 pub use error::{ProjectionError, Result};
+pub use projector::kv_head;
 pub use projector::{
     DEAD_LETTER_PREFIX, HEADS_BUCKET, Head, Projector, ProjectorConfig, ProjectorStats, lag,
 };
-pub use rebuild::rebuild;
-pub use projector::kv_head;
+pub use rebuild::{RebuildReport, rebuild};
 
 /// Runs the migrations in `migrations/` (idempotent).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {

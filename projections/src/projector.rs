@@ -3,10 +3,10 @@
 use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
 use futures::StreamExt;
+use mnemo_core::{Content, VerifyingKey};
 use mnemo_core::{
     ErasureTarget, Event, EventBody, Hash32, KeyRole, Seq, UserId, keys, merkle::CHAIN_TREE,
 };
-use mnemo_core::{Content, VerifyingKey};
 use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -120,7 +120,12 @@ fn subject_user(subject: &str) -> Option<UserId> {
 
 impl Projector {
     /// A projector writing into the database behind `pool`.
-    pub fn new(js: jetstream::Context, ledger: Ledger, pool: sqlx::PgPool, cfg: ProjectorConfig) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        ledger: Ledger,
+        pool: sqlx::PgPool,
+        cfg: ProjectorConfig,
+    ) -> Self {
         Self {
             js,
             ledger,
@@ -163,7 +168,11 @@ impl Projector {
 
     /// Starts a consumer on `stream` right after the view's checkpoint and forwards its
     /// messages (the channel's bound is the backpressure).
-    async fn start_source(&self, stream: String, tx: mpsc::Sender<Item>) -> Result<tokio::task::JoinHandle<()>> {
+    async fn start_source(
+        &self,
+        stream: String,
+        tx: mpsc::Sender<Item>,
+    ) -> Result<tokio::task::JoinHandle<()>> {
         let from = self.checkpoint(&stream).await?;
         let s = self
             .js
@@ -306,7 +315,9 @@ impl Projector {
                 let c = self.checkpoint(&item.stream).await?;
                 self.checkpoints.insert(item.stream.clone(), c);
             }
-            let e = last_per_stream.entry(item.stream.clone()).or_insert((seq, i));
+            let e = last_per_stream
+                .entry(item.stream.clone())
+                .or_insert((seq, i));
             if seq >= e.0 {
                 *e = (seq, i);
             }
@@ -411,6 +422,11 @@ impl Projector {
         }
         // One transaction: rows, user states, checkpoints.
         let mut tx = self.pool.begin().await?;
+        // A rebuild's switch-over takes this lock exclusively to pause the view's writer.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+            .bind(&self.cfg.view)
+            .execute(&mut *tx)
+            .await?;
         write_rows(&mut tx, &accepted, &opened, &states, &users).await?;
         for (stream, (seq, _)) in &last_per_stream {
             sqlx::query(
@@ -458,7 +474,16 @@ impl Projector {
             for u in &users {
                 let st = &self.states[u];
                 if st.last_seq > 0 {
-                    put_head(kv, u, &Head { seq: st.last_seq, hash: st.head, root: st.root() }).await?;
+                    put_head(
+                        kv,
+                        u,
+                        &Head {
+                            seq: st.last_seq,
+                            hash: st.head,
+                            root: st.root(),
+                        },
+                    )
+                    .await?;
                 }
             }
         }
@@ -486,7 +511,9 @@ fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) -> bool 
         sigs.push(e.signature.0);
         vks.push(k);
         if let (Some(o), Some(c)) = (&e.origin, &e.payload) {
-            let Some(dk) = states.get(&e.user).and_then(|s| s.keys.get(&o.key)) else { return false };
+            let Some(dk) = states.get(&e.user).and_then(|s| s.keys.get(&o.key)) else {
+                return false;
+            };
             msgs.push(keys::origin_signing_message(&e.user, c));
             sigs.push(o.signature.0);
             vks.push(dk.key.0);
@@ -518,7 +545,9 @@ fn verify(
     let mut ok = Vec::with_capacity(events.len());
     let mut dead = Vec::new();
     for a in events {
-        let st = states.get_mut(&a.event.user).expect("loaded for every user in the batch");
+        let st = states
+            .get_mut(&a.event.user)
+            .expect("loaded for every user in the batch");
         match check(st, &a, each) {
             Ok(()) => {
                 apply_keys(st, &a.event);
@@ -548,12 +577,19 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
     }
     let key = if e.seq == Seq::FIRST {
         match &e.body {
-            EventBody::KeyAdded { key, role: KeyRole::Custody } if key.id() == e.signer => *key,
+            EventBody::KeyAdded {
+                key,
+                role: KeyRole::Custody,
+            } if key.id() == e.signer => *key,
             _ => return Err("genesis must add a custody key and be signed by it".into()),
         }
     } else {
         match st.keys.get(&e.signer) {
-            Some(KeyState { key, role: KeyRole::Custody, retired: false }) => *key,
+            Some(KeyState {
+                key,
+                role: KeyRole::Custody,
+                retired: false,
+            }) => *key,
             Some(_) => return Err("signer may not sign here (retired or not custody)".into()),
             None => return Err("unknown signer".into()),
         }
@@ -562,9 +598,15 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
         return Err("bad signature".into());
     }
     if let Some(o) = &e.origin {
-        let Some(c) = &e.payload else { return Err("origin without payload".into()) };
+        let Some(c) = &e.payload else {
+            return Err("origin without payload".into());
+        };
         match st.keys.get(&o.key) {
-            Some(KeyState { key, role: KeyRole::Device, retired: false }) => {
+            Some(KeyState {
+                key,
+                role: KeyRole::Device,
+                retired: false,
+            }) => {
                 if each && !keys::verify_origin_signature(key, &e.user, c, &o.signature) {
                     return Err("bad origin signature".into());
                 }
@@ -578,13 +620,27 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
 fn apply_keys(st: &mut UserState, e: &Event) {
     match &e.body {
         EventBody::KeyAdded { key, role } => {
-            st.keys.insert(key.id(), KeyState { key: *key, role: *role, retired: false });
+            st.keys.insert(
+                key.id(),
+                KeyState {
+                    key: *key,
+                    role: *role,
+                    retired: false,
+                },
+            );
         }
         EventBody::KeyRotated { old, new } => {
             if let Some(k) = st.keys.get_mut(old) {
                 k.retired = true;
             }
-            st.keys.insert(new.id(), KeyState { key: *new, role: KeyRole::Custody, retired: false });
+            st.keys.insert(
+                new.id(),
+                KeyState {
+                    key: *new,
+                    role: KeyRole::Custody,
+                    retired: false,
+                },
+            );
         }
         EventBody::KeyRevoked { key } => {
             if let Some(k) = st.keys.get_mut(key) {
@@ -611,7 +667,17 @@ async fn write_rows(
     users: &[UserId],
 ) -> Result<()> {
     // events
-    let mut ev = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ev = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for a in accepted {
         let e = &a.event;
         ev.0.push(e.user.as_str().to_owned());
@@ -637,9 +703,24 @@ async fn write_rows(
         .await?;
     }
     // memories
-    let mut m: (Vec<String>, Vec<Vec<u8>>, Vec<i64>, Vec<String>, Vec<String>, Vec<Option<i64>>, Vec<Option<String>>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>, Vec<Option<String>>) = Default::default();
+    let mut m: (
+        Vec<String>,
+        Vec<Vec<u8>>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<String>,
+        Vec<Option<i64>>,
+        Vec<Option<String>>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<Option<String>>,
+    ) = Default::default();
     for a in accepted {
-        let EventBody::MemoryIngested { memory } = a.event.body else { continue };
+        let EventBody::MemoryIngested { memory } = a.event.body else {
+            continue;
+        };
         let e = &a.event;
         let o = opened.get(&memory).and_then(Option::as_ref);
         m.0.push(e.user.as_str().to_owned());
@@ -722,7 +803,13 @@ async fn write_rows(
                 };
                 q.execute(&mut *tx).await?;
             }
-            EventBody::GrantCreated { grant, grantee, capabilities, conditions, expires_at } => {
+            EventBody::GrantCreated {
+                grant,
+                grantee,
+                capabilities,
+                conditions,
+                expires_at,
+            } => {
                 sqlx::query(
                     "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, conditions, expires_at, created_seq)
                      VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7 / 1000.0), $8) ON CONFLICT DO NOTHING",
@@ -735,7 +822,12 @@ async fn write_rows(
                 sqlx::query("UPDATE grants SET revoked_seq = $3 WHERE user_id = $1 AND grant_id = $2 AND revoked_seq IS NULL")
                     .bind(u).bind(grant.0.to_vec()).bind(seq).execute(&mut *tx).await?;
             }
-            EventBody::AccessRecorded { accessor, grant, action, memories } => {
+            EventBody::AccessRecorded {
+                accessor,
+                grant,
+                action,
+                memories,
+            } => {
                 let mids: Vec<Vec<u8>> = memories.iter().map(|m| m.0.to_vec()).collect();
                 sqlx::query(
                     "INSERT INTO access_log (user_id, seq, accessor, grant_id, action, memories, ts)
@@ -750,7 +842,13 @@ async fn write_rows(
         }
     }
     // user tips
-    let mut us: (Vec<String>, Vec<i64>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) = Default::default();
+    let mut us: (
+        Vec<String>,
+        Vec<i64>,
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+        Vec<Vec<u8>>,
+    ) = Default::default();
     for u in users {
         let st = &states[u];
         if st.last_seq == 0 {
@@ -784,7 +882,8 @@ pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
         Err(_) => js
             .create_key_value(kv::Config {
                 bucket: HEADS_BUCKET.into(),
-                description: "mnemo: each user's checkpoint (seq, head hash, chain tree root)".into(),
+                description: "mnemo: each user's checkpoint (seq, head hash, chain tree root)"
+                    .into(),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
@@ -798,22 +897,34 @@ pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
 async fn put_head(kv: &kv::Store, user: &UserId, head: &Head) -> Result<()> {
     let value: Bytes = serde_json::to_vec(head).expect("serialisable").into();
     for _ in 0..16 {
-        let entry = kv.entry(user.as_str()).await.map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        let entry = kv
+            .entry(user.as_str())
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let res = match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let cur: Option<Head> = serde_json::from_slice(&e.value).ok();
                 if cur.is_some_and(|c| c.seq >= head.seq) {
                     return Ok(());
                 }
-                kv.update(user.as_str(), value.clone(), e.revision).await.map(|_| ()).map_err(|e| e.to_string())
+                kv.update(user.as_str(), value.clone(), e.revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
-            _ => kv.create(user.as_str(), value.clone()).await.map(|_| ()).map_err(|e| e.to_string()),
+            _ => kv
+                .create(user.as_str(), value.clone())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         if res.is_ok() {
             return Ok(());
         }
     }
-    Err(ProjectionError::Nats(format!("head of {user}: too many CAS conflicts")))
+    Err(ProjectionError::Nats(format!(
+        "head of {user}: too many CAS conflicts"
+    )))
 }
 
 /// Events behind the chains for `view`: the sum over chain streams of the stream's last
@@ -834,8 +945,16 @@ pub async fn lag(js: &jetstream::Context, pool: &sqlx::PgPool, view: &str) -> Re
         if !n.starts_with(CHAIN_STREAM_PREFIX) {
             continue;
         }
-        let mut s = js.get_stream(&n).await.map_err(|e| ProjectionError::Nats(e.to_string()))?;
-        let last = s.info().await.map_err(|e| ProjectionError::Nats(e.to_string()))?.state.last_sequence;
+        let mut s = js
+            .get_stream(&n)
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        let last = s
+            .info()
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?
+            .state
+            .last_sequence;
         total += last.saturating_sub(cps.get(&n).copied().unwrap_or(0) as u64);
     }
     Ok(total)
@@ -850,4 +969,3 @@ pub async fn kv_head(js: &jetstream::Context, user: &UserId) -> Result<Option<He
         .map_err(|e| ProjectionError::Nats(e.to_string()))?
         .and_then(|v| serde_json::from_slice(&v).ok()))
 }
-

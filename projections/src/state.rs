@@ -53,12 +53,16 @@ pub(crate) async fn load(
     users: &[UserId],
 ) -> sqlx::Result<HashMap<UserId, UserState>> {
     let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
-    let mut out: HashMap<UserId, UserState> =
-        users.iter().map(|u| (u.clone(), UserState::empty())).collect();
-    let rows = sqlx::query("SELECT user_id, last_seq, head_hash, frontier FROM users WHERE user_id = ANY($1)")
-        .bind(&names)
-        .fetch_all(&mut *conn)
-        .await?;
+    let mut out: HashMap<UserId, UserState> = users
+        .iter()
+        .map(|u| (u.clone(), UserState::empty()))
+        .collect();
+    let rows = sqlx::query(
+        "SELECT user_id, last_seq, head_hash, frontier FROM users WHERE user_id = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
     for r in rows {
         let u = UserId::new(r.get::<String, _>(0)).expect("stored user ids are valid");
         let frontier: Vec<u8> = r.get(3);
@@ -79,11 +83,20 @@ pub(crate) async fn load(
     for r in rows {
         let u = UserId::new(r.get::<String, _>(0)).expect("stored user ids are valid");
         let pk: Vec<u8> = r.get(2);
-        let key = PublicKey::from_bytes(&pk[..32].try_into().expect("32 bytes")).expect("stored keys are valid");
-        let role = if r.get::<String, _>(3) == "device" { KeyRole::Device } else { KeyRole::Custody };
+        let key = PublicKey::from_bytes(&pk[..32].try_into().expect("32 bytes"))
+            .expect("stored keys are valid");
+        let role = if r.get::<String, _>(3) == "device" {
+            KeyRole::Device
+        } else {
+            KeyRole::Custody
+        };
         out.get_mut(&u).expect("asked for").keys.insert(
             KeyId(hash(&r.get::<Vec<u8>, _>(1)).0),
-            KeyState { key, role, retired: r.get(4) },
+            KeyState {
+                key,
+                role,
+                retired: r.get(4),
+            },
         );
     }
     Ok(out)

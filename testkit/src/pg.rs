@@ -26,7 +26,11 @@ pub fn pg_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort_by_key(|p| {
         p.parent()
@@ -77,7 +81,16 @@ impl PgServer {
         };
         let out = s
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(s.data())
             .output()
             .expect("run initdb");
@@ -113,9 +126,17 @@ impl PgServer {
             .command("postgres")
             .arg("-D")
             .arg(self.data())
-            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(logf)
@@ -125,8 +146,7 @@ impl PgServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && fs::read_to_string(&log)
-                    .is_ok_and(|l| l.contains("ready to accept connections"))
+                && fs::read_to_string(&log).is_ok_and(|l| l.contains("ready to accept connections"))
             {
                 return;
             }
@@ -135,7 +155,11 @@ impl PgServer {
             {
                 panic!("postgres exited ({status}): {}", self.log());
             }
-            assert!(Instant::now() < deadline, "postgres not ready: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "postgres not ready: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -159,7 +183,14 @@ impl PgServer {
     pub fn create_database(&self, db: &str) {
         let out = self
             .command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
             .arg(format!("CREATE DATABASE \"{db}\""))
             .output()
