@@ -13,8 +13,9 @@
 //! - PostgreSQL views (`migrations/`): users (tip and chain-tree frontier), events, memories
 //!   (metadata, tags, times, erasure state, full-text search over the text of memories
 //!   whose key still exists), grants, access log, keys, anchors, checkpoints.
-//! - KV view: `mnemo-heads`, each user's checkpoint (seq, head hash, chain-tree root),
-//!   written with compare-and-set on the entry's revision.
+//! - KV views: `mnemo-heads`, each user's checkpoint (seq, head hash, chain-tree root);
+//!   `mnemo-memories`, the per-memory metadata index; `mnemo-grants`, current grants.
+//!   Updates use compare-and-set on the entry's revision and are idempotent.
 //! - [`rebuild`]: replays the chains into fresh tables beside the live ones and swaps them in.
 //! - [`lag`]: events behind the chains, per view.
 //!
@@ -28,7 +29,8 @@ mod state;
 pub use error::{ProjectionError, Result};
 pub use projector::kv_head;
 pub use projector::{
-    DEAD_LETTER_PREFIX, HEADS_BUCKET, Head, Projector, ProjectorConfig, ProjectorStats, lag,
+    DEAD_LETTER_PREFIX, GRANTS_BUCKET, HEADS_BUCKET, Head, MEMORIES_BUCKET, MemoryEntry,
+    MemoryMeta, Projector, ProjectorConfig, ProjectorStats, lag,
 };
 pub use rebuild::{RebuildReport, rebuild};
 

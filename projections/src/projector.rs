@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mnemo_core::{Content, VerifyingKey};
 use mnemo_core::{
     ErasureTarget, Event, EventBody, Hash32, KeyRole, Seq, UserId, keys, merkle::CHAIN_TREE,
@@ -96,7 +96,7 @@ pub struct Projector {
     stats: Arc<ProjectorStats>,
     states: HashMap<UserId, UserState>,
     checkpoints: HashMap<String, u64>,
-    heads: Option<kv::Store>,
+    kv: Option<KvViews>,
 }
 
 struct Accepted {
@@ -134,7 +134,7 @@ impl Projector {
             stats: Arc::new(ProjectorStats::default()),
             states: HashMap::new(),
             checkpoints: HashMap::new(),
-            heads: None,
+            kv: None,
         }
     }
 
@@ -238,7 +238,7 @@ impl Projector {
     /// a pause; their messages stay unacknowledged meanwhile, so nothing is lost.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
         if self.cfg.kv_heads {
-            self.heads = Some(heads_bucket(&self.js).await?);
+            self.kv = Some(KvViews::open(&self.js).await?);
         }
         let (tx, mut rx) = mpsc::channel::<Item>(self.cfg.buffer);
         let mut sources: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -252,9 +252,9 @@ impl Projector {
                     match self.chain_streams().await {
                         Ok(streams) => {
                             for s in streams {
-                                if !sources.contains_key(&s) {
-                                    match self.start_source(s.clone(), tx.clone()).await {
-                                        Ok(h) => { sources.insert(s, h); }
+                                if let std::collections::hash_map::Entry::Vacant(v) = sources.entry(s.clone()) {
+                                    match self.start_source(s, tx.clone()).await {
+                                        Ok(h) => { v.insert(h); }
                                         Err(e) => tracing::warn!(error = %e, "projector: source not started"),
                                     }
                                 }
@@ -381,7 +381,7 @@ impl Projector {
         let mut states = before.clone();
         let (mut accepted, mut rejected) = verify(&mut states, decoded, false);
         if !batch_ok(&accepted, &states) {
-            let all: Vec<Accepted> = accepted.drain(..).collect();
+            let all: Vec<Accepted> = std::mem::take(&mut accepted);
             rejected.clear();
             states = before.clone();
             let mut again: Vec<Accepted> = all;
@@ -439,6 +439,36 @@ impl Projector {
             .execute(&mut *tx)
             .await?;
         }
+        // KV views are written before the commit: their writes are idempotent (heads only
+        // move forward by compare-and-set, index entries are keyed by memory and grant), so
+        // a crash between them and the commit only repeats them.
+        if let Some(kv) = &self.kv {
+            let mut erased_by_all = Vec::new();
+            for a in &accepted {
+                if let EventBody::MemoryErased {
+                    target: ErasureTarget::All,
+                } = a.event.body
+                {
+                    let ids: Vec<Vec<u8>> = sqlx::query_scalar(
+                        "SELECT memory_id FROM memories WHERE user_id = $1 AND seq < $2",
+                    )
+                    .bind(a.event.user.as_str())
+                    .bind(a.event.seq.0 as i64)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for id in ids {
+                        let id = mnemo_core::MemoryId(
+                            id.as_slice()
+                                .try_into()
+                                .map_err(|_| ProjectionError::Db("memory id length".into()))?,
+                        );
+                        erased_by_all.push((format!("{}.{id}", a.event.user), a.event.seq.0));
+                    }
+                }
+            }
+            kv.apply(&accepted, &opened, &erased_by_all, &states, &users)
+                .await?;
+        }
         tx.commit().await?;
         for (u, mut st) in states {
             st.exists_in_db = true;
@@ -469,23 +499,6 @@ impl Projector {
                 )
                 .await
                 .map_err(|e| ProjectionError::Nats(e.to_string()))?;
-        }
-        if let Some(kv) = &self.heads {
-            for u in &users {
-                let st = &self.states[u];
-                if st.last_seq > 0 {
-                    put_head(
-                        kv,
-                        u,
-                        &Head {
-                            seq: st.last_seq,
-                            hash: st.head,
-                            root: st.root(),
-                        },
-                    )
-                    .await?;
-                }
-            }
         }
         for (_, i) in last_per_stream.values() {
             batch[*i]
@@ -658,6 +671,33 @@ fn role_name(r: KeyRole) -> &'static str {
     }
 }
 
+/// Columns of the memories rows of a batch, for one multi-row insert.
+#[derive(Default)]
+struct MemoryColumns(
+    Vec<String>,
+    Vec<Vec<u8>>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<String>,
+    Vec<Option<i64>>,
+    Vec<Option<String>>,
+    Vec<String>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<i64>,
+    Vec<Option<String>>,
+);
+
+/// Columns of the users rows of a batch.
+#[derive(Default)]
+struct UserColumns(
+    Vec<String>,
+    Vec<i64>,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+);
+
 /// All rows of a batch, as multi-row statements (UNNEST of arrays).
 async fn write_rows(
     tx: &mut sqlx::PgConnection,
@@ -703,20 +743,7 @@ async fn write_rows(
         .await?;
     }
     // memories
-    let mut m: (
-        Vec<String>,
-        Vec<Vec<u8>>,
-        Vec<i64>,
-        Vec<String>,
-        Vec<String>,
-        Vec<Option<i64>>,
-        Vec<Option<String>>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<Option<String>>,
-    ) = Default::default();
+    let mut m = MemoryColumns::default();
     for a in accepted {
         let EventBody::MemoryIngested { memory } = a.event.body else {
             continue;
@@ -842,13 +869,7 @@ async fn write_rows(
         }
     }
     // user tips
-    let mut us: (
-        Vec<String>,
-        Vec<i64>,
-        Vec<Vec<u8>>,
-        Vec<Vec<u8>>,
-        Vec<Vec<u8>>,
-    ) = Default::default();
+    let mut us = UserColumns::default();
     for u in users {
         let st = &states[u];
         if st.last_seq == 0 {
@@ -875,21 +896,194 @@ async fn write_rows(
     Ok(())
 }
 
-/// Opens (or creates) the KV heads bucket.
-pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
-    match js.get_key_value(HEADS_BUCKET).await {
+/// Opens (or creates) a KV bucket of the views.
+async fn bucket(js: &jetstream::Context, name: &str, description: &str) -> Result<kv::Store> {
+    match js.get_key_value(name).await {
         Ok(k) => Ok(k),
         Err(_) => js
             .create_key_value(kv::Config {
-                bucket: HEADS_BUCKET.into(),
-                description: "mnemo: each user's checkpoint (seq, head hash, chain tree root)"
-                    .into(),
+                bucket: name.into(),
+                description: description.into(),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
             })
             .await
             .map_err(|e| ProjectionError::Nats(e.to_string())),
+    }
+}
+
+pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
+    bucket(
+        js,
+        HEADS_BUCKET,
+        "mnemo: each user's checkpoint (seq, head hash, chain tree root)",
+    )
+    .await
+}
+
+/// KV bucket of the per-memory metadata index (`<user>.<memory id>`).
+pub const MEMORIES_BUCKET: &str = "mnemo-memories";
+/// KV bucket of current grants (`<user>.<grant id>`).
+pub const GRANTS_BUCKET: &str = "mnemo-grants";
+
+/// A memory's entry in the KV memory index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryEntry {
+    /// Its event's seq.
+    pub seq: u64,
+    /// Kind, tags, capture time, content type and size; `None` once erased.
+    pub meta: Option<MemoryMeta>,
+    /// The seq of the erasure event, once erased.
+    pub erased_seq: Option<u64>,
+}
+
+/// Metadata of a memory in the KV index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryMeta {
+    /// Kind.
+    pub kind: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Capture time (ms).
+    pub captured_at: Option<i64>,
+    /// MIME type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The KV views: heads, memory index, current grants.
+struct KvViews {
+    heads: kv::Store,
+    memories: kv::Store,
+    grants: kv::Store,
+}
+
+fn nats(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Nats(e.to_string())
+}
+
+impl KvViews {
+    async fn open(js: &jetstream::Context) -> Result<Self> {
+        Ok(Self {
+            heads: heads_bucket(js).await?,
+            memories: bucket(js, MEMORIES_BUCKET, "mnemo: per-memory metadata index").await?,
+            grants: bucket(js, GRANTS_BUCKET, "mnemo: each user's current grants").await?,
+        })
+    }
+
+    /// Applies a batch. `erased_by_all` lists, per erase-all event, the memories it erased.
+    async fn apply(
+        &self,
+        accepted: &[Accepted],
+        opened: &HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+        erased_by_all: &[(String, u64)],
+        states: &HashMap<UserId, UserState>,
+        users: &[UserId],
+    ) -> Result<()> {
+        // New index entries and grants, written concurrently.
+        let mut puts = Vec::new();
+        for a in accepted {
+            let e = &a.event;
+            match &e.body {
+                EventBody::MemoryIngested { memory } => {
+                    let meta = opened
+                        .get(memory)
+                        .and_then(Option::as_ref)
+                        .map(|o| MemoryMeta {
+                            kind: o.record.kind.clone(),
+                            tags: o.record.tags.clone(),
+                            captured_at: o.record.captured_at.map(|t| t.0),
+                            content_type: o.record.content_type.clone(),
+                            size: o.content.len() as u64,
+                        });
+                    let entry = MemoryEntry {
+                        seq: e.seq.0,
+                        erased_seq: meta.is_none().then_some(0),
+                        meta,
+                    };
+                    let key = format!("{}.{memory}", e.user);
+                    let value: Bytes = serde_json::to_vec(&entry).expect("serialisable").into();
+                    puts.push(
+                        async move {
+                            match self.memories.create(&key, value).await {
+                                Ok(_) => Ok(()),
+                                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+                                Err(e) => Err(nats(e)),
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
+                EventBody::GrantCreated { grant, .. } => {
+                    let key = format!("{}.{grant}", e.user);
+                    let value: Bytes = serde_json::to_vec(&e.body).expect("serialisable").into();
+                    puts.push(
+                        async move { self.grants.put(&key, value).await.map(|_| ()).map_err(nats) }
+                            .boxed(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        futures::future::try_join_all(puts).await?;
+        // Changes to existing entries, in chain order, by compare-and-set.
+        for a in accepted {
+            let e = &a.event;
+            match &e.body {
+                EventBody::MemoryErased {
+                    target: ErasureTarget::Memory(m),
+                } => {
+                    self.erase_entry(&format!("{}.{m}", e.user), e.seq.0)
+                        .await?;
+                }
+                EventBody::GrantRevoked { grant } => {
+                    self.grants
+                        .purge(format!("{}.{grant}", e.user))
+                        .await
+                        .map_err(nats)?;
+                }
+                _ => {}
+            }
+        }
+        for (key, seq) in erased_by_all {
+            self.erase_entry(key, *seq).await?;
+        }
+        for u in users {
+            let st = &states[u];
+            if st.last_seq > 0 {
+                let head = Head {
+                    seq: st.last_seq,
+                    hash: st.head,
+                    root: st.root(),
+                };
+                put_head(&self.heads, u, &head).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops an index entry's metadata once its memory is erased (CAS on the revision).
+    async fn erase_entry(&self, key: &str, erased_seq: u64) -> Result<()> {
+        for _ in 0..16 {
+            let Some(cur) = self.memories.entry(key).await.map_err(nats)? else {
+                return Ok(());
+            };
+            let Ok(mut entry) = serde_json::from_slice::<MemoryEntry>(&cur.value) else {
+                return Ok(());
+            };
+            if entry.seq >= erased_seq || entry.meta.is_none() {
+                return Ok(());
+            }
+            entry.meta = None;
+            entry.erased_seq = Some(erased_seq);
+            let value: Bytes = serde_json::to_vec(&entry).expect("serialisable").into();
+            if self.memories.update(key, value, cur.revision).await.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(nats(format!("memory index {key}: too many CAS conflicts")))
     }
 }
 

@@ -131,7 +131,7 @@ pub async fn rebuild(
                 .dead_letters
                 .load(std::sync::atomic::Ordering::Relaxed);
         progress(done, done + behind);
-        if behind == 0 && done > 0 || behind == 0 && started.elapsed() > Duration::from_secs(2) {
+        if behind == 0 && (done > 0 || started.elapsed() > Duration::from_secs(2)) {
             break;
         }
         if task.is_finished() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 struct Stack {
-    nats: NatsServer,
+    _nats: NatsServer,
     pg: PgServer,
     js: async_nats::jetstream::Context,
     ledger: Ledger,
