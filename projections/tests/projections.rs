@@ -38,7 +38,7 @@ async fn stack(layout: Layout) -> Stack {
     let ledger = Ledger::connect(client.clone(), cfg).await.unwrap();
     Stack {
         js: async_nats::jetstream::new(client),
-        nats,
+        _nats: nats,
         pg,
         ledger,
         pool,
