@@ -1,0 +1,205 @@
+//! `mnemo`: the mnemo server binary.
+//!
+//! Subcommands so far: `migrate` (PostgreSQL views), `projections run` (the projector),
+//! `projections rebuild` (replay the chains into fresh tables and switch over),
+//! `projections lag`. Configuration comes from flags or the environment (`MNEMO_*`,
+//! `DATABASE_URL`; see `.env.example`). Secrets are never logged.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mnemo_core::SigningKey;
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, SecretKey};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "mnemo",
+    about = "mnemo: a provable custody ledger for memories",
+    version
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Shared configuration.
+#[derive(clap::Args)]
+struct Config {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "MNEMO_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    nats_url: String,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Master key (64 hex characters) that seals payload keys. Secret.
+    #[arg(long, env = "MNEMO_MASTER_KEY", hide_env_values = true, global = true)]
+    master_key: Option<String>,
+    /// Seed (64 hex characters) of the custody signing key. Secret.
+    #[arg(long, env = "MNEMO_SIGNING_KEY", hide_env_values = true, global = true)]
+    signing_key: Option<String>,
+    /// Chain layout: `per-user` or `sharded`.
+    #[arg(long, env = "MNEMO_LAYOUT", default_value = "per-user", global = true)]
+    layout: String,
+    /// Shared streams of the sharded layout.
+    #[arg(long, env = "MNEMO_SHARDS", default_value_t = 16, global = true)]
+    shards: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the PostgreSQL migrations.
+    Migrate,
+    /// Projections.
+    #[command(subcommand)]
+    Projections(Projections),
+}
+
+#[derive(Subcommand)]
+enum Projections {
+    /// Runs the projector until Ctrl-C.
+    Run,
+    /// Replays the chains into fresh tables beside the live view, then switches over.
+    Rebuild {
+        /// The view to rebuild.
+        #[arg(long, default_value = "pg")]
+        view: String,
+    },
+    /// Prints how many events the view is behind the chains.
+    Lag {
+        /// The view.
+        #[arg(long, default_value = "pg")]
+        view: String,
+    },
+}
+
+impl Config {
+    fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .context("DATABASE_URL (or --database-url) is required")
+    }
+
+    fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
+        let master = SecretKey::from_hex(
+            self.master_key
+                .as_deref()
+                .context("MNEMO_MASTER_KEY (or --master-key) is required")?,
+        )
+        .context("MNEMO_MASTER_KEY must be 64 hex characters")?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(
+            self.signing_key
+                .as_deref()
+                .context("MNEMO_SIGNING_KEY (or --signing-key) is required")?
+                .trim(),
+            &mut seed,
+        )
+        .map_err(|_| anyhow::anyhow!("MNEMO_SIGNING_KEY must be 64 hex characters"))?;
+        let mut c = LedgerConfig::new(master, SigningKey::from_bytes(&seed));
+        c.layout = match self.layout.as_str() {
+            "per-user" => Layout::PerUser,
+            "sharded" => Layout::Sharded {
+                shards: self.shards,
+            },
+            other => anyhow::bail!("MNEMO_LAYOUT must be per-user or sharded, not {other:?}"),
+        };
+        Ok(c)
+    }
+}
+
+async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mnemo: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = &cli.config;
+    match cli.command {
+        Command::Migrate => {
+            let pool = pool(c.database_url()?).await?;
+            mnemo_projections::migrate(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Projections(p) => {
+            let client = async_nats::connect(&c.nats_url)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+            let js = async_nats::jetstream::new(client.clone());
+            let url = c.database_url()?;
+            let pool = pool(url).await?;
+            match p {
+                Projections::Lag { view } => {
+                    println!("{}", mnemo_projections::lag(&js, &pool, &view).await?);
+                }
+                Projections::Run => {
+                    mnemo_projections::migrate(&pool).await?;
+                    let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    let projector = mnemo_projections::Projector::new(
+                        js,
+                        ledger,
+                        pool,
+                        mnemo_projections::ProjectorConfig::default(),
+                    );
+                    let task = tokio::spawn(projector.run(rx));
+                    tokio::signal::ctrl_c().await?;
+                    tx.send(true)?;
+                    task.await??;
+                }
+                Projections::Rebuild { view } => {
+                    let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+                    let bar = indicatif::ProgressBar::new(0);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "rebuilding {msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+                        )
+                        .context("progress template")?,
+                    );
+                    bar.set_message(view.clone());
+                    let report =
+                        mnemo_projections::rebuild(&js, &ledger, url, &view, |done, total| {
+                            bar.set_length(total);
+                            bar.set_position(done);
+                        })
+                        .await?;
+                    bar.finish();
+                    println!(
+                        "rebuilt view {view}: {} events in {:.1} s, switched over",
+                        report.events, report.seconds
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

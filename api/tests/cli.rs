@@ -1,0 +1,105 @@
+//! The `mnemo` binary end to end, against real nats-server and PostgreSQL.
+
+use mnemo_core::{SigningKey, UserId};
+use mnemo_ledger::{Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_testkit::{NatsServer, PgServer};
+use std::process::Command;
+
+const MASTER: &str = "0303030303030303030303030303030303030303030303030303030303030303";
+const SEED: &str = "0404040404040404040404040404040404040404040404040404040404040404";
+
+fn mnemo(nats: &NatsServer, db: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mnemo"));
+    c.args(args)
+        .env("MNEMO_NATS_URL", nats.url())
+        .env("MNEMO_MASTER_KEY", MASTER)
+        .env("MNEMO_SIGNING_KEY", SEED)
+        .env_remove("DATABASE_URL");
+    if let Some(db) = db {
+        c.env("DATABASE_URL", db);
+    }
+    c.output().expect("run mnemo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_then_rebuild_a_view_from_the_chains() {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let db = pg.url("mnemo");
+
+    // a clear error and exit code 2 without a database
+    let out = mnemo(&nats, None, &["migrate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+    // a malformed secret is refused without echoing it
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["projections", "rebuild"])
+        .env("MNEMO_NATS_URL", nats.url())
+        .env("DATABASE_URL", &db)
+        .env("MNEMO_MASTER_KEY", "not-hex-secret-value")
+        .env("MNEMO_SIGNING_KEY", SEED)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MNEMO_MASTER_KEY") && !err.contains("not-hex-secret-value"),
+        "{err}"
+    );
+
+    let out = mnemo(&nats, Some(&db), &["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mnemo(&nats, Some(&db), &["migrate"]);
+    assert!(out.status.success(), "migrations are idempotent");
+
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(SEED, &mut seed).unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let ledger = Ledger::connect(
+        client,
+        LedgerConfig::new(
+            SecretKey::from_hex(MASTER).unwrap(),
+            SigningKey::from_bytes(&seed),
+        ),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        let u = UserId::new(format!("cli{i}")).unwrap();
+        ledger.create_user(&u).await.unwrap();
+        for k in 0..10 {
+            ledger
+                .append(
+                    &u,
+                    NewMemory {
+                        kind: "note".into(),
+                        content_type: "text/plain".into(),
+                        content: bytes::Bytes::from(format!("note {k}")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let out = mnemo(&nats, Some(&db), &["projections", "lag"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "55",
+        "nothing projected yet"
+    );
+    let out = mnemo(&nats, Some(&db), &["projections", "rebuild"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rebuilt view pg: 55 events"));
+    let out = mnemo(&nats, Some(&db), &["projections", "lag"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}
