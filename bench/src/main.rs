@@ -5,6 +5,7 @@
 mod core_bench;
 mod ingest;
 mod measure;
+mod project;
 
 use clap::{Parser, Subcommand};
 
@@ -24,11 +25,14 @@ enum Area {
     Core(core_bench::Args),
     /// Ledger appends vs raw JetStream publishes, per layout, user count and durability.
     Ingest(ingest::Args),
+    /// Projection into PostgreSQL of a pre-filled chain set, and a full rebuild.
+    Project(project::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().area {
         Area::Core(a) => core_bench::run(&a),
         Area::Ingest(a) => ingest::run(&a),
+        Area::Project(a) => project::run(&a),
     }
 }

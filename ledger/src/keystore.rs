@@ -196,6 +196,29 @@ impl KeyStore {
         })
     }
 
+    /// Looks up many generations concurrently into `cache`.
+    pub async fn warm(&self, wanted: Vec<(UserId, u64)>, cache: &mut KeyCache) -> Result<()> {
+        let todo: Vec<(UserId, u64)> = wanted
+            .into_iter()
+            .filter(|k| !cache.0.contains_key(k))
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let found = futures::future::try_join_all(todo.into_iter().map(|(u, id)| async move {
+            let s = if let Some((_, g, _)) = self.generation(&u, id).await? {
+                Source::Generation(g)
+            } else if let Some((t, _)) = self.table(&u, id).await? {
+                Source::Table(t)
+            } else {
+                Source::Gone
+            };
+            Ok::<_, LedgerError>(((u, id), s))
+        }))
+        .await?;
+        cache.0.extend(found);
+        Ok(())
+    }
+
     /// The key of `memory`, encrypted under generation `id`.
     pub async fn memory_key(&self, user: &UserId, id: u64, memory: &MemoryId) -> Result<MemoryKey> {
         if let Some((_, g, _)) = self.generation(user, id).await? {

@@ -958,6 +958,19 @@ impl Ledger {
             .await
     }
 
+    /// Fetches, concurrently, the keys that opening `events` will need into `cache`.
+    pub async fn warm_keys(&self, events: &[&StoredEvent], cache: &mut KeyCache) -> Result<()> {
+        let wanted = events
+            .iter()
+            .filter_map(|e| {
+                parse_sealed(&e.sealed)
+                    .ok()
+                    .map(|(g, _)| (e.event.user.clone(), g))
+            })
+            .collect();
+        self.inner.keys.warm(wanted, cache).await
+    }
+
     /// [`open_memory`](Self::open_memory) for a batch: generation keys are looked up once
     /// per `cache` (drop the cache after the batch).
     pub async fn open_memory_cached(

@@ -96,7 +96,6 @@ pub struct Projector {
     stats: Arc<ProjectorStats>,
     states: HashMap<UserId, UserState>,
     checkpoints: HashMap<String, u64>,
-    kv: Option<KvViews>,
 }
 
 struct Accepted {
@@ -134,7 +133,6 @@ impl Projector {
             stats: Arc::new(ProjectorStats::default()),
             states: HashMap::new(),
             checkpoints: HashMap::new(),
-            kv: None,
         }
     }
 
@@ -234,12 +232,45 @@ impl Projector {
         }))
     }
 
-    /// Runs until `stop` turns true. Batches that fail (database down) are retried after
-    /// a pause; their messages stay unacknowledged meanwhile, so nothing is lost.
+    /// Runs until `stop` turns true.
+    ///
+    /// Two stages overlap: this task verifies and decrypts the next batch while a writer
+    /// task puts the previous one into PostgreSQL and KV. Batches reach the writer in
+    /// order; one that fails (database down) is retried until it applies, its messages
+    /// unacknowledged meanwhile, so nothing is lost and the bounded channel between the
+    /// stages holds everything else back.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
-        if self.cfg.kv_heads {
-            self.kv = Some(KvViews::open(&self.js).await?);
-        }
+        let kv = if self.cfg.kv_heads {
+            Some(KvViews::open(&self.js).await?)
+        } else {
+            None
+        };
+        let writer = Writer {
+            js: self.js.clone(),
+            pool: self.pool.clone(),
+            view: self.cfg.view.clone(),
+            kv,
+            stats: self.stats.clone(),
+        };
+        let (ptx, mut prx) = mpsc::channel::<Prepared>(1);
+        let mut wstop = stop.clone();
+        let writer_task = tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                loop {
+                    match writer.commit(&p).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            writer.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "projector: batch failed, retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                                _ = wstop.changed() => if *wstop.borrow() { return; },
+                            }
+                        }
+                    }
+                }
+            }
+        });
         let (tx, mut rx) = mpsc::channel::<Item>(self.cfg.buffer);
         let mut sources: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut rescan = tokio::time::interval(self.cfg.rescan);
@@ -273,38 +304,43 @@ impl Projector {
                             _ => break,
                         }
                     }
-                    // Retry the same batch until it applies (or we are stopped): the
-                    // messages are held, never dropped.
-                    loop {
-                        match self.apply(&batch).await {
-                            Ok(()) => break,
+                    let prepared = loop {
+                        match self.prepare(&batch).await {
+                            Ok(p) => break Some(p),
                             Err(e) => {
                                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(error = %e, "projector: batch failed, retrying");
+                                tracing::warn!(error = %e, "projector: preparing a batch failed, retrying");
                                 self.states.clear();
-                                self.checkpoints.clear();
                                 tokio::select! {
                                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                                    _ = stop.changed() => if *stop.borrow() { break; },
+                                    _ = stop.changed() => if *stop.borrow() { break None; },
                                 }
                             }
                         }
+                    };
+                    let Some(mut prepared) = prepared else { break Ok(()) };
+                    prepared.items = batch;
+                    if ptx.send(prepared).await.is_err() {
+                        break Err(ProjectionError::Db("projector writer stopped".into()));
                     }
-                    if *stop.borrow() { break Ok(()); }
                 }
             }
         };
         for (_, h) in sources {
             h.abort();
         }
+        drop(ptx);
+        let _ = writer_task.await;
         result
     }
 
-    /// Verifies and applies one batch in one transaction, then acknowledges it.
-    async fn apply(&mut self, batch: &[Item]) -> Result<()> {
-        // Positions; skip what a checkpoint already covers (redeliveries after a crash).
+    /// Stage one: positions, decoding, verification, decryption. Touches no view.
+    async fn prepare(&mut self, batch: &[Item]) -> Result<Prepared> {
+        // Positions; skip what this projector already took (redeliveries while a batch
+        // waits for the database) or what a checkpoint covers (after a restart).
         let mut fresh = Vec::with_capacity(batch.len());
         let mut last_per_stream: HashMap<String, (u64, usize)> = HashMap::new();
+        let mut seen_now: HashMap<String, u64> = HashMap::new();
         for (i, item) in batch.iter().enumerate() {
             let seq = item
                 .msg
@@ -321,7 +357,12 @@ impl Projector {
             if seq >= e.0 {
                 *e = (seq, i);
             }
-            if seq > self.checkpoints[&item.stream] {
+            let seen = seen_now
+                .get(&item.stream)
+                .copied()
+                .unwrap_or(self.checkpoints[&item.stream]);
+            if seq > seen {
+                seen_now.insert(item.stream.clone(), seq);
                 fresh.push((item, seq));
             }
         }
@@ -380,12 +421,10 @@ impl Projector {
         // it again from the saved states checking each signature on its own.
         let mut states = before.clone();
         let (mut accepted, mut rejected) = verify(&mut states, decoded, false);
-        if !batch_ok(&accepted, &states) {
-            let all: Vec<Accepted> = std::mem::take(&mut accepted);
+        if !batch_ok(&accepted, &states).await {
+            let mut again: Vec<Accepted> = std::mem::take(&mut accepted);
             rejected.clear();
             states = before.clone();
-            let mut again: Vec<Accepted> = all;
-            // include previously rejected ones again in stream order
             again.sort_by_key(|a| (a.stream.clone(), a.stream_seq));
             let (a, r) = verify(&mut states, again, true);
             accepted = a;
@@ -394,46 +433,99 @@ impl Projector {
         dead.extend(rejected);
         // Open the memories (metadata and text for search).
         let mut cache = KeyCache::default();
+        let stored: Vec<StoredEvent> = accepted
+            .iter()
+            .filter(|a| matches!(a.event.body, EventBody::MemoryIngested { .. }))
+            .map(|a| StoredEvent {
+                event: a.event.clone(),
+                hash: a.hash,
+                stream_seq: a.stream_seq,
+                sealed: a.sealed.clone(),
+            })
+            .collect();
+        let refs: Vec<&StoredEvent> = stored.iter().collect();
+        self.ledger
+            .warm_keys(&refs, &mut cache)
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let mut opened = HashMap::new();
-        for a in &accepted {
-            if let EventBody::MemoryIngested { memory } = a.event.body {
-                let stored = StoredEvent {
-                    event: a.event.clone(),
-                    hash: a.hash,
-                    stream_seq: a.stream_seq,
-                    sealed: a.sealed.clone(),
-                };
-                match self.ledger.open_memory_cached(&stored, &mut cache).await {
-                    Ok(o) => {
-                        opened.insert(memory, Some(o));
-                    }
-                    Err(LedgerError::Erased(_)) => {
-                        opened.insert(memory, None);
-                    }
-                    Err(LedgerError::Nats { what, detail }) => {
-                        return Err(ProjectionError::Nats(format!("{what}: {detail}")));
-                    }
-                    Err(e) => {
-                        tracing::error!(user = %a.event.user, seq = %a.event.seq, error = %e, "memory payload unreadable");
-                        opened.insert(memory, None);
-                    }
+        for st in &stored {
+            let EventBody::MemoryIngested { memory } = st.event.body else {
+                continue;
+            };
+            match self.ledger.open_memory_cached(st, &mut cache).await {
+                Ok(o) => {
+                    opened.insert(memory, Some(o));
+                }
+                Err(LedgerError::Erased(_)) => {
+                    opened.insert(memory, None);
+                }
+                Err(LedgerError::Nats { what, detail }) => {
+                    return Err(ProjectionError::Nats(format!("{what}: {detail}")));
+                }
+                Err(e) => {
+                    tracing::error!(user = %st.event.user, seq = %st.event.seq, error = %e, "memory payload unreadable");
+                    opened.insert(memory, None);
                 }
             }
         }
-        // One transaction: rows, user states, checkpoints.
+        // Commit to the new states in this stage; the writer applies batches in order.
+        for (u, st) in &states {
+            self.states.insert(u.clone(), st.clone());
+        }
+        for (stream, seq) in seen_now {
+            let c = self.checkpoints.entry(stream).or_default();
+            *c = (*c).max(seq);
+        }
+        Ok(Prepared {
+            items: Vec::new(),
+            accepted,
+            opened,
+            states,
+            users,
+            last_per_stream,
+            dead,
+        })
+    }
+}
+
+/// A verified, decrypted batch, ready to be written.
+struct Prepared {
+    items: Vec<Item>,
+    accepted: Vec<Accepted>,
+    opened: HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+    states: HashMap<UserId, UserState>,
+    users: Vec<UserId>,
+    last_per_stream: HashMap<String, (u64, usize)>,
+    dead: Vec<DeadLetter>,
+}
+
+/// Stage two: writes prepared batches.
+struct Writer {
+    js: jetstream::Context,
+    pool: sqlx::PgPool,
+    view: String,
+    kv: Option<KvViews>,
+    stats: Arc<ProjectorStats>,
+}
+
+impl Writer {
+    /// One transaction with the rows and the checkpoints, KV views before its commit,
+    /// dead letters after it, then the acknowledgements.
+    async fn commit(&self, p: &Prepared) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // A rebuild's switch-over takes this lock exclusively to pause the view's writer.
         sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
-            .bind(&self.cfg.view)
+            .bind(&self.view)
             .execute(&mut *tx)
             .await?;
-        write_rows(&mut tx, &accepted, &opened, &states, &users).await?;
-        for (stream, (seq, _)) in &last_per_stream {
+        write_rows(&mut tx, &p.accepted, &p.opened, &p.states, &p.users).await?;
+        for (stream, (seq, _)) in &p.last_per_stream {
             sqlx::query(
                 "INSERT INTO projector_checkpoints (view, stream, stream_seq, updated_at) VALUES ($1, $2, $3, now())
                  ON CONFLICT (view, stream) DO UPDATE SET stream_seq = GREATEST(projector_checkpoints.stream_seq, EXCLUDED.stream_seq), updated_at = now()",
             )
-            .bind(&self.cfg.view)
+            .bind(&self.view)
             .bind(stream)
             .bind(*seq as i64)
             .execute(&mut *tx)
@@ -444,7 +536,7 @@ impl Projector {
         // a crash between them and the commit only repeats them.
         if let Some(kv) = &self.kv {
             let mut erased_by_all = Vec::new();
-            for a in &accepted {
+            for a in &p.accepted {
                 if let EventBody::MemoryErased {
                     target: ErasureTarget::All,
                 } = a.event.body
@@ -466,24 +558,16 @@ impl Projector {
                     }
                 }
             }
-            kv.apply(&accepted, &opened, &erased_by_all, &states, &users)
+            kv.apply(&p.accepted, &p.opened, &erased_by_all, &p.states, &p.users)
                 .await?;
         }
         tx.commit().await?;
-        for (u, mut st) in states {
-            st.exists_in_db = true;
-            self.states.insert(u, st);
-        }
-        for (stream, (seq, _)) in &last_per_stream {
-            let c = self.checkpoints.entry(stream.clone()).or_default();
-            *c = (*c).max(*seq);
-        }
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .applied
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+            .fetch_add(p.accepted.len() as u64, Ordering::Relaxed);
         // Dead letters (at least once: a crash before the ack sends them again).
-        for d in &dead {
+        for d in &p.dead {
             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(stream = %d.stream, stream_seq = d.stream_seq, reason = %d.reason, "dead letter");
             let mut h = async_nats::HeaderMap::new();
@@ -493,15 +577,15 @@ impl Projector {
             self.js
                 .client()
                 .publish_with_headers(
-                    format!("{DEAD_LETTER_PREFIX}.{}", self.cfg.view),
+                    format!("{DEAD_LETTER_PREFIX}.{}", self.view),
                     h,
                     d.payload.clone(),
                 )
                 .await
                 .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         }
-        for (_, i) in last_per_stream.values() {
-            batch[*i]
+        for (_, i) in p.last_per_stream.values() {
+            p.items[*i]
                 .msg
                 .ack_with(AckKind::Ack)
                 .await
@@ -511,29 +595,52 @@ impl Projector {
     }
 }
 
-/// Checks the batch's signatures (custody and origin) all at once.
-fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) -> bool {
-    let mut msgs: Vec<Vec<u8>> = Vec::with_capacity(accepted.len());
-    let mut sigs = Vec::with_capacity(accepted.len());
-    let mut vks = Vec::with_capacity(accepted.len());
+/// Checks the batch's signatures (custody and origin) all at once, split over the
+/// machine's cores.
+async fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) -> bool {
+    let mut items: Vec<(Vec<u8>, mnemo_core::Sig, VerifyingKey)> =
+        Vec::with_capacity(accepted.len());
     for a in accepted {
         let e = &a.event;
-        let key = signer_key(e, states);
-        let Some(k) = key else { return false };
-        msgs.push(keys::event_signing_message(&a.hash).to_vec());
-        sigs.push(e.signature.0);
-        vks.push(k);
+        let Some(k) = signer_key(e, states) else {
+            return false;
+        };
+        items.push((
+            keys::event_signing_message(&a.hash).to_vec(),
+            e.signature,
+            k,
+        ));
         if let (Some(o), Some(c)) = (&e.origin, &e.payload) {
             let Some(dk) = states.get(&e.user).and_then(|s| s.keys.get(&o.key)) else {
                 return false;
             };
-            msgs.push(keys::origin_signing_message(&e.user, c));
-            sigs.push(o.signature.0);
-            vks.push(dk.key.0);
+            items.push((
+                keys::origin_signing_message(&e.user, c),
+                o.signature,
+                dk.key.0,
+            ));
         }
     }
-    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    keys::verify_batch(&refs, &sigs, &vks)
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
+    let chunk = items.len().div_ceil(parts).max(1);
+    let mut tasks = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(chunk.min(items.len()));
+        let mine = std::mem::replace(&mut items, rest);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let msgs: Vec<&[u8]> = mine.iter().map(|(m, _, _)| m.as_slice()).collect();
+            let sigs: Vec<_> = mine.iter().map(|(_, s, _)| s.0).collect();
+            let vks: Vec<_> = mine.iter().map(|(_, _, k)| *k).collect();
+            keys::verify_batch(&msgs, &sigs, &vks)
+        }));
+    }
+    let mut ok = true;
+    for t in tasks {
+        ok &= t.await.unwrap_or(false);
+    }
+    ok
 }
 
 /// The public key of an event's signer (keys are never removed from the state, only
@@ -1050,17 +1157,19 @@ impl KvViews {
         for (key, seq) in erased_by_all {
             self.erase_entry(key, *seq).await?;
         }
-        for u in users {
+        // Heads, concurrently (one key each).
+        let heads = users.iter().filter_map(|u| {
             let st = &states[u];
-            if st.last_seq > 0 {
+            (st.last_seq > 0).then(|| {
                 let head = Head {
                     seq: st.last_seq,
                     hash: st.head,
                     root: st.root(),
                 };
-                put_head(&self.heads, u, &head).await?;
-            }
-        }
+                async move { put_head(&self.heads, u, &head).await }
+            })
+        });
+        futures::future::try_join_all(heads).await?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     port: u16,
     owner: Option<(u32, u32)>,
+    durable: bool,
 }
 
 /// The directory holding `initdb` and `postgres`: `$MNEMO_PG_BIN`, else the newest
@@ -56,8 +57,15 @@ fn is_root() -> bool {
 }
 
 impl PgServer {
-    /// Initialises a cluster and starts it.
+    /// Initialises a cluster and starts it with `fsync=off` (tests: crash safety of the
+    /// server itself is not what they check).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with PostgreSQL's default fsync when `durable`
+    /// (benchmarks).
+    pub fn start_with(durable: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mnemo-pg-")
             .tempdir()
@@ -78,6 +86,7 @@ impl PgServer {
             dir,
             port: free_port(),
             owner,
+            durable,
         };
         let out = s
             .command("initdb")
@@ -137,7 +146,15 @@ impl PgServer {
                 "unix_socket_directories={}",
                 self.dir.path().display()
             ))
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args([
+                "-c",
+                if self.durable {
+                    "fsync=on"
+                } else {
+                    "fsync=off"
+                },
+            ])
+            .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
