@@ -142,6 +142,11 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     );
     let stats = p.stats();
     let t = Instant::now();
+    let cpu0 = (
+        cpu_self(),
+        cpu_pid(nats.pid().expect("running")),
+        machine_busy(),
+    );
     let task = tokio::spawn(p.run(rx));
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -152,6 +157,22 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         }
     }
     let proj_secs = t.elapsed().as_secs_f64();
+    let cpu1 = (
+        cpu_self(),
+        cpu_pid(nats.pid().expect("running")),
+        machine_busy(),
+    );
+    let n = a.events as f64;
+    let (me, ns, all) = (
+        (cpu1.0 - cpu0.0) * 1e3 / n,
+        (cpu1.1 - cpu0.1) * 1e3 / n,
+        (cpu1.2 - cpu0.2) * 1e3 / n,
+    );
+    eprintln!(
+        "  cpu µs/event while projecting: projector {me:.1}, nats-server {ns:.1}, everything else (PostgreSQL) {:.1}, machine {all:.1} of {:.1} available",
+        all - me - ns,
+        2.0 * proj_secs * 1e6 / n
+    );
     let proj = a.events as f64 / proj_secs;
 
     // A full rebuild while the live projector runs.
@@ -190,6 +211,48 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         rows
     );
     Ok(())
+}
+
+/// CPU ms of this process.
+fn cpu_self() -> f64 {
+    proc_ms("/proc/self/stat")
+}
+
+/// CPU ms of a process.
+fn cpu_pid(pid: u32) -> f64 {
+    proc_ms(&format!("/proc/{pid}/stat"))
+}
+
+fn proc_ms(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    t * 10.0
+}
+
+/// Busy CPU ms of the whole machine (all cores), from /proc/stat.
+fn machine_busy() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let first = s.lines().next().unwrap_or("");
+    let v: Vec<f64> = first
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    busy * 10.0
 }
 
 fn blake_ish(i: usize) -> Vec<u8> {
