@@ -5,6 +5,8 @@
 //! `projections lag`. Configuration comes from flags or the environment (`MNEMO_*`,
 //! `DATABASE_URL`; see `.env.example`). Secrets are never logged.
 
+mod health;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mnemo_core::SigningKey;
@@ -63,8 +65,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Projections {
-    /// Runs the projector until Ctrl-C.
-    Run,
+    /// Runs the projector until Ctrl-C, with `/healthz`, `/readyz` (lag) and `/metrics`.
+    Run {
+        /// Address of the health and metrics endpoints.
+        #[arg(long, env = "MNEMO_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// `/readyz` answers 503 while the view is more events behind than this.
+        #[arg(long, env = "MNEMO_READY_MAX_LAG", default_value_t = 1000)]
+        max_lag: u64,
+    },
     /// Replays the chains into fresh tables beside the live view, then switches over.
     Rebuild {
         /// The view to rebuild.
@@ -161,18 +170,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Projections::Lag { view } => {
                     println!("{}", mnemo_projections::lag(&js, &pool, &view).await?);
                 }
-                Projections::Run => {
+                Projections::Run { listen, max_lag } => {
                     mnemo_projections::migrate(&pool).await?;
                     let ledger = Ledger::connect(client, c.ledger_config()?).await?;
                     let (tx, rx) = tokio::sync::watch::channel(false);
                     let projector = mnemo_projections::Projector::new(
-                        js,
+                        js.clone(),
                         ledger,
-                        pool,
+                        pool.clone(),
                         mnemo_projections::ProjectorConfig::default(),
                     );
+                    let h = health::Health {
+                        js,
+                        pool,
+                        view: "pg".into(),
+                        stats: projector.stats(),
+                        max_lag,
+                    };
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("listening on {listen}"))?;
+                    tracing::info!(%listen, "health and metrics endpoints up");
+                    println!("listening on {}", listener.local_addr()?);
+                    let server =
+                        tokio::spawn(async move { axum::serve(listener, health::router(h)).await });
                     let task = tokio::spawn(projector.run(rx));
                     tokio::signal::ctrl_c().await?;
+                    server.abort();
                     tx.send(true)?;
                     task.await??;
                 }

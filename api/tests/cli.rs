@@ -103,3 +103,107 @@ async fn migrate_then_rebuild_a_view_from_the_chains() {
     let out = mnemo(&nats, Some(&db), &["projections", "lag"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 }
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_run_serves_lag_in_readyz_and_metrics() {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let db = pg.url("mnemo");
+    let port = mnemo_testkit::free_port();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args([
+                "projections",
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("MNEMO_NATS_URL", nats.url())
+            .env("DATABASE_URL", &db)
+            .env("MNEMO_MASTER_KEY", MASTER)
+            .env("MNEMO_SIGNING_KEY", SEED)
+            .env("MNEMO_READY_MAX_LAG", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(SEED, &mut seed).unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let ledger = Ledger::connect(
+        client,
+        LedgerConfig::new(
+            SecretKey::from_hex(MASTER).unwrap(),
+            SigningKey::from_bytes(&seed),
+        ),
+    )
+    .await
+    .unwrap();
+    let u = UserId::new("metrics").unwrap();
+    ledger.create_user(&u).await.unwrap();
+    for k in 0..20 {
+        ledger
+            .append(
+                &u,
+                NewMemory {
+                    kind: "note".into(),
+                    content_type: "text/plain".into(),
+                    content: bytes::Bytes::from(format!("note {k}")),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        if let Some((200, body)) = http_get(port, "/readyz") {
+            assert!(body.contains("\"pg\":0"), "{body}");
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "never ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (code, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("mnemo_projection_applied_total{view=\"pg\"} 21"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mnemo_projection_lag_events{view=\"pg\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+}

@@ -57,10 +57,34 @@ enum Source {
     Gone,
 }
 
-/// Generation keys looked up while opening a batch of memories (a projector's batch).
-/// Short-lived on purpose: an erasure elsewhere must not be outlived by a cached key.
+/// Generation keys looked up while opening memories in chain order (a projector). Safe to
+/// keep across batches only because every memory of a generation precedes, in its chain,
+/// any erasure that destroys the generation: evict the user's entries on every erasure
+/// event, and nothing erased is opened from the cache afterwards.
 #[derive(Default)]
 pub struct KeyCache(std::collections::HashMap<(UserId, u64), Source>);
+
+impl KeyCache {
+    /// Forgets every key of `user` (call it when an erasure of the user is seen).
+    pub fn evict_user(&mut self, user: &UserId) {
+        self.0.retain(|(u, _), _| u != user);
+    }
+
+    /// Number of generations held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 fn gen_key(user: &UserId, id: u64) -> String {
     format!("g.{user}.{id:016x}")

@@ -96,6 +96,8 @@ pub struct Projector {
     stats: Arc<ProjectorStats>,
     states: HashMap<UserId, UserState>,
     checkpoints: HashMap<String, u64>,
+    /// Generation keys, kept across batches; a user's are dropped at each erasure event.
+    keys: KeyCache,
 }
 
 struct Accepted {
@@ -133,6 +135,7 @@ impl Projector {
             stats: Arc::new(ProjectorStats::default()),
             states: HashMap::new(),
             checkpoints: HashMap::new(),
+            keys: KeyCache::default(),
         }
     }
 
@@ -256,9 +259,13 @@ impl Projector {
         let mut wstop = stop.clone();
         let writer_task = tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
+                let tw = std::time::Instant::now();
                 loop {
                     match writer.commit(&p).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            tracing::debug!(events = p.accepted.len(), took = ?tw.elapsed(), "batch written");
+                            break;
+                        }
                         Err(e) => {
                             writer.stats.retries.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(error = %e, "projector: batch failed, retrying");
@@ -304,6 +311,7 @@ impl Projector {
                             _ => break,
                         }
                     }
+                    let tprep = std::time::Instant::now();
                     let prepared = loop {
                         match self.prepare(&batch).await {
                             Ok(p) => break Some(p),
@@ -319,10 +327,13 @@ impl Projector {
                         }
                     };
                     let Some(mut prepared) = prepared else { break Ok(()) };
+                    let tp = tprep.elapsed();
                     prepared.items = batch;
+                    let tsend = std::time::Instant::now();
                     if ptx.send(prepared).await.is_err() {
                         break Err(ProjectionError::Db("projector writer stopped".into()));
                     }
+                    tracing::debug!(prepare = ?tp, waited_for_writer = ?tsend.elapsed(), "batch prepared");
                 }
             }
         };
@@ -432,7 +443,10 @@ impl Projector {
         }
         dead.extend(rejected);
         // Open the memories (metadata and text for search).
-        let mut cache = KeyCache::default();
+        if self.keys.len() > 100_000 {
+            self.keys.clear();
+        }
+        let cache = &mut self.keys;
         let stored: Vec<StoredEvent> = accepted
             .iter()
             .filter(|a| matches!(a.event.body, EventBody::MemoryIngested { .. }))
@@ -445,15 +459,20 @@ impl Projector {
             .collect();
         let refs: Vec<&StoredEvent> = stored.iter().collect();
         self.ledger
-            .warm_keys(&refs, &mut cache)
+            .warm_keys(&refs, cache)
             .await
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let mut opened = HashMap::new();
+        let erasing: HashSet<&UserId> = accepted
+            .iter()
+            .filter(|a| matches!(a.event.body, EventBody::MemoryErased { .. }))
+            .map(|a| &a.event.user)
+            .collect();
         for st in &stored {
             let EventBody::MemoryIngested { memory } = st.event.body else {
                 continue;
             };
-            match self.ledger.open_memory_cached(st, &mut cache).await {
+            match self.ledger.open_memory_cached(st, cache).await {
                 Ok(o) => {
                     opened.insert(memory, Some(o));
                 }
@@ -468,6 +487,9 @@ impl Projector {
                     opened.insert(memory, None);
                 }
             }
+        }
+        for u in erasing {
+            self.keys.evict_user(u);
         }
         // Commit to the new states in this stage; the writer applies batches in order.
         for (u, st) in &states {
@@ -519,23 +541,12 @@ impl Writer {
             .bind(&self.view)
             .execute(&mut *tx)
             .await?;
-        write_rows(&mut tx, &p.accepted, &p.opened, &p.states, &p.users).await?;
-        for (stream, (seq, _)) in &p.last_per_stream {
-            sqlx::query(
-                "INSERT INTO projector_checkpoints (view, stream, stream_seq, updated_at) VALUES ($1, $2, $3, now())
-                 ON CONFLICT (view, stream) DO UPDATE SET stream_seq = GREATEST(projector_checkpoints.stream_seq, EXCLUDED.stream_seq), updated_at = now()",
-            )
-            .bind(&self.view)
-            .bind(stream)
-            .bind(*seq as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
         // KV views are written before the commit: their writes are idempotent (heads only
         // move forward by compare-and-set, index entries are keyed by memory and grant), so
-        // a crash between them and the commit only repeats them.
-        if let Some(kv) = &self.kv {
-            let mut erased_by_all = Vec::new();
+        // a crash between them and the commit only repeats them. They go out while
+        // PostgreSQL works on the rows.
+        let mut erased_by_all = Vec::new();
+        if self.kv.is_some() {
             for a in &p.accepted {
                 if let EventBody::MemoryErased {
                     target: ErasureTarget::All,
@@ -558,9 +569,32 @@ impl Writer {
                     }
                 }
             }
-            kv.apply(&p.accepted, &p.opened, &erased_by_all, &p.states, &p.users)
-                .await?;
         }
+        let rows = async {
+            write_rows(&mut tx, &p.accepted, &p.opened, &p.states, &p.users).await?;
+            for (stream, (seq, _)) in &p.last_per_stream {
+                sqlx::query(
+                    "INSERT INTO projector_checkpoints (view, stream, stream_seq, updated_at) VALUES ($1, $2, $3, now())
+                     ON CONFLICT (view, stream) DO UPDATE SET stream_seq = GREATEST(projector_checkpoints.stream_seq, EXCLUDED.stream_seq), updated_at = now()",
+                )
+                .bind(&self.view)
+                .bind(stream)
+                .bind(*seq as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok::<_, ProjectionError>(())
+        };
+        let kv = async {
+            match &self.kv {
+                Some(kv) => {
+                    kv.apply(&p.accepted, &p.opened, &erased_by_all, &p.states, &p.users)
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(rows, kv)?;
         tx.commit().await?;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -1063,6 +1097,7 @@ pub struct MemoryMeta {
 /// The KV views: heads, memory index, current grants.
 struct KvViews {
     heads: kv::Store,
+    revisions: std::sync::Mutex<HashMap<UserId, u64>>,
     memories: kv::Store,
     grants: kv::Store,
 }
@@ -1075,6 +1110,7 @@ impl KvViews {
     async fn open(js: &jetstream::Context) -> Result<Self> {
         Ok(Self {
             heads: heads_bucket(js).await?,
+            revisions: std::sync::Mutex::new(HashMap::new()),
             memories: bucket(js, MEMORIES_BUCKET, "mnemo: per-memory metadata index").await?,
             grants: bucket(js, GRANTS_BUCKET, "mnemo: each user's current grants").await?,
         })
@@ -1166,7 +1202,7 @@ impl KvViews {
                     hash: st.head,
                     root: st.root(),
                 };
-                async move { put_head(&self.heads, u, &head).await }
+                async move { put_head(&self.heads, &self.revisions, u, &head).await }
             })
         });
         futures::future::try_join_all(heads).await?;
@@ -1197,8 +1233,22 @@ impl KvViews {
 }
 
 /// Moves a user's head forward with compare-and-set on the entry's revision; never back.
-async fn put_head(kv: &kv::Store, user: &UserId, head: &Head) -> Result<()> {
+async fn put_head(
+    kv: &kv::Store,
+    revisions: &std::sync::Mutex<HashMap<UserId, u64>>,
+    user: &UserId,
+    head: &Head,
+) -> Result<()> {
     let value: Bytes = serde_json::to_vec(head).expect("serialisable").into();
+    // First try on the revision this process wrote last (it is normally the only writer
+    // of a view): one request. On a mismatch, read the entry and decide.
+    let known = revisions.lock().expect("lock").get(user).copied();
+    if let Some(rev) = known
+        && let Ok(new) = kv.update(user.as_str(), value.clone(), rev).await
+    {
+        revisions.lock().expect("lock").insert(user.clone(), new);
+        return Ok(());
+    }
     for _ in 0..16 {
         let entry = kv
             .entry(user.as_str())
@@ -1208,20 +1258,23 @@ async fn put_head(kv: &kv::Store, user: &UserId, head: &Head) -> Result<()> {
             Some(e) if e.operation == kv::Operation::Put => {
                 let cur: Option<Head> = serde_json::from_slice(&e.value).ok();
                 if cur.is_some_and(|c| c.seq >= head.seq) {
+                    revisions
+                        .lock()
+                        .expect("lock")
+                        .insert(user.clone(), e.revision);
                     return Ok(());
                 }
                 kv.update(user.as_str(), value.clone(), e.revision)
                     .await
-                    .map(|_| ())
                     .map_err(|e| e.to_string())
             }
             _ => kv
                 .create(user.as_str(), value.clone())
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
         };
-        if res.is_ok() {
+        if let Ok(rev) = res {
+            revisions.lock().expect("lock").insert(user.clone(), rev);
             return Ok(());
         }
     }

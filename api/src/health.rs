@@ -1,0 +1,103 @@
+//! `/healthz`, `/readyz` and `/metrics` (Prometheus text format) for the running services.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What the health endpoints look at.
+#[derive(Clone)]
+pub struct Health {
+    /// JetStream, to measure lag.
+    pub js: async_nats::jetstream::Context,
+    /// The views' database.
+    pub pool: sqlx::PgPool,
+    /// The projector's view name.
+    pub view: String,
+    /// The projector's counters.
+    pub stats: Arc<mnemo_projections::ProjectorStats>,
+    /// Ready while the view is at most this many events behind.
+    pub max_lag: u64,
+}
+
+/// The router of the health endpoints.
+pub fn router(h: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(h)
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    match mnemo_projections::lag(&h.js, &h.pool, &h.view).await {
+        Ok(lag) => {
+            let ready = lag <= h.max_lag;
+            let body = serde_json::json!({ "ready": ready, "lag": { h.view.clone(): lag } });
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, axum::Json(body)).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: lag unknown");
+            let body = serde_json::json!({ "ready": false, "error": "lag unknown" });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+    }
+}
+
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    let mut reg = Registry::with_prefix("mnemo");
+    let view = h.view.clone();
+    let sub = reg.sub_registry_with_label(("view".into(), view.into()));
+    let s = &h.stats;
+    sub.register(
+        "projection_applied",
+        "Events applied to the view",
+        ConstCounter::new(s.applied.load(Ordering::Relaxed)),
+    );
+    sub.register(
+        "projection_dead_letters",
+        "Events that failed verification and went to the dead-letter subject",
+        ConstCounter::new(s.dead_letters.load(Ordering::Relaxed)),
+    );
+    sub.register(
+        "projection_batches",
+        "Transactions committed",
+        ConstCounter::new(s.batches.load(Ordering::Relaxed)),
+    );
+    sub.register(
+        "projection_retries",
+        "Batches that failed and were retried",
+        ConstCounter::new(s.retries.load(Ordering::Relaxed)),
+    );
+    if let Ok(lag) = mnemo_projections::lag(&h.js, &h.pool, &h.view).await {
+        sub.register(
+            "projection_lag_events",
+            "Events the view is behind the chains",
+            ConstGauge::new(lag as i64),
+        );
+    }
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
