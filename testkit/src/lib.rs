@@ -5,6 +5,7 @@
 //!
 //! - [`NatsServer`]: a `nats-server` with JetStream. It can be killed with SIGKILL and
 //!   restarted on the same port and store directory, to test crash recovery.
+//! - [`Anvil`]: an EVM node (anvil) with its state dumped to disk every second.
 //! - [`PgServer`]: a PostgreSQL cluster made by `initdb` in a temp dir, likewise killable.
 //!
 //! Which `nats-server` runs: `$MNEMO_NATS_SERVER` if set, else the pinned 2.15.1 that
@@ -12,10 +13,12 @@
 //! to `~/.local/share/mnemo`), else the first on `PATH`. Servers older than 2.10 are
 //! refused, since the ledger relies on 2.10+ stream features.
 
+mod anvil;
 mod nats;
 mod pg;
 mod port;
 
+pub use anvil::{Anvil, DEV_KEY, anvil_binary};
 pub use nats::{NatsOptions, NatsServer, nats_server_binary};
 pub use pg::{PgServer, pg_bin};
 pub use port::free_port;

@@ -1,0 +1,497 @@
+//! The epoch loop.
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use futures::StreamExt;
+use mnemo_core::{AnchorReceipt, Checkpoint, EpochProof, EpochTree, Hash32, Seq, UserId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::chain::Chain;
+use crate::error::{AnchorError, Result};
+
+const STATE_BUCKET: &str = "mnemo-anchor";
+const EPOCHS_BUCKET: &str = "mnemo-epochs";
+const ANCHORS_STREAM: &str = "MNEMO-ANCHORS";
+const HEADS_STREAM: &str = "KV_mnemo-heads";
+
+/// Anchorer options.
+#[derive(Clone, Debug)]
+pub struct AnchorerConfig {
+    /// Time between epochs.
+    pub interval: Duration,
+    /// Anchor early once this many head updates arrived since the last epoch.
+    pub early_after: u64,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// This instance's name in the lease.
+    pub holder: String,
+    /// How often the loop wakes up (lease, reorgs, early trigger).
+    pub poll: Duration,
+    /// Recent epochs checked for reorgs on every wake-up.
+    pub reorg_window: u64,
+}
+
+impl Default for AnchorerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            early_after: 100_000,
+            lease_ttl: Duration::from_secs(30),
+            holder: format!("anchorer-{}", std::process::id()),
+            poll: Duration::from_secs(1),
+            reorg_window: 16,
+        }
+    }
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Default)]
+pub struct AnchorStats {
+    /// Epochs anchored.
+    pub epochs: AtomicU64,
+    /// RPC failures (retried).
+    pub rpc_errors: AtomicU64,
+    /// Failures for lack of funds (loud).
+    pub insufficient_funds: AtomicU64,
+    /// Anchors found reorganised away.
+    pub reorgs: AtomicU64,
+    /// Anchors submitted again after a reorg.
+    pub resubmissions: AtomicU64,
+}
+
+/// One epoch: its root, what it covers, and once anchored, the receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: u64,
+    /// The epoch tree's root.
+    pub root: Hash32,
+    /// Number of users (leaves).
+    pub leaf_count: u64,
+    /// The previous epoch's root (zero for epoch 1).
+    pub prev_root: Hash32,
+    /// The anchor, once on chain.
+    pub receipt: Option<AnchorReceipt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    until_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Every user's latest checkpoint, from the `mnemo-heads` KV view (last value per key).
+pub async fn read_checkpoints(js: &jetstream::Context) -> Result<Vec<Checkpoint>> {
+    let s = match js.get_stream(HEADS_STREAM).await {
+        Ok(s) => s,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let c = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: "$KV.mnemo-heads.>".into(),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(AnchorError::nats)?;
+    let pending = c.cached_info().num_pending;
+    let mut msgs = c.messages().await.map_err(AnchorError::nats)?;
+    let mut out = Vec::with_capacity(pending as usize);
+    for _ in 0..pending {
+        let Some(m) = msgs.next().await else { break };
+        let m = m.map_err(AnchorError::nats)?;
+        let Some(user) = m
+            .subject
+            .strip_prefix("$KV.mnemo-heads.")
+            .and_then(|u| UserId::new(u).ok())
+        else {
+            continue;
+        };
+        #[derive(Deserialize)]
+        struct Head {
+            seq: u64,
+            hash: Hash32,
+            root: Hash32,
+        }
+        if let Ok(h) = serde_json::from_slice::<Head>(&m.payload) {
+            out.push(Checkpoint {
+                user,
+                seq: Seq(h.seq),
+                head: h.hash,
+                root: h.root,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The anchor service. See the crate docs.
+pub struct Anchorer {
+    js: jetstream::Context,
+    chain: Chain,
+    cfg: AnchorerConfig,
+    state: kv::Store,
+    epochs: object_store::ObjectStore,
+    pool: Option<sqlx::PgPool>,
+    stats: Arc<AnchorStats>,
+}
+
+impl Anchorer {
+    /// Opens (or creates) the anchor's KV bucket, object store and stream.
+    pub async fn new(js: jetstream::Context, chain: Chain, cfg: AnchorerConfig) -> Result<Self> {
+        let state = match js.get_key_value(STATE_BUCKET).await {
+            Ok(k) => k,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: STATE_BUCKET.into(),
+                    description: "mnemo anchorer state and lease".into(),
+                    history: 1,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(AnchorError::nats)?,
+        };
+        let epochs = match js.get_object_store(EPOCHS_BUCKET).await {
+            Ok(o) => o,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: EPOCHS_BUCKET.into(),
+                    description: Some("mnemo epoch leaves (checkpoints)".into()),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(AnchorError::nats)?,
+        };
+        js.get_or_create_stream(stream::Config {
+            name: ANCHORS_STREAM.into(),
+            subjects: vec!["mnemo.anchors.*".into()],
+            storage: stream::StorageType::File,
+            max_messages_per_subject: 8,
+            ..Default::default()
+        })
+        .await
+        .map_err(AnchorError::nats)?;
+        Ok(Self {
+            js,
+            chain,
+            cfg,
+            state,
+            epochs,
+            pool: None,
+            stats: Arc::new(AnchorStats::default()),
+        })
+    }
+
+    /// Also record receipts in the PostgreSQL `anchors` view.
+    pub fn with_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<AnchorStats> {
+        self.stats.clone()
+    }
+
+    /// The chain.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        Ok(self
+            .state
+            .get(key)
+            .await
+            .map_err(AnchorError::nats)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    async fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<()> {
+        self.state
+            .put(key, serde_json::to_vec(v).expect("serialisable").into())
+            .await
+            .map_err(AnchorError::nats)?;
+        Ok(())
+    }
+
+    /// The last anchored epoch, if any.
+    pub async fn last(&self) -> Result<Option<EpochRecord>> {
+        self.get("last").await
+    }
+
+    /// An anchored epoch's record.
+    pub async fn epoch(&self, epoch: u64) -> Result<Option<EpochRecord>> {
+        self.get(&format!("epoch.{epoch}")).await
+    }
+
+    /// Takes or renews the lease; `false` when another live instance holds it.
+    pub async fn lease(&self) -> Result<bool> {
+        let mine = Lease {
+            holder: self.cfg.holder.clone(),
+            until_ms: now_ms() + self.cfg.lease_ttl.as_millis() as u64,
+        };
+        let value: bytes::Bytes = serde_json::to_vec(&mine).expect("serialisable").into();
+        match self.state.entry("lease").await.map_err(AnchorError::nats)? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let cur: Option<Lease> = serde_json::from_slice(&e.value).ok();
+                let free = cur.is_none_or(|l| l.holder == self.cfg.holder || l.until_ms < now_ms());
+                if !free {
+                    return Ok(false);
+                }
+                // compare-and-set: of two instances taking an expired lease, one wins
+                Ok(self.state.update("lease", value, e.revision).await.is_ok())
+            }
+            _ => Ok(self.state.create("lease", value).await.is_ok()),
+        }
+    }
+
+    /// Builds and anchors the next epoch, or resumes a pending one. Returns `None` when no
+    /// chain changed since the last epoch (nothing is submitted).
+    pub async fn run_epoch(&self) -> Result<Option<EpochRecord>> {
+        let last: Option<EpochRecord> = self.last().await?;
+        let next = last.as_ref().map_or(1, |l| l.epoch + 1);
+        let prev_root = last.as_ref().map_or(Hash32::ZERO, |l| l.root);
+        let pending: Option<EpochRecord> = self.get("pending").await?;
+        let rec = match pending {
+            Some(p) if p.epoch == next => p,
+            _ => {
+                let cps = read_checkpoints(&self.js).await?;
+                if cps.is_empty() {
+                    return Ok(None);
+                }
+                let tree = EpochTree::build(next, cps)
+                    .map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
+                if last.as_ref().is_some_and(|l| l.root == tree.root()) {
+                    return Ok(None);
+                }
+                let leaves = serde_json::to_vec(tree.checkpoints()).expect("serialisable");
+                self.epochs
+                    .put(format!("epoch-{next}").as_str(), &mut leaves.as_slice())
+                    .await
+                    .map_err(AnchorError::nats)?;
+                let rec = EpochRecord {
+                    epoch: next,
+                    root: tree.root(),
+                    leaf_count: tree.leaf_count(),
+                    prev_root,
+                    receipt: None,
+                };
+                // Stored before submitting: after a crash the same epoch is resumed.
+                self.put("pending", &rec).await?;
+                rec
+            }
+        };
+        let receipt = self.anchor_on_chain(&rec).await?;
+        let done = EpochRecord {
+            receipt: Some(receipt),
+            ..rec
+        };
+        self.record(&done).await?;
+        self.state
+            .delete("pending")
+            .await
+            .map_err(AnchorError::nats)?;
+        self.stats.epochs.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(epoch = done.epoch, root = %done.root, users = done.leaf_count, "epoch anchored");
+        Ok(Some(done))
+    }
+
+    /// Submits `rec` unless the chain already has it (after a crash, or a reorg that kept
+    /// the transaction): never two anchors for one epoch.
+    async fn anchor_on_chain(&self, rec: &EpochRecord) -> Result<AnchorReceipt> {
+        if let Some(r) = self.chain.find(rec.epoch).await?.into_iter().next() {
+            if r.root != rec.root {
+                return Err(AnchorError::Inconsistent(format!(
+                    "epoch {} is anchored with root {} on chain, {} here",
+                    rec.epoch, r.root, rec.root
+                )));
+            }
+            return Ok(r);
+        }
+        let (on_chain, last_root) = self.chain.last().await?;
+        if on_chain + 1 != rec.epoch || last_root != rec.prev_root {
+            return Err(AnchorError::Inconsistent(format!(
+                "chain is at epoch {on_chain} (root {last_root}), cannot anchor epoch {} after {}",
+                rec.epoch, rec.prev_root
+            )));
+        }
+        match self
+            .chain
+            .submit(rec.epoch, rec.root, rec.leaf_count, rec.prev_root)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if matches!(e, AnchorError::InsufficientFunds(_)) {
+                    self.stats
+                        .insufficient_funds
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "ANCHOR ACCOUNT OUT OF FUNDS: epochs are waiting");
+                }
+                // The transaction may have made it in before the failure: look again.
+                if let Ok(found) = self.chain.find(rec.epoch).await
+                    && let Some(r) = found.into_iter().find(|r| r.root == rec.root)
+                {
+                    return Ok(r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn record(&self, rec: &EpochRecord) -> Result<()> {
+        self.put(&format!("epoch.{}", rec.epoch), rec).await?;
+        self.put("last", rec).await?;
+        self.js
+            .publish(
+                format!("mnemo.anchors.{}", rec.epoch),
+                serde_json::to_vec(rec).expect("serialisable").into(),
+            )
+            .await
+            .map_err(AnchorError::nats)?
+            .await
+            .map_err(AnchorError::nats)?;
+        if let (Some(pool), Some(r)) = (&self.pool, &rec.receipt) {
+            sqlx::query(
+                "INSERT INTO anchors (epoch, root, prev_root, leaf_count, chain_id, contract, tx_hash, block_number, block_hash, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                 ON CONFLICT (epoch) DO UPDATE SET tx_hash = EXCLUDED.tx_hash, block_number = EXCLUDED.block_number,
+                   block_hash = EXCLUDED.block_hash, recorded_at = now()",
+            )
+            .bind(rec.epoch as i64)
+            .bind(rec.root.0.to_vec())
+            .bind(rec.prev_root.0.to_vec())
+            .bind(rec.leaf_count as i64)
+            .bind(r.chain_id as i64)
+            .bind(r.contract.0.to_vec())
+            .bind(r.tx_hash.0.to_vec())
+            .bind(r.block_number as i64)
+            .bind(r.block_hash.0.to_vec())
+            .execute(pool)
+            .await
+            .map_err(|e| AnchorError::Nats(format!("anchors view: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the recent anchors' blocks; an anchor whose block left the canonical chain is
+    /// found again (same transaction in another block) or submitted again, in epoch
+    /// order. Returns how many were re-anchored.
+    pub async fn check_reorgs(&self) -> Result<u64> {
+        let Some(last) = self.last().await? else {
+            return Ok(0);
+        };
+        let first = last.epoch.saturating_sub(self.cfg.reorg_window).max(1);
+        let mut redone = 0;
+        for e in first..=last.epoch {
+            let Some(rec) = self.epoch(e).await? else {
+                continue;
+            };
+            let Some(r) = &rec.receipt else { continue };
+            if self.chain.is_canonical(r).await? {
+                continue;
+            }
+            self.stats.reorgs.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                epoch = e,
+                block = r.block_number,
+                "anchor reorganised away; re-anchoring"
+            );
+            let receipt = self
+                .anchor_on_chain(&EpochRecord {
+                    receipt: None,
+                    ..rec.clone()
+                })
+                .await?;
+            self.stats.resubmissions.fetch_add(1, Ordering::Relaxed);
+            let fixed = EpochRecord {
+                receipt: Some(receipt),
+                ..rec
+            };
+            self.put(&format!("epoch.{e}"), &fixed).await?;
+            if e == last.epoch {
+                self.record(&fixed).await?;
+            }
+            redone += 1;
+        }
+        Ok(redone)
+    }
+
+    /// The proof that `user`'s checkpoint is in `epoch` (from the stored leaves).
+    pub async fn epoch_proof(&self, epoch: u64, user: &UserId) -> Result<Option<EpochProof>> {
+        let mut obj = match self.epochs.get(format!("epoch-{epoch}")).await {
+            Ok(o) => o,
+            Err(_) => return Ok(None),
+        };
+        let mut buf = Vec::new();
+        obj.read_to_end(&mut buf).await.map_err(AnchorError::nats)?;
+        let cps: Vec<Checkpoint> =
+            serde_json::from_slice(&buf).map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
+        let tree =
+            EpochTree::build(epoch, cps).map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
+        Ok(tree.proof(user))
+    }
+
+    async fn head_updates(&self) -> u64 {
+        match self.js.get_stream(HEADS_STREAM).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Runs until `stop`: holds the lease, checks reorgs, anchors an epoch every interval
+    /// or early after enough head updates. Errors are logged, counted and retried with
+    /// backoff; the epoch waits, nothing is lost.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let mut last_run = tokio::time::Instant::now() - self.cfg.interval;
+        let mut updates_at_last = 0u64;
+        let mut backoff = self.cfg.poll;
+        loop {
+            let step = async {
+                if !self.lease().await? {
+                    return Err(AnchorError::NotLeader);
+                }
+                self.check_reorgs().await?;
+                let updates = self.head_updates().await;
+                let due = last_run.elapsed() >= self.cfg.interval
+                    || updates.saturating_sub(updates_at_last) >= self.cfg.early_after;
+                if due {
+                    self.run_epoch().await?;
+                    last_run = tokio::time::Instant::now();
+                    updates_at_last = updates;
+                }
+                Ok(())
+            };
+            let wait = match step.await {
+                Ok(()) | Err(AnchorError::NotLeader) => {
+                    backoff = self.cfg.poll;
+                    self.cfg.poll
+                }
+                Err(e) => {
+                    self.stats.rpc_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "anchoring failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => if *stop.borrow() { return Ok(()); },
+            }
+        }
+    }
+}

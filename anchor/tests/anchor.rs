@@ -1,0 +1,388 @@
+//! The anchor service against real anvil, nats-server (and PostgreSQL for the view).
+
+use bytes::Bytes;
+use mnemo_anchor::{Anchorer, AnchorerConfig, Chain, OnChainError, verify_on_chain};
+use mnemo_core::{
+    Hash32, MerkleTree, ProofBundle, ProofLevel, Seq, SigningKey, UserId, merkle::CHAIN_TREE,
+};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_projections::{Projector, ProjectorConfig, kv_head};
+use mnemo_testkit::{Anvil, DEV_KEY, NatsServer};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+struct Stack {
+    _nats: NatsServer,
+    anvil: Anvil,
+    js: async_nats::jetstream::Context,
+    ledger: Ledger,
+    _stop: watch::Sender<bool>,
+    pg: mnemo_testkit::PgServer,
+}
+
+async fn stack() -> Stack {
+    let nats = NatsServer::start();
+    let anvil = Anvil::start();
+    let pg = mnemo_testkit::PgServer::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut cfg = LedgerConfig::new(
+        SecretKey::from_bytes([1; 32]),
+        SigningKey::from_bytes(&[2; 32]),
+    );
+    cfg.layout = Layout::Sharded { shards: 4 };
+    let ledger = Ledger::connect(client.clone(), cfg).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let (stop, rx) = watch::channel(false);
+    let p = Projector::new(
+        js.clone(),
+        ledger.clone(),
+        pool,
+        ProjectorConfig {
+            rescan: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    tokio::spawn(p.run(rx));
+    Stack {
+        _nats: nats,
+        anvil,
+        js,
+        ledger,
+        _stop: stop,
+        pg,
+    }
+}
+
+async fn anchorer(s: &Stack, holder: &str) -> Anchorer {
+    let contract = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
+    let chain = Chain::connect(&s.anvil.url(), DEV_KEY, contract, 1)
+        .await
+        .unwrap();
+    Anchorer::new(
+        s.js.clone(),
+        chain,
+        AnchorerConfig {
+            holder: holder.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn note(i: usize) -> NewMemory {
+    NewMemory {
+        kind: "note".into(),
+        content_type: "text/plain".into(),
+        content: Bytes::from(format!("memory {i}")),
+        ..Default::default()
+    }
+}
+
+/// Waits until the KV heads view shows every user's ledger head.
+async fn heads_caught_up(s: &Stack, users: &[UserId]) {
+    let t = Instant::now();
+    'outer: loop {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "heads view did not catch up"
+        );
+        for u in users {
+            let tip = s.ledger.head(u).await.unwrap().unwrap();
+            match kv_head(&s.js, u).await.unwrap() {
+                Some(h) if h.seq == tip.len && h.hash == tip.hash => {}
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'outer;
+                }
+            }
+        }
+        return;
+    }
+}
+
+/// A proof bundle for the event at the user's checkpoint in `epoch`, checked offline and
+/// against the chain.
+async fn check_user(s: &Stack, a: &Anchorer, epoch: u64, u: &UserId) {
+    let rec = a.epoch(epoch).await.unwrap().unwrap();
+    let receipt = rec.receipt.clone().unwrap();
+    let ep = a.epoch_proof(epoch, u).await.unwrap().unwrap();
+    let cp = ep.checkpoint.clone();
+    let events = s
+        .ledger
+        .events(u, Seq::FIRST, cp.seq.0 as usize)
+        .await
+        .unwrap();
+    let tree = MerkleTree::from_leaf_hashes(
+        CHAIN_TREE,
+        events.iter().map(|e| CHAIN_TREE.leaf(&e.hash.0)).collect(),
+    );
+    assert_eq!(
+        tree.root(),
+        cp.root,
+        "{u}: the anchored checkpoint matches the chain"
+    );
+    let seq = cp.seq.0; // prove the newest event the epoch covers
+    let bundle = ProofBundle {
+        event: events[(seq - 1) as usize].event.clone(),
+        signer_key: s.ledger.public_key(),
+        origin_key: None,
+        inclusion: tree.inclusion_proof(seq - 1).unwrap(),
+        checkpoint: cp,
+        epoch: Some(ep),
+        anchor: Some(receipt.clone()),
+    };
+    assert_eq!(
+        bundle.verify(),
+        Ok(ProofLevel::Anchored),
+        "{u} in epoch {epoch}"
+    );
+    verify_on_chain(a.chain().provider(), &receipt, 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_epochs_over_200_users_every_bundle_verifies_against_the_chain() {
+    let s = stack().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&s.pg.url("mnemo"))
+        .await
+        .unwrap();
+    let a = anchorer(&s, "a").await.with_pool(pool.clone());
+    let users: Vec<UserId> = (0..200)
+        .map(|i| UserId::new(format!("a{i}")).unwrap())
+        .collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+        s.ledger.append(u, note(0)).await.unwrap();
+    }
+    for epoch in 1..=3u64 {
+        heads_caught_up(&s, &users).await;
+        let rec = a.run_epoch().await.unwrap().expect("chains changed");
+        assert_eq!((rec.epoch, rec.leaf_count), (epoch, 200));
+        // nothing changed: nothing submitted
+        assert!(a.run_epoch().await.unwrap().is_none());
+        for u in &users {
+            check_user(&s, &a, epoch, u).await;
+        }
+        // some users write more before the next epoch
+        for (i, u) in users
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 == epoch as usize % 4)
+        {
+            s.ledger.append(u, note(i)).await.unwrap();
+        }
+    }
+    let (on_chain, root) = a.chain().last().await.unwrap();
+    assert_eq!((on_chain, root), (3, a.last().await.unwrap().unwrap().root));
+    for e in 1..=3 {
+        assert_eq!(
+            a.chain().find(e).await.unwrap().len(),
+            1,
+            "one transaction per epoch"
+        );
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM anchors")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3, "receipts recorded in the PostgreSQL view");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_that_drops_the_anchor_is_detected_and_reanchored() {
+    use alloy::providers::Provider;
+    let s = stack().await;
+    let a = anchorer(&s, "a").await;
+    let users: Vec<UserId> = (0..5)
+        .map(|i| UserId::new(format!("r{i}")).unwrap())
+        .collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+    }
+    heads_caught_up(&s, &users).await;
+    let first = a.run_epoch().await.unwrap().unwrap().receipt.unwrap();
+    // drop the anchor's block (and its transaction) from the canonical chain
+    let _: serde_json::Value = a
+        .chain()
+        .provider()
+        .raw_request(
+            "anvil_reorg".into(),
+            (1u64, Vec::<serde_json::Value>::new()),
+        )
+        .await
+        .unwrap();
+    let gone = verify_on_chain(a.chain().provider(), &first, 1).await;
+    assert!(
+        matches!(gone, Err(OnChainError::Reorged | OnChainError::Transaction)),
+        "{gone:?}"
+    );
+    assert_eq!(a.check_reorgs().await.unwrap(), 1, "detected");
+    let again = a.epoch(1).await.unwrap().unwrap().receipt.unwrap();
+    assert_ne!(again.block_hash, first.block_hash);
+    assert_eq!(again.root, first.root);
+    verify_on_chain(a.chain().provider(), &again, 1)
+        .await
+        .unwrap();
+    assert_eq!(a.chain().find(1).await.unwrap().len(), 1);
+    assert_eq!(a.check_reorgs().await.unwrap(), 0, "nothing more to do");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anvil_killed_during_an_epoch_then_the_epoch_completes_once() {
+    let mut s = stack().await;
+    let a = anchorer(&s, "a").await;
+    let users: Vec<UserId> = (0..5)
+        .map(|i| UserId::new(format!("k{i}")).unwrap())
+        .collect();
+    for u in &users {
+        s.ledger.create_user(u).await.unwrap();
+    }
+    heads_caught_up(&s, &users).await;
+    a.run_epoch().await.unwrap().unwrap();
+    s.ledger.append(&users[0], note(1)).await.unwrap();
+    heads_caught_up(&s, &users).await;
+    // let the node persist what it has, then kill it while epoch 2 is on its way
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = std::sync::Arc::new(a);
+    let task = {
+        let a = a.clone();
+        tokio::spawn(async move { a.run_epoch().await })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    s.anvil.kill();
+    let first_try = task.await.unwrap();
+    s.anvil.restart();
+    let rec = match first_try {
+        Ok(Some(r)) => r,
+        _ => {
+            // retried as the loop would, until it goes through
+            let t = Instant::now();
+            loop {
+                match a.run_epoch().await {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => panic!("epoch 2 lost"),
+                    Err(e) => {
+                        assert!(t.elapsed() < Duration::from_secs(30), "{e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    };
+    assert_eq!(rec.epoch, 2);
+    // the node may have lost the last second (and with it the anchor): reorg check fixes it
+    a.check_reorgs().await.unwrap();
+    assert_eq!(
+        a.chain().find(2).await.unwrap().len(),
+        1,
+        "exactly one anchor for epoch 2"
+    );
+    assert_eq!(a.chain().last().await.unwrap().0, 2);
+    verify_on_chain(
+        a.chain().provider(),
+        &a.epoch(2).await.unwrap().unwrap().receipt.unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_receipts_fail_verification() {
+    let s = stack().await;
+    let a = anchorer(&s, "a").await;
+    let u = UserId::new("forge").unwrap();
+    s.ledger.create_user(&u).await.unwrap();
+    heads_caught_up(&s, std::slice::from_ref(&u)).await;
+    let good = a.run_epoch().await.unwrap().unwrap().receipt.unwrap();
+    let p = a.chain().provider();
+    verify_on_chain(p, &good, 1).await.unwrap();
+    let mut r = good.clone();
+    r.root = Hash32([9; 32]);
+    assert_eq!(
+        verify_on_chain(p, &r, 1).await,
+        Err(OnChainError::NoLog),
+        "wrong root"
+    );
+    let other = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
+    let mut r = good.clone();
+    r.contract = other;
+    assert_eq!(
+        verify_on_chain(p, &r, 1).await,
+        Err(OnChainError::NoLog),
+        "wrong contract"
+    );
+    let mut r = good.clone();
+    r.block_hash = Hash32([7; 32]);
+    assert_eq!(
+        verify_on_chain(p, &r, 1).await,
+        Err(OnChainError::Reorged),
+        "wrong block hash"
+    );
+    let mut r = good.clone();
+    r.chain_id = 1;
+    assert!(matches!(
+        verify_on_chain(p, &r, 1).await,
+        Err(OnChainError::ChainId { .. })
+    ));
+    // and offline, a receipt for another root does not complete a bundle
+    let ep = a.epoch_proof(1, &u).await.unwrap().unwrap();
+    let events = s.ledger.events(&u, Seq::FIRST, 1).await.unwrap();
+    let tree = MerkleTree::from_leaf_hashes(CHAIN_TREE, vec![CHAIN_TREE.leaf(&events[0].hash.0)]);
+    let mut forged = good.clone();
+    forged.root = Hash32([9; 32]);
+    let b = ProofBundle {
+        event: events[0].event.clone(),
+        signer_key: s.ledger.public_key(),
+        origin_key: None,
+        inclusion: tree.inclusion_proof(0).unwrap(),
+        checkpoint: ep.checkpoint.clone(),
+        epoch: Some(ep),
+        anchor: Some(forged),
+    };
+    assert!(b.verify().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_anchorer_at_a_time_and_a_dead_one_hands_over() {
+    let s = stack().await;
+    let contract = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
+    let mk = |holder: &str| {
+        let (url, js, holder) = (s.anvil.url(), s.js.clone(), holder.to_string());
+        async move {
+            let chain = Chain::connect(&url, DEV_KEY, contract, 1).await.unwrap();
+            Anchorer::new(
+                js,
+                chain,
+                AnchorerConfig {
+                    holder,
+                    lease_ttl: Duration::from_millis(800),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let a = mk("a").await;
+    let b = mk("b").await;
+    assert!(a.lease().await.unwrap());
+    assert!(
+        !b.lease().await.unwrap(),
+        "b must wait while a holds the lease"
+    );
+    assert!(a.lease().await.unwrap(), "a renews");
+    // a dies (stops renewing): b takes over after the lease expires
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(b.lease().await.unwrap());
+    assert!(!a.lease().await.unwrap(), "a, back, finds b in charge");
+}

@@ -1,0 +1,117 @@
+//! A real EVM node for tests: `anvil` (npm `@foundry-rs/anvil@1.7.1`), on a free port,
+//! with its state dumped to a temp dir every second so a restart after SIGKILL resumes
+//! from disk (losing at most the last second, as a crashed node would).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::port::free_port;
+
+/// The well-known first dev account of anvil's default mnemonic (funded, test only).
+pub const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// A running anvil. Killed and its directory removed on drop.
+pub struct Anvil {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    chain_id: u64,
+}
+
+/// The `anvil` binary: `$MNEMO_ANVIL`, else what `scripts/setup.sh` installs, else PATH.
+pub fn anvil_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MNEMO_ANVIL") {
+        return PathBuf::from(p);
+    }
+    let tools = std::env::var_os("MNEMO_TOOLS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/mnemo")));
+    if let Some(t) = tools {
+        let p = t.join("anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("anvil")
+}
+
+impl Anvil {
+    /// Starts anvil with chain id 23293 (Sapphire localnet's), automining.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mnemo-anvil-")
+            .tempdir()
+            .expect("temp dir");
+        let mut a = Self {
+            child: None,
+            dir,
+            port: free_port(),
+            chain_id: 23293,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::File::create(self.dir.path().join("anvil.log")).expect("log");
+        let child = Command::new(anvil_binary())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--chain-id", &self.chain_id.to_string()])
+            .arg("--state")
+            .arg(self.dir.path().join("state.json"))
+            .args(["--state-interval", "1"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn anvil (run scripts/setup.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("anvil exited ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "anvil not ready: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("anvil.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port from the last state dump.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
