@@ -31,9 +31,10 @@ pub enum AnchorError {
 impl AnchorError {
     pub(crate) fn rpc(e: impl std::fmt::Display) -> Self {
         let s = e.to_string();
-        if s.contains("insufficient funds") {
+        let lower = s.to_ascii_lowercase();
+        if lower.contains("insufficient funds") {
             Self::InsufficientFunds(s)
-        } else if s.contains("revert") {
+        } else if lower.contains("revert") {
             Self::Reverted(s)
         } else {
             Self::Rpc(s)

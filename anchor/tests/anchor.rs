@@ -386,3 +386,48 @@ async fn one_anchorer_at_a_time_and_a_dead_one_hands_over() {
     assert!(b.lease().await.unwrap());
     assert!(!a.lease().await.unwrap(), "a, back, finds b in charge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfunded_anchor_account_is_a_loud_error_and_a_metric_and_nothing_is_lost() {
+    use alloy::providers::Provider;
+    let s = stack().await;
+    let a = anchorer(&s, "a").await;
+    let u = UserId::new("poor").unwrap();
+    s.ledger.create_user(&u).await.unwrap();
+    heads_caught_up(&s, std::slice::from_ref(&u)).await;
+    // drain the owner account
+    let owner = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+    let _: serde_json::Value = a
+        .chain()
+        .provider()
+        .raw_request("anvil_setBalance".into(), (owner, "0x0"))
+        .await
+        .unwrap();
+    let err = a.run_epoch().await.unwrap_err();
+    assert!(
+        matches!(err, mnemo_anchor::AnchorError::InsufficientFunds(_)),
+        "{err}"
+    );
+    assert_eq!(
+        a.stats()
+            .insufficient_funds
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(
+        a.last().await.unwrap().is_none(),
+        "nothing recorded as anchored"
+    );
+    // funded again, the same (pending) epoch goes through
+    let _: serde_json::Value = a
+        .chain()
+        .provider()
+        .raw_request("anvil_setBalance".into(), (owner, "0x56BC75E2D63100000"))
+        .await
+        .unwrap();
+    let rec = a.run_epoch().await.unwrap().unwrap();
+    assert_eq!(rec.epoch, 1);
+    verify_on_chain(a.chain().provider(), rec.receipt.as_ref().unwrap(), 1)
+        .await
+        .unwrap();
+}

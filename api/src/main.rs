@@ -61,6 +61,43 @@ enum Command {
     /// Projections.
     #[command(subcommand)]
     Projections(Projections),
+    /// Anchoring on an EVM chain (Oasis Sapphire, Emerald, any EVM chain).
+    #[command(subcommand)]
+    Anchor(AnchorCmd),
+}
+
+/// Where and as whom to anchor.
+#[derive(clap::Args)]
+struct AnchorArgs {
+    /// Ethereum JSON-RPC URL (e.g. https://sapphire.oasis.io, or a local node).
+    #[arg(long, env = "MNEMO_RPC_URL")]
+    rpc_url: String,
+    /// Private key (hex) of the account that deploys and anchors. Secret.
+    #[arg(long, env = "MNEMO_ANCHOR_KEY", hide_env_values = true)]
+    key: String,
+}
+
+#[derive(Subcommand)]
+enum AnchorCmd {
+    /// Deploys the MnemoAnchor contract and prints its address.
+    Deploy {
+        #[command(flatten)]
+        chain: AnchorArgs,
+    },
+    /// Runs the epoch loop until Ctrl-C (one instance anchors at a time, by lease).
+    Run {
+        #[command(flatten)]
+        chain: AnchorArgs,
+        /// The deployed contract's address.
+        #[arg(long, env = "MNEMO_ANCHOR_CONTRACT")]
+        contract: String,
+        /// Seconds between epochs.
+        #[arg(long, env = "MNEMO_ANCHOR_INTERVAL", default_value_t = 3600)]
+        interval: u64,
+        /// Confirmations to wait for (1 is final on Sapphire).
+        #[arg(long, env = "MNEMO_ANCHOR_CONFIRMATIONS", default_value_t = 1)]
+        confirmations: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +195,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = pool(c.database_url()?).await?;
             mnemo_projections::migrate(&pool).await?;
             println!("migrations applied");
+        }
+        Command::Anchor(AnchorCmd::Deploy { chain }) => {
+            let addr = mnemo_anchor::Chain::deploy(&chain.rpc_url, &chain.key).await?;
+            println!("0x{addr}");
+        }
+        Command::Anchor(AnchorCmd::Run {
+            chain,
+            contract,
+            interval,
+            confirmations,
+        }) => {
+            let contract = mnemo_core::Address::from_hex(contract.trim_start_matches("0x"))
+                .context("MNEMO_ANCHOR_CONTRACT must be a 20-byte hex address")?;
+            let ch =
+                mnemo_anchor::Chain::connect(&chain.rpc_url, &chain.key, contract, confirmations)
+                    .await?;
+            let client = async_nats::connect(&c.nats_url)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+            let js = async_nats::jetstream::new(client);
+            let mut a = mnemo_anchor::Anchorer::new(
+                js,
+                ch,
+                mnemo_anchor::AnchorerConfig {
+                    interval: Duration::from_secs(interval),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            if let Some(url) = &c.database_url {
+                a = a.with_pool(pool(url).await?);
+            }
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(a.run(rx));
+            tokio::signal::ctrl_c().await?;
+            tx.send(true)?;
+            task.await??;
         }
         Command::Projections(p) => {
             let client = async_nats::connect(&c.nats_url)

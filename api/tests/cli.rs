@@ -207,3 +207,32 @@ async fn projections_run_serves_lag_in_readyz_and_metrics() {
     );
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
 }
+
+#[test]
+fn anchor_deploy_prints_the_contract_address() {
+    let anvil = mnemo_testkit::Anvil::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["anchor", "deploy", "--rpc-url", &anvil.url()])
+        .env("MNEMO_ANCHOR_KEY", mnemo_testkit::DEV_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(addr.starts_with("0x") && addr.len() == 42, "{addr}");
+    // a bad key: exit 2, a clear message, the key not echoed
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["anchor", "deploy", "--rpc-url", &anvil.url()])
+        .env("MNEMO_ANCHOR_KEY", "secret-but-not-a-key")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("private key") && !err.contains("secret-but-not-a-key"),
+        "{err}"
+    );
+}
