@@ -7,6 +7,10 @@
 
 mod health;
 
+/// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mnemo_core::SigningKey;

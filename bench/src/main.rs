@@ -7,6 +7,10 @@ mod ingest;
 mod measure;
 mod project;
 
+/// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

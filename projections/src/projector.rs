@@ -202,7 +202,13 @@ impl Projector {
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         Ok(tokio::spawn(async move {
             loop {
-                let mut msgs = match c.messages().await {
+                let mut msgs = match c
+                    .stream()
+                    .max_messages_per_batch(1000)
+                    .heartbeat(Duration::from_secs(5))
+                    .messages()
+                    .await
+                {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(%stream, error = %e, "projector source: retrying");
