@@ -101,3 +101,49 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     )
         .into_response()
 }
+
+/// `/healthz` and `/metrics` of the anchorer.
+pub fn anchor_router(stats: Arc<mnemo_anchor::AnchorStats>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(anchor_metrics))
+        .with_state(stats)
+}
+
+async fn anchor_metrics(State(s): State<Arc<mnemo_anchor::AnchorStats>>) -> impl IntoResponse {
+    let mut reg = Registry::with_prefix("mnemo_anchor");
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
+        ("epochs", "Epochs anchored", &s.epochs),
+        (
+            "rpc_errors",
+            "Failed anchoring attempts (retried with backoff)",
+            &s.rpc_errors,
+        ),
+        (
+            "insufficient_funds",
+            "Submissions refused for lack of funds",
+            &s.insufficient_funds,
+        ),
+        ("reorgs", "Anchors found reorganised away", &s.reorgs),
+        (
+            "resubmissions",
+            "Anchors submitted again after a reorg",
+            &s.resubmissions,
+        ),
+    ];
+    for (name, help, v) in counters {
+        reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
+    }
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -101,6 +101,13 @@ enum AnchorCmd {
         /// Confirmations to wait for (1 is final on Sapphire).
         #[arg(long, env = "MNEMO_ANCHOR_CONFIRMATIONS", default_value_t = 1)]
         confirmations: u64,
+        /// Address of the `/healthz` and `/metrics` endpoints.
+        #[arg(
+            long,
+            env = "MNEMO_ANCHOR_METRICS_LISTEN",
+            default_value = "127.0.0.1:9465"
+        )]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -209,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             contract,
             interval,
             confirmations,
+            listen,
         }) => {
             let contract = mnemo_core::Address::from_hex(contract.trim_start_matches("0x"))
                 .context("MNEMO_ANCHOR_CONTRACT must be a 20-byte hex address")?;
@@ -231,9 +239,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = &c.database_url {
                 a = a.with_pool(pool(url).await?);
             }
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            let router = health::anchor_router(a.stats());
+            let server = tokio::spawn(async move { axum::serve(listener, router).await });
             let (tx, rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(a.run(rx));
             tokio::signal::ctrl_c().await?;
+            server.abort();
             tx.send(true)?;
             task.await??;
         }

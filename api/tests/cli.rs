@@ -236,3 +236,69 @@ fn anchor_deploy_prints_the_contract_address() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anchor_run_anchors_the_heads_and_counts_it_in_metrics() {
+    let nats = NatsServer::start();
+    let anvil = mnemo_testkit::Anvil::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["anchor", "deploy", "--rpc-url", &anvil.url()])
+        .env("MNEMO_ANCHOR_KEY", mnemo_testkit::DEV_KEY)
+        .output()
+        .unwrap();
+    let contract = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // a user's checkpoint in the heads view, as the projector writes it
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let heads = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "mnemo-heads".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let head = format!(
+        r#"{{"seq":1,"hash":"{}","root":"{}"}}"#,
+        "11".repeat(32),
+        "22".repeat(32)
+    );
+    heads.put("someone", head.into()).await.unwrap();
+    let port = mnemo_testkit::free_port();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args([
+                "anchor",
+                "run",
+                "--rpc-url",
+                &anvil.url(),
+                "--contract",
+                &contract,
+            ])
+            .args(["--interval", "1", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MNEMO_NATS_URL", nats.url())
+            .env("MNEMO_ANCHOR_KEY", mnemo_testkit::DEV_KEY)
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = std::time::Instant::now();
+    loop {
+        if let Some((200, m)) = http_get(port, "/metrics")
+            && m.contains("mnemo_anchor_epochs_total 1")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no epoch anchored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let contract = mnemo_core::Address::from_hex(contract.trim_start_matches("0x")).unwrap();
+    let chain = mnemo_anchor::Chain::connect(&anvil.url(), mnemo_testkit::DEV_KEY, contract, 1)
+        .await
+        .unwrap();
+    assert_eq!(chain.last().await.unwrap().0, 1);
+}
