@@ -88,18 +88,7 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             ConstGauge::new(lag as i64),
         );
     }
-    let mut out = String::new();
-    if encode(&mut out, &reg).is_err() {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    openmetrics(&reg)
 }
 
 /// `/healthz` and `/metrics` of the anchorer.
@@ -134,16 +123,15 @@ async fn anchor_metrics(State(s): State<Arc<mnemo_anchor::AnchorStats>>) -> impl
     for (name, help, v) in counters {
         reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
     }
+    openmetrics(&reg)
+}
+
+/// A registry in the OpenMetrics text format.
+fn openmetrics(reg: &Registry) -> axum::response::Response {
     let mut out = String::new();
-    if encode(&mut out, &reg).is_err() {
+    if encode(&mut out, reg).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], out).into_response()
 }

@@ -809,17 +809,7 @@ impl Ledger {
                     .generation_start(user, generation)
                     .await?
                     .unwrap_or(stored.event.seq.0);
-                let receipt = self
-                    .write(
-                        user,
-                        EventBody::MemoryErased {
-                            target: target.clone(),
-                        },
-                        None,
-                        None,
-                        true,
-                    )
-                    .await?;
+                let receipt = self.write_erasure(user, &target).await?;
                 // The generation's other memories, all between its start and the erasure.
                 let mut survivors = Vec::new();
                 let mut r = self.read(user, Seq(start)).await?;
@@ -842,22 +832,20 @@ impl Ledger {
                 Ok(receipt)
             }
             ErasureTarget::All => {
-                let receipt = self
-                    .write(
-                        user,
-                        EventBody::MemoryErased {
-                            target: target.clone(),
-                        },
-                        None,
-                        None,
-                        true,
-                    )
-                    .await?;
+                let receipt = self.write_erasure(user, &target).await?;
                 let n = self.inner.keys.shred_user(user, receipt.seq.0).await?;
                 tracing::info!(%user, keys = n, "erased every memory of a user");
                 Ok(receipt)
             }
         }
+    }
+
+    /// Appends the erasure event; the generation key in use is dropped after it.
+    async fn write_erasure(&self, user: &UserId, target: &ErasureTarget) -> Result<Receipt> {
+        let body = EventBody::MemoryErased {
+            target: target.clone(),
+        };
+        self.write(user, body, None, None, true).await
     }
 
     /// Reads `user`'s chain from `from` on, in order, up to its current end.

@@ -25,10 +25,7 @@ pub fn anvil_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MNEMO_ANVIL") {
         return PathBuf::from(p);
     }
-    let tools = std::env::var_os("MNEMO_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/mnemo")));
-    if let Some(t) = tools {
+    if let Some(t) = crate::port::tools_dir() {
         let p = t.join("anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
         if p.exists() {
             return p;

@@ -32,10 +32,7 @@ pub fn nats_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MNEMO_NATS_SERVER") {
         return PathBuf::from(p);
     }
-    let tools = std::env::var_os("MNEMO_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/mnemo")));
-    if let Some(t) = tools {
+    if let Some(t) = crate::port::tools_dir() {
         let p = t.join("venv/bin/nats-server");
         if p.exists() {
             return p;

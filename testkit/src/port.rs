@@ -1,4 +1,4 @@
-//! Free loopback ports.
+//! Free loopback ports, and where the pinned tools are installed.
 
 use std::net::TcpListener;
 
@@ -11,4 +11,14 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// Where `scripts/setup.sh` installs the pinned servers: `$MNEMO_TOOLS`, else
+/// `~/.local/share/mnemo`.
+pub(crate) fn tools_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("MNEMO_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share/mnemo"))
+        })
 }
