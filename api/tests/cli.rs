@@ -21,6 +21,30 @@ fn mnemo(nats: &NatsServer, db: Option<&str>, args: &[&str]) -> std::process::Ou
     c.output().expect("run mnemo")
 }
 
+/// Creates `users` with the ledger keys the binary is given, each with `per_user` notes.
+async fn ingest_notes(nats: &NatsServer, users: &[UserId], per_user: usize) {
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(SEED, &mut seed).unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let cfg = LedgerConfig::new(
+        SecretKey::from_hex(MASTER).unwrap(),
+        SigningKey::from_bytes(&seed),
+    );
+    let ledger = Ledger::connect(client, cfg).await.unwrap();
+    for u in users {
+        ledger.create_user(u).await.unwrap();
+        for k in 0..per_user {
+            let note = NewMemory {
+                kind: "note".into(),
+                content_type: "text/plain".into(),
+                content: bytes::Bytes::from(format!("note {k}")),
+                ..Default::default()
+            };
+            ledger.append(u, note).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_then_rebuild_a_view_from_the_chains() {
     let nats = NatsServer::start();
@@ -57,36 +81,10 @@ async fn migrate_then_rebuild_a_view_from_the_chains() {
     let out = mnemo(&nats, Some(&db), &["migrate"]);
     assert!(out.status.success(), "migrations are idempotent");
 
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(SEED, &mut seed).unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let ledger = Ledger::connect(
-        client,
-        LedgerConfig::new(
-            SecretKey::from_hex(MASTER).unwrap(),
-            SigningKey::from_bytes(&seed),
-        ),
-    )
-    .await
-    .unwrap();
-    for i in 0..5 {
-        let u = UserId::new(format!("cli{i}")).unwrap();
-        ledger.create_user(&u).await.unwrap();
-        for k in 0..10 {
-            ledger
-                .append(
-                    &u,
-                    NewMemory {
-                        kind: "note".into(),
-                        content_type: "text/plain".into(),
-                        content: bytes::Bytes::from(format!("note {k}")),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-        }
-    }
+    let users: Vec<UserId> = (0..5)
+        .map(|i| UserId::new(format!("cli{i}")).unwrap())
+        .collect();
+    ingest_notes(&nats, &users, 10).await;
     let out = mnemo(&nats, Some(&db), &["projections", "lag"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -155,34 +153,7 @@ async fn projections_run_serves_lag_in_readyz_and_metrics() {
             .spawn()
             .unwrap(),
     );
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(SEED, &mut seed).unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let ledger = Ledger::connect(
-        client,
-        LedgerConfig::new(
-            SecretKey::from_hex(MASTER).unwrap(),
-            SigningKey::from_bytes(&seed),
-        ),
-    )
-    .await
-    .unwrap();
-    let u = UserId::new("metrics").unwrap();
-    ledger.create_user(&u).await.unwrap();
-    for k in 0..20 {
-        ledger
-            .append(
-                &u,
-                NewMemory {
-                    kind: "note".into(),
-                    content_type: "text/plain".into(),
-                    content: bytes::Bytes::from(format!("note {k}")),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-    }
+    ingest_notes(&nats, &[UserId::new("metrics").unwrap()], 20).await;
     let t = std::time::Instant::now();
     loop {
         if let Some((200, body)) = http_get(port, "/readyz") {
