@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::event::EventBody;
 use crate::hash::{self, SIG_EVENT, SIG_ORIGIN};
 use crate::ids::{Hash32, KeyId, Seq, UserId};
 
@@ -175,6 +176,35 @@ pub fn verify_batch(
     ed25519_dalek::verify_batch(messages, sigs, keys).is_ok()
 }
 
+/// Why a key event is not allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRuleError {
+    /// A small-order ("weak") public key.
+    Weak,
+    /// The key is already in the chain.
+    Duplicate,
+    /// A rotation must be signed by the key it retires.
+    RotationNotByOld,
+    /// The revoked key was never added.
+    Unknown(KeyId),
+    /// The revoked key is already retired.
+    AlreadyRetired,
+}
+
+impl KeyRuleError {
+    /// The reason, as reported in chain errors.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Weak => "weak key",
+            Self::Duplicate => "key already in chain",
+            Self::RotationNotByOld => "rotation must be signed by the retiring key",
+            Self::Unknown(_) => "unknown key",
+            Self::AlreadyRetired => "key already retired",
+        }
+    }
+}
+
 /// One key's life in a chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -204,17 +234,67 @@ impl KeyHistory {
     pub fn iter(&self) -> impl Iterator<Item = (&KeyId, &KeyRecord)> {
         self.keys.iter()
     }
-    pub(crate) fn insert(&mut self, id: KeyId, rec: KeyRecord) -> bool {
+    /// Adds a key record (e.g. one loaded from a view); `false` if the id is taken.
+    pub fn insert(&mut self, rec: KeyRecord) -> bool {
+        let id = rec.key.id();
         if self.keys.contains_key(&id) {
             return false;
         }
         self.keys.insert(id, rec);
         true
     }
-    pub(crate) fn retire(&mut self, id: &KeyId, at: Seq) {
+
+    fn retire(&mut self, id: &KeyId, at: Seq) {
         if let Some(r) = self.keys.get_mut(id) {
             r.retired = Some(at);
         }
+    }
+
+    /// Applies a key event (`key_added`, `key_rotated`, `key_revoked`) signed by `signer` at
+    /// `seq`, after checking the rules of docs/FORMAT.md section 8. Other kinds change
+    /// nothing.
+    pub fn apply(&mut self, seq: Seq, signer: KeyId, body: &EventBody) -> Result<(), KeyRuleError> {
+        match body {
+            EventBody::KeyAdded { key, role } => {
+                if key.0.is_weak() {
+                    return Err(KeyRuleError::Weak);
+                }
+                let rec = KeyRecord {
+                    key: *key,
+                    role: *role,
+                    added: seq,
+                    retired: None,
+                };
+                if !self.insert(rec) {
+                    return Err(KeyRuleError::Duplicate);
+                }
+            }
+            EventBody::KeyRotated { old, new } => {
+                if *old != signer {
+                    return Err(KeyRuleError::RotationNotByOld);
+                }
+                if new.0.is_weak() {
+                    return Err(KeyRuleError::Weak);
+                }
+                let rec = KeyRecord {
+                    key: *new,
+                    role: KeyRole::Custody,
+                    added: seq,
+                    retired: None,
+                };
+                if !self.insert(rec) {
+                    return Err(KeyRuleError::Duplicate);
+                }
+                self.retire(old, seq);
+            }
+            EventBody::KeyRevoked { key } => match self.keys.get(key) {
+                Some(r) if r.retired.is_none() => self.retire(key, seq),
+                Some(_) => return Err(KeyRuleError::AlreadyRetired),
+                None => return Err(KeyRuleError::Unknown(*key)),
+            },
+            _ => {}
+        }
+        Ok(())
     }
     /// Number of keys that have ever been added.
     pub fn len(&self) -> usize {

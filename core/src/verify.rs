@@ -14,7 +14,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
 use crate::event::{ErasureTarget, Event, EventBody};
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
-use crate::keys::{self, KeyHistory, KeyRecord, KeyRole};
+use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
 use crate::merkle::{Accumulator, CHAIN_TREE};
 
 /// How many signatures are verified together by default.
@@ -316,43 +316,16 @@ impl ChainVerifier {
         let seq = event.seq;
         let bad = |reason| ChainError::InvalidTransition { seq, reason };
         match &event.body {
-            EventBody::KeyAdded { key, role } => {
-                if key.0.is_weak() {
-                    return Err(bad("weak key"));
-                }
-                let rec = KeyRecord {
-                    key: *key,
-                    role: *role,
-                    added: seq,
-                    retired: None,
-                };
-                if !self.keys.insert(key.id(), rec) {
-                    return Err(bad("key already in chain"));
-                }
+            EventBody::KeyAdded { .. }
+            | EventBody::KeyRotated { .. }
+            | EventBody::KeyRevoked { .. } => {
+                self.keys
+                    .apply(seq, event.signer, &event.body)
+                    .map_err(|e| match e {
+                        KeyRuleError::Unknown(key) => ChainError::UnknownKey { seq, key },
+                        other => bad(other.reason()),
+                    })?;
             }
-            EventBody::KeyRotated { old, new } => {
-                if *old != event.signer {
-                    return Err(bad("rotation must be signed by the retiring key"));
-                }
-                if new.0.is_weak() {
-                    return Err(bad("weak key"));
-                }
-                let rec = KeyRecord {
-                    key: *new,
-                    role: KeyRole::Custody,
-                    added: seq,
-                    retired: None,
-                };
-                if !self.keys.insert(new.id(), rec) {
-                    return Err(bad("key already in chain"));
-                }
-                self.keys.retire(old, seq);
-            }
-            EventBody::KeyRevoked { key } => match self.keys.get(key) {
-                Some(r) if r.retired.is_none() => self.keys.retire(key, seq),
-                Some(_) => return Err(bad("key already retired")),
-                None => return Err(ChainError::UnknownKey { seq, key: *key }),
-            },
             EventBody::MemoryIngested { memory } => {
                 if !self.memories.insert(*memory) {
                     return Err(bad("memory id used twice"));

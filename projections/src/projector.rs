@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{ProjectionError, Result};
-use crate::state::{self, KeyState, UserState};
+use crate::state::{self, UserState};
 
 /// Dead letters go to `<prefix>.<view>`, with the reason in the `Mnemo-Reason` header.
 pub const DEAD_LETTER_PREFIX: &str = "mnemo.deadletter";
@@ -708,9 +708,14 @@ fn verify(
         let st = states
             .get_mut(&a.event.user)
             .expect("loaded for every user in the batch");
-        match check(st, &a, each) {
+        let checked = check(st, &a, each).and_then(|()| {
+            // the same key rules as the chain verifier (mnemo-core's KeyHistory)
+            st.keys
+                .apply(a.event.seq, a.event.signer, &a.event.body)
+                .map_err(|e| e.reason().to_string())
+        });
+        match checked {
             Ok(()) => {
-                apply_keys(st, &a.event);
                 st.last_seq = a.event.seq.0;
                 st.head = a.hash;
                 st.acc.push(CHAIN_TREE, CHAIN_TREE.leaf(&a.hash.0));
@@ -745,11 +750,7 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
         }
     } else {
         match st.keys.get(&e.signer) {
-            Some(KeyState {
-                key,
-                role: KeyRole::Custody,
-                retired: false,
-            }) => *key,
+            Some(k) if k.role == KeyRole::Custody && k.retired.is_none() => k.key,
             Some(_) => return Err("signer may not sign here (retired or not custody)".into()),
             None => return Err("unknown signer".into()),
         }
@@ -762,12 +763,8 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
             return Err("origin without payload".into());
         };
         match st.keys.get(&o.key) {
-            Some(KeyState {
-                key,
-                role: KeyRole::Device,
-                retired: false,
-            }) => {
-                if each && !keys::verify_origin_signature(key, &e.user, c, &o.signature) {
+            Some(k) if k.role == KeyRole::Device && k.retired.is_none() => {
+                if each && !keys::verify_origin_signature(&k.key, &e.user, c, &o.signature) {
                     return Err("bad origin signature".into());
                 }
             }
@@ -775,40 +772,6 @@ fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), St
         }
     }
     Ok(())
-}
-
-fn apply_keys(st: &mut UserState, e: &Event) {
-    match &e.body {
-        EventBody::KeyAdded { key, role } => {
-            st.keys.insert(
-                key.id(),
-                KeyState {
-                    key: *key,
-                    role: *role,
-                    retired: false,
-                },
-            );
-        }
-        EventBody::KeyRotated { old, new } => {
-            if let Some(k) = st.keys.get_mut(old) {
-                k.retired = true;
-            }
-            st.keys.insert(
-                new.id(),
-                KeyState {
-                    key: *new,
-                    role: KeyRole::Custody,
-                    retired: false,
-                },
-            );
-        }
-        EventBody::KeyRevoked { key } => {
-            if let Some(k) = st.keys.get_mut(key) {
-                k.retired = true;
-            }
-        }
-        _ => {}
-    }
 }
 
 fn role_name(r: KeyRole) -> &'static str {

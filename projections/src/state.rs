@@ -1,23 +1,17 @@
 //! What the projector knows of each user's chain: enough to check the next event's link and
 //! signer, and to extend the chain tree's root, without replaying the chain.
 
-use mnemo_core::{Accumulator, Hash32, KeyId, KeyRole, PublicKey, Seq, UserId, merkle::CHAIN_TREE};
+use mnemo_core::keys::{KeyHistory, KeyRecord};
+use mnemo_core::{Accumulator, Hash32, KeyRole, PublicKey, Seq, UserId, merkle::CHAIN_TREE};
 use sqlx::Row;
 use std::collections::HashMap;
-
-#[derive(Clone, Debug)]
-pub(crate) struct KeyState {
-    pub key: PublicKey,
-    pub role: KeyRole,
-    pub retired: bool,
-}
 
 #[derive(Clone, Debug)]
 pub(crate) struct UserState {
     pub last_seq: u64,
     pub head: Hash32,
     pub acc: Accumulator,
-    pub keys: HashMap<KeyId, KeyState>,
+    pub keys: KeyHistory,
     pub exists_in_db: bool,
 }
 
@@ -27,7 +21,7 @@ impl UserState {
             last_seq: 0,
             head: Hash32::ZERO,
             acc: Accumulator::new(),
-            keys: HashMap::new(),
+            keys: KeyHistory::default(),
             exists_in_db: false,
         }
     }
@@ -75,29 +69,27 @@ pub(crate) async fn load(
         st.exists_in_db = true;
     }
     let rows = sqlx::query(
-        "SELECT user_id, key_id, public_key, role, retired_seq IS NOT NULL FROM user_keys WHERE user_id = ANY($1)",
+        "SELECT user_id, public_key, role, added_seq, retired_seq FROM user_keys WHERE user_id = ANY($1)",
     )
     .bind(&names)
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
         let u = UserId::new(r.get::<String, _>(0)).expect("stored user ids are valid");
-        let pk: Vec<u8> = r.get(2);
+        let pk: Vec<u8> = r.get(1);
         let key = PublicKey::from_bytes(&pk[..32].try_into().expect("32 bytes"))
             .expect("stored keys are valid");
-        let role = if r.get::<String, _>(3) == "device" {
+        let role = if r.get::<String, _>(2) == "device" {
             KeyRole::Device
         } else {
             KeyRole::Custody
         };
-        out.get_mut(&u).expect("asked for").keys.insert(
-            KeyId(hash(&r.get::<Vec<u8>, _>(1)).0),
-            KeyState {
-                key,
-                role,
-                retired: r.get(4),
-            },
-        );
+        out.get_mut(&u).expect("asked for").keys.insert(KeyRecord {
+            key,
+            role,
+            added: Seq(r.get::<i64, _>(3) as u64),
+            retired: r.get::<Option<i64>, _>(4).map(|s| Seq(s as u64)),
+        });
     }
     Ok(out)
 }
