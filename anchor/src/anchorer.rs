@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::chain::Chain;
 use crate::error::{AnchorError, Result};
+use crate::reader::AnchorReader;
 
-const STATE_BUCKET: &str = "mnemo-anchor";
-const EPOCHS_BUCKET: &str = "mnemo-epochs";
+pub(crate) const STATE_BUCKET: &str = "mnemo-anchor";
+pub(crate) const EPOCHS_BUCKET: &str = "mnemo-epochs";
 const ANCHORS_STREAM: &str = "MNEMO-ANCHORS";
 const HEADS_STREAM: &str = "KV_mnemo-heads";
 
@@ -433,17 +433,12 @@ impl Anchorer {
 
     /// The proof that `user`'s checkpoint is in `epoch` (from the stored leaves).
     pub async fn epoch_proof(&self, epoch: u64, user: &UserId) -> Result<Option<EpochProof>> {
-        let mut obj = match self.epochs.get(format!("epoch-{epoch}")).await {
-            Ok(o) => o,
-            Err(_) => return Ok(None),
-        };
-        let mut buf = Vec::new();
-        obj.read_to_end(&mut buf).await.map_err(AnchorError::nats)?;
-        let cps: Vec<Checkpoint> =
-            serde_json::from_slice(&buf).map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
-        let tree =
-            EpochTree::build(epoch, cps).map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
-        Ok(tree.proof(user))
+        self.reader().epoch_proof(epoch, user).await
+    }
+
+    /// A reader over this anchorer's records.
+    pub fn reader(&self) -> AnchorReader {
+        AnchorReader::new(self.state.clone(), self.epochs.clone())
     }
 
     async fn head_updates(&self) -> u64 {

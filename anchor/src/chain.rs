@@ -193,6 +193,17 @@ impl Chain {
     }
 }
 
+/// A provider that only reads (for auditors): no key, no wallet.
+pub fn read_only_provider(url: &str) -> Result<DynProvider> {
+    let url = url
+        .parse()
+        .map_err(|_| AnchorError::Config(format!("bad RPC URL {url:?}")))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url)
+        .erased())
+}
+
 /// What failed when checking a receipt on the chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

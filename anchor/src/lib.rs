@@ -21,7 +21,11 @@
 mod anchorer;
 mod chain;
 mod error;
+mod reader;
 
 pub use anchorer::{AnchorStats, Anchorer, AnchorerConfig, EpochRecord, read_checkpoints};
-pub use chain::{Chain, MnemoAnchor, OnChainError, runtime_bytecode, verify_on_chain};
+pub use chain::{
+    Chain, MnemoAnchor, OnChainError, read_only_provider, runtime_bytecode, verify_on_chain,
+};
 pub use error::{AnchorError, Result};
+pub use reader::AnchorReader;

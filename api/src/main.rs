@@ -5,7 +5,7 @@
 //! `projections lag`. Configuration comes from flags or the environment (`MNEMO_*`,
 //! `DATABASE_URL`; see `.env.example`). Secrets are never logged.
 
-mod health;
+use mnemo_api::health;
 
 /// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
 #[global_allocator]

@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
 //! - [`bundle`]: self-contained proof bundles for one memory.
 //! - [`verify`]: the whole-chain verifier.
+//! - [`custody`]: custody bundles (a user's whole chain for offline audit) and their
+//!   streaming verifier.
 //!
 //! The byte-level format is specified in `docs/FORMAT.md`; `testdata/vectors.json` holds
 //! known-answer vectors.
@@ -23,6 +25,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod commitment;
+pub mod custody;
 mod encoding;
 pub mod error;
 pub mod event;
@@ -44,7 +47,7 @@ pub use ids::{Address, GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserI
 pub use keys::{KeyRole, PublicKey, Sig};
 pub use memory::{Content, MemoryRecord};
 pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
-pub use verify::{ChainSummary, ChainVerifier};
+pub use verify::{ChainSummary, ChainVerifier, SignatureBatch};
 
 /// Re-export so callers name the same ed25519 types.
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -20,6 +20,7 @@ use crate::merkle::{Accumulator, CHAIN_TREE};
 /// How many signatures are verified together by default.
 pub const DEFAULT_BATCH: usize = 256;
 
+#[derive(Clone)]
 struct Pending {
     seq: Seq,
     origin: bool,
@@ -50,6 +51,56 @@ pub struct ChainVerifier {
     batch_size: usize,
     verified: u64,
     failed: Option<ChainError>,
+    /// Full batches handed to the caller instead of verified here.
+    deferred: Option<Vec<SignatureBatch>>,
+}
+
+/// Signatures of consecutive events, to be verified together, possibly on another thread
+/// (see [`ChainVerifier::with_deferred_signatures`]).
+#[derive(Clone)]
+pub struct SignatureBatch {
+    items: Vec<Pending>,
+}
+
+impl SignatureBatch {
+    /// Number of signatures.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The lowest sequence number in the batch.
+    pub fn first_seq(&self) -> Option<Seq> {
+        self.items.first().map(|p| p.seq)
+    }
+
+    /// Verifies every signature; on failure names the first event (by seq) whose custody or
+    /// origin signature does not verify.
+    pub fn verify(&self) -> Result<u64, ChainError> {
+        if self.items.is_empty() {
+            return Ok(0);
+        }
+        let msgs: Vec<&[u8]> = self.items.iter().map(|p| p.msg.as_slice()).collect();
+        let sigs: Vec<Signature> = self.items.iter().map(|p| p.sig).collect();
+        let keys: Vec<VerifyingKey> = self.items.iter().map(|p| p.key).collect();
+        if keys::verify_batch(&msgs, &sigs, &keys) {
+            return Ok(self.items.len() as u64);
+        }
+        let bad = self
+            .items
+            .iter()
+            .find(|p| p.key.verify(&p.msg, &p.sig).is_err())
+            .unwrap_or(&self.items[0]);
+        Err(if bad.origin {
+            ChainError::BadOriginSignature { seq: bad.seq }
+        } else {
+            ChainError::BadSignature { seq: bad.seq }
+        })
+    }
 }
 
 /// What a verified chain amounts to.
@@ -80,7 +131,32 @@ impl ChainVerifier {
             batch_size: DEFAULT_BATCH,
             verified: 0,
             failed: None,
+            deferred: None,
         }
+    }
+
+    /// Hands signature batches to the caller ([`take_batch`](Self::take_batch)) instead of
+    /// verifying them, so they can be verified on other threads while this one goes on
+    /// decoding and linking. The caller then owns the signature verdicts: the chain is
+    /// valid only if [`finish`](Self::finish) succeeds *and* every batch verifies; the first
+    /// failure is the one with the lowest seq among both.
+    pub fn with_deferred_signatures(mut self) -> Self {
+        self.deferred = Some(Vec::new());
+        self
+    }
+
+    /// In deferred mode: the next full batch (or, with `all`, whatever is pending).
+    pub fn take_batch(&mut self, all: bool) -> Option<SignatureBatch> {
+        let ready = self.deferred.as_mut()?;
+        if let Some(b) = ready.pop() {
+            return Some(b);
+        }
+        if all && !self.pending.is_empty() {
+            let items = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
+            self.verified += items.len() as u64;
+            return Some(SignatureBatch { items });
+        }
+        None
     }
 
     /// Accept only chains whose genesis key is one of `roots` (e.g. the ledger's published
@@ -99,8 +175,22 @@ impl ChainVerifier {
     /// Also check that the chain matches `checkpoint` when it reaches its seq. Must be
     /// called before that event is pushed; [`finish`](Self::finish) fails if the chain ends
     /// before it (a truncated tail).
-    pub fn expect_checkpoint(&mut self, checkpoint: Checkpoint) {
+    ///
+    /// Fails when the chain is already past that seq or another checkpoint at the same seq
+    /// disagrees with it.
+    pub fn expect_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), &'static str> {
+        if checkpoint.seq < self.next {
+            return Err("the chain is already past this checkpoint");
+        }
+        if let Some(other) = self.checkpoints.get(&checkpoint.seq) {
+            return if *other == checkpoint {
+                Ok(())
+            } else {
+                Err("two checkpoints at one seq disagree")
+            };
+        }
         self.checkpoints.insert(checkpoint.seq, checkpoint);
+        Ok(())
     }
 
     /// The key history so far.
@@ -153,11 +243,15 @@ impl ChainVerifier {
     }
 
     /// Verifies what is pending and returns the summary.
+    /// In deferred mode, take the last batch (`take_batch(true)`) first: what is still
+    /// pending here is not verified, and `signatures` counts the signatures handed out.
     pub fn finish(mut self) -> Result<ChainSummary, ChainError> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.flush()?;
+        if self.deferred.is_none() {
+            self.flush()?;
+        }
         if let Some((seq, _)) = self.checkpoints.first_key_value() {
             return Err(ChainError::Truncated {
                 have: self.acc.size(),
@@ -187,26 +281,16 @@ impl ChainVerifier {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let msgs: Vec<&[u8]> = self.pending.iter().map(|p| p.msg.as_slice()).collect();
-        let sigs: Vec<Signature> = self.pending.iter().map(|p| p.sig).collect();
-        let keys: Vec<VerifyingKey> = self.pending.iter().map(|p| p.key).collect();
-        if keys::verify_batch(&msgs, &sigs, &keys) {
-            self.verified += self.pending.len() as u64;
-            self.pending.clear();
+        let batch = SignatureBatch {
+            items: std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size)),
+        };
+        if let Some(ready) = &mut self.deferred {
+            self.verified += batch.len() as u64;
+            ready.push(batch);
             return Ok(());
         }
-        let bad = self
-            .pending
-            .iter()
-            .find(|p| p.key.verify(&p.msg, &p.sig).is_err())
-            .unwrap_or(&self.pending[0]);
-        let e = if bad.origin {
-            ChainError::BadOriginSignature { seq: bad.seq }
-        } else {
-            ChainError::BadSignature { seq: bad.seq }
-        };
-        self.pending.clear();
-        Err(e)
+        self.verified += batch.verify()?;
+        Ok(())
     }
 
     fn signer(&self, event: &Event) -> Result<VerifyingKey, ChainError> {

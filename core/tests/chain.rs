@@ -245,7 +245,7 @@ fn checkpoints_catch_truncated_tails_and_wrong_roots() {
     let full = verify_wires(&s.user, &w).unwrap().checkpoint.unwrap();
     // truncated: verified against a later checkpoint
     let mut v = ChainVerifier::new(s.user.clone());
-    v.expect_checkpoint(full.clone());
+    v.expect_checkpoint(full.clone()).unwrap();
     for x in &w[..10] {
         v.push_wire(x).unwrap();
     }
@@ -255,7 +255,7 @@ fn checkpoints_catch_truncated_tails_and_wrong_roots() {
     let mut bad = full.clone();
     bad.root.0[0] ^= 1;
     let mut v = ChainVerifier::new(s.user.clone());
-    v.expect_checkpoint(bad);
+    v.expect_checkpoint(bad).unwrap();
     let r: Result<Vec<_>, _> = w.iter().map(|x| v.push_wire(x)).collect();
     let e = r.unwrap_err();
     assert_eq!((e.code(), e.seq()), ("checkpoint_mismatch", Some(Seq(12))));
@@ -335,7 +335,7 @@ proptest! {
         let mut cp = verify_wires(&s.user, &w).unwrap().checkpoint.unwrap();
         if root { cp.root.0[pos] ^= x } else { cp.head.0[pos] ^= x }
         let mut v = ChainVerifier::new(s.user.clone());
-        v.expect_checkpoint(cp);
+        v.expect_checkpoint(cp).unwrap();
         let r: Result<Vec<_>, _> = w.iter().map(|x| v.push_wire(x)).collect();
         prop_assert!(r.is_err());
     }

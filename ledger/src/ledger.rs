@@ -101,6 +101,9 @@ pub struct OpenedMemory {
     pub record: MemoryRecord,
     /// The content bytes (read from the object store for large content).
     pub content: Bytes,
+    /// The commitment salt: with `record`, it opens the event's payload commitment (what
+    /// a custody export hands the auditor).
+    pub salt: [u8; 32],
 }
 
 #[derive(Clone, Debug)]
@@ -1046,6 +1049,7 @@ impl Ledger {
             seq: e.seq,
             record,
             content,
+            salt: *salt,
         })
     }
 }

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::port::free_port;
 
+/// The chain id anvil is started with (Sapphire localnet's).
+pub const ANVIL_CHAIN_ID: u64 = 23293;
+
 /// The well-known first dev account of anvil's default mnemonic (funded, test only).
 pub const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
@@ -45,7 +48,7 @@ impl Anvil {
             child: None,
             dir,
             port: free_port(),
-            chain_id: 23293,
+            chain_id: ANVIL_CHAIN_ID,
         };
         a.spawn();
         a

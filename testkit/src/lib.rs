@@ -18,7 +18,7 @@ mod nats;
 mod pg;
 mod port;
 
-pub use anvil::{Anvil, DEV_KEY, anvil_binary};
+pub use anvil::{ANVIL_CHAIN_ID, Anvil, DEV_KEY, anvil_binary};
 pub use nats::{NatsOptions, NatsServer, nats_server_binary};
 pub use pg::{PgServer, pg_bin};
 pub use port::free_port;

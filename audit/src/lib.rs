@@ -1,0 +1,382 @@
+//! # mnemo-audit
+//!
+//! Verifies mnemo custody without trusting the mnemo server: custody bundles (a user's
+//! whole chain, exported by `GET /v1/export`) read as a stream, single proof bundles, chains
+//! read straight from JetStream, and anchors checked on the EVM chain itself.
+//!
+//! - [`verify_items`]: the streaming check of a custody bundle, with signatures verified in
+//!   batches on all cores while the reading thread decodes, links and hashes.
+//! - [`read_bundle`]: custody bundle items from a reader (JSON lines), in bounded memory.
+//! - [`prove`]: extracts a self-contained [`ProofBundle`] for one event.
+//! - [`online`]: the same items read from JetStream; [`onchain`]: receipts against the chain.
+//!
+//! The checks themselves are `mnemo_core`'s ([`CustodyVerifier`]); this crate adds reading,
+//! threads and reporting.
+
+pub mod onchain;
+pub mod online;
+
+use mnemo_core::custody::{
+    AuditError, AuditPolicy, BundleItem, CustodySummary, CustodyVerifier, HexBytes,
+};
+use mnemo_core::merkle::CHAIN_TREE;
+use mnemo_core::{
+    ChainError, Event, Hash32, MerkleTree, ProofBundle, ProofLevel, SignatureBatch, UserId,
+};
+use serde::Serialize;
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
+
+/// How to verify.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What the auditor pins (contract, chain id, custody keys).
+    pub policy: AuditPolicy,
+    /// Signature-verifying threads (besides the reading thread).
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: AuditPolicy::default(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// A bundle item that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// The input could not be read (exit code 2).
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not a bundle item (the bundle is damaged or forged: invalid).
+    #[error("line {line}: {message}")]
+    Parse {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The first failure found, for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Whose chain.
+    pub user: Option<UserId>,
+    /// The seq it is at, when it is at one.
+    pub seq: Option<u64>,
+    /// Stable code of the check that failed (docs/FORMAT.md §9).
+    pub code: String,
+    /// What failed.
+    pub message: String,
+}
+
+impl Failure {
+    fn from_audit(user: Option<UserId>, e: &AuditError) -> Self {
+        Self {
+            user,
+            seq: e.seq().map(|s| s.0),
+            code: e.code().into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The outcome of verifying a custody bundle.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// What was checked (up to the failure, if any).
+    pub summary: CustodySummary,
+    /// The first failure, by seq.
+    pub failure: Option<Failure>,
+    /// The typed error behind `failure`.
+    #[serde(skip)]
+    pub error: Option<AuditError>,
+}
+
+impl Outcome {
+    /// Whether the bundle is valid.
+    pub fn valid(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Reads custody bundle items, one JSON object per line. Event lines, nearly all of a
+/// bundle, take a fast path (no JSON tree). Calls `progress` with the bytes read so far.
+pub fn read_bundle<R: BufRead>(
+    mut r: R,
+    mut progress: impl FnMut(u64),
+) -> impl Iterator<Item = Result<BundleItem, ItemError>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut line = 0u64;
+    let mut read = 0u64;
+    std::iter::from_fn(move || {
+        loop {
+            buf.clear();
+            let n = match r.read_until(b'\n', &mut buf) {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) => return Some(Err(ItemError::Io(e))),
+            };
+            line += 1;
+            read += n as u64;
+            if line.is_multiple_of(1024) {
+                progress(read);
+            }
+            let text = buf.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            return Some(parse_line(text, line));
+        }
+    })
+}
+
+const EVENT_PREFIX: &[u8] = br#"{"type":"event","wire":""#;
+
+fn parse_line(text: &[u8], line: u64) -> Result<BundleItem, ItemError> {
+    let bad = |message: String| ItemError::Parse { line, message };
+    if let Some(rest) = text.strip_prefix(EVENT_PREFIX)
+        && let Some(hex) = rest.strip_suffix(br#""}"#)
+    {
+        let mut wire = vec![0u8; hex.len() / 2];
+        return hex::decode_to_slice(hex, &mut wire)
+            .map(|()| BundleItem::Event {
+                wire: HexBytes(wire),
+            })
+            .map_err(|e| bad(format!("event wire: {e}")));
+    }
+    serde_json::from_slice(text).map_err(|e| bad(e.to_string()))
+}
+
+/// Verifies a custody bundle's items: the reading thread decodes, links, hashes and checks
+/// every rule; full signature batches go to `opts.threads` threads. Stops at the first
+/// failure (the one with the lowest seq, signatures included). Only an unreadable input is
+/// an `Err`; a damaged or forged bundle is an [`Outcome`] with a failure.
+pub fn verify_items<I>(items: I, opts: &Options) -> Result<Outcome, std::io::Error>
+where
+    I: Iterator<Item = Result<BundleItem, ItemError>>,
+{
+    let threads = opts.threads.max(1);
+    let (tx, rx) = mpsc::sync_channel::<SignatureBatch>(threads * 4);
+    let rx = Mutex::new(rx);
+    let sig_failure: Mutex<Option<ChainError>> = Mutex::new(None);
+    let sig_failed = AtomicBool::new(false);
+    let mut v = CustodyVerifier::new(opts.policy.clone()).with_deferred_signatures();
+    let mut structural: Option<AuditError> = None;
+    let mut io_error = None;
+    let mut user = None;
+    let mut summary = CustodySummary::default();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let batch = rx.lock().expect("not poisoned").recv();
+                    let Ok(batch) = batch else { break };
+                    if let Err(e) = batch.verify() {
+                        let mut f = sig_failure.lock().expect("not poisoned");
+                        if f.as_ref().is_none_or(|old| e.seq() < old.seq()) {
+                            *f = Some(e);
+                        }
+                        sig_failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        let send = |b: SignatureBatch| {
+            // The workers only stop when the sender is dropped.
+            let _ = tx.send(b);
+        };
+        for item in items {
+            match item {
+                Err(ItemError::Io(e)) => {
+                    io_error = Some(e);
+                    break;
+                }
+                Err(e @ ItemError::Parse { .. }) => {
+                    structural = Some(AuditError::Structure(e.to_string()));
+                    break;
+                }
+                Ok(item) => {
+                    if let Err(e) = v.push(item) {
+                        structural = Some(e);
+                        break;
+                    }
+                }
+            }
+            while let Some(b) = v.take_batch(false) {
+                send(b);
+            }
+            // A failed batch is earlier than anything still pending here.
+            if sig_failed.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        user = v.summary().user.clone();
+        if io_error.is_none() {
+            // After a failure too: a signature pending here may fail at an earlier seq.
+            while let Some(b) = v.take_batch(true) {
+                send(b);
+            }
+        }
+        if io_error.is_none() && structural.is_none() && !sig_failed.load(Ordering::Relaxed) {
+            let v = std::mem::replace(&mut v, CustodyVerifier::new(AuditPolicy::default()));
+            match v.finish() {
+                Ok(sum) => summary = sum,
+                Err(e) => structural = Some(e),
+            }
+        } else {
+            summary = v.summary().clone();
+        }
+        drop(tx);
+    });
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    let sig = sig_failure.into_inner().expect("not poisoned");
+    let error = match (structural, sig) {
+        (Some(a), Some(b)) => {
+            let sig_first = match (a.seq(), b.seq()) {
+                (Some(sa), Some(sb)) => sb <= sa,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            Some(if sig_first { AuditError::Chain(b) } else { a })
+        }
+        (Some(a), None) => Some(a),
+        (None, Some(b)) => Some(AuditError::Chain(b)),
+        (None, None) => None,
+    };
+    Ok(Outcome {
+        failure: error.as_ref().map(|e| Failure::from_audit(user, e)),
+        summary,
+        error,
+    })
+}
+
+/// Why no proof could be extracted.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    /// The input could not be read.
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bundle is invalid: nothing is extracted from it.
+    #[error("the bundle is invalid: {0}")]
+    Invalid(String),
+    /// There is no event with that seq.
+    #[error("the chain has no event {0}")]
+    NoSuchEvent(u64),
+}
+
+/// Extracts a self-contained proof for the event at `seq` from a custody bundle: the event,
+/// its signing keys, its inclusion in the earliest anchored checkpoint that covers it (or,
+/// when none does, in the chain's final checkpoint), the epoch proof and the receipt. The
+/// whole bundle is verified on the way; keeps 32 bytes per event.
+pub fn prove<I>(items: I, seq: u64, policy: &AuditPolicy) -> Result<ProofBundle, ProveError>
+where
+    I: Iterator<Item = Result<BundleItem, ItemError>>,
+{
+    let mut v = CustodyVerifier::new(policy.clone());
+    let mut leaves: Vec<Hash32> = Vec::new();
+    let mut anchors = Vec::new();
+    let mut target: Option<Event> = None;
+    let mut keys = None;
+    let invalid = |e: AuditError| ProveError::Invalid(e.to_string());
+    for item in items {
+        let item = match item {
+            Ok(i) => i,
+            Err(ItemError::Io(e)) => return Err(e.into()),
+            Err(e) => return Err(ProveError::Invalid(e.to_string())),
+        };
+        if let BundleItem::Anchor {
+            epoch_proof,
+            receipt,
+        } = &item
+        {
+            anchors.push((epoch_proof.clone(), receipt.clone()));
+        }
+        if let Some((event, hash)) = v.push(item).map_err(invalid)? {
+            leaves.push(CHAIN_TREE.leaf(&hash.0));
+            if event.seq.0 == seq {
+                target = Some(event);
+                keys = v.keys().cloned();
+            }
+        }
+    }
+    let summary = v.finish().map_err(invalid)?;
+    let event = target.ok_or(ProveError::NoSuchEvent(seq))?;
+    let keys = keys.expect("kept with the event");
+    let key_of = |id| keys.get(id).map(|r| r.key);
+    let signer_key = key_of(&event.signer).ok_or(ProveError::Invalid("unknown signer".into()))?;
+    let origin_key = event.origin.as_ref().and_then(|o| key_of(&o.key));
+    let anchored = anchors
+        .into_iter()
+        .filter(|(p, _)| p.checkpoint.seq.0 >= seq)
+        .min_by_key(|(p, _)| (p.checkpoint.seq, p.epoch));
+    let (checkpoint, epoch, anchor) = match anchored {
+        Some((p, r)) => (p.checkpoint.clone(), Some(p), Some(r)),
+        None => (
+            summary.head.clone().ok_or(ProveError::NoSuchEvent(seq))?,
+            None,
+            None,
+        ),
+    };
+    let tree =
+        MerkleTree::from_leaf_hashes(CHAIN_TREE, leaves[..checkpoint.seq.0 as usize].to_vec());
+    let bundle = ProofBundle {
+        inclusion: tree
+            .inclusion_proof(seq - 1)
+            .ok_or(ProveError::NoSuchEvent(seq))?,
+        event,
+        signer_key,
+        origin_key,
+        checkpoint,
+        epoch,
+        anchor,
+    };
+    bundle
+        .verify()
+        .map_err(|e| ProveError::Invalid(e.to_string()))?;
+    Ok(bundle)
+}
+
+/// Verifies a single proof bundle: signatures, inclusion, epoch, receipt, and the pins of
+/// `policy` (contract, chain id, custody keys).
+pub fn verify_proof(b: &ProofBundle, policy: &AuditPolicy) -> Result<ProofLevel, Failure> {
+    let fail = |code: &str, message: String| Failure {
+        user: Some(b.event.user.clone()),
+        seq: Some(b.event.seq.0),
+        code: code.into(),
+        message,
+    };
+    let level = b.verify().map_err(|e| fail(e.code(), e.to_string()))?;
+    if let Some(r) = &b.anchor {
+        if let Some(c) = policy.contract
+            && r.contract != c
+        {
+            return Err(fail(
+                "anchor",
+                format!(
+                    "anchored on contract {} instead of the pinned {c}",
+                    r.contract
+                ),
+            ));
+        }
+        if let Some(id) = policy.chain_id
+            && r.chain_id != id
+        {
+            return Err(fail(
+                "anchor",
+                format!(
+                    "anchored on chain {} instead of the pinned {id}",
+                    r.chain_id
+                ),
+            ));
+        }
+    }
+    Ok(level)
+}

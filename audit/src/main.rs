@@ -1,0 +1,405 @@
+//! `mnemo-audit`: verify mnemo custody chains and proofs, online or offline.
+//!
+//! Exit codes: 0 valid, 1 invalid (tampering or damage found), 2 usage or I/O error.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mnemo_audit::onchain::{self, OnChainCheck};
+use mnemo_audit::{Failure, ItemError, Options, Outcome, online};
+use mnemo_core::custody::{AuditPolicy, BundleItem};
+use mnemo_core::{Address, ProofBundle, PublicKey, TimestampMs, UserId};
+use serde::Serialize;
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mnemo-audit",
+    about = "Verifies mnemo custody chains, proofs and anchors without trusting the server",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verifies a custody bundle or a proof bundle (--bundle), or a chain read from NATS.
+    Verify(VerifyArgs),
+    /// Extracts a self-contained proof for one event of a custody bundle.
+    Prove {
+        /// The custody bundle (as exported by `GET /v1/export`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The event's sequence number.
+        #[arg(long)]
+        seq: u64,
+        /// Where to write the proof (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        pins: Pins,
+    },
+}
+
+#[derive(clap::Args)]
+struct Pins {
+    /// Accept only anchors on this contract (0x...).
+    #[arg(long)]
+    contract: Option<String>,
+    /// Accept only anchors on this EVM chain id.
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// Accept only chains whose genesis key is this custody key (hex; repeatable).
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// A custody bundle (JSON lines) or a single proof bundle (JSON).
+    #[arg(long, conflicts_with = "nats", required_unless_present = "nats")]
+    bundle: Option<PathBuf>,
+    /// Read the chain from this NATS server instead.
+    #[arg(long, requires = "user")]
+    nats: Option<String>,
+    /// NATS credentials file (read-only creds suffice).
+    #[arg(long, requires = "nats")]
+    creds: Option<PathBuf>,
+    /// The user whose chain to read from NATS.
+    #[arg(long)]
+    user: Option<String>,
+    /// Also check every anchor on the EVM chain at this JSON-RPC URL.
+    #[arg(long)]
+    rpc: Option<String>,
+    /// Blocks that make a block final (1 on Sapphire).
+    #[arg(long, default_value_t = 1)]
+    final_depth: u64,
+    #[command(flatten)]
+    pins: Pins,
+    /// Signature-verifying threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Pins {
+    fn policy(&self) -> anyhow::Result<AuditPolicy> {
+        let contract = self
+            .contract
+            .as_deref()
+            .map(|c| Address::from_hex(c.trim_start_matches("0x")))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--contract must be a 20-byte hex address"))?;
+        let trusted_keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                let mut b = [0u8; 32];
+                hex::decode_to_slice(k.trim_start_matches("0x"), &mut b)
+                    .ok()
+                    .and_then(|()| PublicKey::from_bytes(&b))
+                    .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(AuditPolicy {
+            contract,
+            chain_id: self.chain_id,
+            trusted_keys,
+        })
+    }
+}
+
+/// The report printed (as text or JSON).
+#[derive(Serialize)]
+struct Report {
+    valid: bool,
+    /// `custody` (a whole chain) or `proof` (one event).
+    kind: &'static str,
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custody: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof_level: Option<mnemo_core::ProofLevel>,
+    failure: Option<Failure>,
+    on_chain: Vec<OnChainCheck>,
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("mnemo-audit: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn now() -> TimestampMs {
+    TimestampMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "verifying [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn open(path: &Path) -> anyhow::Result<(BufReader<std::fs::File>, u64)> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((BufReader::with_capacity(1 << 20, f), len))
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Verify(a) => verify(a),
+        Command::Prove {
+            bundle,
+            seq,
+            out,
+            pins,
+        } => {
+            let policy = pins.policy()?;
+            let (r, _) = open(&bundle)?;
+            match mnemo_audit::prove(mnemo_audit::read_bundle(r, |_| {}), seq, &policy) {
+                Ok(p) => {
+                    let json = serde_json::to_string_pretty(&p).expect("serialisable");
+                    match out {
+                        Some(path) => std::fs::write(&path, json + "\n")
+                            .with_context(|| format!("writing {}", path.display()))?,
+                        None => println!("{json}"),
+                    }
+                    Ok(true)
+                }
+                Err(mnemo_audit::ProveError::Io(e)) => Err(e).context("reading the bundle"),
+                Err(e @ mnemo_audit::ProveError::NoSuchEvent(_)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("mnemo-audit: {e}");
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
+    let opts = Options {
+        policy: a.pins.policy()?,
+        threads: a
+            .threads
+            .unwrap_or_else(|| Options::default().threads)
+            .max(1),
+    };
+    let mut report = if let Some(path) = &a.bundle {
+        let (mut r, len) = open(path)?;
+        let first = {
+            let buf = r.fill_buf().context("reading the bundle")?;
+            buf.iter().copied().find(|b| !b.is_ascii_whitespace())
+        };
+        let first_line_is_item = first == Some(b'{') && {
+            let buf = r.fill_buf().context("reading the bundle")?;
+            let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            serde_json::from_slice::<BundleItem>(&buf[..end]).is_ok()
+        };
+        if first_line_is_item {
+            let bar = progress_bar(len);
+            let items = mnemo_audit::read_bundle(r, |n| bar.set_position(n));
+            let outcome = mnemo_audit::verify_items(items, &opts).context("reading the bundle")?;
+            bar.finish_and_clear();
+            custody_report(path.display().to_string(), outcome, opts.threads)
+        } else {
+            let mut text = String::new();
+            r.read_to_string(&mut text).context("reading the bundle")?;
+            let proof: ProofBundle = match serde_json::from_str(&text) {
+                Ok(p) => p,
+                Err(e) => anyhow::bail!(
+                    "{} is neither a custody bundle nor a proof bundle: {e}",
+                    path.display()
+                ),
+            };
+            let (level, failure) = match mnemo_audit::verify_proof(&proof, &opts.policy) {
+                Ok(l) => (Some(l), None),
+                Err(f) => (None, Some(f)),
+            };
+            let anchors = proof
+                .anchor
+                .iter()
+                .map(|r| mnemo_core::custody::AnchorSeen {
+                    epoch: r.epoch,
+                    seq: proof.checkpoint.seq,
+                    receipt: r.clone(),
+                })
+                .collect::<Vec<_>>();
+            let mut rep = Report {
+                valid: failure.is_none(),
+                kind: "proof",
+                source: path.display().to_string(),
+                custody: None,
+                proof_level: level,
+                failure,
+                on_chain: Vec::new(),
+                threads: 1,
+            };
+            if let (Some(rpc), true) = (&a.rpc, rep.valid) {
+                rep.on_chain = runtime()?.block_on(onchain::check(rpc, &anchors, a.final_depth))?;
+            }
+            rep
+        }
+    } else {
+        let url = a.nats.clone().expect("clap requires --nats or --bundle");
+        let user = UserId::new(a.user.clone().expect("clap requires --user"))
+            .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        let rt = runtime()?;
+        let js = rt.block_on(async {
+            let mut o = async_nats::ConnectOptions::new();
+            if let Some(c) = &a.creds {
+                o = o
+                    .credentials_file(c)
+                    .await
+                    .with_context(|| format!("reading credentials {}", c.display()))?;
+            }
+            let client = o
+                .connect(&url)
+                .await
+                .with_context(|| format!("connecting to NATS at {url}"))?;
+            anyhow::Ok(async_nats::jetstream::new(client))
+        })?;
+        let layout = rt.block_on(online::detect_layout(&js, &user))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
+        rt.spawn(online::send_items(js, layout, user.clone(), now(), tx));
+        let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
+            .with_context(|| format!("reading {user}'s chain from {url}"))?;
+        custody_report(format!("{url} user {user}"), outcome, opts.threads)
+    };
+    if report.kind == "custody"
+        && report.valid
+        && let Some(rpc) = &a.rpc
+    {
+        let anchors = &report.custody.as_ref().expect("custody").summary.anchors;
+        report.on_chain = runtime()?.block_on(onchain::check(rpc, anchors, a.final_depth))?;
+    }
+    if let Some(bad) = report.on_chain.iter().find(|c| c.error.is_some()) {
+        report.valid = false;
+        report.failure = Some(Failure {
+            user: report.custody.as_ref().and_then(|c| c.summary.user.clone()),
+            seq: Some(bad.seq),
+            code: "anchor_on_chain".into(),
+            message: format!(
+                "anchor of epoch {}: {}",
+                bad.epoch,
+                bad.error.clone().unwrap_or_default()
+            ),
+        });
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print_human(&report);
+    }
+    Ok(report.valid)
+}
+
+fn custody_report(source: String, outcome: Outcome, threads: usize) -> Report {
+    Report {
+        valid: outcome.valid(),
+        kind: "custody",
+        source,
+        proof_level: None,
+        failure: outcome.failure.clone(),
+        custody: Some(outcome),
+        on_chain: Vec::new(),
+        threads,
+    }
+}
+
+fn print_human(r: &Report) {
+    let verdict = if r.valid { "VALID" } else { "INVALID" };
+    println!("mnemo-audit: {} {}: {verdict}", r.kind, r.source);
+    if let Some(c) = &r.custody {
+        let s = &c.summary;
+        if let Some(u) = &s.user {
+            println!("  user          {u}");
+        }
+        println!(
+            "  events        {} checked: gap-free seq, prev links, key history, kind rules",
+            s.events
+        );
+        println!(
+            "  signatures    {} verified (batched on {} threads)",
+            s.signatures, r.threads
+        );
+        println!(
+            "  memories      {} ingested, {} erasure events, {} payloads opened against their commitments",
+            s.memories, s.erasures, s.payloads_opened
+        );
+        println!(
+            "  grants        {} created, {} revoked, {} reads recorded",
+            s.grants, s.revocations, s.accesses
+        );
+        if let Some(h) = &s.head {
+            println!(
+                "  checkpoint    seq {} head {} root {}",
+                h.seq, h.head, h.root
+            );
+        }
+        let epochs: Vec<String> = s.anchors.iter().map(|a| a.epoch.to_string()).collect();
+        println!(
+            "  anchors       {} checked offline (epochs {})",
+            s.anchors.len(),
+            if epochs.is_empty() {
+                "none".into()
+            } else {
+                epochs.join(", ")
+            }
+        );
+    }
+    if let Some(l) = r.proof_level {
+        println!("  proof level   {l:?}");
+    }
+    if !r.on_chain.is_empty() {
+        let ok = r.on_chain.iter().filter(|c| c.error.is_none()).count();
+        println!(
+            "  on chain      {ok} of {} anchors confirmed (status, contract code, log, canonical and final block)",
+            r.on_chain.len()
+        );
+    }
+    if let Some(f) = &r.failure {
+        println!(
+            "  FIRST FAILURE user {} seq {} check {}: {}",
+            f.user.as_ref().map_or("-".into(), |u| u.to_string()),
+            f.seq.map_or("-".into(), |s| s.to_string()),
+            f.code,
+            f.message
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Reading a chain straight from JetStream (`mnemo-audit verify --nats`): the same bundle
+//! items an export holds, minus the payload openings (payloads are sealed in the stream),
+//! built from the raw stream messages, so the server's API is not trusted at all.
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use mnemo_anchor::AnchorReader;
+use mnemo_core::custody::{BUNDLE_FORMAT, BUNDLE_VERSION, BundleItem, HexBytes};
+use mnemo_core::{Event, Hash32, TimestampMs, UserId};
+use mnemo_ledger::{Layout, envelope};
+use std::sync::mpsc::SyncSender;
+
+use crate::ItemError;
+
+/// Finds the layout of the deployment: a per-user stream for `user`, else the number of
+/// shared chain streams.
+pub async fn detect_layout(js: &jetstream::Context, user: &UserId) -> anyhow::Result<Layout> {
+    if js
+        .get_stream(Layout::PerUser.locate(user).stream)
+        .await
+        .is_ok()
+    {
+        return Ok(Layout::PerUser);
+    }
+    let mut names = js.stream_names();
+    let mut shards = 0u32;
+    while let Some(n) = names.next().await {
+        if n?.starts_with("MNEMO-CHAINS-") {
+            shards += 1;
+        }
+    }
+    anyhow::ensure!(shards > 0, "no chain of user {user} on this server");
+    Ok(Layout::Sharded { shards })
+}
+
+fn io(e: impl std::fmt::Display) -> ItemError {
+    ItemError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Sends `user`'s bundle items into `tx` (bounded, so memory stays bounded): header,
+/// anchors from the anchorer's records, every event up to the chain's current end, end.
+pub async fn send_items(
+    js: jetstream::Context,
+    layout: Layout,
+    user: UserId,
+    now: TimestampMs,
+    tx: SyncSender<Result<BundleItem, ItemError>>,
+) {
+    if let Err(e) = produce(&js, layout, &user, now, &tx).await {
+        let _ = tx.send(Err(e));
+    }
+}
+
+async fn produce(
+    js: &jetstream::Context,
+    layout: Layout,
+    user: &UserId,
+    now: TimestampMs,
+    tx: &SyncSender<Result<BundleItem, ItemError>>,
+) -> Result<(), ItemError> {
+    // The channel is bounded: sending blocks this task's thread, which is one of the
+    // runtime's workers; block_in_place lets the others go on.
+    let send = |item: BundleItem| {
+        tokio::task::block_in_place(|| tx.send(Ok(item)).is_ok())
+            .then_some(())
+            .ok_or_else(|| io("the verifier stopped reading"))
+    };
+    let loc = layout.locate(user);
+    let stream = js.get_stream(&loc.stream).await.map_err(io)?;
+    let last = match stream
+        .direct_get_last_for_subject(loc.subject.clone())
+        .await
+    {
+        Ok(m) => Some(m.sequence),
+        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    send(BundleItem::Header {
+        format: BUNDLE_FORMAT.into(),
+        version: BUNDLE_VERSION,
+        user: user.clone(),
+        exported_at: now,
+        ledger_key: None,
+    })?;
+    if let Some(reader) = AnchorReader::open(js).await.map_err(io)? {
+        for (epoch_proof, receipt) in reader.anchors_for(user).await.map_err(io)? {
+            send(BundleItem::Anchor {
+                epoch_proof,
+                receipt,
+            })?;
+        }
+    }
+    let mut events = 0u64;
+    let mut head = Hash32::ZERO;
+    if let Some(last) = last {
+        let c = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: loc.subject.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(io)?;
+        let mut msgs = c.messages().await.map_err(io)?;
+        while let Some(m) = msgs.next().await {
+            let m = m.map_err(io)?;
+            let stream_seq = m.info().map_err(io)?.stream_sequence;
+            let (wire, _sealed) = envelope::decode(&m.payload).map_err(io)?;
+            if let Ok((_, h)) = Event::from_wire(&wire) {
+                head = h;
+            }
+            events += 1;
+            send(BundleItem::Event {
+                wire: HexBytes(wire.to_vec()),
+            })?;
+            if stream_seq >= last {
+                break;
+            }
+        }
+    }
+    send(BundleItem::End { events, head })?;
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! `mnemo-audit` against a live system (real nats-server, PostgreSQL, anvil): a custody
+//! bundle exported from it verifies offline, from JetStream and on the chain; every kind of
+//! tampering is found at the right seq with the right reason; the CLI's exit codes.
+
+use bytes::Bytes;
+use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
+use mnemo_audit::{Options, Outcome, read_bundle, verify_items};
+use mnemo_core::custody::{AuditError, AuditPolicy, BundleItem, HexBytes};
+use mnemo_core::{
+    AccessAction, Address, Capabilities, ChainError, Content, EpochTree, ErasureTarget, Event,
+    EventBody, GrantConditions, GrantId, Hash32, ProofBundle, Seq, SigningKey, UserId,
+    keys::sign_event_hash,
+};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_projections::{Projector, ProjectorConfig, kv_head};
+use mnemo_testkit::{Anvil, DEV_KEY, NatsServer, PgServer};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CUSTODY_SEED: [u8; 32] = [2; 32];
+
+struct Live {
+    nats: NatsServer,
+    _pg: PgServer,
+    anvil: Anvil,
+    contract: Address,
+    items: Vec<BundleItem>,
+    dir: tempfile::TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn note(i: usize) -> NewMemory {
+    NewMemory {
+        kind: "note".into(),
+        tags: vec!["diary".into()],
+        content_type: "text/plain".into(),
+        content: Bytes::from(format!("memory number {i}")),
+        ..Default::default()
+    }
+}
+
+async fn caught_up(js: &async_nats::jetstream::Context, ledger: &Ledger, u: &UserId) {
+    let t = Instant::now();
+    loop {
+        let tip = ledger.head(u).await.unwrap().unwrap();
+        if kv_head(js, u)
+            .await
+            .unwrap()
+            .is_some_and(|h| h.seq == tip.len && h.hash == tip.hash)
+        {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "heads view stuck");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// alice's chain: 1 genesis, 2..=13 notes, 14 grant, 15 access, 16 revoke, 17 erasure of
+/// the memory at seq 3, [epoch 1], 18..=20 notes, [epoch 2], 21..=22 notes (not anchored).
+async fn live() -> Live {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    let anvil = Anvil::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&CUSTODY_SEED));
+    cfg.layout = Layout::Sharded { shards: 4 };
+    let ledger = Ledger::connect(client, cfg).await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        Projector::new(
+            js.clone(),
+            ledger.clone(),
+            pool,
+            ProjectorConfig {
+                rescan: Duration::from_millis(200),
+                ..Default::default()
+            },
+        )
+        .run(rx),
+    );
+    let contract = Chain::deploy(&anvil.url(), DEV_KEY).await.unwrap();
+    let chain = Chain::connect(&anvil.url(), DEV_KEY, contract, 1)
+        .await
+        .unwrap();
+    let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
+        .await
+        .unwrap();
+
+    let alice = UserId::new("alice").unwrap();
+    let bob = UserId::new("bob").unwrap();
+    ledger.create_user(&alice).await.unwrap();
+    ledger.create_user(&bob).await.unwrap();
+    let mut memories = Vec::new();
+    for i in 0..12 {
+        memories.push(
+            ledger
+                .append(&alice, note(i))
+                .await
+                .unwrap()
+                .memory
+                .unwrap(),
+        );
+    }
+    let grant = GrantId([7; 16]);
+    ledger
+        .append_event(
+            &alice,
+            EventBody::GrantCreated {
+                grant,
+                grantee: bob.clone(),
+                capabilities: Capabilities {
+                    metadata: true,
+                    content: true,
+                },
+                conditions: GrantConditions {
+                    tags: vec!["diary".into()],
+                    ..Default::default()
+                },
+                expires_at: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    ledger
+        .append_event(
+            &alice,
+            EventBody::AccessRecorded {
+                accessor: bob.clone(),
+                grant,
+                action: AccessAction::ReadContent,
+                memories: vec![memories[0]],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    ledger
+        .append_event(&alice, EventBody::GrantRevoked { grant }, None)
+        .await
+        .unwrap();
+    let erased = ledger
+        .erase(&alice, ErasureTarget::Memory(memories[1]))
+        .await
+        .unwrap();
+    assert_eq!(erased.seq, Seq(17));
+    for (epoch, more) in [(1u64, 3usize), (2, 2)] {
+        caught_up(&js, &ledger, &alice).await;
+        caught_up(&js, &ledger, &bob).await;
+        let rec = anchorer.run_epoch().await.unwrap().unwrap();
+        assert_eq!(rec.epoch, epoch);
+        for i in 0..more {
+            ledger.append(&alice, note(100 + i)).await.unwrap();
+        }
+    }
+    let reader = mnemo_anchor::AnchorReader::open(&js)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    let stats = mnemo_api::export::write_bundle(
+        &ledger,
+        Some(&reader),
+        &alice,
+        mnemo_core::TimestampMs(1_800_000_000_000),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    assert_eq!((stats.events, stats.payloads, stats.anchors), (22, 16, 2));
+    let items = read_bundle(&out[..], |_| {})
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    Live {
+        nats,
+        _pg: pg,
+        anvil,
+        contract,
+        items,
+        dir: tempfile::tempdir().unwrap(),
+        _stop: stop,
+    }
+}
+
+fn check(items: &[BundleItem], policy: AuditPolicy) -> Outcome {
+    let opts = Options { policy, threads: 2 };
+    verify_items(items.iter().cloned().map(Ok), &opts).unwrap()
+}
+
+fn write(dir: &Path, name: &str, items: &[BundleItem]) -> PathBuf {
+    let p = dir.join(name);
+    let mut s = String::new();
+    for i in items {
+        s.push_str(&serde_json::to_string(i).unwrap());
+        s.push('\n');
+    }
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn audit(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn event_index(items: &[BundleItem], seq: u64) -> usize {
+    items
+        .iter()
+        .position(|i| matches!(i, BundleItem::Event { wire } if Event::from_wire(&wire.0).unwrap().0.seq == Seq(seq)))
+        .unwrap()
+}
+
+fn event(items: &[BundleItem], seq: u64) -> (Event, Hash32) {
+    let BundleItem::Event { wire } = &items[event_index(items, seq)] else {
+        unreachable!()
+    };
+    Event::from_wire(&wire.0).unwrap()
+}
+
+fn set_event(items: &mut [BundleItem], seq: u64, e: &Event) {
+    let i = event_index(items, seq);
+    items[i] = BundleItem::Event {
+        wire: HexBytes(e.to_wire()),
+    };
+}
+
+/// Asserts the first failure's code and seq.
+#[track_caller]
+fn assert_fails(o: &Outcome, code: &str, seq: u64) {
+    let f = o.failure.as_ref().expect("tampering found");
+    assert_eq!(
+        (f.code.as_str(), f.seq),
+        (code, Some(seq)),
+        "failure: {}",
+        f.message
+    );
+    assert_eq!(f.user, Some(UserId::new("alice").unwrap()));
+}
+
+fn end_of(items: &[BundleItem]) -> usize {
+    items
+        .iter()
+        .position(|i| matches!(i, BundleItem::End { .. }))
+        .unwrap()
+}
+
+fn resign(e: &mut Event, key: &SigningKey) {
+    let h = e.unsigned.hash();
+    e.signature = sign_event_hash(key, &h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_bundle_verifies_and_every_tampering_is_found() {
+    let live = live().await;
+    let items = live.items.clone();
+    let pin = AuditPolicy {
+        contract: Some(live.contract),
+        chain_id: Some(mnemo_testkit::ANVIL_CHAIN_ID),
+        trusted_keys: vec![mnemo_core::PublicKey(
+            SigningKey::from_bytes(&CUSTODY_SEED).verifying_key(),
+        )],
+    };
+
+    // valid, with every pin
+    let o = check(&items, pin.clone());
+    assert!(o.valid(), "{:?}", o.failure);
+    let s = &o.summary;
+    assert_eq!(
+        (
+            s.events,
+            s.signatures,
+            s.memories,
+            s.erasures,
+            s.payloads_opened
+        ),
+        (22, 22, 17, 1, 16)
+    );
+    assert_eq!((s.grants, s.revocations, s.accesses), (1, 1, 1));
+    assert_eq!(
+        s.anchors
+            .iter()
+            .map(|a| (a.epoch, a.seq.0))
+            .collect::<Vec<_>>(),
+        vec![(1, 17), (2, 20)]
+    );
+    assert_eq!(s.head.as_ref().unwrap().seq, Seq(22));
+
+    // 1. changed payload
+    let mut t = items.clone();
+    let i = event_index(&t, 5) + 1;
+    let BundleItem::Payload { record, .. } = &mut t[i] else {
+        panic!("payload after event 5")
+    };
+    record.content = Content::Inline {
+        bytes: b"memory number 99".to_vec(),
+    };
+    assert_fails(&check(&t, pin.clone()), "payload", 5);
+
+    // 2. changed commitment (the signature no longer covers the event)
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 6);
+    e.unsigned.payload = Some(Hash32([9; 32]));
+    set_event(&mut t, 6, &e);
+    assert_fails(&check(&t, pin.clone()), "bad_signature", 6);
+
+    // 3. changed signature
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 7);
+    let mut sig = e.signature.to_bytes();
+    sig[10] ^= 1;
+    e.signature = mnemo_core::Sig::from_bytes(&sig);
+    set_event(&mut t, 7, &e);
+    assert_fails(&check(&t, pin.clone()), "bad_signature", 7);
+
+    // 4. signed by a key the chain never added
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 8);
+    let mallory = SigningKey::from_bytes(&[66; 32]);
+    e.unsigned.signer = mnemo_core::PublicKey(mallory.verifying_key()).id();
+    resign(&mut e, &mallory);
+    set_event(&mut t, 8, &e);
+    assert_fails(&check(&t, pin.clone()), "unknown_key", 8);
+
+    // 5. changed prev hash
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 9);
+    e.unsigned.prev = Hash32([1; 32]);
+    set_event(&mut t, 9, &e);
+    assert_fails(&check(&t, pin.clone()), "broken_link", 9);
+
+    // 6. deleted event (and its payload)
+    let mut t = items.clone();
+    let i = event_index(&t, 10);
+    t.drain(i..i + 2);
+    assert_fails(&check(&t, pin.clone()), "seq_gap", 10);
+
+    // 7. reordered events
+    let mut t = items.clone();
+    let (a, b) = (event_index(&t, 11), event_index(&t, 12));
+    t.swap(a, b);
+    t.swap(a + 1, b + 1);
+    assert_fails(&check(&t, pin.clone()), "seq_gap", 11);
+
+    // 8a. inserted event, forged without the custody key
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 12);
+    e.unsigned.body = EventBody::GrantRevoked {
+        grant: GrantId([1; 16]),
+    };
+    e.unsigned.payload = None;
+    e.unsigned.signer = mnemo_core::PublicKey(mallory.verifying_key()).id();
+    resign(&mut e, &mallory);
+    let i = event_index(&t, 12);
+    t.insert(
+        i,
+        BundleItem::Event {
+            wire: HexBytes(e.to_wire()),
+        },
+    );
+    assert_fails(&check(&t, pin.clone()), "unknown_key", 12);
+    // 8b. inserted by an insider holding the custody key: the next event no longer fits
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 12);
+    e.unsigned.body = EventBody::KeyRevoked {
+        key: mnemo_core::PublicKey(mallory.verifying_key()).id(),
+    };
+    e.unsigned.payload = None;
+    resign(&mut e, &SigningKey::from_bytes(&CUSTODY_SEED));
+    let i = event_index(&t, 12);
+    t.insert(
+        i,
+        BundleItem::Event {
+            wire: HexBytes(e.to_wire()),
+        },
+    );
+    let o = check(&t, pin.clone());
+    let f = o.failure.as_ref().unwrap();
+    assert!(
+        f.seq == Some(12) || f.seq == Some(13),
+        "inserted event found near seq 12: {f:?}"
+    );
+
+    // 9. duplicated event
+    let mut t = items.clone();
+    let i = event_index(&t, 13);
+    let dup = t[i].clone();
+    t.insert(i + 1, dup);
+    assert_fails(&check(&t, pin.clone()), "seq_gap", 14);
+
+    // 10. truncated tail, end item rewritten to match: the anchor of epoch 2 covers seq 20
+    let mut t = items.clone();
+    let (e18, _) = event(&t, 18);
+    let cut = event_index(&t, 19);
+    let end = end_of(&t);
+    t.drain(cut..end);
+    let last = event(&t, 18).1;
+    let n = t.len();
+    t[n - 1] = BundleItem::End {
+        events: 18,
+        head: last,
+    };
+    let o = check(&t, pin.clone());
+    assert!(
+        matches!(
+            o.error,
+            Some(AuditError::Chain(ChainError::Truncated {
+                have: 18,
+                checkpoint: Seq(20)
+            }))
+        ),
+        "{:?}",
+        o.failure
+    );
+    assert_eq!(e18.seq, Seq(18));
+    //     and cut short without an end item at all
+    let mut t = items.clone();
+    t.truncate(end_of(&t));
+    let o = check(&t, pin.clone());
+    assert_eq!(o.failure.unwrap().code, "structure");
+
+    // 11. an anchored checkpoint whose root is not the chain's (with an epoch proof and
+    //     receipt consistent with it: only the chain itself can tell)
+    let mut t = items.clone();
+    let BundleItem::Anchor {
+        epoch_proof,
+        receipt,
+    } = &mut t[1]
+    else {
+        panic!("anchor first")
+    };
+    let mut cp = epoch_proof.checkpoint.clone();
+    cp.root = Hash32([5; 32]);
+    let tree = EpochTree::build(1, vec![cp.clone()]).unwrap();
+    *epoch_proof = tree.proof(&cp.user).unwrap();
+    receipt.root = tree.root();
+    receipt.leaf_count = 1;
+    assert_fails(&check(&t, pin.clone()), "checkpoint_mismatch", 17);
+
+    // 13. a receipt for another root
+    let mut t = items.clone();
+    let BundleItem::Anchor { receipt, .. } = &mut t[2] else {
+        panic!()
+    };
+    receipt.root = Hash32([3; 32]);
+    let o = check(&t, pin.clone());
+    assert_fails(&o, "anchor", 20);
+    assert!(o.failure.unwrap().message.contains("another root"));
+
+    // 14. an anchor on another contract: refused when the contract is pinned ...
+    let mut wrong = items.clone();
+    let BundleItem::Anchor { receipt, .. } = &mut wrong[1] else {
+        panic!()
+    };
+    receipt.contract = Address([0x42; 20]);
+    let o = check(&wrong, pin.clone());
+    assert_fails(&o, "anchor", 17);
+    assert!(o.failure.unwrap().message.contains("pinned"));
+    // ... and on the chain itself when it is not
+    let dir = live.dir.path();
+    let rpc = live.anvil.url();
+    let wrong_file = write(dir, "wrong-contract.jsonl", &wrong);
+    let (code, out, _) = audit(&[
+        "verify",
+        "--bundle",
+        wrong_file.to_str().unwrap(),
+        "--rpc",
+        &rpc,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["failure"]["code"], "anchor_on_chain");
+    assert!(
+        rep["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no matching Anchored log"),
+        "{rep}"
+    );
+
+    // The CLI: valid offline and on chain, pinned; human report; exit 0.
+    let good = write(dir, "alice.jsonl", &items);
+    let contract = format!("0x{}", live.contract);
+    let (code, out, err) = audit(&[
+        "verify",
+        "--bundle",
+        good.to_str().unwrap(),
+        "--rpc",
+        &rpc,
+        "--contract",
+        &contract,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("VALID") && out.contains("2 of 2 anchors confirmed"),
+        "{out}"
+    );
+    // Online: the chain straight from JetStream (sharded layout, detected).
+    let (code, out, err) = audit(&[
+        "verify",
+        "--nats",
+        &live.nats.url(),
+        "--user",
+        "alice",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["custody"]["summary"]["events"], 22);
+    assert_eq!(
+        rep["custody"]["summary"]["anchors"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A tampered bundle: exit 1, the failure named.
+    let mut t = items.clone();
+    let (mut e, _) = event(&t, 7);
+    e.unsigned.timestamp.0 += 1;
+    set_event(&mut t, 7, &e);
+    let bad = write(dir, "bad.jsonl", &t);
+    let (code, out, _) = audit(&["verify", "--bundle", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FIRST FAILURE user alice seq 7 check bad_signature"),
+        "{out}"
+    );
+    // Usage and I/O errors: exit 2.
+    assert_eq!(audit(&["verify", "--bundle", "/nonexistent"]).0, 2);
+    assert_eq!(audit(&["verify"]).0, 2);
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "not json").unwrap();
+    assert_eq!(
+        audit(&["verify", "--bundle", garbage.to_str().unwrap()]).0,
+        2
+    );
+
+    // 12. prove: a self-contained proof for seq 5, anchored in epoch 1; then forged.
+    let proof_file = dir.join("proof.json");
+    let (code, _, err) = audit(&[
+        "prove",
+        "--bundle",
+        good.to_str().unwrap(),
+        "--seq",
+        "5",
+        "--out",
+        proof_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = audit(&[
+        "verify",
+        "--bundle",
+        proof_file.to_str().unwrap(),
+        "--rpc",
+        &rpc,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["proof_level"], "anchored");
+    let mut proof: ProofBundle =
+        serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
+    assert_eq!(proof.anchor.as_ref().unwrap().epoch, 1);
+    proof.inclusion.path[0] = Hash32([8; 32]);
+    std::fs::write(&proof_file, serde_json::to_string(&proof).unwrap()).unwrap();
+    let (code, out, _) = audit(&["verify", "--bundle", proof_file.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["failure"]["code"], "root_mismatch");
+    // proving from a tampered bundle extracts nothing
+    let (code, out, _) = audit(&["prove", "--bundle", bad.to_str().unwrap(), "--seq", "3"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+
+    // 15. the anchor of epoch 2 reorganised away: found with --rpc
+    let provider = mnemo_anchor::read_only_provider(&rpc).unwrap();
+    {
+        use alloy::providers::Provider;
+        let _: serde_json::Value = provider
+            .raw_request(
+                "anvil_reorg".into(),
+                (1u64, Vec::<serde_json::Value>::new()),
+            )
+            .await
+            .unwrap();
+    }
+    let (code, out, _) = audit(&[
+        "verify",
+        "--bundle",
+        good.to_str().unwrap(),
+        "--rpc",
+        &rpc,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rep["failure"]["code"], "anchor_on_chain");
+    assert_eq!(rep["failure"]["seq"], 20);
+    let msg = rep["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("reorganised") || msg.contains("transaction missing"),
+        "{msg}"
+    );
+}
