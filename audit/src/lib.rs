@@ -33,7 +33,8 @@ use std::sync::{Mutex, mpsc};
 pub struct Options {
     /// What the auditor pins (contract, chain id, custody keys).
     pub policy: AuditPolicy,
-    /// Signature-verifying threads (besides the reading thread).
+    /// Threads in all: the reading thread, which also verifies signature batches whenever
+    /// the others are behind, and `threads - 1` signature-verifying threads.
     pub threads: usize,
 }
 
@@ -143,26 +144,50 @@ fn parse_line(text: &[u8], line: u64) -> Result<BundleItem, ItemError> {
     if let Some(rest) = text.strip_prefix(EVENT_PREFIX)
         && let Some(hex) = rest.strip_suffix(br#""}"#)
     {
+        if hex.len() % 2 != 0 {
+            return Err(bad("event wire: odd number of hex digits".into()));
+        }
         let mut wire = vec![0u8; hex.len() / 2];
-        return hex::decode_to_slice(hex, &mut wire)
-            .map(|()| BundleItem::Event {
+        return faster_hex::hex_decode(hex, &mut wire)
+            .map(|_| BundleItem::Event {
                 wire: HexBytes(wire),
             })
             .map_err(|e| bad(format!("event wire: {e}")));
     }
+    if text.starts_with(PAYLOAD_PREFIX) {
+        // Straight into the fields: serde's internally tagged enums buffer the whole
+        // object first, which costs more than the rest of a payload's checks.
+        return serde_json::from_slice::<PayloadLine>(text)
+            .map(|p| BundleItem::Payload {
+                seq: p.seq,
+                salt: p.salt,
+                record: p.record,
+            })
+            .map_err(|e| bad(e.to_string()));
+    }
     serde_json::from_slice(text).map_err(|e| bad(e.to_string()))
 }
 
+const PAYLOAD_PREFIX: &[u8] = br#"{"type":"payload","#;
+
+#[derive(serde::Deserialize)]
+struct PayloadLine {
+    seq: mnemo_core::Seq,
+    salt: Hash32,
+    record: mnemo_core::MemoryRecord,
+}
+
 /// Verifies a custody bundle's items: the reading thread decodes, links, hashes and checks
-/// every rule; full signature batches go to `opts.threads` threads. Stops at the first
+/// every rule; full signature batches go to `opts.threads - 1` threads, or are verified on
+/// the reading thread when those are busy. Stops at the first
 /// failure (the one with the lowest seq, signatures included). Only an unreadable input is
 /// an `Err`; a damaged or forged bundle is an [`Outcome`] with a failure.
 pub fn verify_items<I>(items: I, opts: &Options) -> Result<Outcome, std::io::Error>
 where
     I: Iterator<Item = Result<BundleItem, ItemError>>,
 {
-    let threads = opts.threads.max(1);
-    let (tx, rx) = mpsc::sync_channel::<SignatureBatch>(threads * 4);
+    let workers = opts.threads.max(1) - 1;
+    let (tx, rx) = mpsc::sync_channel::<SignatureBatch>(workers * 4);
     let rx = Mutex::new(rx);
     let sig_failure: Mutex<Option<ChainError>> = Mutex::new(None);
     let sig_failed = AtomicBool::new(false);
@@ -172,24 +197,23 @@ where
     let mut user = None;
     let mut summary = CustodySummary::default();
     std::thread::scope(|s| {
-        for _ in 0..threads {
+        for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let batch = rx.lock().expect("not poisoned").recv();
                     let Ok(batch) = batch else { break };
-                    if let Err(e) = batch.verify() {
-                        let mut f = sig_failure.lock().expect("not poisoned");
-                        if f.as_ref().is_none_or(|old| e.seq() < old.seq()) {
-                            *f = Some(e);
-                        }
-                        sig_failed.store(true, Ordering::Relaxed);
-                    }
+                    check_batch(&batch, &sig_failure, &sig_failed);
                 }
             });
         }
         let send = |b: SignatureBatch| {
-            // The workers only stop when the sender is dropped.
-            let _ = tx.send(b);
+            // When the workers are behind, this thread verifies the batch itself rather
+            // than wait: no core idles.
+            if workers == 0 {
+                check_batch(&b, &sig_failure, &sig_failed);
+            } else if let Err(mpsc::TrySendError::Full(b)) = tx.try_send(b) {
+                check_batch(&b, &sig_failure, &sig_failed);
+            }
         };
         for item in items {
             match item {
@@ -256,6 +280,16 @@ where
         summary,
         error,
     })
+}
+
+fn check_batch(b: &SignatureBatch, failure: &Mutex<Option<ChainError>>, failed: &AtomicBool) {
+    if let Err(e) = b.verify() {
+        let mut f = failure.lock().expect("not poisoned");
+        if f.as_ref().is_none_or(|old| e.seq() < old.seq()) {
+            *f = Some(e);
+        }
+        failed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Why no proof could be extracted.

@@ -6,6 +6,7 @@ mod core_bench;
 mod ingest;
 mod measure;
 mod project;
+mod verify;
 
 /// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
 #[global_allocator]
@@ -31,6 +32,8 @@ enum Area {
     Ingest(ingest::Args),
     /// Projection into PostgreSQL of a pre-filled chain set, and a full rebuild.
     Project(project::Args),
+    /// Custody bundle verification (mnemo-audit) vs raw batch verification, same threads.
+    Verify(verify::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Area::Core(a) => core_bench::run(&a),
         Area::Ingest(a) => ingest::run(&a),
         Area::Project(a) => project::run(&a),
+        Area::Verify(a) => verify::run(&a),
     }
 }

@@ -32,9 +32,33 @@ pub const SIG_EVENT: &[u8; 32] = b"mnemo event signature v1\0\0\0\0\0\0\0\0";
 /// Prefix of the message a device's origin signature signs.
 pub const SIG_ORIGIN: &[u8; 32] = b"mnemo origin signature v1\0\0\0\0\0\0\0";
 
+const CONTEXTS: [&str; 9] = [
+    CTX_EVENT,
+    CTX_PAYLOAD,
+    CTX_KEY_ID,
+    CTX_CHAIN_LEAF,
+    CTX_CHAIN_NODE,
+    CTX_EPOCH_LEAF,
+    CTX_EPOCH_NODE,
+    CTX_OBJECT,
+    CTX_EMPTY_TREE,
+];
+
+/// A hasher in key-derivation mode for `context`. The context keys of mnemo's contexts are
+/// derived once: deriving one costs a compression, as much as hashing a short input.
+fn derive_key_hasher(context: &str) -> blake3::Hasher {
+    use blake3::hazmat::{HasherExt, hash_derive_key_context};
+    static KEYS: std::sync::OnceLock<[[u8; 32]; 9]> = std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| CONTEXTS.map(hash_derive_key_context));
+    match CONTEXTS.iter().position(|c| *c == context) {
+        Some(i) => blake3::Hasher::new_from_context_key(&keys[i]),
+        None => blake3::Hasher::new_derive_key(context),
+    }
+}
+
 /// blake3 in key-derivation mode with `context`, over the concatenation of `parts`.
 pub fn hash_parts(context: &str, parts: &[&[u8]]) -> Hash32 {
-    let mut h = blake3::Hasher::new_derive_key(context);
+    let mut h = derive_key_hasher(context);
     for p in parts {
         h.update(p);
     }
@@ -57,17 +81,14 @@ mod tests {
 
     #[test]
     fn contexts_separate_equal_inputs() {
-        let all = [
-            CTX_EVENT,
-            CTX_PAYLOAD,
-            CTX_KEY_ID,
-            CTX_CHAIN_LEAF,
-            CTX_CHAIN_NODE,
-            CTX_EPOCH_LEAF,
-            CTX_EPOCH_NODE,
-            CTX_EMPTY_TREE,
-            CTX_OBJECT,
-        ];
+        let all = CONTEXTS;
+        for c in all {
+            // the cached context keys give blake3's own derive_key output
+            assert_eq!(
+                hash_parts(c, &[b"in", b"put"]).0,
+                blake3::derive_key(c, b"input")
+            );
+        }
         let outs: std::collections::HashSet<_> =
             all.iter().map(|c| hash_parts(c, &[b"same"])).collect();
         assert_eq!(outs.len(), all.len());
