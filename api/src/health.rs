@@ -25,6 +25,10 @@ pub struct Health {
     pub stats: Arc<mnemo_projections::ProjectorStats>,
     /// Ready while the view is at most this many events behind.
     pub max_lag: u64,
+    /// The API's counters, when it runs.
+    pub api: Option<Arc<crate::app::ApiStats>>,
+    /// The anchorer's counters, when it runs.
+    pub anchor: Option<Arc<mnemo_anchor::AnchorStats>>,
 }
 
 /// The router of the health endpoints.
@@ -88,6 +92,37 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             ConstGauge::new(lag as i64),
         );
     }
+    if let Some(a) = &h.api {
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
+            ("http_requests", "HTTP requests answered", &a.requests),
+            (
+                "http_client_errors",
+                "Answers with a 4xx status",
+                &a.client_errors,
+            ),
+            (
+                "http_server_errors",
+                "Answers with a 5xx status",
+                &a.server_errors,
+            ),
+            (
+                "memories_ingested",
+                "Memories ingested over HTTP",
+                &a.ingested,
+            ),
+            (
+                "accesses_recorded",
+                "Reads by grantees recorded in owners' chains",
+                &a.accesses,
+            ),
+        ];
+        for (name, help, v) in counters {
+            reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
+        }
+    }
+    if let Some(s) = &h.anchor {
+        register_anchor(reg.sub_registry_with_prefix("anchor"), s);
+    }
     openmetrics(&reg)
 }
 
@@ -101,6 +136,11 @@ pub fn anchor_router(stats: Arc<mnemo_anchor::AnchorStats>) -> Router {
 
 async fn anchor_metrics(State(s): State<Arc<mnemo_anchor::AnchorStats>>) -> impl IntoResponse {
     let mut reg = Registry::with_prefix("mnemo_anchor");
+    register_anchor(&mut reg, &s);
+    openmetrics(&reg)
+}
+
+fn register_anchor(reg: &mut Registry, s: &mnemo_anchor::AnchorStats) {
     let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
         ("epochs", "Epochs anchored", &s.epochs),
         (
@@ -123,7 +163,6 @@ async fn anchor_metrics(State(s): State<Arc<mnemo_anchor::AnchorStats>>) -> impl
     for (name, help, v) in counters {
         reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
     }
-    openmetrics(&reg)
 }
 
 /// A registry in the OpenMetrics text format.

@@ -1,7 +1,13 @@
 //! # mnemo-api
 //!
-//! The `mnemo` server's library: custody exports ([`export`]) and the health endpoints.
-//! The binary (`src/main.rs`) wires it to the command line.
+//! The `mnemo` server's library: the REST API ([`app`]), its authentication ([`auth`]) and
+//! errors ([`problem`]), custody exports ([`export`]), the OpenAPI document ([`openapi`]),
+//! health and metrics endpoints ([`health`]). The binary (`src/main.rs`) wires it to the
+//! command line.
 
+pub mod app;
+pub mod auth;
 pub mod export;
 pub mod health;
+pub mod openapi;
+pub mod problem;

@@ -1,9 +1,11 @@
 //! `mnemo`: the mnemo server binary.
 //!
-//! Subcommands so far: `migrate` (PostgreSQL views), `projections run` (the projector),
-//! `projections rebuild` (replay the chains into fresh tables and switch over),
-//! `projections lag`. Configuration comes from flags or the environment (`MNEMO_*`,
-//! `DATABASE_URL`; see `.env.example`). Secrets are never logged.
+//! `serve` (REST API + projector + anchorer, each can be switched off), `dev` (a whole
+//! local stack with a demo), `migrate`, `users create`, `tokens issue`, `projections run |
+//! rebuild | lag`, `anchor deploy | run`. Configuration comes from flags or the environment
+//! (`MNEMO_*`, `DATABASE_URL`; see `.env.example`). Secrets are never logged.
+
+mod serve;
 
 use mnemo_api::health;
 
@@ -32,7 +34,7 @@ struct Cli {
 
 /// Shared configuration.
 #[derive(clap::Args)]
-struct Config {
+pub(crate) struct Config {
     /// NATS server URL.
     #[arg(
         long,
@@ -40,10 +42,10 @@ struct Config {
         default_value = "nats://127.0.0.1:4222",
         global = true
     )]
-    nats_url: String,
+    pub(crate) nats_url: String,
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", global = true)]
-    database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Master key (64 hex characters) that seals payload keys. Secret.
     #[arg(long, env = "MNEMO_MASTER_KEY", hide_env_values = true, global = true)]
     master_key: Option<String>,
@@ -60,6 +62,17 @@ struct Config {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serves the REST API, runs the projector and the anchorer (each can be switched off).
+    Serve(serve::ServeArgs),
+    /// A local stack from nothing: nats-server, PostgreSQL, anvil, the anchor contract, the
+    /// server, a demo user with memories; prints the URL, a token and a curl line.
+    Dev(serve::DevArgs),
+    /// Users.
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
     /// Runs the PostgreSQL migrations.
     Migrate,
     /// Projections.
@@ -112,6 +125,35 @@ enum AnchorCmd {
 }
 
 #[derive(Subcommand)]
+enum UsersCmd {
+    /// Creates a user (their chain) and prints a token for them.
+    Create {
+        /// The user id ([A-Za-z0-9_-], at most 64).
+        id: String,
+        #[command(flatten)]
+        jwt: serve::JwtArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Issues a token for a user, or an admin token.
+    Issue {
+        /// The user.
+        #[arg(long, required_unless_present = "admin")]
+        user: Option<String>,
+        /// An admin token instead.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 30 * 24 * 3600)]
+        ttl: u64,
+        #[command(flatten)]
+        jwt: serve::JwtArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum Projections {
     /// Runs the projector until Ctrl-C, with `/healthz`, `/readyz` (lag) and `/metrics`.
     Run {
@@ -137,13 +179,13 @@ enum Projections {
 }
 
 impl Config {
-    fn database_url(&self) -> anyhow::Result<&str> {
+    pub(crate) fn database_url(&self) -> anyhow::Result<&str> {
         self.database_url
             .as_deref()
             .context("DATABASE_URL (or --database-url) is required")
     }
 
-    fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
+    pub(crate) fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
         let master = SecretKey::from_hex(
             self.master_key
                 .as_deref()
@@ -171,7 +213,7 @@ impl Config {
     }
 }
 
-async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+pub(crate) async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(5))
@@ -202,6 +244,34 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let c = &cli.config;
     match cli.command {
+        Command::Serve(a) => serve::serve(c, a).await?,
+        Command::Dev(a) => serve::dev(a).await?,
+        Command::Users(UsersCmd::Create { id, jwt }) => {
+            let user = mnemo_core::UserId::new(&id).map_err(|e| anyhow::anyhow!("user id: {e}"))?;
+            let auth = jwt.auth()?;
+            let client = async_nats::connect(&c.nats_url)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+            let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+            ledger.create_user(&user).await?;
+            println!("{}", auth.issue(user.as_str(), false, 30 * 24 * 3600));
+        }
+        Command::Tokens(TokensCmd::Issue {
+            user,
+            admin,
+            ttl,
+            jwt,
+        }) => {
+            let auth = jwt.auth()?;
+            let sub = match (user, admin) {
+                (_, true) => "admin".to_owned(),
+                (Some(u), false) => mnemo_core::UserId::new(&u)
+                    .map_err(|e| anyhow::anyhow!("user id: {e}"))?
+                    .to_string(),
+                (None, false) => anyhow::bail!("--user or --admin"),
+            };
+            println!("{}", auth.issue(&sub, admin, ttl));
+        }
         Command::Migrate => {
             let pool = pool(c.database_url()?).await?;
             mnemo_projections::migrate(&pool).await?;
@@ -278,6 +348,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         view: "pg".into(),
                         stats: projector.stats(),
                         max_lag,
+                        api: None,
+                        anchor: None,
                     };
                     let listener = tokio::net::TcpListener::bind(listen)
                         .await

@@ -41,6 +41,10 @@ pub enum LedgerError {
     /// or 503).
     #[error("concurrency conflict on user {0}'s chain after retries")]
     Conflict(UserId),
+    /// A conditional append found the chain's head moved past the one it was made against
+    /// (see `Ledger::append_event_after`). Nothing was written; check again and retry.
+    #[error("the head of user {0}'s chain moved")]
+    HeadMoved(UserId),
     /// The chain limit for this user is reached (per-user limits): the server refused the
     /// write rather than drop old events. Nothing was written (HTTP 507).
     #[error("chain of user {0} is full")]

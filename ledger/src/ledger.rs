@@ -538,8 +538,12 @@ impl Ledger {
         memory: Option<&PreparedMemory>,
         msg_id: Option<&str>,
         new_generation_after: bool,
+        after: Option<Hash32>,
     ) -> Result<Receipt> {
         let lock = self.head_lock(user);
+        // The head the caller expects; moved along by a key rotation this call writes, so
+        // that only someone else's write fails the condition.
+        let mut expected = after;
         let mut guard = lock.lock().await;
         let keys = &self.inner.cfg.keys;
         let mut backoff = Duration::from_micros(200);
@@ -550,6 +554,12 @@ impl Ledger {
             let Some(mut st) = guard.take() else {
                 return Err(LedgerError::UnknownUser(user.clone()));
             };
+            if let Some(e) = expected
+                && st.head.hash != e
+            {
+                *guard = Some(st);
+                return Err(LedgerError::HeadMoved(user.clone()));
+            }
             let (key, body_now, is_rotation) = if st.signer == self.inner.current_key {
                 (&keys.current, body.clone(), false)
             } else {
@@ -580,6 +590,9 @@ impl Ledger {
                 Attempt::Written(w) => {
                     let (mut next, receipt) = *w;
                     if is_rotation {
+                        if expected.is_some() {
+                            expected = Some(next.head.hash);
+                        }
                         *guard = Some(next);
                         continue;
                     }
@@ -753,6 +766,7 @@ impl Ledger {
                 Some(&prepared),
                 m.idempotency_key.as_deref(),
                 false,
+                None,
             )
             .await;
         let is_object = matches!(record.content, Content::Object { .. });
@@ -779,7 +793,29 @@ impl Ledger {
                 "use append for memories and erase for erasures".into(),
             ));
         }
-        self.write(user, body, None, idempotency_key, false).await
+        self.write(user, body, None, idempotency_key, false, None)
+            .await
+    }
+
+    /// [`append_event`](Self::append_event) only if the chain's head is still `head`
+    /// (its last event's hash): for events whose validity depends on the chain's state,
+    /// such as an access record under a grant that must not have been revoked in between.
+    /// Fails with [`LedgerError::HeadMoved`], writing nothing, when another event came first.
+    pub async fn append_event_after(
+        &self,
+        user: &UserId,
+        body: EventBody,
+        head: Hash32,
+    ) -> Result<Receipt> {
+        if matches!(
+            body,
+            EventBody::MemoryIngested { .. } | EventBody::MemoryErased { .. }
+        ) {
+            return Err(LedgerError::InvalidInput(
+                "use append for memories and erase for erasures".into(),
+            ));
+        }
+        self.write(user, body, None, None, false, Some(head)).await
     }
 
     /// Crypto-shredding. Appends a `memory_erased` event, then destroys the keys: for one
@@ -848,7 +884,7 @@ impl Ledger {
         let body = EventBody::MemoryErased {
             target: target.clone(),
         };
-        self.write(user, body, None, None, true).await
+        self.write(user, body, None, None, true, None).await
     }
 
     /// Reads `user`'s chain from `from` on, in order, up to its current end.

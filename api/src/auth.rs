@@ -1,0 +1,186 @@
+//! Authentication: per-user JWTs that mnemo issues (EdDSA), and optionally tokens of an
+//! external issuer, checked against its JWKS.
+//!
+//! Validation accepts only `EdDSA` for mnemo's own tokens (no `none`, no HMAC or RSA, so
+//! no key confusion), and only the algorithms of the JWKS keys for the external issuer;
+//! it checks the signature, `exp` and `nbf` with a small leeway, `aud` and `iss`, and that
+//! `sub` is a valid user id. Tokens are never logged.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use mnemo_core::{SigningKey, UserId};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Leeway on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// What a token says.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Issuer.
+    pub iss: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Not before.
+    #[serde(default)]
+    pub nbf: u64,
+    /// Issued at.
+    #[serde(default)]
+    pub iat: u64,
+    /// Token id.
+    #[serde(default)]
+    pub jti: String,
+    /// An admin token (may create users).
+    #[serde(default)]
+    pub adm: bool,
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A user (acting on their own chain, or reading another's under a grant).
+    User(UserId),
+    /// An administrator.
+    Admin,
+}
+
+/// Why a token is refused (the details go to the client; the token never to logs).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+/// An external issuer whose tokens are accepted.
+#[derive(Clone)]
+pub struct ExternalIssuer {
+    /// Its `iss`.
+    pub issuer: String,
+    /// Its keys.
+    pub jwks: JwkSet,
+}
+
+/// Issues and checks tokens.
+#[derive(Clone)]
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// `iss` of mnemo's tokens.
+    pub issuer: String,
+    /// `aud` every token must carry.
+    pub audience: String,
+    external: Option<ExternalIssuer>,
+}
+
+/// PKCS#8 v1 DER of an Ed25519 private key (RFC 8410): this fixed prefix, then the seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Auth {
+    /// Tokens signed with `key` (an Ed25519 key of its own, not the custody key).
+    pub fn new(key: &SigningKey, issuer: &str, audience: &str) -> Self {
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&key.to_bytes());
+        Self {
+            encoding: EncodingKey::from_ed_der(&der),
+            decoding: DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            external: None,
+        }
+    }
+
+    /// Also accept tokens of `issuer`, signed by a key of `jwks`.
+    pub fn with_external(mut self, issuer: ExternalIssuer) -> Self {
+        self.external = Some(issuer);
+        self
+    }
+
+    /// Issues a token for `user` (or an admin token), valid for `ttl_secs`.
+    pub fn issue(&self, sub: &str, admin: bool, ttl_secs: u64) -> String {
+        let now = now();
+        let claims = Claims {
+            sub: sub.into(),
+            aud: self.audience.clone(),
+            iss: self.issuer.clone(),
+            exp: now + ttl_secs,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+            adm: admin,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .expect("an Ed25519 key signs")
+    }
+
+    fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_audience(&[&self.audience]);
+        v.set_issuer(&[issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        v
+    }
+
+    /// Checks a bearer token.
+    pub fn check(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError(format!("malformed token: {e}")))?;
+        let claims = if header.alg == Algorithm::EdDSA && header.kid.is_none() {
+            jsonwebtoken::decode::<Claims>(
+                token,
+                &self.decoding,
+                &self.validation(Algorithm::EdDSA, &self.issuer),
+            )
+            .map_err(|e| AuthError(format!("invalid token: {e}")))?
+            .claims
+        } else if let Some(ext) = &self.external {
+            let kid = header
+                .kid
+                .as_deref()
+                .ok_or_else(|| AuthError("token without kid".into()))?;
+            let jwk = ext
+                .jwks
+                .find(kid)
+                .ok_or_else(|| AuthError(format!("unknown key id {kid:?}")))?;
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                .ok_or_else(|| AuthError("JWKS key without a usable alg".into()))?;
+            if alg != header.alg {
+                return Err(AuthError("alg does not match the key's".into()));
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError(e.to_string()))?;
+            let c = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(alg, &ext.issuer))
+                .map_err(|e| AuthError(format!("invalid token: {e}")))?
+                .claims;
+            if c.adm {
+                return Err(AuthError("external tokens cannot be admin tokens".into()));
+            }
+            c
+        } else {
+            return Err(AuthError(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        };
+        if claims.adm {
+            return Ok(Principal::Admin);
+        }
+        UserId::new(&claims.sub)
+            .map(Principal::User)
+            .map_err(|e| AuthError(format!("sub: {e}")))
+    }
+}

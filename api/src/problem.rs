@@ -1,0 +1,119 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mnemo_ledger::LedgerError;
+use serde::Serialize;
+
+/// An API error: status, a stable type slug, a human detail.
+#[derive(Debug)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable slug; the `type` is `https://mnemo.dev/problems/<slug>`.
+    pub slug: &'static str,
+    /// What went wrong, for humans.
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl Problem {
+    /// A problem.
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            detail: detail.into(),
+        }
+    }
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+    /// 503.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+    /// 500 (the detail is logged, not sent).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (logged)",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("error");
+        let body = serde_json::to_vec(&Body {
+            kind: format!("https://mnemo.dev/problems/{}", self.slug),
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        })
+        .expect("serialisable");
+        let mut r = (self.status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    }
+}
+
+impl From<LedgerError> for Problem {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InvalidInput(d) => Problem::bad_request(d),
+            LedgerError::UnknownUser(u) => Problem::not_found(format!("no user {u}")),
+            LedgerError::Erased(m) => Problem::new(
+                StatusCode::GONE,
+                "erased",
+                format!("memory {m} was erased: its key no longer exists"),
+            ),
+            other @ LedgerError::InvalidId(_) => Problem::bad_request(other.to_string()),
+            LedgerError::MemoryNotFound(m) => Problem::not_found(format!("no memory {m}")),
+            other @ LedgerError::PayloadTooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                other.to_string(),
+            ),
+            other @ LedgerError::UserExists(_) => {
+                Problem::new(StatusCode::CONFLICT, "exists", other.to_string())
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        Problem::internal(e)
+    }
+}
+
+/// A result whose error is a problem.
+pub type ApiResult<T> = Result<T, Problem>;

@@ -1,0 +1,727 @@
+//! The REST API in process (`tower::ServiceExt::oneshot`) against real nats-server,
+//! PostgreSQL and anvil: the full flow, isolation, bad input.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
+use mnemo_api::app::{Api, ApiConfig, ApiStats, is_problem};
+use mnemo_api::auth::Auth;
+use mnemo_core::custody::{BundleItem, CustodyVerifier};
+use mnemo_core::{SigningKey, UserId};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, SecretKey};
+use mnemo_projections::{Projector, ProjectorConfig};
+use mnemo_testkit::{Anvil, DEV_KEY, NatsServer, PgServer};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower::ServiceExt;
+
+const JWT_SEED: [u8; 32] = [9; 32];
+
+struct Stack {
+    _nats: NatsServer,
+    _pg: PgServer,
+    _anvil: Anvil,
+    router: axum::Router,
+    auth: Auth,
+    ledger: Ledger,
+    anchorer: Anchorer,
+    pool: sqlx::PgPool,
+    js: async_nats::jetstream::Context,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn stack() -> Stack {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    let anvil = Anvil::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[4; 32]));
+    cfg.layout = Layout::PerUser;
+    let ledger = Ledger::connect(client, cfg).await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        Projector::new(
+            js.clone(),
+            ledger.clone(),
+            pool.clone(),
+            ProjectorConfig {
+                rescan: Duration::from_millis(100),
+                batch_wait: Duration::from_millis(2),
+                ..Default::default()
+            },
+        )
+        .run(rx),
+    );
+    let contract = Chain::deploy(&anvil.url(), DEV_KEY).await.unwrap();
+    let chain = Chain::connect(&anvil.url(), DEV_KEY, contract, 1)
+        .await
+        .unwrap();
+    let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
+        .await
+        .unwrap()
+        .with_pool(pool.clone());
+    let auth = Auth::new(&SigningKey::from_bytes(&JWT_SEED), "mnemo", "mnemo-api");
+    let api = Arc::new(Api {
+        ledger: ledger.clone(),
+        pool: pool.clone(),
+        js: js.clone(),
+        auth: auth.clone(),
+        cfg: ApiConfig {
+            max_upload: 512 * 1024,
+            ..Default::default()
+        },
+        stats: Arc::new(ApiStats::default()),
+    });
+    Stack {
+        router: mnemo_api::app::router(api),
+        _nats: nats,
+        _pg: pg,
+        _anvil: anvil,
+        auth,
+        ledger,
+        anchorer,
+        pool,
+        js,
+        _stop: stop,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    problem: bool,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl Stack {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let r = self
+            .router
+            .clone()
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let problem = is_problem(r.headers());
+        let content_type = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Resp {
+            status,
+            problem,
+            content_type,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None, vec![], &[])
+            .await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(
+            Method::POST,
+            path,
+            Some(token),
+            Some("application/json"),
+            serde_json::to_vec(&body).unwrap(),
+            &[],
+        )
+        .await
+    }
+
+    async fn user(&self, id: &str) -> String {
+        let admin = self.auth.issue("admin", true, 600);
+        let r = self.post("/v1/users", &admin, json!({ "id": id })).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        r.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn ingest(&self, token: &str, kind: &str, tag: &str, text: &str) -> String {
+        let r = self
+            .post(
+                "/v1/memories",
+                token,
+                json!({ "kind": kind, "text": text, "tags": [tag], "captured_at": now_ms() }),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn head(&self, user: &str) -> u64 {
+        self.ledger
+            .head(&UserId::new(user).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .len
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flow_grants_reads_revocation_expiry_erasure_anchor_export() {
+    let s = stack().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let lisbon = s
+        .ingest(
+            &alice,
+            "conversation",
+            "travel",
+            "Planned the Lisbon trip with Ana",
+        )
+        .await;
+    let tram = s
+        .ingest(&alice, "web", "travel", "Tram 28 and the Alfama viewpoints")
+        .await;
+    let health = s
+        .ingest(&alice, "note", "health", "Blood pressure 120/80")
+        .await;
+
+    // search and filters
+    let r = s.get("/v1/memories?q=lisbon", &alice).await;
+    assert_eq!(ids(&r.json()), vec![lisbon.clone()]);
+    let r = s.get("/v1/memories?tag=travel", &alice).await;
+    assert_eq!(ids(&r.json()), vec![tram.clone(), lisbon.clone()]);
+    let r = s.get("/v1/memories?kind=note&limit=1", &alice).await;
+    assert_eq!(ids(&r.json()), vec![health.clone()]);
+    let r = s.get("/v1/memories?limit=2", &alice).await;
+    let page = r.json();
+    assert_eq!(ids(&page), vec![health.clone(), tram.clone()]);
+    let cursor = page["next_cursor"].as_i64().unwrap();
+    let r = s
+        .get(&format!("/v1/memories?limit=2&cursor={cursor}"), &alice)
+        .await;
+    assert_eq!(ids(&r.json()), vec![lisbon.clone()]);
+    let r = s
+        .get(&format!("/v1/memories/{lisbon}/content"), &alice)
+        .await;
+    assert_eq!(r.body, b"Planned the Lisbon trip with Ana");
+
+    // grant alice -> bob on the travel tag, for an hour
+    let r = s
+        .post(
+            "/v1/grants",
+            &alice,
+            json!({
+                "grantee": "bob",
+                "capabilities": { "metadata": true, "content": true },
+                "conditions": { "tags": ["travel"] },
+                "expires_at": now_ms() + 3_600_000,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let grant = r.json()["id"].as_str().unwrap().to_owned();
+    // grants given to bob (alice's chain: eventually in the view)
+    let t = std::time::Instant::now();
+    while s.get("/v1/grants?role=grantee", &bob).await.json()["items"][0]["id"] != grant.as_str() {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // bob reads what is allowed and nothing else
+    let r = s.get("/v1/users/alice/memories", &bob).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(ids(&r.json()), vec![tram.clone(), lisbon.clone()]);
+    let r = s
+        .get(&format!("/v1/users/alice/memories/{lisbon}/content"), &bob)
+        .await;
+    assert_eq!(r.body, b"Planned the Lisbon trip with Ana");
+    let r = s
+        .get(&format!("/v1/users/alice/memories/{health}/content"), &bob)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.problem && !String::from_utf8_lossy(&r.body).contains("Blood"));
+    let r = s
+        .get(&format!("/v1/users/alice/memories/{health}"), &bob)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // the reads show in alice's access log and chain
+    let r = s.get("/v1/access-log", &alice).await;
+    let log = r.json();
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["read_content", "list"]);
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["accessor"] == "bob" && e["grant"] == grant.as_str())
+    );
+    assert_eq!(log["items"][0]["memories"], json!([lisbon]));
+    let r = s.get("/v1/chain?from=1&limit=100", &alice).await;
+    let kinds: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "access_recorded").count(),
+        2,
+        "{kinds:?}"
+    );
+
+    // revoke: bob is refused
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/grants/{grant}"),
+            Some(&alice),
+            None,
+            vec![],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s.get("/v1/users/alice/memories", &bob).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.problem);
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/grants/{grant}"),
+            Some(&alice),
+            None,
+            vec![],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "revoked twice");
+
+    // expiry: a grant that lapses by itself (the API stops 2 s before expires_at)
+    let r = s
+        .post(
+            "/v1/grants",
+            &alice,
+            json!({
+                "grantee": "bob",
+                "capabilities": { "metadata": true, "content": false },
+                "expires_at": now_ms() + 4_000,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = s.get("/v1/users/alice/memories", &bob).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(ids(&r.json()).len(), 3, "no conditions: every memory");
+    let r = s
+        .get(&format!("/v1/users/alice/memories/{lisbon}/content"), &bob)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "metadata only");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r = s.get("/v1/users/alice/memories", &bob).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "expired");
+
+    // erase one memory
+    let r = s
+        .post("/v1/erasure", &alice, json!({ "memory": health }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .get(&format!("/v1/memories/{health}/content"), &alice)
+        .await;
+    assert_eq!(r.status, StatusCode::GONE);
+    let r = s.get(&format!("/v1/memories/{health}"), &alice).await;
+    assert_eq!(r.json()["erased"], true);
+    let r = s.get("/v1/memories?q=blood", &alice).await;
+    assert!(
+        ids(&r.json()).is_empty(),
+        "erased text is out of the search index"
+    );
+    let r = s
+        .post("/v1/erasure", &alice, json!({ "memory": health }))
+        .await;
+    assert_eq!(r.status, StatusCode::GONE);
+
+    // anchor, then the proof of a memory is anchored
+    let alice_id = UserId::new("alice").unwrap();
+    let t = std::time::Instant::now();
+    let len = s.head("alice").await;
+    while mnemo_projections::kv_head(&s.js, &alice_id)
+        .await
+        .unwrap()
+        .is_none_or(|h| h.seq != len)
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "heads view stuck");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rec = s.anchorer.run_epoch().await.unwrap().unwrap();
+    assert_eq!(rec.epoch, 1);
+    let r = s.get("/v1/anchors", &bob).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+    let r = s.get("/v1/anchors/1", &alice).await;
+    assert_eq!(r.json()["epoch"], 1);
+    assert!(r.json()["receipt"]["tx_hash"].is_string());
+    let r = s.get(&format!("/v1/memories/{lisbon}/proof"), &alice).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["level"], "anchored");
+    let bundle: mnemo_core::ProofBundle =
+        serde_json::from_value(r.json()["bundle"].clone()).unwrap();
+    assert_eq!(bundle.verify(), Ok(mnemo_core::ProofLevel::Anchored));
+
+    // export: the whole custody bundle verifies
+    let r = s.get("/v1/export", &alice).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type, "application/x-ndjson");
+    let mut v = CustodyVerifier::new(Default::default());
+    for line in r.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let item: BundleItem = serde_json::from_slice(line).unwrap();
+        v.push(item).unwrap();
+    }
+    let summary = v.finish().unwrap();
+    assert_eq!(summary.events, s.head("alice").await);
+    assert_eq!(summary.anchors.len(), 1);
+    assert_eq!(
+        (summary.memories, summary.erasures, summary.payloads_opened),
+        (3, 1, 2)
+    );
+    assert_eq!(
+        (summary.grants, summary.revocations, summary.accesses),
+        (2, 1, 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_variants_idempotency_and_uploads() {
+    let s = stack().await;
+    let carol = s.user("carol").await;
+    // the same Idempotency-Key twice: one event, the same receipt
+    let body = serde_json::to_vec(&json!({ "text": "once" })).unwrap();
+    let hdr = [("idempotency-key", "k-1")];
+    let a = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("application/json"),
+            body.clone(),
+            &hdr,
+        )
+        .await;
+    let b = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("application/json"),
+            body,
+            &hdr,
+        )
+        .await;
+    assert_eq!((a.status, b.status), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(a.json()["id"], b.json()["id"]);
+    assert_eq!(b.json()["duplicate"], true);
+    assert_eq!(s.head("carol").await, 2);
+    // a binary upload (above the inline limit: the object store), read back
+    let audio: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/memories?kind=audio&tags=voice,morning",
+            Some(&carol),
+            Some("audio/ogg"),
+            audio.clone(),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = s.get(&format!("/v1/memories/{id}/content"), &carol).await;
+    assert_eq!(
+        (r.content_type.as_str(), r.body.len()),
+        ("audio/ogg", audio.len())
+    );
+    assert!(r.body == audio);
+    let r = s.get(&format!("/v1/memories/{id}"), &carol).await;
+    assert_eq!(r.json()["tags"], json!(["voice", "morning"]));
+    assert_eq!(r.json()["storage"], "object");
+    // too large: refused, nothing written
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("audio/ogg"),
+            vec![1; 600 * 1024],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.problem);
+    assert_eq!(s.head("carol").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_and_bad_input() {
+    let s = stack().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let secret = s
+        .ingest(&alice, "note", "private", "the garage code is 4711")
+        .await;
+    let r = s
+        .post(
+            "/v1/grants",
+            &alice,
+            json!({ "grantee": "bob", "capabilities": { "metadata": true, "content": true },
+                    "conditions": { "tags": ["shared"] } }),
+        )
+        .await;
+    let grant = r.json()["id"].as_str().unwrap().to_owned();
+    let before = (s.head("alice").await, s.head("bob").await);
+
+    // bob against alice's data: never data
+    let attempts = [
+        (Method::GET, format!("/v1/memories/{secret}")),
+        (Method::GET, format!("/v1/memories/{secret}/content")),
+        (Method::GET, format!("/v1/memories/{secret}/proof")),
+        (Method::GET, format!("/v1/users/alice/memories/{secret}")),
+        (
+            Method::GET,
+            format!("/v1/users/alice/memories/{secret}/content"),
+        ),
+        (Method::DELETE, format!("/v1/grants/{grant}")),
+    ];
+    for (m, path) in attempts {
+        let r = s
+            .call(m.clone(), &path, Some(&bob), None, vec![], &[])
+            .await;
+        assert!(
+            matches!(r.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) && r.problem,
+            "{m} {path}: {}",
+            r.status
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("4711"));
+    }
+    let r = s.get("/v1/users/alice/memories", &bob).await;
+    assert_eq!(
+        ids(&r.json()),
+        Vec::<String>::new(),
+        "grant on another tag: nothing"
+    );
+    let r = s
+        .post("/v1/erasure", &bob, json!({ "memory": secret }))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = s.get("/v1/memories", &bob).await;
+    assert_eq!(ids(&r.json()), Vec::<String>::new());
+    let r = s.get("/v1/users/nobody/memories", &bob).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "unknown owners look like no grant"
+    );
+    let after_reads = s.head("alice").await;
+    assert_eq!(
+        after_reads,
+        before.0 + 1,
+        "the one list under the grant was recorded"
+    );
+
+    // bad input: clear problems, nothing written
+    type Case<'a> = (
+        Option<&'a str>,
+        Method,
+        &'a str,
+        Option<&'a str>,
+        Vec<u8>,
+        StatusCode,
+    );
+    let cases: Vec<Case> = vec![
+        (Some(&alice), Method::POST, "/v1/memories", Some("application/json"), b"{not json".to_vec(), StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::POST, "/v1/memories", Some("application/json"), br#"{"text": 5}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        (Some(&alice), Method::POST, "/v1/memories", Some("application/json"), br#"{"text": "x", "colour": "red"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        (Some(&alice), Method::POST, "/v1/memories", Some("application/json"), [br#"{"text": ""#.as_slice(), &vec![b'a'; 2 << 20], br#""}"#].concat(), StatusCode::PAYLOAD_TOO_LARGE),
+        (Some(&alice), Method::POST, "/v1/grants", Some("application/json"), br#"{"grantee": "b.*", "capabilities": {"metadata": true, "content": false}}"#.to_vec(), StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::POST, "/v1/grants", Some("application/json"), br#"{"grantee": "bob", "capabilities": {"metadata": true, "content": false}, "expires_at": 1000}"#.to_vec(), StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::POST, "/v1/grants", Some("text/plain"), b"grant".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (Some(&alice), Method::GET, "/v1/memories/xyz", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::GET, "/v1/memories?limit=100000", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::GET, "/v1/memories?from=yesterday", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::DELETE, "/v1/grants/zz", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::GET, "/v1/anchors/minus-one", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::POST, "/v1/erasure", Some("application/json"), br#"{"memory": "00", "all": true}"#.to_vec(), StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::POST, "/v1/users", Some("application/json"), br#"{"id": "eve"}"#.to_vec(), StatusCode::FORBIDDEN),
+        (None, Method::GET, "/v1/memories", None, vec![], StatusCode::UNAUTHORIZED),
+        (Some("not-a-jwt"), Method::GET, "/v1/memories", None, vec![], StatusCode::UNAUTHORIZED),
+        (Some(&alice), Method::PUT, "/v1/memories", None, vec![], StatusCode::METHOD_NOT_ALLOWED),
+        (Some(&alice), Method::GET, "/v2/nothing", None, vec![], StatusCode::NOT_FOUND),
+    ];
+    for (token, m, path, ct, body, want) in cases {
+        let r = s.call(m.clone(), path, token, ct, body, &[]).await;
+        assert_eq!(
+            r.status,
+            want,
+            "{m} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.problem, "{m} {path}: problem+json");
+        let p = r.json();
+        assert_eq!(p["status"], want.as_u16());
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://mnemo.dev/problems/")
+        );
+    }
+    // tokens: expired, wrong audience, wrong issuer, alg none, HS256 with the public key
+    let key = SigningKey::from_bytes(&JWT_SEED);
+    let wrong_aud = Auth::new(&key, "mnemo", "someone-else").issue("alice", false, 600);
+    let wrong_iss = Auth::new(&key, "evil", "mnemo-api").issue("alice", false, 600);
+    let other_key = Auth::new(&SigningKey::from_bytes(&[1; 32]), "mnemo", "mnemo-api")
+        .issue("alice", false, 600);
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let now = now_ms() / 1000;
+    let claims = |exp: i64| json!({ "sub": "alice", "aud": "mnemo-api", "iss": "mnemo", "exp": exp, "nbf": now - 10 });
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(now + 600))
+    );
+    let hs256 = {
+        let k = jsonwebtoken::EncodingKey::from_secret(key.verifying_key().as_bytes());
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims(now + 600),
+            &k,
+        )
+        .unwrap()
+    };
+    let expired = {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&JWT_SEED);
+        let k = jsonwebtoken::EncodingKey::from_ed_der(&der);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &claims(now - 120),
+            &k,
+        )
+        .unwrap()
+    };
+    for (what, t) in [
+        ("wrong audience", wrong_aud),
+        ("wrong issuer", wrong_iss),
+        ("another key", other_key),
+        ("alg none", none),
+        ("HS256 with the public key", hs256),
+        ("expired", expired),
+    ] {
+        let r = s.get("/v1/memories", &t).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(r.problem, "{what}");
+        let r = s
+            .post("/v1/memories", &t, json!({ "text": "forged" }))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
+    }
+    assert_eq!(
+        (s.head("alice").await, s.head("bob").await),
+        (after_reads, before.1),
+        "nothing written by bad input"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM memories")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    // the OpenAPI document lists every route
+    let r = s
+        .call(Method::GET, "/openapi.json", None, None, vec![], &[])
+        .await;
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (m, p, ..) in mnemo_api::openapi::ROUTES {
+        assert!(doc["paths"][p][m].is_object(), "{m} {p}");
+    }
+}
