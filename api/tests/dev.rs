@@ -1,0 +1,75 @@
+//! `mnemo dev`, the real binary: comes up from nothing (its own nats-server, PostgreSQL and
+//! anvil), and the curl line it prints works; Ctrl-C stops everything.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mnemo_dev_comes_up_and_its_curl_line_works() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .arg("dev")
+        .env_remove("DATABASE_URL")
+        .env_remove("MNEMO_NATS_URL")
+        .env("MNEMO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("mnemo dev | {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let t = Instant::now();
+    let curl = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
+            .expect("mnemo dev printed its curl line within 2 minutes");
+        if line.starts_with("curl ") {
+            break line;
+        }
+    };
+    // curl -s -H 'Authorization: Bearer <token>' '<url>'
+    let parts: Vec<&str> = curl.split('\'').collect();
+    let auth = parts[1];
+    let url = parts[3];
+    let client = reqwest::Client::new();
+    let r = client
+        .get(url)
+        .header("Authorization", auth.trim_start_matches("Authorization: "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the two travel memories of the demo: {body}");
+    assert!(items.iter().all(|m| m["tags"][0] == "travel"));
+    // the API refuses the same request without the token, as a problem
+    let base = url.split("/v1/").next().unwrap();
+    let r = client.get(format!("{base}/v1/memories")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("mnemo_http_requests_total"));
+    // Ctrl-C stops everything it started
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "mnemo dev exited with {status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "mnemo dev did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
