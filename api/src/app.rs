@@ -437,14 +437,23 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
     };
     Ok((
         status,
-        Json(json!({
-            "id": r.memory,
-            "seq": r.seq.0,
-            "event_hash": r.hash,
-            "duplicate": r.duplicate,
-        })),
+        Json(IngestReceipt {
+            id: r.memory,
+            seq: r.seq.0,
+            event_hash: r.hash,
+            duplicate: r.duplicate,
+        }),
     )
         .into_response())
+}
+
+/// What `POST /v1/memories` answers.
+#[derive(Serialize)]
+struct IngestReceipt {
+    id: Option<MemoryId>,
+    seq: u64,
+    event_hash: Hash32,
+    duplicate: bool,
 }
 
 #[derive(Deserialize, Default)]

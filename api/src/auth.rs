@@ -62,9 +62,17 @@ pub struct ExternalIssuer {
     pub jwks: JwkSet,
 }
 
+/// Tokens already checked, by the blake3 hash of the whole token: a repeated token skips
+/// the signature check until its own `exp` (+ leeway). Bounded; cleared when full.
+#[derive(Default)]
+struct Checked(std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, u64)>>);
+
+const CHECKED_MAX: usize = 100_000;
+
 /// Issues and checks tokens.
 #[derive(Clone)]
 pub struct Auth {
+    checked: std::sync::Arc<Checked>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// `iss` of mnemo's tokens.
@@ -91,6 +99,7 @@ impl Auth {
         let mut der = ED25519_PKCS8_PREFIX.to_vec();
         der.extend_from_slice(&key.to_bytes());
         Self {
+            checked: Default::default(),
             encoding: EncodingKey::from_ed_der(&der),
             decoding: DecodingKey::from_ed_der(key.verifying_key().as_bytes()),
             issuer: issuer.into(),
@@ -135,6 +144,26 @@ impl Auth {
 
     /// Checks a bearer token.
     pub fn check(&self, token: &str) -> Result<Principal, AuthError> {
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        let now = now();
+        {
+            let map = self.checked.0.lock().expect("not poisoned");
+            if let Some((p, exp)) = map.get(&key)
+                && now <= exp + LEEWAY_SECS
+            {
+                return Ok(p.clone());
+            }
+        }
+        let (principal, exp) = self.check_uncached(token)?;
+        let mut map = self.checked.0.lock().expect("not poisoned");
+        if map.len() >= CHECKED_MAX {
+            map.clear();
+        }
+        map.insert(key, (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn check_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError(format!("malformed token: {e}")))?;
         let claims = if header.alg == Algorithm::EdDSA && header.kid.is_none() {
@@ -177,10 +206,10 @@ impl Auth {
             )));
         };
         if claims.adm {
-            return Ok(Principal::Admin);
+            return Ok((Principal::Admin, claims.exp));
         }
         UserId::new(&claims.sub)
-            .map(Principal::User)
+            .map(|u| (Principal::User(u), claims.exp))
             .map_err(|e| AuthError(format!("sub: {e}")))
     }
 }

@@ -191,6 +191,10 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
             .with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr()?);
         tracing::info!(listen = %listener.local_addr()?, "API up");
+        // Small JSON answers: do not let Nagle hold them back waiting for an ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, router)

@@ -48,28 +48,50 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     let items = body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "the two travel memories of the demo: {body}");
+    assert_eq!(
+        items.len(),
+        2,
+        "the two travel memories of the demo: {body}"
+    );
     assert!(items.iter().all(|m| m["tags"][0] == "travel"));
     // the API refuses the same request without the token, as a problem
     let base = url.split("/v1/").next().unwrap();
-    let r = client.get(format!("{base}/v1/memories")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/v1/memories"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
     let r = client.get(format!("{base}/metrics")).send().await.unwrap();
-    assert!(r.text().await.unwrap().contains("mnemo_http_requests_total"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("mnemo_http_requests_total")
+    );
     // Ctrl-C stops everything it started
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "mnemo dev exited with {status}");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "mnemo dev did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "mnemo dev did not stop"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

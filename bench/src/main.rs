@@ -3,6 +3,7 @@
 //! several rounds: machines are noisy, ratios travel better than absolute numbers.
 
 mod core_bench;
+mod http;
 mod ingest;
 mod measure;
 mod project;
@@ -32,6 +33,8 @@ enum Area {
     Ingest(ingest::Args),
     /// Projection into PostgreSQL of a pre-filled chain set, and a full rebuild.
     Project(project::Args),
+    /// Ingest over the REST API vs direct ledger appends, same run.
+    Http(http::Args),
     /// Custody bundle verification (mnemo-audit) vs raw batch verification, same threads.
     Verify(verify::Args),
 }
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Area::Ingest(a) => ingest::run(&a),
         Area::Project(a) => project::run(&a),
         Area::Verify(a) => verify::run(&a),
+        Area::Http(a) => http::run(&a),
     }
 }

@@ -1,0 +1,229 @@
+//! `mnemo-bench http`: memories ingested over the REST API (axum, JSON, JWT, one keep-alive
+//! connection per client task) against direct ledger appends of the same memories with the
+//! same concurrency and users, in one process against one freshly spawned nats-server. The
+//! load generator (hyper, one keep-alive connection per client) runs in the same process, so
+//! its CPU counts against the HTTP
+//! figure on this 2-core machine.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use mnemo_api::app::{Api, ApiConfig, ApiStats};
+use mnemo_api::auth::Auth;
+use mnemo_core::{SigningKey, UserId};
+use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
+use mnemo_testkit::{NatsServer, PgServer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::measure::human;
+
+/// Options of `mnemo-bench http`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Memories per measurement.
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    /// Users.
+    #[arg(long, default_value_t = 200)]
+    users: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Rounds (median printed; latencies pooled).
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Text bytes per memory.
+    #[arg(long, default_value_t = 512)]
+    payload: usize,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(a))
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn run_async(a: &Args) -> anyhow::Result<()> {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await?;
+    mnemo_projections::migrate(&pool).await?;
+    let client = async_nats::connect(nats.url()).await?;
+    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[3; 32]));
+    cfg.layout = Layout::PerUser;
+    let ledger = Ledger::connect(client.clone(), cfg).await?;
+    let users: Vec<UserId> = (0..a.users)
+        .map(|i| UserId::new(format!("u{i}")).expect("valid"))
+        .collect();
+    for u in &users {
+        ledger.create_user(u).await?;
+    }
+    let auth = Auth::new(&SigningKey::from_bytes(&[5; 32]), "mnemo", "mnemo-api");
+    let tokens: Arc<Vec<hyper::header::HeaderValue>> = Arc::new(
+        users
+            .iter()
+            .map(|u| {
+                format!("Bearer {}", auth.issue(u.as_str(), false, 3600))
+                    .parse()
+                    .expect("header value")
+            })
+            .collect(),
+    );
+    let api = Arc::new(Api {
+        ledger: ledger.clone(),
+        pool,
+        js: async_nats::jetstream::new(client),
+        auth,
+        cfg: ApiConfig::default(),
+        stats: Arc::new(ApiStats::default()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let url = "/v1/memories".to_owned();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, mnemo_api::app::router(api)).await });
+    let text = "m".repeat(a.payload);
+    let body = Bytes::from(serde_json::to_vec(
+        &serde_json::json!({ "kind": "note", "text": text, "tags": ["bench"] }),
+    )?);
+    println!(
+        "mnemo-bench http: {} memories x {} rounds, {} users, {} concurrent clients, {} B text, nats-server {}",
+        a.events,
+        a.rounds,
+        a.users,
+        a.concurrency,
+        a.payload,
+        mnemo_testkit::nats_server_binary().display()
+    );
+    let (mut direct_rates, mut http_rates) = (Vec::new(), Vec::new());
+    let (mut direct_lat, mut http_lat) = (Vec::new(), Vec::new());
+    for _ in 0..a.rounds {
+        // direct ledger appends
+        let t = Instant::now();
+        let mut tasks = FuturesUnordered::new();
+        for c in 0..a.concurrency {
+            let (ledger, users, text) = (ledger.clone(), users.clone(), text.clone());
+            let n = a.events / a.concurrency + usize::from(c < a.events % a.concurrency);
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(n);
+                for i in 0..n {
+                    let u = &users[(c + i * STRIDE) % users.len()];
+                    let s = Instant::now();
+                    ledger
+                        .append(
+                            u,
+                            NewMemory {
+                                kind: "note".into(),
+                                tags: vec!["bench".into()],
+                                content_type: "text/plain; charset=utf-8".into(),
+                                content: Bytes::from(text.clone()),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .expect("append");
+                    lat.push(s.elapsed());
+                }
+                lat
+            }));
+        }
+        while let Some(l) = tasks.next().await {
+            direct_lat.extend(l?);
+        }
+        direct_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
+
+        // the same over HTTP
+        let t = Instant::now();
+        let mut tasks = FuturesUnordered::new();
+        for c in 0..a.concurrency {
+            let (tokens, url, body) = (tokens.clone(), url.clone(), body.clone());
+            let n = a.events / a.concurrency + usize::from(c < a.events % a.concurrency);
+            tasks.push(tokio::spawn(async move {
+                // One keep-alive HTTP/1.1 connection per client (hyper, the leanest client:
+                // the generator shares the cores with the server).
+                let host: hyper::header::HeaderValue =
+                    addr.to_string().parse().expect("header value");
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let (mut send, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                let mut lat = Vec::with_capacity(n);
+                for i in 0..n {
+                    let token = &tokens[(c + i * STRIDE) % tokens.len()];
+                    let req = hyper::Request::post(&url)
+                        .header("host", host.clone())
+                        .header("authorization", token.clone())
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(body.clone()))
+                        .expect("request");
+                    let s = Instant::now();
+                    send.ready().await.expect("connection ready");
+                    let r = send.send_request(req).await.expect("response");
+                    assert_eq!(r.status(), 201);
+                    http_body_util::BodyExt::collect(r.into_body())
+                        .await
+                        .expect("body");
+                    lat.push(s.elapsed());
+                }
+                lat
+            }));
+        }
+        while let Some(l) = tasks.next().await {
+            http_lat.extend(l?);
+        }
+        http_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
+    }
+    direct_lat.sort();
+    http_lat.sort();
+    // Each round measures both back to back: the median of the per-round ratios is robust
+    // to the machine drifting between rounds.
+    let ratio = median(
+        direct_rates
+            .iter()
+            .zip(&http_rates)
+            .map(|(d, h)| h / d)
+            .collect(),
+    );
+    let (d, h) = (median(direct_rates), median(http_rates));
+    println!("\n## Ingest over HTTP vs direct ledger appends\n");
+    println!("| path | median rate | p50 | p99 | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| direct `Ledger::append` (baseline) | {} memories/s | {:.2} ms | {:.2} ms | |",
+        human(d),
+        pct(&direct_lat, 0.5),
+        pct(&direct_lat, 0.99)
+    );
+    println!(
+        "| `POST /v1/memories` (JSON, JWT, keep-alive) | {} memories/s | {:.2} ms | {:.2} ms | {:.3} |",
+        human(h),
+        pct(&http_lat, 0.5),
+        pct(&http_lat, 0.99),
+        ratio
+    );
+    println!("\nratio {ratio:.3} (median of per-round ratios; target 0.7)");
+    Ok(())
+}
+
+/// Stride between a client's successive users, so that concurrent clients rarely share one.
+const STRIDE: usize = 7;
