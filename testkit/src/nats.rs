@@ -17,6 +17,8 @@ pub struct NatsOptions {
     pub sync_always: bool,
     /// Extra lines for the server config (e.g. operator-mode settings).
     pub extra_config: String,
+    /// The JetStream domain (a leaf node and its hub each need their own).
+    pub jetstream_domain: Option<String>,
 }
 
 /// A running `nats-server`. Killed and its directory removed on drop.
@@ -116,11 +118,14 @@ impl NatsServer {
     fn spawn(&mut self) {
         let conf = self.dir.path().join("server.conf");
         let store = self.dir.path().join("jetstream");
-        let sync = if self.opts.sync_always {
-            "\n  sync_interval: always"
+        let mut sync = if self.opts.sync_always {
+            "\n  sync_interval: always".to_owned()
         } else {
-            ""
+            String::new()
         };
+        if let Some(d) = &self.opts.jetstream_domain {
+            sync.push_str(&format!("\n  domain: {d}"));
+        }
         let text = format!(
             "listen: 127.0.0.1:{port}\nserver_name: mnemo_test_{port}\nmax_payload: 8MB\n\
              jetstream {{\n  store_dir: \"{store}\"{sync}\n}}\n{extra}\n",

@@ -1,0 +1,341 @@
+//! Every user is a NATS account: real nats-server processes in operator mode (full
+//! resolver), the isolation matrix with device credentials, revocation and expiry, 1,000
+//! accounts pushed, and a leaf node that forwards a device's ingest to the hub.
+//! Every denial is asserted from the server's own error, never from a timeout.
+
+use async_nats::{ConnectOptions, Event};
+use mnemo_api::natsauth::{
+    Accounts, OperatorSetup, UserAccount, device_creds, push_account, user_account_jwt,
+};
+use mnemo_core::{ChainVerifier, Seq, SigningKey, UserId};
+use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
+use mnemo_testkit::{NatsOptions, NatsServer, free_port};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+struct Hub {
+    server: NatsServer,
+    setup: OperatorSetup,
+    accounts: Accounts,
+    ledger: Ledger,
+    leaf_port: u16,
+    _jwt: tempfile::TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn hub() -> Hub {
+    let setup = OperatorSetup::generate();
+    let jwt = tempfile::tempdir().unwrap();
+    let leaf_port = free_port();
+    let server = NatsServer::start_with(NatsOptions {
+        extra_config: format!(
+            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+            setup.server_config(jwt.path())
+        ),
+        jetstream_domain: Some("hub".into()),
+        ..Default::default()
+    });
+    let sys = ConnectOptions::with_credentials(&setup.system_creds())
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let service = ConnectOptions::with_credentials(&setup.service_creds())
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(service.clone());
+    let master = SecretKey::random();
+    let ledger = Ledger::connect(
+        service.clone(),
+        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[6; 32])),
+    )
+    .await
+    .unwrap();
+    let accounts = Accounts::open(
+        &js,
+        sys,
+        nkeys::KeyPair::from_seed(&setup.signing.seed().unwrap()).unwrap(),
+        setup.service.public_key(),
+        master,
+    )
+    .await
+    .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(mnemo_api::natsauth::serve_devices(
+        service,
+        ledger.clone(),
+        accounts.clone(),
+        rx,
+    ));
+    Hub {
+        server,
+        setup,
+        accounts,
+        ledger,
+        leaf_port,
+        _jwt: jwt,
+        _stop: stop,
+    }
+}
+
+/// A device connection whose server errors (permission violations) arrive on a channel.
+async fn device(url: &str, creds: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let c = ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let Event::ServerError(err) = e {
+                    let _ = tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (c, rx)
+}
+
+/// Waits for the server's permission error naming `what`.
+async fn denied(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
+    let e = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no server error for {what}"))
+        .unwrap();
+    println!("server said: {e}");
+    let e = e.to_lowercase();
+    assert!(
+        e.contains("permissions violation") && e.contains(&what.to_lowercase()),
+        "{what}: {e}"
+    );
+}
+
+async fn ingest(c: &async_nats::Client, body: Value) -> Value {
+    let r = c
+        .request("mnemo.ingest", serde_json::to_vec(&body).unwrap().into())
+        .await
+        .unwrap();
+    serde_json::from_slice(&r.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
+    let h = hub().await;
+    let (alice, bob) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+    for u in [&alice, &bob] {
+        h.ledger.create_user(u).await.unwrap();
+        h.accounts.create(u).await.unwrap();
+    }
+    let url = h.server.url();
+    let (_, a_creds) = h
+        .accounts
+        .issue_device(&alice, "alice-phone", 3600)
+        .await
+        .unwrap();
+    let (_, b_creds) = h
+        .accounts
+        .issue_device(&bob, "bob-laptop", 3600)
+        .await
+        .unwrap();
+    let (a, mut a_err) = device(&url, &a_creds).await;
+    let (b, _b_err) = device(&url, &b_creds).await;
+
+    // A ingests into A's chain; a forged user id in the payload changes nothing.
+    let r = ingest(
+        &a,
+        json!({ "text": "from alice's phone", "tags": ["phone"] }),
+    )
+    .await;
+    assert_eq!(
+        (r["user"].as_str(), r["seq"].as_u64()),
+        (Some("alice"), Some(2)),
+        "{r}"
+    );
+    let r = ingest(&a, json!({ "text": "pretending to be bob", "user": "bob" })).await;
+    assert_eq!(r["user"], "alice", "{r}");
+    let r = ingest(&b, json!({ "text": "bob's own" })).await;
+    assert_eq!(r["user"], "bob");
+    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 3);
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 2);
+    // A reads A's chain over NATS, and it verifies.
+    let r = a
+        .request("mnemo.read", br#"{"from": 1}"#.to_vec().into())
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(page["user"], "alice");
+    let mut v = ChainVerifier::new(alice.clone());
+    for e in page["events"].as_array().unwrap() {
+        v.push_wire(&hex::decode(e["wire"].as_str().unwrap()).unwrap())
+            .unwrap();
+    }
+    assert_eq!(v.finish().unwrap().checkpoint.unwrap().seq, Seq(3));
+
+    // What A may not do, each refused by the server itself.
+    let b_acct = {
+        // bob's account key, as an attacker might learn it
+        let sys_view = h.accounts.clone();
+        let _ = sys_view;
+        let creds_jwt = b_creds.lines().nth(1).unwrap().to_owned();
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                creds_jwt.split('.').nth(1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        claims["nats"]["issuer_account"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let b_ingest = format!("mnemo.ingest.{b_acct}");
+    a.publish(b_ingest.clone(), "x".into()).await.unwrap();
+    denied(&mut a_err, &format!("publish to \"{b_ingest}\"")).await;
+    for subject in [
+        "mnemo.chain.>",
+        "mnemo.chain.u.bob",
+        "$JS.API.>",
+        "mnemo.ingest.*",
+    ] {
+        let _sub = a.subscribe(subject).await.unwrap();
+        denied(&mut a_err, &format!("subscription to \"{subject}\"")).await;
+    }
+    for subject in [
+        "$JS.API.STREAM.CREATE.STEAL",
+        "$JS.API.STREAM.MSG.GET.MNEMO-CHAIN-bob",
+        "$JS.API.DIRECT.GET.MNEMO-CHAIN-bob",
+        "$KV.mnemo-keys.g.bob.1",
+    ] {
+        a.publish(subject, "{}".into()).await.unwrap();
+        denied(&mut a_err, &format!("publish to \"{subject}\"")).await;
+    }
+    assert_eq!(
+        h.ledger.head(&bob).await.unwrap().unwrap().len,
+        2,
+        "nothing reached bob"
+    );
+
+    // Revoked and expired credentials are refused at connect.
+    let (dev2, creds2) = h
+        .accounts
+        .issue_device(&alice, "alice-old-tablet", 3600)
+        .await
+        .unwrap();
+    let (c2, _) = device(&url, &creds2).await;
+    drop(c2);
+    h.accounts.revoke_device(&alice, &dev2).await.unwrap();
+    let refused = ConnectOptions::with_credentials(&creds2)
+        .unwrap()
+        .connect(url.clone())
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
+        "revoked: {refused:?}"
+    );
+    let acct = UserAccount {
+        account: nkeys::KeyPair::new_account(),
+        scoped: nkeys::KeyPair::new_account(),
+        revocations: vec![],
+    };
+    let (_, expired) = device_creds(&acct, "never-valid", -60);
+    push_account(
+        &ConnectOptions::with_credentials(&h.setup.system_creds())
+            .unwrap()
+            .connect(url.clone())
+            .await
+            .unwrap(),
+        &user_account_jwt(
+            &h.setup.signing,
+            &h.setup.service.public_key(),
+            "carol",
+            &acct,
+        ),
+    )
+    .await
+    .unwrap();
+    let refused = ConnectOptions::with_credentials(&expired)
+        .unwrap()
+        .connect(url.clone())
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
+        "expired: {refused:?}"
+    );
+    // A's still-valid device keeps working after another device's revocation.
+    let r = ingest(&a, json!({ "text": "still here" })).await;
+    assert_eq!(r["seq"], 4);
+
+    // A leaf node connected with A's device creds forwards A's ingest to the hub.
+    let creds_file = h.server.dir().join("alice-leaf.creds");
+    std::fs::write(&creds_file, &a_creds).unwrap();
+    let leaf = NatsServer::start_with(NatsOptions {
+        extra_config: format!(
+            "leafnodes {{ remotes: [{{ url: \"nats-leaf://127.0.0.1:{}\", credentials: \"{}\" }}] }}\n",
+            h.leaf_port,
+            creds_file.display()
+        ),
+        jetstream_domain: Some("edge".into()),
+        ..Default::default()
+    });
+    let edge = async_nats::connect(leaf.url()).await.unwrap();
+    let t = Instant::now();
+    let r = loop {
+        // the leaf connection comes up asynchronously
+        match edge
+            .request(
+                "mnemo.ingest",
+                br#"{"text": "from the edge box", "user": "bob"}"#.to_vec().into(),
+            )
+            .await
+        {
+            Ok(m) => break serde_json::from_slice::<Value>(&m.payload).unwrap(),
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "leaf never forwarded: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        (r["user"].as_str(), r["seq"].as_u64()),
+        (Some("alice"), Some(5)),
+        "{r}"
+    );
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 2);
+    h.ledger.verify_chain(&alice).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_accounts_created_and_pushed() {
+    let h = hub().await;
+    let n = 1000;
+    let t = Instant::now();
+    for i in 0..n {
+        h.accounts
+            .create(&UserId::new(format!("user{i}")).unwrap())
+            .await
+            .unwrap();
+    }
+    let per = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    println!("{n} accounts created, sealed and pushed: {per:.2} ms per account");
+    // the last one works: a device of it connects and is wired to the ingest service
+    let u = UserId::new(format!("user{}", n - 1)).unwrap();
+    h.ledger.create_user(&u).await.unwrap();
+    let (_, creds) = h.accounts.issue_device(&u, "d", 600).await.unwrap();
+    let (c, _) = device(&h.server.url(), &creds).await;
+    let r = ingest(&c, json!({ "text": "hello" })).await;
+    assert_eq!(r["user"], u.as_str());
+    let files = std::fs::read_dir(h._jwt.path()).unwrap().count();
+    assert!(
+        files >= n,
+        "the full resolver stored every account ({files} files)"
+    );
+}
