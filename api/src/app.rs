@@ -88,6 +88,8 @@ pub struct Api {
     pub cfg: ApiConfig,
     /// Counters.
     pub stats: Arc<ApiStats>,
+    /// NATS accounts (operator mode), when configured.
+    pub accounts: Option<crate::natsauth::Accounts>,
 }
 
 type S = Arc<Api>;
@@ -109,6 +111,8 @@ pub fn router(api: Arc<Api>) -> Router {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .route("/v1/users", post(create_user))
+        .route("/v1/users/{id}/devices", post(create_device))
+        .route("/v1/users/{id}/devices/{device}", delete(revoke_device))
         .route(
             "/v1/memories",
             post(ingest)
@@ -312,12 +316,107 @@ async fn create_user(
         return Err(Problem::forbidden("creating users needs an admin token"));
     }
     let user = user_id(&b.id)?;
-    let r = api.ledger.create_user(&user).await?;
+    // The chain, then the NATS account; a retry after a failure in between completes it.
+    let chain = match api.ledger.create_user(&user).await {
+        Ok(r) => Some(r),
+        Err(LedgerError::UserExists(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut account = None;
+    if let Some(accounts) = &api.accounts
+        && !accounts.exists(&user).await.map_err(Problem::internal)?
+    {
+        account = Some(accounts.create(&user).await.map_err(Problem::internal)?);
+    }
+    if chain.is_none() && account.is_none() {
+        return Err(LedgerError::UserExists(user).into());
+    }
     let token = api.auth.issue(user.as_str(), false, api.cfg.token_ttl);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": user, "token": token, "seq": r.seq.0, "event_hash": r.hash })),
+        Json(json!({ "id": user, "token": token, "nats_account": account })),
     ))
+}
+
+fn accounts(api: &Api) -> ApiResult<&crate::natsauth::Accounts> {
+    api.accounts.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "no-nats-accounts",
+            "NATS accounts are not configured on this server (mnemo nats init, MNEMO_NATS_DIR)",
+        )
+    })
+}
+
+/// The user a device endpoint acts on: oneself, or anyone for an admin.
+fn device_owner(caller: &Caller, id: &str) -> ApiResult<UserId> {
+    let user = user_id(id)?;
+    match &caller.0 {
+        Principal::Admin => Ok(user),
+        Principal::User(u) if *u == user => Ok(user),
+        Principal::User(_) => Err(Problem::forbidden("devices of another user")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevice {
+    name: String,
+    /// Lifetime of the credentials in seconds (default 90 days).
+    #[serde(default)]
+    ttl_secs: Option<i64>,
+}
+
+async fn create_device(
+    State(api): State<S>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(d): ApiJson<NewDevice>,
+) -> ApiResult<impl IntoResponse> {
+    let user = device_owner(&caller, &id)?;
+    let accounts = accounts(&api)?;
+    if d.name.is_empty() || d.name.len() > 64 || d.name.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "device names are 1 to 64 printable characters",
+        ));
+    }
+    let ttl = d.ttl_secs.unwrap_or(90 * 24 * 3600);
+    if !(60..=400 * 24 * 3600).contains(&ttl) {
+        return Err(Problem::bad_request("ttl_secs must be 60 s to 400 days"));
+    }
+    if !accounts.exists(&user).await.map_err(Problem::internal)? {
+        return Err(Problem::not_found(format!("no NATS account for {user}")));
+    }
+    let (device, creds) = accounts
+        .issue_device(&user, &d.name, ttl)
+        .await
+        .map_err(Problem::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "device": device, "expires_in": ttl, "creds": creds })),
+    ))
+}
+
+async fn revoke_device(
+    State(api): State<S>,
+    caller: Caller,
+    Path((id, device)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user = device_owner(&caller, &id)?;
+    let accounts = accounts(&api)?;
+    if nkeys::KeyPair::from_public_key(&device).is_err() || !device.starts_with('U') {
+        return Err(Problem::bad_request(
+            "device ids are NATS user public keys (U...)",
+        ));
+    }
+    if !accounts.exists(&user).await.map_err(Problem::internal)? {
+        return Err(Problem::not_found(format!("no NATS account for {user}")));
+    }
+    accounts
+        .revoke_device(&user, &device)
+        .await
+        .map_err(Problem::internal)?;
+    Ok(Json(json!({ "device": device, "revoked": true })))
 }
 
 // ---------------------------------------------------------------------------------------

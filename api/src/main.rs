@@ -58,6 +58,10 @@ pub(crate) struct Config {
     /// Shared streams of the sharded layout.
     #[arg(long, env = "MNEMO_SHARDS", default_value_t = 16, global = true)]
     shards: u32,
+    /// Operator-mode NATS: the directory `mnemo nats init` wrote (mnemo connects with its
+    /// service credentials and creates an account per user).
+    #[arg(long, env = "MNEMO_NATS_DIR", global = true)]
+    pub(crate) nats_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +79,9 @@ enum Command {
     Tokens(TokensCmd),
     /// Runs the PostgreSQL migrations.
     Migrate,
+    /// Operator-mode NATS (decentralized JWT auth).
+    #[command(subcommand)]
+    Nats(NatsCmd),
     /// Projections.
     #[command(subcommand)]
     Projections(Projections),
@@ -121,6 +128,21 @@ enum AnchorCmd {
             default_value = "127.0.0.1:9465"
         )]
         listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum NatsCmd {
+    /// Creates the operator (with a signing key), the system account and the mnemo service
+    /// account; writes their seeds and credentials (mode 0600) and `server.conf` (operator
+    /// mode, full resolver) into DIR.
+    Init {
+        /// Where to write.
+        #[arg(long, env = "MNEMO_NATS_DIR")]
+        dir: std::path::PathBuf,
+        /// Overwrite an existing setup (every account and device credential dies with it).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -179,6 +201,21 @@ enum Projections {
 }
 
 impl Config {
+    /// Connects to NATS, with the service credentials in operator mode.
+    pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let mut o = async_nats::ConnectOptions::new().name("mnemo");
+        if let Some(dir) = &self.nats_dir {
+            let creds = dir.join("service.creds");
+            o = o
+                .credentials_file(&creds)
+                .await
+                .with_context(|| format!("reading {}", creds.display()))?;
+        }
+        o.connect(&self.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+
     pub(crate) fn database_url(&self) -> anyhow::Result<&str> {
         self.database_url
             .as_deref()
@@ -249,11 +286,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(UsersCmd::Create { id, jwt }) => {
             let user = mnemo_core::UserId::new(&id).map_err(|e| anyhow::anyhow!("user id: {e}"))?;
             let auth = jwt.auth()?;
-            let client = async_nats::connect(&c.nats_url)
-                .await
-                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
-            let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+            let client = c.connect().await?;
+            let cfg = c.ledger_config()?;
+            let master = cfg.master_key.clone();
+            let ledger = Ledger::connect(client.clone(), cfg).await?;
             ledger.create_user(&user).await?;
+            if let Some(dir) = &c.nats_dir {
+                let setup = mnemo_api::natsauth::OperatorSetup::load(dir)?;
+                let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
+                    .connect(&c.nats_url)
+                    .await
+                    .context("connecting as the system user")?;
+                let accounts = mnemo_api::natsauth::Accounts::open(
+                    &async_nats::jetstream::new(client),
+                    sys,
+                    nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
+                    setup.service.public_key(),
+                    master,
+                )
+                .await?;
+                let account = accounts.create(&user).await?;
+                eprintln!("NATS account {account}");
+            }
             println!("{}", auth.issue(user.as_str(), false, 30 * 24 * 3600));
         }
         Command::Tokens(TokensCmd::Issue {
@@ -271,6 +325,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, false) => anyhow::bail!("--user or --admin"),
             };
             println!("{}", auth.issue(&sub, admin, ttl));
+        }
+        Command::Nats(NatsCmd::Init { dir, force }) => {
+            if dir.join("operator.nk").exists() && !force {
+                anyhow::bail!(
+                    "{} already holds an operator; --force replaces it (and invalidates every account)",
+                    dir.display()
+                );
+            }
+            let setup = mnemo_api::natsauth::OperatorSetup::generate();
+            setup
+                .write(&dir)
+                .with_context(|| format!("writing {}", dir.display()))?;
+            println!("operator {}", setup.operator.public_key());
+            println!("system account {}", setup.system.public_key());
+            println!("service account {}", setup.service.public_key());
+            println!(
+                "wrote {}/server.conf (add listen and jetstream {{ store_dir }}), service.creds, system.creds and seeds (0600)",
+                dir.display()
+            );
         }
         Command::Migrate => {
             let pool = pool(c.database_url()?).await?;
@@ -293,9 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ch =
                 mnemo_anchor::Chain::connect(&chain.rpc_url, &chain.key, contract, confirmations)
                     .await?;
-            let client = async_nats::connect(&c.nats_url)
-                .await
-                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+            let client = c.connect().await?;
             let js = async_nats::jetstream::new(client);
             let mut a = mnemo_anchor::Anchorer::new(
                 js,
@@ -322,9 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             task.await??;
         }
         Command::Projections(p) => {
-            let client = async_nats::connect(&c.nats_url)
-                .await
-                .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+            let client = c.connect().await?;
             let js = async_nats::jetstream::new(client.clone());
             let url = c.database_url()?;
             let pool = pool(url).await?;

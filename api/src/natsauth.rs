@@ -482,6 +482,16 @@ impl Accounts {
         Ok(pubkey)
     }
 
+    /// Whether `user` has an account.
+    pub async fn exists(&self, user: &mnemo_core::UserId) -> anyhow::Result<bool> {
+        Ok(self
+            .kv
+            .get(format!("u.{user}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("accounts bucket: {e}"))?
+            .is_some())
+    }
+
     /// Issues device credentials valid for `ttl_secs`: `(device key, .creds text)`.
     pub async fn issue_device(
         &self,

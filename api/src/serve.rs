@@ -102,11 +102,14 @@ struct Parts {
     anchor: Option<(String, String, mnemo_core::Address, Duration)>,
     max_upload: usize,
     max_lag: u64,
+    /// Operator mode: the setup (`mnemo nats init`) and the server URL.
+    operator: Option<(mnemo_api::natsauth::OperatorSetup, String)>,
 }
 
 /// Running services; `stop` ends them.
 struct Running {
     addr: Option<SocketAddr>,
+    accounts: Option<mnemo_api::natsauth::Accounts>,
     ledger: Ledger,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -129,6 +132,7 @@ impl Running {
 async fn start(p: Parts) -> anyhow::Result<Running> {
     let js = async_nats::jetstream::new(p.client.clone());
     mnemo_projections::migrate(&p.pool).await?;
+    let ledger_master = p.ledger_cfg.master_key.clone();
     let ledger = Ledger::connect(p.client.clone(), p.ledger_cfg).await?;
     let (stop, rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -162,6 +166,32 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(async move { Ok(a.run(rx).await?) }));
         tracing::info!(%contract, "anchorer running");
     }
+    let mut accounts = None;
+    if let Some((setup, url)) = p.operator {
+        let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
+            .name("mnemo-sys")
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url} as the system user"))?;
+        let a = mnemo_api::natsauth::Accounts::open(
+            &js,
+            sys,
+            nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
+            setup.service.public_key(),
+            ledger_master.clone(),
+        )
+        .await?;
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(mnemo_api::natsauth::serve_devices(
+            p.client.clone(),
+            ledger.clone(),
+            a.clone(),
+            rx,
+        )));
+        tracing::info!("device ingest and read over NATS running");
+        accounts = Some(a);
+    }
+    let accounts_out = accounts.clone();
     let mut addr = None;
     if let Some(listen) = p.listen {
         let api_stats = Arc::new(ApiStats::default());
@@ -175,6 +205,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
                 ..Default::default()
             },
             stats: api_stats.clone(),
+            accounts: accounts.clone(),
         });
         let h = health::Health {
             js,
@@ -206,6 +237,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
         }));
     }
     Ok(Running {
+        accounts: accounts_out,
         addr,
         ledger,
         stop,
@@ -244,10 +276,16 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let client = async_nats::connect(&c.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", c.nats_url))?;
+    let client = c.connect().await?;
+    let operator = match &c.nats_dir {
+        Some(dir) => Some((
+            mnemo_api::natsauth::OperatorSetup::load(dir)?,
+            c.nats_url.clone(),
+        )),
+        None => None,
+    };
     let running = start(Parts {
+        operator,
         client,
         ledger_cfg: c.ledger_config()?,
         pool: crate::pool(c.database_url()?).await?,
@@ -282,9 +320,16 @@ pub struct DevArgs {
 /// away with it.
 pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     eprintln!("mnemo dev: starting nats-server, PostgreSQL and anvil ...");
-    let (nats, pg, anvil) = tokio::task::spawn_blocking(|| {
+    let setup = mnemo_api::natsauth::OperatorSetup::generate();
+    let nats_dir = tempfile::Builder::new()
+        .prefix("mnemo-dev-nats-")
+        .tempdir()?;
+    setup.write(nats_dir.path())?;
+    let operator_config = setup.server_config(&nats_dir.path().join("jwt"));
+    let (nats, pg, anvil) = tokio::task::spawn_blocking(move || {
         let nats = mnemo_testkit::NatsServer::start_with(mnemo_testkit::NatsOptions {
             sync_always: true,
+            extra_config: operator_config,
             ..Default::default()
         });
         let pg = mnemo_testkit::PgServer::start_with(true);
@@ -296,9 +341,13 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     let contract = mnemo_anchor::Chain::deploy(&anvil.url(), mnemo_testkit::DEV_KEY).await?;
     let jwt_seed = rand::random::<[u8; 32]>();
     let auth = Auth::new(&SigningKey::from_bytes(&jwt_seed), "mnemo", "mnemo-api");
-    let client = async_nats::connect(nats.url()).await?;
+    let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds())?
+        .connect(nats.url())
+        .await?;
     let db = pg.url("mnemo");
+    let nats_url = nats.url();
     let running = start(Parts {
+        operator: Some((setup, nats_url)),
         client,
         ledger_cfg: LedgerConfig::new(
             SecretKey::random(),
@@ -324,8 +373,33 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     // the demo
     let demo = UserId::new("demo").expect("valid");
     let friend = UserId::new("friend").expect("valid");
-    running.ledger.create_user(&demo).await?;
-    running.ledger.create_user(&friend).await?;
+    for u in [&demo, &friend] {
+        running.ledger.create_user(u).await?;
+        running
+            .accounts
+            .as_ref()
+            .expect("operator mode")
+            .create(u)
+            .await?;
+    }
+    let (_, demo_creds) = running
+        .accounts
+        .as_ref()
+        .expect("operator mode")
+        .issue_device(&demo, "demo-device", 24 * 3600)
+        .await?;
+    let creds_path = nats_dir.path().join("demo-device.creds");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&creds_path)?
+            .write_all(demo_creds.as_bytes())?;
+    }
     let memories = [
         (
             "conversation",
@@ -362,7 +436,11 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     let admin = auth.issue("admin", true, 24 * 3600);
     println!("mnemo dev is up (everything below lives until Ctrl-C)");
     println!("  API          {url}   (OpenAPI: {url}/openapi.json, metrics: {url}/metrics)");
-    println!("  NATS         {}", nats.url());
+    println!(
+        "  NATS         {} (operator mode; demo device creds: {})",
+        nats.url(),
+        creds_path.display()
+    );
     println!("  PostgreSQL   {db}");
     println!(
         "  anvil        {} (MnemoAnchor at 0x{contract})",
@@ -379,6 +457,6 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     eprintln!("mnemo dev: stopping");
     running.stop().await?;
-    drop((nats, pg, anvil));
+    drop((nats, pg, anvil, nats_dir));
     Ok(())
 }

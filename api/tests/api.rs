@@ -83,6 +83,7 @@ async fn stack() -> Stack {
             ..Default::default()
         },
         stats: Arc::new(ApiStats::default()),
+        accounts: None,
     });
     Stack {
         router: mnemo_api::app::router(api),

@@ -273,3 +273,74 @@ async fn anchor_run_anchors_the_heads_and_counts_it_in_metrics() {
         .unwrap();
     assert_eq!(chain.last().await.unwrap().0, 1);
 }
+
+/// `mnemo nats init` writes seeds and creds readable by the owner only and a server config
+/// in operator mode that nats-server starts from; `mnemo users create` then creates the
+/// user's chain and NATS account through it; a second init without `--force` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("nats");
+    let init = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args(["nats", "init", "--dir", d.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = init(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for f in [
+        "operator.nk",
+        "operator-signing.nk",
+        "system-account.nk",
+        "system-user.nk",
+        "service-account.nk",
+        "service-user.nk",
+    ] {
+        let seed = std::fs::read_to_string(d.join(f)).unwrap();
+        assert!(!stdout.contains(seed.trim()), "{f} printed");
+    }
+    for f in [
+        "operator.nk",
+        "operator-signing.nk",
+        "system-user.nk",
+        "service-account.nk",
+        "service.creds",
+        "system.creds",
+    ] {
+        let mode = std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let again = init(&[]);
+    assert_eq!(again.status.code(), Some(2), "refused without --force");
+    let conf = std::fs::read_to_string(d.join("server.conf")).unwrap();
+    let nats = NatsServer::start_with(mnemo_testkit::NatsOptions {
+        extra_config: conf,
+        ..Default::default()
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["users", "create", "frank"])
+        .env("MNEMO_NATS_URL", nats.url())
+        .env("MNEMO_NATS_DIR", &d)
+        .env("MNEMO_MASTER_KEY", "11".repeat(32))
+        .env("MNEMO_SIGNING_KEY", "22".repeat(32))
+        .env("MNEMO_JWT_KEY", "33".repeat(32))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NATS account A"));
+    // without the service creds, the server refuses
+    let anon = async_nats::connect(nats.url()).await;
+    assert!(anon.is_err(), "operator mode refuses anonymous clients");
+}

@@ -339,3 +339,135 @@ async fn a_thousand_accounts_created_and_pushed() {
         "the full resolver stored every account ({files} files)"
     );
 }
+
+/// Devices through the REST API: `POST /v1/users` creates the account, `POST
+/// /v1/users/{id}/devices` issues creds that any NATS client uses, a memory sent over NATS
+/// shows in `GET /v1/memories` (one append path), `DELETE` revokes the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_over_the_rest_api() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    let h = hub().await;
+    let pg = mnemo_testkit::PgServer::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let service = ConnectOptions::with_credentials(&h.setup.service_creds())
+        .unwrap()
+        .connect(h.server.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(service);
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        mnemo_projections::Projector::new(
+            js.clone(),
+            h.ledger.clone(),
+            pool.clone(),
+            mnemo_projections::ProjectorConfig {
+                rescan: Duration::from_millis(100),
+                ..Default::default()
+            },
+        )
+        .run(rx),
+    );
+    let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&[7; 32]), "mnemo", "mnemo-api");
+    let router = mnemo_api::app::router(std::sync::Arc::new(mnemo_api::app::Api {
+        ledger: h.ledger.clone(),
+        pool,
+        js,
+        auth: auth.clone(),
+        cfg: Default::default(),
+        stats: Default::default(),
+        accounts: Some(h.accounts.clone()),
+    }));
+    let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let r = router.oneshot(req).await.unwrap();
+            let status = r.status();
+            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let admin = auth.issue("admin", true, 600);
+    let (st, v) = call("POST", "/v1/users", &admin, Some(json!({ "id": "dana" }))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert!(v["nats_account"].as_str().unwrap().starts_with('A'));
+    let dana = v["token"].as_str().unwrap().to_owned();
+    let (st, _) = call("POST", "/v1/users", &admin, Some(json!({ "id": "eve" }))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let eve = auth.issue("eve", false, 600);
+    // eve may not get creds for dana's account
+    let (st, _) = call(
+        "POST",
+        "/v1/users/dana/devices",
+        &eve,
+        Some(json!({ "name": "x" })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, v) = call(
+        "POST",
+        "/v1/users/dana/devices",
+        &dana,
+        Some(json!({ "name": "dana-watch", "ttl_secs": 3600 })),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let device = v["device"].as_str().unwrap().to_owned();
+    let creds = v["creds"].as_str().unwrap().to_owned();
+    let (c, _) = self::device(&h.server.url(), &creds).await;
+    let r = ingest(
+        &c,
+        json!({ "text": "heard on the watch", "tags": ["watch"] }),
+    )
+    .await;
+    assert_eq!(r["user"], "dana");
+    let t = Instant::now();
+    loop {
+        let (st, v) = call("GET", "/v1/memories?tag=watch", &dana, None).await;
+        assert_eq!(st, StatusCode::OK);
+        if v["items"].as_array().unwrap().len() == 1 {
+            assert_eq!(v["items"][0]["id"], r["id"]);
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, _) = call(
+        "DELETE",
+        &format!("/v1/users/dana/devices/{device}"),
+        &dana,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    drop(c);
+    let refused = ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(h.server.url())
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
+        "revoked: {refused:?}"
+    );
+    let (st, _) = call("DELETE", "/v1/users/dana/devices/not-a-key", &dana, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}

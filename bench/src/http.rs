@@ -91,6 +91,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         auth,
         cfg: ApiConfig::default(),
         stats: Arc::new(ApiStats::default()),
+        accounts: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
