@@ -516,6 +516,39 @@ impl Accounts {
         self.push(user, &a).await
     }
 
+    /// Deletes `user`'s account from the resolver (`$SYS.REQ.CLAIMS.DELETE`, a request
+    /// signed by the operator's signing key): every device of it is cut off, and the
+    /// service no longer answers for it. The chain stays (erase it to shred its content).
+    pub async fn delete(&self, user: &mnemo_core::UserId) -> anyhow::Result<()> {
+        let a = self.load(user).await?;
+        let acct = a.account.public_key();
+        let req = encode_jwt(
+            &self.signing,
+            json!({ "sub": self.signing.public_key(), "nats": { "accounts": [acct] } }),
+        );
+        let reply = self
+            .sys
+            .request("$SYS.REQ.CLAIMS.DELETE", req.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("claims delete: {e}"))?;
+        let v: Value = serde_json::from_slice(&reply.payload)
+            .map_err(|e| anyhow::anyhow!("claims delete reply: {e}"))?;
+        anyhow::ensure!(
+            v["data"]["code"].as_i64() == Some(200),
+            "claims delete refused: {v}"
+        );
+        self.by_account.lock().expect("not poisoned").remove(&acct);
+        self.kv
+            .purge(format!("a.{acct}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("accounts bucket: {e}"))?;
+        self.kv
+            .purge(format!("u.{user}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("accounts bucket: {e}"))?;
+        Ok(())
+    }
+
     /// The user behind an account key (the ingest service's subject names the account).
     pub async fn user_of(&self, account: &str) -> anyhow::Result<Option<mnemo_core::UserId>> {
         if let Some(u) = self.by_account.lock().expect("not poisoned").get(account) {
@@ -625,16 +658,25 @@ async fn handle(
             from: Option<u64>,
             #[serde(default)]
             limit: Option<usize>,
+            /// Long poll: when nothing is at `from` yet, wait up to this long for it.
+            #[serde(default)]
+            wait_ms: Option<u64>,
         }
         let r: Read = serde_json::from_slice(&msg.payload)
             .map_err(|e| anyhow::anyhow!("bad request: {e}"))?;
-        let events = ledger
-            .events(
-                &user,
-                mnemo_core::Seq(r.from.unwrap_or(1).max(1)),
-                r.limit.unwrap_or(100).clamp(1, 1000),
-            )
+        let from = mnemo_core::Seq(r.from.unwrap_or(1).max(1));
+        let mut events = ledger
+            .events(&user, from, r.limit.unwrap_or(100).clamp(1, 1000))
             .await?;
+        if events.is_empty()
+            && let Some(wait) = r.wait_ms.filter(|w| *w > 0)
+        {
+            let mut follow = ledger.follow(&user, from).await?;
+            let wait = std::time::Duration::from_millis(wait.min(30_000));
+            if let Ok(next) = tokio::time::timeout(wait, follow.next()).await {
+                events.extend(next?);
+            }
+        }
         let items: Vec<Value> = events
             .iter()
             .map(|e| json!({ "seq": e.event.seq.0, "hash": e.hash, "wire": hex::encode(e.event.to_wire()) }))

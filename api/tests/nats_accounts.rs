@@ -174,6 +174,27 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
             .unwrap();
     }
     assert_eq!(v.finish().unwrap().checkpoint.unwrap().seq, Seq(3));
+    // Following: a long poll at the next seq returns the event once it is appended.
+    let follow = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let r = a
+                .request(
+                    "mnemo.read",
+                    br#"{"from": 4, "wait_ms": 10000}"#.to_vec().into(),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&r.payload).unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = ingest(&b, json!({ "text": "bob writes meanwhile" })).await;
+    assert_eq!(r["user"], "bob");
+    let r = ingest(&a, json!({ "text": "followed" })).await;
+    assert_eq!(r["seq"], 4);
+    let page = follow.await.unwrap();
+    assert_eq!(page["events"][0]["seq"], 4, "{page}");
 
     // What A may not do, each refused by the server itself.
     let b_acct = {
@@ -217,7 +238,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     }
     assert_eq!(
         h.ledger.head(&bob).await.unwrap().unwrap().len,
-        2,
+        3,
         "nothing reached bob"
     );
 
@@ -269,7 +290,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     );
     // A's still-valid device keeps working after another device's revocation.
     let r = ingest(&a, json!({ "text": "still here" })).await;
-    assert_eq!(r["seq"], 4);
+    assert_eq!(r["seq"], 5);
 
     // A leaf node connected with A's device creds forwards A's ingest to the hub.
     let creds_file = h.server.dir().join("alice-leaf.creds");
@@ -306,11 +327,22 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     };
     assert_eq!(
         (r["user"].as_str(), r["seq"].as_u64()),
-        (Some("alice"), Some(5)),
+        (Some("alice"), Some(6)),
         "{r}"
     );
-    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 2);
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
     h.ledger.verify_chain(&alice).await.unwrap();
+
+    // Deleting bob's account cuts his devices off; his chain stays verifiable.
+    h.accounts.delete(&bob).await.unwrap();
+    let refused = ConnectOptions::with_credentials(&b_creds)
+        .unwrap()
+        .connect(url.clone())
+        .await;
+    assert!(refused.is_err(), "deleted account: {refused:?}");
+    assert!(!h.accounts.exists(&bob).await.unwrap());
+    h.ledger.verify_chain(&bob).await.unwrap();
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
