@@ -33,6 +33,8 @@ pub struct AnchorerConfig {
     pub poll: Duration,
     /// Recent epochs checked for reorgs on every wake-up.
     pub reorg_window: u64,
+    /// Replicas of the anchor's KV bucket, object store and stream (3 on a cluster).
+    pub replicas: usize,
 }
 
 impl Default for AnchorerConfig {
@@ -44,6 +46,7 @@ impl Default for AnchorerConfig {
             holder: format!("anchorer-{}", std::process::id()),
             poll: Duration::from_secs(1),
             reorg_window: 16,
+            replicas: 1,
         }
     }
 }
@@ -157,6 +160,7 @@ impl Anchorer {
                     bucket: STATE_BUCKET.into(),
                     description: "mnemo anchorer state and lease".into(),
                     history: 1,
+                    num_replicas: cfg.replicas.max(1),
                     storage: stream::StorageType::File,
                     ..Default::default()
                 })
@@ -170,6 +174,7 @@ impl Anchorer {
                     bucket: EPOCHS_BUCKET.into(),
                     description: Some("mnemo epoch leaves (checkpoints)".into()),
                     storage: stream::StorageType::File,
+                    num_replicas: cfg.replicas.max(1),
                     ..Default::default()
                 })
                 .await
@@ -180,6 +185,7 @@ impl Anchorer {
             subjects: vec!["mnemo.anchors.*".into()],
             storage: stream::StorageType::File,
             max_messages_per_subject: 8,
+            num_replicas: cfg.replicas.max(1),
             ..Default::default()
         })
         .await

@@ -58,6 +58,10 @@ pub(crate) struct Config {
     /// Shared streams of the sharded layout.
     #[arg(long, env = "MNEMO_SHARDS", default_value_t = 16, global = true)]
     shards: u32,
+    /// Replicas of every stream, KV bucket and object store mnemo creates (3 on a 3-node
+    /// JetStream cluster; see docs/decisions/0002-durability.md).
+    #[arg(long, env = "MNEMO_REPLICAS", default_value_t = 1, global = true)]
+    pub(crate) replicas: usize,
     /// Operator-mode NATS: the directory `mnemo nats init` wrote (mnemo connects with its
     /// service credentials and creates an account per user).
     #[arg(long, env = "MNEMO_NATS_DIR", global = true)]
@@ -239,6 +243,7 @@ impl Config {
         )
         .map_err(|_| anyhow::anyhow!("MNEMO_SIGNING_KEY must be 64 hex characters"))?;
         let mut c = LedgerConfig::new(master, SigningKey::from_bytes(&seed));
+        c.replicas = self.replicas.max(1);
         c.layout = match self.layout.as_str() {
             "per-user" => Layout::PerUser,
             "sharded" => Layout::Sharded {
@@ -373,6 +378,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ch,
                 mnemo_anchor::AnchorerConfig {
                     interval: Duration::from_secs(interval),
+                    replicas: c.replicas.max(1),
                     ..Default::default()
                 },
             )
@@ -409,7 +415,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         js.clone(),
                         ledger,
                         pool.clone(),
-                        mnemo_projections::ProjectorConfig::default(),
+                        mnemo_projections::ProjectorConfig {
+                            replicas: c.replicas.max(1),
+                            ..Default::default()
+                        },
                     );
                     let h = health::Health {
                         js,

@@ -133,6 +133,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
     let js = async_nats::jetstream::new(p.client.clone());
     mnemo_projections::migrate(&p.pool).await?;
     let ledger_master = p.ledger_cfg.master_key.clone();
+    let replicas = p.ledger_cfg.replicas;
     let ledger = Ledger::connect(p.client.clone(), p.ledger_cfg).await?;
     let (stop, rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
@@ -140,7 +141,10 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
         js.clone(),
         ledger.clone(),
         p.pool.clone(),
-        mnemo_projections::ProjectorConfig::default(),
+        mnemo_projections::ProjectorConfig {
+            replicas,
+            ..Default::default()
+        },
     );
     let proj_stats = projector.stats();
     if p.projector {
@@ -156,6 +160,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
             chain,
             mnemo_anchor::AnchorerConfig {
                 interval,
+                replicas,
                 ..Default::default()
             },
         )

@@ -42,6 +42,8 @@ pub struct ProjectorConfig {
     pub rescan: Duration,
     /// Also maintain the KV heads view.
     pub kv_heads: bool,
+    /// Replicas of the KV view buckets (3 on a cluster).
+    pub replicas: usize,
 }
 
 impl Default for ProjectorConfig {
@@ -54,6 +56,7 @@ impl Default for ProjectorConfig {
             buffer: 20_000,
             rescan: Duration::from_secs(2),
             kv_heads: true,
+            replicas: 1,
         }
     }
 }
@@ -250,7 +253,7 @@ impl Projector {
     /// stages holds everything else back.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let kv = if self.cfg.kv_heads {
-            Some(KvViews::open(&self.js).await?)
+            Some(KvViews::open(&self.js, self.cfg.replicas).await?)
         } else {
             None
         };
@@ -1007,7 +1010,12 @@ async fn write_rows(
 }
 
 /// Opens (or creates) a KV bucket of the views.
-async fn bucket(js: &jetstream::Context, name: &str, description: &str) -> Result<kv::Store> {
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store> {
     match js.get_key_value(name).await {
         Ok(k) => Ok(k),
         Err(_) => js
@@ -1015,6 +1023,7 @@ async fn bucket(js: &jetstream::Context, name: &str, description: &str) -> Resul
                 bucket: name.into(),
                 description: description.into(),
                 history: 1,
+                num_replicas: replicas.max(1),
                 storage: jetstream::stream::StorageType::File,
                 ..Default::default()
             })
@@ -1023,11 +1032,12 @@ async fn bucket(js: &jetstream::Context, name: &str, description: &str) -> Resul
     }
 }
 
-pub(crate) async fn heads_bucket(js: &jetstream::Context) -> Result<kv::Store> {
+pub(crate) async fn heads_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store> {
     bucket(
         js,
         HEADS_BUCKET,
         "mnemo: each user's checkpoint (seq, head hash, chain tree root)",
+        replicas,
     )
     .await
 }
@@ -1076,12 +1086,24 @@ fn nats(e: impl std::fmt::Display) -> ProjectionError {
 }
 
 impl KvViews {
-    async fn open(js: &jetstream::Context) -> Result<Self> {
+    async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
         Ok(Self {
-            heads: heads_bucket(js).await?,
+            heads: heads_bucket(js, replicas).await?,
             revisions: std::sync::Mutex::new(HashMap::new()),
-            memories: bucket(js, MEMORIES_BUCKET, "mnemo: per-memory metadata index").await?,
-            grants: bucket(js, GRANTS_BUCKET, "mnemo: each user's current grants").await?,
+            memories: bucket(
+                js,
+                MEMORIES_BUCKET,
+                "mnemo: per-memory metadata index",
+                replicas,
+            )
+            .await?,
+            grants: bucket(
+                js,
+                GRANTS_BUCKET,
+                "mnemo: each user's current grants",
+                replicas,
+            )
+            .await?,
         })
     }
 
@@ -1287,7 +1309,7 @@ pub async fn lag(js: &jetstream::Context, pool: &sqlx::PgPool, view: &str) -> Re
 
 /// Reads a user's head from the KV view.
 pub async fn kv_head(js: &jetstream::Context, user: &UserId) -> Result<Option<Head>> {
-    let kv = heads_bucket(js).await?;
+    let kv = heads_bucket(js, 1).await?;
     Ok(kv
         .get(user.as_str())
         .await
