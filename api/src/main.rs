@@ -35,7 +35,7 @@ struct Cli {
 /// Shared configuration.
 #[derive(clap::Args)]
 pub(crate) struct Config {
-    /// NATS server URL.
+    /// NATS server URL (a cluster: several, comma-separated).
     #[arg(
         long,
         env = "MNEMO_NATS_URL",
@@ -204,6 +204,14 @@ enum Projections {
     },
 }
 
+/// The servers of `MNEMO_NATS_URL`: one URL, or a cluster's as a comma-separated list.
+pub(crate) fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("MNEMO_NATS_URL {urls:?}"))
+}
+
 impl Config {
     /// Connects to NATS, with the service credentials in operator mode.
     pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
@@ -215,7 +223,7 @@ impl Config {
                 .await
                 .with_context(|| format!("reading {}", creds.display()))?;
         }
-        o.connect(&self.nats_url)
+        o.connect(server_addrs(&self.nats_url)?)
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))
     }
@@ -299,7 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = &c.nats_dir {
                 let setup = mnemo_api::natsauth::OperatorSetup::load(dir)?;
                 let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
-                    .connect(&c.nats_url)
+                    .connect(server_addrs(&c.nats_url)?)
                     .await
                     .context("connecting as the system user")?;
                 let accounts = mnemo_api::natsauth::Accounts::open(

@@ -175,7 +175,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
     if let Some((setup, url)) = p.operator {
         let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
             .name("mnemo-sys")
-            .connect(&url)
+            .connect(crate::server_addrs(&url)?)
             .await
             .with_context(|| format!("connecting to NATS at {url} as the system user"))?;
         let a = mnemo_api::natsauth::Accounts::open(
