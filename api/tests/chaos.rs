@@ -211,15 +211,15 @@ async fn chaos_run_loses_no_acknowledged_memory() {
     // chaos: one at a time, more than once each
     let step = Duration::from_millis(secs * 1000 / 12);
     let pause = |d| tokio::time::sleep(d);
-    for round in 0..2 {
+    for (node, instance) in cluster.nodes.iter_mut().zip(instances.iter_mut()) {
         pause(step).await;
-        cluster.nodes[round].kill();
+        node.kill();
         pause(step).await;
-        cluster.nodes[round].restart();
+        node.restart();
         pause(step).await;
-        instances[round].kill();
+        instance.kill();
         pause(step).await;
-        instances[round].start();
+        instance.start();
         pause(step).await;
         pg.kill();
         pause(step / 2).await;
