@@ -223,6 +223,17 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         ratio
     );
     println!("\nratio {ratio:.3} (median of per-round ratios; target 0.7)");
+    crate::measure::headline(
+        "ingest over HTTP (POST /v1/memories)",
+        format!(
+            "{} memories/s, p99 {:.1} ms",
+            human(h),
+            pct(&http_lat, 0.99)
+        ),
+        format!("direct ledger appends: {}/s", human(d)),
+        ratio,
+        ">= 0.7",
+    );
     Ok(())
 }
 

@@ -7,6 +7,8 @@ mod http;
 mod ingest;
 mod measure;
 mod project;
+mod report;
+mod scale;
 mod verify;
 
 /// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
@@ -33,6 +35,10 @@ enum Area {
     Ingest(ingest::Args),
     /// Projection into PostgreSQL of a pre-filled chain set, and a full rebuild.
     Project(project::Args),
+    /// Runs every benchmark and writes docs/BENCHMARKS.md (with a chart).
+    Report(report::Args),
+    /// Many users on one server, per layout: rates, memory, restart time, projection lag.
+    Scale(scale::Args),
     /// Ingest over the REST API vs direct ledger appends, same run.
     Http(http::Args),
     /// Custody bundle verification (mnemo-audit) vs raw batch verification, same threads.
@@ -46,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         Area::Project(a) => project::run(&a),
         Area::Verify(a) => verify::run(&a),
         Area::Http(a) => http::run(&a),
+        Area::Scale(a) => scale::run(&a),
+        Area::Report(a) => report::run(&a),
     }
 }

@@ -56,3 +56,9 @@ pub fn human(x: f64) -> String {
         format!("{x:.1}")
     }
 }
+
+/// Prints the line `mnemo-bench report` collects into its summary table:
+/// `HEADLINE|figure|value|baseline (same run)|ratio|target`.
+pub fn headline(what: &str, value: String, baseline: String, ratio: f64, target: &str) {
+    println!("HEADLINE|{what}|{value}|{baseline}|{ratio:.3}|{target}");
+}

@@ -205,6 +205,13 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         rebuild_secs,
         human(report.events as f64 / rebuild_secs)
     );
+    crate::measure::headline(
+        &format!("projection into PostgreSQL ({} events)", a.events),
+        format!("{} events/s", human(proj)),
+        format!("raw UNNEST insert of event rows: {} rows/s", human(raw)),
+        proj / raw,
+        ">= 20k events/s",
+    );
     println!(
         "\nRATE projector = {} events/s (target >= 20k); projected {} events in {proj_secs:.1} s",
         human(proj),

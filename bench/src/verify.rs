@@ -276,6 +276,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
          a {} MiB bundle three times (bounded: the verifier keeps memory and grant ids, not events)",
         size / (1 << 20)
     );
+    crate::measure::headline(
+        &format!("custody bundle verification (mnemo-audit, {n} events, {threads} threads)"),
+        format!("{} events/s", human(audit)),
+        format!("raw batch verify, same threads: {} sig/s", human(raw)),
+        audit / raw,
+        ">= 0.8",
+    );
     println!(
         "ratio {:.3} (target 0.8); {} events/s",
         audit / raw,
