@@ -213,3 +213,72 @@ impl Auth {
             .map_err(|e| AuthError(format!("sub: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED25519_PKCS8: [u8; 16] = ED25519_PKCS8_PREFIX;
+
+    fn external() -> (Auth, SigningKey) {
+        let ext = SigningKey::from_bytes(&[42; 32]);
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(ext.verifying_key().as_bytes());
+        let jwks: JwkSet = serde_json::from_value(serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig" }]
+        }))
+        .unwrap();
+        let auth = Auth::new(&SigningKey::from_bytes(&[1; 32]), "mnemo", "mnemo-api")
+            .with_external(ExternalIssuer {
+                issuer: "https://id.example".into(),
+                jwks,
+            });
+        (auth, ext)
+    }
+
+    fn token(key: &SigningKey, kid: Option<&str>, claims: serde_json::Value) -> String {
+        let mut der = ED25519_PKCS8.to_vec();
+        der.extend_from_slice(&key.to_bytes());
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(&der)).unwrap()
+    }
+
+    fn claims(iss: &str, adm: bool) -> serde_json::Value {
+        serde_json::json!({ "sub": "alice", "aud": "mnemo-api", "iss": iss,
+                            "exp": now() + 600, "nbf": now() - 5, "adm": adm })
+    }
+
+    #[test]
+    fn external_issuer_tokens_are_checked_against_its_jwks() {
+        let (auth, ext) = external();
+        let ok = token(&ext, Some("k1"), claims("https://id.example", false));
+        assert_eq!(
+            auth.check(&ok).unwrap(),
+            Principal::User(UserId::new("alice").unwrap())
+        );
+        // unknown kid, wrong issuer, an admin claim, another key under the right kid
+        let bad = [
+            token(&ext, Some("k2"), claims("https://id.example", false)),
+            token(&ext, Some("k1"), claims("https://evil.example", false)),
+            token(&ext, Some("k1"), claims("https://id.example", true)),
+            token(
+                &SigningKey::from_bytes(&[43; 32]),
+                Some("k1"),
+                claims("https://id.example", false),
+            ),
+            // the external key without a kid is checked as mnemo's own: refused
+            token(&ext, None, claims("mnemo", false)),
+        ];
+        for t in bad {
+            assert!(auth.check(&t).is_err(), "{t}");
+        }
+        // mnemo's own tokens still work next to the external issuer
+        let own = auth.issue("bob", false, 60);
+        assert_eq!(
+            auth.check(&own).unwrap(),
+            Principal::User(UserId::new("bob").unwrap())
+        );
+    }
+}
