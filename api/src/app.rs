@@ -147,21 +147,16 @@ pub fn router(api: Arc<Api>) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: axum::middleware::Next| {
-                let stats = stats.clone();
-                async move {
-                    let r = next.run(req).await;
-                    stats.requests.fetch_add(1, Ordering::Relaxed);
-                    if r.status().is_client_error() {
-                        stats.client_errors.fetch_add(1, Ordering::Relaxed);
-                    } else if r.status().is_server_error() {
-                        stats.server_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    r
-                }
-            },
-        ))
+        // Counting answers with a plain (unboxed) response map.
+        .layer(tower::util::MapResponseLayer::new(move |r: Response| {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            if r.status().is_client_error() {
+                stats.client_errors.fetch_add(1, Ordering::Relaxed);
+            } else if r.status().is_server_error() {
+                stats.server_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }))
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .with_state(api)
 }

@@ -223,8 +223,8 @@ mod tests {
     fn external() -> (Auth, SigningKey) {
         let ext = SigningKey::from_bytes(&[42; 32]);
         use base64::Engine;
-        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(ext.verifying_key().as_bytes());
+        let x =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ext.verifying_key().as_bytes());
         let jwks: JwkSet = serde_json::from_value(serde_json::json!({
             "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig" }]
         }))

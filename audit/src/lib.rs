@@ -216,7 +216,12 @@ fn unhex32(s: &str) -> Result<Hash32, String> {
 impl PayloadLine<'_> {
     fn into_item(self) -> Result<BundleItem, String> {
         let r = self.record;
-        let content = match (r.content.storage, r.content.bytes, r.content.hash, r.content.size) {
+        let content = match (
+            r.content.storage,
+            r.content.bytes,
+            r.content.hash,
+            r.content.size,
+        ) {
             ("inline", Some(b), None, None) => mnemo_core::Content::Inline { bytes: unhex(b)? },
             ("object", None, Some(h), Some(size)) => mnemo_core::Content::Object {
                 hash: unhex32(h)?,
