@@ -144,7 +144,7 @@ fn parse_line(text: &[u8], line: u64) -> Result<BundleItem, ItemError> {
     if let Some(rest) = text.strip_prefix(EVENT_PREFIX)
         && let Some(hex) = rest.strip_suffix(br#""}"#)
     {
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return Err(bad("event wire: odd number of hex digits".into()));
         }
         let mut wire = vec![0u8; hex.len() / 2];
@@ -198,7 +198,7 @@ struct ContentLine<'a> {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     let mut out = vec![0u8; s.len() / 2];
