@@ -299,13 +299,20 @@ async fn chaos_run_loses_no_acknowledged_memory() {
                     .ok()
                     .flatten();
             let kv = mnemo_projections::kv_head(&js, u).await.ok().flatten();
-            if seq == Some(len) && kv.is_some_and(|h| h.seq as i64 == len) {
+            if seq == Some(len) && kv.as_ref().is_some_and(|h| h.seq as i64 == len) {
                 break;
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(90),
-                "{u}: views never caught up"
-            );
+            if t.elapsed() > Duration::from_secs(90) {
+                for i in &instances {
+                    let log = std::fs::read_to_string(&i.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    eprintln!("--- {} (newest first):\n{}", i.url(), tail.join("\n"));
+                }
+                panic!(
+                    "{u}: views never caught up: chain {len}, PostgreSQL {seq:?}, KV {:?}",
+                    kv.map(|h| h.seq)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -11,6 +11,9 @@ pub enum ProjectionError {
     /// NATS failed; retried.
     #[error("nats: {0}")]
     Nats(String),
+    /// Another instance took over the view: this one must stop writing.
+    #[error("another projector instance leads view {0} now")]
+    Fenced(String),
     /// The ledger failed (opening a payload).
     #[error("ledger: {0}")]
     Ledger(#[from] mnemo_ledger::LedgerError),

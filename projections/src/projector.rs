@@ -101,6 +101,14 @@ pub struct Projector {
     checkpoints: HashMap<String, u64>,
     /// Generation keys, kept across batches; a user's are dropped at each erasure event.
     keys: KeyCache,
+    /// The leadership epoch this instance holds (names its consumers, fences its commits).
+    epoch: i64,
+}
+
+/// How a term as leader ended.
+enum Term {
+    Stopped,
+    Lost,
 }
 
 struct Accepted {
@@ -116,6 +124,17 @@ struct DeadLetter {
     stream_seq: u64,
     reason: String,
     payload: Bytes,
+}
+
+fn rand_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", h.finish() as u32)
 }
 
 fn subject_user(subject: &str) -> Option<UserId> {
@@ -139,6 +158,63 @@ impl Projector {
             states: HashMap::new(),
             checkpoints: HashMap::new(),
             keys: KeyCache::default(),
+            epoch: 0,
+        }
+    }
+
+    /// Waits until this instance leads the view: holds the view's session advisory lock on
+    /// a connection of its own, and has bumped the view's epoch. `None` when stopped first.
+    async fn lead(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+        let key = format!("mnemo-projector:{}", self.cfg.view);
+        let holder = format!("{}-{}", std::process::id(), rand_suffix());
+        let mut waiting_logged = false;
+        loop {
+            if *stop.borrow() {
+                return Ok(None);
+            }
+            let attempt: Result<Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, i64)>> = async {
+                let mut conn = self.pool.acquire().await?;
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(&key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if !got {
+                    return Ok(None);
+                }
+                let epoch: i64 = sqlx::query_scalar(
+                    "INSERT INTO projector_leaders (view, epoch, holder, since) VALUES ($1, 1, $2, now())
+                     ON CONFLICT (view) DO UPDATE SET epoch = projector_leaders.epoch + 1,
+                       holder = EXCLUDED.holder, since = now()
+                     RETURNING epoch",
+                )
+                .bind(&self.cfg.view)
+                .bind(&holder)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(Some((conn, epoch)))
+            }
+            .await;
+            match attempt {
+                Ok(Some((conn, epoch))) => {
+                    tracing::info!(view = %self.cfg.view, epoch, "projector leads the view");
+                    self.epoch = epoch;
+                    return Ok(Some(conn));
+                }
+                Ok(None) => {
+                    if !waiting_logged {
+                        tracing::info!(view = %self.cfg.view, "another projector leads the view; standing by");
+                        waiting_logged = true;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "projector: contending for the view"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 
@@ -183,9 +259,21 @@ impl Projector {
             .get_stream(&stream)
             .await
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
-        let name = format!("mnemo-proj-{}", self.cfg.view);
+        // One consumer per leadership epoch: a stale leader's pulls go to a consumer that no
+        // longer exists and can never take messages from this one. Older ones go away.
+        let prefix = format!("mnemo-proj-{}-", self.cfg.view);
+        let name = format!("{prefix}{}", self.epoch);
+        let mut names = s.consumer_names();
+        let mut old = Vec::new();
+        while let Some(Ok(n)) = names.next().await {
+            if n.starts_with(&prefix) || n == format!("mnemo-proj-{}", self.cfg.view) {
+                old.push(n);
+            }
+        }
+        for n in old {
+            let _ = s.delete_consumer(&n).await;
+        }
         // The checkpoint in PostgreSQL is the truth: the consumer starts after it.
-        let _ = s.delete_consumer(&name).await;
         let c = s
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(name),
@@ -251,7 +339,32 @@ impl Projector {
     /// order; one that fails (database down) is retried until it applies, its messages
     /// unacknowledged meanwhile, so nothing is lost and the bounded channel between the
     /// stages holds everything else back.
+    ///
+    /// Several instances may run it for one view: one leads (session advisory lock,
+    /// fenced commits), the others stand by and take over when it dies or loses its
+    /// database session.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        loop {
+            let Some(lock) = self.lead(&mut stop).await? else {
+                return Ok(());
+            };
+            self.states.clear();
+            self.checkpoints.clear();
+            self.keys = KeyCache::default();
+            match self.run_term(lock, stop.clone()).await? {
+                Term::Stopped => return Ok(()),
+                Term::Lost => {
+                    tracing::warn!(view = %self.cfg.view, "projector lost the lead; contending again");
+                }
+            }
+        }
+    }
+
+    async fn run_term(
+        &mut self,
+        mut lock: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Term> {
         let kv = if self.cfg.kv_heads {
             Some(KvViews::open(&self.js, self.cfg.replicas).await?)
         } else {
@@ -263,6 +376,7 @@ impl Projector {
             view: self.cfg.view.clone(),
             kv,
             stats: self.stats.clone(),
+            epoch: self.epoch,
         };
         let (ptx, mut prx) = mpsc::channel::<Prepared>(1);
         let mut wstop = stop.clone();
@@ -274,6 +388,10 @@ impl Projector {
                         Ok(()) => {
                             tracing::debug!(events = p.accepted.len(), took = ?tw.elapsed(), "batch written");
                             break;
+                        }
+                        Err(ProjectionError::Fenced(v)) => {
+                            tracing::warn!(view = %v, "projector: fenced off, another instance leads");
+                            return;
                         }
                         Err(e) => {
                             writer.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -293,9 +411,16 @@ impl Projector {
         let result = loop {
             tokio::select! {
                 _ = stop.changed() => {
-                    if *stop.borrow() { break Ok(()); }
+                    if *stop.borrow() { break Ok(Term::Stopped); }
                 }
                 _ = rescan.tick() => {
+                    // Still leading? The lock lives as long as its session.
+                    if sqlx::query("SELECT 1").execute(&mut *lock).await.is_err() {
+                        break Ok(Term::Lost);
+                    }
+                    if writer_task.is_finished() {
+                        break Ok(Term::Lost);
+                    }
                     match self.chain_streams().await {
                         Ok(streams) => {
                             for s in streams {
@@ -311,7 +436,7 @@ impl Projector {
                     }
                 }
                 first = rx.recv() => {
-                    let Some(first) = first else { break Ok(()) };
+                    let Some(first) = first else { break Ok(Term::Stopped) };
                     let mut batch = vec![first];
                     let deadline = tokio::time::Instant::now() + self.cfg.batch_wait;
                     while batch.len() < self.cfg.batch_max {
@@ -335,12 +460,13 @@ impl Projector {
                             }
                         }
                     };
-                    let Some(mut prepared) = prepared else { break Ok(()) };
+                    let Some(mut prepared) = prepared else { break Ok(Term::Stopped) };
                     let tp = tprep.elapsed();
                     prepared.items = batch;
                     let tsend = std::time::Instant::now();
                     if ptx.send(prepared).await.is_err() {
-                        break Err(ProjectionError::Db("projector writer stopped".into()));
+                        // the writer was fenced off
+                        break Ok(Term::Lost);
                     }
                     tracing::debug!(prepare = ?tp, waited_for_writer = ?tsend.elapsed(), "batch prepared");
                 }
@@ -350,7 +476,15 @@ impl Projector {
             h.abort();
         }
         drop(ptx);
+        if matches!(result, Ok(Term::Lost)) {
+            writer_task.abort();
+        }
         let _ = writer_task.await;
+        // Dropping the lock's connection returns it to the pool with the lock still held:
+        // release it explicitly (a broken connection is closed, which releases it too).
+        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *lock)
+            .await;
         result
     }
 
@@ -538,6 +672,8 @@ struct Writer {
     view: String,
     kv: Option<KvViews>,
     stats: Arc<ProjectorStats>,
+    /// The leadership epoch its batches are fenced with.
+    epoch: i64,
 }
 
 impl Writer {
@@ -550,6 +686,15 @@ impl Writer {
             .bind(&self.view)
             .execute(&mut *tx)
             .await?;
+        // The fencing token: only the current leader's batches commit.
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM projector_leaders WHERE view = $1 FOR SHARE")
+                .bind(&self.view)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if epoch != Some(self.epoch) {
+            return Err(ProjectionError::Fenced(self.view.clone()));
+        }
         // KV views are written before the commit: their writes are idempotent (heads only
         // move forward by compare-and-set, index entries are keyed by memory and grant), so
         // a crash between them and the commit only repeats them. They go out while

@@ -93,7 +93,10 @@ pub async fn rebuild(
         .connect(database_url)
         .await?;
     let mut setup = format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};");
-    for (t, _) in TABLES.iter().chain([&("projector_checkpoints", "")]) {
+    for (t, _) in TABLES
+        .iter()
+        .chain([&("projector_checkpoints", ""), &("projector_leaders", "")])
+    {
         setup.push_str(&format!(
             "CREATE TABLE {SCHEMA}.{t} (LIKE public.{t} INCLUDING ALL);"
         ));
@@ -195,9 +198,17 @@ pub async fn rebuild(
         if n.starts_with("MNEMO-CHAIN")
             && let Ok(s) = js.get_stream(&n).await
         {
-            let _ = s
-                .delete_consumer(&format!("mnemo-proj-{SHADOW_VIEW}"))
-                .await;
+            let prefix = format!("mnemo-proj-{SHADOW_VIEW}-");
+            let mut names = s.consumer_names();
+            let mut shadow = Vec::new();
+            while let Some(Ok(c)) = futures::StreamExt::next(&mut names).await {
+                if c.starts_with(&prefix) {
+                    shadow.push(c);
+                }
+            }
+            for c in shadow {
+                let _ = s.delete_consumer(&c).await;
+            }
         }
     }
     Ok(RebuildReport {
