@@ -70,7 +70,7 @@ pub struct ProjectorStats {
     pub dead_letters: AtomicU64,
     /// Transactions committed.
     pub batches: AtomicU64,
-    /// Batches that failed and were retried.
+    /// Failures retried: batches that did not apply, lost or contested leadership.
     pub retries: AtomicU64,
 }
 
@@ -209,7 +209,10 @@ impl Projector {
                         waiting_logged = true;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "projector: contending for the view"),
+                Err(e) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "projector: contending for the view");
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -354,6 +357,7 @@ impl Projector {
             match self.run_term(lock, stop.clone()).await? {
                 Term::Stopped => return Ok(()),
                 Term::Lost => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(view = %self.cfg.view, "projector lost the lead; contending again");
                 }
             }
