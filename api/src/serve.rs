@@ -129,14 +129,44 @@ impl Running {
     }
 }
 
+/// Starts the services; on any failure the ones already started are stopped again.
 async fn start(p: Parts) -> anyhow::Result<Running> {
+    let (stop, rx) = watch::channel(false);
+    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    match start_services(p, rx, &mut tasks).await {
+        Ok((addr, accounts, ledger)) => Ok(Running {
+            accounts,
+            addr,
+            ledger,
+            stop,
+            tasks,
+        }),
+        Err(e) => {
+            let _ = stop.send(true);
+            for t in tasks {
+                t.abort();
+            }
+            Err(e)
+        }
+    }
+}
+
+type Started = (
+    Option<SocketAddr>,
+    Option<mnemo_api::natsauth::Accounts>,
+    Ledger,
+);
+
+async fn start_services(
+    p: Parts,
+    rx: watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<anyhow::Result<()>>>,
+) -> anyhow::Result<Started> {
     let js = async_nats::jetstream::new(p.client.clone());
     mnemo_projections::migrate(&p.pool).await?;
     let ledger_master = p.ledger_cfg.master_key.clone();
     let replicas = p.ledger_cfg.replicas;
     let ledger = Ledger::connect(p.client.clone(), p.ledger_cfg).await?;
-    let (stop, rx) = watch::channel(false);
-    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
     let projector = mnemo_projections::Projector::new(
         js.clone(),
         ledger.clone(),
@@ -241,13 +271,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
             Ok(())
         }));
     }
-    Ok(Running {
-        accounts: accounts_out,
-        addr,
-        ledger,
-        stop,
-        tasks,
-    })
+    Ok((addr, accounts_out, ledger))
 }
 
 /// `mnemo serve`.
@@ -281,27 +305,48 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let client = c.connect().await?;
-    let operator = match &c.nats_dir {
-        Some(dir) => Some((
-            mnemo_api::natsauth::OperatorSetup::load(dir)?,
-            c.nats_url.clone(),
-        )),
-        None => None,
+    let ledger_cfg = c.ledger_config()?;
+    let database_url = c.database_url()?.to_owned();
+    // Dependencies that are down at start (a NATS node restarting, JetStream electing
+    // leaders, PostgreSQL restarting) are waited for, not fatal: retried every second
+    // until Ctrl-C. Configuration errors above fail at once.
+    let mut attempt = 0u32;
+    let running = loop {
+        let result = async {
+            let operator = match &c.nats_dir {
+                Some(dir) => Some((
+                    mnemo_api::natsauth::OperatorSetup::load(dir)?,
+                    c.nats_url.clone(),
+                )),
+                None => None,
+            };
+            start(Parts {
+                operator,
+                client: c.connect().await?,
+                ledger_cfg: ledger_cfg.clone(),
+                pool: crate::pool(&database_url).await?,
+                auth: auth.clone(),
+                listen: (!a.no_api).then_some(a.listen),
+                projector: !a.no_projector,
+                anchor: anchor.clone(),
+                max_upload: a.max_upload,
+                max_lag: a.max_lag,
+            })
+            .await
+        }
+        .await;
+        match result {
+            Ok(r) => break r,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %format!("{e:#}"), "starting: a dependency is not ready, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
     };
-    let running = start(Parts {
-        operator,
-        client,
-        ledger_cfg: c.ledger_config()?,
-        pool: crate::pool(c.database_url()?).await?,
-        auth,
-        listen: (!a.no_api).then_some(a.listen),
-        projector: !a.no_projector,
-        anchor,
-        max_upload: a.max_upload,
-        max_lag: a.max_lag,
-    })
-    .await?;
     if let Some(addr) = running.addr {
         println!("listening on http://{addr}");
     }

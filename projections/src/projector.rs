@@ -167,7 +167,7 @@ impl Projector {
     async fn lead(
         &mut self,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+    ) -> Result<Option<sqlx::PgConnection>> {
         let key = format!("mnemo-projector:{}", self.cfg.view);
         let holder = format!("{}-{}", std::process::id(), rand_suffix());
         let mut waiting_logged = false;
@@ -175,11 +175,13 @@ impl Projector {
             if *stop.borrow() {
                 return Ok(None);
             }
-            let attempt: Result<Option<(sqlx::pool::PoolConnection<sqlx::Postgres>, i64)>> = async {
-                let mut conn = self.pool.acquire().await?;
+            let attempt: Result<Option<(sqlx::PgConnection, i64)>> = async {
+                // A connection of its own, out of the pool: when it goes (this task
+                // aborted, the process killed) the session ends and the lock with it.
+                let mut conn = self.pool.acquire().await?.detach();
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
                     .bind(&key)
-                    .fetch_one(&mut *conn)
+                    .fetch_one(&mut conn)
                     .await?;
                 if !got {
                     return Ok(None);
@@ -192,7 +194,7 @@ impl Projector {
                 )
                 .bind(&self.cfg.view)
                 .bind(&holder)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await?;
                 Ok(Some((conn, epoch)))
             }
@@ -366,7 +368,7 @@ impl Projector {
 
     async fn run_term(
         &mut self,
-        mut lock: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        mut lock: sqlx::PgConnection,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Term> {
         let kv = if self.cfg.kv_heads {
@@ -419,7 +421,7 @@ impl Projector {
                 }
                 _ = rescan.tick() => {
                     // Still leading? The lock lives as long as its session.
-                    if sqlx::query("SELECT 1").execute(&mut *lock).await.is_err() {
+                    if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
                         break Ok(Term::Lost);
                     }
                     if writer_task.is_finished() {
@@ -484,11 +486,8 @@ impl Projector {
             writer_task.abort();
         }
         let _ = writer_task.await;
-        // Dropping the lock's connection returns it to the pool with the lock still held:
-        // release it explicitly (a broken connection is closed, which releases it too).
-        let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut *lock)
-            .await;
+        // Closing the lock's session releases the lock.
+        let _ = sqlx::Connection::close(lock).await;
         result
     }
 
