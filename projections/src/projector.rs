@@ -452,21 +452,22 @@ impl Projector {
                         }
                     }
                     let tprep = std::time::Instant::now();
-                    let prepared = loop {
-                        match self.prepare(&batch).await {
-                            Ok(p) => break Some(p),
-                            Err(e) => {
-                                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(error = %e, "projector: preparing a batch failed, retrying");
-                                self.states.clear();
-                                tokio::select! {
-                                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                                    _ = stop.changed() => if *stop.borrow() { break None; },
-                                }
+                    // A batch that cannot be prepared (the database is down while user
+                    // states load) ends the term: the state in memory may be ahead of the
+                    // database while the writer still holds an uncommitted batch, so
+                    // reloading it here could misplace events. A new term starts over from
+                    // the checkpoints, with fresh consumers; nothing is lost or doubled.
+                    let mut prepared = match self.prepare(&batch).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "projector: preparing a batch failed; starting over from the checkpoints");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                                _ = stop.changed() => {}
                             }
+                            break Ok(Term::Lost);
                         }
                     };
-                    let Some(mut prepared) = prepared else { break Ok(Term::Stopped) };
                     let tp = tprep.elapsed();
                     prepared.items = batch;
                     let tsend = std::time::Instant::now();
