@@ -62,3 +62,19 @@ pub fn human(x: f64) -> String {
 pub fn headline(what: &str, value: String, baseline: String, ratio: f64, target: &str) {
     println!("HEADLINE|{what}|{value}|{baseline}|{ratio:.3}|{target}");
 }
+
+/// A memory field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in MiB; this process when
+/// `pid` is `None` (Linux; 0 elsewhere).
+pub fn status_mib(pid: Option<u32>, field: &str) -> f64 {
+    let path = pid.map_or("/proc/self/status".to_owned(), |p| {
+        format!("/proc/{p}/status")
+    });
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

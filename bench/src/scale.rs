@@ -65,17 +65,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .block_on(run_async(a))
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn run_async(a: &Args) -> anyhow::Result<()> {
     let pg = PgServer::start();
     let mut points = Vec::new();
@@ -212,7 +201,7 @@ async fn measure(
     let catch_up_secs = t.elapsed().as_secs_f64();
     let _ = stop.send(true);
     let _ = projector.await;
-    let server_mib = rss_mib(server.pid().expect("running"));
+    let server_mib = crate::measure::status_mib(server.pid(), "VmRSS:");
     // restart: SIGKILL, start on the same store, until a chain head answers again
     drop(ledger);
     drop(client);

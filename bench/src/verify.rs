@@ -153,14 +153,10 @@ fn write_bundle(path: &std::path::Path, n: u64) -> anyhow::Result<Vec<[u8; 64]>>
 
 /// Resident set size and its peak, in MiB (Linux).
 fn rss() -> (f64, f64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        crate::measure::status_mib(None, "VmRSS:"),
+        crate::measure::status_mib(None, "VmHWM:"),
+    )
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
