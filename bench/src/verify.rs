@@ -269,8 +269,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     );
     println!(
         "\nmemory: RSS {rss_before:.0} MiB before verifying, peak {peak:.0} MiB while verifying \
-         a {} MiB bundle three times (bounded: the verifier keeps memory and grant ids, not events)",
-        size / (1 << 20)
+         a {} MiB bundle {} times (bounded: the verifier keeps memory and grant ids, not events)",
+        size / (1 << 20),
+        a.rounds
     );
     crate::measure::headline(
         &format!("custody bundle verification (mnemo-audit, {n} events, {threads} threads)"),
