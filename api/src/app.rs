@@ -1322,25 +1322,29 @@ async fn shared_list(
     Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
+/// One memory of `owner` read under the caller's grants (recorded as `action`).
+async fn shared_one(
+    api: &Api,
+    caller: &Caller,
+    owner: &str,
+    id: &str,
+    action: AccessAction,
+) -> ApiResult<MemoryView> {
+    let id = memory_id(id)?;
+    shared_read(api, caller, owner, &ListQuery::default(), Some(&id), action)
+        .await?
+        .pop()
+        .ok_or_else(|| Problem::not_found("no such memory under your grants"))
+}
+
 async fn shared_get(
     State(api): State<S>,
     caller: Caller,
     Path((owner, id)): Path<(String, String)>,
 ) -> ApiResult<Json<MemoryView>> {
-    let id = memory_id(&id)?;
-    let mut items = shared_read(
-        &api,
-        &caller,
-        &owner,
-        &ListQuery::default(),
-        Some(&id),
-        AccessAction::ReadMetadata,
-    )
-    .await?;
-    items
-        .pop()
+    shared_one(&api, &caller, &owner, &id, AccessAction::ReadMetadata)
+        .await
         .map(Json)
-        .ok_or_else(|| Problem::not_found("no such memory under your grants"))
 }
 
 async fn shared_content(
@@ -1348,19 +1352,7 @@ async fn shared_content(
     caller: Caller,
     Path((owner, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let id = memory_id(&id)?;
-    let mut items = shared_read(
-        &api,
-        &caller,
-        &owner,
-        &ListQuery::default(),
-        Some(&id),
-        AccessAction::ReadContent,
-    )
-    .await?;
-    let m = items
-        .pop()
-        .ok_or_else(|| Problem::not_found("no such memory under your grants"))?;
+    let m = shared_one(&api, &caller, &owner, &id, AccessAction::ReadContent).await?;
     content_response(&api, &user_id(&owner)?, &m).await
 }
 

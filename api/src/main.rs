@@ -306,15 +306,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ledger.create_user(&user).await?;
             if let Some(dir) = &c.nats_dir {
                 let setup = mnemo_api::natsauth::OperatorSetup::load(dir)?;
-                let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
-                    .connect(server_addrs(&c.nats_url)?)
-                    .await
-                    .context("connecting as the system user")?;
-                let accounts = mnemo_api::natsauth::Accounts::open(
+                let accounts = mnemo_api::natsauth::Accounts::for_setup(
+                    &setup,
+                    server_addrs(&c.nats_url)?,
                     &async_nats::jetstream::new(client),
-                    sys,
-                    nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
-                    setup.service.public_key(),
                     master,
                 )
                 .await?;

@@ -410,6 +410,29 @@ impl Accounts {
         })
     }
 
+    /// Opens the accounts service of an operator setup: connects to `servers` as the
+    /// setup's system user and signs with its operator signing key.
+    pub async fn for_setup(
+        setup: &OperatorSetup,
+        servers: Vec<async_nats::ServerAddr>,
+        js: &async_nats::jetstream::Context,
+        master: mnemo_ledger::SecretKey,
+    ) -> anyhow::Result<Self> {
+        let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
+            .name("mnemo-sys")
+            .connect(servers)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to NATS as the system user: {e}"))?;
+        Self::open(
+            js,
+            sys,
+            KeyPair::from_seed(&setup.signing.seed()?)?,
+            setup.service.public_key(),
+            master,
+        )
+        .await
+    }
+
     fn aad(user: &mnemo_core::UserId) -> Vec<u8> {
         format!("mnemo nats account v1 {user}").into_bytes()
     }

@@ -203,16 +203,10 @@ async fn start_services(
     }
     let mut accounts = None;
     if let Some((setup, url)) = p.operator {
-        let sys = async_nats::ConnectOptions::with_credentials(&setup.system_creds())?
-            .name("mnemo-sys")
-            .connect(crate::server_addrs(&url)?)
-            .await
-            .with_context(|| format!("connecting to NATS at {url} as the system user"))?;
-        let a = mnemo_api::natsauth::Accounts::open(
+        let a = mnemo_api::natsauth::Accounts::for_setup(
+            &setup,
+            crate::server_addrs(&url)?,
             &js,
-            sys,
-            nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
-            setup.service.public_key(),
             ledger_master.clone(),
         )
         .await?;
