@@ -35,9 +35,15 @@ pub struct Args {
     /// Content bytes per memory.
     #[arg(long, default_value_t = 512)]
     payload: usize,
-    /// Concurrent appending tasks (at most one in flight per user).
+    /// Concurrent appending tasks.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Layouts to run: `per-user`, `sharded`.
+    #[arg(long, value_delimiter = ',', default_value = "per-user,sharded")]
+    layouts: Vec<String>,
+    /// Skip the fsync-per-write runs.
+    #[arg(long)]
+    no_fsync: bool,
 }
 
 struct Row {
@@ -73,7 +79,18 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         ("default (fsync every 2 min)", false, a.events),
         ("fsync every write", true, a.events_fsync),
     ] {
+        if sync_always && a.no_fsync {
+            continue;
+        }
         for layout in [Layout::PerUser, Layout::Sharded { shards: a.shards }] {
+            let name = if matches!(layout, Layout::PerUser) {
+                "per-user"
+            } else {
+                "sharded"
+            };
+            if !a.layouts.iter().any(|l| l == name) {
+                continue;
+            }
             for &users in &a.users {
                 let server = NatsServer::start_with(NatsOptions {
                     sync_always,

@@ -1,7 +1,10 @@
 //! The ledger: creates chains, appends to them, erases, and reads them back.
 
 use async_nats::jetstream::{
-    self, consumer, context::PublishErrorKind, message::PublishMessage, object_store, stream,
+    self, consumer,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
+    message::PublishMessage,
+    object_store, stream,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -12,6 +15,7 @@ use mnemo_core::{
 };
 use rand::RngCore;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt;
@@ -106,15 +110,111 @@ pub struct OpenedMemory {
     pub salt: [u8; 32],
 }
 
+/// Counters of a [`Ledger`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    /// Events sent while an earlier event of the same user was still in flight.
+    pub pipelined: u64,
+    /// Appends that found the chain moved by someone else and were rebuilt.
+    pub conflicts: u64,
+}
+
+/// What this process knows of a user's chain, including its own events still in flight.
 #[derive(Clone, Debug)]
 struct HeadState {
+    /// The chain as this process built it: its last events may not be acknowledged yet.
     head: Head,
+    /// The stream sequence of `head`'s last event; exact only when nothing is in flight.
     stream_seq: u64,
     /// The custody key that must sign the next event.
     signer: KeyId,
     /// The generation key this process encrypts this user's memories with; dropped with
     /// the state on any conflict, so it is only used on top of heads this process built.
     generation: Option<Generation>,
+    /// Events sent on top of this state whose acks have not come back.
+    in_flight: usize,
+    /// The highest stream sequence acknowledged for this state's events.
+    acked: u64,
+    /// The `Nats-Msg-Id` of the last event while it is in flight, when the next one may be
+    /// pipelined behind it with `Nats-Expected-Last-Msg-Id` (per-user layout only).
+    tail_id: Option<String>,
+    /// Tells this state from a reloaded one: an ack of an event sent on an older state
+    /// never touches a newer one.
+    epoch: u64,
+}
+
+impl HeadState {
+    fn at(head: Head, stream_seq: u64, signer: KeyId, epoch: u64) -> Self {
+        Self {
+            head,
+            stream_seq,
+            signer,
+            generation: None,
+            in_flight: 0,
+            acked: stream_seq,
+            tail_id: None,
+            epoch,
+        }
+    }
+}
+
+/// One user's write slot in this process.
+#[derive(Default)]
+struct Slot {
+    state: tokio::sync::Mutex<Option<HeadState>>,
+    /// Appends of this user inside `write` (waiting for the slot or for their ack).
+    writers: AtomicUsize,
+    /// Woken whenever one of this user's events in flight is settled.
+    settled: tokio::sync::Notify,
+}
+
+/// Leaves a slot's writer count when dropped.
+struct Writer<'a>(&'a Slot);
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        self.0.writers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Drops a user's state if an event in flight is never settled (the appending task was
+/// cancelled while waiting for its ack): appends queued behind it would otherwise wait
+/// for good.
+struct Unsettled {
+    slot: Arc<Slot>,
+    epoch: u64,
+    armed: bool,
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (slot, epoch) = (self.slot.clone(), self.epoch);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut state = slot.state.lock().await;
+                if state.as_ref().is_some_and(|s| s.epoch == epoch) {
+                    *state = None;
+                }
+                drop(state);
+                slot.settled.notify_waiters();
+            });
+        }
+    }
+}
+
+/// An event handed to the client, its ack still to come.
+struct Sent {
+    unsettled: Unsettled,
+    user: UserId,
+    epoch: u64,
+    seq: Seq,
+    hash: Hash32,
+    memory: Option<MemoryId>,
+    sealed_len: usize,
+    ack: std::result::Result<PublishAckFuture, PublishError>,
 }
 
 /// A memory ready to be sealed: everything but the generation key.
@@ -138,11 +238,13 @@ fn parse_sealed(sealed: &[u8]) -> Result<(u64, &[u8])> {
     Ok((id, &sealed[9..]))
 }
 
-enum Attempt {
-    Written(Box<(HeadState, Receipt)>),
+enum Outcome {
+    Written(Receipt),
+    /// The client's idempotency key was seen before: the earlier message's stream seq.
     Duplicate(u64),
     Conflict,
-    Unknown(Hash32),
+    /// The ack was lost: the event (chain seq, hash) may or may not be in.
+    Unknown(Seq, Hash32),
 }
 
 /// The ledger. Cheap to clone; all clones share connections and caches.
@@ -157,7 +259,10 @@ struct Inner {
     current_key: KeyId,
     keys: KeyStore,
     objects: object_store::ObjectStore,
-    heads: Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<Option<HeadState>>>>>,
+    slots: Mutex<HashMap<UserId, Arc<Slot>>>,
+    epochs: AtomicU64,
+    pipelined: AtomicU64,
+    conflicts: AtomicU64,
     streams: Mutex<HashMap<String, stream::Stream>>,
 }
 
@@ -292,7 +397,10 @@ impl Ledger {
                 js,
                 current_key,
                 objects,
-                heads: Mutex::new(HashMap::new()),
+                slots: Mutex::new(HashMap::new()),
+                epochs: AtomicU64::new(1),
+                pipelined: AtomicU64::new(0),
+                conflicts: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
                 cfg,
             }),
@@ -301,6 +409,14 @@ impl Ledger {
             ledger.ensure_stream(&name, &subjects).await?;
         }
         Ok(ledger)
+    }
+
+    /// Counters since this ledger was connected.
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            pipelined: self.inner.pipelined.load(Ordering::Relaxed),
+            conflicts: self.inner.conflicts.load(Ordering::Relaxed),
+        }
     }
 
     /// The configuration.
@@ -380,14 +496,18 @@ impl Ledger {
         }
     }
 
-    fn head_lock(&self, user: &UserId) -> Arc<tokio::sync::Mutex<Option<HeadState>>> {
+    fn slot(&self, user: &UserId) -> Arc<Slot> {
         self.inner
-            .heads
+            .slots
             .lock()
             .expect("lock")
             .entry(user.clone())
             .or_default()
             .clone()
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.inner.epochs.fetch_add(1, Ordering::Relaxed)
     }
 
     async fn load_head(&self, user: &UserId) -> Result<Option<HeadState>> {
@@ -408,16 +528,16 @@ impl Ledger {
                         "head of {user} names another user"
                     )));
                 }
-                Ok(Some(HeadState {
-                    generation: None,
-                    signer: next_signer(&event),
-                    head: Head {
+                Ok(Some(HeadState::at(
+                    Head {
                         user: user.clone(),
                         len: event.seq.0,
                         hash,
                     },
-                    stream_seq: msg.sequence,
-                }))
+                    msg.sequence,
+                    next_signer(&event),
+                    self.next_epoch(),
+                )))
             }
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LedgerError::nats("direct get head", e)),
@@ -433,21 +553,35 @@ impl Ledger {
         }))
     }
 
-    /// Publishes one event built on `st`. Never retries by itself. A memory is sealed here,
-    /// under the state's generation key (started when there is none or it is used up).
-    async fn attempt(
+    /// Builds the next event on `st`, hands it to the client for publishing and moves `st`
+    /// on as if it were written, so that the next event can be pipelined behind it. Does
+    /// not wait for the ack (see [`settle`](Self::settle)); never retries by itself. A
+    /// memory is sealed here, under the state's generation key (started when there is none
+    /// or it is used up). `st` is left as it was when this fails before publishing.
+    ///
+    /// The event is guarded by `Nats-Expected-Last-Subject-Sequence` when nothing is in
+    /// flight, else by `Nats-Expected-Last-Msg-Id` naming the event in flight before it (a
+    /// per-user stream holds nothing but the chain, so the stream's last message id is the
+    /// chain's). With `pipeline`, the event gets a message id derived from its hash, which
+    /// the next event can name.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
         &self,
+        slot: &Arc<Slot>,
         st: &mut HeadState,
         key: &SigningKey,
         body: EventBody,
         memory: Option<&PreparedMemory>,
-        msg_id: Option<&str>,
-    ) -> Result<Attempt> {
+        client_key: Option<&str>,
+        pipeline: bool,
+        drop_generation: bool,
+    ) -> Result<Sent> {
         let user = st.head.user.clone();
+        let mut generation = st.generation.clone();
         let (payload, sealed) = match memory {
             None => (None, Vec::new()),
             Some(m) => {
-                let generation = match st.generation.take() {
+                let mut g = match generation.take() {
                     Some(g) if g.used < GENERATION_SIZE => g,
                     _ => {
                         self.inner
@@ -456,81 +590,165 @@ impl Ledger {
                             .await?
                     }
                 };
-                let mk = keystore::derive(&generation.key, &m.memory);
+                let mk = keystore::derive(&g.key, &m.memory);
                 let mut sealed = Vec::with_capacity(9 + 40 + m.plain.len());
                 sealed.push(SEALED_V1);
-                sealed.extend_from_slice(&generation.id.to_be_bytes());
+                sealed.extend_from_slice(&g.id.to_be_bytes());
                 sealed
                     .extend_from_slice(&mk.seal(&aad("payload", &user, Some(&m.memory)), &m.plain));
-                st.generation = Some(generation);
+                g.used += 1;
+                generation = Some(g);
                 (Some(m.commitment), sealed)
             }
         };
         let (event, hash) = st.head.next_event(key, now_ms(), body, payload, None);
         // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
-        // without one is resolved by comparing the head with the event's hash.
-        let mut publish = PublishMessage::build()
-            .payload(envelope::encode(&event.to_wire(), &sealed))
-            .expected_last_subject_sequence(st.stream_seq);
-        if let Some(k) = msg_id {
-            publish = publish.message_id(format!("{user}:{k}"));
+        // without one is resolved by looking for the event in the chain.
+        let msg_id = match client_key {
+            Some(k) => Some(format!("{user}:{k}")),
+            // A space: no client key can produce it (keys are printable, without spaces).
+            None if pipeline => Some(format!("{user} {}", hex::encode(&hash.0[..16]))),
+            None => None,
+        };
+        let mut publish =
+            PublishMessage::build().payload(envelope::encode(&event.to_wire(), &sealed));
+        publish = match (st.in_flight, st.tail_id.as_deref()) {
+            (0, _) => publish.expected_last_subject_sequence(st.stream_seq),
+            (_, Some(tail)) => {
+                self.inner.pipelined.fetch_add(1, Ordering::Relaxed);
+                publish.expected_last_message_id(tail)
+            }
+            (_, None) => {
+                return Err(LedgerError::nats(
+                    "publish",
+                    "internal: an event may only be pipelined behind a message id",
+                ));
+            }
+        };
+        if let Some(id) = &msg_id {
+            publish = publish.message_id(id.clone());
         }
         let subject = self.locate(&user).subject;
-        let ack = match self.inner.js.send_publish(subject, publish).await {
+        let ack = self.inner.js.send_publish(subject, publish).await;
+        st.head.advance(&event, hash);
+        st.signer = next_signer(&event);
+        st.generation = if drop_generation { None } else { generation };
+        st.in_flight += 1;
+        // A client key's message id may already name an older message (a duplicate), so
+        // nothing is pipelined behind it.
+        st.tail_id = if client_key.is_none() { msg_id } else { None };
+        Ok(Sent {
+            unsettled: Unsettled {
+                slot: slot.clone(),
+                epoch: st.epoch,
+                armed: true,
+            },
+            user,
+            epoch: st.epoch,
+            seq: event.seq,
+            hash,
+            memory: memory.map(|m| m.memory),
+            sealed_len: sealed.len(),
+            ack,
+        })
+    }
+
+    /// Waits for a sent event's ack and brings the user's state up to date: on success it
+    /// counts the event as written; on any failure it drops the state, so that the next
+    /// append reloads the head from the server (events pipelined behind a failed one fail
+    /// their guard and retry the same way).
+    async fn settle(&self, slot: &Slot, mut sent: Sent) -> Result<Outcome> {
+        let res = match sent.ack {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
         };
-        match ack {
-            Ok(ack) if ack.duplicate => Ok(Attempt::Duplicate(ack.sequence)),
-            Ok(ack) => {
-                let mut head = st.head.clone();
-                head.advance(&event, hash);
-                let receipt = Receipt {
-                    user: user.clone(),
-                    seq: event.seq,
-                    hash,
-                    memory: memory.map(|m| m.memory),
-                    stream_seq: ack.sequence,
-                    duplicate: false,
-                };
-                let mut generation = st.generation.take();
-                if let (Some(g), Some(_)) = (generation.as_mut(), memory) {
-                    g.used += 1;
-                }
-                let next = HeadState {
-                    signer: next_signer(&event),
-                    head,
-                    stream_seq: ack.sequence,
-                    generation,
-                };
-                Ok(Attempt::Written(Box::new((next, receipt))))
-            }
-            Err(e) => match e.kind() {
-                PublishErrorKind::WrongLastSequence => Ok(Attempt::Conflict),
-                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                    Ok(Attempt::Unknown(hash))
-                }
-                PublishErrorKind::MaxPayloadExceeded => Err(LedgerError::PayloadTooLarge {
-                    size: sealed.len(),
-                    max: self.inner.cfg.max_inline,
-                }),
-                _ => {
-                    let text = e.to_string();
-                    if text.contains("maximum messages") || text.contains("maximum bytes") {
-                        Err(LedgerError::ChainFull(user.clone()))
-                    } else {
-                        Err(LedgerError::nats("publish", e))
+        let mut guard = slot.state.lock().await;
+        let current = guard.as_ref().is_some_and(|s| s.epoch == sent.epoch);
+        let outcome = match res {
+            Ok(ack) if !ack.duplicate => {
+                if let Some(st) = guard.as_mut().filter(|_| current) {
+                    st.in_flight -= 1;
+                    st.acked = st.acked.max(ack.sequence);
+                    if st.in_flight == 0 {
+                        st.stream_seq = st.acked;
+                        st.tail_id = None;
                     }
                 }
-            },
-        }
+                Ok(Outcome::Written(Receipt {
+                    user: sent.user,
+                    seq: sent.seq,
+                    hash: sent.hash,
+                    memory: sent.memory,
+                    stream_seq: ack.sequence,
+                    duplicate: false,
+                }))
+            }
+            other => {
+                if current {
+                    *guard = None;
+                }
+                match other {
+                    Ok(ack) => Ok(Outcome::Duplicate(ack.sequence)),
+                    Err(e) => match e.kind() {
+                        PublishErrorKind::WrongLastSequence
+                        | PublishErrorKind::WrongLastMessageId => Ok(Outcome::Conflict),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                            Ok(Outcome::Unknown(sent.seq, sent.hash))
+                        }
+                        PublishErrorKind::MaxPayloadExceeded => Err(LedgerError::PayloadTooLarge {
+                            size: sent.sealed_len,
+                            max: self.inner.cfg.max_inline,
+                        }),
+                        _ => {
+                            let text = e.to_string();
+                            if text.contains("maximum messages") || text.contains("maximum bytes") {
+                                Err(LedgerError::ChainFull(sent.user.clone()))
+                            } else {
+                                Err(LedgerError::nats("publish", e))
+                            }
+                        }
+                    },
+                }
+            }
+        };
+        drop(guard);
+        sent.unsettled.armed = false;
+        slot.settled.notify_waiters();
+        outcome
     }
 
-    /// Appends `body` to `user`'s chain: builds on the cached head, publishes with the
-    /// expected last subject sequence, and on a conflict reloads the head and rebuilds.
-    /// Appends to one user are serialised in this process; other processes are kept out
-    /// by the server's sequence check. `new_generation_after` drops the generation key in
-    /// use once the event is written (erasures).
+    /// The receipt of `user`'s event `seq` if it is `hash` (after a lost ack).
+    async fn written_at(&self, user: &UserId, seq: Seq, hash: Hash32) -> Result<Option<Receipt>> {
+        let Some(tip) = self.head(user).await? else {
+            return Ok(None);
+        };
+        if tip.len < seq.0 || (tip.len == seq.0 && tip.hash != hash) {
+            return Ok(None);
+        }
+        let stream_seq = if tip.len == seq.0 {
+            tip.stream_seq
+        } else {
+            match self.events(user, seq, 1).await?.first() {
+                Some(e) if e.event.seq == seq && e.hash == hash => e.stream_seq,
+                _ => return Ok(None),
+            }
+        };
+        let mut r = self.receipt_at(user, stream_seq).await?;
+        r.duplicate = false;
+        Ok(Some(r))
+    }
+
+    /// Appends `body` to `user`'s chain: builds on the cached head, publishes with a guard
+    /// on the chain's last message, and on a conflict reloads the head and rebuilds.
+    ///
+    /// Appends to one user are pipelined in the per-user layout: an append sent while
+    /// another is in flight names it with `Nats-Expected-Last-Msg-Id`, so the server stores
+    /// it only right behind that very event. In the sharded layout the stream's last
+    /// message id belongs to every user of the shard and the next stream sequence can not
+    /// be predicted, so one event per user is in flight there (see docs/decisions/0002).
+    /// Other processes are kept out by the server's checks. `new_generation_after` drops
+    /// the generation key in use once the event is written (erasures); `after` makes the
+    /// append conditional on the chain's head.
     async fn write(
         &self,
         user: &UserId,
@@ -540,28 +758,44 @@ impl Ledger {
         new_generation_after: bool,
         after: Option<Hash32>,
     ) -> Result<Receipt> {
-        let lock = self.head_lock(user);
+        let slot = self.slot(user);
+        slot.writers.fetch_add(1, Ordering::SeqCst);
+        let _writer = Writer(&slot);
         // The head the caller expects; moved along by a key rotation this call writes, so
         // that only someone else's write fails the condition.
         let mut expected = after;
-        let mut guard = lock.lock().await;
         let keys = &self.inner.cfg.keys;
+        let pipelines = self.inner.cfg.layout.stream_seq_is_chain_seq();
         let mut backoff = Duration::from_micros(200);
-        for _ in 0..=self.inner.cfg.conflict_retries {
+        let mut failures = 0;
+        loop {
+            if failures > self.inner.cfg.conflict_retries {
+                return Err(LedgerError::Conflict(user.clone()));
+            }
+            let mut guard = slot.state.lock().await;
             if guard.is_none() {
                 *guard = self.load_head(user).await?;
             }
-            let Some(mut st) = guard.take() else {
+            let Some(st) = guard.as_mut() else {
                 return Err(LedgerError::UnknownUser(user.clone()));
             };
+            if st.in_flight > 0 && st.tail_id.is_none() {
+                // Nothing to pipeline behind: wait until the events in flight are settled.
+                let settled = slot.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                drop(guard);
+                settled.await;
+                continue;
+            }
             if let Some(e) = expected
                 && st.head.hash != e
             {
-                *guard = Some(st);
                 return Err(LedgerError::HeadMoved(user.clone()));
             }
-            let (key, body_now, is_rotation) = if st.signer == self.inner.current_key {
-                (&keys.current, body.clone(), false)
+            let rotation = st.signer != self.inner.current_key;
+            let (key, body_now) = if !rotation {
+                (&keys.current, body.clone())
             } else {
                 // The chain is still signed by an older key: hand over with a rotation
                 // signed by that key, then write the event with the current one.
@@ -579,54 +813,45 @@ impl Ledger {
                     old: st.signer,
                     new: PublicKey(keys.current.verifying_key()),
                 };
-                (old, rotation, true)
+                (old, rotation)
             };
-            let (m, id) = if is_rotation {
+            let (m, id) = if rotation {
                 (None, None)
             } else {
                 (memory, msg_id)
             };
-            match self.attempt(&mut st, key, body_now, m, id).await? {
-                Attempt::Written(w) => {
-                    let (mut next, receipt) = *w;
-                    if is_rotation {
-                        if expected.is_some() {
-                            expected = Some(next.head.hash);
-                        }
-                        *guard = Some(next);
-                        continue;
-                    }
-                    if new_generation_after {
-                        next.generation = None;
-                    }
-                    *guard = Some(next);
-                    return Ok(receipt);
-                }
-                Attempt::Duplicate(stream_seq) => {
+            let pipeline = pipelines && !rotation && slot.writers.load(Ordering::SeqCst) > 1;
+            let drop_generation = !rotation && new_generation_after;
+            let sent = self
+                .send(&slot, st, key, body_now, m, id, pipeline, drop_generation)
+                .await?;
+            drop(guard);
+            let written = match self.settle(&slot, sent).await? {
+                Outcome::Written(r) => Some(r),
+                Outcome::Duplicate(stream_seq) => {
                     return self.receipt_at(user, stream_seq).await;
                 }
-                Attempt::Conflict => {
+                Outcome::Conflict => {
+                    self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
+                    None
                 }
-                Attempt::Unknown(hash) => {
-                    // The ack was lost: the event may or may not be in. Look.
-                    let now = self.load_head(user).await?;
-                    if let Some(st) = now.as_ref()
-                        && st.head.hash == hash
-                    {
-                        let seq = st.stream_seq;
-                        *guard = now;
-                        return self.receipt_at(user, seq).await.map(|mut r| {
-                            r.duplicate = false;
-                            r
-                        });
-                    }
-                    *guard = now;
+                Outcome::Unknown(seq, hash) => {
+                    failures += 1;
+                    self.written_at(user, seq, hash).await?
+                }
+            };
+            if let Some(r) = written {
+                if !rotation {
+                    return Ok(r);
+                }
+                if expected.is_some() {
+                    expected = Some(r.hash);
                 }
             }
         }
-        Err(LedgerError::Conflict(user.clone()))
     }
 
     async fn receipt_at(&self, user: &UserId, stream_seq: u64) -> Result<Receipt> {
@@ -665,48 +890,43 @@ impl Ledger {
         let loc = self.locate(user);
         let subjects = self.inner.cfg.layout.stream_subjects(&loc);
         self.ensure_stream(&loc.stream, &subjects).await?;
-        let lock = self.head_lock(user);
-        let mut guard = lock.lock().await;
+        let slot = self.slot(user);
+        let mut guard = slot.state.lock().await;
         if self.load_head(user).await?.is_some() {
             return Err(LedgerError::UserExists(user.clone()));
         }
-        let mut st = HeadState {
-            head: Head::empty(user.clone()),
-            stream_seq: 0,
-            signer: self.inner.current_key,
-            generation: None,
-        };
+        let mut st = HeadState::at(
+            Head::empty(user.clone()),
+            0,
+            self.inner.current_key,
+            self.next_epoch(),
+        );
         let body = EventBody::KeyAdded {
             key: self.public_key(),
             role: KeyRole::Custody,
         };
         let keys = &self.inner.cfg.keys;
-        match self
-            .attempt(&mut st, &keys.current, body, None, Some("genesis"))
-            .await?
-        {
-            Attempt::Written(w) => {
-                let (next, receipt) = *w;
-                *guard = Some(next);
-                Ok(receipt)
-            }
-            Attempt::Duplicate(_) | Attempt::Conflict => {
-                *guard = None;
-                Err(LedgerError::UserExists(user.clone()))
-            }
-            Attempt::Unknown(hash) => {
-                *guard = self.load_head(user).await?;
-                match guard.as_ref() {
-                    Some(s) if s.head.hash == hash => {
-                        let seq = s.stream_seq;
-                        drop(guard);
-                        let mut r = self.receipt_at(user, seq).await?;
-                        r.duplicate = false;
-                        Ok(r)
-                    }
-                    _ => Err(LedgerError::nats("create user", "ack lost")),
-                }
-            }
+        let sent = self
+            .send(
+                &slot,
+                &mut st,
+                &keys.current,
+                body,
+                None,
+                Some("genesis"),
+                false,
+                false,
+            )
+            .await?;
+        *guard = Some(st);
+        drop(guard);
+        match self.settle(&slot, sent).await? {
+            Outcome::Written(r) => Ok(r),
+            Outcome::Duplicate(_) | Outcome::Conflict => Err(LedgerError::UserExists(user.clone())),
+            Outcome::Unknown(seq, hash) => self
+                .written_at(user, seq, hash)
+                .await?
+                .ok_or_else(|| LedgerError::nats("create user", "ack lost")),
         }
     }
 

@@ -30,4 +30,6 @@ pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
-pub use ledger::{ChainReader, ChainTip, Ledger, NewMemory, OpenedMemory, Receipt, StoredEvent};
+pub use ledger::{
+    ChainReader, ChainTip, Ledger, LedgerStats, NewMemory, OpenedMemory, Receipt, StoredEvent,
+};

@@ -89,6 +89,87 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_appends_to_one_user_pipeline_into_one_chain() {
+                let server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let u = user("busy");
+                l.create_user(&u).await.unwrap();
+                let keyed = |text: &str, key: &str| NewMemory {
+                    idempotency_key: Some(key.into()),
+                    ..note(text)
+                };
+                let first = l.append(&u, keyed("first", "k-first")).await.unwrap();
+                // 400 appends at once: plain ones, ones with keys of their own, and repeats
+                // of the first key (duplicates must not disturb what is pipelined).
+                let mut tasks = Vec::new();
+                for i in 0..400usize {
+                    let (l, u) = (l.clone(), u.clone());
+                    let m = match i % 50 {
+                        0 => keyed("first", "k-first"),
+                        1 => keyed(&format!("m{i}"), &format!("k-{i}")),
+                        _ => note(&format!("m{i}")),
+                    };
+                    tasks.push(tokio::spawn(async move { (i, l.append(&u, m).await.unwrap()) }));
+                }
+                let mut written = Vec::new();
+                for t in tasks {
+                    let (i, r) = t.await.unwrap();
+                    if i % 50 == 0 {
+                        assert!(r.duplicate, "a repeated key gives the first receipt");
+                        assert_eq!((r.seq, r.hash), (first.seq, first.hash));
+                    } else {
+                        assert!(!r.duplicate);
+                        written.push(r);
+                    }
+                }
+                assert_eq!(written.len(), 392);
+                written.push(first);
+                assert_chain(&l, &u, &written).await;
+                assert_eq!(l.head(&u).await.unwrap().unwrap().len, 1 + 393);
+                let stats = l.stats();
+                if matches!($layout, Layout::PerUser) {
+                    assert!(stats.pipelined > 0, "per-user layout pipelines: {stats:?}");
+                } else {
+                    assert_eq!(stats.pipelined, 0, "sharded layout: one event in flight per user");
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancelled_appends_never_block_the_user() {
+                let server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let u = user("impatient");
+                l.create_user(&u).await.unwrap();
+                let rounds = async {
+                    for round in 0..5 {
+                        let tasks: Vec<_> = (0..40)
+                            .map(|i| {
+                                let (l, u) = (l.clone(), u.clone());
+                                tokio::spawn(async move {
+                                    l.append(&u, note(&format!("{round}/{i}"))).await
+                                })
+                            })
+                            .collect();
+                        // clients that hang up while their appends wait or are in flight
+                        tokio::time::sleep(std::time::Duration::from_micros(300 * round)).await;
+                        for t in tasks.iter().step_by(2) {
+                            t.abort();
+                        }
+                        for t in tasks {
+                            if let Ok(r) = t.await {
+                                r.unwrap();
+                            }
+                        }
+                    }
+                    l.append(&u, note("still writable")).await.unwrap()
+                };
+                let last = tokio::time::timeout(std::time::Duration::from_secs(60), rounds)
+                    .await
+                    .expect("the user is not stuck behind cancelled appends");
+                assert_chain(&l, &u, &[last]).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn two_ledgers_on_one_user_make_one_linear_chain() {
                 let server = NatsServer::start();
                 let a = connect(&server, cfg($layout, 1)).await;
@@ -97,11 +178,11 @@ macro_rules! suite {
                 a.create_user(&u).await.unwrap();
                 let mut tasks = Vec::new();
                 for (n, l) in [a.clone(), b.clone()].into_iter().enumerate() {
-                    for t in 0..2 {
+                    for t in 0..4 {
                         let (l, u) = (l.clone(), u.clone());
                         tasks.push(tokio::spawn(async move {
                             let mut out = Vec::new();
-                            for i in 0..150 {
+                            for i in 0..75 {
                                 out.push(l.append(&u, note(&format!("{n}/{t}/{i}"))).await.unwrap());
                             }
                             out
