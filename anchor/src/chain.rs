@@ -204,6 +204,22 @@ pub fn read_only_provider(url: &str) -> Result<DynProvider> {
         .erased())
 }
 
+/// The chain id of the node at `url`, and whether it holds contract code at `contract`
+/// (a dev chain that was reset no longer does).
+pub async fn probe_contract(url: &str, contract: Option<Address>) -> Result<(u64, bool)> {
+    let p = read_only_provider(url)?;
+    let chain_id = p.get_chain_id().await.map_err(AnchorError::rpc)?;
+    let has_code = match contract {
+        Some(c) => !p
+            .get_code_at(EvmAddress::from(c.0))
+            .await
+            .map_err(AnchorError::rpc)?
+            .is_empty(),
+        None => false,
+    };
+    Ok((chain_id, has_code))
+}
+
 /// What failed when checking a receipt on the chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -25,7 +25,8 @@ mod reader;
 
 pub use anchorer::{AnchorStats, Anchorer, AnchorerConfig, EpochRecord, read_checkpoints};
 pub use chain::{
-    Chain, MnemoAnchor, OnChainError, read_only_provider, runtime_bytecode, verify_on_chain,
+    Chain, MnemoAnchor, OnChainError, probe_contract, read_only_provider, runtime_bytecode,
+    verify_on_chain,
 };
 pub use error::{AnchorError, Result};
 pub use reader::AnchorReader;

@@ -1,5 +1,6 @@
 //! `mnemo dev`, the real binary: comes up from nothing (its own nats-server, PostgreSQL and
-//! anvil), and the curl line it prints works; Ctrl-C stops everything.
+//! anvil), and the curl line it prints works; Ctrl-C stops everything; a second run on the
+//! same `.mnemo/` directory finds the same data.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,9 +8,27 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mnemo_dev_comes_up_and_its_curl_line_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".mnemo");
+    run_dev_once(&state).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("secrets.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "secrets are private");
+    // the same state again: same keys, chains, database and contract; no second demo
+    run_dev_once(&state).await;
+}
+
+async fn run_dev_once(state: &std::path::Path) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnemo"))
         .arg("dev")
+        .arg("--dir")
+        .arg(state)
         .env_remove("DATABASE_URL")
+        .env_remove("MNEMO_NATS_DIR")
+        .env_remove("MNEMO_RPC_URL")
         .env_remove("MNEMO_NATS_URL")
         .env("MNEMO_LOG", "warn")
         .stdout(Stdio::piped())
@@ -51,7 +70,7 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     assert_eq!(
         items.len(),
         2,
-        "the two travel memories of the demo: {body}"
+        "the two travel memories of the demo (once, however many runs): {body}"
     );
     assert!(items.iter().all(|m| m["tags"][0] == "travel"));
     // the API refuses the same request without the token, as a problem

@@ -4,7 +4,7 @@
 //! are derived from generation keys (see `keystore`). Every ciphertext is bound to its
 //! context (user, memory) through the AEAD's associated data.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use std::fmt;
@@ -45,23 +45,19 @@ impl SecretKey {
         XChaCha20Poly1305::new(self.0.as_ref().into())
     }
 
-    /// Encrypts: `nonce (24) || ciphertext || tag (16)`.
+    /// Encrypts: `nonce (24) || ciphertext || tag (16)`, in one buffer. The nonce is
+    /// random (192 bits, from the thread's CSPRNG, itself seeded by the OS).
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
+        let mut out = Vec::with_capacity(24 + plaintext.len() + 16);
+        out.resize(24, 0);
+        rand::thread_rng().fill_bytes(&mut out);
+        out.extend_from_slice(plaintext);
+        let (nonce, body) = out.split_at_mut(24);
+        let tag = self
             .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, body)
             .expect("XChaCha20-Poly1305 encryption can not fail for in-memory buffers");
-        let mut out = Vec::with_capacity(24 + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         out
     }
 

@@ -657,12 +657,20 @@ impl Ledger {
     /// counts the event as written; on any failure it drops the state, so that the next
     /// append reloads the head from the server (events pipelined behind a failed one fail
     /// their guard and retry the same way).
-    async fn settle(&self, slot: &Slot, mut sent: Sent) -> Result<Outcome> {
+    async fn settle<'s>(
+        &self,
+        slot: &'s Slot,
+        mut sent: Sent,
+        held: Option<tokio::sync::MutexGuard<'s, Option<HeadState>>>,
+    ) -> Result<Outcome> {
         let res = match sent.ack {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
         };
-        let mut guard = slot.state.lock().await;
+        let mut guard = match held {
+            Some(g) => g,
+            None => slot.state.lock().await,
+        };
         let current = guard.as_ref().is_some_and(|s| s.epoch == sent.epoch);
         let outcome = match res {
             Ok(ack) if !ack.duplicate => {
@@ -825,8 +833,15 @@ impl Ledger {
             let sent = self
                 .send(&slot, st, key, body_now, m, id, pipeline, drop_generation)
                 .await?;
-            drop(guard);
-            let written = match self.settle(&slot, sent).await? {
+            // Without pipelining, the next append of this user waits for the slot (a fair
+            // queue) rather than for a wake-up after every ack.
+            let held = if pipelines {
+                drop(guard);
+                None
+            } else {
+                Some(guard)
+            };
+            let written = match self.settle(&slot, sent, held).await? {
                 Outcome::Written(r) => Some(r),
                 Outcome::Duplicate(stream_seq) => {
                     return self.receipt_at(user, stream_seq).await;
@@ -919,8 +934,7 @@ impl Ledger {
             )
             .await?;
         *guard = Some(st);
-        drop(guard);
-        match self.settle(&slot, sent).await? {
+        match self.settle(&slot, sent, Some(guard)).await? {
             Outcome::Written(r) => Ok(r),
             Outcome::Duplicate(_) | Outcome::Conflict => Err(LedgerError::UserExists(user.clone())),
             Outcome::Unknown(seq, hash) => self
@@ -936,7 +950,7 @@ impl Ledger {
     pub async fn append(&self, user: &UserId, m: NewMemory) -> Result<Receipt> {
         m.validate(self.inner.cfg.max_content)?;
         let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
+        rand::thread_rng().fill_bytes(&mut id);
         let memory = MemoryId(id);
         let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(80 + m.content.len()));
         let content = if m.content.len() > self.inner.cfg.max_inline {
@@ -970,7 +984,7 @@ impl Ledger {
             content,
         };
         let mut salt = [0u8; commitment::SALT_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
+        rand::thread_rng().fill_bytes(&mut salt);
         let record_bytes = record.canonical_bytes();
         plain.extend_from_slice(&salt);
         plain.extend_from_slice(&record_bytes);

@@ -18,7 +18,7 @@ pub const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae7
 /// A running anvil. Killed and its directory removed on drop.
 pub struct Anvil {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    dir: crate::port::Home,
     port: u16,
     chain_id: u64,
 }
@@ -40,10 +40,16 @@ pub fn anvil_binary() -> PathBuf {
 impl Anvil {
     /// Starts anvil with chain id 23293 (Sapphire localnet's), automining.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mnemo-anvil-")
-            .tempdir()
-            .expect("temp dir");
+        Self::start_home(crate::port::Home::temp("mnemo-anvil-"))
+    }
+
+    /// Starts anvil with its state in `dir/state.json`, loaded when it exists (the chain
+    /// outlives the process, up to the last second's dump).
+    pub fn start_in(dir: &std::path::Path) -> Self {
+        Self::start_home(crate::port::Home::kept(dir))
+    }
+
+    fn start_home(dir: crate::port::Home) -> Self {
         let mut a = Self {
             child: None,
             dir,

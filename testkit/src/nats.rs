@@ -24,7 +24,7 @@ pub struct NatsOptions {
 /// A running `nats-server`. Killed and its directory removed on drop.
 pub struct NatsServer {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    dir: crate::port::Home,
     port: u16,
     opts: NatsOptions,
 }
@@ -76,10 +76,16 @@ impl NatsServer {
 
     /// Starts a JetStream server.
     pub fn start_with(opts: NatsOptions) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mnemo-nats-")
-            .tempdir()
-            .expect("temp dir");
+        Self::start_home(crate::port::Home::temp("mnemo-nats-"), opts)
+    }
+
+    /// Starts a JetStream server whose config, log and store live in `dir`, which stays
+    /// when the server stops (a later start in the same `dir` finds its streams).
+    pub fn start_in(dir: &Path, opts: NatsOptions) -> Self {
+        Self::start_home(crate::port::Home::kept(dir), opts)
+    }
+
+    fn start_home(dir: crate::port::Home, opts: NatsOptions) -> Self {
         let mut s = Self {
             child: None,
             dir,

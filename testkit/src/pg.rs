@@ -14,7 +14,7 @@ use crate::port::free_port;
 /// A running PostgreSQL. Killed and its directory removed on drop.
 pub struct PgServer {
     child: Option<Child>,
-    dir: tempfile::TempDir,
+    dir: crate::port::Home,
     port: u16,
     owner: Option<(u32, u32)>,
     durable: bool,
@@ -66,10 +66,16 @@ impl PgServer {
     /// Like [`start`](Self::start), with PostgreSQL's default fsync when `durable`
     /// (benchmarks).
     pub fn start_with(durable: bool) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("mnemo-pg-")
-            .tempdir()
-            .expect("temp dir");
+        Self::start_home(crate::port::Home::temp("mnemo-pg-"), durable)
+    }
+
+    /// Starts PostgreSQL on the cluster in `dir` (running `initdb` first when `dir` holds
+    /// none), with fsync on when `durable`. The directory stays when the server stops.
+    pub fn start_in(dir: &Path, durable: bool) -> Self {
+        Self::start_home(crate::port::Home::kept(dir), durable)
+    }
+
+    fn start_home(dir: crate::port::Home, durable: bool) -> Self {
         let owner = if is_root() {
             Some((
                 id("-u").expect("a 'postgres' user to run PostgreSQL as (not root)"),
@@ -88,6 +94,11 @@ impl PgServer {
             owner,
             durable,
         };
+        if s.data().join("PG_VERSION").exists() {
+            let _ = fs::remove_file(s.data().join("postmaster.pid"));
+            s.spawn();
+            return s;
+        }
         let out = s
             .command("initdb")
             .args([
@@ -194,6 +205,27 @@ impl PgServer {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Creates a database unless it exists.
+    pub fn ensure_database(&self, db: &str) {
+        let out = self
+            .command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-tA", "-c"])
+            .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"))
+            .output()
+            .expect("run psql");
+        if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+            self.create_database(db);
+        }
     }
 
     /// Creates a database.

@@ -22,3 +22,33 @@ pub(crate) fn tools_dir() -> Option<std::path::PathBuf> {
             std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share/mnemo"))
         })
 }
+
+/// Where a server keeps its files: a temporary directory removed on drop, or a directory
+/// that outlives it (`mnemo dev`'s `.mnemo/`).
+pub(crate) enum Home {
+    Temp(tempfile::TempDir),
+    Kept(std::path::PathBuf),
+}
+
+impl Home {
+    pub(crate) fn temp(prefix: &str) -> Self {
+        Home::Temp(
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .expect("temp dir"),
+        )
+    }
+
+    pub(crate) fn kept(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).expect("create server directory");
+        Home::Kept(dir.to_path_buf())
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            Home::Temp(t) => t.path(),
+            Home::Kept(p) => p,
+        }
+    }
+}
