@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use mnemo_anchor::AnchorReader;
 use mnemo_core::merkle::CHAIN_TREE;
 use mnemo_core::{
@@ -463,9 +464,9 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    let m = if is_json {
+    let r = if is_json {
         let ApiJson(t) = ApiJson::<TextMemory>::from_request(req, &api).await?;
-        NewMemory {
+        let m = NewMemory {
             kind: t.kind,
             tags: t.tags,
             captured_at: t.captured_at.map(TimestampMs),
@@ -473,7 +474,8 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             content_type: "text/plain; charset=utf-8".into(),
             content: Bytes::from(t.text),
             idempotency_key: idem,
-        }
+        };
+        api.ledger.append(&user, m).await?
     } else {
         let content_type = req
             .headers()
@@ -481,29 +483,41 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_owned();
-        let (mut parts, body) = req.into_parts();
-        let ApiQuery(meta) = ApiQuery::<UploadMeta>::from_request_parts(&mut parts, &api).await?;
         let limit = api.cfg.max_upload;
-        let bytes = match axum::body::to_bytes(body, limit).await {
-            Ok(b) => b,
-            Err(e) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                return Err(if too_large {
-                    Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        format!("uploads are limited to {limit} bytes"),
-                    )
-                } else {
-                    Problem::bad_request(format!("reading the body: {e}"))
-                });
-            }
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("uploads are limited to {limit} bytes"),
+            )
         };
-        if bytes.is_empty() {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        if declared == Some(0) {
             return Err(Problem::bad_request("empty upload"));
         }
-        NewMemory {
+        let (mut parts, body) = req.into_parts();
+        let ApiQuery(meta) = ApiQuery::<UploadMeta>::from_request_parts(&mut parts, &api).await?;
+        // The body streams into the ledger, which encrypts it chunk by chunk into the
+        // object store: an upload is never held in memory whole.
+        let mut body = body
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other));
+        let first = loop {
+            match body.next().await {
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => break b,
+                Some(Err(e)) => return Err(Problem::bad_request(format!("reading the body: {e}"))),
+                None => return Err(Problem::bad_request("empty upload")),
+            }
+        };
+        let m = NewMemory {
             kind: meta.kind.unwrap_or_else(|| "file".into()),
             tags: meta
                 .tags
@@ -518,11 +532,15 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             captured_at: meta.captured_at.map(TimestampMs),
             source: meta.source,
             content_type,
-            content: bytes,
+            content: Bytes::new(),
             idempotency_key: idem,
+        };
+        let content = futures::stream::iter([Ok(first)]).chain(body);
+        match api.ledger.append_stream(&user, m, content, limit).await {
+            Err(LedgerError::PayloadTooLarge { .. }) => return Err(too_large()),
+            r => r?,
         }
     };
-    let r = api.ledger.append(&user, m).await?;
     let status = if r.duplicate {
         StatusCode::OK
     } else {

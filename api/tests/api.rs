@@ -533,7 +533,40 @@ async fn ingest_variants_idempotency_and_uploads() {
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.problem);
+    // ... also when the size is declared up front
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("audio/ogg"),
+            vec![1; 600 * 1024],
+            &[("content-length", "614400")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(s.head("carol").await, 3);
+    // an upload that arrives in many small pieces streams into the object store
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        audio.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/memories?kind=audio")
+        .header(header::AUTHORIZATION, format!("Bearer {carol}"))
+        .header(header::CONTENT_TYPE, "audio/ogg")
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap();
+    let r = s.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = v["id"].as_str().unwrap();
+    let r = s.get(&format!("/v1/memories/{id}/content"), &carol).await;
+    assert!(
+        r.body == audio,
+        "a streamed upload reads back byte for byte"
+    );
+    assert_eq!(s.head("carol").await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

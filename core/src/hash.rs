@@ -46,7 +46,7 @@ const CONTEXTS: [&str; 9] = [
 
 /// A hasher in key-derivation mode for `context`. The context keys of mnemo's contexts are
 /// derived once: deriving one costs a compression, as much as hashing a short input.
-fn derive_key_hasher(context: &str) -> blake3::Hasher {
+pub(crate) fn derive_key_hasher(context: &str) -> blake3::Hasher {
     use blake3::hazmat::{HasherExt, hash_derive_key_context};
     static KEYS: std::sync::OnceLock<[[u8; 32]; 9]> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| CONTEXTS.map(hash_derive_key_context));

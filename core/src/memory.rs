@@ -43,6 +43,27 @@ pub fn object_hash(content: &[u8]) -> Hash32 {
     hash::hash_parts(CTX_OBJECT, &[content])
 }
 
+/// [`object_hash`] over content that arrives in pieces (streamed uploads).
+pub struct ObjectHasher(blake3::Hasher);
+
+impl Default for ObjectHasher {
+    fn default() -> Self {
+        Self(hash::derive_key_hasher(CTX_OBJECT))
+    }
+}
+
+impl ObjectHasher {
+    /// Adds the next piece of content.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece);
+    }
+
+    /// The hash of everything added, equal to [`object_hash`] of its concatenation.
+    pub fn finalize(&self) -> Hash32 {
+        Hash32(*self.0.finalize().as_bytes())
+    }
+}
+
 /// A memory as the user gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryRecord {

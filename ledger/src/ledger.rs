@@ -26,6 +26,7 @@ use crate::envelope;
 use crate::error::{LedgerError, Result};
 use crate::keystore::{self, GENERATION_SIZE, Generation, KeyCache, KeyStore, MemoryKey};
 use crate::layout::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
+use crate::objects;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -226,6 +227,12 @@ struct PreparedMemory {
 }
 
 const SEALED_V1: u8 = 1;
+/// First byte of a memory's sealed plaintext (docs/FORMAT.md §11): content inline.
+const PLAIN_INLINE: u8 = 0;
+/// Content in the object store as one XChaCha20-Poly1305 box (written before streaming).
+const PLAIN_OBJECT_BOX: u8 = 1;
+/// Content in the object store, sealed as a chunked stream (`objects`).
+const PLAIN_OBJECT_STREAMED: u8 = 2;
 
 /// Splits a sealed payload into its generation id and AEAD box.
 fn parse_sealed(sealed: &[u8]) -> Result<(u64, &[u8])> {
@@ -946,33 +953,146 @@ impl Ledger {
 
     /// Appends a memory: seals it under a key of its own and appends a `memory_ingested`
     /// event committing to it, in one JetStream message. Returns after JetStream
-    /// acknowledged it.
-    pub async fn append(&self, user: &UserId, m: NewMemory) -> Result<Receipt> {
+    /// acknowledged it. Content larger than `max_inline` goes to the object store.
+    pub async fn append(&self, user: &UserId, mut m: NewMemory) -> Result<Receipt> {
         m.validate(self.inner.cfg.max_content)?;
+        if m.content.len() <= self.inner.cfg.max_inline {
+            let content = Content::Inline {
+                bytes: m.content.to_vec(),
+            };
+            return self.append_record(user, m, content, None).await;
+        }
+        let content = std::mem::take(&mut m.content);
+        let max = self.inner.cfg.max_content;
+        self.append_object(user, m, futures::stream::iter([Ok(content)]), max)
+            .await
+    }
+
+    /// Appends a memory whose content arrives as a stream (uploads), at most `max` bytes
+    /// (and at most the configured `max_content`). Content that fits inline is appended
+    /// like [`append`](Self::append); larger content is encrypted chunk by chunk into the
+    /// object store as it arrives, so it is never held in memory whole. `m.content` is
+    /// ignored. Too much content gives [`LedgerError::PayloadTooLarge`] and writes nothing.
+    pub async fn append_stream<S>(
+        &self,
+        user: &UserId,
+        mut m: NewMemory,
+        mut content: S,
+        max: usize,
+    ) -> Result<Receipt>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
+        let max = max.min(self.inner.cfg.max_content);
+        m.content = Bytes::new();
+        m.validate(max)?;
+        let mut first = bytes::BytesMut::new();
+        loop {
+            match content.next().await {
+                Some(Ok(piece)) => {
+                    first.extend_from_slice(&piece);
+                    if first.len() > max {
+                        return Err(LedgerError::PayloadTooLarge {
+                            size: first.len(),
+                            max,
+                        });
+                    }
+                    if first.len() > self.inner.cfg.max_inline {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(LedgerError::InvalidInput(format!(
+                        "reading the content: {e}"
+                    )));
+                }
+                None => {
+                    m.content = first.freeze();
+                    return self.append(user, m).await;
+                }
+            }
+        }
+        let rest = futures::stream::iter([Ok(first.freeze())]).chain(content);
+        self.append_object(user, m, rest, max).await
+    }
+
+    /// Streams content into the object store under a key of its own (which travels inside
+    /// the sealed payload and is erased with it), then appends the memory committing to
+    /// the content's hash and size.
+    async fn append_object<S>(
+        &self,
+        user: &UserId,
+        m: NewMemory,
+        content: S,
+        max: usize,
+    ) -> Result<Receipt>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+    {
         let mut id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let memory = MemoryId(id);
-        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(80 + m.content.len()));
-        let content = if m.content.len() > self.inner.cfg.max_inline {
-            // Large content goes to the object store under a key of its own, which travels
-            // inside the sealed payload and is erased with it.
-            let object_key = SecretKey::random();
-            let sealed = object_key.seal(&aad("object", user, Some(&memory)), &m.content);
-            self.inner
-                .objects
-                .put(object_name(user, &memory).as_str(), &mut sealed.as_slice())
-                .await
-                .map_err(|e| LedgerError::nats("put object", e))?;
-            plain.push(1);
-            plain.extend_from_slice(object_key.expose());
-            Content::Object {
-                hash: object_hash(&m.content),
-                size: m.content.len() as u64,
+        let object_key = SecretKey::random();
+        let sealing = Arc::new(Mutex::new(objects::Sealing::default()));
+        let sealed = objects::seal_stream(
+            &object_key,
+            aad("object", user, Some(&memory)),
+            content,
+            max as u64,
+            sealing.clone(),
+        );
+        let mut reader = tokio_util::io::StreamReader::new(sealed);
+        let name = object_name(user, &memory);
+        let put = self.inner.objects.put(name.as_str(), &mut reader).await;
+        let st = std::mem::take(&mut *sealing.lock().expect("lock"));
+        let hash = match (put, st.hash) {
+            (Ok(_), Some(hash)) if !st.too_large => hash,
+            (put, _) => {
+                // Whatever was stored of it is of no use.
+                let _ = self.inner.objects.delete(name.as_str()).await;
+                return Err(if st.too_large {
+                    LedgerError::PayloadTooLarge {
+                        size: st.size as usize,
+                        max,
+                    }
+                } else {
+                    match put {
+                        Err(e) => LedgerError::nats("put object", e),
+                        Ok(_) => LedgerError::nats("put object", "content stream ended early"),
+                    }
+                });
             }
-        } else {
-            plain.push(0);
-            Content::Inline {
-                bytes: m.content.to_vec(),
+        };
+        let content = Content::Object {
+            hash,
+            size: st.size,
+        };
+        self.append_record(user, m, content, Some((memory, object_key)))
+            .await
+    }
+
+    /// Seals the record (and, for objects, the object key) and appends the event.
+    async fn append_record(
+        &self,
+        user: &UserId,
+        m: NewMemory,
+        content: Content,
+        object: Option<(MemoryId, SecretKey)>,
+    ) -> Result<Receipt> {
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(
+            80 + m.content.len() + m.kind.len() + m.content_type.len(),
+        ));
+        let memory = match &object {
+            Some((memory, key)) => {
+                plain.push(PLAIN_OBJECT_STREAMED);
+                plain.extend_from_slice(key.expose());
+                *memory
+            }
+            None => {
+                plain.push(PLAIN_INLINE);
+                let mut id = [0u8; 16];
+                rand::thread_rng().fill_bytes(&mut id);
+                MemoryId(id)
             }
         };
         let record = MemoryRecord {
@@ -1003,8 +1123,7 @@ impl Ledger {
                 None,
             )
             .await;
-        let is_object = matches!(record.content, Content::Object { .. });
-        if is_object && !matches!(&receipt, Ok(r) if !r.duplicate) {
+        if object.is_some() && !matches!(&receipt, Ok(r) if !r.duplicate) {
             // Nothing of ours was written (error or duplicate): drop the unused object.
             let _ = self.inner.objects.delete(object_name(user, &memory)).await;
         }
@@ -1264,10 +1383,11 @@ impl Ledger {
                 LedgerError::Tampered(format!("payload of memory {memory} does not decrypt"))
             })?;
         let (object_key, rest) = match plain.first() {
-            Some(0) => (None, &plain[1..]),
-            Some(1) if plain.len() >= 33 => (
-                Some(SecretKey::from_bytes(
-                    plain[1..33].try_into().expect("32 bytes"),
+            Some(&PLAIN_INLINE) => (None, &plain[1..]),
+            Some(&flag @ (PLAIN_OBJECT_BOX | PLAIN_OBJECT_STREAMED)) if plain.len() >= 33 => (
+                Some((
+                    flag,
+                    SecretKey::from_bytes(plain[1..33].try_into().expect("32 bytes")),
                 )),
                 &plain[33..],
             ),
@@ -1287,7 +1407,7 @@ impl Ledger {
             .map_err(|e| LedgerError::Tampered(format!("memory record: {e}")))?;
         let content = match (&record.content, object_key) {
             (Content::Inline { bytes }, None) => Bytes::copy_from_slice(bytes),
-            (Content::Object { hash, size }, Some(ok)) => {
+            (Content::Object { hash, size }, Some((flag, ok))) => {
                 let mut obj = self
                     .inner
                     .objects
@@ -1298,9 +1418,14 @@ impl Ledger {
                 obj.read_to_end(&mut sealed)
                     .await
                     .map_err(|e| LedgerError::nats("read object", e))?;
-                let content = ok
-                    .open(&aad("object", user, Some(&memory)), &sealed)
-                    .map_err(|_| LedgerError::Tampered("object does not decrypt".into()))?;
+                let object_aad = aad("object", user, Some(&memory));
+                let opened = if flag == PLAIN_OBJECT_STREAMED {
+                    objects::open_stream(&ok, &object_aad, &sealed)
+                } else {
+                    ok.open(&object_aad, &sealed).ok().map(|z| z.to_vec())
+                };
+                let content = opened
+                    .ok_or_else(|| LedgerError::Tampered("object does not decrypt".into()))?;
                 if object_hash(&content) != *hash || content.len() as u64 != *size {
                     return Err(LedgerError::Tampered(
                         "object does not match its hash".into(),

@@ -24,6 +24,7 @@ mod error;
 mod keystore;
 mod layout;
 mod ledger;
+mod objects;
 
 pub use config::{Durability, Keyring, LedgerConfig};
 pub use crypto::SecretKey;
