@@ -295,7 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let c = &cli.config;
     match cli.command {
         Command::Serve(a) => serve::serve(c, a).await?,
-        Command::Dev(a) => serve::dev(&c, a).await?,
+        Command::Dev(a) => serve::dev(c, a).await?,
         Command::Users(UsersCmd::Create { id, jwt }) => {
             let user = mnemo_core::UserId::new(&id).map_err(|e| anyhow::anyhow!("user id: {e}"))?;
             let auth = jwt.auth()?;
