@@ -6,9 +6,12 @@
 //! `Nats-Expected-Last-Subject-Sequence`, so concurrent writers (several ledger processes)
 //! can never fork a chain: a conflict reloads the head and retries.
 //!
-//! - [`Ledger`]: `create_user`, `append` (a memory), `append_event` (grants, access
-//!   records), `erase` (crypto-shredding), `head`, `read`/`follow`/`events`,
-//!   `verify_chain`, `open_memory` (decrypt and check against the commitment).
+//! - [`Ledger`]: `create_user`, `append` (a memory), `append_stream` (a memory whose
+//!   content arrives as a stream: uploads, sealed chunk by chunk into the object store),
+//!   `append_event` (grants, access records), `erase` (crypto-shredding), `head`,
+//!   `read`/`follow`/`events`, `verify_chain`, `open_memory` (decrypt and check against the
+//!   commitment), `stats`. Appends to one user are pipelined in the per-user layout
+//!   (docs/decisions/0008).
 //! - [`LedgerConfig`] and [`Durability`]: what an acknowledged append means.
 //! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
 //!   crypto-shredding.
