@@ -305,8 +305,28 @@ async fn chaos_run_loses_no_acknowledged_memory() {
             if t.elapsed() > Duration::from_secs(90) {
                 for i in &instances {
                     let log = std::fs::read_to_string(&i.log).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    eprintln!("--- {} (newest first):\n{}", i.url(), tail.join("\n"));
+                    // The first trouble with this user, then the newest lines.
+                    let first: Vec<&str> = log
+                        .lines()
+                        .filter(|l| {
+                            l.contains(&format!("{u} ")) || l.contains(&format!("user={u}"))
+                        })
+                        .take(20)
+                        .collect();
+                    let warnings: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                        .filter(|l| !l.contains("dead letter"))
+                        .take(60)
+                        .collect();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    eprintln!(
+                        "--- {}: first lines naming {u}:\n{}\n--- warnings and errors (first 60, no dead letters):\n{}\n--- newest first:\n{}",
+                        i.url(),
+                        first.join("\n"),
+                        warnings.join("\n"),
+                        tail.join("\n")
+                    );
                 }
                 panic!(
                     "{u}: views never caught up: chain {len}, PostgreSQL {seq:?}, KV {:?}",

@@ -571,6 +571,7 @@ impl Projector {
             let mut conn = self.pool.acquire().await?;
             self.states.extend(state::load(&mut conn, &missing).await?);
         }
+        let decoded = self.fill_gaps(decoded).await?;
         let before: HashMap<UserId, UserState> = users
             .iter()
             .map(|u| (u.clone(), self.states[u].clone()))
@@ -655,6 +656,53 @@ impl Projector {
             last_per_stream,
             dead,
         })
+    }
+}
+
+impl Projector {
+    /// Puts each user's events in chain order, drops the ones the view already holds
+    /// (redeliveries), and reads from the chain itself any events missing in front of or
+    /// between them. A consumer may deliver a message after later ones (a redelivery after
+    /// a lost delivery, e.g. while a NATS node restarts); without this, the later events
+    /// would look like a gap and the earlier one like something already taken.
+    async fn fill_gaps(&self, decoded: Vec<Accepted>) -> Result<Vec<Accepted>> {
+        let mut by_user: HashMap<UserId, Vec<Accepted>> = HashMap::new();
+        for a in decoded {
+            by_user.entry(a.event.user.clone()).or_default().push(a);
+        }
+        let mut out = Vec::new();
+        for (user, mut events) in by_user {
+            events.sort_by_key(|a| a.event.seq);
+            events.dedup_by_key(|a| a.event.seq);
+            let mut next = self.states[&user].next_seq().0;
+            for a in events {
+                let seq = a.event.seq.0;
+                if seq < next {
+                    continue;
+                }
+                if seq > next {
+                    let missing = self
+                        .ledger
+                        .events(&user, Seq(next), (seq - next) as usize)
+                        .await
+                        .map_err(|e| ProjectionError::Nats(format!("reading a gap: {e}")))?;
+                    tracing::info!(%user, from = next, to = seq - 1, found = missing.len(), "projector: filled a gap from the chain");
+                    let stream = self.ledger.locate(&user).stream;
+                    for m in missing.into_iter().filter(|m| m.event.seq.0 < seq) {
+                        out.push(Accepted {
+                            event: m.event,
+                            hash: m.hash,
+                            sealed: m.sealed,
+                            stream: stream.clone(),
+                            stream_seq: m.stream_seq,
+                        });
+                    }
+                }
+                next = seq + 1;
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 }
 
