@@ -216,18 +216,8 @@ impl OperatorSetup {
     /// Writes the seeds (mode 0600), the service and system creds (0600) and
     /// `server.conf` into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(dir.join("jwt"))?;
-        let secret = |name: &str, text: &str| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(dir.join(name))?;
-            f.write_all(text.as_bytes())
-        };
+        let secret = |name: &str, text: &str| write_private(&dir.join(name), text.as_bytes());
         for (name, kp) in self.seeds() {
             secret(&format!("{name}.nk"), &kp.seed().expect("seed"))?;
         }
@@ -729,4 +719,17 @@ async fn handle(
         "event_hash": receipt.hash,
         "duplicate": receipt.duplicate,
     }))
+}
+
+/// Writes a file only its owner can read (mode 0600): seeds, creds, keys.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }

@@ -389,7 +389,7 @@ impl DevSecrets {
             signing_key: hex::encode(rand::random::<[u8; 32]>()),
             jwt_key: hex::encode(rand::random::<[u8; 32]>()),
         };
-        write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+        mnemo_api::natsauth::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
         Ok(s)
     }
 
@@ -398,19 +398,6 @@ impl DevSecrets {
         hex::decode_to_slice(hex_text, &mut b).context("secrets.json: a key is not 64 hex")?;
         Ok(b)
     }
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
 }
 
 /// The anchor contract of the dev chain: the address kept in `<dir>/anchor-contract` when
@@ -564,7 +551,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         .issue_device(&demo, "demo-device", 24 * 3600)
         .await?;
     let creds_path = dir.join("demo-device.creds");
-    write_private(&creds_path, demo_creds.as_bytes())?;
+    mnemo_api::natsauth::write_private(&creds_path, demo_creds.as_bytes())?;
     let memories = [
         (
             "conversation",

@@ -207,10 +207,9 @@ impl PgServer {
         self.port
     }
 
-    /// Creates a database unless it exists.
-    pub fn ensure_database(&self, db: &str) {
-        let out = self
-            .command("psql")
+    /// Runs one SQL command with `psql` against database `postgres`.
+    fn psql(&self, sql: &str) -> std::process::Output {
+        self.command("psql")
             .args([
                 "-h",
                 "127.0.0.1",
@@ -219,10 +218,14 @@ impl PgServer {
                 "-U",
                 "postgres",
             ])
-            .args(["-d", "postgres", "-tA", "-c"])
-            .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"))
+            .args(["-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
-            .expect("run psql");
+            .expect("run psql")
+    }
+
+    /// Creates a database unless it exists.
+    pub fn ensure_database(&self, db: &str) {
+        let out = self.psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"));
         if String::from_utf8_lossy(&out.stdout).trim() != "1" {
             self.create_database(db);
         }
@@ -230,20 +233,7 @@ impl PgServer {
 
     /// Creates a database.
     pub fn create_database(&self, db: &str) {
-        let out = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!("CREATE DATABASE \"{db}\""))
-            .output()
-            .expect("run psql");
+        let out = self.psql(&format!("CREATE DATABASE \"{db}\""));
         assert!(
             out.status.success(),
             "create database: {}",
