@@ -162,19 +162,7 @@ async fn measure(
     let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
     cfg.layout = layout;
     let ledger = Ledger::connect(client.clone(), cfg).await?;
-    let ids: Vec<UserId> = (0..users)
-        .map(|i| UserId::new(format!("bench{i}")).expect("valid"))
-        .collect();
-    let mut creating = FuturesUnordered::new();
-    for u in &ids {
-        creating.push(ledger.create_user(u));
-        if creating.len() >= 64 {
-            creating.next().await.expect("non-empty")?;
-        }
-    }
-    while let Some(r) = creating.next().await {
-        r?;
-    }
+    let ids = crate::measure::create_users(&ledger, "bench", users).await?;
     let content = Bytes::from(vec![b'm'; a.payload]);
     // The raw baseline publishes messages of the size a ledger append stores.
     let probe = ledger.append(&ids[0], memory(&content)).await?;

@@ -78,3 +78,28 @@ pub fn status_mib(pid: Option<u32>, field: &str) -> f64 {
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Creates users `<prefix>0 .. <prefix>{n-1}`, 64 at a time.
+pub async fn create_users(
+    ledger: &mnemo_ledger::Ledger,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<Vec<mnemo_core::UserId>> {
+    use futures::StreamExt;
+    let ids: Vec<mnemo_core::UserId> = (0..n)
+        .map(|i| mnemo_core::UserId::new(format!("{prefix}{i}")).expect("valid"))
+        .collect();
+    {
+        let mut creating = futures::stream::FuturesUnordered::new();
+        for u in &ids {
+            creating.push(ledger.create_user(u));
+            if creating.len() >= 64 {
+                creating.next().await.expect("non-empty")?;
+            }
+        }
+        while let Some(r) = creating.next().await {
+            r?;
+        }
+    }
+    Ok(ids)
+}

@@ -3,8 +3,6 @@
 //! the same batch size, in the same run; then the time of a full rebuild.
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use mnemo_core::{SigningKey, UserId};
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
 use mnemo_projections::{Projector, ProjectorConfig, lag};
@@ -57,21 +55,8 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
 
     // Pre-fill.
     let t = Instant::now();
-    let users: Arc<Vec<UserId>> = Arc::new(
-        (0..a.users)
-            .map(|i| UserId::new(format!("p{i}")).expect("valid"))
-            .collect(),
-    );
-    let mut f = FuturesUnordered::new();
-    for u in users.iter() {
-        f.push(ledger.create_user(u));
-        if f.len() >= 64 {
-            f.next().await.expect("non-empty")?;
-        }
-    }
-    while let Some(r) = f.next().await {
-        r?;
-    }
+    let users: Arc<Vec<UserId>> =
+        Arc::new(crate::measure::create_users(&ledger, "p", a.users).await?);
     let memories = a.events.saturating_sub(a.users);
     let content = Bytes::from(vec![b'x'; a.payload]);
     let tasks = 256.min(a.users).max(1);

@@ -4,9 +4,7 @@
 //! the same run (the design default).
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use mnemo_core::{SigningKey, UserId};
+use mnemo_core::SigningKey;
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, SecretKey};
 use mnemo_testkit::{NatsServer, PgServer};
 use serde::Serialize;
@@ -147,22 +145,8 @@ async fn measure(
     let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
     cfg.layout = layout;
     let ledger = Ledger::connect(client.clone(), cfg.clone()).await?;
-    let ids: Vec<UserId> = (0..users)
-        .map(|i| UserId::new(format!("s{i}")).expect("valid"))
-        .collect();
     let t = Instant::now();
-    {
-        let mut creating = FuturesUnordered::new();
-        for u in &ids {
-            creating.push(ledger.create_user(u));
-            if creating.len() >= 64 {
-                creating.next().await.expect("non-empty")?;
-            }
-        }
-        while let Some(r) = creating.next().await {
-            r?;
-        }
-    }
+    let ids = crate::measure::create_users(&ledger, "s", users).await?;
     let create_rate = users as f64 / t.elapsed().as_secs_f64();
     // the projector starts with the chains' genesis events, then sees the burst arrive
     pg.create_database(db);

@@ -208,9 +208,9 @@ impl Drop for Unsettled {
 
 /// An event handed to the client, its ack still to come.
 struct Sent {
+    /// Also names the state the event was sent on (its epoch).
     unsettled: Unsettled,
     user: UserId,
-    epoch: u64,
     seq: Seq,
     hash: Hash32,
     memory: Option<MemoryId>,
@@ -651,7 +651,6 @@ impl Ledger {
                 armed: true,
             },
             user,
-            epoch: st.epoch,
             seq: event.seq,
             hash,
             memory: memory.map(|m| m.memory),
@@ -678,7 +677,9 @@ impl Ledger {
             Some(g) => g,
             None => slot.state.lock().await,
         };
-        let current = guard.as_ref().is_some_and(|s| s.epoch == sent.epoch);
+        let current = guard
+            .as_ref()
+            .is_some_and(|s| s.epoch == sent.unsettled.epoch);
         let outcome = match res {
             Ok(ack) if !ack.duplicate => {
                 if let Some(st) = guard.as_mut().filter(|_| current) {
