@@ -1,9 +1,9 @@
 //! `mnemo-bench http`: memories ingested over the REST API (axum, JSON, JWT, one keep-alive
 //! connection per client task) against direct ledger appends of the same memories with the
 //! same concurrency and users, in one process against one freshly spawned nats-server. The
-//! load generator (hyper, one keep-alive connection per client) runs in the same process, so
-//! its CPU counts against the HTTP
-//! figure on this 2-core machine.
+//! load generator (one keep-alive connection per client; pre-built requests and httparse by
+//! default, like wrk, or hyper's client) runs in the same process, so its CPU counts against
+//! the HTTP figure on this 2-core machine.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -36,6 +36,19 @@ pub struct Args {
     /// Text bytes per memory.
     #[arg(long, default_value_t = 512)]
     payload: usize,
+    /// Load generator: `raw` writes pre-built requests and parses answers with httparse
+    /// (like wrk); `hyper` uses hyper's client connection.
+    #[arg(long, value_enum, default_value_t = Client::Raw)]
+    client: Client,
+}
+
+/// The load generator's HTTP client.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Client {
+    /// Pre-built request bytes, answers parsed with httparse.
+    Raw,
+    /// hyper's HTTP/1.1 client connection.
+    Hyper,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -104,18 +117,46 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let body = Bytes::from(serde_json::to_vec(
         &serde_json::json!({ "kind": "note", "text": text, "tags": ["bench"] }),
     )?);
+    // Every user's request, whole, for the raw client.
+    let requests: Arc<Vec<Bytes>> = Arc::new(
+        tokens
+            .iter()
+            .map(|token| {
+                let mut r = format!(
+                    "POST {url} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    token.to_str().expect("ascii"),
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(&body);
+                Bytes::from(r)
+            })
+            .collect(),
+    );
     println!(
-        "mnemo-bench http: {} memories x {} rounds, {} users, {} concurrent clients, {} B text, nats-server {}",
+        "mnemo-bench http: {} memories x {} rounds, {} users, {} concurrent clients, {} B text, {} client, nats-server {}",
         a.events,
         a.rounds,
         a.users,
         a.concurrency,
         a.payload,
+        match a.client {
+            Client::Raw => "raw (pre-built requests, httparse)",
+            Client::Hyper => "hyper",
+        },
         mnemo_testkit::nats_server_binary().display()
     );
     let (mut direct_rates, mut http_rates) = (Vec::new(), Vec::new());
     let (mut direct_lat, mut http_lat) = (Vec::new(), Vec::new());
+    let server_pid = nats.pid().expect("running");
+    let cpu = || {
+        (
+            crate::ingest::cpu_ms(None),
+            crate::ingest::cpu_ms(Some(server_pid)),
+        )
+    };
     for _ in 0..a.rounds {
+        let c0 = cpu();
         // direct ledger appends
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
@@ -150,49 +191,37 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         }
         direct_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
 
+        let c1 = cpu();
         // the same over HTTP
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
         for c in 0..a.concurrency {
-            let (tokens, url, body) = (tokens.clone(), url.clone(), body.clone());
+            let (requests, tokens, url, body) =
+                (requests.clone(), tokens.clone(), url.clone(), body.clone());
             let n = a.events / a.concurrency + usize::from(c < a.events % a.concurrency);
+            let client = a.client;
             tasks.push(tokio::spawn(async move {
-                // One keep-alive HTTP/1.1 connection per client (hyper, the leanest client:
-                // the generator shares the cores with the server).
-                let host: hyper::header::HeaderValue =
-                    addr.to_string().parse().expect("header value");
                 let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                        .await
-                        .expect("handshake");
-                tokio::spawn(conn);
-                let mut lat = Vec::with_capacity(n);
-                for i in 0..n {
-                    let token = &tokens[(c + i * STRIDE) % tokens.len()];
-                    let req = hyper::Request::post(&url)
-                        .header("host", host.clone())
-                        .header("authorization", token.clone())
-                        .header("content-type", "application/json")
-                        .body(http_body_util::Full::new(body.clone()))
-                        .expect("request");
-                    let s = Instant::now();
-                    send.ready().await.expect("connection ready");
-                    let r = send.send_request(req).await.expect("response");
-                    assert_eq!(r.status(), 201);
-                    http_body_util::BodyExt::collect(r.into_body())
-                        .await
-                        .expect("body");
-                    lat.push(s.elapsed());
+                match client {
+                    Client::Raw => raw_client(stream, &requests, c, n).await,
+                    Client::Hyper => hyper_client(stream, addr, &tokens, &url, &body, c, n).await,
                 }
-                lat
             }));
         }
         while let Some(l) = tasks.next().await {
             http_lat.extend(l?);
         }
         http_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
+        let c2 = cpu();
+        let per = |ms: f64| ms * 1e3 / a.events as f64;
+        eprintln!(
+            "    cpu µs/memory: direct: this process {:.1}, nats-server {:.1} | http: this process (server + load generator) {:.1}, nats-server {:.1}",
+            per(c1.0 - c0.0),
+            per(c1.1 - c0.1),
+            per(c2.0 - c1.0),
+            per(c2.1 - c1.1),
+        );
     }
     direct_lat.sort();
     http_lat.sort();
@@ -235,6 +264,89 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         ">= 0.7",
     );
     Ok(())
+}
+
+/// One keep-alive connection sending `n` pre-built requests one after the other (the way
+/// wrk does it: the generator shares the 2 cores with the server, so it must be lean), each
+/// answer read whole (`Content-Length`) and checked to be `201 Created`.
+async fn raw_client(
+    mut stream: tokio::net::TcpStream,
+    requests: &[Bytes],
+    c: usize,
+    n: usize,
+) -> Vec<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut lat = Vec::with_capacity(n);
+    let mut buf = Vec::with_capacity(4096);
+    for i in 0..n {
+        let req = &requests[(c + i * STRIDE) % requests.len()];
+        let s = Instant::now();
+        stream.write_all(req).await.expect("send");
+        buf.clear();
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(4096);
+            }
+            let got = stream.read_buf(&mut buf).await.expect("receive");
+            assert!(got > 0, "the server closed the connection");
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut answer = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head) = answer.parse(&buf).expect("an HTTP answer")
+            else {
+                continue;
+            };
+            assert_eq!(answer.code, Some(201), "{}", String::from_utf8_lossy(&buf));
+            let length: usize = answer
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .expect("content-length");
+            if buf.len() >= head + length {
+                assert_eq!(buf.len(), head + length, "one answer per request");
+                break;
+            }
+        }
+        lat.push(s.elapsed());
+    }
+    lat
+}
+
+/// One keep-alive connection through hyper's client, `n` requests one after the other.
+async fn hyper_client(
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    tokens: &[hyper::header::HeaderValue],
+    url: &str,
+    body: &Bytes,
+    c: usize,
+    n: usize,
+) -> Vec<Duration> {
+    let host: hyper::header::HeaderValue = addr.to_string().parse().expect("header value");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let token = &tokens[(c + i * STRIDE) % tokens.len()];
+        let req = hyper::Request::post(url)
+            .header("host", host.clone())
+            .header("authorization", token.clone())
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(body.clone()))
+            .expect("request");
+        let s = Instant::now();
+        send.ready().await.expect("connection ready");
+        let r = send.send_request(req).await.expect("response");
+        assert_eq!(r.status(), 201);
+        http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .expect("body");
+        lat.push(s.elapsed());
+    }
+    lat
 }
 
 /// Stride between a client's successive users, so that concurrent clients rarely share one.
