@@ -51,6 +51,8 @@ struct Row {
     layout: String,
     users: usize,
     raw: f64,
+    /// Raw publishes each carrying one ed25519 signature: the floor for any signed chain.
+    signed: f64,
     ledger: f64,
 }
 
@@ -96,14 +98,15 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
                     sync_always,
                     ..Default::default()
                 });
-                let (raw, ledger) = measure(&server, layout, users, n, a).await?;
+                let (raw, signed, ledger) = measure(&server, layout, users, n, a).await?;
                 let lname = match layout {
                     Layout::PerUser => "per-user".to_string(),
                     Layout::Sharded { shards } => format!("sharded ({shards} streams)"),
                 };
                 eprintln!(
-                    "  {durability} / {lname} / {users} users: raw {} ledger {} ratio {:.3}",
+                    "  {durability} / {lname} / {users} users: raw {} raw+sign {} ledger {} ratio {:.3}",
                     human(raw),
+                    human(signed),
                     human(ledger),
                     ledger / raw
                 );
@@ -112,6 +115,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
                     layout: lname,
                     users,
                     raw,
+                    signed,
                     ledger,
                 });
             }
@@ -119,18 +123,21 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     }
     println!("\n## ingest (events/s, medians)\n");
     println!(
-        "| durability | layout | users | raw JetStream publish (baseline) | ledger append | ratio |"
+        "| durability | layout | users | raw JetStream publish (baseline) | ledger append | ratio | raw publish + 1 signature each (floor) | floor / raw | ledger / floor |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} |",
             r.durability,
             r.layout,
             r.users,
             human(r.raw),
             human(r.ledger),
-            r.ledger / r.raw
+            r.ledger / r.raw,
+            human(r.signed),
+            r.signed / r.raw,
+            r.ledger / r.signed
         );
     }
     if let Some(r) = rows.iter().find(|r| {
@@ -157,7 +164,7 @@ async fn measure(
     users: usize,
     n: usize,
     a: &Args,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let client = async_nats::connect(server.url()).await?;
     let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
     cfg.layout = layout;
@@ -191,23 +198,36 @@ async fn measure(
         }
     }
     let mut raw_rates = Vec::new();
+    let mut signed_rates = Vec::new();
     let mut ledger_rates = Vec::new();
+    let signer = SigningKey::from_bytes(&[6; 32]);
     let server_pid = server.pid().expect("running");
     for _ in 0..a.rounds {
         let c0 = (cpu_ms(None), cpu_ms(Some(server_pid)));
         raw_rates.push(raw_publish(&js, &raw_subjects, &raw_payload, n, a.concurrency).await?);
         let c1 = (cpu_ms(None), cpu_ms(Some(server_pid)));
+        signed_rates.push(
+            signed_publish(&js, &raw_subjects, &raw_payload, &signer, n, a.concurrency).await?,
+        );
+        let c1s = (cpu_ms(None), cpu_ms(Some(server_pid)));
         ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
         let c2 = (cpu_ms(None), cpu_ms(Some(server_pid)));
+        let per = |ms: f64| ms * 1e3 / n as f64;
         eprintln!(
-            "    cpu µs/event: raw client {:.1} server {:.1} | ledger client {:.1} server {:.1}",
-            (c1.0 - c0.0) * 1e3 / n as f64,
-            (c1.1 - c0.1) * 1e3 / n as f64,
-            (c2.0 - c1.0) * 1e3 / n as f64,
-            (c2.1 - c1.1) * 1e3 / n as f64,
+            "    cpu µs/event: raw client {:.1} server {:.1} | raw+sign client {:.1} server {:.1} | ledger client {:.1} server {:.1}",
+            per(c1.0 - c0.0),
+            per(c1.1 - c0.1),
+            per(c1s.0 - c1.0),
+            per(c1s.1 - c1.1),
+            per(c2.0 - c1s.0),
+            per(c2.1 - c1s.1),
         );
     }
-    Ok((median(raw_rates), median(ledger_rates)))
+    Ok((
+        median(raw_rates),
+        median(signed_rates),
+        median(ledger_rates),
+    ))
 }
 
 /// CPU time (user + system) of this process or of `pid`, in ms, from /proc (Linux).
@@ -254,6 +274,55 @@ async fn raw_publish(
     }
     while let Some(r) = acks.next().await {
         r?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The floor for any chain whose events are each signed: raw publishes of the same size, each
+/// message a fresh buffer whose blake3 hash is signed with ed25519 and the signature written
+/// into it. Signing runs on as many tasks as the machine has cores (a single publishing task
+/// would sign on one core only), sharing the same window of unacknowledged publishes.
+async fn signed_publish(
+    js: &async_nats::jetstream::Context,
+    subjects: &[String],
+    payload: &Bytes,
+    key: &SigningKey,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<f64> {
+    use ed25519_dalek::Signer;
+    let tasks = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let subjects = Arc::new(subjects.to_vec());
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for k in 0..tasks {
+        let (js, subjects, payload, key) =
+            (js.clone(), subjects.clone(), payload.clone(), key.clone());
+        let window = (window / tasks).max(1);
+        handles.push(tokio::spawn(async move {
+            let mut acks = FuturesUnordered::new();
+            let mut i = k;
+            while i < n {
+                let mut m = payload.to_vec();
+                let h = blake3::hash(&m[64..]);
+                m[..64].copy_from_slice(&key.sign(h.as_bytes()).to_bytes());
+                let ack = js
+                    .publish(subjects[i % subjects.len()].clone(), m.into())
+                    .await?;
+                acks.push(ack.into_future());
+                if acks.len() >= window {
+                    acks.next().await.expect("non-empty")?;
+                }
+                i += tasks;
+            }
+            while let Some(r) = acks.next().await {
+                r?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
