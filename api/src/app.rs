@@ -699,7 +699,11 @@ async fn get_memory(
     Ok(Json(memory_row(&api, user, &id).await?))
 }
 
-/// Decrypts a memory's content (checked against its commitment by the ledger).
+/// A memory's content, decrypted and checked by the ledger as it streams out: large content
+/// is never held whole. The first piece is read before answering, so a missing object or a
+/// bad first chunk is a problem response; a later failure cuts the body short of its
+/// `Content-Length` (the ledger holds back the last piece until the whole matched the
+/// chain's hash), which no client takes for a complete answer.
 async fn content_response(api: &Api, user: &UserId, m: &MemoryView) -> ApiResult<Response> {
     if m.erased {
         return Err(LedgerError::Erased(m.id).into());
@@ -708,10 +712,25 @@ async fn content_response(api: &Api, user: &UserId, m: &MemoryView) -> ApiResult
     let stored = events
         .first()
         .ok_or_else(|| Problem::internal("view names an event the chain lacks"))?;
-    let opened = api.ledger.open_memory(stored).await?;
+    let opened = api.ledger.open_memory_stream(stored).await?;
+    let mut content = opened.content;
+    let first = match content.next().await {
+        Some(Ok(piece)) => piece,
+        Some(Err(e)) => return Err(mnemo_ledger::content_error(&opened.memory, e).into()),
+        None => Bytes::new(),
+    };
+    let memory = opened.memory;
+    let rest = content.inspect(move |r| {
+        if let Err(e) = r {
+            tracing::error!(%memory, error = %e, "content stream failed; response cut short");
+        }
+    });
     Ok((
-        [(header::CONTENT_TYPE, opened.record.content_type.clone())],
-        Body::from(opened.content),
+        [
+            (header::CONTENT_TYPE, opened.record.content_type.clone()),
+            (header::CONTENT_LENGTH, opened.size.to_string()),
+        ],
+        Body::from_stream(futures::stream::iter([Ok(first)]).chain(rest)),
     )
         .into_response())
 }

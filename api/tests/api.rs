@@ -520,6 +520,8 @@ async fn ingest_variants_idempotency_and_uploads() {
     let r = s.get(&format!("/v1/memories/{id}"), &carol).await;
     assert_eq!(r.json()["tags"], json!(["voice", "morning"]));
     assert_eq!(r.json()["storage"], "object");
+    // the views learn the size from the record, without reading the object
+    assert_eq!(r.json()["size"], json!(audio.len()));
     // too large: refused, nothing written
     let r = s
         .call(

@@ -1359,6 +1359,52 @@ impl Ledger {
         stored: &StoredEvent,
         cache: &mut KeyCache,
     ) -> Result<OpenedMemory> {
+        let OpenedStream {
+            memory,
+            seq,
+            record,
+            salt,
+            size,
+            mut content,
+        } = self.open_memory_stream_cached(stored, cache).await?;
+        let mut pieces = Vec::new();
+        while let Some(piece) = content.next().await {
+            pieces.push(piece.map_err(|e| content_error(&memory, e))?);
+        }
+        let content = match pieces.len() {
+            1 => pieces.pop().expect("one"),
+            _ => {
+                let mut all = Vec::with_capacity(size as usize);
+                pieces.iter().for_each(|p| all.extend_from_slice(p));
+                Bytes::from(all)
+            }
+        };
+        Ok(OpenedMemory {
+            memory,
+            seq,
+            record,
+            content,
+            salt,
+        })
+    }
+
+    /// Opens a memory event's payload (checked against the event's commitment) and its
+    /// content as a stream: large content is read from the object store and decrypted chunk
+    /// by chunk as the stream is polled, never held whole; the stream ends with an
+    /// `InvalidData` error, before its last piece, if the object does not match the record's
+    /// hash and size (FORMAT.md §11).
+    pub async fn open_memory_stream(&self, stored: &StoredEvent) -> Result<OpenedStream> {
+        self.open_memory_stream_cached(stored, &mut KeyCache::default())
+            .await
+    }
+
+    /// [`open_memory_stream`](Self::open_memory_stream) with generation keys looked up once
+    /// per `cache`.
+    pub async fn open_memory_stream_cached(
+        &self,
+        stored: &StoredEvent,
+        cache: &mut KeyCache,
+    ) -> Result<OpenedStream> {
         let e = &stored.event;
         let user = &e.user;
         let EventBody::MemoryIngested { memory } = e.body else {
@@ -1398,41 +1444,63 @@ impl Ledger {
             return Err(LedgerError::Tampered("payload too short".into()));
         }
         let (salt, record_bytes) = rest.split_at(32);
-        let salt: &[u8; 32] = salt.try_into().expect("split at 32");
-        if !commitment::opens(&commit, salt, record_bytes) {
+        let salt: [u8; 32] = salt.try_into().expect("split at 32");
+        if !commitment::opens(&commit, &salt, record_bytes) {
             return Err(LedgerError::Tampered(format!(
                 "payload of memory {memory} does not match its commitment"
             )));
         }
         let record = MemoryRecord::decode(record_bytes)
             .map_err(|e| LedgerError::Tampered(format!("memory record: {e}")))?;
-        let content = match (&record.content, object_key) {
-            (Content::Inline { bytes }, None) => Bytes::copy_from_slice(bytes),
-            (Content::Object { hash, size }, Some((flag, ok))) => {
-                let mut obj = self
-                    .inner
-                    .objects
-                    .get(object_name(user, &memory))
-                    .await
-                    .map_err(|e| LedgerError::nats("get object", e))?;
-                let mut sealed = Vec::new();
-                obj.read_to_end(&mut sealed)
-                    .await
-                    .map_err(|e| LedgerError::nats("read object", e))?;
+        let (size, content): (u64, ContentStream) = match (&record.content, object_key) {
+            (Content::Inline { bytes }, None) => {
+                let piece = Bytes::copy_from_slice(bytes);
+                (
+                    piece.len() as u64,
+                    Box::pin(futures::stream::iter([Ok(piece)])),
+                )
+            }
+            (&Content::Object { hash, size }, Some((flag, ok))) => {
+                // Fetched when the stream is first polled: a caller after the record alone
+                // (a projection) drops the stream and reads nothing from the object store.
+                let objects = self.inner.objects.clone();
+                let name = object_name(user, &memory);
                 let object_aad = aad("object", user, Some(&memory));
-                let opened = if flag == PLAIN_OBJECT_STREAMED {
-                    objects::open_stream(&ok, &object_aad, &sealed)
-                } else {
-                    ok.open(&object_aad, &sealed).ok().map(|z| z.to_vec())
+                let opened = async move {
+                    let obj = objects
+                        .get(name)
+                        .await
+                        .map_err(|e| std::io::Error::other(format!("get object: {e}")))?;
+                    if flag == PLAIN_OBJECT_STREAMED {
+                        return Ok(objects::open_stream_reader(
+                            &ok, object_aad, obj, hash, size,
+                        ));
+                    }
+                    // one box (objects written before streaming): read whole
+                    let mut obj = obj;
+                    let mut sealed = Vec::new();
+                    obj.read_to_end(&mut sealed).await?;
+                    let invalid = |what: &str| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+                    };
+                    let content = ok
+                        .open(&object_aad, &sealed)
+                        .map_err(|_| invalid("object does not decrypt"))?;
+                    if object_hash(&content) != hash || content.len() as u64 != size {
+                        return Err(invalid("object does not match its hash"));
+                    }
+                    let piece = Bytes::copy_from_slice(&content);
+                    Ok::<ContentStream, std::io::Error>(Box::pin(futures::stream::iter([Ok(
+                        piece,
+                    )])))
                 };
-                let content = opened
-                    .ok_or_else(|| LedgerError::Tampered("object does not decrypt".into()))?;
-                if object_hash(&content) != *hash || content.len() as u64 != *size {
-                    return Err(LedgerError::Tampered(
-                        "object does not match its hash".into(),
-                    ));
-                }
-                Bytes::copy_from_slice(&content)
+                let content = futures::stream::once(opened)
+                    .map(|r| match r {
+                        Ok(s) => s,
+                        Err(e) => Box::pin(futures::stream::iter([Err(e)])),
+                    })
+                    .flatten();
+                (size, Box::pin(content))
             }
             _ => {
                 return Err(LedgerError::Tampered(
@@ -1440,13 +1508,43 @@ impl Ledger {
                 ));
             }
         };
-        Ok(OpenedMemory {
+        Ok(OpenedStream {
             memory,
             seq: e.seq,
             record,
+            salt,
+            size,
             content,
-            salt: *salt,
         })
+    }
+}
+
+/// A memory's content as it is read and checked: pieces of plaintext, or an error that
+/// ends it (`InvalidData` when the content does not match what the chain commits to).
+pub type ContentStream = futures::stream::BoxStream<'static, std::io::Result<Bytes>>;
+
+/// A memory opened for streaming: the checked record and its content as a stream.
+pub struct OpenedStream {
+    /// The memory id.
+    pub memory: MemoryId,
+    /// Its event's sequence number.
+    pub seq: Seq,
+    /// The record (for objects, `content` names the object's hash and size).
+    pub record: MemoryRecord,
+    /// The commitment salt.
+    pub salt: [u8; 32],
+    /// Content bytes the stream yields in all.
+    pub size: u64,
+    /// The content.
+    pub content: ContentStream,
+}
+
+/// A content stream's error as a ledger error.
+pub fn content_error(memory: &MemoryId, e: std::io::Error) -> LedgerError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        LedgerError::Tampered(format!("content of memory {memory}: {e}"))
+    } else {
+        LedgerError::nats("read object", e)
     }
 }
 

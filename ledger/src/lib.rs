@@ -10,7 +10,8 @@
 //!   content arrives as a stream: uploads, sealed chunk by chunk into the object store),
 //!   `append_event` (grants, access records), `erase` (crypto-shredding), `head`,
 //!   `read`/`follow`/`events`, `verify_chain`, `open_memory` (decrypt and check against the
-//!   commitment), `stats`. Appends to one user are pipelined in the per-user layout
+//!   commitment), `open_memory_stream` (the same, large content streamed out of the object
+//!   store chunk by chunk, fetched only when polled), `stats`. Appends to one user are pipelined in the per-user layout
 //!   (docs/decisions/0008).
 //! - [`LedgerConfig`] and [`Durability`]: what an acknowledged append means.
 //! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
@@ -35,5 +36,6 @@ pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
 pub use ledger::{
-    ChainReader, ChainTip, Ledger, LedgerStats, NewMemory, OpenedMemory, Receipt, StoredEvent,
+    ChainReader, ChainTip, ContentStream, Ledger, LedgerStats, NewMemory, OpenedMemory,
+    OpenedStream, Receipt, StoredEvent, content_error,
 };

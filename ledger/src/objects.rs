@@ -135,23 +135,122 @@ where
     }))
 }
 
-/// Opens a streamed object (`0x02 || prefix || chunks`); `None` when anything about it is
-/// wrong (format, a chunk's tag, order, truncation).
-pub(crate) fn open_stream(key: &SecretKey, aad: &[u8], object: &[u8]) -> Option<Vec<u8>> {
-    if object.len() < 1 + PREFIX + TAG || object[0] != OBJECT_V2 {
-        return None;
-    }
-    let prefix: [u8; PREFIX] = object[1..1 + PREFIX].try_into().ok()?;
-    let cipher = XChaCha20Poly1305::new(key.expose().into());
-    let mut dec = DecryptorBE32::from_aead(cipher, (&prefix).into());
-    let chunks: Vec<&[u8]> = object[1 + PREFIX..].chunks(CHUNK + TAG).collect();
-    let (last, middle) = chunks.split_last()?;
-    let mut plain = Vec::with_capacity(object.len());
-    for c in middle {
-        plain.extend_from_slice(&dec.decrypt_next(Payload { msg: c, aad }).ok()?);
-    }
-    plain.extend_from_slice(&dec.decrypt_last(Payload { msg: last, aad }).ok()?);
-    Some(plain)
+fn tampered(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+struct Opening<R> {
+    reader: R,
+    dec: Option<DecryptorBE32<XChaCha20Poly1305>>,
+    key: SecretKey,
+    aad: Vec<u8>,
+    buf: Vec<u8>,
+    hasher: ObjectHasher,
+    seen: u64,
+    hash: Hash32,
+    size: u64,
+    eof: bool,
+    done: bool,
+}
+
+/// Opens a streamed object (`0x02 || prefix || chunks`) as it is read: each chunk's
+/// plaintext is handed on once its tag checks (STREAM authenticates order and the last
+/// chunk too). The last chunk is handed on only after the whole plaintext matched `hash` and
+/// `size`, so a reader never gets a complete body that fails them; any failure ends the
+/// stream with an `InvalidData` error.
+pub(crate) fn open_stream_reader<R>(
+    key: &SecretKey,
+    aad: Vec<u8>,
+    reader: R,
+    hash: Hash32,
+    size: u64,
+) -> futures::stream::BoxStream<'static, std::io::Result<Bytes>>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let st = Opening {
+        reader,
+        dec: None,
+        key: key.clone(),
+        aad,
+        buf: Vec::with_capacity(2 * (CHUNK + TAG)),
+        hasher: ObjectHasher::default(),
+        seen: 0,
+        hash,
+        size,
+        eof: false,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if st.dec.is_none() && st.buf.len() >= 1 + PREFIX {
+                if st.buf[0] != OBJECT_V2 {
+                    st.done = true;
+                    return Some((Err(tampered("object: unknown format")), st));
+                }
+                let prefix: [u8; PREFIX] = st.buf[1..1 + PREFIX].try_into().expect("sized");
+                let cipher = XChaCha20Poly1305::new(st.key.expose().into());
+                st.dec = Some(DecryptorBE32::from_aead(cipher, (&prefix).into()));
+                st.buf.drain(..1 + PREFIX);
+            }
+            // A full sealed chunk with more after it is a middle chunk.
+            if st.dec.is_some() && st.buf.len() > CHUNK + TAG {
+                let rest = st.buf.split_off(CHUNK + TAG);
+                let sealed = std::mem::replace(&mut st.buf, rest);
+                let dec = st.dec.as_mut().expect("checked");
+                let piece = match dec.decrypt_next(Payload {
+                    msg: &sealed,
+                    aad: &st.aad,
+                }) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        st.done = true;
+                        return Some((Err(tampered("object: a chunk does not decrypt")), st));
+                    }
+                };
+                st.seen += piece.len() as u64;
+                if st.seen > st.size {
+                    st.done = true;
+                    return Some((Err(tampered("object: longer than its record says")), st));
+                }
+                st.hasher.update(&piece);
+                return Some((Ok(Bytes::from(piece)), st));
+            }
+            if st.eof {
+                st.done = true;
+                let Some(dec) = st.dec.take() else {
+                    return Some((Err(tampered("object: truncated header")), st));
+                };
+                let Ok(piece) = dec.decrypt_last(Payload {
+                    msg: &st.buf,
+                    aad: &st.aad,
+                }) else {
+                    return Some((Err(tampered("object: the last chunk does not decrypt")), st));
+                };
+                st.seen += piece.len() as u64;
+                st.hasher.update(&piece);
+                if st.seen != st.size || st.hasher.finalize() != st.hash {
+                    return Some((Err(tampered("object does not match its hash")), st));
+                }
+                return Some((Ok(Bytes::from(piece)), st));
+            }
+            if st.buf.capacity() - st.buf.len() < CHUNK {
+                st.buf.reserve(CHUNK);
+            }
+            match st.reader.read_buf(&mut st.buf).await {
+                Ok(0) => st.eof = true,
+                Ok(_) => {}
+                Err(e) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -186,6 +285,58 @@ mod tests {
         (object, st)
     }
 
+    /// Hands out at most `step` bytes per read.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self
+                .step
+                .min(self.data.len() - self.pos)
+                .min(buf.remaining());
+            let pos = self.pos;
+            buf.put_slice(&self.data[pos..pos + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What a reader of the opened stream gets: the bytes before any error, and the error.
+    async fn open(
+        key: &SecretKey,
+        aad: &[u8],
+        object: &[u8],
+        step: usize,
+        hash: Hash32,
+        size: u64,
+    ) -> (Vec<u8>, Option<std::io::Error>) {
+        let reader = Trickle {
+            data: object.to_vec(),
+            pos: 0,
+            step,
+        };
+        let mut s = open_stream_reader(key, aad.to_vec(), reader, hash, size);
+        let mut got = Vec::new();
+        while let Some(piece) = s.next().await {
+            match piece {
+                Ok(p) => got.extend_from_slice(&p),
+                Err(e) => {
+                    assert!(s.next().await.is_none(), "nothing after an error");
+                    return (got, Some(e));
+                }
+            }
+        }
+        (got, None)
+    }
+
     #[tokio::test]
     async fn round_trips_at_chunk_boundaries_and_in_odd_pieces() {
         let key = SecretKey::from_bytes([7; 32]);
@@ -195,10 +346,19 @@ mod tests {
                 let (object, st) = seal(&content, piece, u64::MAX).await;
                 assert_eq!(st.size, len as u64);
                 assert_eq!(st.hash, Some(object_hash(&content)));
-                assert_eq!(
-                    open_stream(&key, b"aad", &object).as_deref(),
-                    Some(&content[..])
-                );
+                for step in [1000, CHUNK + TAG, 7 * CHUNK] {
+                    let (got, err) = open(
+                        &key,
+                        b"aad",
+                        &object,
+                        step,
+                        object_hash(&content),
+                        len as u64,
+                    )
+                    .await;
+                    assert!(err.is_none(), "{err:?}");
+                    assert!(got == content, "len {len} piece {piece} step {step}");
+                }
             }
         }
     }
@@ -222,11 +382,34 @@ mod tests {
         ]
         .concat();
         let cut = object[..body + 2 * c].to_vec();
-        for bad in [&flipped, &dropped, &swapped, &cut] {
-            assert!(open_stream(&key, b"aad", bad).is_none());
+        let mut last_flipped = object.clone();
+        *last_flipped.last_mut().unwrap() ^= 1;
+        let (hash, size) = (object_hash(&content), content.len() as u64);
+        let other = SecretKey::from_bytes([8; 32]);
+        let cases: [(&SecretKey, &[u8], &[u8], Hash32, u64); 10] = [
+            (&key, b"aad", &flipped, hash, size),
+            (&key, b"aad", &dropped, hash, size),
+            (&key, b"aad", &swapped, hash, size),
+            (&key, b"aad", &cut, hash, size),
+            (&key, b"aad", &last_flipped, hash, size),
+            (&key, b"aad", &object[..10], hash, size),
+            (&key, b"other", &object, hash, size),
+            (&other, b"aad", &object, hash, size),
+            // all chunks open but the record says otherwise
+            (&key, b"aad", &object, object_hash(b"something else"), size),
+            (&key, b"aad", &object, hash, size - 1),
+        ];
+        for (i, (k, aad, bad, hash, size)) in cases.into_iter().enumerate() {
+            let (got, err) = open(k, aad, bad, 4096, hash, size).await;
+            let err = err.unwrap_or_else(|| panic!("case {i} opened"));
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "case {i}");
+            // never the whole content: the last chunk waits for the checks
+            assert!(got.len() < content.len(), "case {i}");
+            assert!(content.starts_with(&got), "case {i}");
         }
-        assert!(open_stream(&key, b"other", &object).is_none());
-        assert!(open_stream(&SecretKey::from_bytes([8; 32]), b"aad", &object).is_none());
+        // the good object opens
+        let (got, err) = open(&key, b"aad", &object, 4096, hash, size).await;
+        assert!(err.is_none() && got == content);
     }
 
     #[tokio::test]

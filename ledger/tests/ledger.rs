@@ -420,6 +420,69 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_content_streams_out_of_the_object_store_checked() {
+                use futures::StreamExt;
+                use tokio::io::AsyncReadExt;
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_inline = 1024;
+                let l = connect(&server, c).await;
+                let u = user("audio");
+                l.create_user(&u).await.unwrap();
+                let big = |seed: u8| NewMemory {
+                    content_type: "audio/ogg".into(),
+                    content: (0..200 * 1024 + 17).map(|i| (i % 251) as u8 ^ seed).collect::<Vec<u8>>().into(),
+                    ..note("")
+                };
+                let (a, b) = (big(0), big(1));
+                let ra = l.append(&u, a.clone()).await.unwrap();
+                let rb = l.append(&u, b.clone()).await.unwrap();
+                let stored = |r: &Receipt| {
+                    let (l, u, seq) = (l.clone(), u.clone(), r.seq);
+                    async move { l.events(&u, seq, 1).await.unwrap().remove(0) }
+                };
+                // whole, and as a stream of several pieces
+                let sa = stored(&ra).await;
+                assert_eq!(l.open_memory(&sa).await.unwrap().content, a.content);
+                let opened = l.open_memory_stream(&sa).await.unwrap();
+                assert_eq!(opened.size, a.content.len() as u64);
+                let pieces: Vec<Bytes> = opened.content.map(|p| p.unwrap()).collect().await;
+                assert!(pieces.len() >= 4, "{} pieces", pieces.len());
+                assert_eq!(pieces.concat(), a.content);
+
+                // tampered objects: the last byte flipped, or another memory's object
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let store = js.get_object_store(mnemo_ledger::OBJECTS_BUCKET).await.unwrap();
+                let name = |r: &Receipt| format!("{}.{}", u, r.memory.unwrap());
+                let mut raw = Vec::new();
+                store.get(name(&ra)).await.unwrap().read_to_end(&mut raw).await.unwrap();
+                *raw.last_mut().unwrap() ^= 1;
+                store.put(name(&ra).as_str(), &mut raw.as_slice()).await.unwrap();
+                let mut s = l.open_memory_stream(&sa).await.unwrap().content;
+                let mut got = 0;
+                let err = loop {
+                    match s.next().await.expect("the stream ends with an error") {
+                        Ok(p) => got += p.len(),
+                        Err(e) => break e,
+                    }
+                };
+                assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+                assert!(got > 0 && got < a.content.len(), "got {got}: the last piece is held back");
+                assert!(matches!(l.open_memory(&sa).await, Err(LedgerError::Tampered(_))));
+                let mut other = Vec::new();
+                store.get(name(&rb)).await.unwrap().read_to_end(&mut other).await.unwrap();
+                store.put(name(&ra).as_str(), &mut other.as_slice()).await.unwrap();
+                let mut s = l.open_memory_stream(&sa).await.unwrap().content;
+                let first = s.next().await.unwrap();
+                assert_eq!(first.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+                // a missing object is not taken for tampering
+                store.delete(name(&ra)).await.unwrap();
+                assert!(matches!(l.open_memory(&sa).await, Err(LedgerError::Nats { .. })));
+                // the other memory is untouched
+                assert_eq!(l.open_memory(&stored(&rb).await).await.unwrap().content, b.content);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn follow_sees_later_appends() {
                 let server = NatsServer::start();
                 let l = connect(&server, cfg($layout, 1)).await;

@@ -620,9 +620,11 @@ impl Projector {
             let EventBody::MemoryIngested { memory } = st.event.body else {
                 continue;
             };
-            match self.ledger.open_memory_cached(st, cache).await {
+            // The record and the size; an object's content is not read (its stream is
+            // dropped unpolled).
+            match self.ledger.open_memory_stream_cached(st, cache).await {
                 Ok(o) => {
-                    opened.insert(memory, Some(o));
+                    opened.insert(memory, Some((o.record, o.size)));
                 }
                 Err(LedgerError::Erased(_)) => {
                     opened.insert(memory, None);
@@ -707,10 +709,14 @@ impl Projector {
 }
 
 /// A verified, decrypted batch, ready to be written.
+/// What the views keep of an opened memory: its record and content size (`None` in the map:
+/// erased or unreadable).
+type Opened = (mnemo_core::MemoryRecord, u64);
+
 struct Prepared {
     items: Vec<Item>,
     accepted: Vec<Accepted>,
-    opened: HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+    opened: HashMap<mnemo_core::MemoryId, Option<Opened>>,
     states: HashMap<UserId, UserState>,
     users: Vec<UserId>,
     last_per_stream: HashMap<String, (u64, usize)>,
@@ -1012,7 +1018,7 @@ struct UserColumns(
 async fn write_rows(
     tx: &mut sqlx::PgConnection,
     accepted: &[Accepted],
-    opened: &HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+    opened: &HashMap<mnemo_core::MemoryId, Option<Opened>>,
     states: &HashMap<UserId, UserState>,
     users: &[UserId],
 ) -> Result<()> {
@@ -1064,18 +1070,20 @@ async fn write_rows(
         m.1.push(memory.0.to_vec());
         m.2.push(e.seq.0 as i64);
         match o {
-            Some(o) => {
-                let r = &o.record;
+            Some((r, size)) => {
                 m.3.push(r.kind.clone());
                 m.4.push(serde_json::to_string(&r.tags).expect("strings serialise"));
                 m.5.push(r.captured_at.map(|t| t.0));
                 m.6.push(r.source.clone());
                 m.7.push(r.content_type.clone());
-                m.8.push(o.content.len() as i64);
-                let inline = matches!(r.content, Content::Inline { .. });
-                m.9.push(if inline { "inline" } else { "object" }.into());
-                let text = inline && r.content_type.starts_with("text/");
-                m.11.push(text.then(|| String::from_utf8_lossy(&o.content).into_owned()));
+                m.8.push(*size as i64);
+                let inline = match &r.content {
+                    Content::Inline { bytes } => Some(bytes),
+                    Content::Object { .. } => None,
+                };
+                m.9.push(if inline.is_some() { "inline" } else { "object" }.into());
+                let text = inline.filter(|_| r.content_type.starts_with("text/"));
+                m.11.push(text.map(|b| String::from_utf8_lossy(b).into_owned()));
             }
             None => {
                 // erased before this projection saw it: nothing of it can be known
@@ -1308,7 +1316,7 @@ impl KvViews {
     async fn apply(
         &self,
         accepted: &[Accepted],
-        opened: &HashMap<mnemo_core::MemoryId, Option<mnemo_ledger::OpenedMemory>>,
+        opened: &HashMap<mnemo_core::MemoryId, Option<Opened>>,
         erased_by_all: &[(String, u64)],
         states: &HashMap<UserId, UserState>,
         users: &[UserId],
@@ -1322,12 +1330,12 @@ impl KvViews {
                     let meta = opened
                         .get(memory)
                         .and_then(Option::as_ref)
-                        .map(|o| MemoryMeta {
-                            kind: o.record.kind.clone(),
-                            tags: o.record.tags.clone(),
-                            captured_at: o.record.captured_at.map(|t| t.0),
-                            content_type: o.record.content_type.clone(),
-                            size: o.content.len() as u64,
+                        .map(|(r, size)| MemoryMeta {
+                            kind: r.kind.clone(),
+                            tags: r.tags.clone(),
+                            captured_at: r.captured_at.map(|t| t.0),
+                            content_type: r.content_type.clone(),
+                            size: *size,
                         });
                     let entry = MemoryEntry {
                         seq: e.seq.0,
