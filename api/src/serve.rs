@@ -255,6 +255,11 @@ async fn start_services(
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let (sweeper, mut stop) = (ledger.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            sweep_failed_uploads(sweeper, &mut stop).await;
+            Ok(())
+        }));
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, router)
@@ -266,6 +271,34 @@ async fn start_services(
         }));
     }
     Ok((addr, accounts_out, ledger))
+}
+
+/// How often the API's process sweeps chunks of failed uploads, and how old they must be.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const SWEEP_GRACE: Duration = Duration::from_secs(3600);
+
+/// Purges, hourly, the object chunks uploads that failed half-way left behind (see
+/// `Ledger::sweep_orphan_chunks`), until `stop`.
+async fn sweep_failed_uploads(ledger: Ledger, stop: &mut watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match ledger.sweep_orphan_chunks(SWEEP_GRACE).await {
+            Ok(s) if s.objects > 0 => {
+                tracing::info!(
+                    objects = s.objects,
+                    chunks = s.chunks,
+                    "swept chunks of failed uploads"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping chunks of failed uploads"),
+        }
+    }
 }
 
 /// `mnemo serve`.

@@ -68,6 +68,17 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Refused before anything was published: nothing of the append is in the chain.
+    pub(crate) fn refused_before_sending(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidId(_)
+                | Self::InvalidInput(_)
+                | Self::PayloadTooLarge { .. }
+                | Self::UnknownUser(_)
+        )
+    }
+
     pub(crate) fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
         Self::Nats {
             what,

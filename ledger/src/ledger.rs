@@ -120,6 +120,15 @@ pub struct LedgerStats {
     pub conflicts: u64,
 }
 
+/// What [`Ledger::sweep_orphan_chunks`] purged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweptChunks {
+    /// Objects' chunk subjects purged.
+    pub objects: usize,
+    /// Chunk messages purged.
+    pub chunks: u64,
+}
+
 /// What this process knows of a user's chain, including its own events still in flight.
 #[derive(Clone, Debug)]
 struct HeadState {
@@ -416,6 +425,78 @@ impl Ledger {
             ledger.ensure_stream(&name, &subjects).await?;
         }
         Ok(ledger)
+    }
+
+    /// Purges object chunks that no object names, once their first chunk is older than
+    /// `older_than`: what an upload that failed half-way (client gone, too large without a
+    /// `Content-Length`) left in the object store's stream. Such chunks are sealed under a
+    /// key that was never stored, so nobody can read them; they only take space. Chunks of
+    /// an upload still in progress have no object entry yet either: `older_than` must be
+    /// longer than any upload takes (`mnemo serve` sweeps hourly, with an hour's grace).
+    pub async fn sweep_orphan_chunks(&self, older_than: Duration) -> Result<SweptChunks> {
+        let named = || async {
+            let mut list = self
+                .inner
+                .objects
+                .list()
+                .await
+                .map_err(|e| LedgerError::nats("list objects", e))?;
+            let mut nuids = std::collections::HashSet::new();
+            while let Some(info) = list.next().await {
+                nuids.insert(info.map_err(|e| LedgerError::nats("list objects", e))?.nuid);
+            }
+            Ok::<_, LedgerError>(nuids)
+        };
+        let stream = self
+            .inner
+            .js
+            .get_stream(format!("OBJ_{OBJECTS_BUCKET}"))
+            .await
+            .map_err(|e| LedgerError::nats("object stream", e))?;
+        let before = named().await?;
+        let prefix = format!("$O.{OBJECTS_BUCKET}.C.");
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| LedgerError::nats("object chunks", e))?;
+        let mut candidates = Vec::new();
+        while let Some(s) = subjects.next().await {
+            let (subject, count) = s.map_err(|e| LedgerError::nats("object chunks", e))?;
+            let nuid = subject.strip_prefix(&prefix).unwrap_or_default();
+            if !before.contains(nuid) {
+                candidates.push((subject, count as u64));
+            }
+        }
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut old = Vec::new();
+        for (subject, count) in candidates {
+            let first = stream
+                .get_first_raw_message_by_subject(&subject, 0)
+                .await
+                .map_err(|e| LedgerError::nats("first chunk", e))?;
+            if first.time.unix_timestamp() <= cutoff {
+                old.push((subject, count));
+            }
+        }
+        // An upload that finished meanwhile has its object entry now: keep its chunks.
+        let after = named().await?;
+        let mut swept = SweptChunks::default();
+        for (subject, count) in old {
+            if after.contains(subject.strip_prefix(&prefix).unwrap_or_default()) {
+                continue;
+            }
+            stream
+                .purge()
+                .filter(&subject)
+                .await
+                .map_err(|e| LedgerError::nats("purge chunks", e))?;
+            swept.objects += 1;
+            swept.chunks += count;
+        }
+        Ok(swept)
     }
 
     /// Counters since this ledger was connected.
@@ -1030,6 +1111,10 @@ impl Ledger {
     where
         S: futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
+        // An unknown user is refused before the content is stored.
+        if self.head(user).await?.is_none() {
+            return Err(LedgerError::UnknownUser(user.clone()));
+        }
         let mut id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let memory = MemoryId(id);
@@ -1124,8 +1209,15 @@ impl Ledger {
                 None,
             )
             .await;
-        if object.is_some() && !matches!(&receipt, Ok(r) if !r.duplicate) {
-            // Nothing of ours was written (error or duplicate): drop the unused object.
+        let unused = match &receipt {
+            // A duplicate names an earlier event: ours was dropped, unless it is that very
+            // event (its ack was lost and a retry with the client's key found it).
+            Ok(r) => r.duplicate && r.memory != Some(memory),
+            // Only a refusal before anything was sent is sure to have written nothing; after
+            // an unanswered publish the event may be in the chain, and its object with it.
+            Err(e) => e.refused_before_sending(),
+        };
+        if object.is_some() && unused {
             let _ = self.inner.objects.delete(object_name(user, &memory)).await;
         }
         receipt

@@ -37,5 +37,5 @@ pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, Ledger, LedgerStats, NewMemory, OpenedMemory,
-    OpenedStream, Receipt, StoredEvent, content_error,
+    OpenedStream, Receipt, StoredEvent, SweptChunks, content_error,
 };

@@ -187,7 +187,7 @@ where
             return None;
         }
         loop {
-            if st.dec.is_none() && st.buf.len() >= 1 + PREFIX {
+            if st.dec.is_none() && st.buf.len() > PREFIX {
                 if st.buf[0] != OBJECT_V2 {
                     st.done = true;
                     return Some((Err(tampered("object: unknown format")), st));
@@ -198,10 +198,11 @@ where
                 st.buf.drain(..1 + PREFIX);
             }
             // A full sealed chunk with more after it is a middle chunk.
-            if st.dec.is_some() && st.buf.len() > CHUNK + TAG {
+            if let Some(dec) = st.dec.as_mut()
+                && st.buf.len() > CHUNK + TAG
+            {
                 let rest = st.buf.split_off(CHUNK + TAG);
                 let sealed = std::mem::replace(&mut st.buf, rest);
-                let dec = st.dec.as_mut().expect("checked");
                 let piece = match dec.decrypt_next(Payload {
                     msg: &sealed,
                     aad: &st.aad,
@@ -386,7 +387,8 @@ mod tests {
         *last_flipped.last_mut().unwrap() ^= 1;
         let (hash, size) = (object_hash(&content), content.len() as u64);
         let other = SecretKey::from_bytes([8; 32]);
-        let cases: [(&SecretKey, &[u8], &[u8], Hash32, u64); 10] = [
+        type Case<'a> = (&'a SecretKey, &'a [u8], &'a [u8], Hash32, u64);
+        let cases: [Case; 10] = [
             (&key, b"aad", &flipped, hash, size),
             (&key, b"aad", &dropped, hash, size),
             (&key, b"aad", &swapped, hash, size),

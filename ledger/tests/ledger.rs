@@ -483,6 +483,64 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn chunks_of_failed_uploads_are_swept_and_nothing_else() {
+                use futures::StreamExt;
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_inline = 1024;
+                let l = connect(&server, c).await;
+                let u = user("uploader");
+                l.create_user(&u).await.unwrap();
+                let piece = || Ok(Bytes::from(vec![7u8; 64 * 1024]));
+                let kept = l
+                    .append_stream(&u, note(""), futures::stream::iter((0..4).map(|_| piece())), 1 << 20)
+                    .await
+                    .unwrap();
+                // a client gone after three pieces, and one sending more than allowed
+                let gone = futures::stream::iter((0..3).map(|_| piece()))
+                    .chain(futures::stream::iter([Err(std::io::Error::other("client gone"))]));
+                assert!(l.append_stream(&u, note(""), gone, 1 << 20).await.is_err());
+                let endless = futures::stream::iter((0..8).map(|_| piece()));
+                assert!(matches!(
+                    l.append_stream(&u, note(""), endless, 300 * 1024).await,
+                    Err(LedgerError::PayloadTooLarge { .. })
+                ));
+                // an unknown user is refused before anything is stored
+                let nobody = futures::stream::iter((0..3).map(|_| piece()));
+                assert!(matches!(
+                    l.append_stream(&user("nobody"), note(""), nobody, 1 << 20).await,
+                    Err(LedgerError::UnknownUser(_))
+                ));
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let stream = js.get_stream(format!("OBJ_{}", mnemo_ledger::OBJECTS_BUCKET)).await.unwrap();
+                let chunk_subjects = || {
+                    let stream = stream.clone();
+                    async move {
+                        let subjects = stream
+                            .info_with_subjects(format!("$O.{}.C.>", mnemo_ledger::OBJECTS_BUCKET))
+                            .await
+                            .unwrap();
+                        subjects.count().await
+                    }
+                };
+                let before = chunk_subjects().await;
+                assert!(before >= 2, "{before}: the failed uploads left chunks");
+                // too young to be swept: an upload may still be going on
+                let swept = l.sweep_orphan_chunks(std::time::Duration::from_secs(3600)).await.unwrap();
+                assert_eq!(swept.objects, 0);
+                tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+                let swept = l.sweep_orphan_chunks(std::time::Duration::from_secs(1)).await.unwrap();
+                assert_eq!(swept.objects, before - 1, "{swept:?}");
+                assert!(swept.chunks >= 2);
+                assert_eq!(chunk_subjects().await, 1);
+                // the stored memory is whole, and a second sweep finds nothing
+                let stored = l.events(&u, kept.seq, 1).await.unwrap().remove(0);
+                assert_eq!(l.open_memory(&stored).await.unwrap().content.len(), 4 * 64 * 1024);
+                let swept = l.sweep_orphan_chunks(std::time::Duration::ZERO).await.unwrap();
+                assert_eq!(swept.objects, 0);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn follow_sees_later_appends() {
                 let server = NatsServer::start();
                 let l = connect(&server, cfg($layout, 1)).await;
