@@ -88,7 +88,8 @@ pub async fn write_bundle<W: AsyncWrite + Unpin>(
         stats.events += 1;
         head = e.hash;
         if matches!(e.event.body, EventBody::MemoryIngested { .. }) {
-            match ledger.open_memory_cached(&e, &mut cache).await {
+            // The salt and record open the commitment; an object's content is not read.
+            match ledger.open_memory_stream_cached(&e, &mut cache).await {
                 Ok(m) => {
                     line(
                         w,
