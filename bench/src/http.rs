@@ -16,7 +16,7 @@ use mnemo_testkit::{NatsServer, PgServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::measure::human;
+use crate::measure::{cpu_now, cpu_per_op, human};
 
 /// Options of `mnemo-bench http`.
 #[derive(clap::Args)]
@@ -149,14 +149,8 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let (mut direct_rates, mut http_rates) = (Vec::new(), Vec::new());
     let (mut direct_lat, mut http_lat) = (Vec::new(), Vec::new());
     let server_pid = nats.pid().expect("running");
-    let cpu = || {
-        (
-            crate::ingest::cpu_ms(None),
-            crate::ingest::cpu_ms(Some(server_pid)),
-        )
-    };
     for _ in 0..a.rounds {
-        let c0 = cpu();
+        let c0 = cpu_now(server_pid);
         // direct ledger appends
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
@@ -191,7 +185,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         }
         direct_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
 
-        let c1 = cpu();
+        let c1 = cpu_now(server_pid);
         // the same over HTTP
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
@@ -213,14 +207,10 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             http_lat.extend(l?);
         }
         http_rates.push(a.events as f64 / t.elapsed().as_secs_f64());
-        let c2 = cpu();
-        let per = |ms: f64| ms * 1e3 / a.events as f64;
+        let c2 = cpu_now(server_pid);
+        let ([d0, d1], [h0, h1]) = (cpu_per_op(c0, c1, a.events), cpu_per_op(c1, c2, a.events));
         eprintln!(
-            "    cpu µs/memory: direct: this process {:.1}, nats-server {:.1} | http: this process (server + load generator) {:.1}, nats-server {:.1}",
-            per(c1.0 - c0.0),
-            per(c1.1 - c0.1),
-            per(c2.0 - c1.0),
-            per(c2.1 - c1.1),
+            "    cpu µs/memory: direct: this process {d0:.1}, nats-server {d1:.1} | http: this process (server + load generator) {h0:.1}, nats-server {h1:.1}"
         );
     }
     direct_lat.sort();

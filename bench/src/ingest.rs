@@ -12,7 +12,7 @@ use mnemo_testkit::{NatsOptions, NatsServer};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::measure::human;
+use crate::measure::{cpu_now, cpu_per_op, human};
 
 /// Options of `mnemo-bench ingest`.
 #[derive(clap::Args)]
@@ -203,24 +203,32 @@ async fn measure(
     let signer = SigningKey::from_bytes(&[6; 32]);
     let server_pid = server.pid().expect("running");
     for _ in 0..a.rounds {
-        let c0 = (cpu_ms(None), cpu_ms(Some(server_pid)));
-        raw_rates.push(raw_publish(&js, &raw_subjects, &raw_payload, n, a.concurrency).await?);
-        let c1 = (cpu_ms(None), cpu_ms(Some(server_pid)));
+        let c0 = cpu_now(server_pid);
+        raw_rates.push(publish(&js, &raw_subjects, &raw_payload, n, a.concurrency, 1, None).await?);
+        let c1 = cpu_now(server_pid);
+        let cores = std::thread::available_parallelism().map_or(2, |p| p.get());
         signed_rates.push(
-            signed_publish(&js, &raw_subjects, &raw_payload, &signer, n, a.concurrency).await?,
+            publish(
+                &js,
+                &raw_subjects,
+                &raw_payload,
+                n,
+                a.concurrency,
+                cores,
+                Some(&signer),
+            )
+            .await?,
         );
-        let c1s = (cpu_ms(None), cpu_ms(Some(server_pid)));
+        let c2 = cpu_now(server_pid);
         ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
-        let c2 = (cpu_ms(None), cpu_ms(Some(server_pid)));
-        let per = |ms: f64| ms * 1e3 / n as f64;
+        let c3 = cpu_now(server_pid);
+        let ([r0, r1], [s0, s1], [l0, l1]) = (
+            cpu_per_op(c0, c1, n),
+            cpu_per_op(c1, c2, n),
+            cpu_per_op(c2, c3, n),
+        );
         eprintln!(
-            "    cpu µs/event: raw client {:.1} server {:.1} | raw+sign client {:.1} server {:.1} | ledger client {:.1} server {:.1}",
-            per(c1.0 - c0.0),
-            per(c1.1 - c0.1),
-            per(c1s.0 - c1.0),
-            per(c1s.1 - c1.1),
-            per(c2.0 - c1s.0),
-            per(c2.1 - c1s.1),
+            "    cpu µs/event: raw client {r0:.1} server {r1:.1} | raw+sign client {s0:.1} server {s1:.1} | ledger client {l0:.1} server {l1:.1}"
         );
     }
     Ok((
@@ -228,20 +236,6 @@ async fn measure(
         median(signed_rates),
         median(ledger_rates),
     ))
-}
-
-/// CPU time (user + system) of this process or of `pid`, in ms, from /proc (Linux).
-pub(crate) fn cpu_ms(pid: Option<u32>) -> f64 {
-    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    // fields after the command name (which is in parentheses and may hold spaces)
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    ticks * 10.0 // USER_HZ is 100 on Linux
 }
 
 fn memory(content: &Bytes) -> NewMemory {
@@ -254,66 +248,46 @@ fn memory(content: &Bytes) -> NewMemory {
     }
 }
 
-async fn raw_publish(
+/// JetStream publishes of `payload` to `subjects` in turn, `window` unacknowledged at most,
+/// from `tasks` tasks. With `sign`, each message is a fresh buffer whose blake3 hash is
+/// signed with ed25519 and the signature written into it: the floor for any chain whose
+/// events are each signed (run on as many tasks as cores, or it would sign on one core).
+async fn publish(
     js: &async_nats::jetstream::Context,
     subjects: &[String],
     payload: &Bytes,
     n: usize,
     window: usize,
-) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    let mut acks = FuturesUnordered::new();
-    for i in 0..n {
-        let ack = js
-            .publish(subjects[i % subjects.len()].clone(), payload.clone())
-            .await?;
-        acks.push(ack.into_future());
-        if acks.len() >= window {
-            acks.next().await.expect("non-empty")?;
-        }
-    }
-    while let Some(r) = acks.next().await {
-        r?;
-    }
-    Ok(n as f64 / t.elapsed().as_secs_f64())
-}
-
-/// The floor for any chain whose events are each signed: raw publishes of the same size, each
-/// message a fresh buffer whose blake3 hash is signed with ed25519 and the signature written
-/// into it. Signing runs on as many tasks as the machine has cores (a single publishing task
-/// would sign on one core only), sharing the same window of unacknowledged publishes.
-async fn signed_publish(
-    js: &async_nats::jetstream::Context,
-    subjects: &[String],
-    payload: &Bytes,
-    key: &SigningKey,
-    n: usize,
-    window: usize,
+    tasks: usize,
+    sign: Option<&SigningKey>,
 ) -> anyhow::Result<f64> {
     use ed25519_dalek::Signer;
-    let tasks = std::thread::available_parallelism().map_or(2, |p| p.get());
     let subjects = Arc::new(subjects.to_vec());
     let t = Instant::now();
     let mut handles = Vec::new();
     for k in 0..tasks {
         let (js, subjects, payload, key) =
-            (js.clone(), subjects.clone(), payload.clone(), key.clone());
+            (js.clone(), subjects.clone(), payload.clone(), sign.cloned());
         let window = (window / tasks).max(1);
         handles.push(tokio::spawn(async move {
             let mut acks = FuturesUnordered::new();
-            let mut i = k;
-            while i < n {
-                let mut m = payload.to_vec();
-                let h = blake3::hash(&m[64..]);
-                m[..64].copy_from_slice(&key.sign(h.as_bytes()).to_bytes());
+            for i in (k..n).step_by(tasks) {
+                let message = match &key {
+                    None => payload.clone(),
+                    Some(key) => {
+                        let mut m = payload.to_vec();
+                        let h = blake3::hash(&m[64..]);
+                        m[..64].copy_from_slice(&key.sign(h.as_bytes()).to_bytes());
+                        m.into()
+                    }
+                };
                 let ack = js
-                    .publish(subjects[i % subjects.len()].clone(), m.into())
+                    .publish(subjects[i % subjects.len()].clone(), message)
                     .await?;
                 acks.push(ack.into_future());
                 if acks.len() >= window {
                     acks.next().await.expect("non-empty")?;
                 }
-                i += tasks;
             }
             while let Some(r) = acks.next().await {
                 r?;

@@ -79,6 +79,31 @@ pub fn status_mib(pid: Option<u32>, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) of this process or of `pid`, in ms, from /proc (Linux; 0
+/// elsewhere).
+fn cpu_ms(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // fields after the command name (which is in parentheses and may hold spaces)
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    ticks * 10.0 // USER_HZ is 100 on Linux
+}
+
+/// CPU time so far (ms) of this process and of the server `pid`.
+pub fn cpu_now(pid: u32) -> [f64; 2] {
+    [cpu_ms(None), cpu_ms(Some(pid))]
+}
+
+/// CPU µs per operation between two [`cpu_now`] readings: this process, the server.
+pub fn cpu_per_op(from: [f64; 2], to: [f64; 2], ops: usize) -> [f64; 2] {
+    [0, 1].map(|i| (to[i] - from[i]) * 1e3 / ops as f64)
+}
+
 /// Creates users `<prefix>0 .. <prefix>{n-1}`, 64 at a time.
 pub async fn create_users(
     ledger: &mnemo_ledger::Ledger,
