@@ -104,6 +104,12 @@ impl From<LedgerError> for Problem {
             other @ LedgerError::UserExists(_) => {
                 Problem::new(StatusCode::CONFLICT, "exists", other.to_string())
             }
+            // Retryable: the message store did not answer (nothing is known to be written
+            // unless a later read shows it; an `Idempotency-Key` makes the retry safe).
+            other @ LedgerError::Nats { .. } => {
+                tracing::warn!(error = %other, "NATS unavailable");
+                Problem::unavailable("the message store did not answer; retry")
+            }
             other => Problem::internal(other),
         }
     }

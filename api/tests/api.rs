@@ -569,6 +569,43 @@ async fn ingest_variants_idempotency_and_uploads() {
         "a streamed upload reads back byte for byte"
     );
     assert_eq!(s.head("carol").await, 4);
+    // a tampered object (its last byte flipped in the store): the download starts (the first
+    // chunks check out) but never completes, so no client takes it for the content
+    let store =
+        s.js.get_object_store(mnemo_ledger::OBJECTS_BUCKET)
+            .await
+            .unwrap();
+    let name = format!("carol.{id}");
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut store.get(&name).await.unwrap(), &mut raw)
+        .await
+        .unwrap();
+    *raw.last_mut().unwrap() ^= 1;
+    store.put(name.as_str(), &mut raw.as_slice()).await.unwrap();
+    let req = Request::builder()
+        .uri(format!("/v1/memories/{id}/content"))
+        .header(header::AUTHORIZATION, format!("Bearer {carol}"))
+        .body(Body::empty())
+        .unwrap();
+    let r = s.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_LENGTH], audio.len().to_string());
+    assert!(
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .is_err(),
+        "the body breaks off before its end"
+    );
+    // and a missing object is a problem before any byte
+    store.delete(&name).await.unwrap();
+    let r = s.get(&format!("/v1/memories/{id}/content"), &carol).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.problem);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
