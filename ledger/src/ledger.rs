@@ -603,10 +603,24 @@ impl Ledger {
         let Some(stream) = self.stream(&loc.stream).await? else {
             return Ok(None);
         };
-        match stream
-            .direct_get_last_for_subject(loc.subject.clone())
-            .await
-        {
+        // On a cluster any replica answers a direct get, a lagging one with an older head
+        // (or none yet for a new user): heads are read from the stream leader there, so
+        // that a lost ack is never taken for a missing event and reads see every
+        // acknowledged write. On one server a direct get is the same and cheaper.
+        let got = if self.inner.cfg.replicas > 1 {
+            match stream.get_last_raw_message_by_subject(&loc.subject).await {
+                Ok(msg) => Ok(msg),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(LedgerError::nats("get head", e)),
+            }
+        } else {
+            stream
+                .direct_get_last_for_subject(loc.subject.clone())
+                .await
+        };
+        match got {
             Ok(msg) => {
                 let (wire, _) = envelope::decode(&msg.payload)?;
                 let (event, hash) = Event::from_wire(&wire)
@@ -632,7 +646,8 @@ impl Ledger {
         }
     }
 
-    /// The last event of `user`'s chain, read from the server (direct get).
+    /// The last event of `user`'s chain, read from the server (a direct get; from the stream
+    /// leader on a cluster).
     pub async fn head(&self, user: &UserId) -> Result<Option<ChainTip>> {
         Ok(self.load_head(user).await?.map(|s| ChainTip {
             len: s.head.len,
@@ -964,10 +979,18 @@ impl Ledger {
             .stream(&loc.stream)
             .await?
             .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
-        let msg = stream
-            .direct_get(stream_seq)
-            .await
-            .map_err(|e| LedgerError::nats("direct get", e))?;
+        let msg = if self.inner.cfg.replicas > 1 {
+            // from the leader: a lagging replica may not hold it yet (see `load_head`)
+            stream
+                .get_raw_message(stream_seq)
+                .await
+                .map_err(|e| LedgerError::nats("get", e))?
+        } else {
+            stream
+                .direct_get(stream_seq)
+                .await
+                .map_err(|e| LedgerError::nats("direct get", e))?
+        };
         let (wire, _) = envelope::decode(&msg.payload)?;
         let (event, hash) =
             Event::from_wire(&wire).map_err(|e| LedgerError::Tampered(e.to_string()))?;
