@@ -377,7 +377,10 @@ pub(crate) fn bucket_stream_config(replicas: usize) -> stream::Config {
         num_replicas: replicas,
         discard: stream::DiscardPolicy::Old,
         allow_rollup: true,
-        allow_direct: true,
+        // On a cluster any replica answers a direct get, a lagging one without a key just
+        // made (the memory would look erased) or with one just destroyed: keys are read
+        // from the stream leader there.
+        allow_direct: replicas == 1,
         deny_delete: false,
         deny_purge: false,
         duplicate_window: std::time::Duration::from_secs(120),

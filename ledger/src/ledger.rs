@@ -382,6 +382,14 @@ impl Ledger {
                         "stream {kv_stream} denies deletes: keys could not be securely erased"
                     )));
                 }
+                if cfg.replicas > 1 && info.config.allow_direct {
+                    // a bucket from before keys were read from the leader on a cluster
+                    let mut c = info.config.clone();
+                    c.allow_direct = false;
+                    js.update_stream(c)
+                        .await
+                        .map_err(|e| LedgerError::nats("key bucket config", e))?;
+                }
             }
             Err(_) => {
                 js.create_stream(keystore::bucket_stream_config(cfg.replicas))
