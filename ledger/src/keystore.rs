@@ -22,6 +22,7 @@
 //! for them.
 
 use async_nats::jetstream::{consumer, kv, stream};
+use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{MemoryId, UserId};
 use rand::RngCore;
@@ -107,12 +108,24 @@ pub(crate) fn derive(g: &SecretKey, memory: &MemoryId) -> SecretKey {
 pub(crate) struct KeyStore {
     kv: kv::Store,
     js: async_nats::jetstream::Context,
+    /// Replicated streams: absent keys are confirmed with the stream leader.
+    cluster: bool,
     master: SecretKey,
 }
 
 impl KeyStore {
-    pub fn new(kv: kv::Store, js: async_nats::jetstream::Context, master: SecretKey) -> Self {
-        Self { kv, js, master }
+    pub fn new(
+        kv: kv::Store,
+        js: async_nats::jetstream::Context,
+        master: SecretKey,
+        cluster: bool,
+    ) -> Self {
+        Self {
+            kv,
+            js,
+            master,
+            cluster,
+        }
     }
 
     /// Starts a generation whose first memory will be chain seq `start_seq`.
@@ -132,25 +145,49 @@ impl KeyStore {
 
     /// The generation key and its start seq, if it still exists.
     async fn generation(&self, user: &UserId, id: u64) -> Result<Option<(u64, SecretKey, u64)>> {
-        let Some(e) = self
-            .kv
-            .entry(gen_key(user, id))
-            .await
-            .map_err(|e| LedgerError::nats("get generation key", e))?
+        let Some((value, revision)) = self.entry(&gen_key(user, id), "generation key").await?
         else {
             return Ok(None);
         };
-        if e.operation != kv::Operation::Put || e.value.len() < 8 {
+        if value.len() < 8 {
             return Ok(None);
         }
-        let start = u64::from_be_bytes(e.value[..8].try_into().expect("8 bytes"));
+        let start = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
         let key = self
             .master
-            .unwrap_key(&aad("generation", user, id), &e.value[8..])
+            .unwrap_key(&aad("generation", user, id), &value[8..])
             .map_err(|_| {
                 LedgerError::Tampered(format!("generation key of {user} does not unwrap"))
             })?;
-        Ok(Some((start, key, e.revision)))
+        Ok(Some((start, key, revision)))
+    }
+
+    /// A key's value and revision while it holds one. On a cluster any replica answers a
+    /// direct get, a lagging one without a key just made (the memory would look erased):
+    /// an absent key is confirmed with the stream leader there.
+    async fn entry(&self, key: &str, what: &'static str) -> Result<Option<(Bytes, u64)>> {
+        match self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| LedgerError::nats(what, e))?
+        {
+            Some(e) if e.operation == kv::Operation::Put => return Ok(Some((e.value, e.revision))),
+            _ if !self.cluster => return Ok(None),
+            _ => {}
+        }
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) if m.headers.get("KV-Operation").is_none() => Ok(Some((m.payload, m.sequence))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(LedgerError::nats(what, e)),
+        }
     }
 
     /// The rewrap table of a destroyed generation: `(memory, key)` pairs, and its revision.
@@ -159,20 +196,13 @@ impl KeyStore {
         user: &UserId,
         id: u64,
     ) -> Result<Option<(Vec<(MemoryId, SecretKey)>, u64)>> {
-        let Some(e) = self
-            .kv
-            .entry(table_key(user, id))
-            .await
-            .map_err(|e| LedgerError::nats("get rewrap table", e))?
+        let Some((value, revision)) = self.entry(&table_key(user, id), "rewrap table").await?
         else {
             return Ok(None);
         };
-        if e.operation != kv::Operation::Put {
-            return Ok(None);
-        }
         let plain = self
             .master
-            .open(&aad("rewrap", user, id), &e.value)
+            .open(&aad("rewrap", user, id), &value)
             .map_err(|_| {
                 LedgerError::Tampered(format!("rewrap table of {user} does not decrypt"))
             })?;
@@ -184,7 +214,7 @@ impl KeyStore {
                 (m, k)
             })
             .collect();
-        Ok(Some((entries, e.revision)))
+        Ok(Some((entries, revision)))
     }
 
     /// The key of `memory`, encrypted under generation `id`; `cache` (when given) keeps
@@ -377,10 +407,7 @@ pub(crate) fn bucket_stream_config(replicas: usize) -> stream::Config {
         num_replicas: replicas,
         discard: stream::DiscardPolicy::Old,
         allow_rollup: true,
-        // On a cluster any replica answers a direct get, a lagging one without a key just
-        // made (the memory would look erased) or with one just destroyed: keys are read
-        // from the stream leader there.
-        allow_direct: replicas == 1,
+        allow_direct: true,
         deny_delete: false,
         deny_purge: false,
         duplicate_window: std::time::Duration::from_secs(120),

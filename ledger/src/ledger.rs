@@ -382,14 +382,6 @@ impl Ledger {
                         "stream {kv_stream} denies deletes: keys could not be securely erased"
                     )));
                 }
-                if cfg.replicas > 1 && info.config.allow_direct {
-                    // a bucket from before keys were read from the leader on a cluster
-                    let mut c = info.config.clone();
-                    c.allow_direct = false;
-                    js.update_stream(c)
-                        .await
-                        .map_err(|e| LedgerError::nats("key bucket config", e))?;
-                }
             }
             Err(_) => {
                 js.create_stream(keystore::bucket_stream_config(cfg.replicas))
@@ -417,7 +409,7 @@ impl Ledger {
         let current_key = PublicKey(cfg.keys.current.verifying_key()).id();
         let ledger = Self {
             inner: Arc::new(Inner {
-                keys: KeyStore::new(keys, js.clone(), cfg.master_key.clone()),
+                keys: KeyStore::new(keys, js.clone(), cfg.master_key.clone(), cfg.replicas > 1),
                 js,
                 current_key,
                 objects,
@@ -607,55 +599,65 @@ impl Ledger {
     }
 
     async fn load_head(&self, user: &UserId) -> Result<Option<HeadState>> {
+        self.load_head_from(user, false).await
+    }
+
+    /// The chain's last message. A direct get, which on a cluster any replica answers, a
+    /// lagging one with an older head or none yet: where that would do harm (a lost ack
+    /// taken for a missing event, a new user taken for unknown) it is read from the stream
+    /// leader, which holds every acknowledged write (`leader`, or when a replica knows no
+    /// head at all).
+    async fn load_head_from(&self, user: &UserId, leader: bool) -> Result<Option<HeadState>> {
         let loc = self.locate(user);
         let Some(stream) = self.stream(&loc.stream).await? else {
             return Ok(None);
         };
-        // On a cluster any replica answers a direct get, a lagging one with an older head
-        // (or none yet for a new user): heads are read from the stream leader there, so
-        // that a lost ack is never taken for a missing event and reads see every
-        // acknowledged write. On one server a direct get is the same and cheaper.
-        let got = if self.inner.cfg.replicas > 1 {
-            match stream.get_last_raw_message_by_subject(&loc.subject).await {
-                Ok(msg) => Ok(msg),
+        let cluster = self.inner.cfg.replicas > 1;
+        let direct = if leader && cluster {
+            None
+        } else {
+            match stream
+                .direct_get_last_for_subject(loc.subject.clone())
+                .await
+            {
+                Ok(msg) => Some(msg),
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound && cluster => None,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(LedgerError::nats("direct get head", e)),
+            }
+        };
+        let msg = match direct {
+            Some(msg) => msg,
+            None => match stream.get_last_raw_message_by_subject(&loc.subject).await {
+                Ok(msg) => msg,
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
                     return Ok(None);
                 }
                 Err(e) => return Err(LedgerError::nats("get head", e)),
-            }
-        } else {
-            stream
-                .direct_get_last_for_subject(loc.subject.clone())
-                .await
+            },
         };
-        match got {
-            Ok(msg) => {
-                let (wire, _) = envelope::decode(&msg.payload)?;
-                let (event, hash) = Event::from_wire(&wire)
-                    .map_err(|e| LedgerError::Tampered(format!("head of {user}: {e}")))?;
-                if event.user != *user {
-                    return Err(LedgerError::Tampered(format!(
-                        "head of {user} names another user"
-                    )));
-                }
-                Ok(Some(HeadState::at(
-                    Head {
-                        user: user.clone(),
-                        len: event.seq.0,
-                        hash,
-                    },
-                    msg.sequence,
-                    next_signer(&event),
-                    self.next_epoch(),
-                )))
-            }
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LedgerError::nats("direct get head", e)),
+        let (wire, _) = envelope::decode(&msg.payload)?;
+        let (event, hash) = Event::from_wire(&wire)
+            .map_err(|e| LedgerError::Tampered(format!("head of {user}: {e}")))?;
+        if event.user != *user {
+            return Err(LedgerError::Tampered(format!(
+                "head of {user} names another user"
+            )));
         }
+        Ok(Some(HeadState::at(
+            Head {
+                user: user.clone(),
+                len: event.seq.0,
+                hash,
+            },
+            msg.sequence,
+            next_signer(&event),
+            self.next_epoch(),
+        )))
     }
 
-    /// The last event of `user`'s chain, read from the server (a direct get; from the stream
-    /// leader on a cluster).
+    /// The last event of `user`'s chain, read from the server (a direct get: on a cluster a
+    /// lagging replica may answer with an older one).
     pub async fn head(&self, user: &UserId) -> Result<Option<ChainTip>> {
         Ok(self.load_head(user).await?.map(|s| ChainTip {
             len: s.head.len,
@@ -839,16 +841,20 @@ impl Ledger {
 
     /// The receipt of `user`'s event `seq` if it is `hash` (after a lost ack).
     async fn written_at(&self, user: &UserId, seq: Seq, hash: Hash32) -> Result<Option<Receipt>> {
-        let Some(tip) = self.head(user).await? else {
+        // From the leader: a lagging replica's older head would make a written event look
+        // missing, and the memory would be written twice.
+        let Some(tip) = self.load_head_from(user, true).await? else {
             return Ok(None);
         };
-        if tip.len < seq.0 || (tip.len == seq.0 && tip.hash != hash) {
+        let (len, tip_hash, tip_seq) = (tip.head.len, tip.head.hash, tip.stream_seq);
+        if len < seq.0 || (len == seq.0 && tip_hash != hash) {
             return Ok(None);
         }
-        let stream_seq = if tip.len == seq.0 {
-            tip.stream_seq
+        let stream_seq = if len == seq.0 {
+            tip_seq
         } else {
-            match self.events(user, seq, 1).await?.first() {
+            let mut r = self.reader(user, seq, Some(tip_seq)).await?;
+            match r.next().await? {
                 Some(e) if e.event.seq == seq && e.hash == hash => e.stream_seq,
                 _ => return Ok(None),
             }
@@ -987,17 +993,19 @@ impl Ledger {
             .stream(&loc.stream)
             .await?
             .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
-        let msg = if self.inner.cfg.replicas > 1 {
-            // from the leader: a lagging replica may not hold it yet (see `load_head`)
-            stream
-                .get_raw_message(stream_seq)
-                .await
-                .map_err(|e| LedgerError::nats("get", e))?
-        } else {
-            stream
-                .direct_get(stream_seq)
-                .await
-                .map_err(|e| LedgerError::nats("direct get", e))?
+        let msg = match stream.direct_get(stream_seq).await {
+            Ok(msg) => msg,
+            // a lagging replica may not hold it yet: ask the leader (see `load_head_from`)
+            Err(e)
+                if e.kind() == stream::DirectGetErrorKind::NotFound
+                    && self.inner.cfg.replicas > 1 =>
+            {
+                stream
+                    .get_raw_message(stream_seq)
+                    .await
+                    .map_err(|e| LedgerError::nats("get", e))?
+            }
+            Err(e) => return Err(LedgerError::nats("direct get", e)),
         };
         let (wire, _) = envelope::decode(&msg.payload)?;
         let (event, hash) =
