@@ -101,6 +101,24 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Connections a listener queues before they are accepted. tokio's `TcpListener::bind`
+/// (like std's) asks for 128: a burst beyond that (devices reconnecting after a restart, a
+/// load generator opening its connections) has SYNs dropped, which clients retry only a
+/// second later. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener for the API with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The API's routes (`/healthz`, `/readyz` and `/metrics` are `health::router`'s).
 pub fn router(api: Arc<Api>) -> Router {
     let json_limit = api.cfg.max_json;
@@ -1398,4 +1416,32 @@ pub fn is_problem(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "application/problem+json")
+}
+
+#[cfg(test)]
+mod tests {
+    /// A burst of connections larger than the default backlog (128) is queued, not dropped:
+    /// with nothing accepting, every handshake still completes at once (a dropped SYN
+    /// would be retried only after a second).
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_not_dropped() {
+        // the kernel caps the backlog at somaxconn (4096 on current kernels)
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = cap.min(400);
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..burst).map(|_| {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(900),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let done = futures::future::join_all(connects).await;
+        let queued = done.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(queued, burst, "connections whose handshake completed");
+        drop(listener);
+    }
 }

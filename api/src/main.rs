@@ -389,9 +389,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = &c.database_url {
                 a = a.with_pool(pool(url).await?);
             }
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("listening on {listen}"))?;
+            let listener =
+                mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
             let router = health::anchor_router(a.stats());
             let server = tokio::spawn(async move { axum::serve(listener, router).await });
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -432,8 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         api: None,
                         anchor: None,
                     };
-                    let listener = tokio::net::TcpListener::bind(listen)
-                        .await
+                    let listener = mnemo_api::app::bind(listen)
                         .with_context(|| format!("listening on {listen}"))?;
                     tracing::info!(%listen, "health and metrics endpoints up");
                     println!("listening on {}", listener.local_addr()?);

@@ -246,9 +246,8 @@ async fn start_services(
             anchor: anchor_stats,
         };
         let router = mnemo_api::app::router(api).merge(health::router(h));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
+        let listener =
+            mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr()?);
         tracing::info!(listen = %listener.local_addr()?, "API up");
         // Small JSON answers: do not let Nagle hold them back waiting for an ACK.

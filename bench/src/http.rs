@@ -106,7 +106,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         stats: Arc::new(ApiStats::default()),
         accounts: None,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = mnemo_api::app::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     let url = "/v1/memories".to_owned();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
