@@ -10,7 +10,7 @@ use mnemo_testkit::{NatsServer, PgServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::measure::human;
+use crate::measure::{cpu_now, human};
 
 /// Options of `mnemo-bench project`.
 #[derive(clap::Args)]
@@ -127,11 +127,9 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     );
     let stats = p.stats();
     let t = Instant::now();
-    let cpu0 = (
-        cpu_self(),
-        cpu_pid(nats.pid().expect("running")),
-        machine_busy(),
-    );
+    let pid = nats.pid().expect("running");
+    let [me, server] = cpu_now(pid);
+    let cpu0 = (me, server, machine_busy());
     let task = tokio::spawn(p.run(rx));
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -142,11 +140,8 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         }
     }
     let proj_secs = t.elapsed().as_secs_f64();
-    let cpu1 = (
-        cpu_self(),
-        cpu_pid(nats.pid().expect("running")),
-        machine_busy(),
-    );
+    let [me, server] = cpu_now(pid);
+    let cpu1 = (me, server, machine_busy());
     let n = a.events as f64;
     let (me, ns, all) = (
         (cpu1.0 - cpu0.0) * 1e3 / n,
@@ -203,27 +198,6 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         rows
     );
     Ok(())
-}
-
-/// CPU ms of this process.
-fn cpu_self() -> f64 {
-    proc_ms("/proc/self/stat")
-}
-
-/// CPU ms of a process.
-fn cpu_pid(pid: u32) -> f64 {
-    proc_ms(&format!("/proc/{pid}/stat"))
-}
-
-fn proc_ms(path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    t * 10.0
 }
 
 /// Busy CPU ms of the whole machine (all cores), from /proc/stat.
