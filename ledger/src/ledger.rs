@@ -473,10 +473,12 @@ impl Ledger {
             .map_or(0, |d| d.as_secs() as i64);
         let mut old = Vec::new();
         for (subject, count) in candidates {
-            let first = stream
-                .get_first_raw_message_by_subject(&subject, 0)
-                .await
-                .map_err(|e| LedgerError::nats("first chunk", e))?;
+            let first = match stream.get_first_raw_message_by_subject(&subject, 0).await {
+                Ok(m) => m,
+                // purged meanwhile (another sweeper, a failed upload's own clean-up)
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(LedgerError::nats("first chunk", e)),
+            };
             if first.time.unix_timestamp() <= cutoff {
                 old.push((subject, count));
             }
