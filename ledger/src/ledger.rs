@@ -427,12 +427,13 @@ impl Ledger {
         Ok(ledger)
     }
 
-    /// Purges object chunks that no object names, once their first chunk is older than
+    /// Purges object chunks that no object names, once their newest chunk is older than
     /// `older_than`: what an upload that failed half-way (client gone, too large without a
     /// `Content-Length`) left in the object store's stream. Such chunks are sealed under a
     /// key that was never stored, so nobody can read them; they only take space. Chunks of
     /// an upload still in progress have no object entry yet either: `older_than` must be
-    /// longer than any upload takes (`mnemo serve` sweeps hourly, with an hour's grace).
+    /// longer than an upload may stall (`mnemo serve` sweeps hourly, with an hour's grace);
+    /// an upload that stalled longer and then finished is refused, never committed to.
     pub async fn sweep_orphan_chunks(&self, older_than: Duration) -> Result<SweptChunks> {
         let named = || async {
             let mut list = self
@@ -473,13 +474,14 @@ impl Ledger {
             .map_or(0, |d| d.as_secs() as i64);
         let mut old = Vec::new();
         for (subject, count) in candidates {
-            let first = match stream.get_first_raw_message_by_subject(&subject, 0).await {
+            // the newest chunk: an upload still going on keeps adding them
+            let last = match stream.get_last_raw_message_by_subject(&subject).await {
                 Ok(m) => m,
                 // purged meanwhile (another sweeper, a failed upload's own clean-up)
-                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => return Err(LedgerError::nats("first chunk", e)),
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(LedgerError::nats("last chunk", e)),
             };
-            if first.time.unix_timestamp() <= cutoff {
+            if last.time.unix_timestamp() <= cutoff {
                 old.push((subject, count));
             }
         }
@@ -499,6 +501,23 @@ impl Ledger {
             swept.chunks += count;
         }
         Ok(swept)
+    }
+
+    /// Chunk messages the object store's stream holds for an object's `nuid`.
+    async fn stored_chunks(&self, nuid: &str) -> Result<u64> {
+        let stream = self
+            .stream(&format!("OBJ_{OBJECTS_BUCKET}"))
+            .await?
+            .ok_or_else(|| LedgerError::nats("object stream", "missing"))?;
+        let mut subjects = stream
+            .info_with_subjects(format!("$O.{OBJECTS_BUCKET}.C.{nuid}"))
+            .await
+            .map_err(|e| LedgerError::nats("object chunks", e))?;
+        let mut n = 0;
+        while let Some(s) = subjects.next().await {
+            n += s.map_err(|e| LedgerError::nats("object chunks", e))?.1 as u64;
+        }
+        Ok(n)
     }
 
     /// Counters since this ledger was connected.
@@ -1173,7 +1192,18 @@ impl Ledger {
         let put = self.inner.objects.put(name.as_str(), &mut reader).await;
         let st = std::mem::take(&mut *sealing.lock().expect("lock"));
         let hash = match (put, st.hash) {
-            (Ok(_), Some(hash)) if !st.too_large => hash,
+            (Ok(info), Some(hash)) if !st.too_large => {
+                // A sweeper takes the chunks of an upload that stalled past its grace; never
+                // commit to an object that is not whole.
+                if self.stored_chunks(&info.nuid).await? != info.chunks as u64 {
+                    let _ = self.inner.objects.delete(name.as_str()).await;
+                    return Err(LedgerError::nats(
+                        "put object",
+                        "chunks missing after the upload (it stalled past the sweeper's grace)",
+                    ));
+                }
+                hash
+            }
             (put, _) => {
                 // Whatever was stored of it is of no use.
                 let _ = self.inner.objects.delete(name.as_str()).await;

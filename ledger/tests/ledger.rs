@@ -49,6 +49,15 @@ async fn assert_chain(l: &Ledger, u: &UserId, receipts: &[Receipt]) {
     assert_eq!(sum.checkpoint.unwrap().seq.0, events.len() as u64);
 }
 
+/// A stream of what arrives on `rx`.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
 macro_rules! suite {
     ($name:ident, $layout:expr) => {
         mod $name {
@@ -538,6 +547,45 @@ macro_rules! suite {
                 assert_eq!(l.open_memory(&stored).await.unwrap().content.len(), 4 * 64 * 1024);
                 let swept = l.sweep_orphan_chunks(std::time::Duration::ZERO).await.unwrap();
                 assert_eq!(swept.objects, 0);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_upload_swept_while_stalled_is_refused_not_committed() {
+                use futures::StreamExt;
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_inline = 1024;
+                let l = connect(&server, c).await;
+                let u = user("slow");
+                l.create_user(&u).await.unwrap();
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<Bytes>>();
+                let content = tokio_stream_from(rx);
+                let upload = {
+                    let (l, u) = (l.clone(), u.clone());
+                    tokio::spawn(async move { l.append_stream(&u, note(""), content, 1 << 20).await })
+                };
+                for _ in 0..5 {
+                    tx.send(Ok(Bytes::from(vec![3u8; 64 * 1024]))).unwrap();
+                }
+                // wait until chunks of it are stored, then sweep with no grace: they look
+                // like the leftovers of a failed upload
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let stream = js.get_stream(format!("OBJ_{}", mnemo_ledger::OBJECTS_BUCKET)).await.unwrap();
+                let filter = format!("$O.{}.C.>", mnemo_ledger::OBJECTS_BUCKET);
+                let t = std::time::Instant::now();
+                while stream.info_with_subjects(&filter).await.unwrap().count().await == 0 {
+                    assert!(t.elapsed() < std::time::Duration::from_secs(10), "no chunk stored");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                let swept = l.sweep_orphan_chunks(std::time::Duration::ZERO).await.unwrap();
+                assert_eq!(swept.objects, 1);
+                // the client goes on and finishes: the object is not whole, nothing is committed
+                tx.send(Ok(Bytes::from(vec![3u8; 1000]))).unwrap();
+                drop(tx);
+                let r = upload.await.unwrap();
+                assert!(r.is_err(), "{r:?}");
+                assert_eq!(l.head(&u).await.unwrap().unwrap().len, 1, "only the genesis event");
+                assert_eq!(stream.info_with_subjects(&filter).await.unwrap().count().await, 0);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
