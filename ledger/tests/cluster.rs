@@ -118,6 +118,21 @@ async fn r3_cluster_node_kills_lose_no_acknowledged_append() {
     }
     let mut total = 0;
     for u in &users {
+        let mine = by_user.remove(u).unwrap_or_default();
+        // Reads are bounded by a direct-get head, which a lagging replica may answer with
+        // an older one: wait (briefly) until the replicas caught up with every receipt.
+        let last = mine.iter().map(|(s, _, _)| s.0 as usize).max().unwrap_or(1);
+        let t = Instant::now();
+        let events = loop {
+            let events = ledger
+                .events(u, mnemo_core::Seq::FIRST, usize::MAX)
+                .await
+                .unwrap();
+            if events.len() >= last || t.elapsed() > Duration::from_secs(10) {
+                break events;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         let summary = loop {
             match ledger.verify_chain(u).await {
                 Ok(s) => break s,
@@ -127,11 +142,6 @@ async fn r3_cluster_node_kills_lose_no_acknowledged_append() {
                 Err(e) => panic!("{u}: {e}"),
             }
         };
-        let events = ledger
-            .events(u, mnemo_core::Seq::FIRST, usize::MAX)
-            .await
-            .unwrap();
-        let mine = by_user.remove(u).unwrap_or_default();
         if events.len() != mine.len() + 1 {
             // Say which: events nobody got a receipt for (doubled), receipts without event.
             let receipted: HashMap<_, _> = mine.iter().map(|(s, _, k)| (*s, k.clone())).collect();
