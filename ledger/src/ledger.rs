@@ -448,32 +448,17 @@ impl Ledger {
             }
             Ok::<_, LedgerError>(nuids)
         };
-        let stream = self
-            .inner
-            .js
-            .get_stream(format!("OBJ_{OBJECTS_BUCKET}"))
-            .await
-            .map_err(|e| LedgerError::nats("object stream", e))?;
         let before = named().await?;
-        let prefix = format!("$O.{OBJECTS_BUCKET}.C.");
-        let mut subjects = stream
-            .info_with_subjects(format!("{prefix}>"))
-            .await
-            .map_err(|e| LedgerError::nats("object chunks", e))?;
-        let mut candidates = Vec::new();
-        while let Some(s) = subjects.next().await {
-            let (subject, count) = s.map_err(|e| LedgerError::nats("object chunks", e))?;
-            let nuid = subject.strip_prefix(&prefix).unwrap_or_default();
-            if !before.contains(nuid) {
-                candidates.push((subject, count as u64));
-            }
-        }
+        let (stream, chunks) = self.object_chunks(">").await?;
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() as i64);
         let mut old = Vec::new();
-        for (subject, count) in candidates {
+        for (nuid, subject, count) in chunks {
+            if before.contains(&nuid) {
+                continue;
+            }
             // the newest chunk: an upload still going on keeps adding them
             let last = match stream.get_last_raw_message_by_subject(&subject).await {
                 Ok(m) => m,
@@ -482,14 +467,14 @@ impl Ledger {
                 Err(e) => return Err(LedgerError::nats("last chunk", e)),
             };
             if last.time.unix_timestamp() <= cutoff {
-                old.push((subject, count));
+                old.push((nuid, subject, count));
             }
         }
         // An upload that finished meanwhile has its object entry now: keep its chunks.
         let after = named().await?;
         let mut swept = SweptChunks::default();
-        for (subject, count) in old {
-            if after.contains(subject.strip_prefix(&prefix).unwrap_or_default()) {
+        for (nuid, subject, count) in old {
+            if after.contains(&nuid) {
                 continue;
             }
             stream
@@ -503,21 +488,28 @@ impl Ledger {
         Ok(swept)
     }
 
-    /// Chunk messages the object store's stream holds for an object's `nuid`.
-    async fn stored_chunks(&self, nuid: &str) -> Result<u64> {
+    /// The object store's stream and its chunk subjects matching `nuid` (a nuid or `>`):
+    /// `(nuid, subject, chunk messages)` for each.
+    async fn object_chunks(
+        &self,
+        nuid: &str,
+    ) -> Result<(stream::Stream, Vec<(String, String, u64)>)> {
         let stream = self
             .stream(&format!("OBJ_{OBJECTS_BUCKET}"))
             .await?
             .ok_or_else(|| LedgerError::nats("object stream", "missing"))?;
+        let prefix = format!("$O.{OBJECTS_BUCKET}.C.");
         let mut subjects = stream
-            .info_with_subjects(format!("$O.{OBJECTS_BUCKET}.C.{nuid}"))
+            .info_with_subjects(format!("{prefix}{nuid}"))
             .await
             .map_err(|e| LedgerError::nats("object chunks", e))?;
-        let mut n = 0;
+        let mut out = Vec::new();
         while let Some(s) = subjects.next().await {
-            n += s.map_err(|e| LedgerError::nats("object chunks", e))?.1 as u64;
+            let (subject, count) = s.map_err(|e| LedgerError::nats("object chunks", e))?;
+            let nuid = subject.strip_prefix(&prefix).unwrap_or_default().to_owned();
+            out.push((nuid, subject, count as u64));
         }
-        Ok(n)
+        Ok((stream, out))
     }
 
     /// Counters since this ledger was connected.
@@ -892,7 +884,7 @@ impl Ledger {
     /// another is in flight names it with `Nats-Expected-Last-Msg-Id`, so the server stores
     /// it only right behind that very event. In the sharded layout the stream's last
     /// message id belongs to every user of the shard and the next stream sequence can not
-    /// be predicted, so one event per user is in flight there (see docs/decisions/0002).
+    /// be predicted, so one event per user is in flight there (see docs/decisions/0008).
     /// Other processes are kept out by the server's checks. `new_generation_after` drops
     /// the generation key in use once the event is written (erasures); `after` makes the
     /// append conditional on the chain's head.
@@ -1195,7 +1187,8 @@ impl Ledger {
             (Ok(info), Some(hash)) if !st.too_large => {
                 // A sweeper takes the chunks of an upload that stalled past its grace; never
                 // commit to an object that is not whole.
-                if self.stored_chunks(&info.nuid).await? != info.chunks as u64 {
+                let (_, stored) = self.object_chunks(&info.nuid).await?;
+                if stored.iter().map(|c| c.2).sum::<u64>() != info.chunks as u64 {
                     let _ = self.inner.objects.delete(name.as_str()).await;
                     return Err(LedgerError::nats(
                         "put object",
@@ -1630,7 +1623,7 @@ impl Ledger {
                 let name = object_name(user, &memory);
                 let object_aad = aad("object", user, Some(&memory));
                 let opened = async move {
-                    let obj = objects
+                    let mut obj = objects
                         .get(name)
                         .await
                         .map_err(|e| std::io::Error::other(format!("get object: {e}")))?;
@@ -1640,17 +1633,13 @@ impl Ledger {
                         ));
                     }
                     // one box (objects written before streaming): read whole
-                    let mut obj = obj;
                     let mut sealed = Vec::new();
                     obj.read_to_end(&mut sealed).await?;
-                    let invalid = |what: &str| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
-                    };
                     let content = ok
                         .open(&object_aad, &sealed)
-                        .map_err(|_| invalid("object does not decrypt"))?;
+                        .map_err(|_| objects::tampered("object does not decrypt"))?;
                     if object_hash(&content) != hash || content.len() as u64 != size {
-                        return Err(invalid("object does not match its hash"));
+                        return Err(objects::tampered("object does not match its hash"));
                     }
                     let piece = Bytes::copy_from_slice(&content);
                     Ok::<ContentStream, std::io::Error>(Box::pin(futures::stream::iter([Ok(

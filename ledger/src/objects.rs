@@ -135,7 +135,8 @@ where
     }))
 }
 
-fn tampered(what: &str) -> std::io::Error {
+/// An `InvalidData` error: content that does not match what the chain commits to.
+pub(crate) fn tampered(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
 }
 

@@ -708,11 +708,11 @@ impl Projector {
     }
 }
 
-/// A verified, decrypted batch, ready to be written.
 /// What the views keep of an opened memory: its record and content size (`None` in the map:
 /// erased or unreadable).
 type Opened = (mnemo_core::MemoryRecord, u64);
 
+/// A verified, decrypted batch, ready to be written.
 struct Prepared {
     items: Vec<Item>,
     accepted: Vec<Accepted>,
