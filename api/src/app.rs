@@ -122,9 +122,8 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
 /// The API's routes (`/healthz`, `/readyz` and `/metrics` are `health::router`'s).
 pub fn router(api: Arc<Api>) -> Router {
     let json_limit = api.cfg.max_json;
-    let upload_limit = api.cfg.max_upload;
     let stats = api.stats.clone();
-    Router::new()
+    let routes = Router::new()
         .route(
             "/openapi.json",
             get(|| async { Json(crate::openapi::document()) }),
@@ -132,14 +131,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/users", post(create_user))
         .route("/v1/users/{id}/devices", post(create_device))
         .route("/v1/users/{id}/devices/{device}", delete(revoke_device))
-        .route(
-            "/v1/memories",
-            post(ingest)
-                .get(list_memories)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    upload_limit.max(json_limit),
-                )),
-        )
+        .route("/v1/memories", post(ingest).get(list_memories))
         .route("/v1/memories/{id}", get(get_memory))
         .route("/v1/memories/{id}/content", get(get_content))
         .route("/v1/memories/{id}/proof", get(get_proof))
@@ -166,8 +158,12 @@ pub fn router(api: Arc<Api>) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .with_state(api);
+    // The layers wrap the routes once: `Router::layer` would wrap every route in them, and
+    // each boxed layer is cloned (allocated) again for every request.
+    let layered = tower::ServiceBuilder::new()
         // Counting answers with a plain (unboxed) response map.
-        .layer(tower::util::MapResponseLayer::new(move |r: Response| {
+        .map_response(move |r: Response| {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             if r.status().is_client_error() {
                 stats.client_errors.fetch_add(1, Ordering::Relaxed);
@@ -175,9 +171,10 @@ pub fn router(api: Arc<Api>) -> Router {
                 stats.server_errors.fetch_add(1, Ordering::Relaxed);
             }
             r
-        }))
+        })
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
-        .with_state(api)
+        .service(routes);
+    Router::new().fallback_service(layered)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -220,23 +217,88 @@ impl Caller {
 /// JSON body whose rejections are problems.
 pub struct ApiJson<T>(pub T);
 
-impl<T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: serde::de::DeserializeOwned, St: Send + Sync> FromRequest<St> for ApiJson<T> {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(r) => {
+    /// `application/json` bodies are read and parsed directly; anything else, and any body
+    /// that does not parse, goes through axum's `Json`, whose rejections name what is wrong
+    /// and where (its path-tracking parser costs a dozen allocations per request, so it is
+    /// kept off the hot path).
+    async fn from_request(req: Request, state: &St) -> Result<Self, Problem> {
+        Self::read(req, state, None).await
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> ApiJson<T> {
+    /// Reads and parses the body, at most `limit` bytes of it if given, else as many as
+    /// the router's `DefaultBodyLimit` allows.
+    async fn read<St: Send + Sync>(
+        req: Request,
+        state: &St,
+        limit: Option<usize>,
+    ) -> Result<Self, Problem> {
+        let plain_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| is_plain_json(v.as_bytes()));
+        let rejected = |r: axum::extract::rejection::JsonRejection| {
+            let status = r.status();
+            let slug = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+                _ => "invalid-body",
+            };
+            Problem::new(status, slug, r.body_text())
+        };
+        if !plain_json {
+            return Json::<T>::from_request(req, state)
+                .await
+                .map(|Json(v)| Self(v))
+                .map_err(rejected);
+        }
+        let body = match limit {
+            None => Bytes::from_request(req, state).await.map_err(|r| {
                 let status = r.status();
-                let slug = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-                    _ => "invalid-body",
+                let slug = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too-large"
+                } else {
+                    "invalid-body"
                 };
-                Err(Problem::new(status, slug, r.body_text()))
-            }
+                Problem::new(status, slug, r.body_text())
+            })?,
+            Some(limit) => axum::body::to_bytes(req.into_body(), limit)
+                .await
+                .map_err(|e| {
+                    let e = e.into_inner();
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too-large",
+                            "Failed to buffer the request body: length limit exceeded",
+                        )
+                    } else {
+                        Problem::bad_request(format!("Failed to buffer the request body: {e}"))
+                    }
+                })?,
+        };
+        match serde_json::from_slice(&body) {
+            Ok(v) => Ok(Self(v)),
+            Err(_) => match Json::<T>::from_bytes(&body) {
+                Ok(Json(v)) => Ok(Self(v)),
+                Err(r) => Err(rejected(r)),
+            },
         }
     }
+}
+
+/// `application/json`, in any case, with or without parameters (`; charset=utf-8`).
+fn is_plain_json(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    essence.eq_ignore_ascii_case(b"application/json")
 }
 
 /// Query string whose rejections are problems.
@@ -467,7 +529,7 @@ struct UploadMeta {
 }
 
 async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult<Response> {
-    let user = caller.user()?.clone();
+    let user = caller.user()?;
     let idem = req
         .headers()
         .get("idempotency-key")
@@ -483,7 +545,9 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
     let r = if is_json {
-        let ApiJson(t) = ApiJson::<TextMemory>::from_request(req, &api).await?;
+        // A text memory may be as large as an upload.
+        let limit = api.cfg.max_upload.max(api.cfg.max_json);
+        let ApiJson(t) = ApiJson::<TextMemory>::read(req, &api, Some(limit)).await?;
         let m = NewMemory {
             kind: t.kind,
             tags: t.tags,
@@ -493,7 +557,7 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             content: Bytes::from(t.text),
             idempotency_key: idem,
         };
-        api.ledger.append(&user, m).await?
+        api.ledger.append(user, m).await?
     } else {
         let content_type = req
             .headers()
@@ -554,7 +618,8 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             idempotency_key: idem,
         };
         let content = futures::stream::iter([Ok(first)]).chain(body);
-        match api.ledger.append_stream(&user, m, content, limit).await {
+        // Boxed: the JSON path's future (allocated per request) stays small.
+        match Box::pin(api.ledger.append_stream(user, m, content, limit)).await {
             Err(LedgerError::PayloadTooLarge { .. }) => return Err(too_large()),
             r => r?,
         }
@@ -1420,6 +1485,150 @@ pub fn is_problem(h: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_json_content_types() {
+        for ct in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+        ] {
+            assert!(is_plain_json(ct.as_bytes()), "{ct}");
+        }
+        for ct in [
+            "application/jsonx",
+            "application/problem+json",
+            "text/json",
+            "application/json-seq",
+            "",
+        ] {
+            assert!(!is_plain_json(ct.as_bytes()), "{ct}");
+        }
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Probe {
+        kind: String,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    async fn extract(ct: Option<&str>, body: &str, limit: usize) -> Result<Probe, Problem> {
+        let mut req = Request::builder().method("POST").uri("/");
+        if let Some(ct) = ct {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(Body::from(body.to_owned())).unwrap();
+        let req = {
+            // DefaultBodyLimit is a layer: run the request through it.
+            use tower::{Layer, Service, ServiceExt};
+            let mut svc = axum::extract::DefaultBodyLimit::max(limit).layer(tower::service_fn(
+                |r: Request| async move { Ok::<_, std::convert::Infallible>(r) },
+            ));
+            svc.ready().await.unwrap().call(req).await.unwrap()
+        };
+        ApiJson::<Probe>::from_request(req, &())
+            .await
+            .map(|ApiJson(p)| p)
+    }
+
+    async fn axum_says(ct: Option<&str>, body: &str) -> String {
+        let mut req = Request::builder().method("POST").uri("/");
+        if let Some(ct) = ct {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(Body::from(body.to_owned())).unwrap();
+        match Json::<Probe>::from_request(req, &()).await {
+            Ok(_) => panic!("axum accepted {body}"),
+            Err(r) => r.body_text(),
+        }
+    }
+
+    /// The direct path accepts what axum's `Json` accepts, and refuses with axum's words.
+    #[tokio::test]
+    async fn json_bodies_parse_like_axum_json() {
+        let ok = Probe {
+            kind: "note".into(),
+            tags: vec!["a".into()],
+        };
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/vnd.mnemo+json",
+        ] {
+            let got = extract(Some(ct), r#"{"kind":"note","tags":["a"]}"#, 1 << 20).await;
+            assert_eq!(got.unwrap(), ok, "{ct}");
+        }
+        for (ct, body, status) in [
+            (
+                Some("application/json"),
+                r#"{"kind": 7}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                Some("application/json"),
+                r#"{"kind":"note","tags":[1]}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                Some("application/json"),
+                r#"{"kind":"note","extra":1}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                Some("application/json"),
+                r#"{"kind":"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            (Some("application/json"), "", StatusCode::BAD_REQUEST),
+            (
+                Some("text/plain"),
+                r#"{"kind":"note"}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                None,
+                r#"{"kind":"note"}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+        ] {
+            let p = extract(ct, body, 1 << 20).await.unwrap_err();
+            assert_eq!(p.status, status, "{ct:?} {body}");
+            assert_eq!(p.detail, axum_says(ct, body).await, "{ct:?} {body}");
+        }
+        let long = format!(r#"{{"kind":"{}"}}"#, "x".repeat(100));
+        let p = extract(Some("application/json"), &long, 64)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (p.status, p.slug),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
+        );
+        // an explicit limit (text memories may be as large as uploads) overrides the router's
+        for (limit, fits) in [(64, false), (200, true)] {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(long.clone()))
+                .unwrap();
+            let got = ApiJson::<Probe>::read(req, &(), Some(limit)).await;
+            match got {
+                Ok(_) => assert!(fits),
+                Err(p) => {
+                    assert!(!fits);
+                    assert_eq!(
+                        (p.status, p.slug),
+                        (StatusCode::PAYLOAD_TOO_LARGE, "too-large")
+                    );
+                }
+            }
+        }
+    }
+
     /// A burst of connections larger than the default backlog (128) is queued, not dropped:
     /// with nothing accepting, every handshake still completes at once (a dropped SYN
     /// would be retried only after a second).

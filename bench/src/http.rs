@@ -40,6 +40,16 @@ pub struct Args {
     /// (like wrk); `hyper` uses hyper's client connection.
     #[arg(long, value_enum, default_value_t = Client::Raw)]
     client: Client,
+    /// Run one path only (for profiling one of them with perf); no ratio is printed.
+    #[arg(long, value_enum)]
+    only: Option<Path>,
+}
+
+/// One of the two measured paths.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Path {
+    Direct,
+    Http,
 }
 
 /// The load generator's HTTP client.
@@ -155,6 +165,9 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
         for c in 0..a.concurrency {
+            if a.only == Some(Path::Http) {
+                break;
+            }
             let (ledger, users, text) = (ledger.clone(), users.clone(), text.clone());
             let n = a.events / a.concurrency + usize::from(c < a.events % a.concurrency);
             tasks.push(tokio::spawn(async move {
@@ -190,6 +203,9 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut tasks = FuturesUnordered::new();
         for c in 0..a.concurrency {
+            if a.only == Some(Path::Direct) {
+                break;
+            }
             let (requests, tokens, url, body) =
                 (requests.clone(), tokens.clone(), url.clone(), body.clone());
             let n = a.events / a.concurrency + usize::from(c < a.events % a.concurrency);
@@ -212,6 +228,24 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         eprintln!(
             "    cpu µs/memory: direct: this process {d0:.1}, nats-server {d1:.1} | http: this process (server + load generator) {h0:.1}, nats-server {h1:.1}"
         );
+    }
+    if let Some(only) = a.only {
+        let (rates, mut lat) = match only {
+            Path::Direct => (direct_rates, direct_lat),
+            Path::Http => (http_rates, http_lat),
+        };
+        lat.sort();
+        println!(
+            "{} only: {} memories/s, p50 {:.2} ms, p99 {:.2} ms (no ratio: one path)",
+            match only {
+                Path::Direct => "direct",
+                Path::Http => "http",
+            },
+            human(median(rates)),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
+        return Ok(());
     }
     direct_lat.sort();
     http_lat.sort();

@@ -709,12 +709,7 @@ impl Ledger {
             Some(m) => {
                 let mut g = match generation.take() {
                     Some(g) if g.used < GENERATION_SIZE => g,
-                    _ => {
-                        self.inner
-                            .keys
-                            .new_generation(&user, st.head.len + 1)
-                            .await?
-                    }
+                    _ => Box::pin(self.inner.keys.new_generation(&user, st.head.len + 1)).await?,
                 };
                 let mk = keystore::derive(&g.key, &m.memory);
                 let mut sealed = Vec::with_capacity(9 + 40 + m.plain.len());
@@ -913,7 +908,9 @@ impl Ledger {
             }
             let mut guard = slot.state.lock().await;
             if guard.is_none() {
-                *guard = self.load_head(user).await?;
+                // Boxed, as are the other rare paths below: the common path's future
+                // (allocated per request by the API) stays small.
+                *guard = Box::pin(self.load_head(user)).await?;
             }
             let Some(st) = guard.as_mut() else {
                 return Err(LedgerError::UnknownUser(user.clone()));
@@ -975,7 +972,7 @@ impl Ledger {
             let written = match self.settle(&slot, sent, held).await? {
                 Outcome::Written(r) => Some(r),
                 Outcome::Duplicate(stream_seq) => {
-                    return self.receipt_at(user, stream_seq).await;
+                    return Box::pin(self.receipt_at(user, stream_seq)).await;
                 }
                 Outcome::Conflict => {
                     self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -986,7 +983,7 @@ impl Ledger {
                 }
                 Outcome::Unknown(seq, hash) => {
                     failures += 1;
-                    self.written_at(user, seq, hash).await?
+                    Box::pin(self.written_at(user, seq, hash)).await?
                 }
             };
             if let Some(r) = written {
@@ -1098,8 +1095,8 @@ impl Ledger {
         }
         let content = std::mem::take(&mut m.content);
         let max = self.inner.cfg.max_content;
-        self.append_object(user, m, futures::stream::iter([Ok(content)]), max)
-            .await
+        // Boxed: the inline path's future stays small (it is allocated per API request).
+        Box::pin(self.append_object(user, m, futures::stream::iter([Ok(content)]), max)).await
     }
 
     /// Appends a memory whose content arrives as a stream (uploads), at most `max` bytes
@@ -1282,7 +1279,7 @@ impl Ledger {
             Err(e) => e.refused_before_sending(),
         };
         if object.is_some() && unused {
-            let _ = self.inner.objects.delete(object_name(user, &memory)).await;
+            let _ = Box::pin(self.inner.objects.delete(object_name(user, &memory))).await;
         }
         receipt
     }

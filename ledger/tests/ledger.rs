@@ -605,3 +605,17 @@ macro_rules! suite {
 
 suite!(per_user, Layout::PerUser);
 suite!(sharded, Layout::Sharded { shards: 4 });
+
+/// The future of an inline append stays small: the API allocates (and moves) it once per
+/// request, so rare paths (object uploads, head reloads, lost acks, duplicates, new
+/// generation keys) are boxed inside it. It was 10 KiB before they were.
+#[tokio::test]
+async fn the_append_future_stays_small() {
+    let server = NatsServer::start();
+    let l = connect(&server, cfg(Layout::PerUser, 1)).await;
+    let u = user("small");
+    let append = l.append(&u, note("x"));
+    let size = std::mem::size_of_val(&append);
+    drop(append);
+    assert!(size <= 6 * 1024, "Ledger::append's future is {size} bytes");
+}
