@@ -119,8 +119,27 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// The API's routes (`/healthz`, `/readyz` and `/metrics` are `health::router`'s).
+/// The API's routes, as a `Router` (for tests and embedding; `/healthz`, `/readyz` and
+/// `/metrics` are `health::router`'s).
 pub fn router(api: Arc<Api>) -> Router {
+    Router::new().fallback_service(app(api, Router::new()))
+}
+
+/// The API's routes and `extra` (the health endpoints), wrapped in the API's layers once,
+/// as the one service `axum::serve` runs (`axum::ServiceExt::into_make_service`). Every
+/// answer is counted in `ApiStats`, health checks and scrapes too.
+pub fn app(
+    api: Arc<Api>,
+    extra: Router,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
     let json_limit = api.cfg.max_json;
     let stats = api.stats.clone();
     let routes = Router::new()
@@ -158,10 +177,11 @@ pub fn router(api: Arc<Api>) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .with_state(api);
+        .with_state(api)
+        .merge(extra);
     // The layers wrap the routes once: `Router::layer` would wrap every route in them, and
     // each boxed layer is cloned (allocated) again for every request.
-    let layered = tower::ServiceBuilder::new()
+    tower::ServiceBuilder::new()
         // Counting answers with a plain (unboxed) response map.
         .map_response(move |r: Response| {
             stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -173,8 +193,7 @@ pub fn router(api: Arc<Api>) -> Router {
             r
         })
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
-        .service(routes);
-    Router::new().fallback_service(layered)
+        .service(routes)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -245,7 +245,7 @@ async fn start_services(
             api: Some(api_stats),
             anchor: anchor_stats,
         };
-        let router = mnemo_api::app::router(api).merge(health::router(h));
+        let app = mnemo_api::app::app(api, health::router(h));
         let listener =
             mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr()?);
@@ -261,7 +261,7 @@ async fn start_services(
         }));
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
                 .with_graceful_shutdown(async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })

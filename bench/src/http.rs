@@ -122,7 +122,14 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tokio::spawn(async move { axum::serve(listener, mnemo_api::app::router(api)).await });
+    let app = mnemo_api::app::app(api, axum::Router::new());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .await
+    });
     let text = "m".repeat(a.payload);
     let body = Bytes::from(serde_json::to_vec(
         &serde_json::json!({ "kind": "note", "text": text, "tags": ["bench"] }),

@@ -118,19 +118,27 @@ macro_rules! hex_bytes {
 
             /// Lowercase hex.
             pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
+                self.with_hex(str::to_owned)
+            }
+
+            /// Calls `f` with the lowercase hex, written on the stack (no allocation: ids
+            /// and hashes are serialized in every API answer and every listing).
+            fn with_hex<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+                let mut buf = [0u8; $len * 2];
+                hex::encode_to_slice(self.0, &mut buf).expect("the buffer fits exactly");
+                f(std::str::from_utf8(&buf).expect("hex is ASCII"))
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), self.to_hex())
+                self.with_hex(|h| write!(f, "{}({h})", stringify!($name)))
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                self.with_hex(|h| f.write_str(h))
             }
         }
 
@@ -143,7 +151,7 @@ macro_rules! hex_bytes {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                self.with_hex(|h| s.serialize_str(h))
             }
         }
 
@@ -207,5 +215,16 @@ mod tests {
         assert_eq!(Hash32::from_hex(&h.to_hex()).unwrap(), h);
         assert!(Hash32::from_hex("07").is_err());
         assert!(MemoryId::from_hex(&"zz".repeat(16)).is_err());
+    }
+
+    #[test]
+    fn hex_forms_agree() {
+        let m = MemoryId([0, 1, 0xab, 0xff, 9, 10, 11, 12, 13, 14, 15, 16, 0x7f, 0x80, 0xc0, 0xfe]);
+        let hex = "0001abff090a0b0c0d0e0f107f80c0fe";
+        assert_eq!(m.to_hex(), hex);
+        assert_eq!(m.to_string(), hex);
+        assert_eq!(format!("{m:?}"), format!("MemoryId({hex})"));
+        assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<MemoryId>(&format!("\"{hex}\"")).unwrap(), m);
     }
 }
