@@ -260,15 +260,8 @@ impl<T: serde::de::DeserializeOwned> ApiJson<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| is_plain_json(v.as_bytes()));
-        let rejected = |r: axum::extract::rejection::JsonRejection| {
-            let status = r.status();
-            let slug = match status {
-                StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-                _ => "invalid-body",
-            };
-            Problem::new(status, slug, r.body_text())
-        };
+        let rejected =
+            |r: axum::extract::rejection::JsonRejection| body_problem(r.status(), r.body_text());
         if !plain_json {
             return Json::<T>::from_request(req, state)
                 .await
@@ -276,28 +269,19 @@ impl<T: serde::de::DeserializeOwned> ApiJson<T> {
                 .map_err(rejected);
         }
         let body = match limit {
-            None => Bytes::from_request(req, state).await.map_err(|r| {
-                let status = r.status();
-                let slug = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too-large"
-                } else {
-                    "invalid-body"
-                };
-                Problem::new(status, slug, r.body_text())
-            })?,
+            None => Bytes::from_request(req, state)
+                .await
+                .map_err(|r| body_problem(r.status(), r.body_text()))?,
             Some(limit) => axum::body::to_bytes(req.into_body(), limit)
                 .await
                 .map_err(|e| {
                     let e = e.into_inner();
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        Problem::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too-large",
-                            "Failed to buffer the request body: length limit exceeded",
-                        )
+                    let status = if e.is::<http_body_util::LengthLimitError>() {
+                        StatusCode::PAYLOAD_TOO_LARGE
                     } else {
-                        Problem::bad_request(format!("Failed to buffer the request body: {e}"))
-                    }
+                        StatusCode::BAD_REQUEST
+                    };
+                    body_problem(status, format!("Failed to buffer the request body: {e}"))
                 })?,
         };
         match serde_json::from_slice(&body) {
@@ -308,6 +292,16 @@ impl<T: serde::de::DeserializeOwned> ApiJson<T> {
             },
         }
     }
+}
+
+/// A refused body as a problem, with the status and words of axum's rejection.
+fn body_problem(status: StatusCode, detail: String) -> Problem {
+    let slug = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        _ => "invalid-body",
+    };
+    Problem::new(status, slug, detail)
 }
 
 /// `application/json`, in any case, with or without parameters (`; charset=utf-8`).

@@ -219,12 +219,17 @@ mod tests {
 
     #[test]
     fn hex_forms_agree() {
-        let m = MemoryId([0, 1, 0xab, 0xff, 9, 10, 11, 12, 13, 14, 15, 16, 0x7f, 0x80, 0xc0, 0xfe]);
+        let m = MemoryId([
+            0, 1, 0xab, 0xff, 9, 10, 11, 12, 13, 14, 15, 16, 0x7f, 0x80, 0xc0, 0xfe,
+        ]);
         let hex = "0001abff090a0b0c0d0e0f107f80c0fe";
         assert_eq!(m.to_hex(), hex);
         assert_eq!(m.to_string(), hex);
         assert_eq!(format!("{m:?}"), format!("MemoryId({hex})"));
         assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{hex}\""));
-        assert_eq!(serde_json::from_str::<MemoryId>(&format!("\"{hex}\"")).unwrap(), m);
+        assert_eq!(
+            serde_json::from_str::<MemoryId>(&format!("\"{hex}\"")).unwrap(),
+            m
+        );
     }
 }
