@@ -1529,19 +1529,27 @@ mod tests {
         tags: Vec<String>,
     }
 
-    async fn extract(ct: Option<&str>, body: &str, limit: usize) -> Result<Probe, Problem> {
+    fn post(ct: Option<&str>, body: &str) -> Request {
         let mut req = Request::builder().method("POST").uri("/");
         if let Some(ct) = ct {
             req = req.header(header::CONTENT_TYPE, ct);
         }
-        let req = req.body(Body::from(body.to_owned())).unwrap();
+        req.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    async fn extract(ct: Option<&str>, body: &str, limit: usize) -> Result<Probe, Problem> {
         let req = {
             // DefaultBodyLimit is a layer: run the request through it.
             use tower::{Layer, Service, ServiceExt};
             let mut svc = axum::extract::DefaultBodyLimit::max(limit).layer(tower::service_fn(
                 |r: Request| async move { Ok::<_, std::convert::Infallible>(r) },
             ));
-            svc.ready().await.unwrap().call(req).await.unwrap()
+            svc.ready()
+                .await
+                .unwrap()
+                .call(post(ct, body))
+                .await
+                .unwrap()
         };
         ApiJson::<Probe>::from_request(req, &())
             .await
@@ -1549,12 +1557,7 @@ mod tests {
     }
 
     async fn axum_says(ct: Option<&str>, body: &str) -> String {
-        let mut req = Request::builder().method("POST").uri("/");
-        if let Some(ct) = ct {
-            req = req.header(header::CONTENT_TYPE, ct);
-        }
-        let req = req.body(Body::from(body.to_owned())).unwrap();
-        match Json::<Probe>::from_request(req, &()).await {
+        match Json::<Probe>::from_request(post(ct, body), &()).await {
             Ok(_) => panic!("axum accepted {body}"),
             Err(r) => r.body_text(),
         }
@@ -1622,12 +1625,7 @@ mod tests {
         );
         // an explicit limit (text memories may be as large as uploads) overrides the router's
         for (limit, fits) in [(64, false), (200, true)] {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(long.clone()))
-                .unwrap();
+            let req = post(Some("application/json"), &long);
             let got = ApiJson::<Probe>::read(req, &(), Some(limit)).await;
             match got {
                 Ok(_) => assert!(fits),
