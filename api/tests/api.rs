@@ -107,6 +107,12 @@ struct Resp {
 }
 
 impl Resp {
+    /// Asserts the status, showing the body when it is another.
+    #[track_caller]
+    fn assert_status(&self, want: StatusCode) {
+        assert_eq!(self.status, want, "{}", String::from_utf8_lossy(&self.body));
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
@@ -190,12 +196,7 @@ impl Stack {
                 json!({ "kind": kind, "text": text, "tags": [tag], "captured_at": now_ms() }),
             )
             .await;
-        assert_eq!(
-            r.status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        r.assert_status(StatusCode::CREATED);
         r.json()["id"].as_str().unwrap().to_owned()
     }
 
@@ -428,12 +429,7 @@ async fn full_flow_grants_reads_revocation_expiry_erasure_anchor_export() {
     assert_eq!(r.json()["epoch"], 1);
     assert!(r.json()["receipt"]["tx_hash"].is_string());
     let r = s.get(&format!("/v1/memories/{lisbon}/proof"), &alice).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(r.json()["level"], "anchored");
     let bundle: mnemo_core::ProofBundle =
         serde_json::from_value(r.json()["bundle"].clone()).unwrap();
@@ -504,12 +500,7 @@ async fn ingest_variants_idempotency_and_uploads() {
             &[],
         )
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::CREATED);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let r = s.get(&format!("/v1/memories/{id}/content"), &carol).await;
     assert_eq!(
@@ -599,12 +590,7 @@ async fn ingest_variants_idempotency_and_uploads() {
     // and a missing object is a problem before any byte
     store.delete(&name).await.unwrap();
     let r = s.get(&format!("/v1/memories/{id}/content"), &carol).await;
-    assert_eq!(
-        r.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.problem);
 }
 

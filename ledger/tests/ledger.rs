@@ -21,6 +21,15 @@ async fn connect(server: &NatsServer, c: LedgerConfig) -> Ledger {
     Ledger::connect(client, c).await.expect("ledger")
 }
 
+/// A server and a ledger that keeps content over 1 KiB in the object store.
+async fn objects_over_1k(layout: Layout) -> (NatsServer, Ledger) {
+    let server = NatsServer::start();
+    let mut c = cfg(layout, 1);
+    c.max_inline = 1024;
+    let l = connect(&server, c).await;
+    (server, l)
+}
+
 fn user(s: &str) -> UserId {
     UserId::new(s).unwrap()
 }
@@ -278,10 +287,7 @@ macro_rules! suite {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn erasure_shreds_keys_and_the_chain_still_verifies() {
-                let server = NatsServer::start();
-                let mut c = cfg($layout, 1);
-                c.max_inline = 1024;
-                let l = connect(&server, c).await;
+                let (server, l) = objects_over_1k($layout).await;
                 let u = user("forgetful");
                 l.create_user(&u).await.unwrap();
                 let a = l.append(&u, note("keep me")).await.unwrap();
@@ -432,10 +438,7 @@ macro_rules! suite {
             async fn large_content_streams_out_of_the_object_store_checked() {
                 use futures::StreamExt;
                 use tokio::io::AsyncReadExt;
-                let server = NatsServer::start();
-                let mut c = cfg($layout, 1);
-                c.max_inline = 1024;
-                let l = connect(&server, c).await;
+                let (server, l) = objects_over_1k($layout).await;
                 let u = user("audio");
                 l.create_user(&u).await.unwrap();
                 let big = |seed: u8| NewMemory {
@@ -494,10 +497,7 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn chunks_of_failed_uploads_are_swept_and_nothing_else() {
                 use futures::StreamExt;
-                let server = NatsServer::start();
-                let mut c = cfg($layout, 1);
-                c.max_inline = 1024;
-                let l = connect(&server, c).await;
+                let (server, l) = objects_over_1k($layout).await;
                 let u = user("uploader");
                 l.create_user(&u).await.unwrap();
                 let piece = || Ok(Bytes::from(vec![7u8; 64 * 1024]));
@@ -552,10 +552,7 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_upload_swept_while_stalled_is_refused_not_committed() {
                 use futures::StreamExt;
-                let server = NatsServer::start();
-                let mut c = cfg($layout, 1);
-                c.max_inline = 1024;
-                let l = connect(&server, c).await;
+                let (server, l) = objects_over_1k($layout).await;
                 let u = user("slow");
                 l.create_user(&u).await.unwrap();
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<Bytes>>();
