@@ -12,7 +12,12 @@
 //! - [`merkle`]: RFC 9162 trees, inclusion and consistency proofs, an append accumulator.
 //! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
 //! - [`bundle`]: self-contained proof bundles for one memory.
-//! - [`verify`]: the whole-chain verifier.
+//! - [`chain_state`]: a chain's state between events ([`ChainState`]) and the rules that
+//!   move it, resumable from a checkpoint; the one place that decides what may extend a chain.
+//! - [`grant`]: the access rule ([`Grant::allows`], [`GrantConditions::covers`]).
+//! - [`verify`]: the whole-chain verifier ([`ChainVerifier`]): [`ChainState`] plus batched
+//!   signatures, pinned genesis keys and checkpoints.
+//! - [`names`]: every stream, subject, bucket and consumer name, and chain [`names::Layout`]s.
 //! - [`custody`]: custody bundles (a user's whole chain for offline audit) and their
 //!   streaming verifier.
 //!
@@ -23,26 +28,31 @@
 //! keys come from the caller, which keeps every function here deterministic and testable.
 
 pub mod bundle;
+pub mod chain_state;
 pub mod checkpoint;
 pub mod commitment;
 pub mod custody;
 mod encoding;
 pub mod error;
 pub mod event;
+pub mod grant;
 pub mod hash;
 pub mod ids;
 pub mod keys;
 pub mod memory;
 pub mod merkle;
+pub mod names;
 pub mod verify;
 
 pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};
+pub use chain_state::{ChainState, EventSignatures, SignatureCheck};
 pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
 pub use error::{ChainError, DecodeError, IdError, ProofError};
 pub use event::{
     AccessAction, Capabilities, ErasureTarget, Event, EventBody, FORMAT_VERSION, GrantConditions,
     Head, Origin, UnsignedEvent,
 };
+pub use grant::{Grant, MemoryFacts, Refusal};
 pub use ids::{Address, GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
 pub use keys::{KeyRole, PublicKey, Sig};
 pub use memory::{Content, MemoryRecord};

@@ -1,51 +1,33 @@
 //! The chain verifier: checks a user's whole chain event by event, in bounded memory
 //! (besides the sets of memory and grant ids), with signatures verified in batches.
 //!
-//! Checks (docs/FORMAT.md §8): decoding, user, gap-free sequence from 1, `prev` links,
-//! genesis, signer authority under the key history, origin signatures by device keys,
-//! payload presence, kind-specific transitions (grants, erasures, access records), and
-//! optionally checkpoints met on the way. The first failure, by sequence number, is
+//! The rules are [`ChainState`]'s (docs/FORMAT.md §8): decoding, user, gap-free sequence
+//! from 1, `prev` links, genesis, signer authority under the key history, origin
+//! signatures by device keys, payload presence, kind-specific transitions (grants,
+//! erasures, access records). The verifier adds signatures (in batches), pinned genesis
+//! keys and checkpoints met on the way. The first failure, by sequence number, is
 //! reported, even when a signature failure is only found when its batch is flushed.
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
+use crate::chain_state::{ChainState, SignatureCheck};
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::{ErasureTarget, Event, EventBody};
-use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
-use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
-use crate::merkle::{Accumulator, CHAIN_TREE};
+use crate::event::Event;
+use crate::ids::{Hash32, KeyId, Seq, UserId};
+use crate::keys::{self, KeyHistory};
 
 /// How many signatures are verified together by default.
 pub const DEFAULT_BATCH: usize = 256;
 
-#[derive(Clone)]
-struct Pending {
-    seq: Seq,
-    origin: bool,
-    msg: Vec<u8>,
-    sig: Signature,
-    key: VerifyingKey,
-}
-
-struct GrantState {
-    grantee: UserId,
-    expires_at: Option<TimestampMs>,
-    revoked: bool,
-}
+type Pending = SignatureCheck;
 
 /// Verifies one user's chain incrementally: [`push`](Self::push) each event in order, then
 /// [`finish`](Self::finish).
 pub struct ChainVerifier {
-    user: UserId,
-    next: Seq,
-    prev: Hash32,
-    keys: KeyHistory,
+    state: ChainState,
     trusted_roots: Option<HashSet<KeyId>>,
-    memories: HashSet<MemoryId>,
-    grants: HashMap<GrantId, GrantState>,
-    acc: Accumulator,
     checkpoints: BTreeMap<Seq, Checkpoint>,
     pending: Vec<Pending>,
     batch_size: usize,
@@ -63,6 +45,11 @@ pub struct SignatureBatch {
 }
 
 impl SignatureBatch {
+    /// A batch of the given checks.
+    pub fn new(items: Vec<SignatureCheck>) -> Self {
+        Self { items }
+    }
+
     /// Number of signatures.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -95,11 +82,7 @@ impl SignatureBatch {
             .iter()
             .find(|p| p.key.verify(&p.msg, &p.sig).is_err())
             .unwrap_or(&self.items[0]);
-        Err(if bad.origin {
-            ChainError::BadOriginSignature { seq: bad.seq }
-        } else {
-            ChainError::BadSignature { seq: bad.seq }
-        })
+        Err(bad.error())
     }
 }
 
@@ -117,15 +100,15 @@ pub struct ChainSummary {
 impl ChainVerifier {
     /// A verifier for `user`'s chain, starting at seq 1.
     pub fn new(user: UserId) -> Self {
+        Self::resume(ChainState::new(user))
+    }
+
+    /// A verifier that goes on from `state` (e.g. a checkpoint a view holds, see
+    /// [`ChainState::resume`]).
+    pub fn resume(state: ChainState) -> Self {
         Self {
-            user,
-            next: Seq::FIRST,
-            prev: Hash32::ZERO,
-            keys: KeyHistory::default(),
+            state,
             trusted_roots: None,
-            memories: HashSet::new(),
-            grants: HashMap::new(),
-            acc: Accumulator::new(),
             checkpoints: BTreeMap::new(),
             pending: Vec::with_capacity(DEFAULT_BATCH),
             batch_size: DEFAULT_BATCH,
@@ -179,7 +162,7 @@ impl ChainVerifier {
     /// Fails when the chain is already past that seq or another checkpoint at the same seq
     /// disagrees with it.
     pub fn expect_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), &'static str> {
-        if checkpoint.seq < self.next {
+        if checkpoint.seq < self.state.next_seq() {
             return Err("the chain is already past this checkpoint");
         }
         if let Some(other) = self.checkpoints.get(&checkpoint.seq) {
@@ -195,17 +178,17 @@ impl ChainVerifier {
 
     /// The key history so far.
     pub fn keys(&self) -> &KeyHistory {
-        &self.keys
+        self.state.keys()
+    }
+
+    /// The chain's state so far.
+    pub fn state(&self) -> &ChainState {
+        &self.state
     }
 
     /// The checkpoint after the events pushed so far.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        (self.acc.size() > 0).then(|| Checkpoint {
-            user: self.user.clone(),
-            seq: Seq(self.acc.size()),
-            head: self.prev,
-            root: self.acc.root(CHAIN_TREE),
-        })
+        self.state.checkpoint()
     }
 
     /// Decodes and pushes one event in wire form.
@@ -219,7 +202,7 @@ impl ChainVerifier {
                 Ok((event, hash))
             }
             Err(source) => Err(self.fail(ChainError::Decode {
-                seq: self.next,
+                seq: self.state.next_seq(),
                 source,
             })),
         }
@@ -254,7 +237,7 @@ impl ChainVerifier {
         }
         if let Some((seq, _)) = self.checkpoints.first_key_value() {
             return Err(ChainError::Truncated {
-                have: self.acc.size(),
+                have: self.state.len(),
                 checkpoint: *seq,
             });
         }
@@ -262,7 +245,7 @@ impl ChainVerifier {
         Ok(ChainSummary {
             checkpoint,
             signatures: self.verified,
-            keys: self.keys.len(),
+            keys: self.state.keys().len(),
         })
     }
 
@@ -293,225 +276,29 @@ impl ChainVerifier {
         Ok(())
     }
 
-    fn signer(&self, event: &Event) -> Result<VerifyingKey, ChainError> {
-        let seq = event.seq;
-        if seq == Seq::FIRST {
-            let EventBody::KeyAdded {
-                key,
-                role: KeyRole::Custody,
-            } = &event.body
-            else {
-                return Err(ChainError::BadGenesis("first event must add a custody key"));
-            };
-            if key.id() != event.signer {
-                return Err(ChainError::BadGenesis(
-                    "first event must be signed by the key it adds",
-                ));
-            }
-            if let Some(roots) = &self.trusted_roots
-                && !roots.contains(&event.signer)
-            {
-                return Err(ChainError::BadGenesis("genesis key is not a trusted root"));
-            }
-            return Ok(key.0);
-        }
-        let rec = self.keys.get(&event.signer).ok_or(ChainError::UnknownKey {
-            seq,
-            key: event.signer,
-        })?;
-        allowed(rec, KeyRole::Custody, seq, event.signer)?;
-        Ok(rec.key.0)
-    }
-
     fn check(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
-        let seq = event.seq;
-        if event.user != self.user {
-            return Err(ChainError::WrongUser { seq });
+        let sigs = self.state.check(event, hash)?;
+        if event.seq == Seq::FIRST
+            && let Some(roots) = &self.trusted_roots
+            && !roots.contains(&event.signer)
+        {
+            return Err(ChainError::BadGenesis("genesis key is not a trusted root"));
         }
-        if seq != self.next {
-            return Err(ChainError::SeqGap {
-                expected: self.next,
-                found: seq,
-            });
-        }
-        if event.prev != self.prev {
-            return Err(ChainError::BrokenLink {
-                seq,
-                expected: self.prev,
-                found: event.prev,
-            });
-        }
-        let signer = self.signer(event)?;
-        let is_memory = matches!(event.body, EventBody::MemoryIngested { .. });
-        if is_memory != event.payload.is_some() {
-            return Err(ChainError::InvalidTransition {
-                seq,
-                reason: "a payload commitment belongs to memory_ingested events only",
-            });
-        }
-        let origin = match (&event.origin, &event.payload) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err(ChainError::InvalidTransition {
-                    seq,
-                    reason: "origin signature without payload",
+        self.pending.extend(sigs);
+        if let Some(cp) = self.checkpoints.remove(&event.seq) {
+            if cp.head != hash || cp.user != *self.state.user() {
+                return Err(ChainError::CheckpointMismatch {
+                    seq: event.seq,
+                    what: "head",
                 });
             }
-            (Some(o), Some(commitment)) => {
-                let rec = self
-                    .keys
-                    .get(&o.key)
-                    .ok_or(ChainError::UnknownKey { seq, key: o.key })?;
-                allowed(rec, KeyRole::Device, seq, o.key)?;
-                Some(Pending {
-                    seq,
-                    origin: true,
-                    msg: keys::origin_signing_message(&event.user, commitment),
-                    sig: o.signature.0,
-                    key: rec.key.0,
-                })
-            }
-        };
-        self.apply(event)?;
-        self.pending.push(Pending {
-            seq,
-            origin: false,
-            msg: keys::event_signing_message(&hash).to_vec(),
-            sig: event.signature.0,
-            key: signer,
-        });
-        self.pending.extend(origin);
-        self.prev = hash;
-        self.next = seq.next();
-        self.acc.push(CHAIN_TREE, CHAIN_TREE.leaf(&hash.0));
-        if let Some(cp) = self.checkpoints.remove(&seq) {
-            if cp.head != hash || cp.user != self.user {
-                return Err(ChainError::CheckpointMismatch { seq, what: "head" });
-            }
-            if cp.root != self.acc.root(CHAIN_TREE) {
-                return Err(ChainError::CheckpointMismatch { seq, what: "root" });
+            if cp.root != self.state.root() {
+                return Err(ChainError::CheckpointMismatch {
+                    seq: event.seq,
+                    what: "root",
+                });
             }
         }
         Ok(())
     }
-
-    /// Kind-specific rules and state changes.
-    fn apply(&mut self, event: &Event) -> Result<(), ChainError> {
-        let seq = event.seq;
-        let bad = |reason| ChainError::InvalidTransition { seq, reason };
-        match &event.body {
-            EventBody::KeyAdded { .. }
-            | EventBody::KeyRotated { .. }
-            | EventBody::KeyRevoked { .. } => {
-                self.keys
-                    .apply(seq, event.signer, &event.body)
-                    .map_err(|e| match e {
-                        KeyRuleError::Unknown(key) => ChainError::UnknownKey { seq, key },
-                        other => bad(other.reason()),
-                    })?;
-            }
-            EventBody::MemoryIngested { memory } => {
-                if !self.memories.insert(*memory) {
-                    return Err(bad("memory id used twice"));
-                }
-            }
-            EventBody::MemoryErased { target } => {
-                if let ErasureTarget::Memory(m) = target
-                    && !self.memories.contains(m)
-                {
-                    return Err(ChainError::UnknownMemory { seq, memory: *m });
-                }
-            }
-            EventBody::GrantCreated {
-                grant,
-                grantee,
-                expires_at,
-                ..
-            } => {
-                if *grantee == self.user {
-                    return Err(bad("grant to the owner"));
-                }
-                if self.grants.contains_key(grant) {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason: "created twice",
-                    });
-                }
-                self.grants.insert(
-                    *grant,
-                    GrantState {
-                        grantee: grantee.clone(),
-                        expires_at: *expires_at,
-                        revoked: false,
-                    },
-                );
-            }
-            EventBody::GrantRevoked { grant } => match self.grants.get_mut(grant) {
-                Some(g) if !g.revoked => g.revoked = true,
-                Some(_) => {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason: "already revoked",
-                    });
-                }
-                None => {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason: "does not exist",
-                    });
-                }
-            },
-            EventBody::AccessRecorded {
-                accessor,
-                grant,
-                memories,
-                ..
-            } => {
-                let reason = match self.grants.get(grant) {
-                    None => Some("does not exist"),
-                    Some(g) if g.revoked => Some("was revoked before this access"),
-                    Some(g) if g.expires_at.is_some_and(|x| event.timestamp >= x) => {
-                        Some("had expired before this access")
-                    }
-                    Some(g) if g.grantee != *accessor => Some("was not given to this accessor"),
-                    Some(_) => None,
-                };
-                if let Some(reason) = reason {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason,
-                    });
-                }
-                if let Some(m) = memories.iter().find(|m| !self.memories.contains(m)) {
-                    return Err(ChainError::UnknownMemory { seq, memory: *m });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn allowed(rec: &KeyRecord, role: KeyRole, seq: Seq, key: KeyId) -> Result<(), ChainError> {
-    if rec.role != role {
-        return Err(ChainError::KeyNotAllowed {
-            seq,
-            key,
-            reason: match role {
-                KeyRole::Custody => "not a custody key",
-                KeyRole::Device => "not a device key",
-            },
-        });
-    }
-    if rec.retired.is_some() {
-        return Err(ChainError::KeyNotAllowed {
-            seq,
-            key,
-            reason: "retired (rotated or revoked) before this event",
-        });
-    }
-    Ok(())
 }

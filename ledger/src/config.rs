@@ -4,7 +4,7 @@ use mnemo_core::SigningKey;
 use std::time::Duration;
 
 use crate::crypto::SecretKey;
-use crate::layout::Layout;
+use mnemo_core::names::Layout;
 
 /// What an acknowledged append means, and how to get more.
 ///

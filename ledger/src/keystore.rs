@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::SecretKey;
 use crate::error::{LedgerError, Result};
-use crate::layout::KEYS_BUCKET;
+use mnemo_core::names::KEYS_BUCKET;
 
 /// Memories per generation key at most.
 pub const GENERATION_SIZE: u32 = 1024;
@@ -295,7 +295,7 @@ impl KeyStore {
     async fn secure_delete(&self, revision: u64) -> Result<()> {
         let s = self
             .js
-            .get_stream(format!("KV_{KEYS_BUCKET}"))
+            .get_stream(mnemo_core::names::kv_stream(KEYS_BUCKET))
             .await
             .map_err(|e| LedgerError::nats("key bucket", e))?;
         match s.delete_message(revision).await {
@@ -356,7 +356,7 @@ impl KeyStore {
     pub async fn shred_user(&self, user: &UserId, before_seq: u64) -> Result<usize> {
         let s = self
             .js
-            .get_stream(format!("KV_{KEYS_BUCKET}"))
+            .get_stream(mnemo_core::names::kv_stream(KEYS_BUCKET))
             .await
             .map_err(|e| LedgerError::nats("key bucket", e))?;
         let c = s
@@ -399,7 +399,7 @@ impl KeyStore {
 /// The stream config of the key bucket (see `Ledger::connect`).
 pub(crate) fn bucket_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
-        name: format!("KV_{KEYS_BUCKET}"),
+        name: mnemo_core::names::kv_stream(KEYS_BUCKET),
         description: Some("mnemo generation keys and rewrap tables".into()),
         subjects: vec![format!("$KV.{KEYS_BUCKET}.>")],
         max_messages_per_subject: 2,

@@ -25,7 +25,7 @@ use crate::crypto::SecretKey;
 use crate::envelope;
 use crate::error::{LedgerError, Result};
 use crate::keystore::{self, GENERATION_SIZE, Generation, KeyCache, KeyStore, MemoryKey};
-use crate::layout::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
+use mnemo_core::names::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 use crate::objects;
 
 /// Longest idempotency key accepted.
@@ -370,7 +370,7 @@ impl Ledger {
         // `create_key_value`: KV streams deny message deletes by default, and that can not
         // be lifted later. The ledger needs deletes for secure erasure of keys (a delete
         // overwrites the stored bytes on disk; a purge only unlinks them).
-        let kv_stream = format!("KV_{KEYS_BUCKET}");
+        let kv_stream = mnemo_core::names::kv_stream(KEYS_BUCKET);
         match js.get_stream(&kv_stream).await {
             Ok(mut s) => {
                 let info = s
@@ -393,19 +393,17 @@ impl Ledger {
             .get_key_value(KEYS_BUCKET)
             .await
             .map_err(|e| LedgerError::nats("open key bucket", e))?;
-        let objects = match js.get_object_store(OBJECTS_BUCKET).await {
-            Ok(o) => o,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: OBJECTS_BUCKET.into(),
-                    description: Some("mnemo encrypted large payloads".into()),
-                    storage: stream::StorageType::File,
-                    num_replicas: cfg.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| LedgerError::nats("create object store", e))?,
-        };
+        let objects = crate::provision::ensure_object_store(
+            &js,
+            object_store::Config {
+                bucket: OBJECTS_BUCKET.into(),
+                description: Some("mnemo encrypted large payloads".into()),
+                storage: stream::StorageType::File,
+                num_replicas: cfg.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         let current_key = PublicKey(cfg.keys.current.verifying_key()).id();
         let ledger = Self {
             inner: Arc::new(Inner {
@@ -495,10 +493,10 @@ impl Ledger {
         nuid: &str,
     ) -> Result<(stream::Stream, Vec<(String, String, u64)>)> {
         let stream = self
-            .stream(&format!("OBJ_{OBJECTS_BUCKET}"))
+            .stream(&mnemo_core::names::object_stream(OBJECTS_BUCKET))
             .await?
             .ok_or_else(|| LedgerError::nats("object stream", "missing"))?;
-        let prefix = format!("$O.{OBJECTS_BUCKET}.C.");
+        let prefix = mnemo_core::names::object_chunk_prefix(OBJECTS_BUCKET);
         let mut subjects = stream
             .info_with_subjects(format!("{prefix}{nuid}"))
             .await
@@ -564,12 +562,9 @@ impl Ledger {
         if let Some(s) = self.inner.streams.lock().expect("lock").get(name) {
             return Ok(s.clone());
         }
-        let s = self
-            .inner
-            .js
-            .get_or_create_stream(self.stream_config(name, subjects))
-            .await
-            .map_err(|e| LedgerError::nats("create stream", e))?;
+        let s =
+            crate::provision::ensure_stream(&self.inner.js, self.stream_config(name, subjects))
+                .await?;
         self.inner
             .streams
             .lock()
@@ -592,7 +587,7 @@ impl Ledger {
                     .insert(name.into(), s.clone());
                 Ok(Some(s))
             }
-            Err(e) if e.to_string().contains("stream not found") => Ok(None),
+            Err(e) if crate::provision::is_stream_not_found(&e) => Ok(None),
             Err(e) => Err(LedgerError::nats("get stream", e)),
         }
     }
@@ -829,14 +824,10 @@ impl Ledger {
                             size: sent.sealed_len,
                             max: self.inner.cfg.max_inline,
                         }),
-                        _ => {
-                            let text = e.to_string();
-                            if text.contains("maximum messages") || text.contains("maximum bytes") {
-                                Err(LedgerError::ChainFull(sent.user.clone()))
-                            } else {
-                                Err(LedgerError::nats("publish", e))
-                            }
+                        _ if refused_by_limits(&e) => {
+                            Err(LedgerError::ChainFull(sent.user.clone()))
                         }
+                        _ => Err(LedgerError::nats("publish", e)),
                     },
                 }
             }
@@ -1743,4 +1734,17 @@ impl ChainReader {
             }));
         }
     }
+}
+
+/// Whether JetStream refused a publish because a stream limit is reached (per-subject
+/// message count, stream bytes: error code 10077, "stream store failed", which a
+/// `DiscardPolicy::New` stream answers at its limits), or the account's storage is full.
+fn refused_by_limits(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|j| {
+            let code = j.error_code();
+            code == ErrorCode::STREAM_STORE_FAILED || code == ErrorCode::STORAGE_RESOURCES_EXCEEDED
+        })
 }

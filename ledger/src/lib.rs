@@ -17,6 +17,8 @@
 //! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
 //!   crypto-shredding.
 //! - [`envelope`]: the chain message body (event + sealed payload).
+//! - [`provision`]: get-or-create for every stream, KV bucket and object store, with the
+//!   deployment's replica count.
 //!
 //! What it does not do: projections (views), anchoring, authentication. Receipts are only
 //! returned after JetStream acknowledged the write on file storage.
@@ -26,15 +28,17 @@ pub mod crypto;
 pub mod envelope;
 mod error;
 mod keystore;
-mod layout;
 mod ledger;
 mod objects;
+pub mod provision;
 
 pub use config::{Durability, Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
-pub use layout::{CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET};
+pub use mnemo_core::names::{
+    CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,
+};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, Ledger, LedgerStats, NewMemory, OpenedMemory,
     OpenedStream, Receipt, StoredEvent, SweptChunks, content_error,

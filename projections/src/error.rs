@@ -1,14 +1,14 @@
 //! The projections' error type.
 
-/// What can stop a projector or a rebuild.
+/// What can stop a projector, a rebuild or a read of the views.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
-    /// PostgreSQL failed; the batch was not applied and will be retried (its messages are
-    /// not acknowledged).
+    /// PostgreSQL failed; a batch was not applied and will be retried (its messages are
+    /// not acknowledged); a read should answer 503.
     #[error("database: {0}")]
-    Db(String),
-    /// NATS failed; retried.
+    Db(#[from] sqlx::Error),
+    /// NATS failed; retried (a read answers 503).
     #[error("nats: {0}")]
     Nats(String),
     /// Another instance took over the view: this one must stop writing.
@@ -17,12 +17,17 @@ pub enum ProjectionError {
     /// The ledger failed (opening a payload).
     #[error("ledger: {0}")]
     Ledger(#[from] mnemo_ledger::LedgerError),
-}
-
-impl From<sqlx::Error> for ProjectionError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Db(e.to_string())
-    }
+    /// The migrations in `migrations/` could not be applied.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A rebuild could not finish (its projector stopped, it could not reach the live
+    /// view, or its view name is not a plain name); the live view is untouched.
+    #[error("rebuild: {0}")]
+    Rebuild(String),
+    /// A row of the views does not hold what the projector wrote (a hash of the wrong
+    /// length, an unparsable grant): the view is damaged; rebuild it. Answers 500.
+    #[error("the view is damaged: {0}")]
+    Corrupt(String),
 }
 
 /// Shorthand.

@@ -2,10 +2,10 @@
 
 use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
-use mnemo_core::{Content, VerifyingKey};
+use futures::StreamExt;
 use mnemo_core::{
-    ErasureTarget, Event, EventBody, Hash32, KeyRole, Seq, UserId, keys, merkle::CHAIN_TREE,
+    Content, ErasureTarget, Event, EventBody, Hash32, KeyRole, Seq, SignatureBatch,
+    SignatureCheck, UserId,
 };
 use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
 use serde::{Deserialize, Serialize};
@@ -16,14 +16,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{ProjectionError, Result};
-use crate::state::{self, UserState};
+use mnemo_core::names::{self, HEADS_BUCKET};
+use crate::state::{self, Quarantine, UserState};
 
-/// Dead letters go to `<prefix>.<view>`, with the reason in the `Mnemo-Reason` header.
-pub const DEAD_LETTER_PREFIX: &str = "mnemo.deadletter";
-/// KV bucket of users' checkpoints.
-pub const HEADS_BUCKET: &str = "mnemo-heads";
-/// Prefix of every chain stream name (both layouts).
-const CHAIN_STREAM_PREFIX: &str = "MNEMO-CHAIN";
 
 /// Projector options.
 #[derive(Clone, Debug)]
@@ -168,7 +163,7 @@ impl Projector {
         &mut self,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<sqlx::PgConnection>> {
-        let key = format!("mnemo-projector:{}", self.cfg.view);
+        let key = names::projector_lock(&self.cfg.view);
         let holder = format!("{}-{}", std::process::id(), rand_suffix());
         let mut waiting_logged = false;
         loop {
@@ -233,7 +228,7 @@ impl Projector {
         let mut out = Vec::new();
         while let Some(n) = names.next().await {
             let n = n.map_err(|e| ProjectionError::Nats(e.to_string()))?;
-            if n.starts_with(CHAIN_STREAM_PREFIX) {
+            if names::is_chain_stream(&n) {
                 out.push(n);
             }
         }
@@ -266,7 +261,7 @@ impl Projector {
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         // One consumer per leadership epoch: a stale leader's pulls go to a consumer that no
         // longer exists and can never take messages from this one. Older ones go away.
-        let prefix = format!("mnemo-proj-{}-", self.cfg.view);
+        let prefix = names::projector_consumer_prefix(&self.cfg.view);
         let name = format!("{prefix}{}", self.epoch);
         let mut names = s.consumer_names();
         let mut old = Vec::new();
@@ -572,24 +567,28 @@ impl Projector {
             self.states.extend(state::load(&mut conn, &missing).await?);
         }
         let decoded = self.fill_gaps(decoded).await?;
-        let before: HashMap<UserId, UserState> = users
-            .iter()
-            .map(|u| (u.clone(), self.states[u].clone()))
-            .collect();
-        // Verify: links and signers now, signatures in one batch; if the batch fails, do
+        // Verify: core's chain rules now, signatures in one batch; if the batch fails, do
         // it again from the saved states checking each signature on its own.
-        let mut states = before.clone();
-        let (mut accepted, mut rejected) = verify(&mut states, decoded, false);
-        if !batch_ok(&accepted, &states).await {
+        let fresh_states = |all: &HashMap<UserId, UserState>| -> HashMap<UserId, UserState> {
+            users.iter().map(|u| (u.clone(), all[u].clone())).collect()
+        };
+        let mut states = fresh_states(&self.states);
+        let (mut accepted, sigs, mut refused) = verify(&mut states, decoded, false);
+        if !signatures_ok(sigs).await {
             let mut again: Vec<Accepted> = std::mem::take(&mut accepted);
-            rejected.clear();
-            states = before.clone();
+            states = fresh_states(&self.states);
             again.sort_by_key(|a| (a.stream.clone(), a.stream_seq));
-            let (a, r) = verify(&mut states, again, true);
+            let (a, _, r) = verify(&mut states, again, true);
             accepted = a;
-            rejected = r;
+            refused = r;
         }
-        dead.extend(rejected);
+        // A refused event may be a retried batch's: the refusal is taken back into
+        // account here, so the whole batch of that user is dropped only from the refusal on.
+        let quarantined: Vec<(UserId, Quarantine)> = refused
+            .iter()
+            .map(|r| (r.user.clone(), r.quarantine.clone()))
+            .collect();
+        dead.extend(refused.into_iter().map(|r| r.dead));
         // Open the memories (metadata and text for search).
         if self.keys.len() > 100_000 {
             self.keys.clear();
@@ -657,6 +656,7 @@ impl Projector {
             users,
             last_per_stream,
             dead,
+            quarantined,
         })
     }
 }
@@ -721,6 +721,8 @@ struct Prepared {
     users: Vec<UserId>,
     last_per_stream: HashMap<String, (u64, usize)>,
     dead: Vec<DeadLetter>,
+    /// Users whose chain had an event refused in this batch.
+    quarantined: Vec<(UserId, Quarantine)>,
 }
 
 /// Stage two: writes prepared batches.
@@ -753,37 +755,23 @@ impl Writer {
         if epoch != Some(self.epoch) {
             return Err(ProjectionError::Fenced(self.view.clone()));
         }
-        // KV views are written before the commit: their writes are idempotent (heads only
-        // move forward by compare-and-set, index entries are keyed by memory and grant), so
-        // a crash between them and the commit only repeats them. They go out while
-        // PostgreSQL works on the rows.
-        let mut erased_by_all = Vec::new();
-        if self.kv.is_some() {
-            for a in &p.accepted {
-                if let EventBody::MemoryErased {
-                    target: ErasureTarget::All,
-                } = a.event.body
-                {
-                    let ids: Vec<Vec<u8>> = sqlx::query_scalar(
-                        "SELECT memory_id FROM memories WHERE user_id = $1 AND seq < $2",
-                    )
-                    .bind(a.event.user.as_str())
-                    .bind(a.event.seq.0 as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    for id in ids {
-                        let id = mnemo_core::MemoryId(
-                            id.as_slice()
-                                .try_into()
-                                .map_err(|_| ProjectionError::Db("memory id length".into()))?,
-                        );
-                        erased_by_all.push((format!("{}.{id}", a.event.user), a.event.seq.0));
-                    }
-                }
-            }
-        }
+        // The KV heads view is written before the commit: heads only move forward by
+        // compare-and-set, so a crash between it and the commit only repeats the writes.
+        // They go out while PostgreSQL works on the rows.
         let rows = async {
             write_rows(&mut tx, &p.accepted, &p.opened, &p.states, &p.users).await?;
+            for (user, q) in &p.quarantined {
+                sqlx::query(
+                    "INSERT INTO quarantine (user_id, seq, check_code, reason, quarantined_at)
+                     VALUES ($1, $2, $3, $4, now()) ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user.as_str())
+                .bind(q.seq as i64)
+                .bind(&q.check)
+                .bind(&q.reason)
+                .execute(&mut *tx)
+                .await?;
+            }
             for (stream, (seq, _)) in &p.last_per_stream {
                 sqlx::query(
                     "INSERT INTO projector_checkpoints (view, stream, stream_seq, updated_at) VALUES ($1, $2, $3, now())
@@ -800,8 +788,7 @@ impl Writer {
         let kv = async {
             match &self.kv {
                 Some(kv) => {
-                    kv.apply(&p.accepted, &p.opened, &erased_by_all, &p.states, &p.users)
-                        .await
+                    kv.apply(&p.states, &p.users).await
                 }
                 None => Ok(()),
             }
@@ -823,7 +810,7 @@ impl Writer {
             self.js
                 .client()
                 .publish_with_headers(
-                    format!("{DEAD_LETTER_PREFIX}.{}", self.view),
+                    names::dead_letter_subject(&self.view),
                     h,
                     d.payload.clone(),
                 )
@@ -841,32 +828,8 @@ impl Writer {
     }
 }
 
-/// Checks the batch's signatures (custody and origin) all at once, split over the
-/// machine's cores.
-async fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) -> bool {
-    let mut items: Vec<(Vec<u8>, mnemo_core::Sig, VerifyingKey)> =
-        Vec::with_capacity(accepted.len());
-    for a in accepted {
-        let e = &a.event;
-        let Some(k) = signer_key(e, states) else {
-            return false;
-        };
-        items.push((
-            keys::event_signing_message(&a.hash).to_vec(),
-            e.signature,
-            k,
-        ));
-        if let (Some(o), Some(c)) = (&e.origin, &e.payload) {
-            let Some(dk) = states.get(&e.user).and_then(|s| s.keys.get(&o.key)) else {
-                return false;
-            };
-            items.push((
-                keys::origin_signing_message(&e.user, c),
-                o.signature,
-                dk.key.0,
-            ));
-        }
-    }
+/// Checks signatures all at once, split over the machine's cores.
+async fn signatures_ok(mut items: Vec<SignatureCheck>) -> bool {
     let parts = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
@@ -876,10 +839,7 @@ async fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) ->
         let rest = items.split_off(chunk.min(items.len()));
         let mine = std::mem::replace(&mut items, rest);
         tasks.push(tokio::task::spawn_blocking(move || {
-            let msgs: Vec<&[u8]> = mine.iter().map(|(m, _, _)| m.as_slice()).collect();
-            let sigs: Vec<_> = mine.iter().map(|(_, s, _)| s.0).collect();
-            let vks: Vec<_> = mine.iter().map(|(_, _, k)| *k).collect();
-            keys::verify_batch(&msgs, &sigs, &vks)
+            SignatureBatch::new(mine).verify().is_ok()
         }));
     }
     let mut ok = true;
@@ -889,95 +849,70 @@ async fn batch_ok(accepted: &[Accepted], states: &HashMap<UserId, UserState>) ->
     ok
 }
 
-/// The public key of an event's signer (keys are never removed from the state, only
-/// retired, so the final state knows every signer the pass accepted).
-fn signer_key(e: &Event, states: &HashMap<UserId, UserState>) -> Option<VerifyingKey> {
-    if let EventBody::KeyAdded { key, .. } = &e.body
-        && e.seq == Seq::FIRST
-    {
-        return Some(key.0);
-    }
-    states.get(&e.user)?.keys.get(&e.signer).map(|k| k.key.0)
+/// A refused event: the user's view stops before it.
+struct Refused {
+    user: UserId,
+    quarantine: Quarantine,
+    dead: DeadLetter,
 }
 
-/// Checks links and signer authority, applies key changes and advances the states.
-/// With `each`, every signature is verified on the spot (the slow path after a failed
-/// batch); otherwise signatures are left to [`batch_ok`].
+/// Checks each event with core's chain rules against its user's state and applies it.
+/// Signatures are returned for one batch check; with `each`, every signature is verified
+/// on the spot instead (the slow path after a failed batch), so the first bad one is
+/// refused. The events of a quarantined user are held back (not applied, acknowledged:
+/// the chain keeps them, and a rebuild replays them).
 fn verify(
     states: &mut HashMap<UserId, UserState>,
     events: Vec<Accepted>,
     each: bool,
-) -> (Vec<Accepted>, Vec<DeadLetter>) {
+) -> (Vec<Accepted>, Vec<SignatureCheck>, Vec<Refused>) {
     let mut ok = Vec::with_capacity(events.len());
-    let mut dead = Vec::new();
+    let mut sigs = Vec::with_capacity(if each { 0 } else { events.len() });
+    let mut refused = Vec::new();
     for a in events {
-        let st = states
-            .get_mut(&a.event.user)
-            .expect("loaded for every user in the batch");
-        let checked = check(st, &a, each).and_then(|()| {
-            // the same key rules as the chain verifier (mnemo-core's KeyHistory)
-            st.keys
-                .apply(a.event.seq, a.event.signer, &a.event.body)
-                .map_err(|e| e.reason().to_string())
-        });
-        match checked {
-            Ok(()) => {
-                st.last_seq = a.event.seq.0;
-                st.head = a.hash;
-                st.acc.push(CHAIN_TREE, CHAIN_TREE.leaf(&a.hash.0));
-                ok.push(a);
-            }
-            Err(reason) => dead.push(DeadLetter {
-                stream: a.stream.clone(),
-                stream_seq: a.stream_seq,
-                reason: format!("{} seq {}: {reason}", a.event.user, a.event.seq),
-                payload: Bytes::new(),
-            }),
-        }
-    }
-    (ok, dead)
-}
-
-fn check(st: &UserState, a: &Accepted, each: bool) -> std::result::Result<(), String> {
-    let e = &a.event;
-    if e.seq != st.next_seq() {
-        return Err(format!("expected seq {}", st.next_seq()));
-    }
-    if e.prev != st.head {
-        return Err("prev does not link to the previous event".into());
-    }
-    let key = if e.seq == Seq::FIRST {
-        match &e.body {
-            EventBody::KeyAdded {
-                key,
-                role: KeyRole::Custody,
-            } if key.id() == e.signer => *key,
-            _ => return Err("genesis must add a custody key and be signed by it".into()),
-        }
-    } else {
-        match st.keys.get(&e.signer) {
-            Some(k) if k.role == KeyRole::Custody && k.retired.is_none() => k.key,
-            Some(_) => return Err("signer may not sign here (retired or not custody)".into()),
-            None => return Err("unknown signer".into()),
-        }
-    };
-    if each && !keys::verify_event_signature(&key, &a.hash, &e.signature) {
-        return Err("bad signature".into());
-    }
-    if let Some(o) = &e.origin {
-        let Some(c) = &e.payload else {
-            return Err("origin without payload".into());
+        let Some(st) = states.get_mut(&a.event.user) else {
+            continue;
         };
-        match st.keys.get(&o.key) {
-            Some(k) if k.role == KeyRole::Device && k.retired.is_none() => {
-                if each && !keys::verify_origin_signature(&k.key, &e.user, c, &o.signature) {
-                    return Err("bad origin signature".into());
+        if st.quarantine.is_some() {
+            continue;
+        }
+        let checked = if each {
+            let before = st.chain.clone();
+            st.chain.check(&a.event, a.hash).and_then(|s| {
+                for c in s {
+                    if SignatureBatch::new(vec![c.clone()]).verify().is_err() {
+                        st.chain = before.clone();
+                        return Err(c.error());
+                    }
                 }
+                Ok(())
+            })
+        } else {
+            st.chain.check(&a.event, a.hash).map(|s| sigs.extend(s))
+        };
+        match checked {
+            Ok(()) => ok.push(a),
+            Err(e) => {
+                let q = Quarantine {
+                    seq: a.event.seq.0,
+                    check: e.code().to_owned(),
+                    reason: e.to_string(),
+                };
+                st.quarantine = Some(q.clone());
+                refused.push(Refused {
+                    user: a.event.user.clone(),
+                    quarantine: q,
+                    dead: DeadLetter {
+                        stream: a.stream.clone(),
+                        stream_seq: a.stream_seq,
+                        reason: format!("{} seq {}: {}: {e}", a.event.user, a.event.seq, e.code()),
+                        payload: Bytes::new(),
+                    },
+                });
             }
-            _ => return Err("origin key is not an active device key".into()),
         }
     }
-    Ok(())
+    (ok, sigs, refused)
 }
 
 fn role_name(r: KeyRole) -> &'static str {
@@ -1190,13 +1125,13 @@ async fn write_rows(
     let mut us = UserColumns::default();
     for u in users {
         let st = &states[u];
-        if st.last_seq == 0 {
+        if st.last_seq() == 0 {
             continue;
         }
         us.0.push(u.as_str().to_owned());
-        us.1.push(st.last_seq as i64);
-        us.2.push(st.head.0.to_vec());
-        us.3.push(st.acc.peaks().iter().flat_map(|p| p.0).collect());
+        us.1.push(st.last_seq() as i64);
+        us.2.push(st.head().0.to_vec());
+        us.3.push(st.chain.tree().peaks().iter().flat_map(|p| p.0).collect());
         us.4.push(st.root().0.to_vec());
     }
     if !us.0.is_empty() {
@@ -1214,80 +1149,25 @@ async fn write_rows(
     Ok(())
 }
 
-/// Opens (or creates) a KV bucket of the views.
-async fn bucket(
-    js: &jetstream::Context,
-    name: &str,
-    description: &str,
-    replicas: usize,
-) -> Result<kv::Store> {
-    match js.get_key_value(name).await {
-        Ok(k) => Ok(k),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.into(),
-                description: description.into(),
-                history: 1,
-                num_replicas: replicas.max(1),
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ProjectionError::Nats(e.to_string())),
-    }
-}
-
 pub(crate) async fn heads_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store> {
-    bucket(
+    Ok(mnemo_ledger::provision::ensure_kv(
         js,
-        HEADS_BUCKET,
-        "mnemo: each user's checkpoint (seq, head hash, chain tree root)",
-        replicas,
+        kv::Config {
+            bucket: HEADS_BUCKET.into(),
+            description: "mnemo: each user's checkpoint (seq, head hash, chain tree root)".into(),
+            history: 1,
+            num_replicas: replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
     )
-    .await
+    .await?)
 }
 
-/// KV bucket of the per-memory metadata index (`<user>.<memory id>`).
-pub const MEMORIES_BUCKET: &str = "mnemo-memories";
-/// KV bucket of current grants (`<user>.<grant id>`).
-pub const GRANTS_BUCKET: &str = "mnemo-grants";
-
-/// A memory's entry in the KV memory index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryEntry {
-    /// Its event's seq.
-    pub seq: u64,
-    /// Kind, tags, capture time, content type and size; `None` once erased.
-    pub meta: Option<MemoryMeta>,
-    /// The seq of the erasure event, once erased.
-    pub erased_seq: Option<u64>,
-}
-
-/// Metadata of a memory in the KV index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryMeta {
-    /// Kind.
-    pub kind: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Capture time (ms).
-    pub captured_at: Option<i64>,
-    /// MIME type.
-    pub content_type: String,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-/// The KV views: heads, memory index, current grants.
+/// The KV heads view.
 struct KvViews {
     heads: kv::Store,
     revisions: std::sync::Mutex<HashMap<UserId, u64>>,
-    memories: kv::Store,
-    grants: kv::Store,
-}
-
-fn nats(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Nats(e.to_string())
 }
 
 impl KvViews {
@@ -1295,107 +1175,17 @@ impl KvViews {
         Ok(Self {
             heads: heads_bucket(js, replicas).await?,
             revisions: std::sync::Mutex::new(HashMap::new()),
-            memories: bucket(
-                js,
-                MEMORIES_BUCKET,
-                "mnemo: per-memory metadata index",
-                replicas,
-            )
-            .await?,
-            grants: bucket(
-                js,
-                GRANTS_BUCKET,
-                "mnemo: each user's current grants",
-                replicas,
-            )
-            .await?,
         })
     }
 
-    /// Applies a batch. `erased_by_all` lists, per erase-all event, the memories it erased.
-    async fn apply(
-        &self,
-        accepted: &[Accepted],
-        opened: &HashMap<mnemo_core::MemoryId, Option<Opened>>,
-        erased_by_all: &[(String, u64)],
-        states: &HashMap<UserId, UserState>,
-        users: &[UserId],
-    ) -> Result<()> {
-        // New index entries and grants, written concurrently.
-        let mut puts = Vec::new();
-        for a in accepted {
-            let e = &a.event;
-            match &e.body {
-                EventBody::MemoryIngested { memory } => {
-                    let meta = opened
-                        .get(memory)
-                        .and_then(Option::as_ref)
-                        .map(|(r, size)| MemoryMeta {
-                            kind: r.kind.clone(),
-                            tags: r.tags.clone(),
-                            captured_at: r.captured_at.map(|t| t.0),
-                            content_type: r.content_type.clone(),
-                            size: *size,
-                        });
-                    let entry = MemoryEntry {
-                        seq: e.seq.0,
-                        erased_seq: meta.is_none().then_some(0),
-                        meta,
-                    };
-                    let key = format!("{}.{memory}", e.user);
-                    let value: Bytes = serde_json::to_vec(&entry).expect("serialisable").into();
-                    puts.push(
-                        async move {
-                            match self.memories.create(&key, value).await {
-                                Ok(_) => Ok(()),
-                                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
-                                Err(e) => Err(nats(e)),
-                            }
-                        }
-                        .boxed(),
-                    );
-                }
-                EventBody::GrantCreated { grant, .. } => {
-                    let key = format!("{}.{grant}", e.user);
-                    let value: Bytes = serde_json::to_vec(&e.body).expect("serialisable").into();
-                    puts.push(
-                        async move { self.grants.put(&key, value).await.map(|_| ()).map_err(nats) }
-                            .boxed(),
-                    );
-                }
-                _ => {}
-            }
-        }
-        futures::future::try_join_all(puts).await?;
-        // Changes to existing entries, in chain order, by compare-and-set.
-        for a in accepted {
-            let e = &a.event;
-            match &e.body {
-                EventBody::MemoryErased {
-                    target: ErasureTarget::Memory(m),
-                } => {
-                    self.erase_entry(&format!("{}.{m}", e.user), e.seq.0)
-                        .await?;
-                }
-                EventBody::GrantRevoked { grant } => {
-                    self.grants
-                        .purge(format!("{}.{grant}", e.user))
-                        .await
-                        .map_err(nats)?;
-                }
-                _ => {}
-            }
-        }
-        for (key, seq) in erased_by_all {
-            self.erase_entry(key, *seq).await?;
-        }
-        // Heads, concurrently (one key each).
+    /// Moves the heads of a batch's users forward, concurrently (one key each).
+    async fn apply(&self, states: &HashMap<UserId, UserState>, users: &[UserId]) -> Result<()> {
         let heads = users.iter().filter_map(|u| {
             let st = &states[u];
-            (st.last_seq > 0).then(|| {
+            (st.last_seq() > 0).then(|| {
                 let head = Head {
-                    seq: st.last_seq,
-                    hash: st.head,
+                    seq: st.last_seq(),
+                    hash: st.head(),
                     root: st.root(),
                 };
                 async move { put_head(&self.heads, &self.revisions, u, &head).await }
@@ -1403,28 +1193,6 @@ impl KvViews {
         });
         futures::future::try_join_all(heads).await?;
         Ok(())
-    }
-
-    /// Drops an index entry's metadata once its memory is erased (CAS on the revision).
-    async fn erase_entry(&self, key: &str, erased_seq: u64) -> Result<()> {
-        for _ in 0..16 {
-            let Some(cur) = self.memories.entry(key).await.map_err(nats)? else {
-                return Ok(());
-            };
-            let Ok(mut entry) = serde_json::from_slice::<MemoryEntry>(&cur.value) else {
-                return Ok(());
-            };
-            if entry.seq >= erased_seq || entry.meta.is_none() {
-                return Ok(());
-            }
-            entry.meta = None;
-            entry.erased_seq = Some(erased_seq);
-            let value: Bytes = serde_json::to_vec(&entry).expect("serialisable").into();
-            if self.memories.update(key, value, cur.revision).await.is_ok() {
-                return Ok(());
-            }
-        }
-        Err(nats(format!("memory index {key}: too many CAS conflicts")))
     }
 }
 
@@ -1494,7 +1262,7 @@ pub async fn lag(js: &jetstream::Context, pool: &sqlx::PgPool, view: &str) -> Re
     let mut total = 0u64;
     while let Some(n) = names.next().await {
         let n = n.map_err(|e| ProjectionError::Nats(e.to_string()))?;
-        if !n.starts_with(CHAIN_STREAM_PREFIX) {
+        if !names::is_chain_stream(&n) {
             continue;
         }
         let mut s = js

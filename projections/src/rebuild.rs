@@ -48,6 +48,10 @@ const TABLES: &[(&str, &str)] = &[
         "access_log",
         "user_id, seq, accessor, grant_id, action, memories, ts",
     ),
+    (
+        "quarantine",
+        "user_id, seq, check_code, reason, quarantined_at",
+    ),
 ];
 
 /// What a rebuild did.
@@ -85,7 +89,7 @@ pub async fn rebuild(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(ProjectionError::Db(format!("invalid view name {view:?}")));
+        return Err(ProjectionError::Rebuild(format!("invalid view name {view:?}")));
     }
     let started = Instant::now();
     let pool = PgPoolOptions::new()
@@ -105,7 +109,7 @@ pub async fn rebuild(
         .execute(&pool)
         .await?;
     let opts = PgConnectOptions::from_str(database_url)
-        .map_err(|e| ProjectionError::Db(e.to_string()))?
+        .map_err(ProjectionError::Db)?
         .options([("search_path", SCHEMA)])
         .disable_statement_logging();
     let shadow = PgPoolOptions::new()
@@ -138,7 +142,7 @@ pub async fn rebuild(
             break;
         }
         if task.is_finished() {
-            return Err(ProjectionError::Db("rebuild projector stopped".into()));
+            return Err(ProjectionError::Rebuild("the rebuild projector stopped".into()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -166,15 +170,15 @@ pub async fn rebuild(
             break;
         }
         if Instant::now() > deadline {
-            return Err(ProjectionError::Db(
-                "rebuild could not reach the live view".into(),
+            return Err(ProjectionError::Rebuild(
+                "the rebuild could not reach the live view".into(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop_tx.send(true);
     task.await
-        .map_err(|e| ProjectionError::Db(e.to_string()))??;
+        .map_err(|e| ProjectionError::Rebuild(format!("rebuild projector: {e}")))??;
     let mut swap = String::new();
     for (t, cols) in TABLES {
         swap.push_str(&format!(
@@ -195,10 +199,10 @@ pub async fn rebuild(
     // The shadow consumers are not needed any more.
     let mut names = js.stream_names();
     while let Some(Ok(n)) = futures::StreamExt::next(&mut names).await {
-        if n.starts_with("MNEMO-CHAIN")
+        if mnemo_core::names::is_chain_stream(&n)
             && let Ok(s) = js.get_stream(&n).await
         {
-            let prefix = format!("mnemo-proj-{SHADOW_VIEW}-");
+            let prefix = mnemo_core::names::projector_consumer_prefix(SHADOW_VIEW);
             let mut names = s.consumer_names();
             let mut shadow = Vec::new();
             while let Some(Ok(c)) = futures::StreamExt::next(&mut names).await {

@@ -1,56 +1,88 @@
-//! What the projector knows of each user's chain: enough to check the next event's link and
-//! signer, and to extend the chain tree's root, without replaying the chain.
+//! What the projector knows of each user's chain: core's [`ChainState`] (links, keys,
+//! memories, grants, chain tree), resumed from what the view holds, so the projector
+//! refuses exactly the events the auditor refuses, without replaying the chain. A user
+//! whose chain had an event refused is quarantined: the view holds their chain up to the
+//! event before, and nothing after it is applied.
 
-use mnemo_core::keys::{KeyHistory, KeyRecord};
-use mnemo_core::{Accumulator, Hash32, KeyRole, PublicKey, Seq, UserId, merkle::CHAIN_TREE};
+use mnemo_core::keys::KeyRecord;
+use mnemo_core::{
+    Accumulator, Capabilities, ChainState, Grant, GrantConditions, GrantId, Hash32, KeyRole,
+    MemoryId, PublicKey, Seq, TimestampMs, UserId,
+};
 use sqlx::Row;
 use std::collections::HashMap;
 
+use crate::error::{ProjectionError, Result};
+
+/// Why a user's view stopped: the first event the chain rules refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantine {
+    /// The refused event's seq.
+    pub seq: u64,
+    /// The check it failed, as `mnemo-audit` names it (`bad_grant`, `bad_signature`, ...).
+    pub check: String,
+    /// The failure in words.
+    pub reason: String,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct UserState {
-    pub last_seq: u64,
-    pub head: Hash32,
-    pub acc: Accumulator,
-    pub keys: KeyHistory,
-    pub exists_in_db: bool,
+    pub chain: ChainState,
+    pub quarantine: Option<Quarantine>,
 }
 
 impl UserState {
-    pub fn empty() -> Self {
+    pub fn empty(user: UserId) -> Self {
         Self {
-            last_seq: 0,
-            head: Hash32::ZERO,
-            acc: Accumulator::new(),
-            keys: KeyHistory::default(),
-            exists_in_db: false,
+            chain: ChainState::new(user),
+            quarantine: None,
         }
     }
 
+    pub fn last_seq(&self) -> u64 {
+        self.chain.len()
+    }
+
+    pub fn head(&self) -> Hash32 {
+        self.chain.head()
+    }
+
     pub fn next_seq(&self) -> Seq {
-        Seq(self.last_seq + 1)
+        self.chain.next_seq()
     }
 
     pub fn root(&self) -> Hash32 {
-        self.acc.root(CHAIN_TREE)
+        self.chain.root()
     }
 }
 
-fn hash(b: &[u8]) -> Hash32 {
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&b[..32]);
-    Hash32(h)
+fn hash(b: &[u8]) -> Result<Hash32> {
+    b.try_into()
+        .map(Hash32)
+        .map_err(|_| ProjectionError::Corrupt("a stored hash is not 32 bytes".into()))
+}
+
+fn user(s: String) -> Result<UserId> {
+    UserId::new(s).map_err(|e| ProjectionError::Corrupt(format!("stored user id: {e}")))
+}
+
+struct Parts {
+    len: u64,
+    head: Hash32,
+    acc: Accumulator,
+    keys: Vec<KeyRecord>,
+    memories: Vec<MemoryId>,
+    grants: Vec<Grant>,
+    quarantine: Option<Quarantine>,
 }
 
 /// Loads the states of `users` from PostgreSQL (users not there get an empty state).
 pub(crate) async fn load(
     conn: &mut sqlx::PgConnection,
     users: &[UserId],
-) -> sqlx::Result<HashMap<UserId, UserState>> {
+) -> Result<HashMap<UserId, UserState>> {
     let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
-    let mut out: HashMap<UserId, UserState> = users
-        .iter()
-        .map(|u| (u.clone(), UserState::empty()))
-        .collect();
+    let mut parts: HashMap<UserId, Parts> = HashMap::new();
     let rows = sqlx::query(
         "SELECT user_id, last_seq, head_hash, frontier FROM users WHERE user_id = ANY($1)",
     )
@@ -58,15 +90,25 @@ pub(crate) async fn load(
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
-        let u = UserId::new(r.get::<String, _>(0)).expect("stored user ids are valid");
-        let frontier: Vec<u8> = r.get(3);
-        let last_seq = r.get::<i64, _>(1) as u64;
-        let st = out.get_mut(&u).expect("asked for");
-        st.last_seq = last_seq;
-        st.head = hash(&r.get::<Vec<u8>, _>(2));
-        st.acc = Accumulator::from_peaks(last_seq, frontier.chunks_exact(32).map(hash).collect())
-            .expect("stored frontier matches its size");
-        st.exists_in_db = true;
+        let u = user(r.try_get(0)?)?;
+        let frontier: Vec<u8> = r.try_get(3)?;
+        let len = r.try_get::<i64, _>(1)? as u64;
+        let peaks = frontier.chunks_exact(32).map(hash).collect::<Result<_>>()?;
+        let acc = Accumulator::from_peaks(len, peaks).ok_or_else(|| {
+            ProjectionError::Corrupt(format!("{u}: stored frontier does not match its size"))
+        })?;
+        parts.insert(
+            u,
+            Parts {
+                len,
+                head: hash(&r.try_get::<Vec<u8>, _>(2)?)?,
+                acc,
+                keys: Vec::new(),
+                memories: Vec::new(),
+                grants: Vec::new(),
+                quarantine: None,
+            },
+        );
     }
     let rows = sqlx::query(
         "SELECT user_id, public_key, role, added_seq, retired_seq FROM user_keys WHERE user_id = ANY($1)",
@@ -75,21 +117,128 @@ pub(crate) async fn load(
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
-        let u = UserId::new(r.get::<String, _>(0)).expect("stored user ids are valid");
-        let pk: Vec<u8> = r.get(1);
-        let key = PublicKey::from_bytes(&pk[..32].try_into().expect("32 bytes"))
-            .expect("stored keys are valid");
-        let role = if r.get::<String, _>(2) == "device" {
+        let u = user(r.try_get(0)?)?;
+        let pk: Vec<u8> = r.try_get(1)?;
+        let key = <[u8; 32]>::try_from(pk.as_slice())
+            .ok()
+            .and_then(|k| PublicKey::from_bytes(&k))
+            .ok_or_else(|| ProjectionError::Corrupt(format!("{u}: stored key")))?;
+        let role = if r.try_get::<String, _>(2)? == "device" {
             KeyRole::Device
         } else {
             KeyRole::Custody
         };
-        out.get_mut(&u).expect("asked for").keys.insert(KeyRecord {
-            key,
-            role,
-            added: Seq(r.get::<i64, _>(3) as u64),
-            retired: r.get::<Option<i64>, _>(4).map(|s| Seq(s as u64)),
-        });
+        if let Some(p) = parts.get_mut(&u) {
+            p.keys.push(KeyRecord {
+                key,
+                role,
+                added: Seq(r.try_get::<i64, _>(3)? as u64),
+                retired: r.try_get::<Option<i64>, _>(4)?.map(|s| Seq(s as u64)),
+            });
+        }
+    }
+    let rows = sqlx::query("SELECT user_id, memory_id FROM memories WHERE user_id = ANY($1)")
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        let u = user(r.try_get(0)?)?;
+        let id: Vec<u8> = r.try_get(1)?;
+        let id = MemoryId(
+            id.try_into()
+                .map_err(|_| ProjectionError::Corrupt("stored memory id".into()))?,
+        );
+        if let Some(p) = parts.get_mut(&u) {
+            p.memories.push(id);
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT user_id, grant_id, grantee, can_metadata, can_content, conditions,
+           (extract(epoch from expires_at) * 1000)::bigint, revoked_seq
+         FROM grants WHERE user_id = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let u = user(r.try_get(0)?)?;
+        let id: Vec<u8> = r.try_get(1)?;
+        let conditions: serde_json::Value = r.try_get(5)?;
+        let grant = Grant {
+            id: GrantId(
+                id.try_into()
+                    .map_err(|_| ProjectionError::Corrupt("stored grant id".into()))?,
+            ),
+            grantee: user(r.try_get(2)?)?,
+            capabilities: Capabilities {
+                metadata: r.try_get(3)?,
+                content: r.try_get(4)?,
+            },
+            conditions: serde_json::from_value::<GrantConditions>(conditions)
+                .map_err(|e| ProjectionError::Corrupt(format!("stored grant conditions: {e}")))?,
+            expires_at: r.try_get::<Option<i64>, _>(6)?.map(TimestampMs),
+            revoked: r.try_get::<Option<i64>, _>(7)?.is_some(),
+        };
+        if let Some(p) = parts.get_mut(&u) {
+            p.grants.push(grant);
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT user_id, seq, check_code, reason FROM quarantine WHERE user_id = ANY($1)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let u = user(r.try_get(0)?)?;
+        let q = Quarantine {
+            seq: r.try_get::<i64, _>(1)? as u64,
+            check: r.try_get(2)?,
+            reason: r.try_get(3)?,
+        };
+        match parts.get_mut(&u) {
+            Some(p) => p.quarantine = Some(q),
+            // Refused at its first event: nothing of the chain is in the view.
+            None => {
+                parts.insert(
+                    u,
+                    Parts {
+                        len: 0,
+                        head: Hash32::ZERO,
+                        acc: Accumulator::new(),
+                        keys: Vec::new(),
+                        memories: Vec::new(),
+                        grants: Vec::new(),
+                        quarantine: Some(q),
+                    },
+                );
+            }
+        }
+    }
+    let mut out = HashMap::with_capacity(users.len());
+    for u in users {
+        let st = match parts.remove(u) {
+            None => UserState::empty(u.clone()),
+            Some(p) => {
+                let chain = ChainState::resume(
+                    u.clone(),
+                    p.len,
+                    p.head,
+                    p.acc,
+                    p.keys,
+                    p.memories,
+                    p.grants,
+                )
+                .ok_or_else(|| {
+                    ProjectionError::Corrupt(format!("{u}: stored tip and tree disagree"))
+                })?;
+                UserState {
+                    chain,
+                    quarantine: p.quarantine,
+                }
+            }
+        };
+        out.insert(u.clone(), st);
     }
     Ok(out)
 }
