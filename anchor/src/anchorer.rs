@@ -13,10 +13,11 @@ use crate::chain::Chain;
 use crate::error::{AnchorError, Result};
 use crate::reader::AnchorReader;
 
-pub(crate) const STATE_BUCKET: &str = "mnemo-anchor";
-pub(crate) const EPOCHS_BUCKET: &str = "mnemo-epochs";
-const ANCHORS_STREAM: &str = "MNEMO-ANCHORS";
-const HEADS_STREAM: &str = "KV_mnemo-heads";
+pub(crate) use mnemo_core::names::{
+    ANCHOR_STATE_BUCKET as STATE_BUCKET, ANCHORS_STREAM, EPOCHS_BUCKET, HEADS_BUCKET,
+};
+use mnemo_core::names;
+use mnemo_ledger::provision::{ensure_kv, ensure_object_store, ensure_stream};
 
 /// Anchorer options.
 #[derive(Clone, Debug)]
@@ -96,13 +97,13 @@ fn now_ms() -> u64 {
 
 /// Every user's latest checkpoint, from the `mnemo-heads` KV view (last value per key).
 pub async fn read_checkpoints(js: &jetstream::Context) -> Result<Vec<Checkpoint>> {
-    let s = match js.get_stream(HEADS_STREAM).await {
+    let s = match js.get_stream(names::kv_stream(HEADS_BUCKET)).await {
         Ok(s) => s,
         Err(_) => return Ok(Vec::new()),
     };
     let c = s
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: "$KV.mnemo-heads.>".into(),
+            filter_subject: format!("$KV.{HEADS_BUCKET}.>"),
             deliver_policy: consumer::DeliverPolicy::LastPerSubject,
             ..Default::default()
         })
@@ -146,65 +147,56 @@ pub struct Anchorer {
     cfg: AnchorerConfig,
     state: kv::Store,
     epochs: object_store::ObjectStore,
-    pool: Option<sqlx::PgPool>,
     stats: Arc<AnchorStats>,
 }
 
 impl Anchorer {
     /// Opens (or creates) the anchor's KV bucket, object store and stream.
     pub async fn new(js: jetstream::Context, chain: Chain, cfg: AnchorerConfig) -> Result<Self> {
-        let state = match js.get_key_value(STATE_BUCKET).await {
-            Ok(k) => k,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: STATE_BUCKET.into(),
-                    description: "mnemo anchorer state and lease".into(),
-                    history: 1,
-                    num_replicas: cfg.replicas.max(1),
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(AnchorError::nats)?,
-        };
-        let epochs = match js.get_object_store(EPOCHS_BUCKET).await {
-            Ok(o) => o,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: EPOCHS_BUCKET.into(),
-                    description: Some("mnemo epoch leaves (checkpoints)".into()),
-                    storage: stream::StorageType::File,
-                    num_replicas: cfg.replicas.max(1),
-                    ..Default::default()
-                })
-                .await
-                .map_err(AnchorError::nats)?,
-        };
-        js.get_or_create_stream(stream::Config {
-            name: ANCHORS_STREAM.into(),
-            subjects: vec!["mnemo.anchors.*".into()],
-            storage: stream::StorageType::File,
-            max_messages_per_subject: 8,
-            num_replicas: cfg.replicas.max(1),
-            ..Default::default()
-        })
-        .await
-        .map_err(AnchorError::nats)?;
+        let replicas = cfg.replicas.max(1);
+        let state = ensure_kv(
+            &js,
+            kv::Config {
+                bucket: STATE_BUCKET.into(),
+                description: "mnemo anchorer state and lease".into(),
+                history: 1,
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let epochs = ensure_object_store(
+            &js,
+            object_store::Config {
+                bucket: EPOCHS_BUCKET.into(),
+                description: Some("mnemo epoch leaves (checkpoints)".into()),
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: ANCHORS_STREAM.into(),
+                subjects: vec![format!("{}.*", names::ANCHORS_SUBJECT_PREFIX)],
+                storage: stream::StorageType::File,
+                max_messages_per_subject: 8,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(Self {
             js,
             chain,
             cfg,
             state,
             epochs,
-            pool: None,
             stats: Arc::new(AnchorStats::default()),
         })
-    }
-
-    /// Also record receipts in the PostgreSQL `anchors` view.
-    pub fn with_pool(mut self, pool: sqlx::PgPool) -> Self {
-        self.pool = Some(pool);
-        self
     }
 
     /// The counters.
@@ -364,33 +356,13 @@ impl Anchorer {
         self.put("last", rec).await?;
         self.js
             .publish(
-                format!("mnemo.anchors.{}", rec.epoch),
+                names::anchor_subject(rec.epoch),
                 serde_json::to_vec(rec).expect("serialisable").into(),
             )
             .await
             .map_err(AnchorError::nats)?
             .await
             .map_err(AnchorError::nats)?;
-        if let (Some(pool), Some(r)) = (&self.pool, &rec.receipt) {
-            sqlx::query(
-                "INSERT INTO anchors (epoch, root, prev_root, leaf_count, chain_id, contract, tx_hash, block_number, block_hash, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
-                 ON CONFLICT (epoch) DO UPDATE SET tx_hash = EXCLUDED.tx_hash, block_number = EXCLUDED.block_number,
-                   block_hash = EXCLUDED.block_hash, recorded_at = now()",
-            )
-            .bind(rec.epoch as i64)
-            .bind(rec.root.0.to_vec())
-            .bind(rec.prev_root.0.to_vec())
-            .bind(rec.leaf_count as i64)
-            .bind(r.chain_id as i64)
-            .bind(r.contract.0.to_vec())
-            .bind(r.tx_hash.0.to_vec())
-            .bind(r.block_number as i64)
-            .bind(r.block_hash.0.to_vec())
-            .execute(pool)
-            .await
-            .map_err(|e| AnchorError::Nats(format!("anchors view: {e}")))?;
-        }
         Ok(())
     }
 
@@ -448,7 +420,7 @@ impl Anchorer {
     }
 
     async fn head_updates(&self) -> u64 {
-        match self.js.get_stream(HEADS_STREAM).await {
+        match self.js.get_stream(names::kv_stream(HEADS_BUCKET)).await {
             Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
             Err(_) => 0,
         }

@@ -23,6 +23,9 @@ pub enum AnchorError {
     /// Bad configuration (key, URL, address).
     #[error("config: {0}")]
     Config(String),
+    /// Creating or opening a stream or bucket failed (NATS); retried.
+    #[error(transparent)]
+    Provision(#[from] mnemo_ledger::LedgerError),
     /// Another instance holds the anchoring lease.
     #[error("another instance holds the anchor lease")]
     NotLeader,

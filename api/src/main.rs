@@ -376,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             let client = c.connect().await?;
             let js = async_nats::jetstream::new(client);
-            let mut a = mnemo_anchor::Anchorer::new(
+            let a = mnemo_anchor::Anchorer::new(
                 js,
                 ch,
                 mnemo_anchor::AnchorerConfig {
@@ -386,9 +386,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            if let Some(url) = &c.database_url {
-                a = a.with_pool(pool(url).await?);
-            }
             let listener =
                 mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
             let router = health::anchor_router(a.stats());

@@ -194,8 +194,7 @@ async fn start_services(
                 ..Default::default()
             },
         )
-        .await?
-        .with_pool(p.pool.clone());
+        .await?;
         anchor_stats = Some(a.stats());
         let rx = rx.clone();
         tasks.push(tokio::spawn(async move { Ok(a.run(rx).await?) }));

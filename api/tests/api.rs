@@ -70,8 +70,7 @@ async fn stack() -> Stack {
         .unwrap();
     let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
         .await
-        .unwrap()
-        .with_pool(pool.clone());
+        .unwrap();
     let auth = Auth::new(&SigningKey::from_bytes(&JWT_SEED), "mnemo", "mnemo-api");
     let api = Arc::new(Api {
         ledger: ledger.clone(),
