@@ -18,7 +18,7 @@ pub struct Health {
     /// JetStream, to measure lag.
     pub js: async_nats::jetstream::Context,
     /// The views' database.
-    pub pool: sqlx::PgPool,
+    pub views: mnemo_projections::Views,
     /// The projector's view name.
     pub view: String,
     /// The projector's counters.
@@ -26,7 +26,7 @@ pub struct Health {
     /// Ready while the view is at most this many events behind.
     pub max_lag: u64,
     /// The API's counters, when it runs.
-    pub api: Option<Arc<crate::app::ApiStats>>,
+    pub api: Option<Arc<crate::http::ApiStats>>,
     /// The anchorer's counters, when it runs.
     pub anchor: Option<Arc<mnemo_anchor::AnchorStats>>,
 }
@@ -41,7 +41,7 @@ pub fn router(h: Health) -> Router {
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    match mnemo_projections::lag(&h.js, &h.pool, &h.view).await {
+    match mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await {
         Ok(lag) => {
             let ready = lag <= h.max_lag;
             let body = serde_json::json!({ "ready": ready, "lag": { h.view.clone(): lag } });
@@ -85,7 +85,7 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         "Batches that failed and were retried",
         ConstCounter::new(s.retries.load(Ordering::Relaxed)),
     );
-    if let Ok(lag) = mnemo_projections::lag(&h.js, &h.pool, &h.view).await {
+    if let Ok(lag) = mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await {
         sub.register(
             "projection_lag_events",
             "Events the view is behind the chains",

@@ -1,15 +1,16 @@
 //! # mnemo-api
 //!
-//! The `mnemo` server's library: the REST API ([`app`]), its authentication ([`auth`]) and
+//! The `mnemo` server's library: the REST API ([`http`], one module per resource), its authentication ([`auth`]) and
 //! errors ([`problem`]), custody exports ([`export`]), the OpenAPI document ([`openapi`]),
-//! health and metrics endpoints ([`health`]), NATS accounts and device credentials
+//! health and metrics endpoints ([`health`]), the one clock ([`clock`]), NATS accounts and device credentials
 //! ([`natsauth`]). The binary (`src/main.rs`) wires it to the
 //! command line.
 
-pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod export;
 pub mod health;
+pub mod http;
 pub mod natsauth;
 pub mod openapi;
 pub mod problem;

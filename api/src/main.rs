@@ -263,11 +263,8 @@ impl Config {
     }
 }
 
-pub(crate) async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+pub(crate) async fn views(url: &str) -> anyhow::Result<mnemo_projections::Views> {
+    mnemo_projections::Views::connect(url)
         .await
         .context("connecting to PostgreSQL")
 }
@@ -354,8 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Migrate => {
-            let pool = pool(c.database_url()?).await?;
-            mnemo_projections::migrate(&pool).await?;
+            views(c.database_url()?).await?.migrate().await?;
             println!("migrations applied");
         }
         Command::Anchor(AnchorCmd::Deploy { chain }) => {
@@ -387,7 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             let listener =
-                mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
+                mnemo_api::http::bind(listen).with_context(|| format!("listening on {listen}"))?;
             let router = health::anchor_router(a.stats());
             let server = tokio::spawn(async move { axum::serve(listener, router).await });
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -401,7 +397,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = c.connect().await?;
             let js = async_nats::jetstream::new(client.clone());
             let url = c.database_url()?;
-            let pool = pool(url).await?;
+            let views = views(url).await?;
+            let pool = views.pool().clone();
             match p {
                 Projections::Lag { view } => {
                     println!("{}", mnemo_projections::lag(&js, &pool, &view).await?);
@@ -421,14 +418,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                     let h = health::Health {
                         js,
-                        pool,
+                        views,
                         view: "pg".into(),
                         stats: projector.stats(),
                         max_lag,
                         api: None,
                         anchor: None,
                     };
-                    let listener = mnemo_api::app::bind(listen)
+                    let listener = mnemo_api::http::bind(listen)
                         .with_context(|| format!("listening on {listen}"))?;
                     tracing::info!(%listen, "health and metrics endpoints up");
                     println!("listening on {}", listener.local_addr()?);

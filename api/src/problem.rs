@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mnemo_ledger::LedgerError;
+use mnemo_projections::ProjectionError;
 use serde::Serialize;
 
 /// An API error: status, a stable type slug, a human detail.
@@ -104,6 +105,16 @@ impl From<LedgerError> for Problem {
             other @ LedgerError::UserExists(_) => {
                 Problem::new(StatusCode::CONFLICT, "exists", other.to_string())
             }
+            other @ (LedgerError::Conflict(_) | LedgerError::HeadMoved(_)) => Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{other}; nothing was written, retry"),
+            ),
+            other @ LedgerError::ChainFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "chain-full",
+                format!("{other}: nothing was written"),
+            ),
             // Retryable: the message store did not answer (nothing is known to be written
             // unless a later read shows it; an `Idempotency-Key` makes the retry safe).
             other @ LedgerError::Nats { .. } => {
@@ -115,9 +126,31 @@ impl From<LedgerError> for Problem {
     }
 }
 
-impl From<sqlx::Error> for Problem {
-    fn from(e: sqlx::Error) -> Self {
-        Problem::internal(e)
+impl From<ProjectionError> for Problem {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            // Retryable: the views' database did not answer.
+            e @ (ProjectionError::Db(_) | ProjectionError::Nats(_)) => {
+                tracing::warn!(error = %e, "views unavailable");
+                Problem::unavailable("the views did not answer; retry")
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl Problem {
+    /// A user whose view is quarantined: an event of their chain was refused by the chain
+    /// rules, so the view stops before it (503: the other users are served).
+    pub fn quarantined(user: &mnemo_core::UserId, q: &mnemo_projections::Quarantine) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "quarantined",
+            format!(
+                "the views of {user} are quarantined: event {} of the chain fails check {} ({}); the operator must repair or rebuild",
+                q.seq, q.check, q.reason
+            ),
+        )
     }
 }
 

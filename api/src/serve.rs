@@ -1,7 +1,7 @@
 //! `mnemo serve` and `mnemo dev`.
 
 use anyhow::Context;
-use mnemo_api::app::{Api, ApiConfig, ApiStats};
+use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_api::auth::{Auth, ExternalIssuer};
 use mnemo_api::health;
 use mnemo_core::{SigningKey, UserId};
@@ -95,7 +95,7 @@ pub struct ServeArgs {
 struct Parts {
     client: async_nats::Client,
     ledger_cfg: LedgerConfig,
-    pool: sqlx::PgPool,
+    views: mnemo_projections::Views,
     auth: Auth,
     listen: Option<SocketAddr>,
     projector: bool,
@@ -163,14 +163,14 @@ async fn start_services(
     tasks: &mut Vec<JoinHandle<anyhow::Result<()>>>,
 ) -> anyhow::Result<Started> {
     let js = async_nats::jetstream::new(p.client.clone());
-    mnemo_projections::migrate(&p.pool).await?;
+    p.views.migrate().await?;
     let ledger_master = p.ledger_cfg.master_key.clone();
     let replicas = p.ledger_cfg.replicas;
     let ledger = Ledger::connect(p.client.clone(), p.ledger_cfg).await?;
     let projector = mnemo_projections::Projector::new(
         js.clone(),
         ledger.clone(),
-        p.pool.clone(),
+        p.views.pool().clone(),
         mnemo_projections::ProjectorConfig {
             replicas,
             ..Default::default()
@@ -225,7 +225,7 @@ async fn start_services(
         let api_stats = Arc::new(ApiStats::default());
         let api = Arc::new(Api {
             ledger: ledger.clone(),
-            pool: p.pool.clone(),
+            views: p.views.clone(),
             js: js.clone(),
             auth: p.auth,
             cfg: ApiConfig {
@@ -237,16 +237,16 @@ async fn start_services(
         });
         let h = health::Health {
             js,
-            pool: p.pool.clone(),
+            views: p.views.clone(),
             view: "pg".into(),
             stats: proj_stats,
             max_lag: p.max_lag,
             api: Some(api_stats),
             anchor: anchor_stats,
         };
-        let app = mnemo_api::app::app(api, health::router(h));
+        let app = mnemo_api::http::app(api, health::router(h));
         let listener =
-            mnemo_api::app::bind(listen).with_context(|| format!("listening on {listen}"))?;
+            mnemo_api::http::bind(listen).with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr()?);
         tracing::info!(listen = %listener.local_addr()?, "API up");
         // Small JSON answers: do not let Nagle hold them back waiting for an ACK.
@@ -352,7 +352,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 operator,
                 client: c.connect().await?,
                 ledger_cfg: ledger_cfg.clone(),
-                pool: crate::pool(&database_url).await?,
+                views: crate::views(&database_url).await?,
                 auth: auth.clone(),
                 listen: (!a.no_api).then_some(a.listen),
                 projector: !a.no_projector,
@@ -548,7 +548,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
             SecretKey::from_bytes(DevSecrets::seed(&secrets.master_key)?),
             SigningKey::from_bytes(&DevSecrets::seed(&secrets.signing_key)?),
         ),
-        pool: crate::pool(&db).await?,
+        views: crate::views(&db).await?,
         auth: auth.clone(),
         listen: Some(
             a.listen

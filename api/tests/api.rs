@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
-use mnemo_api::app::{Api, ApiConfig, ApiStats, is_problem};
+use mnemo_api::http::{Api, ApiConfig, ApiStats, is_problem};
 use mnemo_api::auth::Auth;
 use mnemo_core::custody::{BundleItem, CustodyVerifier};
 use mnemo_core::{SigningKey, UserId};
@@ -74,7 +74,7 @@ async fn stack() -> Stack {
     let auth = Auth::new(&SigningKey::from_bytes(&JWT_SEED), "mnemo", "mnemo-api");
     let api = Arc::new(Api {
         ledger: ledger.clone(),
-        pool: pool.clone(),
+        views: mnemo_projections::Views::from_pool(pool.clone()),
         js: js.clone(),
         auth: auth.clone(),
         cfg: ApiConfig {
@@ -85,7 +85,7 @@ async fn stack() -> Stack {
         accounts: None,
     });
     Stack {
-        router: mnemo_api::app::router(api),
+        router: mnemo_api::http::router(api),
         _nats: nats,
         _pg: pg,
         _anvil: anvil,

@@ -408,9 +408,9 @@ async fn devices_over_the_rest_api() {
         .run(rx),
     );
     let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&[7; 32]), "mnemo", "mnemo-api");
-    let router = mnemo_api::app::router(std::sync::Arc::new(mnemo_api::app::Api {
+    let router = mnemo_api::http::router(std::sync::Arc::new(mnemo_api::http::Api {
         ledger: h.ledger.clone(),
-        pool,
+        views: mnemo_projections::Views::from_pool(pool),
         js,
         auth: auth.clone(),
         cfg: Default::default(),

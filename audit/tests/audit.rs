@@ -617,3 +617,99 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
         "{msg}"
     );
 }
+
+/// An insider event that breaks a kind rule, signed with the real custody key (here an
+/// `access_recorded` under a grant the chain never created, appended through the ledger's
+/// raw event path), is refused by the projector and by `mnemo-audit` with the same check
+/// named; the projector quarantines that user's view alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check() {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect(&pg.url("mnemo"))
+        .await
+        .unwrap();
+    mnemo_projections::migrate(&pool).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&CUSTODY_SEED));
+    let ledger = Ledger::connect(client, cfg).await.unwrap();
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(
+        Projector::new(
+            js.clone(),
+            ledger.clone(),
+            pool.clone(),
+            ProjectorConfig {
+                rescan: Duration::from_millis(100),
+                ..Default::default()
+            },
+        )
+        .run(rx),
+    );
+    let carol = UserId::new("carol").unwrap();
+    let dave = UserId::new("dave").unwrap();
+    for u in [&carol, &dave] {
+        ledger.create_user(u).await.unwrap();
+        ledger.append(u, note(1)).await.unwrap();
+    }
+    ledger
+        .append_event(
+            &carol,
+            EventBody::AccessRecorded {
+                accessor: dave.clone(),
+                grant: GrantId([9; 16]),
+                action: AccessAction::List,
+                memories: vec![],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    ledger.append(&dave, note(2)).await.unwrap();
+    // the projector: carol quarantined at seq 3 with the check named, dave goes on
+    let t = Instant::now();
+    let (seq, check) = loop {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, check_code FROM quarantine WHERE user_id = 'carol'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        if let Some(r) = row {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never quarantined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((seq, check.as_str()), (3, "bad_grant"));
+    caught_up(&js, &ledger, &dave).await;
+    let views: Vec<(String, i64)> =
+        sqlx::query_as("SELECT user_id, last_seq FROM users ORDER BY user_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(views, [("carol".into(), 2), ("dave".into(), 3)]);
+    // mnemo-audit on carol's export: invalid, the same check at the same seq
+    let mut out = Vec::new();
+    mnemo_api::export::write_bundle(&ledger, None, &carol, mnemo_core::TimestampMs(1), &mut out)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("carol.jsonl");
+    std::fs::write(&path, &out).unwrap();
+    let (code, stdout, _) = audit(&["verify", "--bundle", path.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["failure"]["code"], "bad_grant", "{stdout}");
+    assert_eq!(report["failure"]["seq"], 3, "{stdout}");
+    // and dave's chain verifies
+    let mut out = Vec::new();
+    mnemo_api::export::write_bundle(&ledger, None, &dave, mnemo_core::TimestampMs(1), &mut out)
+        .await
+        .unwrap();
+    std::fs::write(&path, &out).unwrap();
+    let (code, stdout, _) = audit(&["verify", "--bundle", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}");
+}

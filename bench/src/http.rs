@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use mnemo_api::app::{Api, ApiConfig, ApiStats};
+use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_api::auth::Auth;
 use mnemo_core::{SigningKey, UserId};
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
@@ -109,20 +109,20 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     );
     let api = Arc::new(Api {
         ledger: ledger.clone(),
-        pool,
+        views: mnemo_projections::Views::from_pool(pool),
         js: async_nats::jetstream::new(client),
         auth,
         cfg: ApiConfig::default(),
         stats: Arc::new(ApiStats::default()),
         accounts: None,
     });
-    let listener = mnemo_api::app::bind("127.0.0.1:0".parse()?)?;
+    let listener = mnemo_api::http::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     let url = "/v1/memories".to_owned();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let app = mnemo_api::app::app(api, axum::Router::new());
+    let app = mnemo_api::http::app(api, axum::Router::new());
     tokio::spawn(async move {
         axum::serve(
             listener,

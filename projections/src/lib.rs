@@ -25,6 +25,7 @@
 //! Not here: HTTP (the API exposes `lag` and the counters), anchoring.
 
 mod error;
+pub mod pg;
 mod projector;
 mod rebuild;
 mod state;
@@ -32,6 +33,9 @@ mod state;
 pub use error::{ProjectionError, Result};
 pub use projector::kv_head;
 pub use projector::{Head, Projector, ProjectorConfig, ProjectorStats, lag};
+pub use pg::{
+    AccessRow, GrantRole, GrantRow, MemoryFilter, MemoryRow, SharedCandidates, SyncedHead, Views,
+};
 pub use state::Quarantine;
 pub use rebuild::{RebuildReport, rebuild};
 

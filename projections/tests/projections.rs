@@ -311,7 +311,7 @@ async fn postgres_down_during_ingest_then_views_catch_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_event_goes_to_the_dead_letter_subject_and_the_projector_goes_on() {
+async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_letter_subject() {
     let s = stack(Layout::Sharded { shards: 2 }).await;
     let good = UserId::new("good").unwrap();
     let bad = UserId::new("bad").unwrap();
@@ -334,8 +334,8 @@ async fn a_tampered_event_goes_to_the_dead_letter_subject_and_the_projector_goes
     let (forged, _) = head.next_event(
         &SigningKey::from_bytes(&[4; 32]),
         mnemo_core::TimestampMs(1),
-        mnemo_core::EventBody::GrantRevoked {
-            grant: mnemo_core::GrantId([1; 16]),
+        mnemo_core::EventBody::MemoryErased {
+            target: mnemo_core::ErasureTarget::All,
         },
         None,
         None,
@@ -364,7 +364,7 @@ async fn a_tampered_event_goes_to_the_dead_letter_subject_and_the_projector_goes
         .get("Mnemo-Reason")
         .unwrap()
         .to_string();
-    assert!(reason.contains("bad seq 3: bad signature"), "{reason}");
+    assert!(reason.contains("bad seq 3: bad_signature"), "{reason}");
     caught_up(&s, Duration::from_secs(30)).await;
     let good_last: i64 = sqlx::query_scalar("SELECT last_seq FROM users WHERE user_id = 'good'")
         .fetch_one(&s.pool)
@@ -376,6 +376,17 @@ async fn a_tampered_event_goes_to_the_dead_letter_subject_and_the_projector_goes
         .await
         .unwrap();
     assert_eq!(bad_last, 2, "the tampered event was not applied");
+    let (seq, check): (i64, String) =
+        sqlx::query_as("SELECT seq, check_code FROM quarantine WHERE user_id = 'bad'")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!((seq, check.as_str()), (3, "bad_signature"));
+    let quarantined: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(quarantined, 1, "only the tampered user is quarantined");
     stop.send(true).unwrap();
     h.await.unwrap();
 }

@@ -1,0 +1,65 @@
+//! The caller's own chain: `GET /v1/chain` (signed events, in pages) and `/v1/chain/head`.
+
+use axum::Json;
+use axum::extract::State;
+use mnemo_core::Seq;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use axum::routing::{get};
+use super::S;
+use super::extract::{ApiQuery, Caller};
+use crate::problem::{ApiResult, Problem};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn get_chain(
+    State(api): State<S>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ChainQuery>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let from = q.from.unwrap_or(1).max(1);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request("limit must be 1..=1000"));
+    }
+    let events = api.ledger.events(user, Seq(from), limit).await?;
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.event.seq.0,
+                "hash": e.hash,
+                "event": e.event,
+                "wire": hex::encode(e.event.to_wire()),
+            })
+        })
+        .collect();
+    let next = (items.len() == limit).then(|| from + limit as u64);
+    Ok(Json(json!({ "items": items, "next_from": next })))
+}
+
+async fn get_head(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let tip = api
+        .ledger
+        .head(user)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no user {user}")))?;
+    Ok(Json(
+        json!({ "user": user, "seq": tip.len, "hash": tip.hash }),
+    ))
+}
+
+/// This resource's routes.
+pub(crate) fn router() -> axum::Router<S> {
+    axum::Router::new()
+        .route("/v1/chain", get(get_chain))
+        .route("/v1/chain/head", get(get_head))
+}

@@ -1,0 +1,164 @@
+//! Grants: `POST /v1/grants` and `DELETE /v1/grants/{id}` append `grant_created` and
+//! `grant_revoked` to the owner's chain; `GET /v1/grants` lists those given or received.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mnemo_core::{Capabilities, EventBody, GrantConditions, GrantId, TimestampMs};
+use mnemo_ledger::LedgerError;
+use mnemo_projections::GrantRole;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use axum::routing::{delete, post};
+use super::S;
+use super::extract::{ApiJson, ApiQuery, Caller, user_id};
+use crate::clock::now_ms;
+use crate::problem::{ApiResult, Problem};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    grantee: String,
+    capabilities: Capabilities,
+    #[serde(default)]
+    conditions: GrantConditions,
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    expires_at: Option<i64>,
+}
+
+async fn create_grant(
+    State(api): State<S>,
+    caller: Caller,
+    ApiJson(g): ApiJson<NewGrant>,
+) -> ApiResult<impl IntoResponse> {
+    let user = caller.user()?;
+    let grantee = user_id(&g.grantee)?;
+    if grantee == *user {
+        return Err(Problem::bad_request("a grant to oneself means nothing"));
+    }
+    if !g.capabilities.metadata && !g.capabilities.content {
+        return Err(Problem::bad_request(
+            "a grant needs at least one capability",
+        ));
+    }
+    if g.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Problem::bad_request("expires_at is in the past"));
+    }
+    if api.ledger.head(&grantee).await?.is_none() {
+        return Err(Problem::not_found(format!("no user {grantee}")));
+    }
+    let grant = GrantId(rand::random());
+    let r = api
+        .ledger
+        .append_event(
+            user,
+            EventBody::GrantCreated {
+                grant,
+                grantee: grantee.clone(),
+                capabilities: g.capabilities,
+                conditions: g.conditions,
+                expires_at: g.expires_at.map(TimestampMs),
+            },
+            None,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsQuery {
+    /// `owner` (default: grants I gave) or `grantee` (grants given to me).
+    role: Option<String>,
+}
+
+async fn list_grants(
+    State(api): State<S>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<GrantsQuery>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let role = match q.role.as_deref() {
+        None | Some("owner") => {
+            api.sync(user).await?;
+            GrantRole::Owner
+        }
+        Some("grantee") => GrantRole::Grantee,
+        Some(_) => return Err(Problem::bad_request("role is owner or grantee")),
+    };
+    let now = TimestampMs(now_ms());
+    let items: Vec<Value> = api
+        .views
+        .grants(user, role)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let g = &r.grant;
+            json!({
+                "id": g.id,
+                "owner": r.owner,
+                "grantee": g.grantee,
+                "capabilities": g.capabilities,
+                "conditions": g.conditions,
+                "expires_at": g.expires_at,
+                "created_seq": r.created_seq,
+                "revoked_seq": r.revoked_seq,
+                "live": !g.revoked && g.expires_at.is_none_or(|e| e > now),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn revoke_grant(
+    State(api): State<S>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let grant = GrantId::from_hex(&id)
+        .map_err(|_| Problem::bad_request("grant ids are 32 hex characters"))?;
+    for _ in 0..8 {
+        let synced = api.sync(user).await?;
+        let revoked = api.views.grant(user, &grant).await?.map(|r| r.revoked_seq);
+        match revoked {
+            None => return Err(Problem::not_found(format!("no grant {grant}"))),
+            Some(Some(_)) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "revoked",
+                    format!("grant {grant} is already revoked"),
+                ));
+            }
+            Some(None) => {}
+        }
+        // Only on top of the head the check saw: two revocations can not both land.
+        match api
+            .ledger
+            .append_event_after(user, EventBody::GrantRevoked { grant }, synced.head)
+            .await
+        {
+            Ok(r) => {
+                return Ok(Json(
+                    json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash }),
+                ));
+            }
+            Err(LedgerError::HeadMoved(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Problem::unavailable("the chain is busy; retry"))
+}
+
+/// This resource's routes.
+pub(crate) fn router() -> axum::Router<S> {
+    axum::Router::new()
+        .route("/v1/grants", post(create_grant).get(list_grants))
+        .route("/v1/grants/{id}", delete(revoke_grant))
+}

@@ -1,0 +1,342 @@
+//! A user's own memories: `POST /v1/memories` (JSON text or a streamed binary upload),
+//! `GET /v1/memories` (listing and search), `GET /v1/memories/{id}` and its `/content`.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use mnemo_core::{Hash32, MemoryId, Seq, TimestampMs, UserId};
+use mnemo_ledger::{LedgerError, NewMemory};
+use mnemo_projections::{MemoryFilter, MemoryRow};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+
+use axum::routing::{get, post};
+use super::extract::{ApiJson, ApiQuery, Caller, memory_id};
+use super::{Api, S};
+use crate::problem::{ApiResult, Problem};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextMemory {
+    #[serde(default = "default_kind")]
+    kind: String,
+    text: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    /// Milliseconds since the epoch.
+    #[serde(default)]
+    captured_at: Option<i64>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+fn default_kind() -> String {
+    "note".into()
+}
+
+/// Metadata of a binary upload, in the query string.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadMeta {
+    kind: Option<String>,
+    /// Comma-separated.
+    tags: Option<String>,
+    captured_at: Option<i64>,
+    source: Option<String>,
+}
+
+async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult<Response> {
+    let user = caller.user()?;
+    let idem = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))
+        })
+        .transpose()?;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    let r = if is_json {
+        // A text memory may be as large as an upload.
+        let limit = api.cfg.max_upload.max(api.cfg.max_json);
+        let ApiJson(t) = ApiJson::<TextMemory>::read(req, &api, Some(limit)).await?;
+        let m = NewMemory {
+            kind: t.kind,
+            tags: t.tags,
+            captured_at: t.captured_at.map(TimestampMs),
+            source: t.source,
+            content_type: "text/plain; charset=utf-8".into(),
+            content: Bytes::from(t.text),
+            idempotency_key: idem,
+        };
+        api.ledger.append(user, m).await?
+    } else {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let limit = api.cfg.max_upload;
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("uploads are limited to {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        if declared == Some(0) {
+            return Err(Problem::bad_request("empty upload"));
+        }
+        let (mut parts, body) = req.into_parts();
+        let ApiQuery(meta) = ApiQuery::<UploadMeta>::from_request_parts(&mut parts, &api).await?;
+        // The body streams into the ledger, which encrypts it chunk by chunk into the
+        // object store: an upload is never held in memory whole.
+        let mut body = body
+            .into_data_stream()
+            .map(|r| r.map_err(std::io::Error::other));
+        let first = loop {
+            match body.next().await {
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => break b,
+                Some(Err(e)) => return Err(Problem::bad_request(format!("reading the body: {e}"))),
+                None => return Err(Problem::bad_request("empty upload")),
+            }
+        };
+        let m = NewMemory {
+            kind: meta.kind.unwrap_or_else(|| "file".into()),
+            tags: meta
+                .tags
+                .map(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            captured_at: meta.captured_at.map(TimestampMs),
+            source: meta.source,
+            content_type,
+            content: Bytes::new(),
+            idempotency_key: idem,
+        };
+        let content = futures::stream::iter([Ok(first)]).chain(body);
+        // Boxed: the JSON path's future (allocated per request) stays small.
+        match Box::pin(api.ledger.append_stream(user, m, content, limit)).await {
+            Err(LedgerError::PayloadTooLarge { .. }) => return Err(too_large()),
+            r => r?,
+        }
+    };
+    let status = if r.duplicate {
+        StatusCode::OK
+    } else {
+        api.stats.ingested.fetch_add(1, Ordering::Relaxed);
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(IngestReceipt {
+            id: r.memory,
+            seq: r.seq.0,
+            event_hash: r.hash,
+            duplicate: r.duplicate,
+        }),
+    )
+        .into_response())
+}
+
+/// What `POST /v1/memories` answers.
+#[derive(Serialize)]
+struct IngestReceipt {
+    id: Option<MemoryId>,
+    seq: u64,
+    event_hash: Hash32,
+    duplicate: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    tag: Option<String>,
+    kind: Option<String>,
+    /// Captured at or after (ms).
+    from: Option<i64>,
+    /// Captured before (ms).
+    until: Option<i64>,
+    /// Full-text query (web search syntax).
+    q: Option<String>,
+    /// From a previous page's `next_cursor`.
+    cursor: Option<i64>,
+    pub(crate) limit: Option<i64>,
+}
+
+/// A memory's metadata as the API shows it.
+#[derive(Serialize)]
+pub(crate) struct MemoryView {
+    pub(crate) id: MemoryId,
+    pub(crate) seq: i64,
+    kind: String,
+    tags: Vec<String>,
+    captured_at: Option<i64>,
+    source: Option<String>,
+    content_type: String,
+    size: i64,
+    storage: String,
+    ingested_at: i64,
+    pub(crate) erased: bool,
+}
+
+impl From<MemoryRow> for MemoryView {
+    fn from(m: MemoryRow) -> Self {
+        Self {
+            id: m.id,
+            seq: m.seq as i64,
+            kind: m.kind,
+            tags: m.tags,
+            captured_at: m.captured_at,
+            source: m.source,
+            content_type: m.content_type,
+            size: m.size,
+            storage: m.storage,
+            ingested_at: m.ingested_at,
+            erased: m.erased,
+        }
+    }
+}
+
+impl ListQuery {
+    /// The view's filter for this query.
+    pub(crate) fn filter(&self) -> MemoryFilter {
+        MemoryFilter {
+            tag: self.tag.clone(),
+            kind: self.kind.clone(),
+            from: self.from,
+            until: self.until,
+            q: self.q.clone(),
+            before_seq: self.cursor.map(|c| c.max(0) as u64),
+        }
+    }
+}
+
+pub(crate) fn page_limit(l: Option<i64>) -> ApiResult<i64> {
+    match l {
+        None => Ok(50),
+        Some(n @ 1..=500) => Ok(n),
+        Some(_) => Err(Problem::bad_request("limit must be 1..=500")),
+    }
+}
+
+async fn list_memories(
+    State(api): State<S>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let limit = page_limit(q.limit)?;
+    api.sync(user).await?;
+    let items: Vec<MemoryView> = api
+        .views
+        .memories(user, &q.filter(), limit)
+        .await?
+        .into_iter()
+        .map(MemoryView::from)
+        .collect();
+    let next = (items.len() as i64 == limit).then(|| items.last().map(|m| m.seq));
+    Ok(Json(
+        json!({ "items": items, "next_cursor": next.flatten() }),
+    ))
+}
+
+/// One of `user`'s memories from the view (after the barrier).
+pub(crate) async fn memory_row(api: &Api, user: &UserId, id: &MemoryId) -> ApiResult<MemoryView> {
+    api.views
+        .memory(user, id)
+        .await?
+        .map(MemoryView::from)
+        .ok_or_else(|| Problem::not_found(format!("no memory {id}")))
+}
+
+async fn get_memory(
+    State(api): State<S>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MemoryView>> {
+    let user = caller.user()?;
+    let id = memory_id(&id)?;
+    api.sync(user).await?;
+    Ok(Json(memory_row(&api, user, &id).await?))
+}
+
+/// A memory's content, decrypted and checked by the ledger as it streams out: large content
+/// is never held whole. The first piece is read before answering, so a missing object or a
+/// bad first chunk is a problem response; a later failure cuts the body short of its
+/// `Content-Length` (the ledger holds back the last piece until the whole matched the
+/// chain's hash), which no client takes for a complete answer.
+pub(crate) async fn content_response(api: &Api, user: &UserId, m: &MemoryView) -> ApiResult<Response> {
+    if m.erased {
+        return Err(LedgerError::Erased(m.id).into());
+    }
+    let events = api.ledger.events(user, Seq(m.seq as u64), 1).await?;
+    let stored = events
+        .first()
+        .ok_or_else(|| Problem::internal("view names an event the chain lacks"))?;
+    let opened = api.ledger.open_memory_stream(stored).await?;
+    let mut content = opened.content;
+    let first = match content.next().await {
+        Some(Ok(piece)) => piece,
+        Some(Err(e)) => return Err(mnemo_ledger::content_error(&opened.memory, e).into()),
+        None => Bytes::new(),
+    };
+    let memory = opened.memory;
+    let rest = content.inspect(move |r| {
+        if let Err(e) = r {
+            tracing::error!(%memory, error = %e, "content stream failed; response cut short");
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, opened.record.content_type.clone()),
+            (header::CONTENT_LENGTH, opened.size.to_string()),
+        ],
+        Body::from_stream(futures::stream::iter([Ok(first)]).chain(rest)),
+    )
+        .into_response())
+}
+
+async fn get_content(
+    State(api): State<S>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let user = caller.user()?;
+    let id = memory_id(&id)?;
+    api.sync(user).await?;
+    let m = memory_row(&api, user, &id).await?;
+    content_response(&api, user, &m).await
+}
+
+/// This resource's routes.
+pub(crate) fn router() -> axum::Router<S> {
+    axum::Router::new()
+        .route("/v1/memories", post(ingest).get(list_memories))
+        .route("/v1/memories/{id}", get(get_memory))
+        .route("/v1/memories/{id}/content", get(get_content))
+}
