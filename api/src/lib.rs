@@ -2,8 +2,8 @@
 //!
 //! The `mnemo` server's library: the REST API ([`http`], one module per resource), its authentication ([`auth`]) and
 //! errors ([`problem`]), custody exports ([`export`]), the OpenAPI document ([`openapi`]),
-//! health and metrics endpoints ([`health`]), the one clock ([`clock`]), NATS accounts and device credentials
-//! ([`natsauth`]). The binary (`src/main.rs`) wires it to the
+//! health and metrics endpoints ([`health`]), the one clock ([`clock`]), NATS accounts, device credentials and the device
+//! gateway ([`nats`]). The binary (`src/main.rs`) wires it to the
 //! command line.
 
 pub mod auth;
@@ -11,6 +11,6 @@ pub mod clock;
 pub mod export;
 pub mod health;
 pub mod http;
-pub mod natsauth;
+pub mod nats;
 pub mod openapi;
 pub mod problem;

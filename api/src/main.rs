@@ -302,12 +302,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let ledger = Ledger::connect(client.clone(), cfg).await?;
             ledger.create_user(&user).await?;
             if let Some(dir) = &c.nats_dir {
-                let setup = mnemo_api::natsauth::OperatorSetup::load(dir)?;
-                let accounts = mnemo_api::natsauth::Accounts::for_setup(
+                let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+                let accounts = mnemo_api::nats::Accounts::for_setup(
                     &setup,
                     server_addrs(&c.nats_url)?,
                     &async_nats::jetstream::new(client),
                     master,
+                    c.replicas.max(1),
                 )
                 .await?;
                 let account = accounts.create(&user).await?;
@@ -338,7 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     dir.display()
                 );
             }
-            let setup = mnemo_api::natsauth::OperatorSetup::generate();
+            let setup = mnemo_api::nats::OperatorSetup::generate();
             setup
                 .write(&dir)
                 .with_context(|| format!("writing {}", dir.display()))?;

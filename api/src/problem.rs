@@ -66,16 +66,23 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The problem+json body (REST answers and NATS error replies carry the same).
+    pub fn body(&self) -> Vec<u8> {
         let title = self.status.canonical_reason().unwrap_or("error");
-        let body = serde_json::to_vec(&Body {
+        serde_json::to_vec(&Body {
             kind: format!("https://mnemo.dev/problems/{}", self.slug),
             title,
             status: self.status.as_u16(),
             detail: &self.detail,
         })
-        .expect("serialisable");
+        .unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut r = (self.status, body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -120,6 +127,22 @@ impl From<LedgerError> for Problem {
             other @ LedgerError::Nats { .. } => {
                 tracing::warn!(error = %other, "NATS unavailable");
                 Problem::unavailable("the message store did not answer; retry")
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
+
+impl From<crate::nats::NatsAuthError> for Problem {
+    fn from(e: crate::nats::NatsAuthError) -> Self {
+        use crate::nats::NatsAuthError as E;
+        match e {
+            E::Ledger(l) => l.into(),
+            e @ E::NoAccount(_) => Problem::not_found(e.to_string()),
+            e @ E::Exists(_) => Problem::new(StatusCode::CONFLICT, "exists", e.to_string()),
+            e @ E::Nats { .. } => {
+                tracing::warn!(error = %e, "NATS unavailable");
+                Problem::unavailable("NATS did not answer; retry")
             }
             other => Problem::internal(other),
         }

@@ -103,13 +103,13 @@ struct Parts {
     max_upload: usize,
     max_lag: u64,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
-    operator: Option<(mnemo_api::natsauth::OperatorSetup, String)>,
+    operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
 }
 
 /// Running services; `stop` ends them.
 struct Running {
     addr: Option<SocketAddr>,
-    accounts: Option<mnemo_api::natsauth::Accounts>,
+    accounts: Option<mnemo_api::nats::Accounts>,
     ledger: Ledger,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -153,7 +153,7 @@ async fn start(p: Parts) -> anyhow::Result<Running> {
 
 type Started = (
     Option<SocketAddr>,
-    Option<mnemo_api::natsauth::Accounts>,
+    Option<mnemo_api::nats::Accounts>,
     Ledger,
 );
 
@@ -202,20 +202,20 @@ async fn start_services(
     }
     let mut accounts = None;
     if let Some((setup, url)) = p.operator {
-        let a = mnemo_api::natsauth::Accounts::for_setup(
+        let a = mnemo_api::nats::Accounts::for_setup(
             &setup,
             crate::server_addrs(&url)?,
             &js,
             ledger_master.clone(),
+            replicas,
         )
         .await?;
         let rx = rx.clone();
-        tasks.push(tokio::spawn(mnemo_api::natsauth::serve_devices(
-            p.client.clone(),
-            ledger.clone(),
-            a.clone(),
-            rx,
-        )));
+        let (client, ledger) = (p.client.clone(), ledger.clone());
+        let gateway = a.clone();
+        tasks.push(tokio::spawn(async move {
+            Ok(mnemo_api::nats::serve_devices(client, ledger, gateway, rx).await?)
+        }));
         tracing::info!("device ingest and read over NATS running");
         accounts = Some(a);
     }
@@ -343,7 +343,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
         let result = async {
             let operator = match &c.nats_dir {
                 Some(dir) => Some((
-                    mnemo_api::natsauth::OperatorSetup::load(dir)?,
+                    mnemo_api::nats::OperatorSetup::load(dir)?,
                     c.nats_url.clone(),
                 )),
                 None => None,
@@ -423,7 +423,7 @@ impl DevSecrets {
             signing_key: hex::encode(rand::random::<[u8; 32]>()),
             jwt_key: hex::encode(rand::random::<[u8; 32]>()),
         };
-        mnemo_api::natsauth::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+        mnemo_api::nats::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
         Ok(s)
     }
 
@@ -476,23 +476,23 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     eprintln!("mnemo dev: state in {}", dir.display());
     let (setup, nats_dir, reuse_nats) = match &c.nats_dir {
         Some(d) => (
-            mnemo_api::natsauth::OperatorSetup::load(d)?,
+            mnemo_api::nats::OperatorSetup::load(d)?,
             d.clone(),
             true,
         ),
         None => {
             let d = dir.join("nats");
             let setup = if d.join("jwt").exists() {
-                mnemo_api::natsauth::OperatorSetup::load(&d)?
+                mnemo_api::nats::OperatorSetup::load(&d)?
             } else {
-                let s = mnemo_api::natsauth::OperatorSetup::generate();
+                let s = mnemo_api::nats::OperatorSetup::generate();
                 s.write(&d)?;
                 s
             };
             (setup, d, false)
         }
     };
-    let operator_config = setup.server_config(&nats_dir.join("jwt"));
+    let operator_config = setup.server_config(&nats_dir.join("jwt"))?;
     let (start_pg, start_anvil) = (c.database_url.is_none(), a.rpc_url.is_none());
     let (nats_store, pg_dir, anvil_dir) =
         (dir.join("nats-server"), dir.join("pg"), dir.join("anvil"));
@@ -538,7 +538,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let contract = dev_contract(&dir, &rpc, &anchor_key).await?;
     let jwt_seed = DevSecrets::seed(&secrets.jwt_key)?;
     let auth = Auth::new(&SigningKey::from_bytes(&jwt_seed), "mnemo", "mnemo-api");
-    let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds())?
+    let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds()?)?
         .connect(crate::server_addrs(&nats_url)?)
         .await?;
     let running = start(Parts {
@@ -585,7 +585,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         .issue_device(&demo, "demo-device", 24 * 3600)
         .await?;
     let creds_path = dir.join("demo-device.creds");
-    mnemo_api::natsauth::write_private(&creds_path, demo_creds.as_bytes())?;
+    mnemo_api::nats::write_private(&creds_path, demo_creds.as_bytes())?;
     let memories = [
         (
             "conversation",

@@ -15,7 +15,7 @@ use super::{Api, S};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
 
-fn accounts(api: &Api) -> ApiResult<&crate::natsauth::Accounts> {
+fn accounts(api: &Api) -> ApiResult<&crate::nats::Accounts> {
     api.accounts.as_ref().ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -103,7 +103,7 @@ pub struct Api {
     /// Counters.
     pub stats: Arc<ApiStats>,
     /// NATS accounts (operator mode), when configured.
-    pub accounts: Option<crate::natsauth::Accounts>,
+    pub accounts: Option<crate::nats::Accounts>,
 }
 
 /// The state handlers get.

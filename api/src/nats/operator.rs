@@ -1,0 +1,244 @@
+//! The operator (with a signing key), the system account and the mnemo service account,
+//! their users' credentials, and the server configuration (`mnemo nats init`). Seeds are
+//! written with mode 0600 and never logged.
+
+use nkeys::KeyPair;
+use std::path::Path;
+
+use super::claims::{self, Export, Limits, User};
+use super::error::{NatsAuthError, Result};
+use mnemo_core::names::{INGEST_PREFIX, READ_PREFIX};
+
+/// The operator, system account and service account, with what the server and the mnemo
+/// service need.
+pub struct OperatorSetup {
+    /// The operator's identity key.
+    pub operator: KeyPair,
+    /// The operator's signing key (signs every account).
+    pub signing: KeyPair,
+    /// The system account.
+    pub system: KeyPair,
+    /// A user of the system account (pushes account JWTs).
+    pub system_user: KeyPair,
+    /// The mnemo service account (JetStream, the ledger, the ingest service).
+    pub service: KeyPair,
+    /// A user of the service account.
+    pub service_user: KeyPair,
+}
+
+/// A key pair's seed (every key pair here is made from or with one).
+fn seed(kp: &KeyPair) -> Result<String> {
+    kp.seed().map_err(NatsAuthError::Key)
+}
+
+impl OperatorSetup {
+    /// Fresh keys.
+    pub fn generate() -> Self {
+        Self {
+            operator: KeyPair::new_operator(),
+            signing: KeyPair::new_operator(),
+            system: KeyPair::new_account(),
+            system_user: KeyPair::new_user(),
+            service: KeyPair::new_account(),
+            service_user: KeyPair::new_user(),
+        }
+    }
+
+    fn seeds(&self) -> [(&'static str, &KeyPair); 6] {
+        [
+            ("operator", &self.operator),
+            ("operator-signing", &self.signing),
+            ("system-account", &self.system),
+            ("system-user", &self.system_user),
+            ("service-account", &self.service),
+            ("service-user", &self.service_user),
+        ]
+    }
+
+    /// The operator JWT.
+    pub fn operator_jwt(&self) -> Result<String> {
+        claims::encode(
+            &self.operator,
+            self.operator.public_key(),
+            Some("mnemo".into()),
+            None,
+            claims::Operator {
+                kind: "operator",
+                version: 2,
+                signing_keys: vec![self.signing.public_key()],
+                system_account: self.system.public_key(),
+            },
+        )
+    }
+
+    /// The system account's JWT.
+    pub fn system_jwt(&self) -> Result<String> {
+        let export = |name: &str, subject: &str, kind, response_type, pos| Export {
+            name: name.into(),
+            subject: subject.into(),
+            kind,
+            response_type,
+            account_token_position: pos,
+        };
+        claims::encode(
+            &self.signing,
+            self.system.public_key(),
+            Some("SYS".into()),
+            None,
+            claims::Account {
+                kind: "account",
+                version: 2,
+                limits: Limits::unlimited(false),
+                exports: vec![
+                    export(
+                        "account-monitoring-services",
+                        "$SYS.REQ.ACCOUNT.*.*",
+                        "service",
+                        Some("Stream"),
+                        4,
+                    ),
+                    export(
+                        "account-monitoring-streams",
+                        "$SYS.ACCOUNT.*.>",
+                        "stream",
+                        None,
+                        3,
+                    ),
+                ],
+                imports: vec![],
+                signing_keys: vec![],
+                revocations: Default::default(),
+            },
+        )
+    }
+
+    /// The service account's JWT: JetStream on, the ingest and read services exported
+    /// with the importer's account key at token 3.
+    pub fn service_jwt(&self) -> Result<String> {
+        let service = |name: &str, prefix: &str| Export {
+            name: name.into(),
+            subject: format!("{prefix}.*"),
+            kind: "service",
+            response_type: Some("Singleton"),
+            account_token_position: 3,
+        };
+        claims::encode(
+            &self.signing,
+            self.service.public_key(),
+            Some("MNEMO".into()),
+            None,
+            claims::Account {
+                kind: "account",
+                version: 2,
+                limits: Limits::unlimited(true),
+                exports: vec![
+                    service("ingest", INGEST_PREFIX),
+                    service("read", READ_PREFIX),
+                ],
+                imports: vec![],
+                signing_keys: vec![],
+                revocations: Default::default(),
+            },
+        )
+    }
+
+    /// Credentials of the system user.
+    pub fn system_creds(&self) -> Result<String> {
+        let jwt = claims::encode(
+            &self.system,
+            self.system_user.public_key(),
+            Some("mnemo-sys".into()),
+            None,
+            User::unrestricted(None),
+        )?;
+        Ok(claims::creds(&jwt, &seed(&self.system_user)?))
+    }
+
+    /// Credentials of the service user (the ledger and services connect with them).
+    pub fn service_creds(&self) -> Result<String> {
+        let jwt = claims::encode(
+            &self.service,
+            self.service_user.public_key(),
+            Some("mnemo-service".into()),
+            None,
+            User::unrestricted(None),
+        )?;
+        Ok(claims::creds(&jwt, &seed(&self.service_user)?))
+    }
+
+    /// The operator-mode part of a nats-server configuration (`full` resolver in
+    /// `jwt_dir`, the system and service accounts preloaded).
+    pub fn server_config(&self, jwt_dir: &Path) -> Result<String> {
+        Ok(format!(
+            "operator: \"{op}\"\nsystem_account: {sys}\n\
+             resolver: {{\n  type: full\n  dir: \"{dir}\"\n  allow_delete: true\n  interval: \"2m\"\n  limit: 1000000\n}}\n\
+             resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {svc}: \"{svc_jwt}\"\n}}\n",
+            op = self.operator_jwt()?,
+            sys = self.system.public_key(),
+            dir = jwt_dir.display(),
+            sys_jwt = self.system_jwt()?,
+            svc = self.service.public_key(),
+            svc_jwt = self.service_jwt()?,
+        ))
+    }
+
+    /// Writes the seeds (mode 0600), the service and system creds (0600) and
+    /// `server.conf` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let io = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |source| NatsAuthError::Io { what, source }
+        };
+        std::fs::create_dir_all(dir.join("jwt")).map_err(io("creating jwt/"))?;
+        let secret = |name: &str, text: &str| {
+            write_private(&dir.join(name), text.as_bytes()).map_err(io(name))
+        };
+        for (name, kp) in self.seeds() {
+            secret(&format!("{name}.nk"), &seed(kp)?)?;
+        }
+        secret("system.creds", &self.system_creds()?)?;
+        secret("service.creds", &self.service_creds()?)?;
+        std::fs::write(
+            dir.join("server.conf"),
+            format!(
+                "# mnemo operator mode (mnemo nats init). Add listen, jetstream {{ store_dir }}.\n{}",
+                self.server_config(&dir.join("jwt"))?
+            ),
+        )
+        .map_err(io("server.conf"))
+    }
+
+    /// Reads what [`write`](Self::write) wrote.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| -> Result<KeyPair> {
+            let seed = std::fs::read_to_string(dir.join(format!("{name}.nk"))).map_err(|e| {
+                NatsAuthError::Io {
+                    what: format!("reading {name}.nk in {}", dir.display()),
+                    source: e,
+                }
+            })?;
+            Ok(KeyPair::from_seed(seed.trim())?)
+        };
+        Ok(Self {
+            operator: read("operator")?,
+            signing: read("operator-signing")?,
+            system: read("system-account")?,
+            system_user: read("system-user")?,
+            service: read("service-account")?,
+            service_user: read("service-user")?,
+        })
+    }
+}
+
+/// Writes a file only its owner can read (mode 0600): seeds, creds, keys.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
