@@ -47,8 +47,38 @@ impl Default for Options {
     }
 }
 
+/// What reading a chain from a server can fail with (`--nats`, `--rpc`): usage or I/O
+/// errors (exit code 2), never a verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// NATS failed (listing streams); check the URL and credentials, retry.
+    #[error("nats: {what}: {detail}")]
+    Nats {
+        /// The operation.
+        what: &'static str,
+        /// The error.
+        detail: String,
+    },
+    /// The server holds no chain of this user in either layout.
+    #[error("no chain of user {0} on this server")]
+    NoChain(UserId),
+    /// The RPC node failed or is unreachable.
+    #[error("rpc {rpc}: {detail}")]
+    Rpc {
+        /// The node's URL.
+        rpc: String,
+        /// The error.
+        detail: String,
+    },
+    /// The RPC URL is not usable.
+    #[error(transparent)]
+    Config(#[from] mnemo_anchor::AnchorError),
+}
+
 /// A bundle item that could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ItemError {
     /// The input could not be read (exit code 2).
     #[error("reading: {0}")]

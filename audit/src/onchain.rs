@@ -6,6 +6,8 @@ use mnemo_anchor::{read_only_provider, verify_on_chain};
 use mnemo_core::custody::AnchorSeen;
 use serde::Serialize;
 
+use crate::SourceError;
+
 /// One receipt's on-chain check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OnChainCheck {
@@ -23,13 +25,16 @@ pub async fn check(
     rpc: &str,
     anchors: &[AnchorSeen],
     final_depth: u64,
-) -> anyhow::Result<Vec<OnChainCheck>> {
+) -> Result<Vec<OnChainCheck>, SourceError> {
     let provider = read_only_provider(rpc)?;
     let mut out = Vec::with_capacity(anchors.len());
     for a in anchors {
         let r = verify_on_chain(&provider, &a.receipt, final_depth).await;
         if let Err(mnemo_anchor::OnChainError::Rpc(e)) = &r {
-            anyhow::bail!("rpc {rpc}: {e}");
+            return Err(SourceError::Rpc {
+                rpc: rpc.into(),
+                detail: e.to_string(),
+            });
         }
         out.push(OnChainCheck {
             epoch: a.epoch,

@@ -10,11 +10,14 @@ use mnemo_core::{Event, Hash32, TimestampMs, UserId};
 use mnemo_ledger::{Layout, envelope};
 use std::sync::mpsc::SyncSender;
 
-use crate::ItemError;
+use crate::{ItemError, SourceError};
 
 /// Finds the layout of the deployment: a per-user stream for `user`, else the number of
 /// shared chain streams.
-pub async fn detect_layout(js: &jetstream::Context, user: &UserId) -> anyhow::Result<Layout> {
+pub async fn detect_layout(
+    js: &jetstream::Context,
+    user: &UserId,
+) -> Result<Layout, SourceError> {
     if js
         .get_stream(Layout::PerUser.locate(user).stream)
         .await
@@ -25,11 +28,17 @@ pub async fn detect_layout(js: &jetstream::Context, user: &UserId) -> anyhow::Re
     let mut names = js.stream_names();
     let mut shards = 0u32;
     while let Some(n) = names.next().await {
-        if n?.starts_with("MNEMO-CHAINS-") {
+        let n = n.map_err(|e| SourceError::Nats {
+            what: "listing streams",
+            detail: e.to_string(),
+        })?;
+        if n.starts_with(mnemo_core::names::SHARD_STREAM_PREFIX) {
             shards += 1;
         }
     }
-    anyhow::ensure!(shards > 0, "no chain of user {user} on this server");
+    if shards == 0 {
+        return Err(SourceError::NoChain(user.clone()));
+    }
     Ok(Layout::Sharded { shards })
 }
 

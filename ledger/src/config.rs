@@ -1,35 +1,24 @@
 //! Ledger options.
+//!
+//! What an acknowledged append means, and how to get more.
+//!
+//! An append returns its receipt only after JetStream acknowledged the message on **file
+//! storage**. What that ack guarantees depends on the server and stream configuration:
+//!
+//! - **One server, default `sync_interval` (2 min)**: the write reached the OS page cache.
+//!   It survives a crash or `kill -9` of nats-server, but a power loss or kernel crash of
+//!   the machine can lose acknowledged appends of the last interval.
+//! - **One server, `jetstream { sync_interval: always }`**: every write is fsynced before
+//!   the ack. Survives machine crashes; costs throughput (measured by `mnemo-bench ingest`).
+//!   The test support crate and `mnemo dev` can write this setting.
+//! - **Replicated streams (`replicas: 3` on a 3-node cluster)**: the ack comes after a
+//!   quorum of servers stored the write; a single machine's crash loses nothing.
 
 use mnemo_core::SigningKey;
 use std::time::Duration;
 
 use crate::crypto::SecretKey;
 use mnemo_core::names::Layout;
-
-/// What an acknowledged append means, and how to get more.
-///
-/// An append returns its receipt only after JetStream acknowledged the message on **file
-/// storage**. What that ack guarantees depends on the server and stream configuration:
-///
-/// - **One server, default `sync_interval` (2 min)**: the write reached the OS page cache.
-///   It survives a crash or `kill -9` of nats-server, but a power loss or kernel crash of
-///   the machine can lose acknowledged appends of the last interval.
-/// - **One server, `jetstream { sync_interval: always }`**: every write is fsynced before
-///   the ack. Survives machine crashes; costs throughput (measured by `mnemo-bench ingest`).
-///   The test support crate and `mnemo dev` can write this setting.
-/// - **Replicated streams (`replicas: 3` on a 3-node cluster)**: the ack comes after a
-///   quorum of servers stored the write; a single machine's crash loses nothing.
-///
-/// This enum only documents the server side; the ledger itself always waits for the ack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Server default: acked = in the OS page cache of one server.
-    OsBuffered,
-    /// Server runs with `sync_interval: always`.
-    FsyncEveryWrite,
-    /// Streams replicated to `n` servers.
-    Replicated(usize),
-}
 
 /// The custody signing keys: the current one signs new events; previous ones are kept so a
 /// chain still signed by an old key can be rotated to the current one with a
@@ -73,8 +62,6 @@ pub struct LedgerConfig {
     pub master_key: SecretKey,
     /// Custody signing keys.
     pub keys: Keyring,
-    /// What the server setup guarantees (documentation for operators; see [`Durability`]).
-    pub durability: Durability,
 }
 
 impl LedgerConfig {
@@ -95,7 +82,6 @@ impl LedgerConfig {
                 current: signing_key,
                 previous: vec![],
             },
-            durability: Durability::OsBuffered,
         }
     }
 }

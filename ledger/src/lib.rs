@@ -13,7 +13,8 @@
 //!   commitment), `open_memory_stream` (the same, large content streamed out of the object
 //!   store chunk by chunk, fetched only when polled), `stats`. Appends to one user are pipelined in the per-user layout
 //!   (docs/decisions/0008).
-//! - [`LedgerConfig`] and [`Durability`]: what an acknowledged append means.
+//! - [`LedgerConfig`]: layout, replicas, keys, limits (what an acknowledged append means
+//!   on each server setup: docs/decisions/0002-durability.md).
 //! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
 //!   crypto-shredding.
 //! - [`envelope`]: the chain message body (event + sealed payload).
@@ -32,7 +33,7 @@ mod ledger;
 mod objects;
 pub mod provision;
 
-pub use config::{Durability, Keyring, LedgerConfig};
+pub use config::{Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
