@@ -269,15 +269,25 @@ pub(crate) async fn views(url: &str) -> anyhow::Result<mnemo_projections::Views>
         .context("connecting to PostgreSQL")
 }
 
+/// Logs to stderr, filtered by `MNEMO_LOG`: plain text (colours only on a terminal), or
+/// one JSON object per line with `MNEMO_LOG_FORMAT=json` (for log collectors).
+fn init_logs() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("MNEMO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().with_ansi(false).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
