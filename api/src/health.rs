@@ -43,8 +43,15 @@ pub fn router(h: Health) -> Router {
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     match mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await {
         Ok(lag) => {
+            // Quarantined users are reported, not counted against readiness: one user's
+            // refused event must not take the instance down for everyone.
+            let quarantined = h.views.quarantined_users().await.ok();
             let ready = lag <= h.max_lag;
-            let body = serde_json::json!({ "ready": ready, "lag": { h.view.clone(): lag } });
+            let body = serde_json::json!({
+                "ready": ready,
+                "lag": { h.view.clone(): lag },
+                "quarantined_users": quarantined,
+            });
             let code = if ready {
                 StatusCode::OK
             } else {
@@ -90,6 +97,13 @@ async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             "projection_lag_events",
             "Events the view is behind the chains",
             ConstGauge::new(lag as i64),
+        );
+    }
+    if let Ok(n) = h.views.quarantined_users().await {
+        sub.register(
+            "projection_quarantined_users",
+            "Users whose view stopped at an event the chain rules refused",
+            ConstGauge::new(n as i64),
         );
     }
     if let Some(a) = &h.api {

@@ -783,3 +783,117 @@ async fn isolation_and_bad_input() {
         assert!(doc["paths"][p][m].is_object(), "{m} {p}");
     }
 }
+
+/// Verifies `user`'s export with mnemo-audit's verifier: `None` when valid, else the check.
+async fn audit_export(s: &Stack, token: &str) -> Option<(String, Option<u64>)> {
+    let r = s.get("/v1/export", token).await;
+    r.assert_status(StatusCode::OK);
+    let items = mnemo_audit::read_bundle(&r.body[..], |_| {});
+    let out = mnemo_audit::verify_items(items, &mnemo_audit::Options::default()).unwrap();
+    out.failure.map(|f| (f.code, f.seq))
+}
+
+/// Hardening: values the views cannot store are refused at the door (REST), and an event
+/// that carries one anyway (planted in a chain with the custody key, as an insider or an
+/// older version could) quarantines that user's view alone: every other user reads and
+/// verifies normally, the poisoned chain is invalid with the check named, and the instance
+/// reports the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
+    let s = stack().await;
+    let alice = s.user("alice").await;
+    let mallory = s.user("mallory").await;
+    s.ingest(&alice, "note", "a", "before").await;
+    s.ingest(&mallory, "note", "m", "mine").await;
+    // At the door: each class gets a 400 problem and writes nothing.
+    let before = s.head("alice").await;
+    for body in [
+        json!({ "text": "a\u{0}b" }),
+        json!({ "text": "x", "captured_at": i64::MAX }),
+        json!({ "text": "x", "captured_at": i64::MIN }),
+        json!({ "text": "x", "tags": ["a\u{0}"] }),
+        json!({ "text": "x", "kind": "k\u{0}" }),
+    ] {
+        let r = s.post("/v1/memories", &alice, body.clone()).await;
+        r.assert_status(StatusCode::BAD_REQUEST);
+        assert!(r.problem, "{body}");
+    }
+    for body in [
+        json!({ "grantee": "mallory", "capabilities": { "metadata": true, "content": false }, "expires_at": i64::MAX }),
+        json!({ "grantee": "mallory", "capabilities": { "metadata": true, "content": false }, "conditions": { "from": i64::MAX } }),
+        json!({ "grantee": "mallory", "capabilities": { "metadata": true, "content": false }, "conditions": { "tags": ["\u{0}"] } }),
+    ] {
+        let r = s.post("/v1/grants", &alice, body.clone()).await;
+        r.assert_status(StatusCode::BAD_REQUEST);
+        assert!(r.problem, "{body}");
+    }
+    assert_eq!(s.head("alice").await, before, "nothing was written");
+    for q in [
+        "from=9223372036854775807",
+        "until=-9223372036854775808",
+        "from=100000000000000000",
+        "kind=%00",
+        "tag=a%00",
+        "q=%00",
+    ] {
+        for path in ["/v1/memories", "/v1/users/mallory/memories"] {
+            let r = s.get(&format!("{path}?{q}"), &alice).await;
+            r.assert_status(StatusCode::BAD_REQUEST);
+            assert!(r.problem, "{path}?{q}");
+        }
+    }
+    // Planted: a grant with an expiry no view can store, signed with the custody key.
+    let m = UserId::new("mallory").unwrap();
+    let last = s.ledger.events(&m, mnemo_core::Seq(2), 1).await.unwrap().remove(0);
+    let head = mnemo_core::Head {
+        user: m.clone(),
+        len: 2,
+        hash: last.hash,
+    };
+    let (poison, _) = head.next_event(
+        &SigningKey::from_bytes(&[4; 32]),
+        mnemo_core::TimestampMs(now_ms()),
+        mnemo_core::EventBody::GrantCreated {
+            grant: mnemo_core::GrantId([3; 16]),
+            grantee: UserId::new("alice").unwrap(),
+            capabilities: mnemo_core::Capabilities {
+                metadata: true,
+                content: true,
+            },
+            conditions: Default::default(),
+            expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
+        },
+        None,
+        None,
+    );
+    let body = mnemo_ledger::envelope::encode(&poison.to_wire(), &[]);
+    s.js.publish(s.ledger.locate(&m).subject, body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The other users go on: writes and reads.
+    for i in 0..5 {
+        s.ingest(&alice, "note", "a", &format!("after {i}")).await;
+    }
+    let r = s.get("/v1/memories", &alice).await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 6);
+    // The poisoned user's reads say why, at once.
+    let r = s.get("/v1/memories", &mallory).await;
+    r.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+    let p = r.json();
+    assert_eq!(p["type"], "https://mnemo.dev/problems/quarantined", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("invalid_value"), "{p}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // The auditor: alice valid, mallory invalid at seq 3 with the same check.
+    assert_eq!(audit_export(&s, &alice).await, None);
+    assert_eq!(
+        audit_export(&s, &mallory).await,
+        Some(("invalid_value".into(), Some(3)))
+    );
+}

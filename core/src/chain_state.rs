@@ -214,6 +214,16 @@ impl ChainState {
             });
         }
         let signer = self.signer(event)?;
+        if !event.timestamp.is_valid() {
+            return Err(ChainError::InvalidValue {
+                seq,
+                reason: "the timestamp is outside the time range",
+            });
+        }
+        event
+            .body
+            .check_values()
+            .map_err(|reason| ChainError::InvalidValue { seq, reason })?;
         let is_memory = matches!(event.body, EventBody::MemoryIngested { .. });
         if is_memory != event.payload.is_some() {
             return Err(ChainError::InvalidTransition {

@@ -422,6 +422,9 @@ impl CustodyVerifier {
                         reason: "does not open the event's commitment",
                     });
                 }
+                record
+                    .check_values()
+                    .map_err(|reason| AuditError::Payload { seq, reason })?;
                 self.summary.payloads_opened += 1;
                 Ok(None)
             }

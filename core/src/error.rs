@@ -135,6 +135,15 @@ pub enum ChainError {
         /// Why not.
         reason: &'static str,
     },
+    /// A value the format does not allow (docs/FORMAT.md §4.5): a time outside the
+    /// representable range, text with U+0000.
+    #[error("seq {seq}: invalid value: {reason}")]
+    InvalidValue {
+        /// The event's sequence number.
+        seq: Seq,
+        /// Which value and why.
+        reason: &'static str,
+    },
     /// A memory id is referenced that the chain does not hold.
     #[error("seq {seq}: unknown memory {memory}")]
     UnknownMemory {
@@ -185,6 +194,7 @@ impl ChainError {
             Self::KeyNotAllowed { .. } => "key_not_allowed",
             Self::BadGenesis(_) => "bad_genesis",
             Self::InvalidTransition { .. } => "invalid_transition",
+            Self::InvalidValue { .. } => "invalid_value",
             Self::UnknownMemory { .. } => "unknown_memory",
             Self::BadGrant { .. } => "bad_grant",
             Self::Truncated { .. } => "truncated",
@@ -203,6 +213,7 @@ impl ChainError {
             | Self::UnknownKey { seq, .. }
             | Self::KeyNotAllowed { seq, .. }
             | Self::InvalidTransition { seq, .. }
+            | Self::InvalidValue { seq, .. }
             | Self::UnknownMemory { seq, .. }
             | Self::BadGrant { seq, .. }
             | Self::CheckpointMismatch { seq, .. } => Some(*seq),

@@ -17,6 +17,7 @@
 //! - [`grant`]: the access rule ([`Grant::allows`], [`GrantConditions::covers`]).
 //! - [`verify`]: the whole-chain verifier ([`ChainVerifier`]): [`ChainState`] plus batched
 //!   signatures, pinned genesis keys and checkpoints.
+//! - [`values`]: what values a chain may hold (time range, no U+0000 in text).
 //! - [`names`]: every stream, subject, bucket and consumer name, and chain [`names::Layout`]s.
 //! - [`custody`]: custody bundles (a user's whole chain for offline audit) and their
 //!   streaming verifier.
@@ -42,6 +43,7 @@ pub mod keys;
 pub mod memory;
 pub mod merkle;
 pub mod names;
+pub mod values;
 pub mod verify;
 
 pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};

@@ -348,6 +348,18 @@ impl NewMemory {
             }
             check_short("tag", t)?;
         }
+        if self.captured_at.is_some_and(|t| !t.is_valid()) {
+            return Err(LedgerError::InvalidInput(format!(
+                "captured_at must be a time from {} to {} (ms since the epoch)",
+                TimestampMs::MIN_VALID.0,
+                TimestampMs::MAX_VALID.0
+            )));
+        }
+        if mnemo_core::values::is_text(&self.content_type) && self.content.contains(&0) {
+            return Err(LedgerError::InvalidInput(
+                "text content must not contain U+0000".into(),
+            ));
+        }
         if let Some(k) = &self.idempotency_key
             && (k.is_empty()
                 || k.len() > MAX_IDEMPOTENCY_KEY
@@ -1241,6 +1253,10 @@ impl Ledger {
             content_type: m.content_type,
             content,
         };
+        // The format's value rules (mnemo-core) decide; the checks above only word it.
+        record
+            .check_values()
+            .map_err(|r| LedgerError::InvalidInput(r.into()))?;
         let mut salt = [0u8; commitment::SALT_LEN];
         rand::thread_rng().fill_bytes(&mut salt);
         let record_bytes = record.canonical_bytes();
@@ -1291,6 +1307,8 @@ impl Ledger {
                 "use append for memories and erase for erasures".into(),
             ));
         }
+        body.check_values()
+            .map_err(|r| LedgerError::InvalidInput(r.into()))?;
         self.write(user, body, None, idempotency_key, false, None)
             .await
     }
@@ -1313,6 +1331,8 @@ impl Ledger {
                 "use append for memories and erase for erasures".into(),
             ));
         }
+        body.check_values()
+            .map_err(|r| LedgerError::InvalidInput(r.into()))?;
         self.write(user, body, None, None, false, Some(head)).await
     }
 

@@ -384,11 +384,20 @@ impl Projector {
         let writer_task = tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
                 let tw = std::time::Instant::now();
+                let mut isolate = false;
                 loop {
-                    match writer.commit(&p).await {
-                        Ok(()) => {
+                    match writer.commit(&p, isolate).await {
+                        Ok(cut_off) if cut_off.is_empty() => {
                             tracing::debug!(events = p.accepted.len(), took = ?tw.elapsed(), "batch written");
                             break;
+                        }
+                        // Users were quarantined here, after the preparing stage moved their
+                        // states on: the term ends, and the next one loads the states (with
+                        // the quarantine) from the view.
+                        Ok(_) => return,
+                        Err(ProjectionError::Db(e)) if !isolate && cannot_store(&e) => {
+                            tracing::warn!(error = %e, "projector: a batch holds data the view cannot store; writing it user by user");
+                            isolate = true;
                         }
                         Err(ProjectionError::Fenced(v)) => {
                             tracing::warn!(view = %v, "projector: fenced off, another instance leads");
@@ -567,34 +576,13 @@ impl Projector {
             self.states.extend(state::load(&mut conn, &missing).await?);
         }
         let decoded = self.fill_gaps(decoded).await?;
-        // Verify: core's chain rules now, signatures in one batch; if the batch fails, do
-        // it again from the saved states checking each signature on its own.
-        let fresh_states = |all: &HashMap<UserId, UserState>| -> HashMap<UserId, UserState> {
-            users.iter().map(|u| (u.clone(), all[u].clone())).collect()
-        };
-        let mut states = fresh_states(&self.states);
-        let (mut accepted, sigs, mut refused) = verify(&mut states, decoded, false);
-        if !signatures_ok(sigs).await {
-            let mut again: Vec<Accepted> = std::mem::take(&mut accepted);
-            states = fresh_states(&self.states);
-            again.sort_by_key(|a| (a.stream.clone(), a.stream_seq));
-            let (a, _, r) = verify(&mut states, again, true);
-            accepted = a;
-            refused = r;
-        }
-        // A refused event may be a retried batch's: the refusal is taken back into
-        // account here, so the whole batch of that user is dropped only from the refusal on.
-        let quarantined: Vec<(UserId, Quarantine)> = refused
-            .iter()
-            .map(|r| (r.user.clone(), r.quarantine.clone()))
-            .collect();
-        dead.extend(refused.into_iter().map(|r| r.dead));
-        // Open the memories (metadata and text for search).
+        // Open the memories (metadata and text for search): their records are held to the
+        // format's value rules with the chain's.
         if self.keys.len() > 100_000 {
             self.keys.clear();
         }
         let cache = &mut self.keys;
-        let stored: Vec<StoredEvent> = accepted
+        let stored: Vec<StoredEvent> = decoded
             .iter()
             .filter(|a| matches!(a.event.body, EventBody::MemoryIngested { .. }))
             .map(|a| StoredEvent {
@@ -610,7 +598,7 @@ impl Projector {
             .await
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let mut opened = HashMap::new();
-        let erasing: HashSet<&UserId> = accepted
+        let erasing: HashSet<&UserId> = decoded
             .iter()
             .filter(|a| matches!(a.event.body, EventBody::MemoryErased { .. }))
             .map(|a| &a.event.user)
@@ -640,6 +628,28 @@ impl Projector {
         for u in erasing {
             self.keys.evict_user(u);
         }
+        // Verify: core's chain rules now, signatures in one batch; if the batch fails, do
+        // it again from the saved states checking each signature on its own.
+        let fresh_states = |all: &HashMap<UserId, UserState>| -> HashMap<UserId, UserState> {
+            users.iter().map(|u| (u.clone(), all[u].clone())).collect()
+        };
+        let mut states = fresh_states(&self.states);
+        let (mut accepted, sigs, mut refused) = verify(&mut states, decoded, &opened, false);
+        if !signatures_ok(sigs).await {
+            let mut again: Vec<Accepted> = std::mem::take(&mut accepted);
+            states = fresh_states(&self.states);
+            again.sort_by_key(|a| (a.stream.clone(), a.stream_seq));
+            let (a, _, r) = verify(&mut states, again, &opened, true);
+            accepted = a;
+            refused = r;
+        }
+        // A refused event may be a retried batch's: the refusal is taken back into
+        // account here, so the whole batch of that user is dropped only from the refusal on.
+        let quarantined: Vec<(UserId, Quarantine)> = refused
+            .iter()
+            .map(|r| (r.user.clone(), r.quarantine.clone()))
+            .collect();
+        dead.extend(refused.into_iter().map(|r| r.dead));
         // Commit to the new states in this stage; the writer applies batches in order.
         for (u, st) in &states {
             self.states.insert(u.clone(), st.clone());
@@ -739,7 +749,11 @@ struct Writer {
 impl Writer {
     /// One transaction with the rows and the checkpoints, KV views before its commit,
     /// dead letters after it, then the acknowledgements.
-    async fn commit(&self, p: &Prepared) -> Result<()> {
+    ///
+    /// With `isolate` (after the batch failed on data the database cannot store), each
+    /// user's rows go in a savepoint of their own; a user whose rows fail that way is
+    /// quarantined (check `view_write`) and the other users' rows commit.
+    async fn commit(&self, p: &Prepared, isolate: bool) -> Result<Vec<UserId>> {
         let mut tx = self.pool.begin().await?;
         // A rebuild's switch-over takes this lock exclusively to pause the view's writer.
         sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
@@ -758,9 +772,41 @@ impl Writer {
         // The KV heads view is written before the commit: heads only move forward by
         // compare-and-set, so a crash between it and the commit only repeats the writes.
         // They go out while PostgreSQL works on the rows.
+        let mut quarantined = p.quarantined.clone();
+        let mut cut_off = Vec::new();
+        if isolate {
+            for u in &p.users {
+                let mine: Vec<&Accepted> =
+                    p.accepted.iter().filter(|a| a.event.user == *u).collect();
+                let Some(first) = mine.first() else { continue };
+                let first = first.event.seq.0;
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                match crate::pg::write::write_rows(&mut sp, &mine, &p.opened, &p.states, std::slice::from_ref(u)).await {
+                    Ok(()) => sp.commit().await?,
+                    Err(ProjectionError::Db(e)) if cannot_store(&e) => {
+                        sp.rollback().await?;
+                        tracing::error!(user = %u, seq = first, error = %e, "projector: the view cannot store this user's events; quarantined");
+                        cut_off.push(u.clone());
+                        quarantined.push((
+                            u.clone(),
+                            Quarantine {
+                                seq: first,
+                                check: "view_write".into(),
+                                reason: format!("the view could not store events from seq {first} on: {e}"),
+                            },
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let users: Vec<UserId> = p.users.iter().filter(|u| !cut_off.contains(u)).cloned().collect();
         let rows = async {
-            crate::pg::write::write_rows(&mut tx, &p.accepted, &p.opened, &p.states, &p.users).await?;
-            for (user, q) in &p.quarantined {
+            if !isolate {
+                let all: Vec<&Accepted> = p.accepted.iter().collect();
+                crate::pg::write::write_rows(&mut tx, &all, &p.opened, &p.states, &p.users).await?;
+            }
+            for (user, q) in &quarantined {
                 sqlx::query(
                     "INSERT INTO quarantine (user_id, seq, check_code, reason, quarantined_at)
                      VALUES ($1, $2, $3, $4, now()) ON CONFLICT (user_id) DO NOTHING",
@@ -787,9 +833,7 @@ impl Writer {
         };
         let kv = async {
             match &self.kv {
-                Some(kv) => {
-                    kv.apply(&p.states, &p.users).await
-                }
+                Some(kv) => kv.apply(&p.states, &users).await,
                 None => Ok(()),
             }
         };
@@ -824,8 +868,17 @@ impl Writer {
                 .await
                 .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         }
-        Ok(())
+        Ok(cut_off)
     }
+}
+
+/// Whether PostgreSQL refused data as such (SQLSTATE class 22, data exception, e.g. a
+/// time out of range or U+0000 in text; class 54, a program limit such as an index row
+/// too large), rather than failing: retrying cannot help.
+fn cannot_store(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
 }
 
 /// Checks signatures all at once, split over the machine's cores.
@@ -864,6 +917,7 @@ struct Refused {
 fn verify(
     states: &mut HashMap<UserId, UserState>,
     events: Vec<Accepted>,
+    opened: &HashMap<mnemo_core::MemoryId, Option<Opened>>,
     each: bool,
 ) -> (Vec<Accepted>, Vec<SignatureCheck>, Vec<Refused>) {
     let mut ok = Vec::with_capacity(events.len());
@@ -876,27 +930,52 @@ fn verify(
         if st.quarantine.is_some() {
             continue;
         }
-        let checked = if each {
+        // The payload's record under the format's value rules (what mnemo-audit checks
+        // when the bundle opens the payload: check `payload`, after the event's own checks).
+        let payload_refused = match &a.event.body {
+            EventBody::MemoryIngested { memory } => match opened.get(memory) {
+                Some(Some((record, _))) => record.check_values().err(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let checked: Result<(), (&'static str, String)> = if let Some(reason) = payload_refused
+        {
+            // The state does not move: the user's view stops before this event.
+            match st.chain.clone().check(&a.event, a.hash) {
+                Err(e) => Err((e.code(), e.to_string())),
+                Ok(_) => Err((
+                    "payload",
+                    format!("seq {}: payload: {reason}", a.event.seq),
+                )),
+            }
+        } else if each {
             let before = st.chain.clone();
-            st.chain.check(&a.event, a.hash).and_then(|s| {
-                for c in s {
-                    if SignatureBatch::new(vec![c.clone()]).verify().is_err() {
-                        st.chain = before.clone();
-                        return Err(c.error());
+            st.chain
+                .check(&a.event, a.hash)
+                .and_then(|s| {
+                    for c in s {
+                        if SignatureBatch::new(vec![c.clone()]).verify().is_err() {
+                            st.chain = before.clone();
+                            return Err(c.error());
+                        }
                     }
-                }
-                Ok(())
-            })
+                    Ok(())
+                })
+                .map_err(|e| (e.code(), e.to_string()))
         } else {
-            st.chain.check(&a.event, a.hash).map(|s| sigs.extend(s))
+            st.chain
+                .check(&a.event, a.hash)
+                .map(|s| sigs.extend(s))
+                .map_err(|e| (e.code(), e.to_string()))
         };
         match checked {
             Ok(()) => ok.push(a),
-            Err(e) => {
+            Err((code, e)) => {
                 let q = Quarantine {
                     seq: a.event.seq.0,
-                    check: e.code().to_owned(),
-                    reason: e.to_string(),
+                    check: code.to_owned(),
+                    reason: e.clone(),
                 };
                 st.quarantine = Some(q.clone());
                 refused.push(Refused {
@@ -905,7 +984,7 @@ fn verify(
                     dead: DeadLetter {
                         stream: a.stream.clone(),
                         stream_seq: a.stream_seq,
-                        reason: format!("{} seq {}: {}: {e}", a.event.user, a.event.seq, e.code()),
+                        reason: format!("{} seq {}: {code}: {e}", a.event.user, a.event.seq),
                         payload: Bytes::new(),
                     },
                 });

@@ -223,16 +223,36 @@ impl From<MemoryRow> for MemoryView {
 }
 
 impl ListQuery {
-    /// The view's filter for this query.
-    pub(crate) fn filter(&self) -> MemoryFilter {
-        MemoryFilter {
+    /// The view's filter for this query; refuses times outside the format's range and text
+    /// with U+0000 (docs/FORMAT.md §4.5), which no memory can match.
+    pub(crate) fn filter(&self) -> ApiResult<MemoryFilter> {
+        for (name, t) in [("from", self.from), ("until", self.until)] {
+            if t.is_some_and(|t| !TimestampMs(t).is_valid()) {
+                return Err(Problem::bad_request(format!(
+                    "{name} must be a time from {} to {} (ms since the epoch)",
+                    TimestampMs::MIN_VALID.0,
+                    TimestampMs::MAX_VALID.0
+                )));
+            }
+        }
+        for (name, v) in [("tag", &self.tag), ("kind", &self.kind), ("q", &self.q)] {
+            if v.as_deref().is_some_and(|v| !mnemo_core::values::text_ok(v)) {
+                return Err(Problem::bad_request(format!(
+                    "{name} must not contain U+0000"
+                )));
+            }
+        }
+        if self.cursor.is_some_and(|c| c < 0) {
+            return Err(Problem::bad_request("cursor must not be negative"));
+        }
+        Ok(MemoryFilter {
             tag: self.tag.clone(),
             kind: self.kind.clone(),
             from: self.from,
             until: self.until,
             q: self.q.clone(),
-            before_seq: self.cursor.map(|c| c.max(0) as u64),
-        }
+            before_seq: self.cursor.map(|c| c as u64),
+        })
     }
 }
 
@@ -254,7 +274,7 @@ async fn list_memories(
     api.sync(user).await?;
     let items: Vec<MemoryView> = api
         .views
-        .memories(user, &q.filter(), limit)
+        .memories(user, &q.filter()?, limit)
         .await?
         .into_iter()
         .map(MemoryView::from)

@@ -56,6 +56,7 @@ async fn shared_read(
         page_limit(q.limit)?
     };
     let content = action == AccessAction::ReadContent;
+    let filter = q.filter()?;
     for _ in 0..8 {
         // Unknown owner and no grant look the same: nothing about the owner leaks.
         match api.sync(&owner).await {
@@ -70,7 +71,7 @@ async fn shared_read(
         let at = TimestampMs(now_ms() + api.cfg.expiry_margin.as_millis() as i64);
         let c = api
             .views
-            .shared_candidates(&owner, me, &q.filter(), memory, content, at.0, limit)
+            .shared_candidates(&owner, me, &filter, memory, content, at.0, limit)
             .await?;
         let Some(allowed) = decide(&c.grants, me, action, at, c.items, c.full) else {
             return Err(Problem::forbidden("no live grant allows this"));

@@ -45,7 +45,7 @@ struct UserColumns(
 /// All rows of a batch, as multi-row statements (UNNEST of arrays).
 pub(crate) async fn write_rows(
     tx: &mut sqlx::PgConnection,
-    accepted: &[Accepted],
+    accepted: &[&Accepted],
     opened: &HashMap<mnemo_core::MemoryId, Option<Opened>>,
     states: &HashMap<UserId, UserState>,
     users: &[UserId],
