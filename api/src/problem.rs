@@ -117,6 +117,11 @@ impl From<LedgerError> for Problem {
                 "conflict",
                 format!("{other}; nothing was written, retry"),
             ),
+            other @ LedgerError::TooManyReads(_) => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-reads",
+                format!("{other}; retry when one has finished"),
+            ),
             other @ LedgerError::ChainFull(_) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "chain-full",

@@ -890,6 +890,34 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
         .await
         .unwrap();
     assert_eq!(n, 1);
+    // Reads past the end of a chain answer at once with an empty page; every reader holds
+    // one of the user's bounded slots only while it reads.
+    let end = s.head("alice").await;
+    for from in [end + 1, end + 1000, u64::MAX / 2] {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            s.get(&format!("/v1/chain?from={from}"), &alice),
+        )
+        .await
+        .expect("a read past the end answers at once");
+        r.assert_status(StatusCode::OK);
+        assert_eq!(r.json()["items"], json!([]));
+    }
+    let a = UserId::new("alice").unwrap();
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(s.ledger.follow(&a, mnemo_core::Seq(1)).await.unwrap());
+    }
+    assert!(matches!(
+        s.ledger.follow(&a, mnemo_core::Seq(1)).await,
+        Err(mnemo_ledger::LedgerError::TooManyReads(_))
+    ));
+    let r = s.get("/v1/chain", &alice).await;
+    r.assert_status(StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.problem);
+    open.pop();
+    s.get("/v1/chain", &alice).await.assert_status(StatusCode::OK);
+    drop(open);
     // The auditor: alice valid, mallory invalid at seq 3 with the same check.
     assert_eq!(audit_export(&s, &alice).await, None);
     assert_eq!(

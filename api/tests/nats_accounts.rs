@@ -180,6 +180,20 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     assert_eq!(problem["detail"].as_str(), Some(detail.as_str()));
     assert!(detail.contains("missing field `text`"), "{detail}");
     assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 3);
+    // A read past the end answers at once, or after `wait_ms` for a long poll.
+    for (body, within) in [
+        (r#"{"from": 1000}"#, Duration::from_secs(3)),
+        (r#"{"from": 1000, "wait_ms": 300}"#, Duration::from_secs(3)),
+    ] {
+        let t = Instant::now();
+        let r = tokio::time::timeout(within, a.request("mnemo.read", body.as_bytes().to_vec().into()))
+            .await
+            .expect("a read past the end is answered")
+            .unwrap();
+        let page: Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(page["events"], json!([]), "{page}");
+        assert!(t.elapsed() < within);
+    }
     // A reads A's chain over NATS, and it verifies.
     let r = a
         .request("mnemo.read", br#"{"from": 1}"#.to_vec().into())

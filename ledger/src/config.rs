@@ -58,6 +58,9 @@ pub struct LedgerConfig {
     pub max_bytes_per_user: Option<i64>,
     /// How often a conflicting append is rebuilt on the new head before giving up.
     pub conflict_retries: usize,
+    /// Most chain readers (`read`, `follow`, `events`) one user may hold open at once;
+    /// one more fails with [`crate::LedgerError::TooManyReads`].
+    pub max_readers_per_user: usize,
     /// Wraps the users' key-encryption keys.
     pub master_key: SecretKey,
     /// Custody signing keys.
@@ -77,6 +80,7 @@ impl LedgerConfig {
             max_events_per_user: None,
             max_bytes_per_user: None,
             conflict_retries: 32,
+            max_readers_per_user: 16,
             master_key,
             keys: Keyring {
                 current: signing_key,

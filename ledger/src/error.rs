@@ -45,6 +45,10 @@ pub enum LedgerError {
     /// (see `Ledger::append_event_after`). Nothing was written; check again and retry.
     #[error("the head of user {0}'s chain moved")]
     HeadMoved(UserId),
+    /// The user already holds the configured number of open chain readers. Nothing was
+    /// read; retry when one finishes (HTTP 429).
+    #[error("user {0} has too many reads in progress")]
+    TooManyReads(UserId),
     /// The chain limit for this user is reached (per-user limits): the server refused the
     /// write rather than drop old events. Nothing was written (HTTP 507).
     #[error("chain of user {0} is full")]

@@ -280,6 +280,8 @@ struct Inner {
     pipelined: AtomicU64,
     conflicts: AtomicU64,
     streams: Mutex<HashMap<String, stream::Stream>>,
+    /// Open chain readers per user, bounded by `max_readers_per_user`.
+    readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
 }
 
 fn now_ms() -> TimestampMs {
@@ -428,6 +430,7 @@ impl Ledger {
                 pipelined: AtomicU64::new(0),
                 conflicts: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
+                readers: Mutex::new(HashMap::new()),
                 cfg,
             }),
         };
@@ -1405,12 +1408,14 @@ impl Ledger {
         self.write(user, body, None, None, true, None).await
     }
 
-    /// Reads `user`'s chain from `from` on, in order, up to its current end.
+    /// Reads `user`'s chain from `from` on, in order, up to its current end (nothing at
+    /// all when `from` is past it: a read never waits for events not yet written).
     pub async fn read(&self, user: &UserId, from: Seq) -> Result<ChainReader> {
         let Some(tip) = self.head(user).await? else {
             return Err(LedgerError::UnknownUser(user.clone()));
         };
-        self.reader(user, from, Some(tip.stream_seq)).await
+        let end = if from.0 > tip.len { 0 } else { tip.stream_seq };
+        self.reader(user, from, Some(end)).await
     }
 
     /// Follows `user`'s chain from `from` on, including events appended later.
@@ -1419,6 +1424,18 @@ impl Ledger {
     }
 
     async fn reader(&self, user: &UserId, from: Seq, end: Option<u64>) -> Result<ChainReader> {
+        let permit = {
+            let mut readers = self.inner.readers.lock().expect("lock");
+            let slots = readers.entry(user.clone()).or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.inner.cfg.max_readers_per_user.max(1),
+                ))
+            });
+            slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| LedgerError::TooManyReads(user.clone()))?
+        };
         let loc = self.locate(user);
         let stream = self
             .stream(&loc.stream)
@@ -1454,6 +1471,7 @@ impl Ledger {
             from,
             end,
             done: false,
+            _permit: permit,
         })
     }
 
@@ -1716,6 +1734,9 @@ pub struct ChainReader {
     from: Seq,
     end: Option<u64>,
     done: bool,
+    /// One of the user's reader slots, given back on drop. (The ordered consumer behind
+    /// `messages` is ephemeral: the server removes it 30 s after its last pull.)
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ChainReader {
