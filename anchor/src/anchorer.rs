@@ -13,10 +13,10 @@ use crate::chain::Chain;
 use crate::error::{AnchorError, Result};
 use crate::reader::AnchorReader;
 
+use mnemo_core::names;
 pub(crate) use mnemo_core::names::{
     ANCHOR_STATE_BUCKET as STATE_BUCKET, ANCHORS_STREAM, EPOCHS_BUCKET, HEADS_BUCKET,
 };
-use mnemo_core::names;
 use mnemo_ledger::provision::{ensure_kv, ensure_object_store, ensure_stream};
 
 /// Anchorer options.

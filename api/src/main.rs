@@ -273,8 +273,8 @@ pub(crate) async fn views(url: &str) -> anyhow::Result<mnemo_projections::Views>
 /// one JSON object per line with `MNEMO_LOG_FORMAT=json` (for log collectors).
 fn init_logs() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG")
-        .unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG").unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -117,6 +117,11 @@ impl From<LedgerError> for Problem {
                 "conflict",
                 format!("{other}; nothing was written, retry"),
             ),
+            other @ LedgerError::IdempotencyKeyReused(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                other.to_string(),
+            ),
             other @ LedgerError::TooManyReads(_) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-reads",

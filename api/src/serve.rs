@@ -1,9 +1,9 @@
 //! `mnemo serve` and `mnemo dev`.
 
 use anyhow::Context;
-use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_api::auth::{Auth, ExternalIssuer};
 use mnemo_api::health;
+use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_core::{SigningKey, UserId};
 use mnemo_ledger::{Ledger, LedgerConfig, NewMemory, SecretKey};
 use std::net::SocketAddr;
@@ -475,11 +475,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let secrets = DevSecrets::load_or_create(&dir.join("secrets.json"))?;
     eprintln!("mnemo dev: state in {}", dir.display());
     let (setup, nats_dir, reuse_nats) = match &c.nats_dir {
-        Some(d) => (
-            mnemo_api::nats::OperatorSetup::load(d)?,
-            d.clone(),
-            true,
-        ),
+        Some(d) => (mnemo_api::nats::OperatorSetup::load(d)?, d.clone(), true),
         None => {
             let d = dir.join("nats");
             let setup = if d.join("jwt").exists() {

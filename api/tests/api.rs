@@ -4,8 +4,8 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
-use mnemo_api::http::{Api, ApiConfig, ApiStats, is_problem};
 use mnemo_api::auth::Auth;
+use mnemo_api::http::{Api, ApiConfig, ApiStats, is_problem};
 use mnemo_core::custody::{BundleItem, CustodyVerifier};
 use mnemo_core::{SigningKey, UserId};
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, SecretKey};
@@ -102,6 +102,7 @@ struct Resp {
     status: StatusCode,
     problem: bool,
     content_type: String,
+    headers: axum::http::HeaderMap,
     body: Vec<u8>,
 }
 
@@ -151,6 +152,7 @@ impl Stack {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
+        let headers = r.headers().clone();
         let body = axum::body::to_bytes(r.into_body(), usize::MAX)
             .await
             .unwrap()
@@ -159,6 +161,7 @@ impl Stack {
             status,
             problem,
             content_type,
+            headers,
             body,
         }
     }
@@ -487,6 +490,48 @@ async fn ingest_variants_idempotency_and_uploads() {
     assert_eq!(a.json()["id"], b.json()["id"]);
     assert_eq!(b.json()["duplicate"], true);
     assert_eq!(s.head("carol").await, 2);
+    // the same key with another request (JSON text, tags, or a binary body): 422, nothing
+    // written, and the original still answers as a duplicate
+    for (ct, other) in [
+        (
+            "application/json",
+            serde_json::to_vec(&json!({ "text": "twice" })).unwrap(),
+        ),
+        (
+            "application/json",
+            serde_json::to_vec(&json!({ "text": "once", "tags": ["x"] })).unwrap(),
+        ),
+        ("application/octet-stream", b"once".to_vec()),
+    ] {
+        let r = s
+            .call(
+                Method::POST,
+                "/v1/memories",
+                Some(&carol),
+                Some(ct),
+                other,
+                &hdr,
+            )
+            .await;
+        r.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            r.json()["type"],
+            "https://mnemo.dev/problems/idempotency-key-reused"
+        );
+    }
+    assert_eq!(s.head("carol").await, 2);
+    let again = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("application/json"),
+            serde_json::to_vec(&json!({ "text": "once" })).unwrap(),
+            &hdr,
+        )
+        .await;
+    again.assert_status(StatusCode::OK);
+    assert_eq!(again.json()["id"], a.json()["id"]);
     // a binary upload (above the inline limit: the object store), read back
     let audio: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
     let r = s
@@ -507,6 +552,43 @@ async fn ingest_variants_idempotency_and_uploads() {
         ("audio/ogg", audio.len())
     );
     assert!(r.body == audio);
+    assert_eq!(r.headers["content-disposition"], "inline");
+    // Served content cannot run in the API's origin: HTML is a download, never sniffed,
+    // and sandboxed; text is served as plain UTF-8 text.
+    let r = s
+        .call(
+            Method::POST,
+            "/v1/memories?kind=page",
+            Some(&carol),
+            Some("text/html"),
+            b"<script>alert(document.cookie)</script>".to_vec(),
+            &[],
+        )
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let html = r.json()["id"].as_str().unwrap().to_owned();
+    let r = s.get(&format!("/v1/memories/{html}/content"), &carol).await;
+    r.assert_status(StatusCode::OK);
+    assert!(
+        r.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    let text = s.ingest(&carol, "note", "t", "plain words").await;
+    let r = s.get(&format!("/v1/memories/{text}/content"), &carol).await;
+    assert_eq!(r.content_type, "text/plain; charset=utf-8");
+    assert_eq!(r.headers["content-disposition"], "inline");
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
     let r = s.get(&format!("/v1/memories/{id}"), &carol).await;
     assert_eq!(r.json()["tags"], json!(["voice", "morning"]));
     assert_eq!(r.json()["storage"], "object");
@@ -537,7 +619,7 @@ async fn ingest_variants_idempotency_and_uploads() {
         )
         .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(s.head("carol").await, 3);
+    assert_eq!(s.head("carol").await, 5);
     // an upload that arrives in many small pieces streams into the object store
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
         audio.chunks(1000).map(|c| Ok(c.to_vec())).collect();
@@ -558,7 +640,7 @@ async fn ingest_variants_idempotency_and_uploads() {
         r.body == audio,
         "a streamed upload reads back byte for byte"
     );
-    assert_eq!(s.head("carol").await, 4);
+    assert_eq!(s.head("carol").await, 6);
     // a tampered object (its last byte flipped in the store): the download starts (the first
     // chunks check out) but never completes, so no client takes it for the content
     let store =
@@ -844,7 +926,12 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     }
     // Planted: a grant with an expiry no view can store, signed with the custody key.
     let m = UserId::new("mallory").unwrap();
-    let last = s.ledger.events(&m, mnemo_core::Seq(2), 1).await.unwrap().remove(0);
+    let last = s
+        .ledger
+        .events(&m, mnemo_core::Seq(2), 1)
+        .await
+        .unwrap()
+        .remove(0);
     let head = mnemo_core::Head {
         user: m.clone(),
         len: 2,
@@ -884,7 +971,10 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     r.assert_status(StatusCode::SERVICE_UNAVAILABLE);
     let p = r.json();
     assert_eq!(p["type"], "https://mnemo.dev/problems/quarantined", "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("invalid_value"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("invalid_value"),
+        "{p}"
+    );
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine")
         .fetch_one(&s.pool)
         .await
@@ -916,7 +1006,9 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     r.assert_status(StatusCode::TOO_MANY_REQUESTS);
     assert!(r.problem);
     open.pop();
-    s.get("/v1/chain", &alice).await.assert_status(StatusCode::OK);
+    s.get("/v1/chain", &alice)
+        .await
+        .assert_status(StatusCode::OK);
     drop(open);
     // The auditor: alice valid, mallory invalid at seq 3 with the same check.
     assert_eq!(audit_export(&s, &alice).await, None);

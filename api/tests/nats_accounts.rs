@@ -165,7 +165,10 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     // A refusal has the NATS services error shape and the REST problem body; nothing is
     // written.
     let r = a
-        .request("mnemo.ingest", br#"{"txt": "no text field"}"#.to_vec().into())
+        .request(
+            "mnemo.ingest",
+            br#"{"txt": "no text field"}"#.to_vec().into(),
+        )
         .await
         .unwrap();
     let headers = r.headers.as_ref().expect("error headers");
@@ -173,7 +176,11 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
         headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
         Some("400")
     );
-    let detail = headers.get("Nats-Service-Error").unwrap().as_str().to_owned();
+    let detail = headers
+        .get("Nats-Service-Error")
+        .unwrap()
+        .as_str()
+        .to_owned();
     let problem: Value = serde_json::from_slice(&r.payload).unwrap();
     assert_eq!(problem["type"], "https://mnemo.dev/problems/bad-request");
     assert_eq!(problem["status"], 400);
@@ -186,10 +193,13 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
         (r#"{"from": 1000, "wait_ms": 300}"#, Duration::from_secs(3)),
     ] {
         let t = Instant::now();
-        let r = tokio::time::timeout(within, a.request("mnemo.read", body.as_bytes().to_vec().into()))
-            .await
-            .expect("a read past the end is answered")
-            .unwrap();
+        let r = tokio::time::timeout(
+            within,
+            a.request("mnemo.read", body.as_bytes().to_vec().into()),
+        )
+        .await
+        .expect("a read past the end is answered")
+        .unwrap();
         let page: Value = serde_json::from_slice(&r.payload).unwrap();
         assert_eq!(page["events"], json!([]), "{page}");
         assert!(t.elapsed() < within);

@@ -14,10 +14,7 @@ use crate::{ItemError, SourceError};
 
 /// Finds the layout of the deployment: a per-user stream for `user`, else the number of
 /// shared chain streams.
-pub async fn detect_layout(
-    js: &jetstream::Context,
-    user: &UserId,
-) -> Result<Layout, SourceError> {
+pub async fn detect_layout(js: &jetstream::Context, user: &UserId) -> Result<Layout, SourceError> {
     if js
         .get_stream(Layout::PerUser.locate(user).stream)
         .await

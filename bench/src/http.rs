@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_api::auth::Auth;
+use mnemo_api::http::{Api, ApiConfig, ApiStats};
 use mnemo_core::{SigningKey, UserId};
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
 use mnemo_testkit::{NatsServer, PgServer};

@@ -61,10 +61,8 @@ pub struct EventSignatures {
 
 impl IntoIterator for EventSignatures {
     type Item = SignatureCheck;
-    type IntoIter = std::iter::Chain<
-        std::iter::Once<SignatureCheck>,
-        std::option::IntoIter<SignatureCheck>,
-    >;
+    type IntoIter =
+        std::iter::Chain<std::iter::Once<SignatureCheck>, std::option::IntoIter<SignatureCheck>>;
     fn into_iter(self) -> Self::IntoIter {
         std::iter::once(self.custody).chain(self.origin)
     }

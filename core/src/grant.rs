@@ -239,7 +239,10 @@ mod tests {
             captured_at: Some(TimestampMs(150)),
             ..m
         };
-        assert_eq!(window.allows(&bob, AccessAction::List, &captured, at), Ok(()));
+        assert_eq!(
+            window.allows(&bob, AccessAction::List, &captured, at),
+            Ok(())
+        );
         assert_eq!(
             window.allows(&bob, AccessAction::List, &m, at),
             Err(Refusal::Conditions)

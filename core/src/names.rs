@@ -153,7 +153,9 @@ impl Layout {
 
 /// The user whose chain a chain subject carries (its last token), in either layout.
 pub fn chain_subject_user(subject: &str) -> Option<UserId> {
-    let rest = subject.strip_prefix(CHAIN_SUBJECT_PREFIX)?.strip_prefix('.')?;
+    let rest = subject
+        .strip_prefix(CHAIN_SUBJECT_PREFIX)?
+        .strip_prefix('.')?;
     let (_, user) = rest.rsplit_once('.')?;
     UserId::new(user).ok()
 }

@@ -41,8 +41,14 @@ impl GrantConditions {
         if !self.tags.iter().chain(&self.kinds).all(|s| text_ok(s)) {
             return Err("a grant condition's tag or kind contains U+0000");
         }
-        time(self.from, "a grant condition's `from` is outside the time range")?;
-        time(self.until, "a grant condition's `until` is outside the time range")
+        time(
+            self.from,
+            "a grant condition's `from` is outside the time range",
+        )?;
+        time(
+            self.until,
+            "a grant condition's `until` is outside the time range",
+        )
     }
 }
 
@@ -118,7 +124,10 @@ mod tests {
         };
         assert!(r.check_values().is_err());
         r.content_type = "application/octet-stream".into();
-        assert!(r.check_values().is_ok(), "binary content may hold NUL bytes");
+        assert!(
+            r.check_values().is_ok(),
+            "binary content may hold NUL bytes"
+        );
         r.captured_at = Some(TimestampMs(i64::MAX));
         assert!(r.check_values().is_err());
     }

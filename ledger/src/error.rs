@@ -49,6 +49,10 @@ pub enum LedgerError {
     /// read; retry when one finishes (HTTP 429).
     #[error("user {0} has too many reads in progress")]
     TooManyReads(UserId),
+    /// An idempotency key was used again, while it is kept, with another request (other
+    /// content or metadata). Nothing was written; use a new key (HTTP 422).
+    #[error("the idempotency key was already used by user {0} for another request")]
+    IdempotencyKeyReused(UserId),
     /// The chain limit for this user is reached (per-user limits): the server refused the
     /// write rather than drop old events. Nothing was written (HTTP 507).
     #[error("chain of user {0} is full")]

@@ -25,8 +25,8 @@ use crate::crypto::SecretKey;
 use crate::envelope;
 use crate::error::{LedgerError, Result};
 use crate::keystore::{self, GENERATION_SIZE, Generation, KeyCache, KeyStore, MemoryKey};
-use mnemo_core::names::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 use crate::objects;
+use mnemo_core::names::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -231,6 +231,11 @@ struct Sent {
 struct PreparedMemory {
     memory: MemoryId,
     commitment: Hash32,
+    /// With a client's idempotency key: a keyed hash of the request's record, sent as the
+    /// `Mnemo-Request-Hash` header, so a key reused with another request is told apart from
+    /// a retry (keyed by the master key: it says nothing about the content to a reader of
+    /// the stream).
+    request: Option<Hash32>,
     /// `u8 flag || [32 object key, when flag = 1] || salt || record` (docs/FORMAT.md §11).
     plain: zeroize::Zeroizing<Vec<u8>>,
 }
@@ -577,9 +582,8 @@ impl Ledger {
         if let Some(s) = self.inner.streams.lock().expect("lock").get(name) {
             return Ok(s.clone());
         }
-        let s =
-            crate::provision::ensure_stream(&self.inner.js, self.stream_config(name, subjects))
-                .await?;
+        let s = crate::provision::ensure_stream(&self.inner.js, self.stream_config(name, subjects))
+            .await?;
         self.inner
             .streams
             .lock()
@@ -759,6 +763,9 @@ impl Ledger {
         if let Some(id) = &msg_id {
             publish = publish.message_id(id.clone());
         }
+        if let (Some(_), Some(r)) = (client_key, memory.and_then(|m| m.request)) {
+            publish = publish.header(REQUEST_HASH_HEADER, r.to_string().as_str());
+        }
         let subject = self.locate(&user).subject;
         let ack = self.inner.js.send_publish(subject, publish).await;
         st.head.advance(&event, hash);
@@ -873,7 +880,7 @@ impl Ledger {
                 _ => return Ok(None),
             }
         };
-        let mut r = self.receipt_at(user, stream_seq).await?;
+        let mut r = self.receipt_at(user, stream_seq, None).await?;
         r.duplicate = false;
         Ok(Some(r))
     }
@@ -978,7 +985,8 @@ impl Ledger {
             let written = match self.settle(&slot, sent, held).await? {
                 Outcome::Written(r) => Some(r),
                 Outcome::Duplicate(stream_seq) => {
-                    return Box::pin(self.receipt_at(user, stream_seq)).await;
+                    let request = memory.and_then(|m| m.request);
+                    return Box::pin(self.receipt_at(user, stream_seq, request)).await;
                 }
                 Outcome::Conflict => {
                     self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -1003,7 +1011,14 @@ impl Ledger {
         }
     }
 
-    async fn receipt_at(&self, user: &UserId, stream_seq: u64) -> Result<Receipt> {
+    /// The receipt of the event at `stream_seq`, which a repeated idempotency key named; with
+    /// `request`, the original must have been the same request.
+    async fn receipt_at(
+        &self,
+        user: &UserId,
+        stream_seq: u64,
+        request: Option<Hash32>,
+    ) -> Result<Receipt> {
         let loc = self.locate(user);
         let stream = self
             .stream(&loc.stream)
@@ -1023,6 +1038,11 @@ impl Ledger {
             }
             Err(e) => return Err(LedgerError::nats("direct get", e)),
         };
+        if let (Some(want), Some(had)) = (request, msg.headers.get(REQUEST_HASH_HEADER))
+            && had.as_str() != want.to_string()
+        {
+            return Err(LedgerError::IdempotencyKeyReused(user.clone()));
+        }
         let (wire, _) = envelope::decode(&msg.payload)?;
         let (event, hash) =
             Event::from_wire(&wire).map_err(|e| LedgerError::Tampered(e.to_string()))?;
@@ -1265,8 +1285,13 @@ impl Ledger {
         let record_bytes = record.canonical_bytes();
         plain.extend_from_slice(&salt);
         plain.extend_from_slice(&record_bytes);
+        let request = m
+            .idempotency_key
+            .as_ref()
+            .map(|_| request_hash(&self.inner.cfg.master_key, user, &record_bytes));
         let prepared = PreparedMemory {
             memory,
+            request,
             commitment: commitment::commit(&salt, &record_bytes),
             plain,
         };
@@ -1775,6 +1800,20 @@ impl ChainReader {
             }));
         }
     }
+}
+
+/// The header carrying a request's keyed hash (see `PreparedMemory::request`).
+const REQUEST_HASH_HEADER: &str = "Mnemo-Request-Hash";
+
+/// A keyed hash of a memory request's canonical record, for telling a retry from a reused
+/// idempotency key.
+fn request_hash(master: &SecretKey, user: &UserId, record: &[u8]) -> Hash32 {
+    let key = blake3::derive_key("mnemo 2026-12-01 idempotency request v1", master.expose());
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(user.as_str().as_bytes());
+    h.update(&[0]);
+    h.update(record);
+    Hash32(*h.finalize().as_bytes())
 }
 
 /// Whether JetStream refused a publish because a stream limit is reached (per-subject

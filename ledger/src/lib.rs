@@ -37,10 +37,10 @@ pub use config::{Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
-pub use mnemo_core::names::{
-    CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,
-};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, Ledger, LedgerStats, NewMemory, OpenedMemory,
     OpenedStream, Receipt, StoredEvent, SweptChunks, content_error,
+};
+pub use mnemo_core::names::{
+    CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,
 };

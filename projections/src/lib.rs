@@ -31,13 +31,13 @@ mod rebuild;
 mod state;
 
 pub use error::{ProjectionError, Result};
-pub use projector::kv_head;
-pub use projector::{Head, Projector, ProjectorConfig, ProjectorStats, lag};
 pub use pg::{
     AccessRow, GrantRole, GrantRow, MemoryFilter, MemoryRow, SharedCandidates, SyncedHead, Views,
 };
-pub use state::Quarantine;
+pub use projector::kv_head;
+pub use projector::{Head, Projector, ProjectorConfig, ProjectorStats, lag};
 pub use rebuild::{RebuildReport, rebuild};
+pub use state::Quarantine;
 
 /// Runs the migrations in `migrations/` (idempotent).
 pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {

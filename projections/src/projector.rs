@@ -3,10 +3,7 @@
 use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
 use futures::StreamExt;
-use mnemo_core::{
-    Event, EventBody, Hash32, Seq, SignatureBatch,
-    SignatureCheck, UserId,
-};
+use mnemo_core::{Event, EventBody, Hash32, Seq, SignatureBatch, SignatureCheck, UserId};
 use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -16,9 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{ProjectionError, Result};
-use mnemo_core::names::{self, HEADS_BUCKET};
 use crate::state::{self, Quarantine, UserState};
-
+use mnemo_core::names::{self, HEADS_BUCKET};
 
 /// Projector options.
 #[derive(Clone, Debug)]
@@ -781,7 +777,15 @@ impl Writer {
                 let Some(first) = mine.first() else { continue };
                 let first = first.event.seq.0;
                 let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-                match crate::pg::write::write_rows(&mut sp, &mine, &p.opened, &p.states, std::slice::from_ref(u)).await {
+                match crate::pg::write::write_rows(
+                    &mut sp,
+                    &mine,
+                    &p.opened,
+                    &p.states,
+                    std::slice::from_ref(u),
+                )
+                .await
+                {
                     Ok(()) => sp.commit().await?,
                     Err(ProjectionError::Db(e)) if cannot_store(&e) => {
                         sp.rollback().await?;
@@ -792,7 +796,9 @@ impl Writer {
                             Quarantine {
                                 seq: first,
                                 check: "view_write".into(),
-                                reason: format!("the view could not store events from seq {first} on: {e}"),
+                                reason: format!(
+                                    "the view could not store events from seq {first} on: {e}"
+                                ),
                             },
                         ));
                     }
@@ -800,7 +806,12 @@ impl Writer {
                 }
             }
         }
-        let users: Vec<UserId> = p.users.iter().filter(|u| !cut_off.contains(u)).cloned().collect();
+        let users: Vec<UserId> = p
+            .users
+            .iter()
+            .filter(|u| !cut_off.contains(u))
+            .cloned()
+            .collect();
         let rows = async {
             if !isolate {
                 let all: Vec<&Accepted> = p.accepted.iter().collect();
@@ -853,11 +864,7 @@ impl Writer {
             h.insert("Mnemo-Stream-Seq", d.stream_seq.to_string().as_str());
             self.js
                 .client()
-                .publish_with_headers(
-                    names::dead_letter_subject(&self.view),
-                    h,
-                    d.payload.clone(),
-                )
+                .publish_with_headers(names::dead_letter_subject(&self.view), h, d.payload.clone())
                 .await
                 .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         }
@@ -939,15 +946,11 @@ fn verify(
             },
             _ => None,
         };
-        let checked: Result<(), (&'static str, String)> = if let Some(reason) = payload_refused
-        {
+        let checked: Result<(), (&'static str, String)> = if let Some(reason) = payload_refused {
             // The state does not move: the user's view stops before this event.
             match st.chain.clone().check(&a.event, a.hash) {
                 Err(e) => Err((e.code(), e.to_string())),
-                Ok(_) => Err((
-                    "payload",
-                    format!("seq {}: payload: {reason}", a.event.seq),
-                )),
+                Ok(_) => Err(("payload", format!("seq {}: payload: {reason}", a.event.seq))),
             }
         } else if each {
             let before = st.chain.clone();

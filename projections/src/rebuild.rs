@@ -89,7 +89,9 @@ pub async fn rebuild(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(ProjectionError::Rebuild(format!("invalid view name {view:?}")));
+        return Err(ProjectionError::Rebuild(format!(
+            "invalid view name {view:?}"
+        )));
     }
     let started = Instant::now();
     let pool = PgPoolOptions::new()
@@ -142,7 +144,9 @@ pub async fn rebuild(
             break;
         }
         if task.is_finished() {
-            return Err(ProjectionError::Rebuild("the rebuild projector stopped".into()));
+            return Err(ProjectionError::Rebuild(
+                "the rebuild projector stopped".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -96,8 +96,14 @@ fn case() -> impl Strategy<Value = (Vec<Mem>, Vec<Grant>, i64, bool)> {
 
 async fn load(views: &Views, mems: &[Mem], grants: &[Grant]) {
     let pool = views.pool();
-    sqlx::query("DELETE FROM memories").execute(pool).await.unwrap();
-    sqlx::query("DELETE FROM grants").execute(pool).await.unwrap();
+    sqlx::query("DELETE FROM memories")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM grants")
+        .execute(pool)
+        .await
+        .unwrap();
     for (seq, m) in mems.iter().enumerate() {
         sqlx::query(
             "INSERT INTO memories (user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, erased_seq)
@@ -197,6 +203,11 @@ fn the_sql_pre_filter_never_drops_what_the_access_rule_allows() {
     });
     // The property must have been exercised, not passed vacuously.
     let (allowed_total, looser) = (allowed_total.get(), looser.get());
-    assert!(allowed_total > 50, "only {allowed_total} allowed memories in all cases");
-    eprintln!("access rule: {allowed_total} allowed memories checked; {looser} candidates the rule refused");
+    assert!(
+        allowed_total > 50,
+        "only {allowed_total} allowed memories in all cases"
+    );
+    eprintln!(
+        "access rule: {allowed_total} allowed memories checked; {looser} candidates the rule refused"
+    );
 }

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use axum::routing::{get};
 use super::S;
 use super::extract::Caller;
 use crate::problem::ApiResult;
+use axum::routing::get;
 
 async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
@@ -33,6 +33,5 @@ async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Valu
 
 /// This resource's routes.
 pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/access-log", get(access_log))
+    axum::Router::new().route("/v1/access-log", get(access_log))
 }

@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use axum::routing::{get};
 use super::S;
 use super::extract::Caller;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::get;
 
 async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<Value>> {
     let epochs = match api.anchors().await? {

@@ -6,10 +6,10 @@ use mnemo_core::Seq;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use axum::routing::{get};
 use super::S;
 use super::extract::{ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
+use axum::routing::get;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,11 +9,11 @@ use mnemo_core::UserId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use axum::routing::{delete, post};
 use super::extract::{ApiJson, Caller, user_id};
 use super::{Api, S};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::{delete, post};
 
 fn accounts(api: &Api) -> ApiResult<&crate::nats::Accounts> {
     api.accounts.as_ref().ok_or_else(|| {

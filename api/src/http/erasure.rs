@@ -7,11 +7,11 @@ use mnemo_ledger::LedgerError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use axum::routing::{post};
 use super::S;
 use super::extract::{ApiJson, Caller, memory_id};
 use super::memories::memory_row;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::post;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +50,5 @@ async fn erase(
 
 /// This resource's routes.
 pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/erasure", post(erase))
+    axum::Router::new().route("/v1/erasure", post(erase))
 }

@@ -6,10 +6,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use mnemo_core::TimestampMs;
 
-use axum::routing::{get};
 use super::S;
 use super::extract::Caller;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::get;
 
 async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
     let user = caller.user()?.clone();
@@ -49,6 +49,5 @@ async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
 
 /// This resource's routes.
 pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/export", get(export))
+    axum::Router::new().route("/v1/export", get(export))
 }

@@ -11,11 +11,11 @@ use mnemo_projections::GrantRole;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use axum::routing::{delete, post};
 use super::S;
 use super::extract::{ApiJson, ApiQuery, Caller, user_id};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::{delete, post};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use mnemo_core::{Hash32, MemoryId, Seq, TimestampMs, UserId};
@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use axum::routing::{get, post};
 use super::extract::{ApiJson, ApiQuery, Caller, memory_id};
 use super::{Api, S};
 use crate::problem::{ApiResult, Problem};
+use axum::routing::{get, post};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,7 +236,9 @@ impl ListQuery {
             }
         }
         for (name, v) in [("tag", &self.tag), ("kind", &self.kind), ("q", &self.q)] {
-            if v.as_deref().is_some_and(|v| !mnemo_core::values::text_ok(v)) {
+            if v.as_deref()
+                .is_some_and(|v| !mnemo_core::values::text_ok(v))
+            {
                 return Err(Problem::bad_request(format!(
                     "{name} must not contain U+0000"
                 )));
@@ -310,7 +312,11 @@ async fn get_memory(
 /// bad first chunk is a problem response; a later failure cuts the body short of its
 /// `Content-Length` (the ledger holds back the last piece until the whole matched the
 /// chain's hash), which no client takes for a complete answer.
-pub(crate) async fn content_response(api: &Api, user: &UserId, m: &MemoryView) -> ApiResult<Response> {
+pub(crate) async fn content_response(
+    api: &Api,
+    user: &UserId,
+    m: &MemoryView,
+) -> ApiResult<Response> {
     if m.erased {
         return Err(LedgerError::Erased(m.id).into());
     }
@@ -331,14 +337,71 @@ pub(crate) async fn content_response(api: &Api, user: &UserId, m: &MemoryView) -
             tracing::error!(%memory, error = %e, "content stream failed; response cut short");
         }
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, opened.record.content_type.clone()),
-            (header::CONTENT_LENGTH, opened.size.to_string()),
-        ],
-        Body::from_stream(futures::stream::iter([Ok(first)]).chain(rest)),
-    )
-        .into_response())
+    let mut r = Body::from_stream(futures::stream::iter([Ok(first)]).chain(rest)).into_response();
+    let h = r.headers_mut();
+    h.extend(served_headers(&opened.record.content_type, &m.id));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(opened.size));
+    Ok(r)
+}
+
+/// How user content is served, so that it can never run as part of the API's (or a
+/// console's) origin: `nosniff` and a sandboxing CSP always; inline only for plain text
+/// (as `text/plain; charset=utf-8`), PNG, JPEG, WebP, audio and video; anything else as a
+/// download (`Content-Disposition: attachment`).
+pub(crate) fn served_headers(content_type: &str, id: &MemoryId) -> HeaderMap {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let inline = match essence.as_str() {
+        "text/plain" => Some("text/plain; charset=utf-8".to_owned()),
+        "image/png" | "image/jpeg" | "image/webp" => Some(essence.clone()),
+        e if (e.starts_with("audio/") || e.starts_with("video/"))
+            && e.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/.+-".contains(&b)) =>
+        {
+            Some(essence.clone())
+        }
+        _ => None,
+    };
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    match inline {
+        Some(ct) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&ct)
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("inline"),
+            );
+        }
+        None => {
+            // The stored type is kept (a client may want it), but never rendered here.
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type)
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{id}\""))
+                    .unwrap_or(HeaderValue::from_static("attachment")),
+            );
+        }
+    }
+    h
 }
 
 async fn get_content(

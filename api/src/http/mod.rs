@@ -28,12 +28,12 @@ pub mod proofs;
 pub mod shared;
 pub mod users;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Json;
 use mnemo_ledger::Ledger;
 use mnemo_projections::Views;
 use std::sync::Arc;
@@ -199,7 +199,6 @@ pub fn is_problem(h: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "application/problem+json")
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,11 @@ use mnemo_core::merkle::CHAIN_TREE;
 use mnemo_core::{Checkpoint, Hash32, MerkleTree, ProofBundle, PublicKey, Seq};
 use serde_json::{Value, json};
 
-use axum::routing::{get};
 use super::S;
 use super::extract::{Caller, memory_id};
 use super::memories::memory_row;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::get;
 
 async fn get_proof(
     State(api): State<S>,
@@ -91,6 +91,5 @@ async fn get_proof(
 
 /// This resource's routes.
 pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/memories/{id}/proof", get(get_proof))
+    axum::Router::new().route("/v1/memories/{id}/proof", get(get_proof))
 }

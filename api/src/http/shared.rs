@@ -16,12 +16,12 @@ use mnemo_ledger::LedgerError;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use axum::routing::{get};
 use super::extract::{ApiQuery, Caller, memory_id, user_id};
 use super::memories::{ListQuery, MemoryView, content_response, page_limit};
 use super::{Api, S};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::get;
 
 /// What one decision allowed.
 struct Allowed {
@@ -205,5 +205,8 @@ pub(crate) fn router() -> axum::Router<S> {
     axum::Router::new()
         .route("/v1/users/{owner}/memories", get(shared_list))
         .route("/v1/users/{owner}/memories/{id}", get(shared_get))
-        .route("/v1/users/{owner}/memories/{id}/content", get(shared_content))
+        .route(
+            "/v1/users/{owner}/memories/{id}/content",
+            get(shared_content),
+        )
 }

@@ -8,11 +8,11 @@ use mnemo_ledger::LedgerError;
 use serde::Deserialize;
 use serde_json::json;
 
-use axum::routing::{post};
 use super::S;
 use super::extract::{ApiJson, Caller, user_id};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
+use axum::routing::post;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +53,5 @@ async fn create_user(
 
 /// This resource's routes.
 pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/users", post(create_user))
+    axum::Router::new().route("/v1/users", post(create_user))
 }

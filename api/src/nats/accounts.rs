@@ -227,10 +227,9 @@ impl Accounts {
             .await
             .map_err(bucket)?
             .ok_or_else(|| NatsAuthError::NoAccount(user.clone()))?;
-        let plain = self
-            .master
-            .open(&Self::aad(user), &sealed)
-            .map_err(|_| NatsAuthError::Corrupt(format!("the record of {user} does not decrypt")))?;
+        let plain = self.master.open(&Self::aad(user), &sealed).map_err(|_| {
+            NatsAuthError::Corrupt(format!("the record of {user} does not decrypt"))
+        })?;
         let s: StoredAccount = serde_json::from_slice(&plain)
             .map_err(|e| NatsAuthError::Corrupt(format!("the record of {user}: {e}")))?;
         Ok(UserAccount {

@@ -141,7 +141,10 @@ async fn handle(
         if events.is_empty()
             && let Some(wait) = r.wait_ms.filter(|w| *w > 0)
         {
-            let mut follow = ledger.follow(&user, from).await.map_err(NatsAuthError::from)?;
+            let mut follow = ledger
+                .follow(&user, from)
+                .await
+                .map_err(NatsAuthError::from)?;
             let wait = Duration::from_millis(wait.min(30_000));
             if let Ok(next) = tokio::time::timeout(wait, follow.next()).await {
                 events.extend(next.map_err(NatsAuthError::from)?);

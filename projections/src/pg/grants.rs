@@ -38,7 +38,9 @@ fn user(s: String) -> Result<UserId> {
 impl GrantRow {
     pub(crate) fn from_row(r: &sqlx::postgres::PgRow) -> Result<Self> {
         let conditions: serde_json::Value = r.try_get("conditions")?;
-        let revoked_seq = r.try_get::<Option<i64>, _>("revoked_seq")?.map(|s| s as u64);
+        let revoked_seq = r
+            .try_get::<Option<i64>, _>("revoked_seq")?
+            .map(|s| s as u64);
         Ok(Self {
             owner: user(r.try_get("user_id")?)?,
             grant: Grant {
@@ -48,9 +50,9 @@ impl GrantRow {
                     metadata: r.try_get("can_metadata")?,
                     content: r.try_get("can_content")?,
                 },
-                conditions: serde_json::from_value::<GrantConditions>(conditions).map_err(
-                    |e| ProjectionError::Corrupt(format!("stored grant conditions: {e}")),
-                )?,
+                conditions: serde_json::from_value::<GrantConditions>(conditions).map_err(|e| {
+                    ProjectionError::Corrupt(format!("stored grant conditions: {e}"))
+                })?,
                 expires_at: r.try_get::<Option<i64>, _>("expires_ms")?.map(TimestampMs),
                 revoked: revoked_seq.is_some(),
             },

@@ -154,7 +154,10 @@ impl Views {
         .bind(upto as i64)
         .fetch_all(self.pool())
         .await?;
-        hashes.into_iter().map(|h| hash32(h, "event hash")).collect()
+        hashes
+            .into_iter()
+            .map(|h| hash32(h, "event hash"))
+            .collect()
     }
 
     /// A key of `user`'s chain by id.

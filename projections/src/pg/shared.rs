@@ -48,7 +48,10 @@ const CANDIDATES: &str = "WITH g AS (
 impl Views {
     /// The candidates of `grantee`'s read of `owner`'s memories at `at_ms`, for content
     /// (`content`) or metadata, matching `filter` (and only `memory`, if given).
-    #[allow(clippy::too_many_arguments, reason = "one read's parameters, each named")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one read's parameters, each named"
+    )]
     pub async fn shared_candidates(
         &self,
         owner: &UserId,

@@ -241,4 +241,3 @@ pub(crate) async fn write_rows(
     }
     Ok(())
 }
-
