@@ -461,6 +461,16 @@ async fn dev_contract(
     Ok(addr)
 }
 
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 /// `mnemo dev`: a whole local stack in one command. What it starts keeps its state in
 /// `--dir` (`.mnemo/`), so a second run finds the same users, memories, chains and
 /// anchors; a configured `DATABASE_URL`, `--rpc-url` or operator-mode NATS
@@ -493,26 +503,34 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let (nats_store, pg_dir, anvil_dir) =
         (dir.join("nats-server"), dir.join("pg"), dir.join("anvil"));
     eprintln!("mnemo dev: starting what is not configured (nats-server, PostgreSQL, anvil) ...");
+    // Each server is stopped cleanly when dropped (its directory is kept), also when a
+    // later step fails.
     let (nats, pg, anvil) = tokio::task::spawn_blocking(move || {
-        let nats = (!reuse_nats).then(|| {
-            mnemo_testkit::NatsServer::start_in(
-                &nats_store,
-                mnemo_testkit::NatsOptions {
-                    sync_always: true,
-                    extra_config: operator_config,
-                    ..Default::default()
-                },
-            )
-        });
-        let pg = start_pg.then(|| {
-            let pg = mnemo_testkit::PgServer::start_in(&pg_dir, true);
-            pg.ensure_database("mnemo");
-            pg
-        });
-        let anvil = start_anvil.then(|| mnemo_testkit::Anvil::start_in(&anvil_dir));
-        (nats, pg, anvil)
+        let nats = (!reuse_nats)
+            .then(|| {
+                mnemo_devstack::NatsServer::start_in(
+                    &nats_store,
+                    mnemo_devstack::NatsOptions {
+                        sync_always: true,
+                        extra_config: operator_config,
+                        ..Default::default()
+                    },
+                )
+            })
+            .transpose()?;
+        let pg = start_pg
+            .then(|| -> mnemo_devstack::Result<_> {
+                let pg = mnemo_devstack::PgServer::start_in(&pg_dir, true)?;
+                pg.ensure_database("mnemo")?;
+                Ok(pg)
+            })
+            .transpose()?;
+        let anvil = start_anvil
+            .then(|| mnemo_devstack::Anvil::start_in(&anvil_dir))
+            .transpose()?;
+        Ok::<_, mnemo_devstack::DevstackError>((nats, pg, anvil))
     })
-    .await?;
+    .await??;
     let nats_url = match &nats {
         Some(n) => n.url(),
         None => c.nats_url.clone(),
@@ -520,17 +538,17 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let db = match (&pg, &c.database_url) {
         (Some(pg), _) => pg.url("mnemo"),
         (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("PostgreSQL started when no URL is configured"),
+        (None, None) => anyhow::bail!("no PostgreSQL: none configured and none started"),
     };
     let rpc = match (&anvil, &a.rpc_url) {
         (Some(anvil), _) => anvil.url(),
         (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("anvil started when no node is configured"),
+        (None, None) => anyhow::bail!("no EVM node: none configured and none started"),
     };
     let anchor_key = a
         .anchor_key
         .clone()
-        .unwrap_or_else(|| mnemo_testkit::DEV_KEY.into());
+        .unwrap_or_else(|| mnemo_devstack::DEV_KEY.into());
     let contract = dev_contract(&dir, &rpc, &anchor_key).await?;
     let jwt_seed = DevSecrets::seed(&secrets.jwt_key)?;
     let auth = Auth::new(&SigningKey::from_bytes(&jwt_seed), "mnemo", "mnemo-api");
@@ -636,9 +654,25 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     println!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories?tag=travel'");
     use std::io::Write;
     std::io::stdout().flush()?;
-    tokio::signal::ctrl_c().await?;
+    wait_for_stop().await?;
     eprintln!("mnemo dev: stopping");
     running.stop().await?;
-    drop((nats, pg, anvil));
+    // mnemo first, then the servers: PostgreSQL with a shutdown checkpoint, JetStream
+    // flushed, anvil's state dumped.
+    let (nats, pg, anvil) = (nats, pg, anvil);
+    tokio::task::spawn_blocking(move || {
+        let stopped = [
+            pg.map(|mut p| ("PostgreSQL", p.stop())),
+            nats.map(|mut n| ("nats-server", n.stop())),
+            anvil.map(|mut a| ("anvil", a.stop())),
+        ];
+        for (what, clean) in stopped.into_iter().flatten() {
+            if !clean {
+                eprintln!("mnemo dev: {what} did not stop in time and was killed");
+            }
+        }
+    })
+    .await?;
+    eprintln!("mnemo dev: stopped");
     Ok(())
 }

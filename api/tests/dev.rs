@@ -1,6 +1,8 @@
 //! `mnemo dev`, the real binary: comes up from nothing (its own nats-server, PostgreSQL and
-//! anvil), and the curl line it prints works; Ctrl-C stops everything; a second run on the
-//! same `.mnemo/` directory finds the same data.
+//! anvil), and the curl line it prints works; Ctrl-C stops everything cleanly (PostgreSQL
+//! writes its shutdown checkpoint, so the next start does no crash recovery); a second run
+//! on the same `.mnemo/` directory finds the same data; its log has no colour codes when it
+//! is not a terminal.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,6 +13,13 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".mnemo");
     run_dev_once(&state).await;
+    let pg_log = std::fs::read_to_string(state.join("pg/pg.log")).unwrap();
+    assert!(
+        pg_log.contains("database system is shut down"),
+        "PostgreSQL stopped cleanly:\n{pg_log}"
+    );
+    let nats_log = std::fs::read_to_string(state.join("nats-server/server.log")).unwrap();
+    assert!(nats_log.contains("Server Exiting"), "{nats_log}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(state.join("secrets.json"))
         .unwrap()
@@ -19,6 +28,22 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     assert_eq!(mode & 0o777, 0o600, "secrets are private");
     // the same state again: same keys, chains, database and contract; no second demo
     run_dev_once(&state).await;
+    let pg_log = std::fs::read_to_string(state.join("pg/pg.log")).unwrap();
+    assert!(
+        !pg_log.contains("not properly shut down") && !pg_log.contains("automatic recovery"),
+        "the second start found a clean shutdown:\n{pg_log}"
+    );
+    let nats_log = std::fs::read_to_string(state.join("nats-server/server.log")).unwrap();
+    assert!(
+        !nats_log.contains("will rebuild") && !nats_log.contains("outdated"),
+        "JetStream found its state clean:\n{nats_log}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap();
+    assert!(log.contains("mnemo dev: stopped"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI colour codes in a log file:\n{log}"
+    );
 }
 
 async fn run_dev_once(state: &std::path::Path) {
@@ -30,9 +55,15 @@ async fn run_dev_once(state: &std::path::Path) {
         .env_remove("MNEMO_NATS_DIR")
         .env_remove("MNEMO_RPC_URL")
         .env_remove("MNEMO_NATS_URL")
-        .env("MNEMO_LOG", "warn")
+        .env("MNEMO_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(state.parent().unwrap().join("dev.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

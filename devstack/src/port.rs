@@ -3,14 +3,14 @@
 use std::net::TcpListener;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
-pub fn free_port() -> u16 {
+pub fn free_port() -> crate::Result<u16> {
     // Binding port 0 makes the kernel choose; the listener is dropped before the server
-    // binds, a window other tests on this machine rarely hit (the server then fails to
-    // start and the test says so).
+    // binds, a window other processes on this machine rarely hit (the server then fails to
+    // start and says so).
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+        .map_err(crate::DevstackError::io("finding a free port"))
 }
 
 /// Where `scripts/setup.sh` installs the pinned servers: `$MNEMO_TOOLS`, else
@@ -31,18 +31,25 @@ pub(crate) enum Home {
 }
 
 impl Home {
-    pub(crate) fn temp(prefix: &str) -> Self {
-        Home::Temp(
-            tempfile::Builder::new()
-                .prefix(prefix)
-                .tempdir()
-                .expect("temp dir"),
-        )
+    pub(crate) fn temp(prefix: &str) -> crate::Result<Self> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map(Home::Temp)
+            .map_err(crate::DevstackError::io("creating a temporary directory"))
     }
 
-    pub(crate) fn kept(dir: &std::path::Path) -> Self {
-        std::fs::create_dir_all(dir).expect("create server directory");
-        Home::Kept(dir.to_path_buf())
+    pub(crate) fn kept(dir: &std::path::Path) -> crate::Result<Self> {
+        std::fs::create_dir_all(dir).map_err(crate::DevstackError::io(format!(
+            "creating {}",
+            dir.display()
+        )))?;
+        Ok(Home::Kept(dir.to_path_buf()))
+    }
+
+    /// Whether the directory outlives the server (then it is stopped cleanly on drop).
+    pub(crate) fn is_kept(&self) -> bool {
+        matches!(self, Home::Kept(_))
     }
 
     pub(crate) fn path(&self) -> &std::path::Path {

@@ -1,5 +1,6 @@
-//! A real `nats-server` with JetStream, for tests.
+//! A real `nats-server` with JetStream.
 
+use nix::sys::signal::Signal;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::port::free_port;
+use crate::error::{DevstackError, Result};
+use crate::port::{Home, free_port};
 
 /// How to start a server.
 #[derive(Clone, Debug, Default)]
@@ -21,15 +23,17 @@ pub struct NatsOptions {
     pub jetstream_domain: Option<String>,
 }
 
-/// A running `nats-server`. Killed and its directory removed on drop.
+/// A running `nats-server`. On drop, a server in a temporary directory is killed and its
+/// directory removed; one in a kept directory is stopped cleanly ([`stop`](Self::stop)).
 pub struct NatsServer {
     child: Option<Child>,
-    dir: crate::port::Home,
+    dir: Home,
     port: u16,
     opts: NatsOptions,
 }
 
-/// The `nats-server` binary tests use (see the crate docs for the search order).
+/// The `nats-server` binary: `$MNEMO_NATS_SERVER`, else the pinned one `scripts/setup.sh`
+/// installs, else the first on `PATH`.
 pub fn nats_server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("MNEMO_NATS_SERVER") {
         return PathBuf::from(p);
@@ -43,14 +47,15 @@ pub fn nats_server_binary() -> PathBuf {
     PathBuf::from("nats-server")
 }
 
-fn checked_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// The binary, checked once to be 2.10 or newer.
+fn checked_binary() -> Result<&'static PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    let checked = BIN.get_or_init(|| {
         let bin = nats_server_binary();
         let out = Command::new(&bin)
             .arg("--version")
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}; run scripts/setup.sh", bin.display()));
+            .map_err(|e| format!("cannot run {}: {e}; run scripts/setup.sh", bin.display()))?;
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let minor = v
             .trim_start_matches("nats-server: v")
@@ -58,42 +63,46 @@ fn checked_binary() -> &'static PathBuf {
             .take(2)
             .map(|x| x.parse::<u32>().unwrap_or(0))
             .collect::<Vec<_>>();
-        assert!(
-            minor.len() == 2 && (minor[0], minor[1]) >= (2, 10),
-            "{} is {v}; mnemo needs nats-server >= 2.10 (scripts/setup.sh installs 2.15.1)",
-            bin.display()
-        );
-        eprintln!("mnemo-testkit: using {} ({v})", bin.display());
-        bin
-    })
+        if minor.len() != 2 || (minor[0], minor[1]) < (2, 10) {
+            return Err(format!(
+                "{} is {v}; mnemo needs nats-server >= 2.10 (scripts/setup.sh installs 2.15.1)",
+                bin.display()
+            ));
+        }
+        eprintln!("mnemo-devstack: using {} ({v})", bin.display());
+        Ok(bin)
+    });
+    checked
+        .as_ref()
+        .map_err(|e| DevstackError::Unsuitable(e.clone()))
 }
 
 impl NatsServer {
-    /// Starts a JetStream server with default options.
-    pub fn start() -> Self {
+    /// Starts a JetStream server with default options in a temporary directory.
+    pub fn start() -> Result<Self> {
         Self::start_with(NatsOptions::default())
     }
 
-    /// Starts a JetStream server.
-    pub fn start_with(opts: NatsOptions) -> Self {
-        Self::start_home(crate::port::Home::temp("mnemo-nats-"), opts)
+    /// Starts a JetStream server in a temporary directory.
+    pub fn start_with(opts: NatsOptions) -> Result<Self> {
+        Self::start_home(Home::temp("mnemo-nats-")?, opts)
     }
 
     /// Starts a JetStream server whose config, log and store live in `dir`, which stays
     /// when the server stops (a later start in the same `dir` finds its streams).
-    pub fn start_in(dir: &Path, opts: NatsOptions) -> Self {
-        Self::start_home(crate::port::Home::kept(dir), opts)
+    pub fn start_in(dir: &Path, opts: NatsOptions) -> Result<Self> {
+        Self::start_home(Home::kept(dir)?, opts)
     }
 
-    fn start_home(dir: crate::port::Home, opts: NatsOptions) -> Self {
+    fn start_home(dir: Home, opts: NatsOptions) -> Result<Self> {
         let mut s = Self {
             child: None,
             dir,
-            port: free_port(),
+            port: free_port()?,
             opts,
         };
-        s.spawn();
-        s
+        s.spawn()?;
+        Ok(s)
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -121,7 +130,7 @@ impl NatsServer {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<()> {
         let conf = self.dir.path().join("server.conf");
         let store = self.dir.path().join("jetstream");
         let mut sync = if self.opts.sync_always {
@@ -133,17 +142,18 @@ impl NatsServer {
             sync.push_str(&format!("\n  domain: {d}"));
         }
         let text = format!(
-            "listen: 127.0.0.1:{port}\nserver_name: mnemo_test_{port}\nmax_payload: 8MB\n\
+            "listen: 127.0.0.1:{port}\nserver_name: mnemo_{port}\nmax_payload: 8MB\n\
              jetstream {{\n  store_dir: \"{store}\"{sync}\n}}\n{extra}\n",
             port = self.port,
             store = store.display(),
             extra = self.opts.extra_config,
         );
-        fs::write(&conf, text).expect("write server.conf");
+        fs::write(&conf, text).map_err(DevstackError::io("writing server.conf"))?;
         let log = self.dir.path().join("server.log");
         // Start from an empty log so readiness is read from this run only.
         let _ = fs::remove_file(&log);
-        let child = Command::new(checked_binary())
+        let bin = checked_binary()?;
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .arg("-l")
@@ -152,16 +162,19 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn nats-server");
+            .map_err(|source| DevstackError::Spawn {
+                program: bin.display().to_string(),
+                source,
+            })?;
         self.child = Some(child);
-        self.wait_ready(&log);
+        self.wait_ready(&log)
     }
 
-    fn wait_ready(&mut self, log: &Path) {
+    fn wait_ready(&mut self, log: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if fs::read_to_string(log).is_ok_and(|l| l.contains("Server is ready")) {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -170,42 +183,55 @@ impl NatsServer {
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                panic!(
-                    "nats-server exited ({status}) before ready: {err}\n{}",
-                    self.log()
-                );
+                self.child = None;
+                return Err(DevstackError::Exited {
+                    what: "nats-server",
+                    status,
+                    log: format!("{err}\n{}", self.log()),
+                });
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server not ready in 30 s:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(DevstackError::NotReady {
+                    what: "nats-server",
+                    secs: 30,
+                    log: self.log(),
+                });
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server cleanly: SIGTERM (JetStream flushes and closes its stores), then
+    /// waits up to 30 s before SIGKILL. Returns whether it stopped by itself.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut c) => crate::process::stop(&mut c, Signal::SIGTERM, Duration::from_secs(30)),
+            None => true,
         }
     }
 
     /// Kills the server with SIGKILL (no clean shutdown) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            crate::process::kill_now(&mut c);
         }
     }
 
-    /// Starts the server again on the same port and store directory.
-    pub fn restart(&mut self) {
+    /// Starts the server again on the same port and store directory (after a kill, a
+    /// crash recovery).
+    pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.spawn();
-    }
-
-    /// SIGKILL, then start again on the same port and store.
-    pub fn kill_and_restart(&mut self) {
-        self.restart();
+        self.spawn()
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        self.kill();
+        if self.dir.is_kept() {
+            self.stop();
+        } else {
+            self.kill();
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! A JetStream cluster of `nats-server` processes on loopback, routed to each other.
 
+use crate::error::Result;
 use crate::nats::{NatsOptions, NatsServer};
 use crate::port::free_port;
 
@@ -11,13 +12,13 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` nodes (3 for R3 streams) in cluster `mnemo`, each with its own store dir.
-    pub fn start(n: usize) -> Self {
+    pub fn start(n: usize) -> Result<Self> {
         Self::start_with(n, NatsOptions::default())
     }
 
     /// Starts `n` nodes with `opts` (e.g. fsync per write) on every node.
-    pub fn start_with(n: usize, opts: NatsOptions) -> Self {
-        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    pub fn start_with(n: usize, opts: NatsOptions) -> Result<Self> {
+        let route_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<u16>>>()?;
         let routes = route_ports
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -34,8 +35,8 @@ impl NatsCluster {
                     ..opts.clone()
                 })
             })
-            .collect();
-        Self { nodes }
+            .collect::<Result<_>>()?;
+        Ok(Self { nodes })
     }
 
     /// Every node's client URL.

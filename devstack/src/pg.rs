@@ -1,7 +1,7 @@
-//! A real PostgreSQL server for tests: `initdb` into a temp dir, `postgres` on a free port.
+//! A real PostgreSQL server: `initdb` into a directory, `postgres` on a free port.
 //!
-//! PostgreSQL refuses to run as root; when the tests run as root (as CI does), the server
-//! runs as the `postgres` system user that Debian's package creates.
+//! PostgreSQL refuses to run as root; when run as root (as CI does), the server runs as
+//! the `postgres` system user that Debian's package creates.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::port::free_port;
+use nix::sys::signal::Signal;
 
-/// A running PostgreSQL. Killed and its directory removed on drop.
+use crate::error::{DevstackError, Result};
+use crate::port::{Home, free_port};
+
+/// A running PostgreSQL. On drop, a server in a temporary directory is killed and its
+/// directory removed; one in a kept directory is stopped cleanly ([`stop`](Self::stop)).
 pub struct PgServer {
     child: Option<Child>,
-    dir: crate::port::Home,
+    dir: Home,
     port: u16,
     owner: Option<(u32, u32)>,
     durable: bool,
@@ -22,9 +26,9 @@ pub struct PgServer {
 
 /// The directory holding `initdb` and `postgres`: `$MNEMO_PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin`.
-pub fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("MNEMO_PG_BIN") {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
     let mut dirs: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
@@ -40,8 +44,9 @@ pub fn pg_bin() -> PathBuf {
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    dirs.pop()
-        .expect("no PostgreSQL server binaries: run scripts/setup.sh")
+    dirs.pop().ok_or_else(|| {
+        DevstackError::Unsuitable("no PostgreSQL server binaries: run scripts/setup.sh".into())
+    })
 }
 
 fn id(flag: &str) -> Option<u32> {
@@ -57,50 +62,56 @@ fn is_root() -> bool {
 }
 
 impl PgServer {
-    /// Initialises a cluster and starts it with `fsync=off` (tests: crash safety of the
-    /// server itself is not what they check).
-    pub fn start() -> Self {
+    /// Initialises a cluster in a temporary directory and starts it with `fsync=off`
+    /// (tests: crash safety of the server itself is not what they check).
+    pub fn start() -> Result<Self> {
         Self::start_with(false)
     }
 
     /// Like [`start`](Self::start), with PostgreSQL's default fsync when `durable`
     /// (benchmarks).
-    pub fn start_with(durable: bool) -> Self {
-        Self::start_home(crate::port::Home::temp("mnemo-pg-"), durable)
+    pub fn start_with(durable: bool) -> Result<Self> {
+        Self::start_home(Home::temp("mnemo-pg-")?, durable)
     }
 
     /// Starts PostgreSQL on the cluster in `dir` (running `initdb` first when `dir` holds
     /// none), with fsync on when `durable`. The directory stays when the server stops.
-    pub fn start_in(dir: &Path, durable: bool) -> Self {
-        Self::start_home(crate::port::Home::kept(dir), durable)
+    pub fn start_in(dir: &Path, durable: bool) -> Result<Self> {
+        Self::start_home(Home::kept(dir)?, durable)
     }
 
-    fn start_home(dir: crate::port::Home, durable: bool) -> Self {
+    fn start_home(dir: Home, durable: bool) -> Result<Self> {
         let owner = if is_root() {
-            Some((
-                id("-u").expect("a 'postgres' user to run PostgreSQL as (not root)"),
-                id("-g").expect("postgres group"),
-            ))
+            match (id("-u"), id("-g")) {
+                (Some(u), Some(g)) => Some((u, g)),
+                _ => {
+                    return Err(DevstackError::Unsuitable(
+                        "running as root, and there is no 'postgres' user to run PostgreSQL as"
+                            .into(),
+                    ));
+                }
+            }
         } else {
             None
         };
         if let Some((u, g)) = owner {
-            std::os::unix::fs::chown(dir.path(), Some(u), Some(g)).expect("chown temp dir");
+            std::os::unix::fs::chown(dir.path(), Some(u), Some(g))
+                .map_err(DevstackError::io(format!("chown {}", dir.path().display())))?;
         }
         let mut s = Self {
             child: None,
             dir,
-            port: free_port(),
+            port: free_port()?,
             owner,
             durable,
         };
         if s.data().join("PG_VERSION").exists() {
             let _ = fs::remove_file(s.data().join("postmaster.pid"));
-            s.spawn();
-            return s;
+            s.spawn()?;
+            return Ok(s);
         }
         let out = s
-            .command("initdb")
+            .command("initdb")?
             .args([
                 "-U",
                 "postgres",
@@ -113,37 +124,41 @@ impl PgServer {
             ])
             .arg(s.data())
             .output()
-            .expect("run initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        s.spawn();
-        s
+            .map_err(|source| DevstackError::Spawn {
+                program: "initdb".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(DevstackError::Command {
+                what: "initdb",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        s.spawn()?;
+        Ok(s)
     }
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn command(&self, bin: &str) -> Command {
-        let mut c = Command::new(pg_bin().join(bin));
+    fn command(&self, bin: &str) -> Result<Command> {
+        let mut c = Command::new(pg_bin()?.join(bin));
         if let Some((u, g)) = self.owner {
             c.uid(u).gid(g);
         }
         c.stdin(Stdio::null());
-        c
+        Ok(c)
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<()> {
         let log = self.dir.path().join("pg.log");
-        let logf = fs::File::create(&log).expect("log file");
+        let logf = fs::File::create(&log).map_err(DevstackError::io("creating pg.log"))?;
         if let Some((u, g)) = self.owner {
             let _ = std::os::unix::fs::chown(&log, Some(u), Some(g));
         }
         let child = self
-            .command("postgres")
+            .command("postgres")?
             .arg("-D")
             .arg(self.data())
             .args([
@@ -169,25 +184,36 @@ impl PgServer {
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
-            .expect("spawn postgres");
+            .map_err(|source| DevstackError::Spawn {
+                program: "postgres".into(),
+                source,
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && fs::read_to_string(&log).is_ok_and(|l| l.contains("ready to accept connections"))
             {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("postgres exited ({status}): {}", self.log());
+                self.child = None;
+                return Err(DevstackError::Exited {
+                    what: "postgres",
+                    status,
+                    log: self.log(),
+                });
             }
-            assert!(
-                Instant::now() < deadline,
-                "postgres not ready: {}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(DevstackError::NotReady {
+                    what: "postgres",
+                    secs: 30,
+                    log: self.log(),
+                });
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -208,8 +234,8 @@ impl PgServer {
     }
 
     /// Runs one SQL command with `psql` against database `postgres`.
-    fn psql(&self, sql: &str) -> std::process::Output {
-        self.command("psql")
+    fn psql(&self, sql: &str) -> Result<std::process::Output> {
+        self.command("psql")?
             .args([
                 "-h",
                 "127.0.0.1",
@@ -220,25 +246,46 @@ impl PgServer {
             ])
             .args(["-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
-            .expect("run psql")
+            .map_err(|source| DevstackError::Spawn {
+                program: "psql".into(),
+                source,
+            })
     }
 
     /// Creates a database unless it exists.
-    pub fn ensure_database(&self, db: &str) {
-        let out = self.psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"));
+    pub fn ensure_database(&self, db: &str) -> Result<()> {
+        let out = self.psql(&format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"))?;
         if String::from_utf8_lossy(&out.stdout).trim() != "1" {
-            self.create_database(db);
+            self.create_database(db)?;
         }
+        Ok(())
     }
 
     /// Creates a database.
-    pub fn create_database(&self, db: &str) {
-        let out = self.psql(&format!("CREATE DATABASE \"{db}\""));
-        assert!(
-            out.status.success(),
-            "create database: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    pub fn create_database(&self, db: &str) -> Result<()> {
+        let out = self.psql(&format!("CREATE DATABASE \"{db}\""))?;
+        if !out.status.success() {
+            return Err(DevstackError::Command {
+                what: "create database",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the server cleanly: SIGINT, PostgreSQL's "fast" shutdown (clients are
+    /// disconnected, a shutdown checkpoint is written, so the next start needs no crash
+    /// recovery), then waits up to 60 s before SIGKILL. Returns whether it stopped by
+    /// itself.
+    pub fn stop(&mut self) -> bool {
+        let clean = match self.child.take() {
+            Some(mut c) => crate::process::stop(&mut c, Signal::SIGINT, Duration::from_secs(60)),
+            None => true,
+        };
+        if !clean {
+            let _ = fs::remove_file(self.data().join("postmaster.pid"));
+        }
+        clean
     }
 
     /// Kills the server with SIGKILL.
@@ -257,10 +304,11 @@ impl PgServer {
         let _ = fs::remove_file(self.data().join("postmaster.pid"));
     }
 
-    /// Starts it again on the same port and data directory (crash recovery runs).
-    pub fn restart(&mut self) {
+    /// Starts it again on the same port and data directory (after a kill, crash recovery
+    /// runs).
+    pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.spawn();
+        self.spawn()
     }
 
     /// The data directory.
@@ -271,6 +319,10 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        self.kill();
+        if self.dir.is_kept() {
+            self.stop();
+        } else {
+            self.kill();
+        }
     }
 }
