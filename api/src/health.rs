@@ -34,13 +34,22 @@ pub struct Health {
 /// The router of the health endpoints.
 pub fn router(h: Health) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(h)
 }
 
-async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the view's lag (quarantined users are reported, not counted against it).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Object, description = "ready"), (status = 503, body = Object, description = "not ready")))]
+pub(crate) async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     match mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await {
         Ok(lag) => {
             // Quarantined users are reported, not counted against readiness: one user's
@@ -67,7 +76,10 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     let mut reg = Registry::with_prefix("mnemo");
     let view = h.view.clone();
     let sub = reg.sub_registry_with_label(("view".into(), view.into()));

@@ -1,194 +1,50 @@
-//! The OpenAPI 3.1 description served at `/openapi.json`.
+//! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers: each
+//! resource's routes are registered with `utoipa_axum::routes!`, which takes the path,
+//! method, parameters, bodies and responses from the handler's `#[utoipa::path]`, so a
+//! route cannot be served without being documented. The health endpoints add theirs.
 
-use serde_json::{Value, json};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi};
+use utoipa::{Modify, OpenApi as _};
 
-/// Every route as (method, path, summary, needs a token, success status).
-pub const ROUTES: &[(&str, &str, &str, bool, u16)] = &[
-    ("get", "/healthz", "Liveness", false, 200),
-    (
-        "get",
-        "/readyz",
-        "Readiness: the projection's lag",
-        false,
-        200,
+/// The document's frame: info, the bearer scheme, the shared schemas.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "mnemo",
+        description = "Custody ledger for memories: every write is a signed, hash-chained event in the owner's chain; every read by someone else is recorded there too. Errors are RFC 9457 problems (application/problem+json)."
     ),
-    (
-        "get",
-        "/metrics",
-        "Prometheus metrics (OpenMetrics text)",
-        false,
-        200,
-    ),
-    ("get", "/openapi.json", "This document", false, 200),
-    (
-        "post",
-        "/v1/users",
-        "Create a user (admin token): returns the user's token",
-        true,
-        201,
-    ),
-    (
-        "post",
-        "/v1/memories",
-        "Ingest a memory: JSON text memory, or a binary upload with metadata in the query string; honours Idempotency-Key",
-        true,
-        201,
-    ),
-    (
-        "get",
-        "/v1/memories",
-        "List and search one's memories (tag, kind, from, until, q, cursor, limit)",
-        true,
-        200,
-    ),
-    ("get", "/v1/memories/{id}", "A memory's metadata", true, 200),
-    (
-        "get",
-        "/v1/memories/{id}/content",
-        "A memory's content, checked against its commitment",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/memories/{id}/proof",
-        "A proof bundle for the memory (anchored once its epoch is)",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/chain",
-        "Signed events of one's chain (from, limit)",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/chain/head",
-        "The head of one's chain",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/export",
-        "One's whole custody bundle (JSON lines, docs/FORMAT.md §13), streamed",
-        true,
-        200,
-    ),
-    (
-        "post",
-        "/v1/grants",
-        "Grant another user access (an event in one's chain)",
-        true,
-        201,
-    ),
-    (
-        "get",
-        "/v1/grants",
-        "Grants one gave (role=owner) or was given (role=grantee)",
-        true,
-        200,
-    ),
-    (
-        "delete",
-        "/v1/grants/{id}",
-        "Revoke a grant (an event in one's chain)",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/access-log",
-        "Who read what of one's memories, when, under which grant",
-        true,
-        200,
-    ),
-    (
-        "post",
-        "/v1/erasure",
-        "Crypto-shred one memory ({memory}) or everything ({all: true})",
-        true,
-        200,
-    ),
-    ("get", "/v1/anchors", "Anchored epochs", true, 200),
-    (
-        "get",
-        "/v1/anchors/{epoch}",
-        "One anchored epoch",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/users/{owner}/memories",
-        "List another user's memories a live grant allows (recorded in their chain)",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/users/{owner}/memories/{id}",
-        "Another user's memory metadata under a grant (recorded)",
-        true,
-        200,
-    ),
-    (
-        "get",
-        "/v1/users/{owner}/memories/{id}/content",
-        "Another user's memory content under a grant (recorded)",
-        true,
-        200,
-    ),
-];
+    paths(openapi_json, crate::health::healthz, crate::health::readyz, crate::health::metrics),
+    components(schemas(crate::http::schema::ProblemDoc)),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
 
-/// The document.
-pub fn document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, summary, auth, ok) in ROUTES {
-        let params: Vec<Value> = path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut op = json!({
-            "summary": summary,
-            "parameters": params,
-            "responses": {
-                ok.to_string(): {"description": "success"},
-                "default": {
-                    "description": "an RFC 9457 problem",
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-                }
-            }
-        });
-        if *auth {
-            op["security"] = json!([{"bearer": []}]);
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
+/// This document (served by the router in `http`; described here).
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, body = Object, description = "this document")))]
+#[allow(dead_code, reason = "described only; the router serves the document")]
+fn openapi_json() {}
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, doc: &mut OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT (EdDSA)".into());
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "mnemo",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Custody ledger for memories: every write is a signed, hash-chained event in the owner's chain; every read by someone else is recorded there too."
-        },
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}},
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"type": "string"}, "title": {"type": "string"},
-                        "status": {"type": "integer"}, "detail": {"type": "string"}
-                    },
-                    "required": ["type", "title", "status"]
-                }
-            }
-        }
-    })
+}
+
+/// The frame with this build's version.
+pub fn base() -> OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info = InfoBuilder::new()
+        .title(doc.info.title.clone())
+        .description(doc.info.description.clone())
+        .version(env!("CARGO_PKG_VERSION"))
+        .build();
+    doc
 }

@@ -7,8 +7,11 @@ use serde_json::{Value, json};
 use super::S;
 use super::extract::Caller;
 use crate::problem::ApiResult;
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// Who read the caller's memories, when, under which grant.
+#[utoipa::path(get, path = "/v1/access-log", tag = "grants", security(("bearer" = [])),
+    responses((status = 200, body = super::schema::AccessLog), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
     api.sync(user).await?;
@@ -31,7 +34,7 @@ async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Valu
     Ok(Json(json!({ "items": items })))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new().route("/v1/access-log", get(access_log))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(access_log))
 }

@@ -8,8 +8,11 @@ use serde_json::{Value, json};
 use super::S;
 use super::extract::Caller;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// Anchored epochs.
+#[utoipa::path(get, path = "/v1/anchors", tag = "anchors", security(("bearer" = [])),
+    responses((status = 200, body = super::schema::AnchorsPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<Value>> {
     let epochs = match api.anchors().await? {
         Some(r) => r.epochs().await.map_err(Problem::internal)?,
@@ -18,6 +21,10 @@ async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<V
     Ok(Json(json!({ "items": epochs })))
 }
 
+/// One epoch's record: root, receipt, checkpoints.
+#[utoipa::path(get, path = "/v1/anchors/{epoch}", tag = "anchors", security(("bearer" = [])),
+    params(("epoch" = u64, Path, description = "epoch number")),
+    responses((status = 200, body = Object), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_anchor(
     State(api): State<S>,
     _caller: Caller,
@@ -34,9 +41,9 @@ async fn get_anchor(
         .ok_or_else(|| Problem::not_found(format!("no epoch {epoch}")))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/anchors", get(list_anchors))
-        .route("/v1/anchors/{epoch}", get(get_anchor))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(list_anchors))
+        .routes(routes!(get_anchor))
 }

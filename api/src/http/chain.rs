@@ -9,15 +9,19 @@ use serde_json::{Value, json};
 use super::S;
 use super::extract::{ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ChainQuery {
+pub(crate) struct ChainQuery {
     from: Option<u64>,
     limit: Option<usize>,
 }
 
+/// The caller's signed events, in pages (a page past the end is empty).
+#[utoipa::path(get, path = "/v1/chain", tag = "chain", security(("bearer" = [])), params(ChainQuery),
+    responses((status = 200, body = super::schema::ChainPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_chain(
     State(api): State<S>,
     caller: Caller,
@@ -45,6 +49,9 @@ async fn get_chain(
     Ok(Json(json!({ "items": items, "next_from": next })))
 }
 
+/// The caller's chain head.
+#[utoipa::path(get, path = "/v1/chain/head", tag = "chain", security(("bearer" = [])),
+    responses((status = 200, body = super::schema::ChainHead), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_head(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
     let tip = api
@@ -57,9 +64,9 @@ async fn get_head(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>
     ))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/chain", get(get_chain))
-        .route("/v1/chain/head", get(get_head))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(get_chain))
+        .routes(routes!(get_head))
 }

@@ -13,7 +13,7 @@ use super::extract::{ApiJson, Caller, user_id};
 use super::{Api, S};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::{delete, post};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 fn accounts(api: &Api) -> ApiResult<&crate::nats::Accounts> {
     api.accounts.as_ref().ok_or_else(|| {
@@ -35,15 +35,19 @@ fn device_owner(caller: &Caller, id: &str) -> ApiResult<UserId> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewDevice {
+pub(crate) struct NewDevice {
     name: String,
     /// Lifetime of the credentials in seconds (default 90 days).
     #[serde(default)]
     ttl_secs: Option<i64>,
 }
 
+/// Issues device credentials (`.creds`) in the user's NATS account.
+#[utoipa::path(post, path = "/v1/users/{id}/devices", tag = "devices", request_body = NewDevice, security(("bearer" = [])),
+    params(("id" = String, Path, description = "user id")),
+    responses((status = 201, body = super::schema::DeviceIssued), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_device(
     State(api): State<S>,
     caller: Caller,
@@ -74,6 +78,10 @@ async fn create_device(
     ))
 }
 
+/// Revokes a device's credentials.
+#[utoipa::path(delete, path = "/v1/users/{id}/devices/{device}", tag = "devices", security(("bearer" = [])),
+    params(("id" = String, Path, description = "user id"), ("device" = String, Path, description = "the device's NATS user key")),
+    responses((status = 200, body = super::schema::DeviceRevoked), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke_device(
     State(api): State<S>,
     caller: Caller,
@@ -96,9 +104,9 @@ async fn revoke_device(
     Ok(Json(json!({ "device": device, "revoked": true })))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/users/{id}/devices", post(create_device))
-        .route("/v1/users/{id}/devices/{device}", delete(revoke_device))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(create_device))
+        .routes(routes!(revoke_device))
 }

@@ -11,16 +11,19 @@ use super::S;
 use super::extract::{ApiJson, Caller, memory_id};
 use super::memories::memory_row;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::post;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Erasure {
+pub(crate) struct Erasure {
     memory: Option<String>,
     #[serde(default)]
     all: bool,
 }
 
+/// Crypto-shreds one memory (`{"memory": id}`) or all (`{"all": true}`).
+#[utoipa::path(post, path = "/v1/erasure", tag = "memories", request_body = Erasure, security(("bearer" = [])),
+    responses((status = 200, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn erase(
     State(api): State<S>,
     caller: Caller,
@@ -48,7 +51,7 @@ async fn erase(
     Ok(Json(json!({ "seq": r.seq.0, "event_hash": r.hash })))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new().route("/v1/erasure", post(erase))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(erase))
 }

@@ -9,8 +9,11 @@ use mnemo_core::TimestampMs;
 use super::S;
 use super::extract::Caller;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// The caller's whole custody bundle, streamed (`mnemo-audit verify --bundle`).
+#[utoipa::path(get, path = "/v1/export", tag = "chain", security(("bearer" = [])),
+    responses((status = 200, description = "one JSON item per line (docs/FORMAT.md §13)", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
     let user = caller.user()?.clone();
     if api.ledger.head(&user).await?.is_none() {
@@ -47,7 +50,7 @@ async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
         .into_response())
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new().route("/v1/export", get(export))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(export))
 }

@@ -15,20 +15,25 @@ use super::S;
 use super::extract::{ApiJson, ApiQuery, Caller, user_id};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::{delete, post};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewGrant {
+pub(crate) struct NewGrant {
     grantee: String,
+    #[schema(value_type = Object)]
     capabilities: Capabilities,
     #[serde(default)]
+    #[schema(value_type = Object)]
     conditions: GrantConditions,
     /// Milliseconds since the epoch.
     #[serde(default)]
     expires_at: Option<i64>,
 }
 
+/// Grants another user access (capabilities, conditions, expiry): a `grant_created` event.
+#[utoipa::path(post, path = "/v1/grants", tag = "grants", request_body = NewGrant, security(("bearer" = [])),
+    responses((status = 201, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_grant(
     State(api): State<S>,
     caller: Caller,
@@ -71,13 +76,17 @@ async fn create_grant(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct GrantsQuery {
+pub(crate) struct GrantsQuery {
     /// `owner` (default: grants I gave) or `grantee` (grants given to me).
     role: Option<String>,
 }
 
+/// Grants the caller gave (`role=owner`, default) or was given (`role=grantee`).
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", security(("bearer" = [])), params(GrantsQuery),
+    responses((status = 200, body = super::schema::GrantsPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_grants(
     State(api): State<S>,
     caller: Caller,
@@ -116,6 +125,10 @@ async fn list_grants(
     Ok(Json(json!({ "items": items })))
 }
 
+/// Revokes a grant: a `grant_revoked` event; no access is recorded under it after.
+#[utoipa::path(delete, path = "/v1/grants/{id}", tag = "grants", security(("bearer" = [])),
+    params(("id" = String, Path, description = "grant id")),
+    responses((status = 200, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke_grant(
     State(api): State<S>,
     caller: Caller,
@@ -156,9 +169,9 @@ async fn revoke_grant(
     Err(Problem::unavailable("the chain is busy; retry"))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/grants", post(create_grant).get(list_grants))
-        .route("/v1/grants/{id}", delete(revoke_grant))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(create_grant, list_grants))
+        .routes(routes!(revoke_grant))
 }

@@ -17,11 +17,12 @@ use std::sync::atomic::Ordering;
 use super::extract::{ApiJson, ApiQuery, Caller, memory_id};
 use super::{Api, S};
 use crate::problem::{ApiResult, Problem};
-use axum::routing::{get, post};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-#[derive(Deserialize)]
+/// A text memory.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TextMemory {
+pub(crate) struct TextMemory {
     #[serde(default = "default_kind")]
     kind: String,
     text: String,
@@ -39,9 +40,10 @@ fn default_kind() -> String {
 }
 
 /// Metadata of a binary upload, in the query string.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct UploadMeta {
+pub(crate) struct UploadMeta {
     kind: Option<String>,
     /// Comma-separated.
     tags: Option<String>,
@@ -49,6 +51,13 @@ struct UploadMeta {
     source: Option<String>,
 }
 
+/// Ingests a memory: a JSON text memory, or a binary upload (any other content type, with
+/// its metadata in the query string) streamed into the object store. `Idempotency-Key`
+/// makes a retry safe; the same key with another request is refused (422).
+#[utoipa::path(post, path = "/v1/memories", tag = "memories", security(("bearer" = [])),
+    params(UploadMeta, ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    request_body(content((TextMemory = "application/json"), (Vec<u8> = "application/octet-stream")), description = "a text memory, or the bytes of an upload"),
+    responses((status = 201, body = IngestReceipt, description = "written"), (status = 200, body = IngestReceipt, description = "a retry: the original receipt"), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult<Response> {
     let user = caller.user()?;
     let idem = req
@@ -164,15 +173,18 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
 }
 
 /// What `POST /v1/memories` answers.
-#[derive(Serialize)]
-struct IngestReceipt {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct IngestReceipt {
+    #[schema(value_type = Option<String>)]
     id: Option<MemoryId>,
     seq: u64,
+    #[schema(value_type = String)]
     event_hash: Hash32,
     duplicate: bool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     tag: Option<String>,
@@ -189,8 +201,9 @@ pub(crate) struct ListQuery {
 }
 
 /// A memory's metadata as the API shows it.
-#[derive(Serialize)]
-pub(crate) struct MemoryView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemoryView {
+    #[schema(value_type = String)]
     pub(crate) id: MemoryId,
     pub(crate) seq: i64,
     kind: String,
@@ -266,6 +279,9 @@ pub(crate) fn page_limit(l: Option<i64>) -> ApiResult<i64> {
     }
 }
 
+/// Lists and searches one's memories, newest first.
+#[utoipa::path(get, path = "/v1/memories", tag = "memories", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = super::schema::MemoryPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_memories(
     State(api): State<S>,
     caller: Caller,
@@ -296,6 +312,10 @@ pub(crate) async fn memory_row(api: &Api, user: &UserId, id: &MemoryId) -> ApiRe
         .ok_or_else(|| Problem::not_found(format!("no memory {id}")))
 }
 
+/// A memory's metadata.
+#[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories", security(("bearer" = [])),
+    params(("id" = String, Path, description = "memory id (32 hex characters)")),
+    responses((status = 200, body = MemoryView), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_memory(
     State(api): State<S>,
     caller: Caller,
@@ -404,6 +424,10 @@ pub(crate) fn served_headers(content_type: &str, id: &MemoryId) -> HeaderMap {
     h
 }
 
+/// A memory's content, checked against its commitment as it streams out.
+#[utoipa::path(get, path = "/v1/memories/{id}/content", tag = "memories", security(("bearer" = [])),
+    params(("id" = String, Path, description = "memory id")),
+    responses((status = 200, description = "the content, with its content type", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_content(
     State(api): State<S>,
     caller: Caller,
@@ -416,10 +440,10 @@ async fn get_content(
     content_response(&api, user, &m).await
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/memories", post(ingest).get(list_memories))
-        .route("/v1/memories/{id}", get(get_memory))
-        .route("/v1/memories/{id}/content", get(get_content))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest, list_memories))
+        .routes(routes!(get_memory))
+        .routes(routes!(get_content))
 }

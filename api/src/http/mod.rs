@@ -25,6 +25,7 @@ pub mod extract;
 pub mod grants;
 pub mod memories;
 pub mod proofs;
+pub mod schema;
 pub mod shared;
 pub mod users;
 
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::problem::Problem;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use extract::{ApiJson, ApiQuery, Caller};
 
@@ -150,22 +152,16 @@ pub fn app(
 + 'static {
     let json_limit = api.cfg.max_json;
     let stats = api.stats.clone();
-    let routes = Router::new()
+    let (routes, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let routes = routes
         .route(
             "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc) }
+            }),
         )
-        .merge(users::router())
-        .merge(devices::router())
-        .merge(memories::router())
-        .merge(proofs::router())
-        .merge(chain::router())
-        .merge(export::router())
-        .merge(grants::router())
-        .merge(access_log::router())
-        .merge(erasure::router())
-        .merge(anchors::router())
-        .merge(shared::router())
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -191,6 +187,28 @@ pub fn app(
         })
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .service(routes)
+}
+
+/// Every resource's routes with the OpenAPI document built from their handlers (the health
+/// endpoints' description included; they are served by `health::router`).
+pub fn routes() -> OpenApiRouter<S> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(users::router())
+        .merge(devices::router())
+        .merge(memories::router())
+        .merge(proofs::router())
+        .merge(chain::router())
+        .merge(export::router())
+        .merge(grants::router())
+        .merge(access_log::router())
+        .merge(erasure::router())
+        .merge(anchors::router())
+        .merge(shared::router())
+}
+
+/// The OpenAPI document `/openapi.json` serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
 }
 
 /// Response headers helper for tests and clients: the problem content type.

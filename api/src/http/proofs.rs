@@ -11,8 +11,12 @@ use super::S;
 use super::extract::{Caller, memory_id};
 use super::memories::memory_row;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+/// A proof bundle for one memory (anchored once its epoch is).
+#[utoipa::path(get, path = "/v1/memories/{id}/proof", tag = "memories", security(("bearer" = [])),
+    params(("id" = String, Path, description = "memory id")),
+    responses((status = 200, body = super::schema::ProofDoc), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_proof(
     State(api): State<S>,
     caller: Caller,
@@ -89,7 +93,7 @@ async fn get_proof(
     Ok(Json(json!({ "level": level, "bundle": bundle })))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new().route("/v1/memories/{id}/proof", get(get_proof))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(get_proof))
 }

@@ -21,7 +21,7 @@ use super::memories::{ListQuery, MemoryView, content_response, page_limit};
 use super::{Api, S};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// What one decision allowed.
 struct Allowed {
@@ -152,6 +152,10 @@ fn decide(
     })
 }
 
+/// Another user's memories under the caller's live grants (recorded in their chain first).
+#[utoipa::path(get, path = "/v1/users/{owner}/memories", tag = "shared", security(("bearer" = [])),
+    params(("owner" = String, Path, description = "the owner's user id"), ListQuery),
+    responses((status = 200, body = super::schema::MemoryPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_list(
     State(api): State<S>,
     caller: Caller,
@@ -181,6 +185,10 @@ async fn shared_one(
         .ok_or_else(|| Problem::not_found("no such memory under your grants"))
 }
 
+/// One of another user's memories under a grant (recorded first).
+#[utoipa::path(get, path = "/v1/users/{owner}/memories/{id}", tag = "shared", security(("bearer" = [])),
+    params(("owner" = String, Path, description = "the owner's user id"), ("id" = String, Path, description = "memory id")),
+    responses((status = 200, body = MemoryView), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_get(
     State(api): State<S>,
     caller: Caller,
@@ -191,6 +199,10 @@ async fn shared_get(
         .map(Json)
 }
 
+/// The content of another user's memory under a grant with the content capability.
+#[utoipa::path(get, path = "/v1/users/{owner}/memories/{id}/content", tag = "shared", security(("bearer" = [])),
+    params(("owner" = String, Path, description = "the owner's user id"), ("id" = String, Path, description = "memory id")),
+    responses((status = 200, description = "the content", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_content(
     State(api): State<S>,
     caller: Caller,
@@ -200,13 +212,10 @@ async fn shared_content(
     content_response(&api, &user_id(&owner)?, &m).await
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new()
-        .route("/v1/users/{owner}/memories", get(shared_list))
-        .route("/v1/users/{owner}/memories/{id}", get(shared_get))
-        .route(
-            "/v1/users/{owner}/memories/{id}/content",
-            get(shared_content),
-        )
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(shared_list))
+        .routes(routes!(shared_get))
+        .routes(routes!(shared_content))
 }

@@ -12,14 +12,17 @@ use super::S;
 use super::extract::{ApiJson, Caller, user_id};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
-use axum::routing::post;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateUser {
+pub(crate) struct CreateUser {
     id: String,
 }
 
+/// Creates a user's chain (and NATS account, in operator mode); returns their token.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser, security(("bearer" = [])),
+    responses((status = 201, body = super::schema::CreatedUser), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_user(
     State(api): State<S>,
     caller: Caller,
@@ -51,7 +54,7 @@ async fn create_user(
     ))
 }
 
-/// This resource's routes.
-pub(crate) fn router() -> axum::Router<S> {
-    axum::Router::new().route("/v1/users", post(create_user))
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new().routes(routes!(create_user))
 }

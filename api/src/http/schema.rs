@@ -1,0 +1,182 @@
+//! The shapes of the API's answers, as OpenAPI schemas (utoipa): what `/openapi.json`
+//! documents for each response. Handlers build their answers from these types or, where
+//! an answer is assembled as JSON, the API tests validate every response they receive
+//! against the documented schema, so the two cannot drift apart.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem (`application/problem+json`), for every refusal.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemDoc {
+    /// `https://mnemo.dev/problems/<slug>`.
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+}
+
+/// A created user.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedUser {
+    /// The user id.
+    pub id: String,
+    /// The user's API token.
+    pub token: String,
+    /// The user's NATS account key, when operator mode created one.
+    pub nats_account: Option<String>,
+}
+
+/// Issued device credentials.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceIssued {
+    /// The device's NATS user key (`U...`).
+    pub device: String,
+    /// Seconds until the credentials expire.
+    pub expires_in: i64,
+    /// The `.creds` file.
+    pub creds: String,
+}
+
+/// A revoked device.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceRevoked {
+    /// The device's key.
+    pub device: String,
+    /// Always true.
+    pub revoked: bool,
+}
+
+/// A page of memories, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct MemoryPage {
+    /// The memories.
+    pub items: Vec<super::memories::MemoryView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<i64>,
+}
+
+/// A memory's proof bundle (docs/FORMAT.md §12).
+#[derive(Serialize, ToSchema)]
+pub struct ProofDoc {
+    /// `checkpointed` or `anchored`.
+    pub level: String,
+    /// The bundle.
+    #[schema(value_type = Object)]
+    pub bundle: serde_json::Value,
+}
+
+/// One signed event of a chain.
+#[derive(Serialize, ToSchema)]
+pub struct ChainItem {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash (hex).
+    pub hash: String,
+    /// The event, decoded.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+    /// Its wire bytes (hex): what is hashed and signed.
+    pub wire: String,
+}
+
+/// A page of a chain.
+#[derive(Serialize, ToSchema)]
+pub struct ChainPage {
+    /// The events.
+    pub items: Vec<ChainItem>,
+    /// Pass as `from` for the next page; null at the end.
+    pub next_from: Option<u64>,
+}
+
+/// A chain's head.
+#[derive(Serialize, ToSchema)]
+pub struct ChainHead {
+    /// Whose chain.
+    pub user: String,
+    /// Events in it.
+    pub seq: u64,
+    /// The last event's hash (hex).
+    pub hash: String,
+}
+
+/// An event appended to the caller's chain.
+#[derive(Serialize, ToSchema)]
+pub struct EventReceipt {
+    /// The grant's id (grant events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The event's seq.
+    pub seq: u64,
+    /// The event's hash (hex).
+    pub event_hash: String,
+}
+
+/// A grant as listed.
+#[derive(Serialize, ToSchema)]
+pub struct GrantView {
+    /// Its id (hex).
+    pub id: String,
+    /// Whose memories it opens.
+    pub owner: String,
+    /// Who may read.
+    pub grantee: String,
+    /// `{metadata, content}`.
+    #[schema(value_type = Object)]
+    pub capabilities: serde_json::Value,
+    /// `{tags, kinds, from, until, memories}`.
+    #[schema(value_type = Object)]
+    pub conditions: serde_json::Value,
+    /// When it lapses (ms), if it does.
+    pub expires_at: Option<i64>,
+    /// The seq of its `grant_created`.
+    pub created_seq: u64,
+    /// The seq of its `grant_revoked`, once revoked.
+    pub revoked_seq: Option<u64>,
+    /// Neither revoked nor lapsed.
+    pub live: bool,
+}
+
+/// Grants given or received.
+#[derive(Serialize, ToSchema)]
+pub struct GrantsPage {
+    /// The grants.
+    pub items: Vec<GrantView>,
+}
+
+/// One read by someone else.
+#[derive(Serialize, ToSchema)]
+pub struct AccessEntry {
+    /// The `access_recorded` event's seq.
+    pub seq: u64,
+    /// Who read.
+    pub accessor: String,
+    /// Under which grant (hex).
+    pub grant: String,
+    /// `list`, `read_metadata` or `read_content`.
+    pub action: String,
+    /// The memories returned (hex ids).
+    pub memories: Vec<String>,
+    /// When (ms).
+    pub at: i64,
+}
+
+/// The access log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AccessLog {
+    /// The reads.
+    pub items: Vec<AccessEntry>,
+}
+
+/// Anchored epochs.
+#[derive(Serialize, ToSchema)]
+pub struct AnchorsPage {
+    /// The epoch records.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+}
