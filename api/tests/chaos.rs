@@ -443,4 +443,26 @@ async fn chaos_run_loses_no_acknowledged_memory() {
         "chaos: every chain verified by mnemo-audit, {anchors_checked} anchor receipts confirmed on chain, anchoring resumed at epoch {}",
         resumed.epoch
     );
+    // Every stream, KV bucket and object store mnemo made has MNEMO_REPLICAS (3) replicas:
+    // chains, keys, objects, heads, the anchorer's state, epochs and anchor records.
+    let mut names = js.stream_names();
+    let mut seen = Vec::new();
+    while let Some(n) = futures::StreamExt::next(&mut names).await {
+        let n = n.unwrap();
+        let mut st = js.get_stream(&n).await.unwrap();
+        let replicas = st.info().await.unwrap().config.num_replicas;
+        assert_eq!(replicas, 3, "{n} has {replicas} replica(s)");
+        seen.push(n);
+    }
+    for want in [
+        "MNEMO-CHAINS-0",
+        "KV_mnemo-keys",
+        "OBJ_mnemo-objects",
+        "KV_mnemo-heads",
+        "KV_mnemo-anchor",
+        "OBJ_mnemo-epochs",
+        "MNEMO-ANCHORS",
+    ] {
+        assert!(seen.iter().any(|n| n == want), "{want} missing: {seen:?}");
+    }
 }
