@@ -90,7 +90,7 @@ pub async fn serve_devices(
                     async_nats::HeaderMap::new(),
                     serde_json::to_vec(&v).unwrap_or_default(),
                 ),
-                Err(e) => error_reply(Problem::from(e)),
+                Err(e) => error_reply(e),
             };
             if let Err(e) = client
                 .publish_with_headers(reply, headers, body.into())

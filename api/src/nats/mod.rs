@@ -8,7 +8,7 @@
 //!   credentials and their revocation.
 //! - [`gateway`]: the device subjects `mnemo.ingest` and `mnemo.read` (request/reply, with
 //!   the NATS services error shape).
-//! - [`error`]: [`NatsAuthError`].
+//! - [`error`]: the error enum, [`NatsAuthError`].
 //!
 //! The claim facts this relies on are in `docs/nats.md`.
 
