@@ -766,6 +766,8 @@ async fn isolation_and_bad_input() {
         (Some(&alice), Method::POST, "/v1/grants", Some("application/json"), br#"{"grantee": "bob", "capabilities": {"metadata": true, "content": false}, "expires_at": 1000}"#.to_vec(), StatusCode::BAD_REQUEST),
         (Some(&alice), Method::POST, "/v1/grants", Some("text/plain"), b"grant".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
         (Some(&alice), Method::GET, "/v1/memories/xyz", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::GET, "/v1/memories/%FF%FF", None, vec![], StatusCode::BAD_REQUEST),
+        (Some(&alice), Method::GET, "/v1/users/%FF/memories", None, vec![], StatusCode::BAD_REQUEST),
         (Some(&alice), Method::GET, "/v1/memories?limit=100000", None, vec![], StatusCode::BAD_REQUEST),
         (Some(&alice), Method::GET, "/v1/memories?from=yesterday", None, vec![], StatusCode::BAD_REQUEST),
         (Some(&alice), Method::DELETE, "/v1/grants/zz", None, vec![], StatusCode::BAD_REQUEST),
@@ -846,6 +848,19 @@ async fn isolation_and_bad_input() {
         let r = s.get("/v1/memories", &t).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
         assert!(r.problem, "{what}");
+        // which check failed is not told
+        let detail = r.json()["detail"].as_str().unwrap().to_owned();
+        for word in [
+            "Expired",
+            "aud",
+            "iss",
+            "alg",
+            "kid",
+            "signature",
+            "Invalid",
+        ] {
+            assert!(!detail.contains(word), "{what}: {detail}");
+        }
         let r = s
             .post("/v1/memories", &t, json!({ "text": "forged" }))
             .await;

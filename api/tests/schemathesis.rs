@@ -49,7 +49,10 @@ fn schemathesis_finds_no_server_error() {
         if line.starts_with("curl ") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "mnemo dev never came up");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "mnemo dev never came up"
+        );
     }
     let (url, token) = (url.unwrap(), token.unwrap());
     let out = Command::new(schemathesis())

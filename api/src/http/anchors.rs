@@ -2,11 +2,11 @@
 //! records.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::S;
-use super::extract::Caller;
+use super::extract::{ApiPath, Caller};
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -28,7 +28,7 @@ async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<V
 async fn get_anchor(
     State(api): State<S>,
     _caller: Caller,
-    Path(epoch): Path<String>,
+    ApiPath(epoch): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let epoch: u64 = epoch
         .parse()

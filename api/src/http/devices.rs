@@ -2,14 +2,14 @@
 //! user's account, `DELETE /v1/users/{id}/devices/{device}` revokes it.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mnemo_core::UserId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{ApiJson, Caller, user_id};
+use super::extract::{ApiJson, ApiPath, Caller, user_id};
 use super::{Api, S};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
@@ -51,7 +51,7 @@ pub(crate) struct NewDevice {
 async fn create_device(
     State(api): State<S>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(d): ApiJson<NewDevice>,
 ) -> ApiResult<impl IntoResponse> {
     let user = device_owner(&caller, &id)?;
@@ -85,7 +85,7 @@ async fn create_device(
 async fn revoke_device(
     State(api): State<S>,
     caller: Caller,
-    Path((id, device)): Path<(String, String)>,
+    ApiPath((id, device)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let user = device_owner(&caller, &id)?;
     let accounts = accounts(&api)?;

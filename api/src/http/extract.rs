@@ -27,10 +27,12 @@ impl FromRequestParts<S> for Caller {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <token>`"))?;
-        api.auth
-            .check(token.trim())
-            .map(Caller)
-            .map_err(|e| Problem::unauthorized(e.0))
+        // Which check failed is logged, not told: a client learns only that the token was
+        // refused.
+        api.auth.check(token.trim()).map(Caller).map_err(|e| {
+            tracing::debug!(reason = %e.0, "token refused");
+            Problem::unauthorized("the token is not valid here (malformed, expired or not ours)")
+        })
     }
 }
 
@@ -125,6 +127,20 @@ fn is_plain_json(content_type: &[u8]) -> bool {
         .unwrap_or_default()
         .trim_ascii();
     essence.eq_ignore_ascii_case(b"application/json")
+}
+
+/// Path parameters whose rejections (e.g. `%FF` that does not decode to UTF-8) are problems.
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, St: Send + Sync> FromRequestParts<St> for ApiPath<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|e| Problem::bad_request(e.body_text()))
+    }
 }
 
 /// Query string whose rejections are problems.

@@ -2,7 +2,7 @@
 //! `grant_revoked` to the owner's chain; `GET /v1/grants` lists those given or received.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mnemo_core::{Capabilities, EventBody, GrantConditions, GrantId, TimestampMs};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::S;
-use super::extract::{ApiJson, ApiQuery, Caller, user_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, user_id};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -132,7 +132,7 @@ async fn list_grants(
 async fn revoke_grant(
     State(api): State<S>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
     let grant = GrantId::from_hex(&id)

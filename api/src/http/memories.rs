@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use super::extract::{ApiJson, ApiQuery, Caller, memory_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
 use super::{Api, S};
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -319,7 +319,7 @@ pub(crate) async fn memory_row(api: &Api, user: &UserId, id: &MemoryId) -> ApiRe
 async fn get_memory(
     State(api): State<S>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<MemoryView>> {
     let user = caller.user()?;
     let id = memory_id(&id)?;
@@ -431,7 +431,7 @@ pub(crate) fn served_headers(content_type: &str, id: &MemoryId) -> HeaderMap {
 async fn get_content(
     State(api): State<S>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let user = caller.user()?;
     let id = memory_id(&id)?;

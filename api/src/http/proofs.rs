@@ -2,13 +2,13 @@
 //! its epoch is (docs/FORMAT.md §12).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use mnemo_core::merkle::CHAIN_TREE;
 use mnemo_core::{Checkpoint, Hash32, MerkleTree, ProofBundle, PublicKey, Seq};
 use serde_json::{Value, json};
 
 use super::S;
-use super::extract::{Caller, memory_id};
+use super::extract::{ApiPath, Caller, memory_id};
 use super::memories::memory_row;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -20,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 async fn get_proof(
     State(api): State<S>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
     let id = memory_id(&id)?;

@@ -8,7 +8,7 @@
 //! before anything is returned; if the chain moved meanwhile, the decision is made again.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use mnemo_core::{AccessAction, EventBody, Grant, GrantId, MemoryId, TimestampMs, grant};
@@ -16,7 +16,7 @@ use mnemo_ledger::LedgerError;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use super::extract::{ApiQuery, Caller, memory_id, user_id};
+use super::extract::{ApiPath, ApiQuery, Caller, memory_id, user_id};
 use super::memories::{ListQuery, MemoryView, content_response, page_limit};
 use super::{Api, S};
 use crate::clock::now_ms;
@@ -159,7 +159,7 @@ fn decide(
 async fn shared_list(
     State(api): State<S>,
     caller: Caller,
-    Path(owner): Path<String>,
+    ApiPath(owner): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let (items, full) = shared_read(&api, &caller, &owner, &q, None, AccessAction::List).await?;
@@ -192,7 +192,7 @@ async fn shared_one(
 async fn shared_get(
     State(api): State<S>,
     caller: Caller,
-    Path((owner, id)): Path<(String, String)>,
+    ApiPath((owner, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<MemoryView>> {
     shared_one(&api, &caller, &owner, &id, AccessAction::ReadMetadata)
         .await
@@ -206,7 +206,7 @@ async fn shared_get(
 async fn shared_content(
     State(api): State<S>,
     caller: Caller,
-    Path((owner, id)): Path<(String, String)>,
+    ApiPath((owner, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let m = shared_one(&api, &caller, &owner, &id, AccessAction::ReadContent).await?;
     content_response(&api, &user_id(&owner)?, &m).await
