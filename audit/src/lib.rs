@@ -19,10 +19,7 @@ pub mod online;
 use mnemo_core::custody::{
     AuditError, AuditPolicy, BundleItem, CustodySummary, CustodyVerifier, HexBytes,
 };
-use mnemo_core::merkle::CHAIN_TREE;
-use mnemo_core::{
-    ChainError, Event, Hash32, MerkleTree, ProofBundle, ProofLevel, SignatureBatch, UserId,
-};
+use mnemo_core::{ChainError, Event, Hash32, ProofBundle, ProofLevel, SignatureBatch, UserId};
 use serde::Serialize;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -412,7 +409,7 @@ where
     I: Iterator<Item = Result<BundleItem, ItemError>>,
 {
     let mut v = CustodyVerifier::new(policy.clone());
-    let mut leaves: Vec<Hash32> = Vec::new();
+    let mut hashes: Vec<Hash32> = Vec::new();
     let mut anchors = Vec::new();
     let mut target: Option<Event> = None;
     let mut keys = None;
@@ -431,46 +428,20 @@ where
             anchors.push((epoch_proof.clone(), receipt.clone()));
         }
         if let Some((event, hash)) = v.push(item).map_err(invalid)? {
-            leaves.push(CHAIN_TREE.leaf(&hash.0));
+            hashes.push(hash);
             if event.seq.0 == seq {
                 target = Some(event);
                 keys = v.keys().cloned();
             }
         }
     }
-    let summary = v.finish().map_err(invalid)?;
+    v.finish().map_err(invalid)?;
     let event = target.ok_or(ProveError::NoSuchEvent(seq))?;
-    let keys = keys.expect("kept with the event");
+    let keys = keys.ok_or(ProveError::NoSuchEvent(seq))?;
     let key_of = |id| keys.get(id).map(|r| r.key);
     let signer_key = key_of(&event.signer).ok_or(ProveError::Invalid("unknown signer".into()))?;
     let origin_key = event.origin.as_ref().and_then(|o| key_of(&o.key));
-    let anchored = anchors
-        .into_iter()
-        .filter(|(p, _)| p.checkpoint.seq.0 >= seq)
-        .min_by_key(|(p, _)| (p.checkpoint.seq, p.epoch));
-    let (checkpoint, epoch, anchor) = match anchored {
-        Some((p, r)) => (p.checkpoint.clone(), Some(p), Some(r)),
-        None => (
-            summary.head.clone().ok_or(ProveError::NoSuchEvent(seq))?,
-            None,
-            None,
-        ),
-    };
-    let tree =
-        MerkleTree::from_leaf_hashes(CHAIN_TREE, leaves[..checkpoint.seq.0 as usize].to_vec());
-    let bundle = ProofBundle {
-        inclusion: tree
-            .inclusion_proof(seq - 1)
-            .ok_or(ProveError::NoSuchEvent(seq))?,
-        event,
-        signer_key,
-        origin_key,
-        checkpoint,
-        epoch,
-        anchor,
-    };
-    bundle
-        .verify()
+    let (bundle, _) = ProofBundle::assemble(event, signer_key, origin_key, &hashes, anchors)
         .map_err(|e| ProveError::Invalid(e.to_string()))?;
     Ok(bundle)
 }

@@ -73,6 +73,71 @@ pub struct ProofBundle {
 }
 
 impl ProofBundle {
+    /// Assembles the proof bundle of `event` (the API's `/proof` and `mnemo-audit prove`
+    /// both build bundles here). `event_hashes` are the hashes of the chain's events from
+    /// seq 1 on, at least up to `event`; `anchors` are the user's anchored checkpoints with
+    /// their receipts. The bundle reaches the earliest anchored checkpoint that covers the
+    /// event (lowest checkpoint seq, then epoch) and that the hashes reach; without one, the
+    /// checkpoint after the last hash given. The result is verified before it is returned.
+    pub fn assemble(
+        event: Event,
+        signer_key: PublicKey,
+        origin_key: Option<PublicKey>,
+        event_hashes: &[Hash32],
+        anchors: impl IntoIterator<Item = (EpochProof, AnchorReceipt)>,
+    ) -> Result<(Self, ProofLevel), ProofError> {
+        let seq = event.seq.0;
+        let have = event_hashes.len() as u64;
+        if seq == 0 || seq > have {
+            return Err(ProofError::IndexOutOfRange {
+                tree: "chain",
+                index: seq.saturating_sub(1),
+                size: have,
+            });
+        }
+        let anchored = anchors
+            .into_iter()
+            .filter(|(p, _)| p.checkpoint.seq.0 >= seq && p.checkpoint.seq.0 <= have)
+            .min_by_key(|(p, _)| (p.checkpoint.seq, p.epoch));
+        let upto = anchored.as_ref().map_or(have, |(p, _)| p.checkpoint.seq.0) as usize;
+        let leaves: Vec<Hash32> = event_hashes[..upto]
+            .iter()
+            .map(|h| CHAIN_TREE.leaf(&h.0))
+            .collect();
+        let tree = crate::merkle::MerkleTree::from_leaf_hashes(CHAIN_TREE, leaves);
+        let (checkpoint, epoch, anchor) = match anchored {
+            Some((p, r)) => (p.checkpoint.clone(), Some(p), Some(r)),
+            None => (
+                Checkpoint {
+                    user: event.user.clone(),
+                    seq: Seq(have),
+                    head: event_hashes[upto - 1],
+                    root: tree.root(),
+                },
+                None,
+                None,
+            ),
+        };
+        let inclusion = tree
+            .inclusion_proof(seq - 1)
+            .ok_or(ProofError::IndexOutOfRange {
+                tree: "chain",
+                index: seq - 1,
+                size: upto as u64,
+            })?;
+        let bundle = Self {
+            event,
+            signer_key,
+            origin_key,
+            checkpoint,
+            inclusion,
+            epoch,
+            anchor,
+        };
+        let level = bundle.verify()?;
+        Ok((bundle, level))
+    }
+
     /// Checks every piece and how they connect; returns how far the proof reaches.
     pub fn verify(&self) -> Result<ProofLevel, ProofError> {
         let e = &self.event;

@@ -3,8 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use mnemo_core::merkle::CHAIN_TREE;
-use mnemo_core::{Checkpoint, Hash32, MerkleTree, ProofBundle, PublicKey, Seq};
+use mnemo_core::{Hash32, ProofBundle, PublicKey, Seq};
 use serde_json::{Value, json};
 
 use super::S;
@@ -27,27 +26,18 @@ async fn get_proof(
     let synced = api.sync(user).await?;
     let m = memory_row(&api, user, &id).await?;
     let seq = m.seq as u64;
-    let anchored = match api.anchors().await? {
-        Some(r) => r
-            .anchors_for(user)
-            .await
-            .map_err(Problem::internal)?
-            .into_iter()
-            .filter(|(p, _)| p.checkpoint.seq.0 >= seq)
-            .min_by_key(|(p, _)| (p.checkpoint.seq, p.epoch)),
-        None => None,
+    let anchors = match api.anchors().await? {
+        Some(r) => r.anchors_for(user).await.map_err(Problem::internal)?,
+        None => Vec::new(),
     };
-    let upto = anchored
-        .as_ref()
-        .map_or(synced.seq, |(p, _)| p.checkpoint.seq.0);
-    let leaves: Vec<Hash32> = api
+    // The chain's hashes as far as the view holds it (the barrier saw at least the memory).
+    let hashes: Vec<Hash32> = api
         .views
-        .event_hashes(user, upto)
+        .event_hashes(user, synced.seq)
         .await?
-        .iter()
-        .map(|h| CHAIN_TREE.leaf(h))
+        .into_iter()
+        .map(Hash32)
         .collect();
-    let tree = MerkleTree::from_leaf_hashes(CHAIN_TREE, leaves);
     let stored = api.ledger.events(user, Seq(seq), 1).await?;
     let stored = stored
         .first()
@@ -63,33 +53,14 @@ async fn get_proof(
         Some(o) => Some(key_of(&o.key).await?),
         None => None,
     };
-    let (checkpoint, epoch, anchor) = match anchored {
-        Some((p, r)) => (p.checkpoint.clone(), Some(p), Some(r)),
-        None => (
-            Checkpoint {
-                user: user.clone(),
-                seq: Seq(upto),
-                head: synced.head,
-                root: tree.root(),
-            },
-            None,
-            None,
-        ),
-    };
-    let bundle = ProofBundle {
-        inclusion: tree
-            .inclusion_proof(seq - 1)
-            .ok_or_else(|| Problem::internal("event outside its checkpoint"))?,
-        event: stored.event.clone(),
+    let (bundle, level) = ProofBundle::assemble(
+        stored.event.clone(),
         signer_key,
         origin_key,
-        checkpoint,
-        epoch,
-        anchor,
-    };
-    let level = bundle
-        .verify()
-        .map_err(|e| Problem::internal(format!("proof does not verify: {e}")))?;
+        &hashes,
+        anchors,
+    )
+    .map_err(|e| Problem::internal(format!("proof does not verify: {e}")))?;
     Ok(Json(json!({ "level": level, "bundle": bundle })))
 }
 
