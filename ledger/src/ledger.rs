@@ -287,6 +287,8 @@ struct Inner {
     streams: Mutex<HashMap<String, stream::Stream>>,
     /// Open chain readers per user, bounded by `max_readers_per_user`.
     readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
+    /// Keys the request hashes of idempotent appends (derived once from the master key).
+    request_key: [u8; 32],
 }
 
 fn now_ms() -> TimestampMs {
@@ -436,6 +438,7 @@ impl Ledger {
                 conflicts: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
+                request_key: request_key(&cfg.master_key),
                 cfg,
             }),
         };
@@ -1288,7 +1291,7 @@ impl Ledger {
         let request = m
             .idempotency_key
             .as_ref()
-            .map(|_| request_hash(&self.inner.cfg.master_key, user, &record_bytes));
+            .map(|_| request_hash(&self.inner.request_key, user, &record_bytes));
         let prepared = PreparedMemory {
             memory,
             request,
@@ -1805,11 +1808,15 @@ impl ChainReader {
 /// The header carrying a request's keyed hash (see `PreparedMemory::request`).
 const REQUEST_HASH_HEADER: &str = "Mnemo-Request-Hash";
 
+/// The key of [`request_hash`], derived from the master key.
+fn request_key(master: &SecretKey) -> [u8; 32] {
+    blake3::derive_key("mnemo 2026-12-01 idempotency request v1", master.expose())
+}
+
 /// A keyed hash of a memory request's canonical record, for telling a retry from a reused
 /// idempotency key.
-fn request_hash(master: &SecretKey, user: &UserId, record: &[u8]) -> Hash32 {
-    let key = blake3::derive_key("mnemo 2026-12-01 idempotency request v1", master.expose());
-    let mut h = blake3::Hasher::new_keyed(&key);
+fn request_hash(key: &[u8; 32], user: &UserId, record: &[u8]) -> Hash32 {
+    let mut h = blake3::Hasher::new_keyed(key);
     h.update(user.as_str().as_bytes());
     h.update(&[0]);
     h.update(record);

@@ -26,13 +26,8 @@ pub async fn ensure_stream(
     config: stream::Config,
 ) -> Result<stream::Stream> {
     match js.get_stream(&config.name).await {
-        Ok(s) => {
-            if ensure_replicas(js, &config.name, config.num_replicas).await? {
-                return js
-                    .get_stream(&config.name)
-                    .await
-                    .map_err(|e| LedgerError::nats("get stream", e));
-            }
+        Ok(mut s) => {
+            ensure_replicas(js, &mut s, config.num_replicas).await?;
             Ok(s)
         }
         Err(e) if is_stream_not_found(&e) => match js.create_stream(&config).await {
@@ -52,9 +47,7 @@ pub async fn ensure_stream(
 pub async fn ensure_kv(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store> {
     let name = mnemo_core::names::kv_stream(&config.bucket);
     match js.get_stream(&name).await {
-        Ok(_) => {
-            ensure_replicas(js, &name, config.num_replicas).await?;
-        }
+        Ok(mut s) => ensure_replicas(js, &mut s, config.num_replicas).await?,
         Err(e) if is_stream_not_found(&e) => {
             if let Err(create) = js.create_key_value(config.clone()).await
                 && js.get_stream(&name).await.is_err()
@@ -77,9 +70,7 @@ pub async fn ensure_object_store(
 ) -> Result<object_store::ObjectStore> {
     let name = mnemo_core::names::object_stream(&config.bucket);
     match js.get_stream(&name).await {
-        Ok(_) => {
-            ensure_replicas(js, &name, config.num_replicas).await?;
-        }
+        Ok(mut s) => ensure_replicas(js, &mut s, config.num_replicas).await?,
         Err(e) if is_stream_not_found(&e) => {
             if let Err(create) = js.create_object_store(config.clone()).await
                 && js.get_stream(&name).await.is_err()
@@ -94,12 +85,13 @@ pub async fn ensure_object_store(
         .map_err(|e| LedgerError::nats("open object store", e))
 }
 
-/// Brings a stream's replica count to `replicas`; whether it had to.
-async fn ensure_replicas(js: &jetstream::Context, name: &str, replicas: usize) -> Result<bool> {
-    let mut s = js
-        .get_stream(name)
-        .await
-        .map_err(|e| LedgerError::nats("get stream", e))?;
+/// Brings an existing stream's replica count to `replicas` (one info request; an update
+/// only when it differs).
+async fn ensure_replicas(
+    js: &jetstream::Context,
+    s: &mut stream::Stream,
+    replicas: usize,
+) -> Result<()> {
     let info = s
         .info()
         .await
@@ -108,11 +100,10 @@ async fn ensure_replicas(js: &jetstream::Context, name: &str, replicas: usize) -
     if info.config.num_replicas != want {
         let mut updated = info.config.clone();
         updated.num_replicas = want;
-        tracing::info!(stream = %name, from = info.config.num_replicas, to = want, "setting stream replicas");
+        tracing::info!(stream = %updated.name, from = info.config.num_replicas, to = want, "setting stream replicas");
         js.update_stream(&updated)
             .await
             .map_err(|e| LedgerError::nats("update stream replicas", e))?;
-        return Ok(true);
     }
-    Ok(false)
+    Ok(())
 }

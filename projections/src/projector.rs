@@ -128,10 +128,6 @@ fn rand_suffix() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-fn subject_user(subject: &str) -> Option<UserId> {
-    subject.rsplit('.').next().and_then(|u| UserId::new(u).ok())
-}
-
 impl Projector {
     /// A projector writing into the database behind `pool`.
     pub fn new(
@@ -536,10 +532,12 @@ impl Projector {
                         .map(|(e, h)| (e, h, sealed))
                         .map_err(|e| format!("undecodable event: {e}"))
                 })
-                .and_then(|(e, h, sealed)| match subject_user(&item.msg.subject) {
-                    Some(u) if u == e.user => Ok((e, h, sealed)),
-                    _ => Err("event names another user than its subject".into()),
-                });
+                .and_then(
+                    |(e, h, sealed)| match names::chain_subject_user(&item.msg.subject) {
+                        Some(u) if u == e.user => Ok((e, h, sealed)),
+                        _ => Err("event names another user than its subject".into()),
+                    },
+                );
             match res {
                 Ok((event, hash, sealed)) => decoded.push(Accepted {
                     event,

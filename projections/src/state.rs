@@ -6,8 +6,7 @@
 
 use mnemo_core::keys::KeyRecord;
 use mnemo_core::{
-    Accumulator, Capabilities, ChainState, Grant, GrantConditions, GrantId, Hash32, KeyRole,
-    MemoryId, PublicKey, Seq, TimestampMs, UserId,
+    Accumulator, ChainState, Grant, Hash32, KeyRole, MemoryId, PublicKey, Seq, UserId,
 };
 use sqlx::Row;
 use std::collections::HashMap;
@@ -57,9 +56,7 @@ impl UserState {
 }
 
 fn hash(b: &[u8]) -> Result<Hash32> {
-    b.try_into()
-        .map(Hash32)
-        .map_err(|_| ProjectionError::Corrupt("a stored hash is not 32 bytes".into()))
+    crate::pg::hash32(b.to_vec(), "hash").map(Hash32)
 }
 
 fn user(s: String) -> Result<UserId> {
@@ -143,44 +140,23 @@ pub(crate) async fn load(
         .await?;
     for r in rows {
         let u = user(r.try_get(0)?)?;
-        let id: Vec<u8> = r.try_get(1)?;
-        let id = MemoryId(
-            id.try_into()
-                .map_err(|_| ProjectionError::Corrupt("stored memory id".into()))?,
-        );
+        let id = MemoryId(crate::pg::id16(r.try_get(1)?, "memory id")?);
         if let Some(p) = parts.get_mut(&u) {
             p.memories.push(id);
         }
     }
-    let rows = sqlx::query(
-        "SELECT user_id, grant_id, grantee, can_metadata, can_content, conditions,
-           (extract(epoch from expires_at) * 1000)::bigint, revoked_seq
-         FROM grants WHERE user_id = ANY($1)",
-    )
-    .bind(&names)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "SELECT {} FROM grants WHERE user_id = ANY($1)",
+        crate::pg::grants::GRANT_COLUMNS
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await?;
     for r in rows {
-        let u = user(r.try_get(0)?)?;
-        let id: Vec<u8> = r.try_get(1)?;
-        let conditions: serde_json::Value = r.try_get(5)?;
-        let grant = Grant {
-            id: GrantId(
-                id.try_into()
-                    .map_err(|_| ProjectionError::Corrupt("stored grant id".into()))?,
-            ),
-            grantee: user(r.try_get(2)?)?,
-            capabilities: Capabilities {
-                metadata: r.try_get(3)?,
-                content: r.try_get(4)?,
-            },
-            conditions: serde_json::from_value::<GrantConditions>(conditions)
-                .map_err(|e| ProjectionError::Corrupt(format!("stored grant conditions: {e}")))?,
-            expires_at: r.try_get::<Option<i64>, _>(6)?.map(TimestampMs),
-            revoked: r.try_get::<Option<i64>, _>(7)?.is_some(),
-        };
-        if let Some(p) = parts.get_mut(&u) {
-            p.grants.push(grant);
+        let g = crate::pg::GrantRow::from_row(&r)?;
+        if let Some(p) = parts.get_mut(&g.owner) {
+            p.grants.push(g.grant);
         }
     }
     let rows = sqlx::query(

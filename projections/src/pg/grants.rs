@@ -28,7 +28,8 @@ pub enum GrantRole {
     Grantee,
 }
 
-const GRANT_COLUMNS: &str = "user_id, grant_id, grantee, can_metadata, can_content, conditions,
+pub(crate) const GRANT_COLUMNS: &str =
+    "user_id, grant_id, grantee, can_metadata, can_content, conditions,
     (extract(epoch from expires_at) * 1000)::bigint AS expires_ms, created_seq, revoked_seq";
 
 fn user(s: String) -> Result<UserId> {
