@@ -147,6 +147,7 @@ pub struct Anchorer {
     cfg: AnchorerConfig,
     state: kv::Store,
     epochs: object_store::ObjectStore,
+    reader: AnchorReader,
     stats: Arc<AnchorStats>,
 }
 
@@ -193,6 +194,7 @@ impl Anchorer {
             js,
             chain,
             cfg,
+            reader: AnchorReader::new(state.clone(), epochs.clone()),
             state,
             epochs,
             stats: Arc::new(AnchorStats::default()),
@@ -209,15 +211,6 @@ impl Anchorer {
         &self.chain
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        Ok(self
-            .state
-            .get(key)
-            .await
-            .map_err(AnchorError::nats)?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
     async fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<()> {
         self.state
             .put(key, serde_json::to_vec(v).expect("serialisable").into())
@@ -228,12 +221,12 @@ impl Anchorer {
 
     /// The last anchored epoch, if any.
     pub async fn last(&self) -> Result<Option<EpochRecord>> {
-        self.get("last").await
+        self.reader.last().await
     }
 
     /// An anchored epoch's record.
     pub async fn epoch(&self, epoch: u64) -> Result<Option<EpochRecord>> {
-        self.get(&format!("epoch.{epoch}")).await
+        self.reader.epoch(epoch).await
     }
 
     /// Takes or renews the lease; `false` when another live instance holds it.
@@ -263,7 +256,7 @@ impl Anchorer {
         let last: Option<EpochRecord> = self.last().await?;
         let next = last.as_ref().map_or(1, |l| l.epoch + 1);
         let prev_root = last.as_ref().map_or(Hash32::ZERO, |l| l.root);
-        let pending: Option<EpochRecord> = self.get("pending").await?;
+        let pending: Option<EpochRecord> = self.reader.get("pending").await?;
         let rec = match pending {
             Some(p) if p.epoch == next => p,
             _ => {
@@ -411,12 +404,12 @@ impl Anchorer {
 
     /// The proof that `user`'s checkpoint is in `epoch` (from the stored leaves).
     pub async fn epoch_proof(&self, epoch: u64, user: &UserId) -> Result<Option<EpochProof>> {
-        self.reader().epoch_proof(epoch, user).await
+        self.reader.epoch_proof(epoch, user).await
     }
 
-    /// A reader over this anchorer's records.
+    /// A reader over this anchorer's records (sharing its cache of epoch trees).
     pub fn reader(&self) -> AnchorReader {
-        AnchorReader::new(self.state.clone(), self.epochs.clone())
+        self.reader.clone()
     }
 
     async fn head_updates(&self) -> u64 {

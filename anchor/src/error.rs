@@ -26,6 +26,9 @@ pub enum AnchorError {
     /// Creating or opening a stream or bucket failed (NATS); retried.
     #[error(transparent)]
     Provision(#[from] mnemo_ledger::LedgerError),
+    /// A record in the anchor's bucket does not parse. Needs a human.
+    #[error("corrupt anchor record: {0}")]
+    Corrupt(String),
     /// Another instance holds the anchoring lease.
     #[error("another instance holds the anchor lease")]
     NotLeader,

@@ -41,13 +41,14 @@ impl AnchorReader {
         }
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        Ok(self
-            .state
-            .get(key)
-            .await
-            .map_err(AnchorError::nats)?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+    /// A record of the anchor's bucket; one that does not parse is an error, not absent.
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.state.get(key).await.map_err(AnchorError::nats)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| AnchorError::Corrupt(format!("record {key}: {e}"))),
+        }
     }
 
     /// The last anchored epoch, if any.

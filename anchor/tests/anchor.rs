@@ -1,110 +1,30 @@
 //! The anchor service against real anvil, nats-server (and PostgreSQL for the view).
 
-use bytes::Bytes;
 use mnemo_anchor::{Anchorer, AnchorerConfig, Chain, OnChainError, verify_on_chain};
-use mnemo_core::{
-    Hash32, MerkleTree, ProofBundle, ProofLevel, Seq, SigningKey, UserId, merkle::CHAIN_TREE,
-};
-use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
-use mnemo_projections::{Projector, ProjectorConfig, kv_head};
-use mnemo_testkit::{Anvil, DEV_KEY, NatsServer};
+use mnemo_core::{Hash32, MerkleTree, ProofBundle, ProofLevel, Seq, UserId, merkle::CHAIN_TREE};
+use mnemo_ledger::Layout;
+use mnemo_testkit::{DEV_KEY, Stack, note};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-struct Stack {
-    _nats: NatsServer,
-    anvil: Anvil,
-    js: async_nats::jetstream::Context,
-    ledger: Ledger,
-    _stop: watch::Sender<bool>,
-    _pg: mnemo_testkit::PgServer,
-}
 
 async fn stack() -> Stack {
-    let nats = NatsServer::start();
-    let anvil = Anvil::start();
-    let pg = mnemo_testkit::PgServer::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
+    Stack::builder()
+        .layout(Layout::Sharded { shards: 4 })
+        .rescan(Duration::from_millis(200))
+        .anvil()
+        .start()
         .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut cfg = LedgerConfig::new(
-        SecretKey::from_bytes([1; 32]),
-        SigningKey::from_bytes(&[2; 32]),
-    );
-    cfg.layout = Layout::Sharded { shards: 4 };
-    let ledger = Ledger::connect(client.clone(), cfg).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let (stop, rx) = watch::channel(false);
-    let p = Projector::new(
-        js.clone(),
-        ledger.clone(),
-        pool,
-        ProjectorConfig {
-            rescan: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    tokio::spawn(p.run(rx));
-    Stack {
-        _nats: nats,
-        anvil,
-        js,
-        ledger,
-        _stop: stop,
-        _pg: pg,
-    }
 }
 
 async fn anchorer(s: &Stack, holder: &str) -> Anchorer {
-    let contract = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
-    let chain = Chain::connect(&s.anvil.url(), DEV_KEY, contract, 1)
-        .await
-        .unwrap();
-    Anchorer::new(
-        s.js.clone(),
-        chain,
-        AnchorerConfig {
-            holder: holder.into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
-fn note(i: usize) -> NewMemory {
-    NewMemory {
-        kind: "note".into(),
-        content_type: "text/plain".into(),
-        content: Bytes::from(format!("memory {i}")),
+    s.anchorer(AnchorerConfig {
+        holder: holder.into(),
         ..Default::default()
-    }
+    })
+    .await
 }
 
-/// Waits until the KV heads view shows every user's ledger head.
 async fn heads_caught_up(s: &Stack, users: &[UserId]) {
-    let t = Instant::now();
-    'outer: loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "heads view did not catch up"
-        );
-        for u in users {
-            let tip = s.ledger.head(u).await.unwrap().unwrap();
-            match kv_head(&s.js, u).await.unwrap() {
-                Some(h) if h.seq == tip.len && h.hash == tip.hash => {}
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue 'outer;
-                }
-            }
-        }
-        return;
-    }
+    s.caught_up(users).await
 }
 
 /// A proof bundle for the event at the user's checkpoint in `epoch`, checked offline and
@@ -128,16 +48,16 @@ async fn check_user(s: &Stack, a: &Anchorer, epoch: u64, u: &UserId) {
         cp.root,
         "{u}: the anchored checkpoint matches the chain"
     );
-    let seq = cp.seq.0; // prove the newest event the epoch covers
-    let bundle = ProofBundle {
-        event: events[(seq - 1) as usize].event.clone(),
-        signer_key: s.ledger.public_key(),
-        origin_key: None,
-        inclusion: tree.inclusion_proof(seq - 1).unwrap(),
-        checkpoint: cp,
-        epoch: Some(ep),
-        anchor: Some(receipt.clone()),
-    };
+    // prove the newest event the epoch covers
+    let hashes: Vec<_> = events.iter().map(|e| e.hash).collect();
+    let (bundle, _) = ProofBundle::assemble(
+        events.last().unwrap().event.clone(),
+        s.ledger.public_key(),
+        None,
+        &hashes,
+        [(ep, receipt.clone())],
+    )
+    .unwrap();
     assert_eq!(
         bundle.verify(),
         Ok(ProofLevel::Anchored),
@@ -255,9 +175,9 @@ async fn anvil_killed_during_an_epoch_then_the_epoch_completes_once() {
         tokio::spawn(async move { a.run_epoch().await })
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
-    s.anvil.kill();
+    s.anvil.as_mut().unwrap().kill();
     let first_try = task.await.unwrap();
-    s.anvil.restart();
+    s.anvil.as_mut().unwrap().restart();
     let rec = match first_try {
         Ok(Some(r)) => r,
         _ => {
@@ -310,7 +230,7 @@ async fn forged_receipts_fail_verification() {
         Err(OnChainError::NoLog),
         "wrong root"
     );
-    let other = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
+    let other = Chain::deploy(&s.anvil_url(), DEV_KEY).await.unwrap();
     let mut r = good.clone();
     r.contract = other;
     assert_eq!(
@@ -352,9 +272,9 @@ async fn forged_receipts_fail_verification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_anchorer_at_a_time_and_a_dead_one_hands_over() {
     let s = stack().await;
-    let contract = Chain::deploy(&s.anvil.url(), DEV_KEY).await.unwrap();
+    let contract = s.contract.unwrap();
     let mk = |holder: &str| {
-        let (url, js, holder) = (s.anvil.url(), s.js.clone(), holder.to_string());
+        let (url, js, holder) = (s.anvil_url(), s.js.clone(), holder.to_string());
         async move {
             let chain = Chain::connect(&url, DEV_KEY, contract, 1).await.unwrap();
             Anchorer::new(

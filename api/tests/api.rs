@@ -3,14 +3,12 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
+use mnemo_anchor::{Anchorer, AnchorerConfig};
 use mnemo_api::auth::Auth;
 use mnemo_api::http::{Api, ApiConfig, ApiStats, is_problem};
 use mnemo_core::custody::{BundleItem, CustodyVerifier};
 use mnemo_core::{SigningKey, UserId};
-use mnemo_ledger::{Layout, Ledger, LedgerConfig, SecretKey};
-use mnemo_projections::{Projector, ProjectorConfig};
-use mnemo_testkit::{Anvil, DEV_KEY, NatsServer, PgServer};
+use mnemo_ledger::Ledger;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,9 +17,8 @@ use tower::ServiceExt;
 const JWT_SEED: [u8; 32] = [9; 32];
 
 struct Stack {
-    _nats: NatsServer,
-    _pg: PgServer,
-    _anvil: Anvil,
+    /// The servers, ledger and projector underneath.
+    _custody: mnemo_testkit::Stack,
     router: axum::Router,
     /// `/openapi.json`: every response is checked against it.
     doc: Value,
@@ -30,7 +27,6 @@ struct Stack {
     anchorer: Anchorer,
     pool: sqlx::PgPool,
     js: async_nats::jetstream::Context,
-    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 async fn stack() -> Stack {
@@ -38,46 +34,18 @@ async fn stack() -> Stack {
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
         .with_test_writer()
         .try_init();
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let anvil = Anvil::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
-        .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[4; 32]));
-    cfg.layout = Layout::PerUser;
-    let ledger = Ledger::connect(client, cfg).await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        Projector::new(
-            js.clone(),
-            ledger.clone(),
-            pool.clone(),
-            ProjectorConfig {
-                rescan: Duration::from_millis(100),
-                batch_wait: Duration::from_millis(2),
-                ..Default::default()
-            },
-        )
-        .run(rx),
-    );
-    let contract = Chain::deploy(&anvil.url(), DEV_KEY).await.unwrap();
-    let chain = Chain::connect(&anvil.url(), DEV_KEY, contract, 1)
-        .await
-        .unwrap();
-    let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
-        .await
-        .unwrap();
+    let custody = mnemo_testkit::Stack::builder()
+        .custody_seed([4; 32])
+        .batch_wait(Duration::from_millis(2))
+        .anvil()
+        .start()
+        .await;
+    let anchorer = custody.anchorer(AnchorerConfig::default()).await;
     let auth = Auth::new(&SigningKey::from_bytes(&JWT_SEED), "mnemo", "mnemo-api");
     let api = Arc::new(Api {
-        ledger: ledger.clone(),
-        views: mnemo_projections::Views::from_pool(pool.clone()),
-        js: js.clone(),
+        ledger: custody.ledger.clone(),
+        views: mnemo_projections::Views::from_pool(custody.pool.clone()),
+        js: custody.js.clone(),
         auth: auth.clone(),
         cfg: ApiConfig {
             max_upload: 512 * 1024,
@@ -89,15 +57,12 @@ async fn stack() -> Stack {
     Stack {
         router: mnemo_api::http::router(api),
         doc: serde_json::to_value(mnemo_api::http::openapi()).unwrap(),
-        _nats: nats,
-        _pg: pg,
-        _anvil: anvil,
         auth,
-        ledger,
+        ledger: custody.ledger.clone(),
         anchorer,
-        pool,
-        js,
-        _stop: stop,
+        pool: custody.pool.clone(),
+        js: custody.js.clone(),
+        _custody: custody,
     }
 }
 

@@ -416,36 +416,18 @@ async fn devices_over_the_rest_api() {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
     let h = hub().await;
-    let pg = mnemo_testkit::PgServer::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
-        .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
+    let views = mnemo_testkit::PgViews::start().await;
     let service = ConnectOptions::with_credentials(&h.setup.service_creds().unwrap())
         .unwrap()
         .connect(h.server.url())
         .await
         .unwrap();
     let js = async_nats::jetstream::new(service);
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        mnemo_projections::Projector::new(
-            js.clone(),
-            h.ledger.clone(),
-            pool.clone(),
-            mnemo_projections::ProjectorConfig {
-                rescan: Duration::from_millis(100),
-                ..Default::default()
-            },
-        )
-        .run(rx),
-    );
+    let _projector = views.project(&js, &h.ledger);
     let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&[7; 32]), "mnemo", "mnemo-api");
     let router = mnemo_api::http::router(std::sync::Arc::new(mnemo_api::http::Api {
         ledger: h.ledger.clone(),
-        views: mnemo_projections::Views::from_pool(pool),
+        views: mnemo_projections::Views::from_pool(views.pool.clone()),
         js,
         auth: auth.clone(),
         cfg: Default::default(),

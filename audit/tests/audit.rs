@@ -2,8 +2,7 @@
 //! bundle exported from it verifies offline, from JetStream and on the chain; every kind of
 //! tampering is found at the right seq with the right reason; the CLI's exit codes.
 
-use bytes::Bytes;
-use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
+use mnemo_anchor::AnchorerConfig;
 use mnemo_audit::{Options, Outcome, read_bundle, verify_items};
 use mnemo_core::custody::{AuditError, AuditPolicy, BundleItem, HexBytes};
 use mnemo_core::{
@@ -11,9 +10,8 @@ use mnemo_core::{
     EventBody, GrantConditions, GrantId, Hash32, ProofBundle, Seq, SigningKey, UserId,
     keys::sign_event_hash,
 };
-use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
-use mnemo_projections::{Projector, ProjectorConfig, kv_head};
-use mnemo_testkit::{Anvil, DEV_KEY, NatsServer, PgServer};
+use mnemo_ledger::Layout;
+use mnemo_testkit::{Stack, note};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,78 +19,24 @@ use std::time::{Duration, Instant};
 const CUSTODY_SEED: [u8; 32] = [2; 32];
 
 struct Live {
-    nats: NatsServer,
-    _pg: PgServer,
-    anvil: Anvil,
+    stack: Stack,
     contract: Address,
     items: Vec<BundleItem>,
     dir: tempfile::TempDir,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-fn note(i: usize) -> NewMemory {
-    NewMemory {
-        kind: "note".into(),
-        tags: vec!["diary".into()],
-        content_type: "text/plain".into(),
-        content: Bytes::from(format!("memory number {i}")),
-        ..Default::default()
-    }
-}
-
-async fn caught_up(js: &async_nats::jetstream::Context, ledger: &Ledger, u: &UserId) {
-    let t = Instant::now();
-    loop {
-        let tip = ledger.head(u).await.unwrap().unwrap();
-        if kv_head(js, u)
-            .await
-            .unwrap()
-            .is_some_and(|h| h.seq == tip.len && h.hash == tip.hash)
-        {
-            return;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "heads view stuck");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// alice's chain: 1 genesis, 2..=13 notes, 14 grant, 15 access, 16 revoke, 17 erasure of
 /// the memory at seq 3, [epoch 1], 18..=20 notes, [epoch 2], 21..=22 notes (not anchored).
 async fn live() -> Live {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let anvil = Anvil::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
-        .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&CUSTODY_SEED));
-    cfg.layout = Layout::Sharded { shards: 4 };
-    let ledger = Ledger::connect(client, cfg).await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        Projector::new(
-            js.clone(),
-            ledger.clone(),
-            pool,
-            ProjectorConfig {
-                rescan: Duration::from_millis(200),
-                ..Default::default()
-            },
-        )
-        .run(rx),
-    );
-    let contract = Chain::deploy(&anvil.url(), DEV_KEY).await.unwrap();
-    let chain = Chain::connect(&anvil.url(), DEV_KEY, contract, 1)
-        .await
-        .unwrap();
-    let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
-        .await
-        .unwrap();
+    let stack = Stack::builder()
+        .layout(Layout::Sharded { shards: 4 })
+        .custody_seed(CUSTODY_SEED)
+        .anvil()
+        .start()
+        .await;
+    let (ledger, js) = (&stack.ledger, &stack.js);
+    let contract = stack.contract.unwrap();
+    let anchorer = stack.anchorer(AnchorerConfig::default()).await;
 
     let alice = UserId::new("alice").unwrap();
     let bob = UserId::new("bob").unwrap();
@@ -153,21 +97,17 @@ async fn live() -> Live {
         .unwrap();
     assert_eq!(erased.seq, Seq(17));
     for (epoch, more) in [(1u64, 3usize), (2, 2)] {
-        caught_up(&js, &ledger, &alice).await;
-        caught_up(&js, &ledger, &bob).await;
+        stack.caught_up(&[alice.clone(), bob.clone()]).await;
         let rec = anchorer.run_epoch().await.unwrap().unwrap();
         assert_eq!(rec.epoch, epoch);
         for i in 0..more {
             ledger.append(&alice, note(100 + i)).await.unwrap();
         }
     }
-    let reader = mnemo_anchor::AnchorReader::open(&js)
-        .await
-        .unwrap()
-        .unwrap();
+    let reader = mnemo_anchor::AnchorReader::open(js).await.unwrap().unwrap();
     let mut out = Vec::new();
     let stats = mnemo_api::export::write_bundle(
-        &ledger,
+        ledger,
         Some(&reader),
         &alice,
         mnemo_core::TimestampMs(1_800_000_000_000),
@@ -180,13 +120,10 @@ async fn live() -> Live {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     Live {
-        nats,
-        _pg: pg,
-        anvil,
+        stack,
         contract,
         items,
         dir: tempfile::tempdir().unwrap(),
-        _stop: stop,
     }
 }
 
@@ -472,7 +409,7 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     assert!(o.failure.unwrap().message.contains("pinned"));
     // ... and on the chain itself when it is not
     let dir = live.dir.path();
-    let rpc = live.anvil.url();
+    let rpc = live.stack.anvil_url();
     let wrong_file = write(dir, "wrong-contract.jsonl", &wrong);
     let (code, out, _) = audit(&[
         "verify",
@@ -514,7 +451,7 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     let (code, out, err) = audit(&[
         "verify",
         "--nats",
-        &live.nats.url(),
+        &live.stack.nats.url(),
         "--user",
         "alice",
         "--json",
@@ -624,31 +561,8 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
 /// named; the projector quarantines that user's view alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check() {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
-        .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&CUSTODY_SEED));
-    let ledger = Ledger::connect(client, cfg).await.unwrap();
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        Projector::new(
-            js.clone(),
-            ledger.clone(),
-            pool.clone(),
-            ProjectorConfig {
-                rescan: Duration::from_millis(100),
-                ..Default::default()
-            },
-        )
-        .run(rx),
-    );
+    let s = Stack::builder().custody_seed(CUSTODY_SEED).start().await;
+    let (ledger, pool) = (&s.ledger, &s.pool);
     let carol = UserId::new("carol").unwrap();
     let dave = UserId::new("dave").unwrap();
     for u in [&carol, &dave] {
@@ -674,7 +588,7 @@ async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check
     let (seq, check) = loop {
         let row: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, check_code FROM quarantine WHERE user_id = 'carol'")
-                .fetch_optional(&pool)
+                .fetch_optional(pool)
                 .await
                 .unwrap();
         if let Some(r) = row {
@@ -684,16 +598,16 @@ async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((seq, check.as_str()), (3, "bad_grant"));
-    caught_up(&js, &ledger, &dave).await;
+    s.caught_up(std::slice::from_ref(&dave)).await;
     let views: Vec<(String, i64)> =
         sqlx::query_as("SELECT user_id, last_seq FROM users ORDER BY user_id")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap();
     assert_eq!(views, [("carol".into(), 2), ("dave".into(), 3)]);
     // mnemo-audit on carol's export: invalid, the same check at the same seq
     let mut out = Vec::new();
-    mnemo_api::export::write_bundle(&ledger, None, &carol, mnemo_core::TimestampMs(1), &mut out)
+    mnemo_api::export::write_bundle(ledger, None, &carol, mnemo_core::TimestampMs(1), &mut out)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -706,7 +620,7 @@ async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check
     assert_eq!(report["failure"]["seq"], 3, "{stdout}");
     // and dave's chain verifies
     let mut out = Vec::new();
-    mnemo_api::export::write_bundle(&ledger, None, &dave, mnemo_core::TimestampMs(1), &mut out)
+    mnemo_api::export::write_bundle(ledger, None, &dave, mnemo_core::TimestampMs(1), &mut out)
         .await
         .unwrap();
     std::fs::write(&path, &out).unwrap();

@@ -1330,16 +1330,7 @@ impl Ledger {
         body: EventBody,
         idempotency_key: Option<&str>,
     ) -> Result<Receipt> {
-        if matches!(
-            body,
-            EventBody::MemoryIngested { .. } | EventBody::MemoryErased { .. }
-        ) {
-            return Err(LedgerError::InvalidInput(
-                "use append for memories and erase for erasures".into(),
-            ));
-        }
-        body.check_values()
-            .map_err(|r| LedgerError::InvalidInput(r.into()))?;
+        plain_event(&body)?;
         self.write(user, body, None, idempotency_key, false, None)
             .await
     }
@@ -1354,16 +1345,7 @@ impl Ledger {
         body: EventBody,
         head: Hash32,
     ) -> Result<Receipt> {
-        if matches!(
-            body,
-            EventBody::MemoryIngested { .. } | EventBody::MemoryErased { .. }
-        ) {
-            return Err(LedgerError::InvalidInput(
-                "use append for memories and erase for erasures".into(),
-            ));
-        }
-        body.check_values()
-            .map_err(|r| LedgerError::InvalidInput(r.into()))?;
+        plain_event(&body)?;
         self.write(user, body, None, None, false, Some(head)).await
     }
 
@@ -1834,4 +1816,19 @@ fn refused_by_limits(e: &async_nats::jetstream::context::PublishError) -> bool {
             let code = j.error_code();
             code == ErrorCode::STREAM_STORE_FAILED || code == ErrorCode::STORAGE_RESOURCES_EXCEEDED
         })
+}
+
+/// Refuses what `append_event` must not write: memories and erasures (they have their own
+/// paths), and values outside FORMAT.md's ranges.
+fn plain_event(body: &EventBody) -> Result<()> {
+    if matches!(
+        body,
+        EventBody::MemoryIngested { .. } | EventBody::MemoryErased { .. }
+    ) {
+        return Err(LedgerError::InvalidInput(
+            "use append for memories and erase for erasures".into(),
+        ));
+    }
+    body.check_values()
+        .map_err(|r| LedgerError::InvalidInput(r.into()))
 }

@@ -2,88 +2,30 @@
 
 use bytes::Bytes;
 use mnemo_core::{Seq, SigningKey, UserId};
-use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
-use mnemo_projections::{Projector, ProjectorConfig, kv_head, lag};
-use mnemo_testkit::{NatsServer, PgServer};
-use sqlx::postgres::PgPoolOptions;
+use mnemo_ledger::{Layout, Ledger, NewMemory};
+use mnemo_projections::kv_head;
+use mnemo_testkit::{RunningProjector, Stack};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
-struct Stack {
-    _nats: NatsServer,
-    pg: PgServer,
-    js: async_nats::jetstream::Context,
-    ledger: Ledger,
-    pool: sqlx::PgPool,
-}
+const CUSTODY_SEED: [u8; 32] = [4; 32];
 
 async fn stack(layout: Layout) -> Stack {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    pg.create_database("mnemo");
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&pg.url("mnemo"))
+    Stack::builder()
+        .layout(layout)
+        .custody_seed(CUSTODY_SEED)
+        .rescan(Duration::from_millis(200))
+        .without_projector()
+        .start()
         .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut cfg = LedgerConfig::new(
-        SecretKey::from_bytes([3; 32]),
-        SigningKey::from_bytes(&[4; 32]),
-    );
-    cfg.layout = layout;
-    let ledger = Ledger::connect(client.clone(), cfg).await.unwrap();
-    Stack {
-        js: async_nats::jetstream::new(client),
-        _nats: nats,
-        pg,
-        ledger,
-        pool,
-    }
 }
 
-fn projector(s: &Stack) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (tx, h, _) = projector_with_stats(s);
-    (tx, h)
-}
-
-fn projector_with_stats(
-    s: &Stack,
-) -> (
-    watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-    std::sync::Arc<mnemo_projections::ProjectorStats>,
-) {
-    let (tx, rx) = watch::channel(false);
-    let p = Projector::new(
-        s.js.clone(),
-        s.ledger.clone(),
-        s.pool.clone(),
-        ProjectorConfig {
-            rescan: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    let stats = p.stats();
-    let h = tokio::spawn(async move {
-        p.run(rx).await.unwrap();
-    });
-    (tx, h, stats)
+fn projector(s: &Stack) -> RunningProjector {
+    RunningProjector::spawn(&s.js, &s.ledger, &s.pool, s.projector_config())
 }
 
 async fn caught_up(s: &Stack, within: Duration) {
-    let t = Instant::now();
-    loop {
-        if let Ok(0) = lag(&s.js, &s.pool, "pg").await {
-            // lag counts stream positions; the streams' users must also all be there
-            return;
-        }
-        assert!(t.elapsed() < within, "projection did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    s.no_lag(within).await
 }
 
 fn note(i: usize, tag: &str) -> NewMemory {
@@ -181,7 +123,7 @@ async fn fifty_thousand_events_over_500_users_equal_the_chains() {
     for u in &users {
         s.ledger.create_user(u).await.unwrap();
     }
-    let (stop, h) = projector(&s);
+    let p = projector(&s);
     ingest(&s.ledger, &users, 99, 16).await;
     caught_up(&s, Duration::from_secs(120)).await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -194,8 +136,7 @@ async fn fifty_thousand_events_over_500_users_equal_the_chains() {
     let hits: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE search @@ plainto_tsquery('simple', 'even') AND 'even' = ANY(tags)")
         .fetch_one(&s.pool).await.unwrap();
     assert_eq!(hits, 500 * 50);
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,17 +154,15 @@ async fn killing_the_projector_mid_batch_neither_loses_nor_doubles() {
     };
     // start, abort at arbitrary points (mid-batch or not), several times
     for i in 0..6 {
-        let (_stop, h) = projector(&s);
+        let p = projector(&s);
         tokio::time::sleep(Duration::from_millis(150 + 97 * i)).await;
-        h.abort();
-        let _ = h.await;
+        p.abort().await;
     }
     writer.await.unwrap();
-    let (stop, h) = projector(&s);
+    let p = projector(&s);
     caught_up(&s, Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,10 +173,9 @@ async fn events_delivered_after_later_ones_are_read_from_the_chain() {
     for i in 0..2 {
         s.ledger.append(&u, note(i, "early")).await.unwrap();
     }
-    let (stop, h) = projector(&s);
+    let p = projector(&s);
     caught_up(&s, Duration::from_secs(30)).await;
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
     let mut receipts = Vec::new();
     for i in 0..8 {
         receipts.push(s.ledger.append(&u, note(i, "later")).await.unwrap());
@@ -253,7 +191,8 @@ async fn events_delivered_after_later_ones_are_read_from_the_chain() {
     .execute(&s.pool)
     .await
     .unwrap();
-    let (stop, h, stats) = projector_with_stats(&s);
+    let p = projector(&s);
+    let stats = p.stats.clone();
     let t = Instant::now();
     loop {
         let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM users WHERE user_id = $1")
@@ -278,8 +217,7 @@ async fn events_delivered_after_later_ones_are_read_from_the_chain() {
         0,
         "nothing dead-lettered as a gap"
     );
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +229,8 @@ async fn postgres_down_during_ingest_then_views_catch_up() {
     for u in &users {
         s.ledger.create_user(u).await.unwrap();
     }
-    let (stop, h, stats) = projector_with_stats(&s);
+    let p = projector(&s);
+    let stats = p.stats.clone();
     ingest(&s.ledger, &users, 20, 4).await;
     s.pg.kill();
     ingest(&s.ledger, &users, 30, 4).await;
@@ -306,8 +245,7 @@ async fn postgres_down_during_ingest_then_views_catch_up() {
     s.pg.restart();
     caught_up(&s, Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +259,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
     }
     let client = s.js.client();
     let mut dl = client.subscribe("mnemo.deadletter.pg").await.unwrap();
-    let (stop, h) = projector(&s);
+    let p = projector(&s);
     caught_up(&s, Duration::from_secs(30)).await;
     // A forged seq 3 for "bad": correct link, signed by the ledger's own key, then one
     // byte of the signature changed on its way into the stream.
@@ -332,7 +270,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
         hash: last.hash,
     };
     let (forged, _) = head.next_event(
-        &SigningKey::from_bytes(&[4; 32]),
+        &SigningKey::from_bytes(&CUSTODY_SEED),
         mnemo_core::TimestampMs(1),
         mnemo_core::EventBody::MemoryErased {
             target: mnemo_core::ErasureTarget::All,
@@ -387,8 +325,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
         .await
         .unwrap();
     assert_eq!(quarantined, 1, "only the tampered user is quarantined");
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }
 
 async fn dump(pool: &sqlx::PgPool) -> Vec<serde_json::Value> {
@@ -491,7 +428,7 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
         .unwrap();
     s.ledger.erase(&users[2], ErasureTarget::All).await.unwrap();
 
-    let (stop, h) = projector(&s);
+    let p = projector(&s);
     caught_up(&s, Duration::from_secs(60)).await;
     // erasure reached the views: no text, no search hit, erased marks
     let (body, erased): (Option<String>, Option<i64>) = sqlx::query_as(
@@ -550,6 +487,5 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
     writer.await.unwrap();
     caught_up(&s, Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
-    stop.send(true).unwrap();
-    h.await.unwrap();
+    p.stop().await;
 }

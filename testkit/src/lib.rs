@@ -9,6 +9,13 @@
 //! - [`NatsServer`], [`NatsCluster`]: `nats-server` with JetStream, one node or routed R3.
 //! - [`PgServer`]: PostgreSQL from `initdb`.
 //! - [`Anvil`]: an EVM node.
+//! - [`Stack`]: the custody stack on those servers (ledger, migrated views, projector, and
+//!   the anchor contract when asked for), built by [`Stack::builder`]; [`PgViews`] is its
+//!   PostgreSQL side alone, for tests whose ledger runs elsewhere.
+
+mod stack;
+
+pub use stack::{CATCH_UP, PgViews, RunningProjector, Stack, StackBuilder, note};
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};

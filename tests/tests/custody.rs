@@ -5,45 +5,16 @@
 //! the bundle still proves custody, while the content is gone everywhere.
 
 use bytes::Bytes;
-use mnemo_anchor::{Anchorer, AnchorerConfig, Chain, verify_on_chain};
-use mnemo_core::{
-    ErasureTarget, MerkleTree, ProofBundle, ProofLevel, Seq, SigningKey, UserId, merkle::CHAIN_TREE,
-};
-use mnemo_ledger::{Layout, Ledger, LedgerConfig, LedgerError, NewMemory, SecretKey};
-use mnemo_projections::{Projector, ProjectorConfig, kv_head, lag};
-use mnemo_testkit::{Anvil, DEV_KEY, NatsServer, PgServer};
+use mnemo_anchor::{AnchorerConfig, verify_on_chain};
+use mnemo_core::{ErasureTarget, ProofBundle, ProofLevel, Seq, UserId};
+use mnemo_ledger::{LedgerError, NewMemory};
+use mnemo_testkit::Stack;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_project_anchor_prove_erase() {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    let anvil = Anvil::start();
-    pg.create_database("mnemo");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect(&pg.url("mnemo"))
-        .await
-        .unwrap();
-    mnemo_projections::migrate(&pool).await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
-    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[8; 32]));
-    cfg.layout = Layout::PerUser;
-    let ledger = Ledger::connect(client, cfg).await.unwrap();
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(
-        Projector::new(
-            js.clone(),
-            ledger.clone(),
-            pool.clone(),
-            ProjectorConfig {
-                rescan: Duration::from_millis(200),
-                ..Default::default()
-            },
-        )
-        .run(rx),
-    );
-
+    let s = Stack::builder().anvil().start().await;
+    let (ledger, pool) = (&s.ledger, &s.pool);
     let alice = UserId::new("alice").unwrap();
     let bob = UserId::new("bob").unwrap();
     for u in [&alice, &bob] {
@@ -76,57 +47,34 @@ async fn ingest_project_anchor_prove_erase() {
         .await
         .unwrap();
     // projected: searchable, and the heads view matches the ledger
-    let t = Instant::now();
-    loop {
-        let caught_up = lag(&js, &pool, "pg").await.unwrap() == 0;
-        let head = kv_head(&js, &alice).await.unwrap();
-        if caught_up
-            && head.is_some_and(|h| h.seq == 2)
-            && kv_head(&js, &bob).await.unwrap().is_some()
-        {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "projection did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    s.caught_up(&[alice.clone(), bob.clone()]).await;
+    s.no_lag(Duration::from_secs(30)).await;
     let hits: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM memories WHERE search @@ plainto_tsquery('simple', 'garage')",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
     .unwrap();
     assert_eq!(hits, 1);
 
     // anchored
-    let contract = Chain::deploy(&anvil.url(), DEV_KEY).await.unwrap();
-    let chain = Chain::connect(&anvil.url(), DEV_KEY, contract, 1)
-        .await
-        .unwrap();
-    let anchorer = Anchorer::new(js.clone(), chain, AnchorerConfig::default())
-        .await
-        .unwrap();
+    let anchorer = s.anchorer(AnchorerConfig::default()).await;
     let epoch = anchorer.run_epoch().await.unwrap().unwrap();
     assert_eq!(epoch.leaf_count, 2);
 
     // a proof bundle, as JSON, verified as a third party would
     let ep = anchorer.epoch_proof(1, &alice).await.unwrap().unwrap();
     let events = ledger.events(&alice, Seq::FIRST, 10).await.unwrap();
-    let tree = MerkleTree::from_leaf_hashes(
-        CHAIN_TREE,
-        events.iter().map(|e| CHAIN_TREE.leaf(&e.hash.0)).collect(),
-    );
-    let bundle = ProofBundle {
-        event: events[(r.seq.0 - 1) as usize].event.clone(),
-        signer_key: ledger.public_key(),
-        origin_key: None,
-        inclusion: tree.inclusion_proof(r.seq.0 - 1).unwrap(),
-        checkpoint: ep.checkpoint.clone(),
-        epoch: Some(ep),
-        anchor: epoch.receipt.clone(),
-    };
+    let hashes: Vec<_> = events.iter().map(|e| e.hash).collect();
+    let (bundle, level) = ProofBundle::assemble(
+        events[(r.seq.0 - 1) as usize].event.clone(),
+        ledger.public_key(),
+        None,
+        &hashes,
+        [(ep, epoch.receipt.clone().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(level, ProofLevel::Anchored);
     let json = serde_json::to_string_pretty(&bundle).unwrap();
     assert!(
         !json.contains("garage"),
@@ -160,7 +108,7 @@ async fn ingest_project_anchor_prove_erase() {
     loop {
         let body: Option<String> =
             sqlx::query_scalar("SELECT body FROM memories WHERE user_id = 'alice'")
-                .fetch_one(&pool)
+                .fetch_one(pool)
                 .await
                 .unwrap();
         if body.is_none() {
