@@ -37,7 +37,6 @@ pub struct StackBuilder {
     rescan: Duration,
     batch_wait: Option<Duration>,
     nats: NatsOptions,
-    ledger: Option<Box<dyn FnOnce(&mut LedgerConfig)>>,
 }
 
 impl StackBuilder {
@@ -83,12 +82,6 @@ impl StackBuilder {
         self
     }
 
-    /// Changes the ledger's configuration before it connects.
-    pub fn ledger(mut self, f: impl FnOnce(&mut LedgerConfig) + 'static) -> Self {
-        self.ledger = Some(Box::new(f));
-        self
-    }
-
     /// Starts the servers, connects the ledger, migrates and starts the projector.
     pub async fn start(self) -> Stack {
         let nats = NatsServer::start_with(self.nats);
@@ -101,9 +94,6 @@ impl StackBuilder {
             SigningKey::from_bytes(&self.custody_seed),
         );
         cfg.layout = self.layout;
-        if let Some(f) = self.ledger {
-            f(&mut cfg);
-        }
         let ledger = Ledger::connect(client.clone(), cfg)
             .await
             .unwrap_or_else(|e| panic!("ledger: {e}"));
@@ -260,7 +250,6 @@ impl Stack {
             rescan: Duration::from_millis(100),
             batch_wait: None,
             nats: NatsOptions::default(),
-            ledger: None,
         }
     }
 

@@ -1,0 +1,181 @@
+//! Reading chains back: bounded reads and follows through ordered consumers, with a cap on
+//! open readers per user ([`ChainReader`], [`StoredEvent`]), and `verify_chain`.
+
+use super::*;
+
+/// An event as stored, with its hash, stream position and sealed payload.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// The event.
+    pub event: Event,
+    /// Its hash.
+    pub hash: Hash32,
+    /// JetStream stream sequence.
+    pub stream_seq: u64,
+    /// The encrypted payload (empty for events without one).
+    pub sealed: Bytes,
+}
+
+/// Reads a chain in order. [`next`](Self::next) returns `None` at the end of a bounded read;
+/// a follow never ends.
+pub struct ChainReader {
+    user: UserId,
+    messages: Option<consumer::pull::Ordered>,
+    from: Seq,
+    end: Option<u64>,
+    done: bool,
+    /// One of the user's reader slots, given back on drop. (The ordered consumer behind
+    /// `messages` is ephemeral: the server removes it 30 s after its last pull.)
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ChainReader {
+    /// The next event, decoded (not yet verified: feed it to a `ChainVerifier`).
+    pub async fn next(&mut self) -> Result<Option<StoredEvent>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                return Ok(None);
+            };
+            let Some(msg) = messages.next().await else {
+                return Ok(None);
+            };
+            let msg = msg.map_err(|e| LedgerError::nats("read chain", e))?;
+            let stream_seq = msg
+                .info()
+                .map_err(|e| LedgerError::nats("message info", e))?
+                .stream_sequence;
+            if self.end.is_some_and(|end| stream_seq >= end) {
+                self.done = true;
+            }
+            let (wire, sealed) = envelope::decode(&msg.payload)?;
+            let (event, hash) = Event::from_wire(&wire).map_err(|e| {
+                LedgerError::Tampered(format!("{} at stream seq {stream_seq}: {e}", self.user))
+            })?;
+            if event.seq < self.from {
+                continue;
+            }
+            return Ok(Some(StoredEvent {
+                event,
+                hash,
+                stream_seq,
+                sealed,
+            }));
+        }
+    }
+}
+
+impl Ledger {
+    /// Reads `user`'s chain from `from` on, in order, up to its current end (nothing at
+    /// all when `from` is past it: a read never waits for events not yet written).
+    pub async fn read(&self, user: &UserId, from: Seq) -> Result<ChainReader> {
+        let Some(tip) = self.head(user).await? else {
+            return Err(LedgerError::UnknownUser(user.clone()));
+        };
+        let end = if from.0 > tip.len { 0 } else { tip.stream_seq };
+        self.reader(user, from, Some(end)).await
+    }
+
+    /// Follows `user`'s chain from `from` on, including events appended later.
+    pub async fn follow(&self, user: &UserId, from: Seq) -> Result<ChainReader> {
+        self.reader(user, from, None).await
+    }
+
+    pub(super) async fn reader(
+        &self,
+        user: &UserId,
+        from: Seq,
+        end: Option<u64>,
+    ) -> Result<ChainReader> {
+        let permit = {
+            let mut readers = self.inner.readers.lock().expect("lock");
+            let slots = readers.entry(user.clone()).or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.inner.cfg.max_readers_per_user.max(1),
+                ))
+            });
+            slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| LedgerError::TooManyReads(user.clone()))?
+        };
+        let loc = self.locate(user);
+        let stream = self
+            .stream(&loc.stream)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
+        let deliver_policy = if self.inner.cfg.layout.stream_seq_is_chain_seq() {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.0.max(1),
+            }
+        } else {
+            consumer::DeliverPolicy::All
+        };
+        let messages = if end == Some(0) {
+            None
+        } else {
+            let c = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: loc.subject.clone(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| LedgerError::nats("create reader", e))?;
+            Some(
+                c.messages()
+                    .await
+                    .map_err(|e| LedgerError::nats("read chain", e))?,
+            )
+        };
+        Ok(ChainReader {
+            user: user.clone(),
+            messages,
+            from,
+            end,
+            done: false,
+            _permit: permit,
+        })
+    }
+
+    /// Reads up to `limit` events from `from` on.
+    pub async fn events(&self, user: &UserId, from: Seq, limit: usize) -> Result<Vec<StoredEvent>> {
+        let mut r = self.read(user, from).await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match r.next().await? {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replays and verifies `user`'s whole chain.
+    pub async fn verify_chain(&self, user: &UserId) -> Result<ChainSummary> {
+        let mut r = self.read(user, Seq::FIRST).await?;
+        let mut v = ChainVerifier::new(user.clone());
+        while let Some(e) = r.next().await? {
+            v.push(&e.event, e.hash)?;
+        }
+        Ok(v.finish()?)
+    }
+
+    /// Finds a memory's event by scanning the chain (the projections index this; the
+    /// ledger itself keeps no index).
+    pub async fn find_memory(
+        &self,
+        user: &UserId,
+        memory: &MemoryId,
+    ) -> Result<Option<StoredEvent>> {
+        let mut r = self.read(user, Seq::FIRST).await?;
+        while let Some(e) = r.next().await? {
+            if matches!(&e.event.body, EventBody::MemoryIngested { memory: m } if m == memory) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+}
