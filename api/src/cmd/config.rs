@@ -1,0 +1,107 @@
+//! The configuration every command shares (flags or `MNEMO_*` / `DATABASE_URL`), and the
+//! connections made from it: NATS, the ledger's configuration, the views.
+
+use anyhow::Context;
+use mnemo_core::SigningKey;
+use mnemo_ledger::{Layout, LedgerConfig, SecretKey};
+
+/// Shared configuration.
+#[derive(clap::Args)]
+pub(crate) struct Config {
+    /// NATS server URL (a cluster: several, comma-separated).
+    #[arg(
+        long,
+        env = "MNEMO_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub(crate) nats_url: String,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub(crate) database_url: Option<String>,
+    /// Master key (64 hex characters) that seals payload keys. Secret.
+    #[arg(long, env = "MNEMO_MASTER_KEY", hide_env_values = true, global = true)]
+    master_key: Option<String>,
+    /// Seed (64 hex characters) of the custody signing key. Secret.
+    #[arg(long, env = "MNEMO_SIGNING_KEY", hide_env_values = true, global = true)]
+    signing_key: Option<String>,
+    /// Chain layout: `per-user` or `sharded`.
+    #[arg(long, env = "MNEMO_LAYOUT", default_value = "per-user", global = true)]
+    layout: String,
+    /// Shared streams of the sharded layout.
+    #[arg(long, env = "MNEMO_SHARDS", default_value_t = 16, global = true)]
+    shards: u32,
+    /// Replicas of every stream, KV bucket and object store mnemo creates (3 on a 3-node
+    /// JetStream cluster; see docs/decisions/0002-durability.md).
+    #[arg(long, env = "MNEMO_REPLICAS", default_value_t = 1, global = true)]
+    pub(crate) replicas: usize,
+    /// Operator-mode NATS: the directory `mnemo nats init` wrote (mnemo connects with its
+    /// service credentials and creates an account per user).
+    #[arg(long, env = "MNEMO_NATS_DIR", global = true)]
+    pub(crate) nats_dir: Option<std::path::PathBuf>,
+}
+
+/// The servers of `MNEMO_NATS_URL`: one URL, or a cluster's as a comma-separated list.
+pub(crate) fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("MNEMO_NATS_URL {urls:?}"))
+}
+
+impl Config {
+    /// Connects to NATS, with the service credentials in operator mode.
+    pub(crate) async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        let mut o = async_nats::ConnectOptions::new().name("mnemo");
+        if let Some(dir) = &self.nats_dir {
+            let creds = dir.join("service.creds");
+            o = o
+                .credentials_file(&creds)
+                .await
+                .with_context(|| format!("reading {}", creds.display()))?;
+        }
+        o.connect(server_addrs(&self.nats_url)?)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+
+    pub(crate) fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .context("DATABASE_URL (or --database-url) is required")
+    }
+
+    pub(crate) fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
+        let master = SecretKey::from_hex(
+            self.master_key
+                .as_deref()
+                .context("MNEMO_MASTER_KEY (or --master-key) is required")?,
+        )
+        .context("MNEMO_MASTER_KEY must be 64 hex characters")?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(
+            self.signing_key
+                .as_deref()
+                .context("MNEMO_SIGNING_KEY (or --signing-key) is required")?
+                .trim(),
+            &mut seed,
+        )
+        .map_err(|_| anyhow::anyhow!("MNEMO_SIGNING_KEY must be 64 hex characters"))?;
+        let mut c = LedgerConfig::new(master, SigningKey::from_bytes(&seed));
+        c.replicas = self.replicas.max(1);
+        c.layout = match self.layout.as_str() {
+            "per-user" => Layout::PerUser,
+            "sharded" => Layout::Sharded {
+                shards: self.shards,
+            },
+            other => anyhow::bail!("MNEMO_LAYOUT must be per-user or sharded, not {other:?}"),
+        };
+        Ok(c)
+    }
+}
+
+pub(crate) async fn views(url: &str) -> anyhow::Result<mnemo_projections::Views> {
+    mnemo_projections::Views::connect(url)
+        .await
+        .context("connecting to PostgreSQL")
+}
