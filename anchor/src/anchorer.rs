@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures::StreamExt;
-use mnemo_core::{AnchorReceipt, Checkpoint, EpochProof, EpochTree, Hash32, Seq, UserId};
+use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, EpochTree, Hash32, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -425,7 +425,7 @@ impl Anchorer {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let mut last_run = tokio::time::Instant::now() - self.cfg.interval;
         let mut updates_at_last = 0u64;
-        let mut backoff = self.cfg.poll;
+        let mut backoff = Backoff::new(self.cfg.poll, Duration::from_secs(60));
         loop {
             let step = async {
                 if !self.lease().await? {
@@ -444,14 +444,13 @@ impl Anchorer {
             };
             let wait = match step.await {
                 Ok(()) | Err(AnchorError::NotLeader) => {
-                    backoff = self.cfg.poll;
+                    backoff.reset();
                     self.cfg.poll
                 }
                 Err(e) => {
                     self.stats.rpc_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "anchoring failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    backoff
+                    backoff.next_wait()
                 }
             };
             tokio::select! {

@@ -443,8 +443,29 @@ async fn chaos_run_loses_no_acknowledged_memory() {
         "chaos: every chain verified by mnemo-audit, {anchors_checked} anchor receipts confirmed on chain, anchoring resumed at epoch {}",
         resumed.epoch
     );
+    // The accounts bucket (sealed account seeds), as an older mnemo left it: one replica.
+    // Opening the accounts service with MNEMO_REPLICAS brings it to three.
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: mnemo_core::names::ACCOUNTS_BUCKET.into(),
+        history: 1,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    mnemo_api::nats::Accounts::open(
+        &js,
+        js.client(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_account().public_key(),
+        SecretKey::from_bytes(MASTER),
+        3,
+    )
+    .await
+    .unwrap();
     // Every stream, KV bucket and object store mnemo made has MNEMO_REPLICAS (3) replicas:
-    // chains, keys, objects, heads, the anchorer's state, epochs and anchor records.
+    // chains, keys, objects, heads, the anchorer's state, epochs, anchor records and the
+    // NATS accounts.
     let mut names = js.stream_names();
     let mut seen = Vec::new();
     while let Some(n) = futures::StreamExt::next(&mut names).await {
@@ -462,6 +483,7 @@ async fn chaos_run_loses_no_acknowledged_memory() {
         "KV_mnemo-anchor",
         "OBJ_mnemo-epochs",
         "MNEMO-ANCHORS",
+        "KV_mnemo-accounts",
     ] {
         assert!(seen.iter().any(|n| n == want), "{want} missing: {seen:?}");
     }

@@ -28,6 +28,7 @@
 //! What this crate does not do: any I/O, any clock, any randomness. Timestamps, salts and
 //! keys come from the caller, which keeps every function here deterministic and testable.
 
+pub mod backoff;
 pub mod bundle;
 pub mod chain_state;
 pub mod checkpoint;
@@ -46,6 +47,7 @@ pub mod names;
 pub mod values;
 pub mod verify;
 
+pub use backoff::Backoff;
 pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};
 pub use chain_state::{ChainState, EventSignatures, SignatureCheck};
 pub use checkpoint::{Checkpoint, EpochProof, EpochTree};

@@ -11,7 +11,7 @@
 use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
 use futures::StreamExt;
-use mnemo_core::{Event, EventBody, Hash32, Seq, SignatureBatch, SignatureCheck, UserId};
+use mnemo_core::{Backoff, Event, EventBody, Hash32, Seq, SignatureBatch, SignatureCheck, UserId};
 use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -206,6 +206,7 @@ impl Projector {
             while let Some(p) = prx.recv().await {
                 let tw = std::time::Instant::now();
                 let mut isolate = false;
+                let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
                 loop {
                     match writer.commit(&p, isolate).await {
                         Ok(cut_off) if cut_off.is_empty() => {
@@ -228,7 +229,7 @@ impl Projector {
                             writer.stats.retries.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(error = %e, "projector: batch failed, retrying");
                             tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                                _ = tokio::time::sleep(backoff.next_wait()) => {}
                                 _ = wstop.changed() => if *wstop.borrow() { return; },
                             }
                         }

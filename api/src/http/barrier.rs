@@ -4,7 +4,7 @@
 //! refused by the chain rules) gets a 503 that says so at once, instead of a wait.
 
 use mnemo_anchor::AnchorReader;
-use mnemo_core::{Hash32, UserId};
+use mnemo_core::{Backoff, Hash32, UserId};
 use std::time::{Duration, Instant};
 
 use super::Api;
@@ -25,7 +25,7 @@ impl Api {
             return Err(Problem::not_found(format!("no user {user}")));
         };
         let t = Instant::now();
-        let mut wait = Duration::from_millis(5);
+        let mut wait = Backoff::new(Duration::from_millis(5), Duration::from_millis(50));
         loop {
             if let Some(s) = self.views.synced_head(user).await?
                 && s.seq >= tip.len
@@ -43,8 +43,7 @@ impl Api {
                     "the views are behind the chain; retry shortly",
                 ));
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(50));
+            tokio::time::sleep(wait.next_wait()).await;
         }
     }
 

@@ -106,6 +106,7 @@ impl Projector {
             .await
             .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         Ok(tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
             loop {
                 let mut msgs = match c
                     .stream()
@@ -114,10 +115,13 @@ impl Projector {
                     .messages()
                     .await
                 {
-                    Ok(m) => m,
+                    Ok(m) => {
+                        backoff.reset();
+                        m
+                    }
                     Err(e) => {
                         tracing::warn!(%stream, error = %e, "projector source: retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tokio::time::sleep(backoff.next_wait()).await;
                         continue;
                     }
                 };
