@@ -117,6 +117,14 @@ impl From<LedgerError> for Problem {
                 "conflict",
                 format!("{other}; nothing was written, retry"),
             ),
+            LedgerError::Refused(e) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused-by-chain-rules",
+                format!(
+                    "the chain's rules refuse this event ({}): {e}; nothing was written",
+                    e.code()
+                ),
+            ),
             other @ LedgerError::IdempotencyKeyReused(_) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",

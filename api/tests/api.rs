@@ -1102,39 +1102,22 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     }
     // Planted: a grant with an expiry no view can store, signed with the custody key.
     let m = UserId::new("mallory").unwrap();
-    let last = s
-        .ledger
-        .events(&m, mnemo_core::Seq(2), 1)
-        .await
-        .unwrap()
-        .remove(0);
-    let head = mnemo_core::Head {
-        user: m.clone(),
-        len: 2,
-        hash: last.hash,
-    };
-    let (poison, _) = head.next_event(
-        &SigningKey::from_bytes(&[4; 32]),
-        mnemo_core::TimestampMs(now_ms()),
-        mnemo_core::EventBody::GrantCreated {
-            grant: mnemo_core::GrantId([3; 16]),
-            grantee: UserId::new("alice").unwrap(),
-            capabilities: mnemo_core::Capabilities {
-                metadata: true,
-                content: true,
+    s._custody
+        .plant(
+            &m,
+            mnemo_core::EventBody::GrantCreated {
+                grant: mnemo_core::GrantId([3; 16]),
+                grantee: UserId::new("alice").unwrap(),
+                capabilities: mnemo_core::Capabilities {
+                    metadata: true,
+                    content: true,
+                },
+                conditions: Default::default(),
+                expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
             },
-            conditions: Default::default(),
-            expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
-        },
-        None,
-        None,
-    );
-    let body = mnemo_ledger::envelope::encode(&poison.to_wire(), &[]);
-    s.js.publish(s.ledger.locate(&m).subject, body)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+            mnemo_core::TimestampMs(now_ms()),
+        )
+        .await;
     // The other users go on: writes and reads.
     for i in 0..5 {
         s.ingest(&alice, "note", "a", &format!("after {i}")).await;
@@ -1192,4 +1175,45 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
         audit_export(&s, &mallory).await,
         Some(("invalid_value".into(), Some(3)))
     );
+}
+
+/// A grant row forged into the PostgreSQL view (no `grant_created` in the chain) lets
+/// nobody read: the ledger checks the access record against the chain's own grant state and
+/// refuses it, so the read is a 403, nothing is served, nothing is recorded, and the owner's
+/// chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_forged_into_the_view_reads_nothing() {
+    let s = stack().await;
+    let owner = s.user("olga").await;
+    let thief = s.user("theo").await;
+    let id = s
+        .ingest(&owner, "note", "secret", "the vault code is 1234")
+        .await;
+    let before = s.head("olga").await;
+    sqlx::query(
+        "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, conditions, created_seq) \
+         VALUES ('olga', $1, 'theo', true, true, '{\"tags\": [], \"kinds\": [], \"memories\": []}'::jsonb, 1)",
+    )
+    .bind(vec![0x66u8; 16])
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    for path in [
+        "/v1/users/olga/memories".to_owned(),
+        format!("/v1/users/olga/memories/{id}"),
+        format!("/v1/users/olga/memories/{id}/content"),
+    ] {
+        let r = s.get(&path, &thief).await;
+        r.assert_status(StatusCode::FORBIDDEN);
+        assert!(r.problem, "{path}");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("vault"),
+            "{path} served the content"
+        );
+    }
+    assert_eq!(s.head("olga").await, before, "no access was recorded");
+    s.ledger
+        .verify_chain(&UserId::new("olga").unwrap())
+        .await
+        .unwrap();
 }

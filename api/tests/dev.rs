@@ -2,7 +2,7 @@
 //! anvil), and the curl line it prints works; Ctrl-C stops everything cleanly (PostgreSQL
 //! writes its shutdown checkpoint, so the next start does no crash recovery); a second run
 //! on the same `.mnemo/` directory finds the same data; its log has no colour codes when it
-//! is not a terminal.
+//! is not a terminal; PostgreSQL requires passwords, and mnemo's role is no superuser.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -40,6 +40,50 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     );
     let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap();
     assert!(log.contains("mnemo dev: stopped"), "{log}");
+    // PostgreSQL wants a password from everyone, and mnemo's role is no superuser
+    let secrets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap())
+            .unwrap();
+    let (superuser_pw, pw) = (
+        secrets["pg_superuser_password"].as_str().unwrap(),
+        secrets["pg_password"].as_str().unwrap(),
+    );
+    assert!(!log.contains(pw) && !log.contains(superuser_pw), "no password in the log");
+    let pg = mnemo_devstack::PgServer::start_in_secured(&state.join("pg"), true, superuser_pw)
+        .unwrap();
+    let port = pg.port();
+    for url in [
+        format!("postgres://postgres@127.0.0.1:{port}/mnemo"),
+        format!("postgres://mnemo@127.0.0.1:{port}/mnemo"),
+        format!("postgres://mnemo:wrong@127.0.0.1:{port}/mnemo"),
+    ] {
+        assert!(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await
+                .is_err(),
+            "{url} must be refused"
+        );
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&pg.url_as("mnemo", "mnemo", pw))
+        .await
+        .unwrap();
+    let (superuser, createdb, createrole): (bool, bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((superuser, createdb, createrole), (false, false, false));
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(events > 0, "the role reads its views");
+    pool.close().await;
     assert!(
         !log.contains('\u{1b}'),
         "no ANSI colour codes in a log file:\n{log}"

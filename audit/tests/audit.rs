@@ -556,8 +556,8 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
 }
 
 /// An insider event that breaks a kind rule, signed with the real custody key (here an
-/// `access_recorded` under a grant the chain never created, appended through the ledger's
-/// raw event path), is refused by the projector and by `mnemo-audit` with the same check
+/// `access_recorded` under a grant the chain never created: the ledger refuses to write it,
+/// so it is published past the ledger), is refused by the projector and by `mnemo-audit` with the same check
 /// named; the projector quarantines that user's view alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check() {
@@ -569,19 +569,26 @@ async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check
         ledger.create_user(u).await.unwrap();
         ledger.append(u, note(1)).await.unwrap();
     }
-    ledger
-        .append_event(
-            &carol,
-            EventBody::AccessRecorded {
-                accessor: dave.clone(),
-                grant: GrantId([9; 16]),
-                action: AccessAction::List,
-                memories: vec![],
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    let forged = EventBody::AccessRecorded {
+        accessor: dave.clone(),
+        grant: GrantId([9; 16]),
+        action: AccessAction::List,
+        memories: vec![],
+    };
+    // The ledger itself refuses to write it (core's rules, from the chain's own state) ...
+    let refused = ledger.append_event(&carol, forged.clone(), None).await;
+    assert!(
+        matches!(
+            refused,
+            Err(mnemo_ledger::LedgerError::Refused(
+                ChainError::BadGrant { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    // ... so it is planted past the ledger, signed with the real custody key.
+    s.plant(&carol, forged, mnemo_core::TimestampMs(1_800_000_000_000))
+        .await;
     ledger.append(&dave, note(2)).await.unwrap();
     // the projector: carol quarantined at seq 3 with the check named, dave goes on
     let t = Instant::now();

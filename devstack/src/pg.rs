@@ -22,7 +22,15 @@ pub struct PgServer {
     port: u16,
     owner: Option<(u32, u32)>,
     durable: bool,
+    /// The `postgres` superuser's password, once the cluster requires passwords.
+    password: Option<String>,
 }
+
+/// `pg_hba.conf` of a secured cluster: a password (SCRAM) for every connection.
+const SCRAM_HBA: &str = "# written by mnemo-devstack: every connection needs a password\n\
+local all all scram-sha-256\n\
+host all all 127.0.0.1/32 scram-sha-256\n\
+host all all ::1/128 scram-sha-256\n";
 
 /// The directory holding `initdb` and `postgres`: `$MNEMO_PG_BIN`, else the newest
 /// `/usr/lib/postgresql/*/bin`.
@@ -71,16 +79,36 @@ impl PgServer {
     /// Like [`start`](Self::start), with PostgreSQL's default fsync when `durable`
     /// (benchmarks).
     pub fn start_with(durable: bool) -> Result<Self> {
-        Self::start_home(Home::temp("mnemo-pg-")?, durable)
+        Self::start_home(Home::temp("mnemo-pg-")?, durable, None)
     }
 
     /// Starts PostgreSQL on the cluster in `dir` (running `initdb` first when `dir` holds
     /// none), with fsync on when `durable`. The directory stays when the server stops.
     pub fn start_in(dir: &Path, durable: bool) -> Result<Self> {
-        Self::start_home(Home::kept(dir)?, durable)
+        Self::start_home(Home::kept(dir)?, durable, None)
     }
 
-    fn start_home(dir: Home, durable: bool) -> Result<Self> {
+    /// Like [`start_in`](Self::start_in), with passwords required: the `postgres`
+    /// superuser's is `superuser_password` and every connection authenticates with SCRAM
+    /// (`mnemo dev`). A cluster made earlier without passwords is secured on this start.
+    pub fn start_in_secured(dir: &Path, durable: bool, superuser_password: &str) -> Result<Self> {
+        if superuser_password.is_empty()
+            || !superuser_password
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err(DevstackError::Unsuitable(
+                "the PostgreSQL password must be ASCII letters and digits".into(),
+            ));
+        }
+        Self::start_home(
+            Home::kept(dir)?,
+            durable,
+            Some(superuser_password.to_owned()),
+        )
+    }
+
+    fn start_home(dir: Home, durable: bool, password: Option<String>) -> Result<Self> {
         let owner = if is_root() {
             match (id("-u"), id("-g")) {
                 (Some(u), Some(g)) => Some((u, g)),
@@ -104,38 +132,127 @@ impl PgServer {
             port: free_port()?,
             owner,
             durable,
+            password: None,
         };
         if s.data().join("PG_VERSION").exists() {
             let _ = fs::remove_file(s.data().join("postmaster.pid"));
             s.spawn()?;
+            if let Some(pw) = password {
+                s.secure(pw)?;
+            }
             return Ok(s);
         }
-        let out = s
-            .command("initdb")?
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(s.data())
-            .output()
-            .map_err(|source| DevstackError::Spawn {
-                program: "initdb".into(),
-                source,
-            })?;
+        let mut initdb = s.command("initdb")?;
+        initdb.args(["-U", "postgres", "-E", "UTF8", "--no-sync"]);
+        // The password goes to initdb in a private file, never on a command line.
+        let pwfile = s.dir.path().join("initdb.pw");
+        match &password {
+            Some(pw) => {
+                write_private(&pwfile, pw.as_bytes(), s.owner)?;
+                initdb
+                    .args(["-A", "scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+        }
+        let out =
+            initdb
+                .arg("-D")
+                .arg(s.data())
+                .output()
+                .map_err(|source| DevstackError::Spawn {
+                    program: "initdb".into(),
+                    source,
+                })?;
+        let _ = fs::remove_file(&pwfile);
         if !out.status.success() {
             return Err(DevstackError::Command {
                 what: "initdb",
                 detail: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
+        s.password = password;
         s.spawn()?;
         Ok(s)
+    }
+
+    /// Sets the superuser's password on a running cluster that trusts every local
+    /// connection, then requires passwords (SCRAM) and reloads the configuration.
+    fn secure(&mut self, password: String) -> Result<()> {
+        let hba = self.data().join("pg_hba.conf");
+        let current = fs::read_to_string(&hba).map_err(DevstackError::io("reading pg_hba.conf"))?;
+        let trusts = current.lines().any(|l| {
+            !l.trim_start().starts_with('#') && l.split_whitespace().any(|w| w == "trust")
+        });
+        if trusts {
+            self.sql(
+                "postgres",
+                &format!("ALTER ROLE postgres PASSWORD '{password}'"),
+            )?;
+            write_private(&hba, SCRAM_HBA.as_bytes(), self.owner)?;
+            self.sql("postgres", "SELECT pg_reload_conf()")?;
+        }
+        self.password = Some(password);
+        Ok(())
+    }
+
+    /// Creates a login role without any administrative right (not a superuser, cannot
+    /// create databases or roles), or sets its password, and makes it the owner of
+    /// database `db` (created if missing) with everything in it, so it can migrate and
+    /// rebuild its own views and touch nothing else.
+    pub fn ensure_owner_role(&self, db: &str, role: &str, password: &str) -> Result<()> {
+        let ident = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ident(db) || !ident(role) || !password.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(DevstackError::Unsuitable(
+                "role, database and password must be ASCII letters, digits and _".into(),
+            ));
+        }
+        self.sql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                     CREATE ROLE {role} LOGIN;
+                   END IF;
+                 END $$;
+                 ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+                   NOBYPASSRLS PASSWORD '{password}';"
+            ),
+        )?;
+        self.ensure_database(db)?;
+        self.sql(
+            "postgres",
+            &format!(
+                "ALTER DATABASE {db} OWNER TO {role}; REVOKE ALL ON DATABASE {db} FROM PUBLIC;"
+            ),
+        )?;
+        // What an earlier run created as the superuser goes to the role.
+        self.sql(
+            db,
+            &format!(
+                "ALTER SCHEMA public OWNER TO {role};
+                 DO $$ DECLARE r record; BEGIN
+                   FOR r IN SELECT c.relname, c.relkind FROM pg_class c
+                            JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+                              AND pg_get_userbyid(c.relowner) <> '{role}' LOOP
+                     IF r.relkind = 'S' THEN
+                       EXECUTE format('ALTER SEQUENCE %I OWNER TO {role}', r.relname);
+                     ELSE
+                       EXECUTE format('ALTER TABLE %I OWNER TO {role}', r.relname);
+                     END IF;
+                   END LOOP;
+                 END $$;"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// A URL for database `db` as `role` with its password.
+    pub fn url_as(&self, db: &str, role: &str, password: &str) -> String {
+        format!("postgres://{role}:{password}@127.0.0.1:{}/{db}", self.port)
     }
 
     fn data(&self) -> PathBuf {
@@ -233,23 +350,42 @@ impl PgServer {
         self.port
     }
 
+    /// Runs SQL as the superuser in `db`; an error carries psql's message.
+    fn sql(&self, db: &str, sql: &str) -> Result<String> {
+        let out = self.psql_in(db, sql)?;
+        if !out.status.success() {
+            return Err(DevstackError::Command {
+                what: "psql",
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs one SQL command with `psql` against database `postgres`.
     fn psql(&self, sql: &str) -> Result<std::process::Output> {
-        self.command("psql")?
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", "postgres", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .map_err(|source| DevstackError::Spawn {
-                program: "psql".into(),
-                source,
-            })
+        self.psql_in("postgres", sql)
+    }
+
+    fn psql_in(&self, db: &str, sql: &str) -> Result<std::process::Output> {
+        let mut c = self.command("psql")?;
+        if let Some(pw) = &self.password {
+            c.env("PGPASSWORD", pw);
+        }
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-w", "-d", db, "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|source| DevstackError::Spawn {
+            program: "psql".into(),
+            source,
+        })
     }
 
     /// Creates a database unless it exists.
@@ -325,4 +461,22 @@ impl Drop for PgServer {
             self.kill();
         }
     }
+}
+
+/// Writes `bytes` to `path` readable by its owner only (chowned to the server's user).
+fn write_private(path: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let what = || format!("writing {}", path.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(DevstackError::io(what()))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(DevstackError::io(what()))?;
+    if let Some((u, g)) = owner {
+        std::os::unix::fs::chown(path, Some(u), Some(g)).map_err(DevstackError::io(what()))?;
+    }
+    Ok(())
 }

@@ -61,6 +61,12 @@ pub enum LedgerError {
     /// is corrupt. Report it; do not serve the data.
     #[error("verification failed: {0}")]
     Tampered(String),
+    /// The event would break a kind rule of the chain it extends (FORMAT.md §8, checked
+    /// with `mnemo-core`'s `ChainState` against the chain itself): an access record under a
+    /// grant that is not live, a revocation of an unknown grant, an erasure of an unknown
+    /// memory. Nothing was written (HTTP 422; 403 for an access record).
+    #[error("refused by the chain's rules: {0}")]
+    Refused(ChainError),
     /// A chain failed whole-chain verification.
     #[error("chain verification failed: {0}")]
     Chain(#[from] ChainError),
@@ -84,6 +90,7 @@ impl LedgerError {
                 | Self::InvalidInput(_)
                 | Self::PayloadTooLarge { .. }
                 | Self::UnknownUser(_)
+                | Self::Refused(_)
         )
     }
 

@@ -7,6 +7,7 @@
 //! - `sealed`: the sealed payload format, sealing memories in and opening them again;
 //! - `uploads`: content streamed into the object store, and the orphan-chunk sweeper;
 //! - `erasure`: crypto-shredding;
+//! - `rules`: core's chain rules on the write path, from the chain's own state;
 //! - `reader`: reading and following chains, bounded per user.
 
 use async_nats::jetstream::{
@@ -18,9 +19,9 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{
-    ChainSummary, ChainVerifier, Content, ErasureTarget, Event, EventBody, Hash32, Head, KeyId,
-    KeyRole, MemoryId, MemoryRecord, PublicKey, Seq, SigningKey, TimestampMs, UserId, commitment,
-    memory::object_hash,
+    ChainError, ChainState, ChainSummary, ChainVerifier, Content, ErasureTarget, Event, EventBody,
+    Hash32, Head, KeyId, KeyRole, MemoryId, MemoryRecord, PublicKey, Seq, SigningKey, TimestampMs,
+    UserId, commitment, memory::object_hash,
 };
 use rand::RngCore;
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ mod erasure;
 mod head;
 mod memory;
 mod reader;
+mod rules;
 mod sealed;
 mod uploads;
 mod writer;

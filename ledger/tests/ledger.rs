@@ -392,6 +392,66 @@ macro_rules! suite {
                 l.verify_chain(&u).await.unwrap();
             }
 
+            /// The ledger checks events whose validity depends on the chain's state with core's
+            /// rules against the chain itself, never a view, and refuses what `mnemo-audit`
+            /// would reject. Two ledger processes write to one user: the second builds its
+            /// state cold from the chain and keeps it current as the first writes.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn events_that_break_the_chain_rules_are_refused_by_every_writer() {
+                use mnemo_core::{AccessAction, Capabilities, GrantId};
+                let server = NatsServer::start();
+                let a = connect(&server, cfg($layout, 1)).await;
+                let b = connect(&server, cfg($layout, 1)).await;
+                let (owner, reader) = (user("owner"), user("reader"));
+                a.create_user(&owner).await.unwrap();
+                let m = a.append(&owner, note("x")).await.unwrap().memory.unwrap();
+                let grant = GrantId([5; 16]);
+                let access = |memories| EventBody::AccessRecorded {
+                    accessor: reader.clone(),
+                    grant,
+                    action: AccessAction::ReadContent,
+                    memories,
+                };
+                let refused = |r: Result<Receipt, LedgerError>, code: &str| match r {
+                    Err(LedgerError::Refused(e)) => assert_eq!(e.code(), code, "{e}"),
+                    other => panic!("expected a refusal ({code}), got {other:?}"),
+                };
+                // no such grant yet: neither writer records an access under it
+                refused(a.append_event(&owner, access(vec![m]), None).await, "bad_grant");
+                refused(b.append_event(&owner, access(vec![m]), None).await, "bad_grant");
+                refused(b.append_event(&owner, EventBody::GrantRevoked { grant }, None).await, "bad_grant");
+                a.append_event(
+                    &owner,
+                    EventBody::GrantCreated {
+                        grant,
+                        grantee: reader.clone(),
+                        capabilities: Capabilities { metadata: true, content: true },
+                        conditions: Default::default(),
+                        expires_at: None,
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+                // b catches up from the chain: the grant is live, an unknown memory is not
+                b.append_event(&owner, access(vec![m]), None).await.unwrap();
+                refused(b.append_event(&owner, access(vec![mnemo_core::MemoryId([1; 16])]), None).await, "unknown_memory");
+                // memories appended by one writer are known to the other
+                let m2 = b.append(&owner, note("y")).await.unwrap().memory.unwrap();
+                a.append_event(&owner, access(vec![m2]), None).await.unwrap();
+                // revoked by b: a refuses the next access at once
+                b.append_event(&owner, EventBody::GrantRevoked { grant }, None).await.unwrap();
+                refused(a.append_event(&owner, access(vec![m]), None).await, "bad_grant");
+                refused(a.append_event(&owner, EventBody::GrantRevoked { grant }, None).await, "bad_grant");
+                assert!(matches!(
+                    a.erase(&owner, ErasureTarget::Memory(mnemo_core::MemoryId([2; 16]))).await,
+                    Err(LedgerError::MemoryNotFound(_))
+                ));
+                // nothing refused was written, and the chain is valid
+                let sum = a.verify_chain(&owner).await.unwrap();
+                assert_eq!(sum.checkpoint.unwrap().seq.0, 7, "genesis, 2 memories, grant, 2 accesses, revocation");
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_full_chain_refuses_writes_instead_of_dropping_events() {
                 let server = NatsServer::start();

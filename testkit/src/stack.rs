@@ -16,7 +16,7 @@ use crate::{Anvil, DEV_KEY, NatsOptions, NatsServer, PgServer};
 use async_nats::jetstream;
 use bytes::Bytes;
 use mnemo_anchor::{Anchorer, AnchorerConfig, Chain};
-use mnemo_core::{Address, SigningKey, UserId};
+use mnemo_core::{Address, Event, EventBody, Hash32, Head, Seq, SigningKey, TimestampMs, UserId};
 use mnemo_ledger::{Layout, Ledger, LedgerConfig, NewMemory, SecretKey};
 use mnemo_projections::{Projector, ProjectorConfig, ProjectorStats, kv_head, lag};
 use std::sync::Arc;
@@ -119,6 +119,7 @@ impl StackBuilder {
             rescan: self.rescan,
             batch_wait: self.batch_wait,
             projector: None,
+            custody_key: SigningKey::from_bytes(&self.custody_seed),
         };
         if self.projector {
             s.spawn_projector();
@@ -236,6 +237,7 @@ pub struct Stack {
     rescan: Duration,
     batch_wait: Option<Duration>,
     projector: Option<RunningProjector>,
+    custody_key: SigningKey,
 }
 
 impl Stack {
@@ -303,6 +305,38 @@ impl Stack {
         Anchorer::new(self.js.clone(), self.chain().await, cfg)
             .await
             .unwrap_or_else(|e| panic!("anchorer: {e}"))
+    }
+
+    /// Plants `body` as the next event of `user`'s chain, signed with the custody key but
+    /// published straight to the stream, past the ledger's checks: what an insider or an
+    /// older version could write. Returns the event and its hash.
+    pub async fn plant(&self, user: &UserId, body: EventBody, at: TimestampMs) -> (Event, Hash32) {
+        let tip = self
+            .ledger
+            .head(user)
+            .await
+            .unwrap()
+            .expect("user has a chain");
+        let last = self
+            .ledger
+            .events(user, Seq(tip.len), 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let head = Head {
+            user: user.clone(),
+            len: tip.len,
+            hash: last.hash,
+        };
+        let (event, hash) = head.next_event(&self.custody_key, at, body, None, None);
+        let msg = mnemo_ledger::envelope::encode(&event.to_wire(), &[]);
+        self.js
+            .publish(self.ledger.locate(user).subject, msg)
+            .await
+            .unwrap()
+            .await
+            .unwrap_or_else(|e| panic!("plant an event: {e}"));
+        (event, hash)
     }
 
     /// Waits until the heads view shows each user's ledger head (hash and length).

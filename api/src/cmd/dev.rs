@@ -39,18 +39,35 @@ struct DevSecrets {
     master_key: String,
     signing_key: String,
     jwt_key: String,
+    /// The PostgreSQL superuser's password (the dev cluster requires passwords).
+    #[serde(default = "random_password")]
+    pg_superuser_password: String,
+    /// The password of role `mnemo`, which owns database `mnemo` and nothing else.
+    #[serde(default = "random_password")]
+    pg_password: String,
+}
+
+/// 32 random hex digits.
+fn random_password() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 impl DevSecrets {
     fn load_or_create(path: &std::path::Path) -> anyhow::Result<Self> {
         if path.exists() {
             let text = std::fs::read_to_string(path)?;
-            return serde_json::from_str(&text).with_context(|| format!("{}", path.display()));
+            let s: Self =
+                serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+            // Secrets added since the file was written (defaults above) are kept from now on.
+            mnemo_api::nats::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+            return Ok(s);
         }
         let s = Self {
             master_key: hex::encode(rand::random::<[u8; 32]>()),
             signing_key: hex::encode(rand::random::<[u8; 32]>()),
             jwt_key: hex::encode(rand::random::<[u8; 32]>()),
+            pg_superuser_password: random_password(),
+            pg_password: random_password(),
         };
         mnemo_api::nats::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
         Ok(s)
@@ -134,6 +151,10 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     eprintln!("mnemo dev: starting what is not configured (nats-server, PostgreSQL, anvil) ...");
     // Each server is stopped cleanly when dropped (its directory is kept), also when a
     // later step fails.
+    let (pg_super, pg_password) = (
+        secrets.pg_superuser_password.clone(),
+        secrets.pg_password.clone(),
+    );
     let (nats, pg, anvil) = tokio::task::spawn_blocking(move || {
         let nats = (!reuse_nats)
             .then(|| {
@@ -149,8 +170,10 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
             .transpose()?;
         let pg = start_pg
             .then(|| -> mnemo_devstack::Result<_> {
-                let pg = mnemo_devstack::PgServer::start_in(&pg_dir, true)?;
-                pg.ensure_database("mnemo")?;
+                // Passwords for every connection; mnemo connects as role `mnemo`, which owns
+                // its database and has no administrative rights.
+                let pg = mnemo_devstack::PgServer::start_in_secured(&pg_dir, true, &pg_super)?;
+                pg.ensure_owner_role("mnemo", "mnemo", &pg_password)?;
                 Ok(pg)
             })
             .transpose()?;
@@ -165,7 +188,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         None => c.nats_url.clone(),
     };
     let db = match (&pg, &c.database_url) {
-        (Some(pg), _) => pg.url("mnemo"),
+        (Some(pg), _) => pg.url_as("mnemo", "mnemo", &secrets.pg_password),
         (None, Some(url)) => url.clone(),
         (None, None) => anyhow::bail!("no PostgreSQL: none configured and none started"),
     };
@@ -273,7 +296,11 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         nats_url,
         creds_path.display()
     );
-    println!("  PostgreSQL   {db}");
+    println!(
+        "  PostgreSQL   {} (passwords in {})",
+        redact_password(&db),
+        dir.join("secrets.json").display()
+    );
     println!("  EVM node     {rpc} (MnemoAnchor at 0x{contract})");
     println!("  users        demo (3 memories), friend");
     println!("  demo token   {token}");
@@ -304,4 +331,30 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     .await?;
     eprintln!("mnemo dev: stopped");
     Ok(())
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            super::redact_password("postgres://mnemo:s3cret@127.0.0.1:5/mnemo"),
+            "postgres://mnemo:***@127.0.0.1:5/mnemo"
+        );
+        assert_eq!(
+            super::redact_password("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1/x"
+        );
+    }
 }

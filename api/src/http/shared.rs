@@ -108,6 +108,14 @@ async fn shared_read(
                     moved = true;
                     break;
                 }
+                // The chain's own grant state does not allow it (the view said otherwise):
+                // nothing is served and nothing was recorded.
+                Err(LedgerError::Refused(e)) => {
+                    tracing::warn!(owner = %owner, error = %e, "the chain refused an access the view allowed");
+                    return Err(Problem::forbidden(
+                        "no live grant in the owner's chain allows this",
+                    ));
+                }
                 Err(e) => return Err(e.into()),
             }
         }

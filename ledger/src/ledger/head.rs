@@ -61,6 +61,10 @@ pub(super) struct Slot {
     pub(super) writers: AtomicUsize,
     /// Woken whenever one of this user's events in flight is settled.
     pub(super) settled: tokio::sync::Notify,
+    /// The chain's rules state (core's `ChainState`), for checking events whose validity
+    /// depends on it before they are written. Built lazily on the first such event, then
+    /// caught up from the chain; see `Ledger::rules_at` and docs/decisions/0010.
+    pub(super) rules: tokio::sync::Mutex<Option<ChainState>>,
 }
 
 /// Leaves a slot's writer count when dropped.

@@ -4,6 +4,7 @@
 //! idempotency key ([`Receipt`], `create_user`, `append_event`).
 
 use super::*;
+use mnemo_core::Backoff;
 
 /// Proof that an append is in the chain: returned only after JetStream acknowledged it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +114,7 @@ impl Ledger {
         client_key: Option<&str>,
         pipeline: bool,
         drop_generation: bool,
+        rules: Option<&mut ChainState>,
     ) -> Result<Sent> {
         let user = st.head.user.clone();
         let mut generation = st.generation.clone();
@@ -135,6 +137,11 @@ impl Ledger {
             }
         };
         let (event, hash) = st.head.next_event(key, now_ms(), body, payload, None);
+        if let Some(rules) = rules {
+            // Applied on success: a write that then does not land leaves the state ahead of
+            // the chain, which `rules_at` notices and rebuilds.
+            rules.check(&event, hash).map_err(LedgerError::Refused)?;
+        }
         // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
         // without one is resolved by looking for the event in the chain.
         let msg_id = match client_key {
@@ -316,8 +323,9 @@ impl Ledger {
         let mut expected = after;
         let keys = &self.inner.cfg.keys;
         let pipelines = self.inner.cfg.layout.stream_seq_is_chain_seq();
-        let mut backoff = Duration::from_micros(200);
+        let mut backoff = Backoff::new(Duration::from_micros(200), Duration::from_millis(50));
         let mut failures = 0;
+        let mut reloaded = false;
         loop {
             if failures > self.inner.cfg.conflict_retries {
                 return Err(LedgerError::Conflict(user.clone()));
@@ -345,6 +353,26 @@ impl Ledger {
             {
                 return Err(LedgerError::HeadMoved(user.clone()));
             }
+            // Events whose validity depends on the chain's state are checked with core's
+            // rules against the chain up to the head this append is tied to (the expected
+            // sequence makes the server refuse it if that head moved). A new memory's only
+            // such rule is a fresh id, which the ledger draws itself.
+            let ruled = !matches!(body, EventBody::MemoryIngested { .. });
+            if ruled && st.in_flight > 0 {
+                let settled = slot.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                drop(guard);
+                settled.await;
+                continue;
+            }
+            let mut rules = if ruled {
+                let mut r = slot.rules.lock().await;
+                Box::pin(self.rules_at(user, &mut r, &st.head)).await?;
+                Some(r)
+            } else {
+                None
+            };
             let rotation = st.signer != self.inner.current_key;
             let (key, body_now) = if !rotation {
                 (&keys.current, body.clone())
@@ -375,8 +403,29 @@ impl Ledger {
             let pipeline = pipelines && !rotation && slot.writers.load(Ordering::SeqCst) > 1;
             let drop_generation = !rotation && new_generation_after;
             let sent = self
-                .send(&slot, st, key, body_now, m, id, pipeline, drop_generation)
-                .await?;
+                .send(
+                    &slot,
+                    st,
+                    key,
+                    body_now,
+                    m,
+                    id,
+                    pipeline,
+                    drop_generation,
+                    rules.as_deref_mut().and_then(Option::as_mut),
+                )
+                .await;
+            drop(rules);
+            let sent = match sent {
+                // The head this process knew may be behind the chain (another process
+                // wrote): a refusal counts only against the head read from the stream.
+                Err(LedgerError::Refused(_)) if !reloaded => {
+                    reloaded = true;
+                    *guard = None;
+                    continue;
+                }
+                other => other?,
+            };
             // Without pipelining, the next append of this user waits for the slot (a fair
             // queue) rather than for a wake-up after every ack.
             let held = if pipelines {
@@ -394,8 +443,7 @@ impl Ledger {
                 Outcome::Conflict => {
                     self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
                     failures += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    tokio::time::sleep(backoff.next_wait()).await;
                     None
                 }
                 Outcome::Unknown(seq, hash) => {
@@ -498,6 +546,7 @@ impl Ledger {
                 Some("genesis"),
                 false,
                 false,
+                None,
             )
             .await?;
         *guard = Some(st);
