@@ -706,6 +706,22 @@ async fn isolation_and_bad_input() {
         StatusCode::FORBIDDEN,
         "unknown owners look like no grant"
     );
+    // a well-signed token for a user without a chain authenticates nobody
+    let ghost = s.auth.issue("ghost", false, 600);
+    for path in ["/v1/memories", "/v1/chain", "/v1/grants"] {
+        let r = s.get(path, &ghost).await;
+        r.assert_status(StatusCode::UNAUTHORIZED);
+        assert!(r.problem, "{path}");
+    }
+    // a grant to a user id without a chain is refused (decided: README, "Grants")
+    let r = s
+        .post(
+            "/v1/grants",
+            &bob,
+            json!({ "grantee": "ghost", "capabilities": { "metadata": true, "content": false } }),
+        )
+        .await;
+    r.assert_status(StatusCode::NOT_FOUND);
     let after_reads = s.head("alice").await;
     assert_eq!(
         after_reads,

@@ -48,9 +48,12 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
         secrets["pg_superuser_password"].as_str().unwrap(),
         secrets["pg_password"].as_str().unwrap(),
     );
-    assert!(!log.contains(pw) && !log.contains(superuser_pw), "no password in the log");
-    let pg = mnemo_devstack::PgServer::start_in_secured(&state.join("pg"), true, superuser_pw)
-        .unwrap();
+    assert!(
+        !log.contains(pw) && !log.contains(superuser_pw),
+        "no password in the log"
+    );
+    let pg =
+        mnemo_devstack::PgServer::start_in_secured(&state.join("pg"), true, superuser_pw).unwrap();
     let port = pg.port();
     for url in [
         format!("postgres://postgres@127.0.0.1:{port}/mnemo"),

@@ -87,6 +87,9 @@ struct Inner {
     readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
     /// Keys the request hashes of idempotent appends (derived once from the master key).
     request_key: [u8; 32],
+    /// Users whose chain this process has seen (chains are never deleted, so a user once
+    /// seen exists for good).
+    known: Mutex<std::collections::HashSet<UserId>>,
 }
 
 fn now_ms() -> TimestampMs {
@@ -153,6 +156,7 @@ impl Ledger {
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
                 request_key: request_key(&cfg.master_key),
+                known: Mutex::new(std::collections::HashSet::new()),
                 cfg,
             }),
         };

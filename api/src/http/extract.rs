@@ -29,10 +29,22 @@ impl FromRequestParts<S> for Caller {
             .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <token>`"))?;
         // Which check failed is logged, not told: a client learns only that the token was
         // refused.
-        api.auth.check(token.trim()).map(Caller).map_err(|e| {
-            tracing::debug!(reason = %e.0, "token refused");
+        let refused = || {
             Problem::unauthorized("the token is not valid here (malformed, expired or not ours)")
-        })
+        };
+        let principal = api.auth.check(token.trim()).map_err(|e| {
+            tracing::debug!(reason = %e.0, "token refused");
+            refused()
+        })?;
+        // A well-signed token for a user without a chain authenticates nobody: 401, as for
+        // any other refused token (not 404, which would tell the user id is free).
+        if let Principal::User(u) = &principal
+            && !api.ledger.user_exists(u).await?
+        {
+            tracing::debug!(user = %u, "token refused: no such user");
+            return Err(refused());
+        }
+        Ok(Caller(principal))
     }
 }
 

@@ -52,7 +52,10 @@ async fn create_grant(
     if g.expires_at.is_some_and(|t| t <= now_ms()) {
         return Err(Problem::bad_request("expires_at is in the past"));
     }
-    if api.ledger.head(&grantee).await?.is_none() {
+    // Decided (issue 17): an unknown grantee is a 404, which tells the caller that the id
+    // is free. Accepting it instead would hand the memories to whoever registers that id
+    // later; user ids are names people share, not secrets (README, "Grants").
+    if !api.ledger.user_exists(&grantee).await? {
         return Err(Problem::not_found(format!("no user {grantee}")));
     }
     let grant = GrantId(rand::random());

@@ -177,10 +177,23 @@ impl Ledger {
     /// The last event of `user`'s chain, read from the server (a direct get: on a cluster a
     /// lagging replica may answer with an older one).
     pub async fn head(&self, user: &UserId) -> Result<Option<ChainTip>> {
-        Ok(self.load_head(user).await?.map(|s| ChainTip {
+        let tip = self.load_head(user).await?.map(|s| ChainTip {
             len: s.head.len,
             hash: s.head.hash,
             stream_seq: s.stream_seq,
-        }))
+        });
+        if tip.is_some() {
+            self.inner.known.lock().expect("lock").insert(user.clone());
+        }
+        Ok(tip)
+    }
+
+    /// Whether `user` has a chain: answered from memory once this process has seen it
+    /// (chains are never deleted), else from the server.
+    pub async fn user_exists(&self, user: &UserId) -> Result<bool> {
+        if self.inner.known.lock().expect("lock").contains(user) {
+            return Ok(true);
+        }
+        Ok(self.head(user).await?.is_some())
     }
 }
