@@ -1,7 +1,8 @@
 //! Keys and signatures: ed25519 public keys and signatures with hex serde, key ids, signing
 //! helpers, and the key history that keeps a chain verifiable across rotation.
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand_core::SeedableRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashMap;
 use std::fmt;
@@ -15,9 +16,30 @@ use crate::ids::{Hash32, KeyId, Seq, UserId};
 pub struct PublicKey(pub VerifyingKey);
 
 impl PublicKey {
-    /// Parses 32 bytes; fails on a non-canonical or invalid point.
+    /// Parses 32 bytes that encode a curve point (non-canonical encodings included, as
+    /// ZIP-215 reads them: whether a chain may add the key is [`PublicKey::fit_for_chain`]).
     pub fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
         VerifyingKey::from_bytes(bytes).ok().map(Self)
+    }
+
+    /// Whether a chain may add this key (FORMAT.md §1, §8): its encoding is canonical (so a
+    /// key has one id), and the point is of prime order (neither small-order nor mixed with
+    /// a torsion component, which no honest key generator produces).
+    pub fn fit_for_chain(&self) -> Result<(), KeyRuleError> {
+        let bytes = self.0.to_bytes();
+        let point = curve25519_dalek::edwards::CompressedEdwardsY(bytes)
+            .decompress()
+            .ok_or(KeyRuleError::NotAPoint)?;
+        if point.compress().to_bytes() != bytes {
+            return Err(KeyRuleError::NonCanonical);
+        }
+        if point.is_small_order() {
+            return Err(KeyRuleError::Weak);
+        }
+        if !point.is_torsion_free() {
+            return Err(KeyRuleError::MixedOrder);
+        }
+        Ok(())
     }
     /// The 32 bytes.
     pub fn to_bytes(&self) -> [u8; 32] {
@@ -144,36 +166,69 @@ pub fn sign_origin(key: &SigningKey, user: &UserId, commitment: &Hash32) -> Sig 
     Sig(key.sign(&origin_signing_message(user, commitment)))
 }
 
-/// Verifies one custody signature. Uses the same (RFC 8032, cofactorless) check as
-/// [`verify_batch`] so that batched and single verification agree; weak keys are refused
-/// when a key is added to a chain.
-pub fn verify_event_signature(key: &PublicKey, event_hash: &Hash32, sig: &Sig) -> bool {
-    key.0
-        .verify(&event_signing_message(event_hash), &sig.0)
+/// The one signature rule (FORMAT.md §1): Ed25519 verified as ZIP-215 specifies, by
+/// `ed25519-zebra`. `A` and `R` must decode to curve points, non-canonical encodings
+/// included; `S` must be canonical (`S < L`); `k = SHA-512(R_bytes || A_bytes || M) mod L`
+/// over the bytes as given; the cofactored equation `[8][S]B = [8]R + [8][k]A` must hold.
+/// Single and batch verification ([`verify_batch`]) agree on every input.
+pub fn verify_signature(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+    ed25519_zebra::VerificationKey::try_from(*key)
+        .and_then(|vk| vk.verify(&ed25519_zebra::Signature::from(*sig), msg))
         .is_ok()
 }
 
-/// Verifies one origin signature.
+/// Verifies one custody signature ([`verify_signature`]).
+pub fn verify_event_signature(key: &PublicKey, event_hash: &Hash32, sig: &Sig) -> bool {
+    verify_signature(
+        key.0.as_bytes(),
+        &event_signing_message(event_hash),
+        &sig.0.to_bytes(),
+    )
+}
+
+/// Verifies one origin signature ([`verify_signature`]).
 pub fn verify_origin_signature(
     key: &PublicKey,
     user: &UserId,
     commitment: &Hash32,
     sig: &Sig,
 ) -> bool {
-    key.0
-        .verify(&origin_signing_message(user, commitment), &sig.0)
-        .is_ok()
+    verify_signature(
+        key.0.as_bytes(),
+        &origin_signing_message(user, commitment),
+        &sig.0.to_bytes(),
+    )
 }
 
-/// Verifies many `(message, signature, key)` triples at once; `true` only if all verify.
-/// The nonces are derived from the inputs (ed25519-dalek's deterministic batch), so this
-/// needs no randomness.
+/// Verifies many `(message, signature, key)` triples at once under the rule of
+/// [`verify_signature`]; `true` only if every one verifies alone. ZIP-215's batch equation
+/// is cofactored, so it accepts exactly what single verification accepts. The random
+/// weights come from a ChaCha20 stream seeded with a BLAKE3 hash of every input, so the
+/// batch is deterministic and needs no randomness from the system.
 pub fn verify_batch(
     messages: &[&[u8]],
     sigs: &[ed25519_dalek::Signature],
     keys: &[VerifyingKey],
 ) -> bool {
-    ed25519_dalek::verify_batch(messages, sigs, keys).is_ok()
+    if messages.len() != sigs.len() || sigs.len() != keys.len() {
+        return false;
+    }
+    let mut seed = blake3::Hasher::new_derive_key("mnemo 2026-12-01 batch verification seed v1");
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for ((m, s), k) in messages.iter().zip(sigs).zip(keys) {
+        let (kb, sb) = (k.to_bytes(), s.to_bytes());
+        seed.update(&kb);
+        seed.update(&sb);
+        seed.update(&(m.len() as u64).to_be_bytes());
+        seed.update(m);
+        batch.queue((
+            ed25519_zebra::VerificationKeyBytes::from(kb),
+            ed25519_zebra::Signature::from(sb),
+            m,
+        ));
+    }
+    let rng = rand_chacha::ChaCha20Rng::from_seed(*seed.finalize().as_bytes());
+    batch.verify(rng).is_ok()
 }
 
 /// Why a key event is not allowed.
@@ -182,6 +237,12 @@ pub fn verify_batch(
 pub enum KeyRuleError {
     /// A small-order ("weak") public key.
     Weak,
+    /// The 32 bytes do not encode a curve point.
+    NotAPoint,
+    /// A non-canonical encoding of a point (the same key would have two ids).
+    NonCanonical,
+    /// A point with a torsion component (mixed order).
+    MixedOrder,
     /// The key is already in the chain.
     Duplicate,
     /// A rotation must be signed by the key it retires.
@@ -197,6 +258,9 @@ impl KeyRuleError {
     pub fn reason(self) -> &'static str {
         match self {
             Self::Weak => "weak key",
+            Self::NotAPoint => "not a curve point",
+            Self::NonCanonical => "non-canonical key encoding",
+            Self::MixedOrder => "mixed-order key",
             Self::Duplicate => "key already in chain",
             Self::RotationNotByOld => "rotation must be signed by the retiring key",
             Self::Unknown(_) => "unknown key",
@@ -256,9 +320,7 @@ impl KeyHistory {
     pub fn apply(&mut self, seq: Seq, signer: KeyId, body: &EventBody) -> Result<(), KeyRuleError> {
         match body {
             EventBody::KeyAdded { key, role } => {
-                if key.0.is_weak() {
-                    return Err(KeyRuleError::Weak);
-                }
+                key.fit_for_chain()?;
                 let rec = KeyRecord {
                     key: *key,
                     role: *role,
@@ -273,9 +335,7 @@ impl KeyHistory {
                 if *old != signer {
                     return Err(KeyRuleError::RotationNotByOld);
                 }
-                if new.0.is_weak() {
-                    return Err(KeyRuleError::Weak);
-                }
+                new.fit_for_chain()?;
                 let rec = KeyRecord {
                     key: *new,
                     role: KeyRole::Custody,

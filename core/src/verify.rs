@@ -8,7 +8,7 @@
 //! keys and checkpoints met on the way. The first failure, by sequence number, is
 //! reported, even when a signature failure is only found when its batch is flushed.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use std::collections::{BTreeMap, HashSet};
 
 use crate::chain_state::{ChainState, SignatureCheck};
@@ -80,7 +80,7 @@ impl SignatureBatch {
         let bad = self
             .items
             .iter()
-            .find(|p| p.key.verify(&p.msg, &p.sig).is_err())
+            .find(|p| !keys::verify_signature(p.key.as_bytes(), &p.msg, &p.sig.to_bytes()))
             .unwrap_or(&self.items[0]);
         Err(bad.error())
     }

@@ -35,6 +35,23 @@ pub(crate) struct TextMemory {
     source: Option<String>,
 }
 
+#[cfg(feature = "fuzzing")]
+impl TextMemory {
+    /// The record the ledger would commit to (for the fuzz targets).
+    pub(crate) fn record(&self) -> mnemo_core::MemoryRecord {
+        mnemo_core::MemoryRecord {
+            kind: self.kind.clone(),
+            tags: self.tags.clone(),
+            captured_at: self.captured_at.map(TimestampMs),
+            source: self.source.clone(),
+            content_type: "text/plain; charset=utf-8".into(),
+            content: mnemo_core::Content::Inline {
+                bytes: self.text.as_bytes().to_vec(),
+            },
+        }
+    }
+}
+
 fn default_kind() -> String {
     "note".into()
 }

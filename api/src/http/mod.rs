@@ -22,6 +22,8 @@ pub mod devices;
 pub mod erasure;
 pub mod export;
 pub mod extract;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grants;
 pub mod memories;
 pub mod proofs;
