@@ -403,10 +403,14 @@ async fn full_flow_grants_reads_revocation_expiry_erasure_anchor_export() {
     assert!(r.json()["receipt"]["tx_hash"].is_string());
     let r = s.get(&format!("/v1/memories/{lisbon}/proof"), &alice).await;
     r.assert_status(StatusCode::OK);
-    assert_eq!(r.json()["level"], "anchored");
-    let bundle: mnemo_core::ProofBundle =
-        serde_json::from_value(r.json()["bundle"].clone()).unwrap();
+    assert_eq!(r.headers["mnemo-proof-level"], "anchored");
+    // the body is the proof bundle mnemo-audit reads, as it reads it
+    let bundle = mnemo_audit::read_proof(&r.body).unwrap();
     assert_eq!(bundle.verify(), Ok(mnemo_core::ProofLevel::Anchored));
+    assert_eq!(
+        mnemo_audit::verify_proof(&bundle, &Default::default()),
+        Ok(mnemo_core::ProofLevel::Anchored)
+    );
 
     // export: the whole custody bundle verifies
     let r = s.get("/v1/export", &alice).await;

@@ -446,6 +446,12 @@ where
     Ok(bundle)
 }
 
+/// Reads a proof bundle (docs/FORMAT.md §7.3: one JSON object, the body of the API's
+/// `GET /v1/memories/{id}/proof`).
+pub fn read_proof(text: &[u8]) -> Result<ProofBundle, serde_json::Error> {
+    serde_json::from_slice(text)
+}
+
 /// Verifies a single proof bundle: signatures, inclusion, epoch, receipt, and the pins of
 /// `policy` (contract, chain id, custody keys).
 pub fn verify_proof(b: &ProofBundle, policy: &AuditPolicy) -> Result<ProofLevel, Failure> {
@@ -456,6 +462,15 @@ pub fn verify_proof(b: &ProofBundle, policy: &AuditPolicy) -> Result<ProofLevel,
         message,
     };
     let level = b.verify().map_err(|e| fail(e.code(), e.to_string()))?;
+    if !policy.trusted_keys.is_empty() && !policy.trusted_keys.contains(&b.signer_key) {
+        return Err(fail(
+            "untrusted_key",
+            format!(
+                "signed by {}, which is not a pinned custody key (--trusted-key)",
+                b.signer_key.id()
+            ),
+        ));
+    }
     if let Some(r) = &b.anchor {
         if let Some(c) = policy.contract
             && r.contract != c
@@ -481,4 +496,16 @@ pub fn verify_proof(b: &ProofBundle, policy: &AuditPolicy) -> Result<ProofLevel,
         }
     }
     Ok(level)
+}
+
+/// What a verified proof bundle proves, in words (docs/FORMAT.md §7.3): `anchored` (the
+/// checkpoint's epoch root is committed on a chain: check it with `--rpc`), `pinned-key`
+/// (signed by a custody key the auditor pinned, not anchored), or `self-asserted` (signed
+/// by the key the bundle itself names: anyone can make such a proof for any event).
+pub fn proof_trust(level: ProofLevel, policy: &AuditPolicy) -> &'static str {
+    match level {
+        ProofLevel::Anchored => "anchored",
+        _ if !policy.trusted_keys.is_empty() => "pinned-key",
+        _ => "self-asserted",
+    }
 }

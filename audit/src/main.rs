@@ -125,6 +125,9 @@ struct Report {
     custody: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proof_level: Option<mnemo_core::ProofLevel>,
+    /// What the proof proves: `anchored`, `pinned-key` or `self-asserted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof_trust: Option<&'static str>,
     failure: Option<Failure>,
     on_chain: Vec<OnChainCheck>,
     threads: usize,
@@ -237,7 +240,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         } else {
             let mut text = String::new();
             r.read_to_string(&mut text).context("reading the bundle")?;
-            let proof: ProofBundle = match serde_json::from_str(&text) {
+            let proof: ProofBundle = match mnemo_audit::read_proof(text.as_bytes()) {
                 Ok(p) => p,
                 Err(e) => anyhow::bail!(
                     "{} is neither a custody bundle nor a proof bundle: {e}",
@@ -263,6 +266,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
                 source: path.display().to_string(),
                 custody: None,
                 proof_level: level,
+                proof_trust: level.map(|l| mnemo_audit::proof_trust(l, &opts.policy)),
                 failure,
                 on_chain: Vec::new(),
                 threads: 1,
@@ -335,6 +339,7 @@ fn custody_report(source: String, outcome: Outcome, threads: usize) -> Report {
         kind: "custody",
         source,
         proof_level: None,
+        proof_trust: None,
         failure: outcome.failure.clone(),
         custody: Some(outcome),
         on_chain: Vec::new(),
@@ -385,6 +390,9 @@ fn print_human(r: &Report) {
     }
     if let Some(l) = r.proof_level {
         println!("  proof level   {l:?}");
+    }
+    if let Some(t) = r.proof_trust {
+        println!("  proves        {t}");
     }
     if !r.on_chain.is_empty() {
         let ok = r.on_chain.iter().filter(|c| c.error.is_none()).count();

@@ -511,6 +511,36 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     assert_eq!(code, 0, "{out}{err}");
     let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rep["proof_level"], "anchored");
+    assert_eq!(rep["proof_trust"], "anchored");
+    // A proof of seq 21 (not anchored) proves only what its key is: self-asserted without a
+    // pin, pinned-key with the custody key pinned, refused with an unrelated pin.
+    let unanchored = dir.join("proof-21.json");
+    let (code, _, err) = audit(&[
+        "prove",
+        "--bundle",
+        good.to_str().unwrap(),
+        "--seq",
+        "21",
+        "--out",
+        unanchored.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let custody_hex = hex::encode(SigningKey::from_bytes(&CUSTODY_SEED).verifying_key().as_bytes());
+    let other_hex = hex::encode(SigningKey::from_bytes(&[77; 32]).verifying_key().as_bytes());
+    let verify_proof = |pin: Option<&str>| {
+        let mut args = vec!["verify", "--bundle", unanchored.to_str().unwrap(), "--json"];
+        if let Some(k) = pin {
+            args.extend(["--trusted-key", k]);
+        }
+        let (code, out, _) = audit(&args);
+        (code, serde_json::from_str::<serde_json::Value>(&out).unwrap())
+    };
+    let (code, rep) = verify_proof(None);
+    assert_eq!((code, rep["proof_trust"].as_str()), (0, Some("self-asserted")), "{rep}");
+    let (code, rep) = verify_proof(Some(&custody_hex));
+    assert_eq!((code, rep["proof_trust"].as_str()), (0, Some("pinned-key")), "{rep}");
+    let (code, rep) = verify_proof(Some(&other_hex));
+    assert_eq!((code, rep["failure"]["code"].as_str()), (1, Some("untrusted_key")), "{rep}");
     let mut proof: ProofBundle =
         serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
     assert_eq!(proof.anchor.as_ref().unwrap().epoch, 1);

@@ -1,10 +1,13 @@
 //! `GET /v1/memories/{id}/proof`: one memory's self-contained proof bundle, anchored once
-//! its epoch is (docs/FORMAT.md §12).
+//! its epoch is. The body is the proof bundle of docs/FORMAT.md §7.3 itself, what
+//! `mnemo-audit verify --bundle` reads; the level it reaches is the `Mnemo-Proof-Level`
+//! header.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use mnemo_core::{Hash32, ProofBundle, PublicKey, Seq};
-use serde_json::{Value, json};
 
 use super::S;
 use super::extract::{ApiPath, Caller, memory_id};
@@ -15,12 +18,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 /// A proof bundle for one memory (anchored once its epoch is).
 #[utoipa::path(get, path = "/v1/memories/{id}/proof", tag = "memories", security(("bearer" = [])),
     params(("id" = String, Path, description = "memory id")),
-    responses((status = 200, body = super::schema::ProofDoc), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = super::schema::ProofDoc, headers(("Mnemo-Proof-Level" = String, description = "`checkpointed`, `in_epoch` or `anchored`"))), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_proof(
     State(api): State<S>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let user = caller.user()?;
     let id = memory_id(&id)?;
     let synced = api.sync(user).await?;
@@ -61,7 +64,12 @@ async fn get_proof(
         anchors,
     )
     .map_err(|e| Problem::internal(format!("proof does not verify: {e}")))?;
-    Ok(Json(json!({ "level": level, "bundle": bundle })))
+    let mut r = Json(bundle).into_response();
+    let level = serde_json::to_value(level).map_err(Problem::internal)?;
+    if let Some(l) = level.as_str().and_then(|l| HeaderValue::from_str(l).ok()) {
+        r.headers_mut().insert("mnemo-proof-level", l);
+    }
+    Ok(r)
 }
 
 /// This resource's routes, with their OpenAPI description.

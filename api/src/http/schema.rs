@@ -64,11 +64,25 @@ pub struct MemoryPage {
 /// A memory's proof bundle (docs/FORMAT.md §12).
 #[derive(Serialize, ToSchema)]
 pub struct ProofDoc {
-    /// `checkpointed` or `anchored`.
-    pub level: String,
-    /// The bundle.
+    /// The event (docs/FORMAT.md §10).
     #[schema(value_type = Object)]
-    pub bundle: serde_json::Value,
+    pub event: serde_json::Value,
+    /// The custody key that signed it (hex).
+    pub signer_key: String,
+    /// The device key of its origin signature, if any (hex).
+    pub origin_key: Option<String>,
+    /// The event's inclusion proof in the checkpoint's chain tree.
+    #[schema(value_type = Object)]
+    pub inclusion: serde_json::Value,
+    /// The checkpoint.
+    #[schema(value_type = Object)]
+    pub checkpoint: serde_json::Value,
+    /// The checkpoint in an epoch root, once an epoch covered it.
+    #[schema(value_type = Object)]
+    pub epoch: Option<serde_json::Value>,
+    /// The epoch root's anchor receipt, once anchored.
+    #[schema(value_type = Object)]
+    pub anchor: Option<serde_json::Value>,
 }
 
 /// One signed event of a chain.
