@@ -133,13 +133,24 @@ struct Report {
     threads: usize,
 }
 
+/// `println!` that returns the error (a closed pipe, a full disk) instead of panicking: it
+/// becomes exit 2 with a message.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).context("writing the report to stdout")?
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("mnemo-audit: {e:#}");
+            // stderr may be gone too: nothing more to say then.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "mnemo-audit: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -197,14 +208,17 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     match out {
                         Some(path) => std::fs::write(&path, json + "\n")
                             .with_context(|| format!("writing {}", path.display()))?,
-                        None => println!("{json}"),
+                        None => out!("{json}"),
                     }
                     Ok(true)
                 }
                 Err(mnemo_audit::ProveError::Io(e)) => Err(e).context("reading the bundle"),
                 Err(e @ mnemo_audit::ProveError::NoSuchEvent(_)) => Err(e.into()),
                 Err(e) => {
-                    eprintln!("mnemo-audit: {e}");
+                    let _ = std::io::Write::write_fmt(
+                        &mut std::io::stderr(),
+                        format_args!("mnemo-audit: {e}\n"),
+                    );
                     Ok(false)
                 }
             }
@@ -323,12 +337,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         });
     }
     if a.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serialisable")
         );
     } else {
-        print_human(&report);
+        print_human(&report)?;
     }
     Ok(report.valid)
 }
@@ -347,38 +361,45 @@ fn custody_report(source: String, outcome: Outcome, threads: usize) -> Report {
     }
 }
 
-fn print_human(r: &Report) {
+fn print_human(r: &Report) -> anyhow::Result<()> {
     let verdict = if r.valid { "VALID" } else { "INVALID" };
-    println!("mnemo-audit: {} {}: {verdict}", r.kind, r.source);
+    out!("mnemo-audit: {} {}: {verdict}", r.kind, r.source);
     if let Some(c) = &r.custody {
         let s = &c.summary;
         if let Some(u) = &s.user {
-            println!("  user          {u}");
+            out!("  user          {u}");
         }
-        println!(
+        out!(
             "  events        {} checked: gap-free seq, prev links, key history, kind rules",
             s.events
         );
-        println!(
+        out!(
             "  signatures    {} verified (batched on {} threads)",
-            s.signatures, r.threads
+            s.signatures,
+            r.threads
         );
-        println!(
+        out!(
             "  memories      {} ingested, {} erasure events, {} payloads opened against their commitments",
-            s.memories, s.erasures, s.payloads_opened
+            s.memories,
+            s.erasures,
+            s.payloads_opened
         );
-        println!(
+        out!(
             "  grants        {} created, {} revoked, {} reads recorded",
-            s.grants, s.revocations, s.accesses
+            s.grants,
+            s.revocations,
+            s.accesses
         );
         if let Some(h) = &s.head {
-            println!(
+            out!(
                 "  checkpoint    seq {} head {} root {}",
-                h.seq, h.head, h.root
+                h.seq,
+                h.head,
+                h.root
             );
         }
         let epochs: Vec<String> = s.anchors.iter().map(|a| a.epoch.to_string()).collect();
-        println!(
+        out!(
             "  anchors       {} checked offline (epochs {})",
             s.anchors.len(),
             if epochs.is_empty() {
@@ -389,20 +410,20 @@ fn print_human(r: &Report) {
         );
     }
     if let Some(l) = r.proof_level {
-        println!("  proof level   {l:?}");
+        out!("  proof level   {l:?}");
     }
     if let Some(t) = r.proof_trust {
-        println!("  proves        {t}");
+        out!("  proves        {t}");
     }
     if !r.on_chain.is_empty() {
         let ok = r.on_chain.iter().filter(|c| c.error.is_none()).count();
-        println!(
+        out!(
             "  on chain      {ok} of {} anchors confirmed (status, contract code, log, canonical and final block)",
             r.on_chain.len()
         );
     }
     if let Some(f) = &r.failure {
-        println!(
+        out!(
             "  FIRST FAILURE user {} seq {} check {}: {}",
             f.user.as_ref().map_or("-".into(), |u| u.to_string()),
             f.seq.map_or("-".into(), |s| s.to_string()),
@@ -410,4 +431,5 @@ fn print_human(r: &Report) {
             f.message
         );
     }
+    Ok(())
 }

@@ -488,6 +488,25 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
         2
     );
 
+    // 11b. a report that cannot be written (a full disk, a closed pipe) is exit 2 with a
+    // message, never a panic (101)
+    let full = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+        .args(["verify", "--bundle", good.to_str().unwrap()])
+        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(2), "{}", String::from_utf8_lossy(&full.stderr));
+    assert!(String::from_utf8_lossy(&full.stderr).contains("writing the report"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+        .args(["verify", "--bundle", good.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| true`: the reader is gone before the report comes
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "closed pipe");
+
     // 12. prove: a self-contained proof for seq 5, anchored in epoch 1; then forged.
     let proof_file = dir.join("proof.json");
     let (code, _, err) = audit(&[
@@ -525,7 +544,11 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
         unanchored.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
-    let custody_hex = hex::encode(SigningKey::from_bytes(&CUSTODY_SEED).verifying_key().as_bytes());
+    let custody_hex = hex::encode(
+        SigningKey::from_bytes(&CUSTODY_SEED)
+            .verifying_key()
+            .as_bytes(),
+    );
     let other_hex = hex::encode(SigningKey::from_bytes(&[77; 32]).verifying_key().as_bytes());
     let verify_proof = |pin: Option<&str>| {
         let mut args = vec!["verify", "--bundle", unanchored.to_str().unwrap(), "--json"];
@@ -533,14 +556,29 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
             args.extend(["--trusted-key", k]);
         }
         let (code, out, _) = audit(&args);
-        (code, serde_json::from_str::<serde_json::Value>(&out).unwrap())
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        )
     };
     let (code, rep) = verify_proof(None);
-    assert_eq!((code, rep["proof_trust"].as_str()), (0, Some("self-asserted")), "{rep}");
+    assert_eq!(
+        (code, rep["proof_trust"].as_str()),
+        (0, Some("self-asserted")),
+        "{rep}"
+    );
     let (code, rep) = verify_proof(Some(&custody_hex));
-    assert_eq!((code, rep["proof_trust"].as_str()), (0, Some("pinned-key")), "{rep}");
+    assert_eq!(
+        (code, rep["proof_trust"].as_str()),
+        (0, Some("pinned-key")),
+        "{rep}"
+    );
     let (code, rep) = verify_proof(Some(&other_hex));
-    assert_eq!((code, rep["failure"]["code"].as_str()), (1, Some("untrusted_key")), "{rep}");
+    assert_eq!(
+        (code, rep["failure"]["code"].as_str()),
+        (1, Some("untrusted_key")),
+        "{rep}"
+    );
     let mut proof: ProofBundle =
         serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
     assert_eq!(proof.anchor.as_ref().unwrap().epoch, 1);
