@@ -386,6 +386,11 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     *epoch_proof = tree.proof(&cp.user).unwrap();
     receipt.root = tree.root();
     receipt.leaf_count = 1;
+    let forged_root = tree.root();
+    let BundleItem::Anchor { receipt, .. } = &mut t[2] else {
+        panic!()
+    };
+    receipt.prev_root = forged_root; // the anchors stay linked
     assert_fails(&check(&t, pin.clone()), "checkpoint_mismatch", 17);
 
     // 13. a receipt for another root
@@ -407,7 +412,30 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     let o = check(&wrong, pin.clone());
     assert_fails(&o, "anchor", 17);
     assert!(o.failure.unwrap().message.contains("pinned"));
-    // ... and on the chain itself when it is not
+    // ... offline when the bundle's anchors name different contracts ...
+    let o = check(&wrong, AuditPolicy::default());
+    assert_fails(&o, "anchor", 20);
+    assert!(o.failure.unwrap().message.contains("another contract"));
+    // 14b. anchors out of order, and a broken prev_root chain, are found offline
+    let mut swapped = items.clone();
+    swapped.swap(1, 2);
+    let o = check(&swapped, AuditPolicy::default());
+    assert_fails(&o, "anchor", 17);
+    assert!(o.failure.unwrap().message.contains("out of order"));
+    let mut unlinked = items.clone();
+    let BundleItem::Anchor { receipt, .. } = &mut unlinked[2] else {
+        panic!()
+    };
+    receipt.prev_root = Hash32([5; 32]);
+    let o = check(&unlinked, AuditPolicy::default());
+    assert_fails(&o, "anchor", 20);
+    assert!(o.failure.unwrap().message.contains("prev_root"));
+    // ... and on the chain itself when every anchor names the same wrong contract
+    for item in &mut wrong {
+        if let BundleItem::Anchor { receipt, .. } = item {
+            receipt.contract = Address([0x42; 20]);
+        }
+    }
     let dir = live.dir.path();
     let rpc = live.stack.anvil_url();
     let wrong_file = write(dir, "wrong-contract.jsonl", &wrong);
@@ -492,10 +520,20 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     // message, never a panic (101)
     let full = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
         .args(["verify", "--bundle", good.to_str().unwrap()])
-        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
         .output()
         .unwrap();
-    assert_eq!(full.status.code(), Some(2), "{}", String::from_utf8_lossy(&full.stderr));
+    assert_eq!(
+        full.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
     assert!(String::from_utf8_lossy(&full.stderr).contains("writing the report"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
         .args(["verify", "--bundle", good.to_str().unwrap(), "--json"])

@@ -373,6 +373,41 @@ impl CustodyVerifier {
                         ),
                     ));
                 }
+                // The anchors against each other: one contract on one chain, epochs in
+                // order, checkpoints that never go back, and consecutive epochs linked by
+                // their receipts' `prev_root` (§13).
+                if let Some(first) = self.summary.anchors.first()
+                    && (first.receipt.contract != receipt.contract
+                        || first.receipt.chain_id != receipt.chain_id)
+                {
+                    return Err(AuditError::anchor(
+                        p,
+                        "anchored on another contract or chain than the bundle's first anchor",
+                    ));
+                }
+                if let Some(last) = self.summary.anchors.last() {
+                    if p.epoch <= last.epoch {
+                        return Err(AuditError::anchor(
+                            p,
+                            format!(
+                                "out of order: it follows the anchor of epoch {}",
+                                last.epoch
+                            ),
+                        ));
+                    }
+                    if p.checkpoint.seq < last.seq {
+                        return Err(AuditError::anchor(
+                            p,
+                            "its checkpoint is older than an earlier epoch's",
+                        ));
+                    }
+                    if p.epoch == last.epoch + 1 && receipt.prev_root != last.receipt.root {
+                        return Err(AuditError::anchor(
+                            p,
+                            "its prev_root is not the root of the epoch before",
+                        ));
+                    }
+                }
                 let seen = AnchorSeen {
                     epoch: p.epoch,
                     seq: p.checkpoint.seq,
