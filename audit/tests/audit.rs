@@ -20,6 +20,8 @@ const CUSTODY_SEED: [u8; 32] = [2; 32];
 
 struct Live {
     stack: Stack,
+    /// The opening of the memory at seq 3 (erased at seq 17), from an earlier export.
+    kept_opening: BundleItem,
     contract: Address,
     items: Vec<BundleItem>,
     dir: tempfile::TempDir,
@@ -91,6 +93,21 @@ async fn live() -> Live {
         .append_event(&alice, EventBody::GrantRevoked { grant }, None)
         .await
         .unwrap();
+    // an export made before the erasure still holds the memory's opening (seq 3)
+    let mut before = Vec::new();
+    mnemo_api::export::write_bundle(
+        ledger,
+        None,
+        &alice,
+        mnemo_core::TimestampMs(1),
+        &mut before,
+    )
+    .await
+    .unwrap();
+    let kept_opening = read_bundle(&before[..], |_| {})
+        .map(Result::unwrap)
+        .find(|i| matches!(i, BundleItem::Payload { seq, .. } if *seq == Seq(3)))
+        .expect("the opening of seq 3");
     let erased = ledger
         .erase(&alice, ErasureTarget::Memory(memories[1]))
         .await
@@ -121,6 +138,7 @@ async fn live() -> Live {
         .unwrap();
     Live {
         stack,
+        kept_opening,
         contract,
         items,
         dir: tempfile::tempdir().unwrap(),
@@ -402,6 +420,13 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     let o = check(&t, pin.clone());
     assert_fails(&o, "anchor", 20);
     assert!(o.failure.unwrap().message.contains("another root"));
+
+    // 13b. the content of an erased memory, copied back from an earlier export: the one
+    //      visible sign that an erasure did not take is refused
+    let mut t = items.clone();
+    t.insert(event_index(&items, 3) + 1, live.kept_opening.clone());
+    let o = check(&t, pin.clone());
+    assert_fails(&o, "erased_opening", 17);
 
     // 14. an anchor on another contract: refused when the contract is pinned ...
     let mut wrong = items.clone();

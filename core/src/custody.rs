@@ -20,8 +20,8 @@ use crate::bundle::AnchorReceipt;
 use crate::checkpoint::EpochProof;
 use crate::commitment::{self, SALT_LEN};
 use crate::error::{ChainError, ProofError};
-use crate::event::{Event, EventBody};
-use crate::ids::{Address, Hash32, Seq, TimestampMs, UserId};
+use crate::event::{ErasureTarget, Event, EventBody};
+use crate::ids::{Address, Hash32, MemoryId, Seq, TimestampMs, UserId};
 use crate::keys::{KeyHistory, PublicKey};
 use crate::memory::MemoryRecord;
 use crate::verify::{ChainSummary, ChainVerifier, SignatureBatch};
@@ -135,6 +135,15 @@ pub enum AuditError {
         /// What failed.
         reason: &'static str,
     },
+    /// The bundle carries the opening (the content) of a memory its chain erases: the
+    /// erasure did not reach whoever wrote the bundle.
+    #[error("seq {seq}: memory {memory} is erased here, but the bundle carries its content")]
+    ErasedOpening {
+        /// The erasure's seq.
+        seq: Seq,
+        /// The memory.
+        memory: MemoryId,
+    },
     /// The bundle's structure is wrong (order of items, header, end).
     #[error("bundle: {0}")]
     Structure(String),
@@ -147,6 +156,7 @@ impl AuditError {
             Self::Chain(e) => e.code(),
             Self::Anchor { .. } => "anchor",
             Self::Payload { .. } => "payload",
+            Self::ErasedOpening { .. } => "erased_opening",
             Self::Structure(_) => "structure",
         }
     }
@@ -155,7 +165,9 @@ impl AuditError {
     pub fn seq(&self) -> Option<Seq> {
         match self {
             Self::Chain(e) => e.seq(),
-            Self::Anchor { seq, .. } | Self::Payload { seq, .. } => Some(*seq),
+            Self::Anchor { seq, .. }
+            | Self::Payload { seq, .. }
+            | Self::ErasedOpening { seq, .. } => Some(*seq),
             Self::Structure(_) => None,
         }
     }
@@ -224,8 +236,10 @@ pub struct CustodyVerifier {
     policy: AuditPolicy,
     chain: Option<ChainVerifier>,
     deferred: bool,
-    /// Last event seen: seq and its payload commitment, waiting for an opening.
-    last: Option<(Seq, Option<Hash32>)>,
+    /// Last event seen: seq, its payload commitment and memory, waiting for an opening.
+    last: Option<(Seq, Option<Hash32>, Option<MemoryId>)>,
+    /// Memories whose opening the bundle carries (refused if the chain erases them).
+    opened: std::collections::HashSet<MemoryId>,
     events_started: bool,
     ended: Option<(u64, Hash32)>,
     summary: CustodySummary,
@@ -240,6 +254,7 @@ impl CustodyVerifier {
             chain: None,
             deferred: false,
             last: None,
+            opened: Default::default(),
             events_started: false,
             ended: None,
             summary: CustodySummary::default(),
@@ -423,19 +438,35 @@ impl CustodyVerifier {
                 self.events_started = true;
                 let (event, hash) = self.chain()?.push_wire(&wire.0)?;
                 self.summary.events += 1;
+                let mut memory = None;
                 match &event.body {
-                    EventBody::MemoryIngested { .. } => self.summary.memories += 1,
-                    EventBody::MemoryErased { .. } => self.summary.erasures += 1,
+                    EventBody::MemoryIngested { memory: m } => {
+                        self.summary.memories += 1;
+                        memory = Some(*m);
+                    }
+                    EventBody::MemoryErased { target } => {
+                        self.summary.erasures += 1;
+                        let kept = match target {
+                            ErasureTarget::Memory(m) => self.opened.get(m).copied(),
+                            ErasureTarget::All => self.opened.iter().next().copied(),
+                        };
+                        if let Some(memory) = kept {
+                            return Err(AuditError::ErasedOpening {
+                                seq: event.seq,
+                                memory,
+                            });
+                        }
+                    }
                     EventBody::GrantCreated { .. } => self.summary.grants += 1,
                     EventBody::GrantRevoked { .. } => self.summary.revocations += 1,
                     EventBody::AccessRecorded { .. } => self.summary.accesses += 1,
                     _ => {}
                 }
-                self.last = Some((event.seq, event.payload));
+                self.last = Some((event.seq, event.payload, memory));
                 Ok(Some((event, hash)))
             }
             BundleItem::Payload { seq, salt, record } => {
-                let Some((last, commitment)) = self.last.take() else {
+                let Some((last, commitment, memory)) = self.last.take() else {
                     return Err(AuditError::Structure("a payload before any event".into()));
                 };
                 if last != seq {
@@ -461,6 +492,7 @@ impl CustodyVerifier {
                     .check_values()
                     .map_err(|reason| AuditError::Payload { seq, reason })?;
                 self.summary.payloads_opened += 1;
+                self.opened.extend(memory);
                 Ok(None)
             }
             BundleItem::End { events, head } => {
