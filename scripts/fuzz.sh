@@ -42,6 +42,9 @@ for i, body in enumerate([
     pathlib.Path(f"fuzz/corpus/request_bodies/seed-{i}").write_text(json.dumps(body))
 pathlib.Path("fuzz/corpus/request_bodies/seed-q").write_text("kind=note&tag=a&from=1&until=2&q=x&limit=5")
 PY
+# Build first: a target that does not build is a build failure, not a crash.
+cargo +nightly fuzz build >fuzz/build.log 2>&1 || {
+  echo "fuzz: the targets do not build (fuzz/build.log)"; tail -20 fuzz/build.log; exit 2; }
 status=0
 for t in "${targets[@]}"; do
   log="fuzz/$t.log"

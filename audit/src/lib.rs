@@ -21,6 +21,7 @@ use mnemo_core::custody::{
 };
 use mnemo_core::{ChainError, Event, Hash32, ProofBundle, ProofLevel, SignatureBatch, UserId};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -143,7 +144,7 @@ pub fn read_bundle<R: BufRead>(
     let mut line = 0u64;
     let mut read = 0u64;
     std::iter::from_fn(move || {
-        loop {
+        {
             buf.clear();
             let n = match r.read_until(b'\n', &mut buf) {
                 Ok(0) => return None,
@@ -155,11 +156,29 @@ pub fn read_bundle<R: BufRead>(
             if line.is_multiple_of(1024) {
                 progress(read);
             }
-            let text = buf.trim_ascii();
-            if text.is_empty() {
-                continue;
+            // The line grammar (FORMAT.md §13.1): UTF-8 without a byte order mark, one JSON
+            // object per line, each ending in LF (the last one may lack it), no blank lines,
+            // no CR, no other whitespace around the object.
+            let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let bad = |message: &str| {
+                Some(Err(ItemError::Parse {
+                    line,
+                    message: message.into(),
+                }))
+            };
+            if line == 1 && text.starts_with(&[0xef, 0xbb, 0xbf]) {
+                return bad("a byte order mark: a bundle is UTF-8 without one");
             }
-            return Some(parse_line(text, line));
+            if text.is_empty() {
+                return bad("a blank line");
+            }
+            if text.contains(&b'\r') {
+                return bad("a CR: lines end with LF alone");
+            }
+            if text.trim_ascii().len() != text.len() {
+                return bad("whitespace around the item");
+            }
+            Some(parse_line(text, line))
         }
     })
 }
@@ -168,9 +187,15 @@ const EVENT_PREFIX: &[u8] = br#"{"type":"event","wire":""#;
 
 fn parse_line(text: &[u8], line: u64) -> Result<BundleItem, ItemError> {
     let bad = |message: String| ItemError::Parse { line, message };
+    // The fast path takes only the exact form the exporter writes; anything else that is
+    // valid JSON (escapes, other member order or spacing) goes through the full parser.
     if let Some(rest) = text.strip_prefix(EVENT_PREFIX)
         && let Some(hex) = rest.strip_suffix(br#""}"#)
+        && hex.iter().all(|b| b.is_ascii_alphanumeric())
     {
+        if hex.iter().any(u8::is_ascii_uppercase) {
+            return Err(bad("event wire: hex must be lowercase".into()));
+        }
         if !hex.len().is_multiple_of(2) {
             return Err(bad("event wire: odd number of hex digits".into()));
         }
@@ -194,15 +219,19 @@ fn parse_line(text: &[u8], line: u64) -> Result<BundleItem, ItemError> {
 const PAYLOAD_PREFIX: &[u8] = br#"{"type":"payload","#;
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PayloadLine<'a> {
+    #[serde(rename = "type", borrow)]
+    _type: Cow<'a, str>,
     seq: mnemo_core::Seq,
     #[serde(borrow)]
-    salt: &'a str,
+    salt: Cow<'a, str>,
     #[serde(borrow)]
     record: RecordLine<'a>,
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecordLine<'a> {
     kind: String,
     tags: Vec<String>,
@@ -214,17 +243,20 @@ struct RecordLine<'a> {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ContentLine<'a> {
-    storage: &'a str,
+    #[serde(borrow)]
+    storage: Cow<'a, str>,
     #[serde(borrow, default)]
-    bytes: Option<&'a str>,
+    bytes: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    hash: Option<&'a str>,
+    hash: Option<Cow<'a, str>>,
     #[serde(default)]
     size: Option<u64>,
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    mnemo_core::ids::lower_hex(s)?;
     if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
@@ -244,9 +276,9 @@ impl PayloadLine<'_> {
     fn into_item(self) -> Result<BundleItem, String> {
         let r = self.record;
         let content = match (
-            r.content.storage,
-            r.content.bytes,
-            r.content.hash,
+            r.content.storage.as_ref(),
+            r.content.bytes.as_deref(),
+            r.content.hash.as_deref(),
             r.content.size,
         ) {
             ("inline", Some(b), None, None) => mnemo_core::Content::Inline { bytes: unhex(b)? },
@@ -258,7 +290,7 @@ impl PayloadLine<'_> {
         };
         Ok(BundleItem::Payload {
             seq: self.seq,
-            salt: unhex32(self.salt)?,
+            salt: unhex32(&self.salt)?,
             record: mnemo_core::MemoryRecord {
                 kind: r.kind,
                 tags: r.tags,

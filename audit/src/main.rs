@@ -236,59 +236,74 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
     };
     let mut report = if let Some(path) = &a.bundle {
         let (mut r, len) = open(path)?;
-        let first = {
-            let buf = r.fill_buf().context("reading the bundle")?;
-            buf.iter().copied().find(|b| !b.is_ascii_whitespace())
-        };
-        let first_line_is_item = first == Some(b'{') && {
+        // Which kind of file (FORMAT.md §13.1): a custody bundle when its first line is a
+        // JSON object with a `type` member, else a proof bundle when the whole file is one
+        // JSON object; anything else is not a bundle, and that is a verdict (invalid,
+        // `structure`), not a usage error.
+        let first_line_has_type = {
             let buf = r.fill_buf().context("reading the bundle")?;
             let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-            serde_json::from_slice::<BundleItem>(&buf[..end]).is_ok()
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf[..end])
+                .is_ok_and(|m| m.contains_key("type"))
         };
-        if first_line_is_item {
+        if first_line_has_type {
             let bar = progress_bar(len);
             let items = mnemo_audit::read_bundle(r, |n| bar.set_position(n));
             let outcome = mnemo_audit::verify_items(items, &opts).context("reading the bundle")?;
             bar.finish_and_clear();
             custody_report(path.display().to_string(), outcome, opts.threads)
         } else {
-            let mut text = String::new();
-            r.read_to_string(&mut text).context("reading the bundle")?;
-            let proof: ProofBundle = match mnemo_audit::read_proof(text.as_bytes()) {
-                Ok(p) => p,
-                Err(e) => anyhow::bail!(
-                    "{} is neither a custody bundle nor a proof bundle: {e}",
-                    path.display()
-                ),
-            };
-            let (level, failure) = match mnemo_audit::verify_proof(&proof, &opts.policy) {
-                Ok(l) => (Some(l), None),
-                Err(f) => (None, Some(f)),
-            };
-            let anchors = proof
-                .anchor
-                .iter()
-                .map(|r| mnemo_core::custody::AnchorSeen {
-                    epoch: r.epoch,
-                    seq: proof.checkpoint.seq,
-                    receipt: r.clone(),
-                })
-                .collect::<Vec<_>>();
-            let mut rep = Report {
-                valid: failure.is_none(),
-                kind: "proof",
-                source: path.display().to_string(),
-                custody: None,
-                proof_level: level,
-                proof_trust: level.map(|l| mnemo_audit::proof_trust(l, &opts.policy)),
-                failure,
-                on_chain: Vec::new(),
-                threads: 1,
-            };
-            if let (Some(rpc), true) = (&a.rpc, rep.valid) {
-                rep.on_chain = runtime()?.block_on(onchain::check(rpc, &anchors, a.final_depth))?;
+            'file: {
+                let mut text = String::new();
+                r.read_to_string(&mut text).context("reading the bundle")?;
+                let is_object =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text)
+                        .is_ok();
+                let proof: ProofBundle = match mnemo_audit::read_proof(text.as_bytes()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let message = if is_object {
+                            format!("not a proof bundle: {e}")
+                        } else if text.is_empty() {
+                            "an empty file: neither a custody bundle nor a proof bundle".into()
+                        } else {
+                            format!(
+                                "neither a custody bundle (line 1 is no JSON object with a type) nor a proof bundle (one JSON object): {e}"
+                            )
+                        };
+                        break 'file structure_report(path.display().to_string(), message);
+                    }
+                };
+                let (level, failure) = match mnemo_audit::verify_proof(&proof, &opts.policy) {
+                    Ok(l) => (Some(l), None),
+                    Err(f) => (None, Some(f)),
+                };
+                let anchors = proof
+                    .anchor
+                    .iter()
+                    .map(|r| mnemo_core::custody::AnchorSeen {
+                        epoch: r.epoch,
+                        seq: proof.checkpoint.seq,
+                        receipt: r.clone(),
+                    })
+                    .collect::<Vec<_>>();
+                let mut rep = Report {
+                    valid: failure.is_none(),
+                    kind: "proof",
+                    source: path.display().to_string(),
+                    custody: None,
+                    proof_level: level,
+                    proof_trust: level.map(|l| mnemo_audit::proof_trust(l, &opts.policy)),
+                    failure,
+                    on_chain: Vec::new(),
+                    threads: 1,
+                };
+                if let (Some(rpc), true) = (&a.rpc, rep.valid) {
+                    rep.on_chain =
+                        runtime()?.block_on(onchain::check(rpc, &anchors, a.final_depth))?;
+                }
+                rep
             }
-            rep
         }
     } else {
         let url = a.nats.clone().expect("clap requires --nats or --bundle");
@@ -345,6 +360,26 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         print_human(&report)?;
     }
     Ok(report.valid)
+}
+
+/// The verdict on a file that is not a bundle at all: invalid, check `structure`.
+fn structure_report(source: String, message: String) -> Report {
+    Report {
+        valid: false,
+        kind: "custody",
+        source,
+        proof_level: None,
+        proof_trust: None,
+        failure: Some(Failure {
+            user: None,
+            seq: None,
+            code: "structure".into(),
+            message,
+        }),
+        custody: None,
+        on_chain: Vec::new(),
+        threads: 1,
+    }
 }
 
 fn custody_report(source: String, outcome: Outcome, threads: usize) -> Report {

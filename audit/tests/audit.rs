@@ -534,12 +534,61 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     // Usage and I/O errors: exit 2.
     assert_eq!(audit(&["verify", "--bundle", "/nonexistent"]).0, 2);
     assert_eq!(audit(&["verify"]).0, 2);
-    let garbage = dir.join("garbage.json");
-    std::fs::write(&garbage, "not json").unwrap();
-    assert_eq!(
-        audit(&["verify", "--bundle", garbage.to_str().unwrap()]).0,
-        2
-    );
+    // A file that is not a well-formed bundle is a verdict (exit 1, `structure`), exit 2
+    // stays for usage and I/O; the line grammar of FORMAT §13.1 is enforced exactly.
+    let text = std::fs::read_to_string(&good).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let event_line = lines
+        .iter()
+        .position(|l| l.starts_with(r#"{"type":"event""#))
+        .unwrap();
+    let with_line = |i: usize, new: &str| {
+        let mut l = lines.clone();
+        l[i] = new;
+        l.join("\n") + "\n"
+    };
+    let upper = lines[event_line]
+        .replacen("01", "01", 1)
+        .to_uppercase()
+        .replace(
+            "{\"TYPE\":\"EVENT\",\"WIRE\":",
+            "{\"type\":\"event\",\"wire\":",
+        );
+    let member_after = lines[event_line].trim_end_matches('}').to_owned() + r#","x":1}"#;
+    let dup_header = lines[0].trim_end_matches('}').to_owned() + r#","user":"mallory"}"#;
+    let cases: Vec<(&str, String)> = vec![
+        ("not json", "not json".into()),
+        ("empty", String::new()),
+        ("json array", "[]\n".into()),
+        ("byte order mark", format!("\u{feff}{text}")),
+        (
+            "blank line",
+            with_line(event_line, &format!("\n{}", lines[event_line])),
+        ),
+        ("crlf", text.replace('\n', "\r\n")),
+        ("upper-case hex", with_line(event_line, &upper)),
+        ("member after wire", with_line(event_line, &member_after)),
+        ("duplicate header key", with_line(0, &dup_header)),
+    ];
+    for (what, content) in cases {
+        let f = dir.join("malformed.jsonl");
+        std::fs::write(&f, content).unwrap();
+        let (code, out, err) = audit(&["verify", "--bundle", f.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(rep["failure"]["code"], "structure", "{what}: {rep}");
+        if what == "member after wire" {
+            let m = rep["failure"]["message"].as_str().unwrap();
+            assert!(m.contains("unknown field"), "{what}: {m}");
+        }
+    }
+    // the same event with a JSON escape in its hex is the same bundle: valid
+    let escaped = lines[event_line].replacen(r#""wire":"0"#, r#""wire":"\u0030"#, 1);
+    assert_ne!(escaped, lines[event_line]);
+    let f = dir.join("escaped.jsonl");
+    std::fs::write(&f, with_line(event_line, &escaped)).unwrap();
+    let (code, out, err) = audit(&["verify", "--bundle", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "an escaped but equal line: {out}{err}");
 
     // 11b. a report that cannot be written (a full disk, a closed pipe) is exit 2 with a
     // message, never a panic (101)

@@ -17,6 +17,7 @@ use crate::merkle::{CHAIN_TREE, InclusionProof};
 
 /// Where and how an epoch root was committed on an EVM chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AnchorReceipt {
     /// EVM chain id (Sapphire mainnet 23294, testnet 23295, localnet 23293, ...).
     pub chain_id: u64,
@@ -52,6 +53,7 @@ pub enum ProofLevel {
 
 /// One memory's (or any event's) custody proof.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProofBundle {
     /// The signed event.
     pub event: Event,

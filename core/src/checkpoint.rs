@@ -12,6 +12,7 @@ use crate::merkle::{EPOCH_TREE, InclusionProof, MerkleTree};
 /// The state of a user's chain after `seq` events: the last event's hash and the chain
 /// tree's root over events `1..=seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// Whose chain.
     pub user: UserId,
@@ -110,6 +111,7 @@ impl EpochTree {
 
 /// A checkpoint's inclusion in an epoch root.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EpochProof {
     /// The epoch.
     pub epoch: u64,

@@ -44,6 +44,7 @@ impl Serialize for HexBytes {
 impl<'de> Deserialize<'de> for HexBytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::ids::lower_hex(&s).map_err(serde::de::Error::custom)?;
         hex::decode(s.as_ref())
             .map(HexBytes)
             .map_err(serde::de::Error::custom)
@@ -52,7 +53,7 @@ impl<'de> Deserialize<'de> for HexBytes {
 
 /// One item of a custody bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BundleItem {
     /// First item.
     Header {

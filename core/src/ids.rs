@@ -158,6 +158,7 @@ macro_rules! hex_bytes {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $crate::ids::lower_hex(&s).map_err(serde::de::Error::custom)?;
                 Self::from_hex(&s).map_err(serde::de::Error::custom)
             }
         }
@@ -232,4 +233,13 @@ mod tests {
             m
         );
     }
+}
+
+/// JSON carries hex in lowercase only (FORMAT.md §13.1): the check every hex field's
+/// deserialiser makes before decoding.
+pub fn lower_hex(s: &str) -> Result<(), &'static str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("hex must be lowercase");
+    }
+    Ok(())
 }

@@ -66,6 +66,7 @@ impl Serialize for PublicKey {
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::ids::lower_hex(&s).map_err(serde::de::Error::custom)?;
         let mut b = [0u8; 32];
         hex::decode_to_slice(s.as_ref(), &mut b)
             .map_err(|_| serde::de::Error::custom("public key must be 64 hex characters"))?;

@@ -10,7 +10,7 @@ use crate::ids::{Hash32, TimestampMs};
 
 /// Where a memory's content is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "storage")]
+#[serde(rename_all = "snake_case", tag = "storage", deny_unknown_fields)]
 pub enum Content {
     /// The bytes themselves (small memories: text, notes).
     Inline {
@@ -34,6 +34,7 @@ mod hex_bytes {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::ids::lower_hex(&s).map_err(serde::de::Error::custom)?;
         hex::decode(s.as_ref()).map_err(serde::de::Error::custom)
     }
 }
@@ -66,6 +67,7 @@ impl ObjectHasher {
 
 /// A memory as the user gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MemoryRecord {
     /// What sort of memory (`conversation`, `transcript`, `note`, `web`, `audio`, ...).
     pub kind: String,

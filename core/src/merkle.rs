@@ -181,6 +181,7 @@ impl MerkleTree {
 
 /// Proof that a leaf is at `index` in a tree of `size` leaves.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InclusionProof {
     /// Leaf index, from 0.
     pub index: u64,
