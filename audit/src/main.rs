@@ -201,7 +201,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             pins,
         } => {
             let policy = pins.policy()?;
-            let (r, _) = open(&bundle)?;
+            let (mut r, _) = open(&bundle)?;
+            if !first_line_has_type(&mut r)? {
+                anyhow::bail!(
+                    "{} is not a custody bundle (JSON lines, a header first): prove extracts a proof from a custody bundle; to check a proof bundle, use verify --bundle",
+                    bundle.display()
+                );
+            }
             match mnemo_audit::prove(mnemo_audit::read_bundle(r, |_| {}), seq, &policy) {
                 Ok(p) => {
                     let json = serde_json::to_string_pretty(&p).expect("serialisable");
@@ -240,13 +246,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         // JSON object with a `type` member, else a proof bundle when the whole file is one
         // JSON object; anything else is not a bundle, and that is a verdict (invalid,
         // `structure`), not a usage error.
-        let first_line_has_type = {
-            let buf = r.fill_buf().context("reading the bundle")?;
-            let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf[..end])
-                .is_ok_and(|m| m.contains_key("type"))
-        };
-        if first_line_has_type {
+        if first_line_has_type(&mut r)? {
             let bar = progress_bar(len);
             let items = mnemo_audit::read_bundle(r, |n| bar.set_position(n));
             let outcome = mnemo_audit::verify_items(items, &opts).context("reading the bundle")?;
@@ -360,6 +360,17 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         print_human(&report)?;
     }
     Ok(report.valid)
+}
+
+/// Whether the first line is a JSON object with a `type` member: a custody bundle
+/// (FORMAT.md §13.1).
+fn first_line_has_type(r: &mut impl BufRead) -> anyhow::Result<bool> {
+    let buf = r.fill_buf().context("reading the bundle")?;
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    Ok(
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf[..end])
+            .is_ok_and(|m| m.contains_key("type")),
+    )
 }
 
 /// The verdict on a file that is not a bundle at all: invalid, check `structure`.

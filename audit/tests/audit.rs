@@ -547,13 +547,10 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
         l[i] = new;
         l.join("\n") + "\n"
     };
-    let upper = lines[event_line]
-        .replacen("01", "01", 1)
-        .to_uppercase()
-        .replace(
-            "{\"TYPE\":\"EVENT\",\"WIRE\":",
-            "{\"type\":\"event\",\"wire\":",
-        );
+    let upper = lines[event_line].to_uppercase().replace(
+        "{\"TYPE\":\"EVENT\",\"WIRE\":",
+        "{\"type\":\"event\",\"wire\":",
+    );
     let member_after = lines[event_line].trim_end_matches('}').to_owned() + r#","x":1}"#;
     let dup_header = lines[0].trim_end_matches('}').to_owned() + r#","user":"mallory"}"#;
     let cases: Vec<(&str, String)> = vec![
@@ -582,6 +579,44 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
             assert!(m.contains("unknown field"), "{what}: {m}");
         }
     }
+    // messages say what is wrong: a header with an invalid user id, a repeated payload
+    let bad_user = lines[0].replacen(r#""user":"alice""#, r#""user":"al ice""#, 1);
+    assert_ne!(bad_user, lines[0]);
+    let f = dir.join("bad-user.jsonl");
+    std::fs::write(&f, with_line(0, &bad_user)).unwrap();
+    let (code, out, _) = audit(&["verify", "--bundle", f.to_str().unwrap(), "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let m = rep["failure"]["message"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (code, rep["failure"]["code"].as_str()),
+        (1, Some("structure")),
+        "{rep}"
+    );
+    assert!(m.contains("line 1") && m.contains("user"), "{m}");
+    let payload_line = lines
+        .iter()
+        .position(|l| l.starts_with(r#"{"type":"payload""#))
+        .unwrap();
+    let f = dir.join("payload-twice.jsonl");
+    std::fs::write(
+        &f,
+        with_line(payload_line, &format!("{0}\n{0}", lines[payload_line])),
+    )
+    .unwrap();
+    let (code, out, _) = audit(&["verify", "--bundle", f.to_str().unwrap(), "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, rep["failure"]["code"].as_str()),
+        (1, Some("payload")),
+        "{rep}"
+    );
+    assert!(
+        rep["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("second opening"),
+        "{rep}"
+    );
     // the same event with a JSON escape in its hex is the same bundle: valid
     let escaped = lines[event_line].replacen(r#""wire":"0"#, r#""wire":"\u0030"#, 1);
     assert_ne!(escaped, lines[event_line]);
@@ -700,6 +735,16 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     assert_eq!(code, 1, "{out}");
     let rep: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rep["failure"]["code"], "root_mismatch");
+    // prove wants a custody bundle, and says so when given a proof bundle
+    let (code, _, err) = audit(&[
+        "prove",
+        "--bundle",
+        proof_file.to_str().unwrap(),
+        "--seq",
+        "5",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a custody bundle"), "{err}");
     // proving from a tampered bundle extracts nothing
     let (code, out, _) = audit(&["prove", "--bundle", bad.to_str().unwrap(), "--seq", "3"]);
     assert_eq!((code, out.as_str()), (1, ""));

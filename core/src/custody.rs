@@ -241,6 +241,8 @@ pub struct CustodyVerifier {
     last: Option<(Seq, Option<Hash32>, Option<MemoryId>)>,
     /// Memories whose opening the bundle carries (refused if the chain erases them).
     opened: std::collections::HashSet<MemoryId>,
+    /// The seq of the last payload opened (to name a repeated one).
+    opened_last: Option<Seq>,
     events_started: bool,
     ended: Option<(u64, Hash32)>,
     summary: CustodySummary,
@@ -256,6 +258,7 @@ impl CustodyVerifier {
             deferred: false,
             last: None,
             opened: Default::default(),
+            opened_last: None,
             events_started: false,
             ended: None,
             summary: CustodySummary::default(),
@@ -468,7 +471,21 @@ impl CustodyVerifier {
             }
             BundleItem::Payload { seq, salt, record } => {
                 let Some((last, commitment, memory)) = self.last.take() else {
-                    return Err(AuditError::Structure("a payload before any event".into()));
+                    return Err(if !self.events_started {
+                        AuditError::Structure(format!(
+                            "the payload of seq {seq} comes before any event"
+                        ))
+                    } else if self.opened_last == Some(seq) {
+                        AuditError::Payload {
+                            seq,
+                            reason: "a second opening of the same event",
+                        }
+                    } else {
+                        AuditError::Payload {
+                            seq,
+                            reason: "does not follow its event",
+                        }
+                    });
                 };
                 if last != seq {
                     return Err(AuditError::Payload {
@@ -494,6 +511,7 @@ impl CustodyVerifier {
                     .map_err(|reason| AuditError::Payload { seq, reason })?;
                 self.summary.payloads_opened += 1;
                 self.opened.extend(memory);
+                self.opened_last = Some(seq);
                 Ok(None)
             }
             BundleItem::End { events, head } => {

@@ -196,6 +196,15 @@ impl Hash32 {
     pub const ZERO: Hash32 = Hash32([0; 32]);
 }
 
+/// JSON carries hex in lowercase only (FORMAT.md §13.1): the check every hex field's
+/// deserialiser makes before decoding.
+pub fn lower_hex(s: &str) -> Result<(), &'static str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("hex must be lowercase");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,13 +242,4 @@ mod tests {
             m
         );
     }
-}
-
-/// JSON carries hex in lowercase only (FORMAT.md §13.1): the check every hex field's
-/// deserialiser makes before decoding.
-pub fn lower_hex(s: &str) -> Result<(), &'static str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err("hex must be lowercase");
-    }
-    Ok(())
 }
