@@ -1,0 +1,499 @@
+//! Custody-bundle vectors (FORMAT.md §13): one valid bundle and, for each code a custody
+//! bundle can fail with, one invalid bundle, built here from fixed keys and written to
+//! `testdata/bundles/` with the verdict (code and seq) mnemo gives each. An independent
+//! verifier should give the same verdicts. Regenerate with
+//! `MNEMO_WRITE_VECTORS=1 cargo test -p mnemo-core --test bundle_vectors`.
+
+mod common;
+
+use common::{key, mem, pk, user};
+use mnemo_core::custody::{AuditPolicy, BundleItem, CustodyVerifier, HexBytes};
+use mnemo_core::keys::sign_origin;
+use mnemo_core::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/bundles");
+const T0: i64 = 1_764_115_200_000;
+
+fn record(text: &str) -> MemoryRecord {
+    MemoryRecord {
+        kind: "note".into(),
+        tags: vec!["diary".into()],
+        captured_at: Some(TimestampMs(T0)),
+        source: None,
+        content_type: "text/plain".into(),
+        content: Content::Inline {
+            bytes: text.as_bytes().to_vec(),
+        },
+    }
+}
+
+/// The events of alice's chain, built step by step so that a variant can replace one.
+struct Builder {
+    head: Head,
+    events: Vec<(Event, Hash32)>,
+}
+
+impl Builder {
+    fn new(u: &str) -> Self {
+        Self {
+            head: Head::empty(user(u)),
+            events: Vec::new(),
+        }
+    }
+    fn push(
+        &mut self,
+        k: &SigningKey,
+        body: EventBody,
+        payload: Option<Hash32>,
+        origin: Option<Origin>,
+    ) {
+        let ts = TimestampMs(T0 + 1000 * (self.events.len() as i64 + 1));
+        let (e, h) = self.head.next_event(k, ts, body, payload, origin);
+        self.head.advance(&e, h);
+        self.events.push((e, h));
+    }
+}
+
+const SALT1: [u8; 32] = [0x11; 32];
+const SALT2: [u8; 32] = [0x22; 32];
+
+/// alice: 1 genesis, 2 device key, 3 memory m1, 4 memory m2 (with an origin signature),
+/// 5 grant g to bob, 6 access by bob to m1, 7 revocation of g, 8 erasure of m2.
+fn chain() -> Builder {
+    let (custody, device) = (key(1), key(3));
+    let alice = user("alice");
+    let mut b = Builder::new("alice");
+    b.push(
+        &custody,
+        EventBody::KeyAdded {
+            key: pk(&custody),
+            role: KeyRole::Custody,
+        },
+        None,
+        None,
+    );
+    b.push(
+        &custody,
+        EventBody::KeyAdded {
+            key: pk(&device),
+            role: KeyRole::Device,
+        },
+        None,
+        None,
+    );
+    let c1 = commitment::commit(&SALT1, &record("first").canonical_bytes());
+    b.push(
+        &custody,
+        EventBody::MemoryIngested { memory: mem(1) },
+        Some(c1),
+        None,
+    );
+    let c2 = commitment::commit(&SALT2, &record("second").canonical_bytes());
+    let origin = Origin {
+        key: pk(&device).id(),
+        signature: sign_origin(&device, &alice, &c2),
+    };
+    b.push(
+        &custody,
+        EventBody::MemoryIngested { memory: mem(2) },
+        Some(c2),
+        Some(origin),
+    );
+    b.push(&custody, grant(user("bob")), None, None);
+    b.push(&custody, access(GrantId([5; 16]), vec![mem(1)]), None, None);
+    b.push(
+        &custody,
+        EventBody::GrantRevoked {
+            grant: GrantId([5; 16]),
+        },
+        None,
+        None,
+    );
+    b.push(
+        &custody,
+        EventBody::MemoryErased {
+            target: ErasureTarget::Memory(mem(2)),
+        },
+        None,
+        None,
+    );
+    b
+}
+
+fn grant(grantee: UserId) -> EventBody {
+    EventBody::GrantCreated {
+        grant: GrantId([5; 16]),
+        grantee,
+        capabilities: Capabilities {
+            metadata: true,
+            content: true,
+        },
+        conditions: Default::default(),
+        expires_at: None,
+    }
+}
+
+fn access(grant: GrantId, memories: Vec<MemoryId>) -> EventBody {
+    EventBody::AccessRecorded {
+        accessor: user("bob"),
+        grant,
+        action: AccessAction::ReadContent,
+        memories,
+    }
+}
+
+/// The chain's checkpoint after `seq` events.
+fn checkpoint(events: &[(Event, Hash32)], seq: u64) -> Checkpoint {
+    let tree = MerkleTree::from_leaf_hashes(
+        merkle::CHAIN_TREE,
+        events[..seq as usize]
+            .iter()
+            .map(|(_, h)| merkle::CHAIN_TREE.leaf(&h.0))
+            .collect(),
+    );
+    Checkpoint {
+        user: user("alice"),
+        seq: Seq(seq),
+        head: events[seq as usize - 1].1,
+        root: tree.root(),
+    }
+}
+
+/// An anchor item for `cp` in epoch `epoch`, with one other user in the epoch tree.
+fn anchor(cp: Checkpoint, epoch: u64, prev_root: Hash32) -> BundleItem {
+    let other = Checkpoint {
+        user: user("zed"),
+        seq: Seq(1),
+        head: Hash32([9; 32]),
+        root: Hash32([8; 32]),
+    };
+    let tree = EpochTree::build(epoch, vec![cp.clone(), other]).unwrap();
+    let epoch_proof = tree.proof(&cp.user).unwrap();
+    BundleItem::Anchor {
+        receipt: AnchorReceipt {
+            chain_id: 23293,
+            contract: Address([0xaa; 20]),
+            tx_hash: Hash32([0xbb; 32]),
+            block_number: 40 + epoch,
+            block_hash: Hash32([0xcc; 32]),
+            epoch,
+            root: tree.root(),
+            leaf_count: 2,
+            prev_root,
+        },
+        epoch_proof,
+    }
+}
+
+/// The whole bundle of `events`: header, anchors for seq 6 (epoch 1) and 8 (epoch 2), the
+/// events with m1's opening, the end.
+fn bundle(events: &[(Event, Hash32)], anchored: &[u64]) -> Vec<BundleItem> {
+    let mut items = vec![BundleItem::Header {
+        format: custody::BUNDLE_FORMAT.into(),
+        version: custody::BUNDLE_VERSION,
+        user: user("alice"),
+        exported_at: TimestampMs(T0 + 60_000),
+        ledger_key: Some(pk(&key(1))),
+    }];
+    let mut prev = Hash32::ZERO;
+    for (i, seq) in anchored.iter().enumerate() {
+        let a = anchor(checkpoint(events, *seq), i as u64 + 1, prev);
+        if let BundleItem::Anchor { receipt, .. } = &a {
+            prev = receipt.root;
+        }
+        items.push(a);
+    }
+    for (e, _) in events {
+        items.push(BundleItem::Event {
+            wire: HexBytes(e.to_wire()),
+        });
+        if matches!(e.body, EventBody::MemoryIngested { memory } if memory == mem(1)) {
+            items.push(BundleItem::Payload {
+                seq: e.seq,
+                salt: Hash32(SALT1),
+                record: record("first"),
+            });
+        }
+    }
+    let (last, h) = events.last().unwrap();
+    items.push(BundleItem::End {
+        events: last.seq.0,
+        head: *h,
+    });
+    items
+}
+
+/// Replaces event `seq` by `body` signed with `k` on the real head before it (later events
+/// keep their old links, so the first failure is at `seq`).
+fn replace(
+    seq: u64,
+    k: &SigningKey,
+    body: EventBody,
+    payload: Option<Hash32>,
+    origin: Option<Origin>,
+) -> Vec<(Event, Hash32)> {
+    let b = chain();
+    let mut events = b.events.clone();
+    let (prev_e, prev_h) = &events[seq as usize - 2];
+    let head = Head {
+        user: prev_e.user.clone(),
+        len: seq - 1,
+        hash: *prev_h,
+    };
+    let ts = events[seq as usize - 1].0.timestamp;
+    events[seq as usize - 1] = head.next_event(k, ts, body, payload, origin);
+    events
+}
+
+fn resign(e: &mut Event, k: &SigningKey) {
+    let h = e.unsigned.hash();
+    e.signature = keys::sign_event_hash(k, &h);
+}
+
+fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {
+    let valid_events = chain().events;
+    let anchored = [6, 8];
+    let valid = bundle(&valid_events, &anchored);
+    let custody = key(1);
+    let mut out = vec![("valid", valid.clone())];
+    let event_at = |items: &[BundleItem], seq: u64| {
+        items.iter().position(|i| matches!(i, BundleItem::Event { wire } if Event::from_wire(&wire.0).is_ok_and(|(e, _)| e.seq == Seq(seq)))).unwrap()
+    };
+    // decode: event 4's wire cut short by one byte in the middle
+    let mut t = valid.clone();
+    if let BundleItem::Event { wire } = &mut t[event_at(&valid, 4)] {
+        wire.0.remove(40);
+    }
+    out.push(("decode", t));
+    // wrong_user: event 5 of bob's chain, on alice's head
+    let mut ev = valid_events.clone();
+    let mut e = ev[4].0.clone();
+    e.unsigned.user = user("bob");
+    resign(&mut e, &custody);
+    ev[4] = (e.clone(), e.unsigned.hash());
+    out.push(("wrong_user", bundle(&ev, &[])));
+    // seq_gap: event 5 left out
+    let mut ev = valid_events.clone();
+    ev.remove(4);
+    out.push(("seq_gap", bundle(&ev, &[])));
+    // broken_link: event 5 links to nothing
+    let mut ev = valid_events.clone();
+    let mut e = ev[4].0.clone();
+    e.unsigned.prev = Hash32([1; 32]);
+    resign(&mut e, &custody);
+    ev[4] = (e.clone(), e.unsigned.hash());
+    out.push(("broken_link", bundle(&ev, &[])));
+    // bad_signature: one bit of event 5's signature
+    let mut t = valid.clone();
+    if let BundleItem::Event { wire } = &mut t[event_at(&valid, 5)] {
+        let n = wire.0.len();
+        wire.0[n - 10] ^= 1;
+    }
+    out.push(("bad_signature", t));
+    // bad_origin_signature: event 4's origin signature by another key, custody re-signed
+    let mut ev = valid_events.clone();
+    let mut e = ev[3].0.clone();
+    let mut o = e.origin.unwrap();
+    o.signature = sign_origin(&key(9), &user("alice"), &e.payload.unwrap());
+    e.unsigned.origin = Some(o);
+    resign(&mut e, &custody);
+    ev[3] = (e.clone(), e.unsigned.hash());
+    out.push(("bad_origin_signature", bundle(&ev, &[])));
+    // unknown_key: event 5 signed by a key the chain never added
+    out.push((
+        "unknown_key",
+        bundle(&replace(5, &key(9), grant(user("bob")), None, None), &[]),
+    ));
+    // key_not_allowed: event 5 signed by the device key
+    out.push((
+        "key_not_allowed",
+        bundle(&replace(5, &key(3), grant(user("bob")), None, None), &[]),
+    ));
+    // bad_genesis: the first key is a device key
+    let mut b = Builder::new("alice");
+    b.push(
+        &custody,
+        EventBody::KeyAdded {
+            key: pk(&custody),
+            role: KeyRole::Device,
+        },
+        None,
+        None,
+    );
+    out.push(("bad_genesis", bundle(&b.events, &[])));
+    // invalid_transition: a grant to the owner
+    out.push((
+        "invalid_transition",
+        bundle(&replace(5, &custody, grant(user("alice")), None, None), &[]),
+    ));
+    // invalid_value: a grant expiring outside the time range
+    let mut g = grant(user("bob"));
+    if let EventBody::GrantCreated { expires_at, .. } = &mut g {
+        *expires_at = Some(TimestampMs(i64::MAX));
+    }
+    out.push((
+        "invalid_value",
+        bundle(&replace(5, &custody, g, None, None), &[]),
+    ));
+    // unknown_memory: an erasure of a memory the chain lacks
+    out.push((
+        "unknown_memory",
+        bundle(
+            &replace(
+                8,
+                &custody,
+                EventBody::MemoryErased {
+                    target: ErasureTarget::Memory(mem(7)),
+                },
+                None,
+                None,
+            ),
+            &[],
+        ),
+    ));
+    // bad_grant: an access under a grant the chain never created
+    out.push((
+        "bad_grant",
+        bundle(
+            &replace(
+                6,
+                &custody,
+                access(GrantId([6; 16]), vec![mem(1)]),
+                None,
+                None,
+            ),
+            &[],
+        ),
+    ));
+    // truncated: anchored at seq 8, the bundle ends at 7
+    let mut t = bundle(&valid_events[..7], &[]);
+    t.insert(1, anchor(checkpoint(&valid_events, 8), 1, Hash32::ZERO));
+    out.push(("truncated", t));
+    // checkpoint_mismatch: an anchored checkpoint at seq 6 with another root
+    let mut cp = checkpoint(&valid_events, 6);
+    cp.root = Hash32([3; 32]);
+    let mut t = bundle(&valid_events, &[]);
+    t.insert(1, anchor(cp, 1, Hash32::ZERO));
+    out.push(("checkpoint_mismatch", t));
+    // anchor: a receipt for another root
+    let mut t = valid.clone();
+    if let BundleItem::Anchor { receipt, .. } = &mut t[1] {
+        receipt.root = Hash32([4; 32]);
+    }
+    out.push(("anchor", t));
+    // payload: m1's record altered
+    let mut t = valid.clone();
+    for i in &mut t {
+        if let BundleItem::Payload { record: r, .. } = i {
+            r.tags = vec!["work".into()];
+        }
+    }
+    out.push(("payload", t));
+    // erased_opening: m2's opening kept although event 8 erases it
+    let mut t = valid.clone();
+    let at = event_at(&valid, 4) + 1;
+    t.insert(
+        at,
+        BundleItem::Payload {
+            seq: Seq(4),
+            salt: Hash32(SALT2),
+            record: record("second"),
+        },
+    );
+    out.push(("erased_opening", t));
+    // structure: no end item
+    let mut t = valid.clone();
+    t.pop();
+    out.push(("structure", t));
+    out
+}
+
+fn verdict(items: &[BundleItem]) -> Value {
+    let mut v = CustodyVerifier::new(AuditPolicy::default());
+    let mut result = Ok(());
+    for i in items {
+        if let Err(e) = v.push(i.clone()) {
+            result = Err(e);
+            break;
+        }
+    }
+    let result = result.and_then(|()| v.finish().map(|_| ()));
+    match result {
+        Ok(()) => json!({ "valid": true }),
+        Err(e) => json!({ "valid": false, "code": e.code(), "seq": e.seq().map(|s| s.0) }),
+    }
+}
+
+#[test]
+fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
+    let want: BTreeMap<&str, (Option<&str>, Option<u64>)> = [
+        ("valid", (None, None)),
+        ("decode", (Some("decode"), None)),
+        ("wrong_user", (Some("wrong_user"), Some(5))),
+        ("seq_gap", (Some("seq_gap"), Some(5))),
+        ("broken_link", (Some("broken_link"), Some(5))),
+        ("bad_signature", (Some("bad_signature"), Some(5))),
+        (
+            "bad_origin_signature",
+            (Some("bad_origin_signature"), Some(4)),
+        ),
+        ("unknown_key", (Some("unknown_key"), Some(5))),
+        ("key_not_allowed", (Some("key_not_allowed"), Some(5))),
+        ("bad_genesis", (Some("bad_genesis"), Some(1))),
+        ("invalid_transition", (Some("invalid_transition"), Some(5))),
+        ("invalid_value", (Some("invalid_value"), Some(5))),
+        ("unknown_memory", (Some("unknown_memory"), Some(8))),
+        ("bad_grant", (Some("bad_grant"), Some(6))),
+        ("truncated", (Some("truncated"), Some(8))),
+        (
+            "checkpoint_mismatch",
+            (Some("checkpoint_mismatch"), Some(6)),
+        ),
+        ("anchor", (Some("anchor"), Some(6))),
+        ("payload", (Some("payload"), Some(3))),
+        ("erased_opening", (Some("erased_opening"), Some(8))),
+        ("structure", (Some("structure"), None)),
+    ]
+    .into_iter()
+    .collect();
+    let mut verdicts = serde_json::Map::new();
+    let mut files = BTreeMap::new();
+    for (name, items) in variants() {
+        let v = verdict(&items);
+        let (code, seq) = want[name];
+        assert_eq!(v["code"].as_str(), code, "{name}: {v}");
+        if seq.is_some() {
+            assert_eq!(v["seq"].as_u64(), seq, "{name}: {v}");
+        }
+        let text: String = items
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap() + "\n")
+            .collect();
+        files.insert(format!("{name}.jsonl"), text);
+        verdicts.insert(name.to_owned(), v);
+    }
+    assert_eq!(files.len(), want.len());
+    let manifest = serde_json::to_string_pretty(&json!({
+        "description": "Custody bundles (docs/FORMAT.md §13) and mnemo's verdict on each, no pins: `valid`, else the failure's `code` and `seq` (null where the failure is at no event). Generated by core/tests/bundle_vectors.rs.",
+        "verdicts": verdicts,
+    }))
+    .unwrap()
+        + "\n";
+    files.insert("verdicts.json".into(), manifest);
+    if std::env::var_os("MNEMO_WRITE_VECTORS").is_some() {
+        std::fs::create_dir_all(DIR).unwrap();
+        for (f, text) in &files {
+            std::fs::write(format!("{DIR}/{f}"), text).unwrap();
+        }
+    }
+    for (f, text) in &files {
+        let stored = std::fs::read_to_string(format!("{DIR}/{f}"))
+            .unwrap_or_else(|_| panic!("testdata/bundles/{f} missing: regenerate"));
+        assert_eq!(
+            &stored, text,
+            "testdata/bundles/{f} is stale: regenerate it"
+        );
+    }
+}
