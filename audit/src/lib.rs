@@ -100,6 +100,10 @@ pub struct Failure {
     pub seq: Option<u64>,
     /// Stable code of the check that failed (docs/FORMAT.md §9).
     pub code: String,
+    /// The bundle line (item) the refusal is at, when one item is (a signature found bad
+    /// in parallel names its seq instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     /// What failed.
     pub message: String,
 }
@@ -110,6 +114,7 @@ impl Failure {
             user,
             seq: e.seq().map(|s| s.0),
             code: e.code().into(),
+            line: None,
             message: e.to_string(),
         }
     }
@@ -322,6 +327,8 @@ where
     let mut io_error = None;
     let mut user = None;
     let mut summary = CustodySummary::default();
+    let mut line = 0u64;
+    let mut failed_line = None;
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -342,18 +349,23 @@ where
             }
         };
         for item in items {
+            line += 1;
             match item {
                 Err(ItemError::Io(e)) => {
                     io_error = Some(e);
                     break;
                 }
                 Err(e @ ItemError::Parse { .. }) => {
+                    if let ItemError::Parse { line: l, .. } = &e {
+                        failed_line = Some(*l);
+                    }
                     structural = Some(AuditError::Structure(e.to_string()));
                     break;
                 }
                 Ok(item) => {
                     if let Err(e) = v.push(item) {
                         structural = Some(e);
+                        failed_line = Some(line);
                         break;
                     }
                 }
@@ -377,7 +389,10 @@ where
             let v = std::mem::replace(&mut v, CustodyVerifier::new(AuditPolicy::default()));
             match v.finish() {
                 Ok(sum) => summary = sum,
-                Err(e) => structural = Some(e),
+                Err(e) => {
+                    structural = Some(e);
+                    failed_line = Some(line);
+                }
             }
         } else {
             summary = v.summary().clone();
@@ -388,21 +403,28 @@ where
         return Err(e);
     }
     let sig = sig_failure.into_inner().expect("not poisoned");
-    let error = match (structural, sig) {
+    let (error, line) = match (structural, sig) {
         (Some(a), Some(b)) => {
             let sig_first = match (a.seq(), b.seq()) {
                 (Some(sa), Some(sb)) => sb <= sa,
                 (None, _) => true,
                 (Some(_), None) => false,
             };
-            Some(if sig_first { AuditError::Chain(b) } else { a })
+            if sig_first {
+                (Some(AuditError::Chain(b)), None)
+            } else {
+                (Some(a), failed_line)
+            }
         }
-        (Some(a), None) => Some(a),
-        (None, Some(b)) => Some(AuditError::Chain(b)),
-        (None, None) => None,
+        (Some(a), None) => (Some(a), failed_line),
+        (None, Some(b)) => (Some(AuditError::Chain(b)), None),
+        (None, None) => (None, None),
     };
     Ok(Outcome {
-        failure: error.as_ref().map(|e| Failure::from_audit(user, e)),
+        failure: error.as_ref().map(|e| Failure {
+            line,
+            ..Failure::from_audit(user, e)
+        }),
         summary,
         error,
     })
@@ -491,6 +513,7 @@ pub fn verify_proof(b: &ProofBundle, policy: &AuditPolicy) -> Result<ProofLevel,
         user: Some(b.event.user.clone()),
         seq: Some(b.event.seq.0),
         code: code.into(),
+        line: None,
         message,
     };
     let level = b.verify().map_err(|e| fail(e.code(), e.to_string()))?;

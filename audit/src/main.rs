@@ -344,6 +344,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
             user: report.custody.as_ref().and_then(|c| c.summary.user.clone()),
             seq: Some(bad.seq),
             code: "anchor_on_chain".into(),
+            line: None,
             message: format!(
                 "anchor of epoch {}: {}",
                 bad.epoch,
@@ -385,6 +386,7 @@ fn structure_report(source: String, message: String) -> Report {
             user: None,
             seq: None,
             code: "structure".into(),
+            line: Some(1),
             message,
         }),
         custody: None,
@@ -470,7 +472,8 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     }
     if let Some(f) = &r.failure {
         out!(
-            "  FIRST FAILURE user {} seq {} check {}: {}",
+            "  FIRST FAILURE line {} user {} seq {} check {}: {}",
+            f.line.map_or("-".into(), |l| l.to_string()),
             f.user.as_ref().map_or("-".into(), |u| u.to_string()),
             f.seq.map_or("-".into(), |s| s.to_string()),
             f.code,
