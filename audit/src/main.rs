@@ -472,8 +472,8 @@ fn print_human(r: &Report) -> anyhow::Result<()> {
     }
     if let Some(f) = &r.failure {
         out!(
-            "  FIRST FAILURE line {} user {} seq {} check {}: {}",
-            f.line.map_or("-".into(), |l| l.to_string()),
+            "  FIRST FAILURE {}user {} seq {} check {}: {}",
+            f.line.map_or(String::new(), |l| format!("line {l} ")),
             f.user.as_ref().map_or("-".into(), |u| u.to_string()),
             f.seq.map_or("-".into(), |s| s.to_string()),
             f.code,
