@@ -163,6 +163,26 @@ async fn run_dev_once(state: &std::path::Path) {
         r.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
+    // A header hyper cannot parse (DEL in Authorization) gets the router's problem, not
+    // hyper's empty 400: the line is dropped, the request is unauthenticated.
+    {
+        use std::io::{Read, Write};
+        let host = base.trim_start_matches("http://");
+        let mut tcp = std::net::TcpStream::connect(host).unwrap();
+        tcp.write_all(
+            format!("GET /v1/memories HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer a\x7fb\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+    }
     let r = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert!(
         r.text()

@@ -119,17 +119,13 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let listener = mnemo_api::http::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     let url = "/v1/memories".to_owned();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = mnemo_api::http::app(api, axum::Router::new());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-        )
-        .await
-    });
+    // The server loop `mnemo serve` runs.
+    tokio::spawn(mnemo_api::http::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
     let text = "m".repeat(a.payload);
     let body = Bytes::from(serde_json::to_vec(
         &serde_json::json!({ "kind": "note", "text": text, "tags": ["bench"] }),

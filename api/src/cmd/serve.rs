@@ -250,10 +250,6 @@ async fn start_services(
             mnemo_api::http::bind(listen).with_context(|| format!("listening on {listen}"))?;
         addr = Some(listener.local_addr()?);
         tracing::info!(listen = %listener.local_addr()?, "API up");
-        // Small JSON answers: do not let Nagle hold them back waiting for an ACK.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let (sweeper, mut stop) = (ledger.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
             sweep_failed_uploads(sweeper, &mut stop).await;
@@ -261,14 +257,10 @@ async fn start_services(
         }));
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(
-                listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-            )
-            .with_graceful_shutdown(async move {
+            mnemo_api::http::serve(listener, app, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
-            .await?;
+            .await;
             Ok(())
         }));
     }

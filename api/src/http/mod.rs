@@ -28,6 +28,8 @@ pub mod grants;
 pub mod memories;
 pub mod proofs;
 pub mod schema;
+mod server;
+pub use server::serve;
 pub mod shared;
 pub mod users;
 
