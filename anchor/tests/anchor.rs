@@ -23,10 +23,6 @@ async fn anchorer(s: &Stack, holder: &str) -> Anchorer {
     .await
 }
 
-async fn heads_caught_up(s: &Stack, users: &[UserId]) {
-    s.caught_up(users).await
-}
-
 /// A proof bundle for the event at the user's checkpoint in `epoch`, checked offline and
 /// against the chain.
 async fn check_user(s: &Stack, a: &Anchorer, epoch: u64, u: &UserId) {
@@ -80,7 +76,7 @@ async fn three_epochs_over_200_users_every_bundle_verifies_against_the_chain() {
         s.ledger.append(u, note(0)).await.unwrap();
     }
     for epoch in 1..=3u64 {
-        heads_caught_up(&s, &users).await;
+        s.caught_up(&users).await;
         let rec = a.run_epoch().await.unwrap().expect("chains changed");
         assert_eq!((rec.epoch, rec.leaf_count), (epoch, 200));
         // nothing changed: nothing submitted
@@ -125,7 +121,7 @@ async fn a_reorg_that_drops_the_anchor_is_detected_and_reanchored() {
     for u in &users {
         s.ledger.create_user(u).await.unwrap();
     }
-    heads_caught_up(&s, &users).await;
+    s.caught_up(&users).await;
     let first = a.run_epoch().await.unwrap().unwrap().receipt.unwrap();
     // drop the anchor's block (and its transaction) from the canonical chain
     let _: serde_json::Value = a
@@ -163,10 +159,10 @@ async fn anvil_killed_during_an_epoch_then_the_epoch_completes_once() {
     for u in &users {
         s.ledger.create_user(u).await.unwrap();
     }
-    heads_caught_up(&s, &users).await;
+    s.caught_up(&users).await;
     a.run_epoch().await.unwrap().unwrap();
     s.ledger.append(&users[0], note(1)).await.unwrap();
-    heads_caught_up(&s, &users).await;
+    s.caught_up(&users).await;
     // let the node persist what it has, then kill it while epoch 2 is on its way
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let a = std::sync::Arc::new(a);
@@ -219,7 +215,7 @@ async fn forged_receipts_fail_verification() {
     let a = anchorer(&s, "a").await;
     let u = UserId::new("forge").unwrap();
     s.ledger.create_user(&u).await.unwrap();
-    heads_caught_up(&s, std::slice::from_ref(&u)).await;
+    s.caught_up(std::slice::from_ref(&u)).await;
     let good = a.run_epoch().await.unwrap().unwrap().receipt.unwrap();
     let p = a.chain().provider();
     verify_on_chain(p, &good, 1).await.unwrap();
@@ -311,7 +307,7 @@ async fn an_unfunded_anchor_account_is_a_loud_error_and_a_metric_and_nothing_is_
     let a = anchorer(&s, "a").await;
     let u = UserId::new("poor").unwrap();
     s.ledger.create_user(&u).await.unwrap();
-    heads_caught_up(&s, std::slice::from_ref(&u)).await;
+    s.caught_up(std::slice::from_ref(&u)).await;
     // drain the owner account
     let owner = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
     let _: serde_json::Value = a

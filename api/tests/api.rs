@@ -8,7 +8,6 @@ use mnemo_api::auth::Auth;
 use mnemo_api::http::{Api, ApiConfig, ApiStats, is_problem};
 use mnemo_core::custody::{BundleItem, CustodyVerifier};
 use mnemo_core::{SigningKey, UserId};
-use mnemo_ledger::Ledger;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,17 +15,21 @@ use tower::ServiceExt;
 
 const JWT_SEED: [u8; 32] = [9; 32];
 
+/// The shared custody stack (servers, ledger, views, projector) with the API on top.
 struct Stack {
-    /// The servers, ledger and projector underneath.
-    _custody: mnemo_testkit::Stack,
+    custody: mnemo_testkit::Stack,
     router: axum::Router,
     /// `/openapi.json`: every response is checked against it.
     doc: Value,
     auth: Auth,
-    ledger: Ledger,
     anchorer: Anchorer,
-    pool: sqlx::PgPool,
-    js: async_nats::jetstream::Context,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = mnemo_testkit::Stack;
+    fn deref(&self) -> &Self::Target {
+        &self.custody
+    }
 }
 
 async fn stack() -> Stack {
@@ -58,11 +61,8 @@ async fn stack() -> Stack {
         router: mnemo_api::http::router(api),
         doc: serde_json::to_value(mnemo_api::http::openapi()).unwrap(),
         auth,
-        ledger: custody.ledger.clone(),
         anchorer,
-        pool: custody.pool.clone(),
-        js: custody.js.clone(),
-        _custody: custody,
+        custody,
     }
 }
 
@@ -1122,22 +1122,21 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     }
     // Planted: a grant with an expiry no view can store, signed with the custody key.
     let m = UserId::new("mallory").unwrap();
-    s._custody
-        .plant(
-            &m,
-            mnemo_core::EventBody::GrantCreated {
-                grant: mnemo_core::GrantId([3; 16]),
-                grantee: UserId::new("alice").unwrap(),
-                capabilities: mnemo_core::Capabilities {
-                    metadata: true,
-                    content: true,
-                },
-                conditions: Default::default(),
-                expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
+    s.plant(
+        &m,
+        mnemo_core::EventBody::GrantCreated {
+            grant: mnemo_core::GrantId([3; 16]),
+            grantee: UserId::new("alice").unwrap(),
+            capabilities: mnemo_core::Capabilities {
+                metadata: true,
+                content: true,
             },
-            mnemo_core::TimestampMs(now_ms()),
-        )
-        .await;
+            conditions: Default::default(),
+            expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
+        },
+        mnemo_core::TimestampMs(now_ms()),
+    )
+    .await;
     // The other users go on: writes and reads.
     for i in 0..5 {
         s.ingest(&alice, "note", "a", &format!("after {i}")).await;

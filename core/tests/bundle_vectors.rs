@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{key, mem, pk, user};
+use common::{ChainBuilder, key, mem, pk, user};
 use mnemo_core::custody::{AuditPolicy, BundleItem, CustodyVerifier, HexBytes};
 use mnemo_core::keys::sign_origin;
 use mnemo_core::*;
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/bundles");
+/// The chain builder's clock starts here.
 const T0: i64 = 1_764_115_200_000;
 
 fn record(text: &str) -> MemoryRecord {
@@ -29,42 +30,15 @@ fn record(text: &str) -> MemoryRecord {
     }
 }
 
-/// The events of alice's chain, built step by step so that a variant can replace one.
-struct Builder {
-    head: Head,
-    events: Vec<(Event, Hash32)>,
-}
-
-impl Builder {
-    fn new(u: &str) -> Self {
-        Self {
-            head: Head::empty(user(u)),
-            events: Vec::new(),
-        }
-    }
-    fn push(
-        &mut self,
-        k: &SigningKey,
-        body: EventBody,
-        payload: Option<Hash32>,
-        origin: Option<Origin>,
-    ) {
-        let ts = TimestampMs(T0 + 1000 * (self.events.len() as i64 + 1));
-        let (e, h) = self.head.next_event(k, ts, body, payload, origin);
-        self.head.advance(&e, h);
-        self.events.push((e, h));
-    }
-}
-
 const SALT1: [u8; 32] = [0x11; 32];
 const SALT2: [u8; 32] = [0x22; 32];
 
 /// alice: 1 genesis, 2 device key, 3 memory m1, 4 memory m2 (with an origin signature),
 /// 5 grant g to bob, 6 access by bob to m1, 7 revocation of g, 8 erasure of m2.
-fn chain() -> Builder {
+fn chain() -> ChainBuilder {
     let (custody, device) = (key(1), key(3));
     let alice = user("alice");
-    let mut b = Builder::new("alice");
+    let mut b = ChainBuilder::new(user("alice"));
     b.push(
         &custody,
         EventBody::KeyAdded {
@@ -312,7 +286,7 @@ fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {
         bundle(&replace(5, &key(3), grant(user("bob")), None, None), &[]),
     ));
     // bad_genesis: the first key is a device key
-    let mut b = Builder::new("alice");
+    let mut b = ChainBuilder::new(user("alice"));
     b.push(
         &custody,
         EventBody::KeyAdded {

@@ -24,10 +24,6 @@ fn projector(s: &Stack) -> RunningProjector {
     RunningProjector::spawn(&s.js, &s.ledger, &s.pool, s.projector_config())
 }
 
-async fn caught_up(s: &Stack, within: Duration) {
-    s.no_lag(within).await
-}
-
 fn note(i: usize, tag: &str) -> NewMemory {
     NewMemory {
         kind: "note".into(),
@@ -125,7 +121,7 @@ async fn fifty_thousand_events_over_500_users_equal_the_chains() {
     }
     let p = projector(&s);
     ingest(&s.ledger, &users, 99, 16).await;
-    caught_up(&s, Duration::from_secs(120)).await;
+    s.no_lag(Duration::from_secs(120)).await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&s.pool)
         .await
@@ -160,7 +156,7 @@ async fn killing_the_projector_mid_batch_neither_loses_nor_doubles() {
     }
     writer.await.unwrap();
     let p = projector(&s);
-    caught_up(&s, Duration::from_secs(60)).await;
+    s.no_lag(Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
     p.stop().await;
 }
@@ -174,7 +170,7 @@ async fn events_delivered_after_later_ones_are_read_from_the_chain() {
         s.ledger.append(&u, note(i, "early")).await.unwrap();
     }
     let p = projector(&s);
-    caught_up(&s, Duration::from_secs(30)).await;
+    s.no_lag(Duration::from_secs(30)).await;
     p.stop().await;
     let mut receipts = Vec::new();
     for i in 0..8 {
@@ -243,7 +239,7 @@ async fn postgres_down_during_ingest_then_views_catch_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     s.pg.restart();
-    caught_up(&s, Duration::from_secs(60)).await;
+    s.no_lag(Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
     p.stop().await;
 }
@@ -260,7 +256,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
     let client = s.js.client();
     let mut dl = client.subscribe("mnemo.deadletter.pg").await.unwrap();
     let p = projector(&s);
-    caught_up(&s, Duration::from_secs(30)).await;
+    s.no_lag(Duration::from_secs(30)).await;
     // A forged seq 3 for "bad": correct link, signed by the ledger's own key, then one
     // byte of the signature changed on its way into the stream.
     let last = s.ledger.events(&bad, Seq(2), 1).await.unwrap().remove(0);
@@ -303,7 +299,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
         .unwrap()
         .to_string();
     assert!(reason.contains("bad seq 3: bad_signature"), "{reason}");
-    caught_up(&s, Duration::from_secs(30)).await;
+    s.no_lag(Duration::from_secs(30)).await;
     let good_last: i64 = sqlx::query_scalar("SELECT last_seq FROM users WHERE user_id = 'good'")
         .fetch_one(&s.pool)
         .await
@@ -429,7 +425,7 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
     s.ledger.erase(&users[2], ErasureTarget::All).await.unwrap();
 
     let p = projector(&s);
-    caught_up(&s, Duration::from_secs(60)).await;
+    s.no_lag(Duration::from_secs(60)).await;
     // erasure reached the views: no text, no search hit, erased marks
     let (body, erased): (Option<String>, Option<i64>) = sqlx::query_as(
         "SELECT body, erased_seq FROM memories WHERE user_id = $1 AND memory_id = $2",
@@ -485,7 +481,7 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
         .await
         .unwrap();
     writer.await.unwrap();
-    caught_up(&s, Duration::from_secs(60)).await;
+    s.no_lag(Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;
     p.stop().await;
 }

@@ -38,6 +38,34 @@ impl Sample {
     }
 }
 
+/// Builds a chain event by event, one second apart from 2025-11-26 00:00 UTC on.
+pub struct ChainBuilder {
+    pub head: Head,
+    pub events: Vec<(Event, Hash32)>,
+}
+
+impl ChainBuilder {
+    pub fn new(user: UserId) -> Self {
+        Self {
+            head: Head::empty(user),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        k: &SigningKey,
+        body: EventBody,
+        payload: Option<Hash32>,
+        origin: Option<Origin>,
+    ) {
+        let ts = TimestampMs(1_764_115_200_000 + 1000 * (self.events.len() as i64 + 1));
+        let (e, h) = self.head.next_event(k, ts, body, payload, origin);
+        self.head.advance(&e, h);
+        self.events.push((e, h));
+    }
+}
+
 /// 12 events: genesis, device key, 3 memories (one with an origin signature), grant,
 /// access, revoke, erase, rotation, memory signed by the new key, revoke device key.
 pub fn sample_chain() -> Sample {
@@ -45,23 +73,8 @@ pub fn sample_chain() -> Sample {
     let custody = key(1);
     let rotated = key(2);
     let device = key(3);
-    let mut head = Head::empty(u.clone());
-    let mut events = Vec::new();
-    let mut hashes = Vec::new();
-    let mut ts = 1_764_115_200_000i64;
-    let mut push = |head: &mut Head,
-                    k: &SigningKey,
-                    body: EventBody,
-                    payload: Option<Hash32>,
-                    origin: Option<Origin>| {
-        ts += 1000;
-        let (e, h) = head.next_event(k, TimestampMs(ts), body, payload, origin);
-        head.advance(&e, h);
-        events.push(e);
-        hashes.push(h);
-    };
-    push(
-        &mut head,
+    let mut b = ChainBuilder::new(u.clone());
+    b.push(
         &custody,
         EventBody::KeyAdded {
             key: pk(&custody),
@@ -70,8 +83,7 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
-    push(
-        &mut head,
+    b.push(
         &custody,
         EventBody::KeyAdded {
             key: pk(&device),
@@ -86,8 +98,7 @@ pub fn sample_chain() -> Sample {
             key: pk(&device).id(),
             signature: keys::sign_origin(&device, &u, &c),
         });
-        push(
-            &mut head,
+        b.push(
             &custody,
             EventBody::MemoryIngested { memory: mem(i) },
             Some(c),
@@ -95,8 +106,7 @@ pub fn sample_chain() -> Sample {
         );
     }
     let grant = GrantId([9; 16]);
-    push(
-        &mut head,
+    b.push(
         &custody,
         EventBody::GrantCreated {
             grant,
@@ -117,8 +127,7 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
-    push(
-        &mut head,
+    b.push(
         &custody,
         EventBody::AccessRecorded {
             accessor: user("bob"),
@@ -129,15 +138,8 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
-    push(
-        &mut head,
-        &custody,
-        EventBody::GrantRevoked { grant },
-        None,
-        None,
-    );
-    push(
-        &mut head,
+    b.push(&custody, EventBody::GrantRevoked { grant }, None, None);
+    b.push(
         &custody,
         EventBody::MemoryErased {
             target: ErasureTarget::Memory(mem(1)),
@@ -145,8 +147,7 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
-    push(
-        &mut head,
+    b.push(
         &custody,
         EventBody::KeyRotated {
             old: pk(&custody).id(),
@@ -156,15 +157,13 @@ pub fn sample_chain() -> Sample {
         None,
     );
     let c = commitment::commit(&[4; 32], b"after rotation");
-    push(
-        &mut head,
+    b.push(
         &rotated,
         EventBody::MemoryIngested { memory: mem(4) },
         Some(c),
         None,
     );
-    push(
-        &mut head,
+    b.push(
         &rotated,
         EventBody::KeyRevoked {
             key: pk(&device).id(),
@@ -172,6 +171,7 @@ pub fn sample_chain() -> Sample {
         None,
         None,
     );
+    let (events, hashes) = b.events.into_iter().unzip();
     Sample {
         user: u,
         events,

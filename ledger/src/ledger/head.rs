@@ -183,7 +183,10 @@ impl Ledger {
             stream_seq: s.stream_seq,
         });
         if tip.is_some() {
-            self.inner.known.lock().expect("lock").insert(user.clone());
+            let mut known = self.inner.known.lock().expect("lock");
+            if !known.contains(user) {
+                known.insert(user.clone());
+            }
         }
         Ok(tip)
     }

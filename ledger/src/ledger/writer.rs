@@ -326,6 +326,11 @@ impl Ledger {
         let mut backoff = Backoff::new(Duration::from_micros(200), Duration::from_millis(50));
         let mut failures = 0;
         let mut reloaded = false;
+        // Events whose validity depends on the chain's state are checked with core's rules
+        // against the chain up to the head this append is tied to (the expected sequence
+        // makes the server refuse it if that head moved). A new memory's only such rule is a
+        // fresh id, which the ledger draws itself.
+        let ruled = !matches!(body, EventBody::MemoryIngested { .. });
         loop {
             if failures > self.inner.cfg.conflict_retries {
                 return Err(LedgerError::Conflict(user.clone()));
@@ -339,8 +344,9 @@ impl Ledger {
             let Some(st) = guard.as_mut() else {
                 return Err(LedgerError::UnknownUser(user.clone()));
             };
-            if st.in_flight > 0 && st.tail_id.is_none() {
-                // Nothing to pipeline behind: wait until the events in flight are settled.
+            if st.in_flight > 0 && (st.tail_id.is_none() || ruled) {
+                // Nothing to pipeline behind, or an event checked against the settled chain:
+                // wait until the events in flight are settled.
                 let settled = slot.settled.notified();
                 tokio::pin!(settled);
                 settled.as_mut().enable();
@@ -352,19 +358,6 @@ impl Ledger {
                 && st.head.hash != e
             {
                 return Err(LedgerError::HeadMoved(user.clone()));
-            }
-            // Events whose validity depends on the chain's state are checked with core's
-            // rules against the chain up to the head this append is tied to (the expected
-            // sequence makes the server refuse it if that head moved). A new memory's only
-            // such rule is a fresh id, which the ledger draws itself.
-            let ruled = !matches!(body, EventBody::MemoryIngested { .. });
-            if ruled && st.in_flight > 0 {
-                let settled = slot.settled.notified();
-                tokio::pin!(settled);
-                settled.as_mut().enable();
-                drop(guard);
-                settled.await;
-                continue;
             }
             let mut rules = if ruled {
                 let mut r = slot.rules.lock().await;
