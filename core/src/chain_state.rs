@@ -19,17 +19,29 @@ use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
 use crate::event::{ErasureTarget, Event, EventBody};
 use crate::grant::Grant;
-use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq, UserId};
+use crate::ids::{GrantId, Hash32, KeyId, MemoryId, ModelId, Seq, UserId};
 use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
 use crate::merkle::{Accumulator, CHAIN_TREE};
+use crate::processing::{self, ModelClaim, ProcessingGrant};
+
+/// Whose signature a [`SignatureCheck`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signed {
+    /// The custody key's, over the event hash.
+    Custody,
+    /// The capturing device's, over the payload commitment.
+    Origin,
+    /// The processor's, over its result (`memory_derived`, `model_trained`).
+    Processor,
+}
 
 /// A signature an accepted event still needs verified.
 #[derive(Clone, Debug)]
 pub struct SignatureCheck {
     /// The event's seq.
     pub seq: Seq,
-    /// An origin (device) signature rather than the custody signature.
-    pub origin: bool,
+    /// Whose signature it is.
+    pub by: Signed,
     /// The signed message.
     pub msg: Vec<u8>,
     /// The signature.
@@ -41,21 +53,21 @@ pub struct SignatureCheck {
 impl SignatureCheck {
     /// The error a failure of this signature is.
     pub fn error(&self) -> ChainError {
-        if self.origin {
-            ChainError::BadOriginSignature { seq: self.seq }
-        } else {
-            ChainError::BadSignature { seq: self.seq }
+        match self.by {
+            Signed::Custody => ChainError::BadSignature { seq: self.seq },
+            Signed::Origin => ChainError::BadOriginSignature { seq: self.seq },
+            Signed::Processor => ChainError::BadProcessorSignature { seq: self.seq },
         }
     }
 }
 
 /// The signatures of one event: its custody signature and, for a device capture, the
-/// origin signature.
+/// origin signature, or for a processor's result, the processor's.
 #[derive(Clone, Debug)]
 pub struct EventSignatures {
     /// The custody signature.
     pub custody: SignatureCheck,
-    /// The origin signature, if the event has one.
+    /// The origin or processor signature, if the event has one.
     pub origin: Option<SignatureCheck>,
 }
 
@@ -79,6 +91,47 @@ pub struct ChainState {
     keys: KeyHistory,
     memories: HashSet<MemoryId>,
     grants: HashMap<GrantId, Grant>,
+    processing: Processing,
+}
+
+/// What the processing rules remember (docs/FORMAT.md §15): processing grants, what each
+/// fetched, derivations and lineage, erasures, models.
+#[derive(Clone, Debug, Default)]
+pub struct Processing {
+    grants: HashMap<GrantId, ProcessingGrant>,
+    fetched: HashMap<GrantId, HashSet<MemoryId>>,
+    /// Derivation key -> the memory that result is.
+    derivations: HashMap<Hash32, MemoryId>,
+    /// Input -> memories derived from it directly.
+    children: HashMap<MemoryId, Vec<MemoryId>>,
+    erased: HashSet<MemoryId>,
+    models: HashSet<ModelId>,
+}
+
+impl Processing {
+    /// Adds a processing grant (resuming a view).
+    pub fn grant(&mut self, g: ProcessingGrant) {
+        self.grants.insert(g.id, g);
+    }
+    /// Records that `memory` was fetched under `grant` (resuming a view).
+    pub fn fetched(&mut self, grant: GrantId, memory: MemoryId) {
+        self.fetched.entry(grant).or_default().insert(memory);
+    }
+    /// Records a derivation (resuming a view).
+    pub fn derived(&mut self, key: Hash32, memory: MemoryId, inputs: &[MemoryId]) {
+        self.derivations.insert(key, memory);
+        for i in inputs {
+            self.children.entry(*i).or_default().push(memory);
+        }
+    }
+    /// Records an erased memory (resuming a view).
+    pub fn erased(&mut self, memory: MemoryId) {
+        self.erased.insert(memory);
+    }
+    /// Records a model (resuming a view).
+    pub fn model(&mut self, model: ModelId) {
+        self.models.insert(model);
+    }
 }
 
 impl ChainState {
@@ -92,6 +145,7 @@ impl ChainState {
             keys: KeyHistory::default(),
             memories: HashSet::new(),
             grants: HashMap::new(),
+            processing: Processing::default(),
         }
     }
 
@@ -122,7 +176,62 @@ impl ChainState {
             keys: history,
             memories: memories.into_iter().collect(),
             grants: grants.into_iter().map(|g| (g.id, g)).collect(),
+            processing: Processing::default(),
         })
+    }
+
+    /// The processing state, for a view resuming the chain to fill in
+    /// ([`resume`](Self::resume) first).
+    pub fn processing_mut(&mut self) -> &mut Processing {
+        &mut self.processing
+    }
+
+    /// A processing grant the chain created.
+    pub fn processing_grant(&self, id: &GrantId) -> Option<&ProcessingGrant> {
+        self.processing.grants.get(id)
+    }
+
+    /// The processing grants the chain created (revoked ones included).
+    pub fn processing_grants(&self) -> impl Iterator<Item = &ProcessingGrant> {
+        self.processing.grants.values()
+    }
+
+    /// The memory an earlier result with this derivation key is, if any.
+    pub fn derivation(&self, key: &Hash32) -> Option<MemoryId> {
+        self.processing.derivations.get(key).copied()
+    }
+
+    /// Whether an erasure has reached this memory.
+    pub fn is_erased(&self, id: &MemoryId) -> bool {
+        self.processing.erased.contains(id)
+    }
+
+    /// Whether `memory` was fetched under `grant`.
+    pub fn was_fetched(&self, grant: &GrantId, memory: &MemoryId) -> bool {
+        self.processing
+            .fetched
+            .get(grant)
+            .is_some_and(|s| s.contains(memory))
+    }
+
+    /// The lineage closure of `memory`: every memory derived from it, transitively, that no
+    /// erasure has reached yet, in ascending id order.
+    pub fn closure(&self, memory: &MemoryId) -> Vec<MemoryId> {
+        let mut seen = HashSet::new();
+        let mut todo = vec![*memory];
+        while let Some(m) = todo.pop() {
+            for c in self.processing.children.get(&m).into_iter().flatten() {
+                if seen.insert(*c) {
+                    todo.push(*c);
+                }
+            }
+        }
+        let mut out: Vec<_> = seen
+            .into_iter()
+            .filter(|m| !self.processing.erased.contains(m))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Whose chain.
@@ -222,15 +331,21 @@ impl ChainState {
             .body
             .check_values()
             .map_err(|reason| ChainError::InvalidValue { seq, reason })?;
-        let is_memory = matches!(event.body, EventBody::MemoryIngested { .. });
+        let is_memory = event.body.new_memory().is_some();
         if is_memory != event.payload.is_some() {
             return Err(ChainError::InvalidTransition {
                 seq,
-                reason: "a payload commitment belongs to memory_ingested events only",
+                reason: "a payload commitment belongs to memory_ingested and memory_derived events only",
             });
         }
         let origin = match (&event.origin, &event.payload) {
-            (None, _) => None,
+            (None, _) => self.processor_signature(event)?,
+            (Some(_), _) if !matches!(event.body, EventBody::MemoryIngested { .. }) => {
+                return Err(ChainError::InvalidTransition {
+                    seq,
+                    reason: "an origin signature belongs to memory_ingested events only",
+                });
+            }
             (Some(_), None) => {
                 return Err(ChainError::InvalidTransition {
                     seq,
@@ -245,7 +360,7 @@ impl ChainState {
                 allowed(rec, KeyRole::Device, seq, o.key)?;
                 Some(SignatureCheck {
                     seq,
-                    origin: true,
+                    by: Signed::Origin,
                     msg: keys::origin_signing_message(&event.user, commitment),
                     sig: o.signature.0,
                     key: rec.key.0,
@@ -259,7 +374,7 @@ impl ChainState {
         Ok(EventSignatures {
             custody: SignatureCheck {
                 seq,
-                origin: false,
+                by: Signed::Custody,
                 msg: keys::event_signing_message(&hash).to_vec(),
                 sig: event.signature.0,
                 key: signer,
@@ -293,6 +408,117 @@ impl ChainState {
         Ok(rec.key.0)
     }
 
+    /// The processor signature a result carries, to verify under the key its grant names
+    /// (the grant is checked by the kind rules).
+    fn processor_signature(&self, event: &Event) -> Result<Option<SignatureCheck>, ChainError> {
+        let seq = event.seq;
+        let (grant, msg, sig) = match &event.body {
+            EventBody::MemoryDerived {
+                grant,
+                version,
+                inputs,
+                signature,
+                ..
+            } => {
+                let Some(g) = self.processing.grants.get(grant) else {
+                    return Ok(None);
+                };
+                let commitment = event.payload.unwrap_or(Hash32::ZERO);
+                let msg = processing::derived_signing_message(
+                    &event.user,
+                    grant,
+                    &g.processor,
+                    version,
+                    inputs,
+                    &commitment,
+                );
+                (g, msg, signature)
+            }
+            EventBody::ModelTrained {
+                grant,
+                version,
+                artifact,
+                set_root,
+                set_count,
+                signature,
+                ..
+            } => {
+                let Some(g) = self.processing.grants.get(grant) else {
+                    return Ok(None);
+                };
+                let msg = processing::model_signing_message(&ModelClaim {
+                    user: &event.user,
+                    grant,
+                    processor: &g.processor,
+                    version,
+                    artifact,
+                    set_root,
+                    set_count: *set_count,
+                });
+                (g, msg, signature)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(SignatureCheck {
+            seq,
+            by: Signed::Processor,
+            msg,
+            sig: sig.0,
+            key: grant.key.0,
+        }))
+    }
+
+    /// The processing grant `grant`, live at the event's time for `version` (when given).
+    fn live_processing(
+        &self,
+        event: &Event,
+        grant: &GrantId,
+        version: Option<&str>,
+    ) -> Result<&ProcessingGrant, ChainError> {
+        let seq = event.seq;
+        let bad = |reason| ChainError::BadGrant {
+            seq,
+            grant: *grant,
+            reason,
+        };
+        let g = self
+            .processing
+            .grants
+            .get(grant)
+            .ok_or_else(|| bad("is not a processing grant of this chain"))?;
+        g.live(event.timestamp).map_err(|r| bad(r.reason()))?;
+        if version.is_some_and(|v| !g.allows_version(v)) {
+            return Err(bad("does not allow this processor version"));
+        }
+        Ok(g)
+    }
+
+    /// Checks the memories a processing event names: known, not erased, listed once in
+    /// ascending order.
+    fn named_memories(&self, seq: Seq, ids: &[MemoryId], what: &'static str) -> Result<(), ChainError> {
+        if ids.is_empty() || ids.len() > processing::MAX_INPUTS {
+            return Err(ChainError::InvalidTransition { seq, reason: what });
+        }
+        if !processing::strictly_ascending(ids) {
+            return Err(ChainError::InvalidTransition {
+                seq,
+                reason: "memory ids must be listed in ascending order, once each",
+            });
+        }
+        for m in ids {
+            if !self.memories.contains(m) {
+                return Err(ChainError::UnknownMemory { seq, memory: *m });
+            }
+            if self.processing.erased.contains(m) {
+                return Err(ChainError::InvalidTransition {
+                    seq,
+                    reason: "names an erased memory",
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Kind-specific rules and state changes. Checks everything before changing anything.
     fn apply(&mut self, event: &Event) -> Result<(), ChainError> {
         let seq = event.seq;
@@ -313,11 +539,123 @@ impl ChainState {
                     return Err(bad("memory id used twice"));
                 }
             }
-            EventBody::MemoryErased { target } => {
-                if let ErasureTarget::Memory(m) = target
-                    && !self.memories.contains(m)
-                {
-                    return Err(ChainError::UnknownMemory { seq, memory: *m });
+            EventBody::MemoryErased { target } => match target {
+                ErasureTarget::Memory(m) => {
+                    if !self.memories.contains(m) {
+                        return Err(ChainError::UnknownMemory { seq, memory: *m });
+                    }
+                    if !self.closure(m).is_empty() {
+                        return Err(ChainError::ErasureIncomplete { seq, memory: *m });
+                    }
+                    self.processing.erased.insert(*m);
+                }
+                ErasureTarget::All => {
+                    self.processing.erased.extend(self.memories.iter().copied());
+                }
+            },
+            EventBody::LineageErased {
+                memory,
+                closure,
+                ..
+            } => {
+                if !self.memories.contains(memory) {
+                    return Err(ChainError::UnknownMemory {
+                        seq,
+                        memory: *memory,
+                    });
+                }
+                if self.processing.erased.contains(memory) {
+                    return Err(bad("the memory was erased before"));
+                }
+                if *closure != self.closure(memory) {
+                    return Err(ChainError::ErasureIncomplete {
+                        seq,
+                        memory: *memory,
+                    });
+                }
+                self.processing.erased.insert(*memory);
+                self.processing.erased.extend(closure.iter().copied());
+            }
+            EventBody::MemoryDerived {
+                memory,
+                grant,
+                version,
+                inputs,
+                ..
+            } => {
+                let g = self.live_processing(event, grant, Some(version))?;
+                self.named_memories(seq, inputs, "a derived memory names 1 to 1024 inputs")?;
+                if let Some(m) = inputs.iter().find(|m| !self.was_fetched(grant, m)) {
+                    return Err(ChainError::InputNotCovered { seq, memory: *m });
+                }
+                let key = processing::derivation_key(&g.processor, version, inputs);
+                if let Some(original) = self.processing.derivations.get(&key) {
+                    return Err(ChainError::AlreadyDerived {
+                        seq,
+                        original: *original,
+                    });
+                }
+                if !self.memories.insert(*memory) {
+                    return Err(bad("memory id used twice"));
+                }
+                self.processing.derived(key, *memory, inputs);
+            }
+            EventBody::ProcessingGranted {
+                grant,
+                key,
+                processor,
+                version,
+                conditions,
+                expires_at,
+            } => {
+                if self.grants.contains_key(grant) || self.processing.grants.contains_key(grant) {
+                    return Err(ChainError::BadGrant {
+                        seq,
+                        grant: *grant,
+                        reason: "created twice",
+                    });
+                }
+                key.fit_for_chain().map_err(|e| bad(e.reason()))?;
+                self.processing.grants.insert(
+                    *grant,
+                    ProcessingGrant {
+                        id: *grant,
+                        processor: processor.clone(),
+                        version: version.clone(),
+                        key: *key,
+                        conditions: conditions.clone(),
+                        expires_at: *expires_at,
+                        revoked: false,
+                    },
+                );
+            }
+            EventBody::InputsFetched { grant, memories } => {
+                let g = self.live_processing(event, grant, None)?;
+                self.named_memories(seq, memories, "a fetch names 1 to 1024 memories")?;
+                if let Some(m) = memories.iter().find(|m| {
+                    !g.conditions.memories.is_empty() && !g.conditions.memories.contains(m)
+                }) {
+                    return Err(ChainError::InputNotCovered { seq, memory: *m });
+                }
+                let set = self.processing.fetched.entry(*grant).or_default();
+                set.extend(memories.iter().copied());
+            }
+            EventBody::ModelTrained {
+                model,
+                grant,
+                version,
+                set_count,
+                ..
+            } => {
+                self.live_processing(event, grant, Some(version))?;
+                let fetched = self.processing.fetched.get(grant).map_or(0, HashSet::len);
+                if *set_count == 0 || *set_count > fetched as u64 {
+                    return Err(bad(
+                        "a training set holds 1 to as many memories as the grant fetched",
+                    ));
+                }
+                if !self.processing.models.insert(*model) {
+                    return Err(bad("model id used twice"));
                 }
             }
             EventBody::GrantCreated {
@@ -330,7 +668,7 @@ impl ChainState {
                 if *grantee == self.user {
                     return Err(bad("grant to the owner"));
                 }
-                if self.grants.contains_key(grant) {
+                if self.grants.contains_key(grant) || self.processing.grants.contains_key(grant) {
                     return Err(ChainError::BadGrant {
                         seq,
                         grant: *grant,
@@ -349,8 +687,13 @@ impl ChainState {
                     },
                 );
             }
-            EventBody::GrantRevoked { grant } => match self.grants.get_mut(grant) {
-                Some(g) if !g.revoked => g.revoked = true,
+            EventBody::GrantRevoked { grant } => match self
+                .grants
+                .get_mut(grant)
+                .map(|g| &mut g.revoked)
+                .or_else(|| self.processing.grants.get_mut(grant).map(|g| &mut g.revoked))
+            {
+                Some(revoked) if !*revoked => *revoked = true,
                 Some(_) => {
                     return Err(ChainError::BadGrant {
                         seq,

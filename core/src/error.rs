@@ -162,6 +162,39 @@ pub enum ChainError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A processor's signature over its result does not verify under the key its
+    /// processing grant names.
+    #[error("seq {seq}: bad processor signature")]
+    BadProcessorSignature {
+        /// The event's sequence number.
+        seq: Seq,
+    },
+    /// A processing event names a memory its grant does not cover: not fetched under the
+    /// grant (a result's input) or outside the grant's memory list (a fetch).
+    #[error("seq {seq}: memory {memory} is not covered by the processing grant")]
+    InputNotCovered {
+        /// The event's sequence number.
+        seq: Seq,
+        /// The memory.
+        memory: MemoryId,
+    },
+    /// A result repeats an earlier one (same processor, version and inputs).
+    #[error("seq {seq}: the same result was recorded before as memory {original}")]
+    AlreadyDerived {
+        /// The event's sequence number.
+        seq: Seq,
+        /// The earlier result.
+        original: MemoryId,
+    },
+    /// An erasure leaves memories derived from the erased one readable: it must name the
+    /// whole lineage closure (`lineage_erased`).
+    #[error("seq {seq}: the erasure of {memory} does not cover its lineage closure")]
+    ErasureIncomplete {
+        /// The event's sequence number.
+        seq: Seq,
+        /// The erased memory.
+        memory: MemoryId,
+    },
     /// The chain ended before a checkpoint it is checked against.
     #[error("chain ends at seq {have} but a checkpoint covers seq {checkpoint}")]
     Truncated {
@@ -197,6 +230,10 @@ impl ChainError {
             Self::InvalidValue { .. } => "invalid_value",
             Self::UnknownMemory { .. } => "unknown_memory",
             Self::BadGrant { .. } => "bad_grant",
+            Self::BadProcessorSignature { .. } => "bad_processor_signature",
+            Self::InputNotCovered { .. } => "input_not_covered",
+            Self::AlreadyDerived { .. } => "already_derived",
+            Self::ErasureIncomplete { .. } => "erasure_incomplete",
             Self::Truncated { .. } => "truncated",
             Self::CheckpointMismatch { .. } => "checkpoint_mismatch",
         }
@@ -210,12 +247,16 @@ impl ChainError {
             | Self::BrokenLink { seq, .. }
             | Self::BadSignature { seq }
             | Self::BadOriginSignature { seq }
+            | Self::BadProcessorSignature { seq }
             | Self::UnknownKey { seq, .. }
             | Self::KeyNotAllowed { seq, .. }
             | Self::InvalidTransition { seq, .. }
             | Self::InvalidValue { seq, .. }
             | Self::UnknownMemory { seq, .. }
             | Self::BadGrant { seq, .. }
+            | Self::InputNotCovered { seq, .. }
+            | Self::AlreadyDerived { seq, .. }
+            | Self::ErasureIncomplete { seq, .. }
             | Self::CheckpointMismatch { seq, .. } => Some(*seq),
             Self::SeqGap { expected, .. } => Some(*expected),
             Self::BadGenesis(_) => Some(Seq::FIRST),

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::hash;
-use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
+use crate::ids::{
+    GrantId, Hash32, KeyId, MemoryId, ModelId, ProcessorId, Seq, TimestampMs, UserId,
+};
 use crate::keys::{self, KeyRole, PublicKey, Sig};
 
 /// The only format version this build writes; decoding rejects others.
@@ -133,6 +135,29 @@ pub enum EventBody {
         /// What was erased.
         target: ErasureTarget,
     },
+    /// A processor derived a memory from earlier memories of the chain, under a processing
+    /// grant; the envelope's `payload` commits to the derived record (docs/FORMAT.md §15.2).
+    MemoryDerived {
+        /// The derived memory's id.
+        memory: MemoryId,
+        /// The processing grant it was made under (it names the processor and its key).
+        grant: GrantId,
+        /// The processor's version that made it.
+        version: String,
+        /// The input memories, in ascending id order, without repeats.
+        inputs: Vec<MemoryId>,
+        /// The processor's signature over [`crate::processing::derived_signing_message`].
+        signature: Sig,
+    },
+    /// A memory was erased together with everything derived from it (docs/FORMAT.md §15.3).
+    LineageErased {
+        /// The memory the owner erased.
+        memory: MemoryId,
+        /// Why, in the owner's words (may be empty).
+        reason: String,
+        /// Every memory derived from it, transitively, not erased before: ascending ids.
+        closure: Vec<MemoryId>,
+    },
     /// The owner let `grantee` read some memories.
     GrantCreated {
         /// The grant's id.
@@ -150,6 +175,47 @@ pub enum EventBody {
     GrantRevoked {
         /// The grant's id.
         grant: GrantId,
+    },
+    /// The owner let a processor process some memories (docs/FORMAT.md §15.1). Ended by
+    /// `grant_revoked` or by its expiry, like any grant.
+    ProcessingGranted {
+        /// The grant's id (grant ids are one namespace with `grant_created`'s).
+        grant: GrantId,
+        /// Which processor.
+        processor: ProcessorId,
+        /// Only this version of it, when set.
+        version: Option<String>,
+        /// The processor's public key: its results must be signed by it.
+        key: PublicKey,
+        /// Which memories.
+        conditions: GrantConditions,
+        /// When the grant lapses by itself.
+        expires_at: Option<TimestampMs>,
+    },
+    /// A processor fetched memories under a processing grant (recorded before they were
+    /// handed over).
+    InputsFetched {
+        /// The processing grant.
+        grant: GrantId,
+        /// Which memories were handed over.
+        memories: Vec<MemoryId>,
+    },
+    /// A processor recorded a model trained on memories it fetched (docs/FORMAT.md §15.4).
+    ModelTrained {
+        /// The model's id.
+        model: ModelId,
+        /// The processing grant.
+        grant: GrantId,
+        /// The model's version (the processor's name for it).
+        version: String,
+        /// Hash of the model artifact (the processor's choice of hash, 32 bytes).
+        artifact: Hash32,
+        /// Root of the training-set tree.
+        set_root: Hash32,
+        /// Number of memories in the training set.
+        set_count: u64,
+        /// The processor's signature over [`crate::processing::model_signing_message`].
+        signature: Sig,
     },
     /// Someone other than the owner read something, under a grant.
     AccessRecorded {
@@ -173,9 +239,14 @@ impl EventBody {
             Self::KeyRevoked { .. } => 0x03,
             Self::MemoryIngested { .. } => 0x10,
             Self::MemoryErased { .. } => 0x11,
+            Self::MemoryDerived { .. } => 0x12,
+            Self::LineageErased { .. } => 0x13,
             Self::GrantCreated { .. } => 0x20,
             Self::GrantRevoked { .. } => 0x21,
+            Self::ProcessingGranted { .. } => 0x22,
             Self::AccessRecorded { .. } => 0x30,
+            Self::InputsFetched { .. } => 0x31,
+            Self::ModelTrained { .. } => 0x40,
         }
     }
 
@@ -187,9 +258,22 @@ impl EventBody {
             Self::KeyRevoked { .. } => "key_revoked",
             Self::MemoryIngested { .. } => "memory_ingested",
             Self::MemoryErased { .. } => "memory_erased",
+            Self::MemoryDerived { .. } => "memory_derived",
+            Self::LineageErased { .. } => "lineage_erased",
             Self::GrantCreated { .. } => "grant_created",
             Self::GrantRevoked { .. } => "grant_revoked",
+            Self::ProcessingGranted { .. } => "processing_granted",
             Self::AccessRecorded { .. } => "access_recorded",
+            Self::InputsFetched { .. } => "inputs_fetched",
+            Self::ModelTrained { .. } => "model_trained",
+        }
+    }
+
+    /// The memory a payload-carrying event (`memory_ingested`, `memory_derived`) adds.
+    pub fn new_memory(&self) -> Option<MemoryId> {
+        match self {
+            Self::MemoryIngested { memory } | Self::MemoryDerived { memory, .. } => Some(*memory),
+            _ => None,
         }
     }
 
@@ -213,6 +297,67 @@ impl EventBody {
                 }
                 ErasureTarget::All => w.u8(2),
             },
+            Self::MemoryDerived {
+                memory,
+                grant,
+                version,
+                inputs,
+                signature,
+            } => {
+                w.fixed(&memory.0);
+                w.fixed(&grant.0);
+                w.str(version);
+                ids(w, inputs);
+                w.fixed(&signature.to_bytes());
+            }
+            Self::LineageErased {
+                memory,
+                reason,
+                closure,
+            } => {
+                w.fixed(&memory.0);
+                w.str(reason);
+                ids(w, closure);
+            }
+            Self::ProcessingGranted {
+                grant,
+                processor,
+                version,
+                key,
+                conditions,
+                expires_at,
+            } => {
+                w.fixed(&grant.0);
+                w.str(processor.as_str());
+                w.bool(version.is_some());
+                if let Some(v) = version {
+                    w.str(v);
+                }
+                w.fixed(&key.to_bytes());
+                conditions_encode(w, conditions);
+                opt_ts(w, *expires_at);
+            }
+            Self::InputsFetched { grant, memories } => {
+                w.fixed(&grant.0);
+                ids(w, memories);
+            }
+            Self::ModelTrained {
+                model,
+                grant,
+                version,
+                artifact,
+                set_root,
+                set_count,
+                signature,
+            } => {
+                w.fixed(&model.0);
+                w.fixed(&grant.0);
+                w.str(version);
+                w.fixed(&artifact.0);
+                w.fixed(&set_root.0);
+                w.u64(*set_count);
+                w.fixed(&signature.to_bytes());
+            }
             Self::GrantCreated {
                 grant,
                 grantee,
@@ -223,20 +368,7 @@ impl EventBody {
                 w.fixed(&grant.0);
                 w.str(grantee.as_str());
                 w.u32(capabilities.bits());
-                w.len(conditions.tags.len());
-                for t in &conditions.tags {
-                    w.str(t);
-                }
-                w.len(conditions.kinds.len());
-                for k in &conditions.kinds {
-                    w.str(k);
-                }
-                opt_ts(w, conditions.from);
-                opt_ts(w, conditions.until);
-                w.len(conditions.memories.len());
-                for m in &conditions.memories {
-                    w.fixed(&m.0);
-                }
+                conditions_encode(w, conditions);
                 opt_ts(w, *expires_at);
             }
             Self::GrantRevoked { grant } => w.fixed(&grant.0),
@@ -303,35 +435,67 @@ impl EventBody {
                         what: "capabilities",
                     },
                 )?;
-                let n = r.count(4, "tags")?;
-                let tags = (0..n)
-                    .map(|_| r.str("tag").map(str::to_owned))
-                    .collect::<Result<_, _>>()?;
-                let n = r.count(4, "kinds")?;
-                let kinds = (0..n)
-                    .map(|_| r.str("kind filter").map(str::to_owned))
-                    .collect::<Result<_, _>>()?;
-                let from = read_opt_ts(r, "from")?;
-                let until = read_opt_ts(r, "until")?;
-                let n = r.count(16, "memories")?;
-                let memories = (0..n)
-                    .map(|_| r.array("memory id").map(MemoryId))
-                    .collect::<Result<_, _>>()?;
+                let conditions = conditions_decode(r)?;
                 let expires_at = read_opt_ts(r, "expires_at")?;
                 Self::GrantCreated {
                     grant,
                     grantee,
                     capabilities,
-                    conditions: GrantConditions {
-                        tags,
-                        kinds,
-                        from,
-                        until,
-                        memories,
-                    },
+                    conditions,
                     expires_at,
                 }
             }
+            0x12 => Self::MemoryDerived {
+                memory: MemoryId(r.array("memory id")?),
+                grant: GrantId(r.array("grant id")?),
+                version: r.str("version")?.to_owned(),
+                inputs: read_ids(r, "inputs")?,
+                signature: Sig::from_bytes(&r.array("processor signature")?),
+            },
+            0x13 => Self::LineageErased {
+                memory: MemoryId(r.array("memory id")?),
+                reason: r.str("reason")?.to_owned(),
+                closure: read_ids(r, "closure")?,
+            },
+            0x22 => {
+                let grant = GrantId(r.array("grant id")?);
+                let at = r.pos();
+                let processor = ProcessorId::new(r.str("processor")?).map_err(|_| {
+                    DecodeError::Invalid {
+                        offset: at,
+                        what: "processor",
+                    }
+                })?;
+                let version = if r.bool("version flag")? {
+                    Some(r.str("version")?.to_owned())
+                } else {
+                    None
+                };
+                let key = public_key(r, "processor key")?;
+                let conditions = conditions_decode(r)?;
+                let expires_at = read_opt_ts(r, "expires_at")?;
+                Self::ProcessingGranted {
+                    grant,
+                    processor,
+                    version,
+                    key,
+                    conditions,
+                    expires_at,
+                }
+            }
+            0x31 => Self::InputsFetched {
+                grant: GrantId(r.array("grant id")?),
+                memories: read_ids(r, "memories")?,
+            },
+            0x40 => Self::ModelTrained {
+                model: ModelId(r.array("model id")?),
+                grant: GrantId(r.array("grant id")?),
+                version: r.str("version")?.to_owned(),
+                artifact: Hash32(r.array("artifact")?),
+                set_root: Hash32(r.array("set root")?),
+                set_count: r.u64("set count")?,
+                signature: Sig::from_bytes(&r.array("processor signature")?),
+            },
             0x21 => Self::GrantRevoked {
                 grant: GrantId(r.array("grant id")?),
             },
@@ -363,6 +527,55 @@ impl EventBody {
             }
         })
     }
+}
+
+fn ids(w: &mut Writer, ids: &[MemoryId]) {
+    w.len(ids.len());
+    for m in ids {
+        w.fixed(&m.0);
+    }
+}
+
+fn read_ids(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<MemoryId>, DecodeError> {
+    let n = r.count(16, what)?;
+    (0..n)
+        .map(|_| r.array("memory id").map(MemoryId))
+        .collect()
+}
+
+fn conditions_encode(w: &mut Writer, c: &GrantConditions) {
+    w.len(c.tags.len());
+    for t in &c.tags {
+        w.str(t);
+    }
+    w.len(c.kinds.len());
+    for k in &c.kinds {
+        w.str(k);
+    }
+    opt_ts(w, c.from);
+    opt_ts(w, c.until);
+    ids(w, &c.memories);
+}
+
+fn conditions_decode(r: &mut Reader<'_>) -> Result<GrantConditions, DecodeError> {
+    let n = r.count(4, "tags")?;
+    let tags = (0..n)
+        .map(|_| r.str("tag").map(str::to_owned))
+        .collect::<Result<_, _>>()?;
+    let n = r.count(4, "kinds")?;
+    let kinds = (0..n)
+        .map(|_| r.str("kind filter").map(str::to_owned))
+        .collect::<Result<_, _>>()?;
+    let from = read_opt_ts(r, "from")?;
+    let until = read_opt_ts(r, "until")?;
+    let memories = read_ids(r, "memories")?;
+    Ok(GrantConditions {
+        tags,
+        kinds,
+        from,
+        until,
+        memories,
+    })
 }
 
 fn opt_ts(w: &mut Writer, t: Option<TimestampMs>) {

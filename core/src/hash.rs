@@ -26,13 +26,23 @@ pub const CTX_EPOCH_NODE: &str = "mnemo 2026-11-26 epoch tree node v1";
 pub const CTX_OBJECT: &str = "mnemo 2026-11-26 object content v1";
 /// Context of the root of an empty tree (either kind), over no input.
 pub const CTX_EMPTY_TREE: &str = "mnemo 2026-11-26 empty tree v1";
+/// Context of leaves in a model's training-set tree (leaf data: `u64 seq || event hash`).
+pub const CTX_TRAINING_LEAF: &str = "mnemo 2026-12-01 training set leaf v1";
+/// Context of inner nodes in a model's training-set tree.
+pub const CTX_TRAINING_NODE: &str = "mnemo 2026-12-01 training set node v1";
+/// Context of derivation keys (what makes a result idempotent: processor, version, inputs).
+pub const CTX_DERIVATION: &str = "mnemo 2026-12-01 derivation key v1";
 
 /// Prefix of the message an event signature signs: `SIG_EVENT || event hash`.
 pub const SIG_EVENT: &[u8; 32] = b"mnemo event signature v1\0\0\0\0\0\0\0\0";
 /// Prefix of the message a device's origin signature signs.
 pub const SIG_ORIGIN: &[u8; 32] = b"mnemo origin signature v1\0\0\0\0\0\0\0";
+/// Prefix of the message a processor signs for a derived memory.
+pub const SIG_DERIVED: &[u8; 32] = b"mnemo derived signature v1\0\0\0\0\0\0";
+/// Prefix of the message a processor signs for a trained model.
+pub const SIG_MODEL: &[u8; 32] = b"mnemo model signature v1\0\0\0\0\0\0\0\0";
 
-const CONTEXTS: [&str; 9] = [
+const CONTEXTS: [&str; 12] = [
     CTX_EVENT,
     CTX_PAYLOAD,
     CTX_KEY_ID,
@@ -42,13 +52,16 @@ const CONTEXTS: [&str; 9] = [
     CTX_EPOCH_NODE,
     CTX_OBJECT,
     CTX_EMPTY_TREE,
+    CTX_TRAINING_LEAF,
+    CTX_TRAINING_NODE,
+    CTX_DERIVATION,
 ];
 
 /// A hasher in key-derivation mode for `context`. The context keys of mnemo's contexts are
 /// derived once: deriving one costs a compression, as much as hashing a short input.
 pub(crate) fn derive_key_hasher(context: &str) -> blake3::Hasher {
     use blake3::hazmat::{HasherExt, hash_derive_key_context};
-    static KEYS: std::sync::OnceLock<[[u8; 32]; 9]> = std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<[[u8; 32]; 12]> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| CONTEXTS.map(hash_derive_key_context));
     match CONTEXTS.iter().position(|c| *c == context) {
         Some(i) => blake3::Hasher::new_from_context_key(&keys[i]),

@@ -59,6 +59,44 @@ impl<'de> Deserialize<'de> for UserId {
     }
 }
 
+/// A processor's name: the same characters as a user id (it is a NATS subject token too),
+/// in a namespace of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ProcessorId(String);
+
+impl ProcessorId {
+    /// Validates and wraps a processor name (the rules of [`UserId::new`]).
+    pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+        UserId::new(id).map(|u| Self(u.0))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProcessorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ProcessorId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcessorId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A 1-based position in one user's chain. Sequence numbers are gap-free per user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -178,6 +216,11 @@ hex_bytes!(
 hex_bytes!(
     /// A grant id: 16 bytes chosen by the ledger, unique within a user's chain.
     GrantId,
+    16
+);
+hex_bytes!(
+    /// A model id: 16 bytes chosen by the ledger, unique within a user's chain.
+    ModelId,
     16
 );
 hex_bytes!(

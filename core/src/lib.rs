@@ -14,6 +14,8 @@
 //! - [`bundle`]: self-contained proof bundles for one memory.
 //! - [`chain_state`]: a chain's state between events ([`ChainState`]) and the rules that
 //!   move it, resumable from a checkpoint; the one place that decides what may extend a chain.
+//! - [`processing`]: processing grants, processor signatures, derivation keys, training-set
+//!   trees and their inclusion and exclusion proofs.
 //! - [`grant`]: the access rule ([`Grant::allows`], [`GrantConditions::covers`]).
 //! - [`verify`]: the whole-chain verifier ([`ChainVerifier`]): [`ChainState`] plus batched
 //!   signatures, pinned genesis keys and checkpoints.
@@ -44,12 +46,13 @@ pub mod keys;
 pub mod memory;
 pub mod merkle;
 pub mod names;
+pub mod processing;
 pub mod values;
 pub mod verify;
 
 pub use backoff::Backoff;
 pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};
-pub use chain_state::{ChainState, EventSignatures, SignatureCheck};
+pub use chain_state::{ChainState, EventSignatures, SignatureCheck, Signed};
 pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
 pub use error::{ChainError, DecodeError, IdError, ProofError};
 pub use event::{
@@ -57,7 +60,10 @@ pub use event::{
     Head, Origin, UnsignedEvent,
 };
 pub use grant::{Grant, MemoryFacts, Refusal};
-pub use ids::{Address, GrantId, Hash32, KeyId, MemoryId, Seq, TimestampMs, UserId};
+pub use ids::{
+    Address, GrantId, Hash32, KeyId, MemoryId, ModelId, ProcessorId, Seq, TimestampMs, UserId,
+};
+pub use processing::{ProcessingGrant, TrainingSet, TrainingSetProof};
 pub use keys::{KeyRole, PublicKey, Sig};
 pub use memory::{Content, MemoryRecord};
 pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};

@@ -34,6 +34,14 @@ pub const EPOCH_TREE: TreeDomain = TreeDomain {
     node: CTX_EPOCH_NODE,
 };
 
+/// A model's training-set tree: leaf data is `u64 seq || event hash` of each input event,
+/// in ascending seq (docs/FORMAT.md §15.4).
+pub const TRAINING_SET: TreeDomain = TreeDomain {
+    name: "training set",
+    leaf: hash::CTX_TRAINING_LEAF,
+    node: hash::CTX_TRAINING_NODE,
+};
+
 impl TreeDomain {
     /// Hash of a leaf's data.
     pub fn leaf(&self, data: &[u8]) -> Hash32 {

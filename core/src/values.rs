@@ -64,9 +64,36 @@ impl EventBody {
                 conditions.check_values()?;
                 time(*expires_at, "`expires_at` is outside the time range")
             }
+            EventBody::ProcessingGranted {
+                version,
+                conditions,
+                expires_at,
+                ..
+            } => {
+                version.as_deref().map_or(Ok(()), check_version)?;
+                conditions.check_values()?;
+                time(*expires_at, "`expires_at` is outside the time range")
+            }
+            EventBody::MemoryDerived { version, .. } | EventBody::ModelTrained { version, .. } => {
+                check_version(version)
+            }
+            EventBody::LineageErased { reason, .. } => {
+                if reason.len() > crate::processing::MAX_REASON_LEN || !text_ok(reason) {
+                    return Err("an erasure reason is longer than 512 bytes or contains U+0000");
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// A processor version: 1 to 64 bytes of text without U+0000.
+fn check_version(v: &str) -> Result<(), &'static str> {
+    if v.is_empty() || v.len() > crate::processing::MAX_VERSION_LEN || !text_ok(v) {
+        return Err("a processor version is 1 to 64 bytes of text without U+0000");
+    }
+    Ok(())
 }
 
 impl MemoryRecord {

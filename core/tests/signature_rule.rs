@@ -256,7 +256,7 @@ fn verdict(c: &Case) -> bool {
             ));
             let check = |seq| SignatureCheck {
                 seq: Seq(seq),
-                origin: false,
+                by: mnemo_core::Signed::Custody,
                 msg: c.msg.clone(),
                 sig: dalek_sig,
                 key: vk,

@@ -38,7 +38,7 @@ pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use ledger::{
-    ChainReader, ChainTip, ContentStream, Ledger, LedgerStats, MAX_IDEMPOTENCY_KEY, NewMemory,
+    ChainReader, ChainTip, ContentStream, DerivedResult, FetchedInput, Ledger, LedgerStats, MAX_IDEMPOTENCY_KEY, NewMemory,
     OpenedMemory, OpenedStream, Receipt, StoredEvent, SweptChunks, content_error,
 };
 pub use mnemo_core::names::{

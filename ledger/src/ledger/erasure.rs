@@ -27,32 +27,8 @@ impl Ledger {
                 ) {
                     return Err(LedgerError::Erased(*m));
                 }
-                let start = self
-                    .inner
-                    .keys
-                    .generation_start(user, generation)
-                    .await?
-                    .unwrap_or(stored.event.seq.0);
                 let receipt = self.write_erasure(user, &target).await?;
-                // The generation's other memories, all between its start and the erasure.
-                let mut survivors = Vec::new();
-                let mut r = self.read(user, Seq(start)).await?;
-                while let Some(e) = r.next().await? {
-                    if e.event.seq >= receipt.seq {
-                        break;
-                    }
-                    if let EventBody::MemoryIngested { memory } = e.event.body
-                        && memory != *m
-                        && parse_sealed(&e.sealed).is_ok_and(|(g, _)| g == generation)
-                    {
-                        survivors.push(memory);
-                    }
-                }
-                self.inner
-                    .keys
-                    .shred_memory(user, generation, m, &survivors)
-                    .await?;
-                let _ = self.inner.objects.delete(object_name(user, m)).await;
+                self.shred_one(user, m, receipt.seq).await?;
                 Ok(receipt)
             }
             ErasureTarget::All => {
@@ -62,6 +38,42 @@ impl Ledger {
                 Ok(receipt)
             }
         }
+    }
+
+    /// Destroys the key of memory `m`, erased by the event at `erasure`: its generation key
+    /// goes, after its siblings' keys (the generation's other memories before the erasure)
+    /// are saved in a rewrap table. Already erased: nothing to do.
+    pub(super) async fn shred_one(&self, user: &UserId, m: &MemoryId, erasure: Seq) -> Result<()> {
+        let stored = self
+            .find_memory(user, m)
+            .await?
+            .ok_or(LedgerError::MemoryNotFound(*m))?;
+        let (generation, _) = parse_sealed(&stored.sealed)?;
+        let start = self
+            .inner
+            .keys
+            .generation_start(user, generation)
+            .await?
+            .unwrap_or(stored.event.seq.0);
+        let mut survivors = Vec::new();
+        let mut r = self.read(user, Seq(start)).await?;
+        while let Some(e) = r.next().await? {
+            if e.event.seq >= erasure {
+                break;
+            }
+            if let Some(memory) = e.event.body.new_memory()
+                && memory != *m
+                && parse_sealed(&e.sealed).is_ok_and(|(g, _)| g == generation)
+            {
+                survivors.push(memory);
+            }
+        }
+        self.inner
+            .keys
+            .shred_memory(user, generation, m, &survivors)
+            .await?;
+        let _ = self.inner.objects.delete(object_name(user, m)).await;
+        Ok(())
     }
 
     /// Appends the erasure event; the generation key in use is dropped after it.

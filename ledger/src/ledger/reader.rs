@@ -172,7 +172,7 @@ impl Ledger {
     ) -> Result<Option<StoredEvent>> {
         let mut r = self.read(user, Seq::FIRST).await?;
         while let Some(e) = r.next().await? {
-            if matches!(&e.event.body, EventBody::MemoryIngested { memory: m } if m == memory) {
+            if e.event.body.new_memory() == Some(*memory) {
                 return Ok(Some(e));
             }
         }

@@ -264,7 +264,7 @@ impl Ledger {
     ) -> Result<OpenedStream> {
         let e = &stored.event;
         let user = &e.user;
-        let EventBody::MemoryIngested { memory } = e.body else {
+        let Some(memory) = e.body.new_memory() else {
             return Err(LedgerError::InvalidInput("not a memory event".into()));
         };
         let Some(commit) = e.payload else {

@@ -81,10 +81,13 @@ pub(super) fn refused_by_limits(e: &async_nats::jetstream::context::PublishError
 pub(super) fn plain_event(body: &EventBody) -> Result<()> {
     if matches!(
         body,
-        EventBody::MemoryIngested { .. } | EventBody::MemoryErased { .. }
+        EventBody::MemoryIngested { .. }
+            | EventBody::MemoryErased { .. }
+            | EventBody::MemoryDerived { .. }
+            | EventBody::LineageErased { .. }
     ) {
         return Err(LedgerError::InvalidInput(
-            "use append for memories and erase for erasures".into(),
+            "use append for memories, append_derived for results and erase for erasures".into(),
         ));
     }
     body.check_values()
@@ -493,10 +496,7 @@ impl Ledger {
         if event.user != *user {
             return Err(LedgerError::Tampered("duplicate names another user".into()));
         }
-        let memory = match event.body {
-            EventBody::MemoryIngested { memory } => Some(memory),
-            _ => None,
-        };
+        let memory = event.body.new_memory();
         Ok(Receipt {
             user: user.clone(),
             seq: event.seq,

@@ -1,0 +1,310 @@
+//! Processing under consent on the write path (docs/FORMAT.md §15): fetches recorded before
+//! data leaves, results appended as derived memories (idempotent per processor, version and
+//! inputs), models, and erasure that follows lineage. Each event is checked with core's
+//! chain rules against the chain itself before it is written, so nothing the auditor would
+//! refuse is ever appended.
+
+use super::*;
+use mnemo_core::processing::{self, ModelClaim};
+use mnemo_core::{GrantId, ModelId, Sig};
+
+/// A processor's result, as it hands it in: the derived record, the salt it chose, and
+/// its signature over [`processing::derived_signing_message`].
+#[derive(Clone, Debug)]
+pub struct DerivedResult {
+    /// The processing grant it worked under.
+    pub grant: GrantId,
+    /// The processor's version.
+    pub version: String,
+    /// The inputs, in ascending id order.
+    pub inputs: Vec<MemoryId>,
+    /// The derived record (inline content).
+    pub record: MemoryRecord,
+    /// The commitment salt the processor chose.
+    pub salt: [u8; commitment::SALT_LEN],
+    /// The processor's signature.
+    pub signature: Sig,
+}
+
+/// A memory handed to a processor: what the fetch returns after it was recorded.
+#[derive(Clone, Debug)]
+pub struct FetchedInput {
+    /// The opened memory.
+    pub opened: OpenedMemory,
+    /// Its event's hash (a training-set member is `(seq, event hash)`).
+    pub event_hash: Hash32,
+}
+
+impl Ledger {
+    /// Runs `f` on the chain's rule state, brought up to the chain's settled head.
+    pub async fn with_rules<R>(
+        &self,
+        user: &UserId,
+        f: impl FnOnce(&ChainState) -> R,
+    ) -> Result<R> {
+        let slot = self.slot(user);
+        loop {
+            let mut guard = slot.state.lock().await;
+            if guard.is_none() {
+                *guard = Box::pin(self.load_head(user)).await?;
+            }
+            let Some(st) = guard.as_ref() else {
+                return Err(LedgerError::UnknownUser(user.clone()));
+            };
+            if st.in_flight > 0 {
+                let settled = slot.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                drop(guard);
+                settled.await;
+                continue;
+            }
+            let head = st.head.clone();
+            let mut rules = slot.rules.lock().await;
+            Box::pin(self.rules_at(user, &mut rules, &head)).await?;
+            let state = rules.as_ref().expect("rules_at leaves a state");
+            return Ok(f(state));
+        }
+    }
+
+    /// Records that the processor of `grant` is handed `memories` (an `inputs_fetched`
+    /// event), and only then opens them. The chain's rules refuse the record when the
+    /// grant is not live, a memory is unknown or erased, or outside the grant's list; the
+    /// caller checks the rest of the grant's conditions on the opened records first
+    /// ([`open_for_processing`](Self::open_for_processing)).
+    pub async fn record_fetch(
+        &self,
+        user: &UserId,
+        grant: GrantId,
+        mut memories: Vec<MemoryId>,
+    ) -> Result<Receipt> {
+        memories.sort();
+        memories.dedup();
+        self.write(
+            user,
+            EventBody::InputsFetched { grant, memories },
+            None,
+            None,
+            false,
+            None,
+        )
+        .await
+    }
+
+    /// Opens a memory for a processor's fetch (without recording: see
+    /// [`record_fetch`](Self::record_fetch)), with its event's hash.
+    pub async fn open_for_processing(
+        &self,
+        user: &UserId,
+        memory: &MemoryId,
+    ) -> Result<FetchedInput> {
+        let stored = self
+            .find_memory(user, memory)
+            .await?
+            .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        let opened = self.open_memory(&stored).await?;
+        Ok(FetchedInput {
+            opened,
+            event_hash: stored.hash,
+        })
+    }
+
+    /// Appends a processor's result as a `memory_derived` event, sealed like any memory.
+    /// A result for the same processor, version and inputs as an earlier one returns the
+    /// earlier receipt (`duplicate: true`), whatever its bytes: a redelivered task adds
+    /// nothing. A forged signature, inputs the grant's fetches do not cover, a grant that
+    /// is not live: refused with nothing written.
+    pub async fn append_derived(&self, user: &UserId, r: DerivedResult) -> Result<Receipt> {
+        r.record
+            .check_values()
+            .map_err(|e| LedgerError::InvalidInput(e.into()))?;
+        let Content::Inline { bytes } = &r.record.content else {
+            return Err(LedgerError::InvalidInput(
+                "a derived record carries its content inline".into(),
+            ));
+        };
+        if bytes.len() > self.inner.cfg.max_inline {
+            return Err(LedgerError::PayloadTooLarge {
+                size: bytes.len(),
+                max: self.inner.cfg.max_inline,
+            });
+        }
+        if !processing::strictly_ascending(&r.inputs) {
+            return Err(LedgerError::InvalidInput(
+                "inputs must be listed in ascending id order, once each".into(),
+            ));
+        }
+        let record_bytes = r.record.canonical_bytes();
+        let commitment = commitment::commit(&r.salt, &record_bytes);
+        let (grant, earlier) = self
+            .with_rules(user, |s| {
+                let g = s.processing_grant(&r.grant).cloned();
+                let earlier = g.as_ref().and_then(|g| {
+                    s.derivation(&processing::derivation_key(
+                        &g.processor,
+                        &r.version,
+                        &r.inputs,
+                    ))
+                });
+                (g, earlier)
+            })
+            .await?;
+        let grant = grant.ok_or_else(|| {
+            LedgerError::Refused(ChainError::BadGrant {
+                seq: Seq(0),
+                grant: r.grant,
+                reason: "is not a processing grant of this chain",
+            })
+        })?;
+        if let Some(original) = earlier {
+            return self.receipt_of_memory(user, &original).await;
+        }
+        let msg = processing::derived_signing_message(
+            user,
+            &r.grant,
+            &grant.processor,
+            &r.version,
+            &r.inputs,
+            &commitment,
+        );
+        if !processing::verify(&grant.key, &msg, &r.signature) {
+            return Err(LedgerError::Refused(ChainError::BadProcessorSignature {
+                seq: Seq(0),
+            }));
+        }
+        let key = processing::derivation_key(&grant.processor, &r.version, &r.inputs);
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let memory = MemoryId(id);
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(40 + record_bytes.len()));
+        plain.push(PLAIN_INLINE);
+        plain.extend_from_slice(&r.salt);
+        plain.extend_from_slice(&record_bytes);
+        let prepared = PreparedMemory {
+            memory,
+            request: None,
+            commitment,
+            plain,
+        };
+        let body = EventBody::MemoryDerived {
+            memory,
+            grant: r.grant,
+            version: r.version,
+            inputs: r.inputs,
+            signature: r.signature,
+        };
+        let msg_id = format!("derived-{}", hex::encode(&key.0[..16]));
+        match self
+            .write(user, body, Some(&prepared), Some(&msg_id), false, None)
+            .await
+        {
+            // Written by another instance between the look-up and the write.
+            Err(LedgerError::Refused(ChainError::AlreadyDerived { original, .. })) => {
+                self.receipt_of_memory(user, &original).await
+            }
+            other => other,
+        }
+    }
+
+    /// The receipt of the event that added `memory` (`duplicate: true`).
+    async fn receipt_of_memory(&self, user: &UserId, memory: &MemoryId) -> Result<Receipt> {
+        let e = self
+            .find_memory(user, memory)
+            .await?
+            .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        Ok(Receipt {
+            user: user.clone(),
+            seq: e.event.seq,
+            hash: e.hash,
+            memory: Some(*memory),
+            stream_seq: e.stream_seq,
+            duplicate: true,
+        })
+    }
+
+    /// Appends a `model_trained` event after checking the processor's signature.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append_model(
+        &self,
+        user: &UserId,
+        grant: GrantId,
+        version: String,
+        artifact: Hash32,
+        set: &processing::TrainingSet,
+        signature: Sig,
+    ) -> Result<(ModelId, Receipt)> {
+        let g = self
+            .with_rules(user, |s| s.processing_grant(&grant).cloned())
+            .await?
+            .ok_or_else(|| {
+                LedgerError::Refused(ChainError::BadGrant {
+                    seq: Seq(0),
+                    grant,
+                    reason: "is not a processing grant of this chain",
+                })
+            })?;
+        let (set_root, set_count) = (set.root(), set.count());
+        let msg = processing::model_signing_message(&ModelClaim {
+            user,
+            grant: &grant,
+            processor: &g.processor,
+            version: &version,
+            artifact: &artifact,
+            set_root: &set_root,
+            set_count,
+        });
+        if !processing::verify(&g.key, &msg, &signature) {
+            return Err(LedgerError::Refused(ChainError::BadProcessorSignature {
+                seq: Seq(0),
+            }));
+        }
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let model = ModelId(id);
+        let body = EventBody::ModelTrained {
+            model,
+            grant,
+            version,
+            artifact,
+            set_root,
+            set_count,
+            signature,
+        };
+        let receipt = self.write(user, body, None, None, false, None).await?;
+        Ok((model, receipt))
+    }
+
+    /// Erases `memory` and its lineage closure: a `lineage_erased` event naming every
+    /// memory derived from it that is not erased yet (or a plain `memory_erased` when
+    /// there is none), then each one's key is destroyed. Returns the receipt and the
+    /// closure.
+    pub async fn erase_lineage(
+        &self,
+        user: &UserId,
+        memory: &MemoryId,
+        reason: &str,
+    ) -> Result<(Receipt, Vec<MemoryId>)> {
+        let (known, erased, closure) = self
+            .with_rules(user, |s| {
+                (s.has_memory(memory), s.is_erased(memory), s.closure(memory))
+            })
+            .await?;
+        if !known {
+            return Err(LedgerError::MemoryNotFound(*memory));
+        }
+        if closure.is_empty() || erased {
+            let receipt = self.erase(user, ErasureTarget::Memory(*memory)).await?;
+            return Ok((receipt, Vec::new()));
+        }
+        let body = EventBody::LineageErased {
+            memory: *memory,
+            reason: reason.into(),
+            closure: closure.clone(),
+        };
+        let receipt = self.write(user, body, None, None, true, None).await?;
+        for m in std::iter::once(memory).chain(&closure) {
+            self.shred_one(user, m, receipt.seq).await?;
+        }
+        Ok((receipt, closure))
+    }
+}
