@@ -37,6 +37,9 @@ pub struct Claims {
     /// An admin token (may create users).
     #[serde(default)]
     pub adm: bool,
+    /// A processor's token (`sub` is the processor's name).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prc: bool,
 }
 
 /// Who is calling.
@@ -46,6 +49,8 @@ pub enum Principal {
     User(UserId),
     /// An administrator.
     Admin,
+    /// A registered processor (its registration is checked on every request).
+    Processor(mnemo_core::ProcessorId),
 }
 
 /// Why a token is refused (the details go to the client; the token never to logs).
@@ -126,6 +131,25 @@ impl Auth {
             iat: now,
             jti: hex::encode(rand::random::<[u8; 16]>()),
             adm: admin,
+            prc: false,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .expect("an Ed25519 key signs")
+    }
+
+    /// Issues a processor's token, valid for `ttl_secs`.
+    pub fn issue_processor(&self, name: &mnemo_core::ProcessorId, ttl_secs: u64) -> String {
+        let now = now();
+        let claims = Claims {
+            sub: name.as_str().into(),
+            aud: self.audience.clone(),
+            iss: self.issuer.clone(),
+            exp: now + ttl_secs,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+            adm: false,
+            prc: true,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .expect("an Ed25519 key signs")
@@ -195,8 +219,10 @@ impl Auth {
             let c = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(alg, &ext.issuer))
                 .map_err(|e| AuthError(format!("invalid token: {e}")))?
                 .claims;
-            if c.adm {
-                return Err(AuthError("external tokens cannot be admin tokens".into()));
+            if c.adm || c.prc {
+                return Err(AuthError(
+                    "external tokens cannot be admin or processor tokens".into(),
+                ));
             }
             c
         } else {
@@ -207,6 +233,11 @@ impl Auth {
         };
         if claims.adm {
             return Ok((Principal::Admin, claims.exp));
+        }
+        if claims.prc {
+            return mnemo_core::ProcessorId::new(&claims.sub)
+                .map(|p| (Principal::Processor(p), claims.exp))
+                .map_err(|e| AuthError(format!("sub: {e}")));
         }
         UserId::new(&claims.sub)
             .map(|u| (Principal::User(u), claims.exp))

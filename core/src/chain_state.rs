@@ -95,10 +95,13 @@ pub struct ChainState {
 }
 
 /// What the processing rules remember (docs/FORMAT.md §15): processing grants, what each
-/// fetched, derivations and lineage, erasures, models.
-#[derive(Clone, Debug, Default)]
+/// fetched, derivations and lineage, erasures, models. A view keeps it whole (serialised)
+/// to resume a chain with [`ChainState::restore_processing`].
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Processing {
     grants: HashMap<GrantId, ProcessingGrant>,
+    /// Derived memory -> its inputs.
+    parents: HashMap<MemoryId, Vec<MemoryId>>,
     fetched: HashMap<GrantId, HashSet<MemoryId>>,
     /// Derivation key -> the memory that result is.
     derivations: HashMap<Hash32, MemoryId>,
@@ -120,6 +123,7 @@ impl Processing {
     /// Records a derivation (resuming a view).
     pub fn derived(&mut self, key: Hash32, memory: MemoryId, inputs: &[MemoryId]) {
         self.derivations.insert(key, memory);
+        self.parents.insert(memory, inputs.to_vec());
         for i in inputs {
             self.children.entry(*i).or_default().push(memory);
         }
@@ -131,6 +135,11 @@ impl Processing {
     /// Records a model (resuming a view).
     pub fn model(&mut self, model: ModelId) {
         self.models.insert(model);
+    }
+
+    /// Whether nothing of processing happened in the chain (no grant, no erasure).
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty() && self.erased.is_empty()
     }
 }
 
@@ -180,10 +189,29 @@ impl ChainState {
         })
     }
 
-    /// The processing state, for a view resuming the chain to fill in
-    /// ([`resume`](Self::resume) first).
-    pub fn processing_mut(&mut self) -> &mut Processing {
-        &mut self.processing
+    /// The processing state (what a view stores to resume the chain).
+    pub fn processing(&self) -> &Processing {
+        &self.processing
+    }
+
+    /// Puts back the processing state a view stored, after [`resume`](Self::resume): the
+    /// derived memories join the chain's memories.
+    pub fn restore_processing(&mut self, p: Processing) {
+        self.memories.extend(p.parents.keys().copied());
+        self.processing = p;
+    }
+
+    /// The inputs of a derived memory.
+    pub fn inputs_of(&self, memory: &MemoryId) -> Option<&[MemoryId]> {
+        self.processing.parents.get(memory).map(Vec::as_slice)
+    }
+
+    /// The memories derived from `memory` directly.
+    pub fn outputs_of(&self, memory: &MemoryId) -> &[MemoryId] {
+        self.processing
+            .children
+            .get(memory)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// A processing grant the chain created.

@@ -29,7 +29,7 @@ pub const MAX_REASON_LEN: usize = 512;
 
 /// A processing grant as its owner's chain defines it: created by `processing_granted`,
 /// ended by `grant_revoked` or its expiry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessingGrant {
     /// Its id.
     pub id: GrantId,

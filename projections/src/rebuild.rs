@@ -52,6 +52,7 @@ const TABLES: &[(&str, &str)] = &[
         "quarantine",
         "user_id, seq, check_code, reason, quarantined_at",
     ),
+    ("processing_state", "user_id, last_seq, state"),
 ];
 
 /// What a rebuild did.

@@ -191,6 +191,18 @@ pub(crate) async fn load(
             }
         }
     }
+    let rows = sqlx::query("SELECT user_id, state FROM processing_state WHERE user_id = ANY($1)")
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut processing: HashMap<UserId, mnemo_core::chain_state::Processing> = HashMap::new();
+    for r in rows {
+        let u = user(r.try_get(0)?)?;
+        let v: serde_json::Value = r.try_get(1)?;
+        let p = serde_json::from_value(v)
+            .map_err(|e| ProjectionError::Corrupt(format!("{u}: stored processing state: {e}")))?;
+        processing.insert(u, p);
+    }
     let mut out = HashMap::with_capacity(users.len());
     for u in users {
         let st = match parts.remove(u) {
@@ -208,6 +220,10 @@ pub(crate) async fn load(
                 .ok_or_else(|| {
                     ProjectionError::Corrupt(format!("{u}: stored tip and tree disagree"))
                 })?;
+                let mut chain = chain;
+                if let Some(p) = processing.remove(u) {
+                    chain.restore_processing(p);
+                }
                 UserState {
                     chain,
                     quarantine: p.quarantine,

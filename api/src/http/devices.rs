@@ -31,7 +31,9 @@ fn device_owner(caller: &Caller, id: &str) -> ApiResult<UserId> {
     match &caller.0 {
         Principal::Admin => Ok(user),
         Principal::User(u) if *u == user => Ok(user),
-        Principal::User(_) => Err(Problem::forbidden("devices of another user")),
+        Principal::User(_) | Principal::Processor(_) => {
+            Err(Problem::forbidden("devices of another user"))
+        }
     }
 }
 

@@ -56,6 +56,9 @@ impl Caller {
             Principal::Admin => Err(Problem::forbidden(
                 "an admin token does not act as a user; use the user's token",
             )),
+            Principal::Processor(_) => Err(Problem::forbidden(
+                "a processor token does not act as a user; processors use /v1/processing",
+            )),
         }
     }
 }

@@ -89,7 +89,7 @@ pub(crate) async fn write_rows(
     // memories
     let mut m = MemoryColumns::default();
     for a in accepted {
-        let EventBody::MemoryIngested { memory } = a.event.body else {
+        let Some(memory) = a.event.body.new_memory() else {
             continue;
         };
         let e = &a.event;
@@ -226,6 +226,25 @@ pub(crate) async fn write_rows(
         us.2.push(st.head().0.to_vec());
         us.3.push(st.chain.tree().peaks().iter().flat_map(|p| p.0).collect());
         us.4.push(st.root().0.to_vec());
+    }
+    // processing state (core's rules), for users whose chain has any
+    for u in users {
+        let st = &states[u];
+        if st.last_seq() == 0 || st.chain.processing().is_empty() {
+            continue;
+        }
+        let state = serde_json::to_value(st.chain.processing())
+            .map_err(|e| crate::ProjectionError::Corrupt(format!("processing state: {e}")))?;
+        sqlx::query(
+            "INSERT INTO processing_state (user_id, last_seq, state) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, state = EXCLUDED.state
+             WHERE processing_state.last_seq < EXCLUDED.last_seq",
+        )
+        .bind(u.as_str())
+        .bind(st.last_seq() as i64)
+        .bind(state)
+        .execute(&mut *tx)
+        .await?;
     }
     if !us.0.is_empty() {
         sqlx::query(

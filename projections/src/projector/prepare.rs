@@ -73,7 +73,7 @@ pub(super) fn verify(
         // The payload's record under the format's value rules (what mnemo-audit checks
         // when the bundle opens the payload: check `payload`, after the event's own checks).
         let payload_refused = match &a.event.body {
-            EventBody::MemoryIngested { memory } => match opened.get(memory) {
+            EventBody::MemoryIngested { memory } | EventBody::MemoryDerived { memory, .. } => match opened.get(memory) {
                 Some(Some((record, _))) => record.check_values().err(),
                 _ => None,
             },
@@ -221,7 +221,7 @@ impl Projector {
         let cache = &mut self.keys;
         let stored: Vec<StoredEvent> = decoded
             .iter()
-            .filter(|a| matches!(a.event.body, EventBody::MemoryIngested { .. }))
+            .filter(|a| a.event.body.new_memory().is_some())
             .map(|a| StoredEvent {
                 event: a.event.clone(),
                 hash: a.hash,
@@ -237,11 +237,16 @@ impl Projector {
         let mut opened = HashMap::new();
         let erasing: HashSet<&UserId> = decoded
             .iter()
-            .filter(|a| matches!(a.event.body, EventBody::MemoryErased { .. }))
+            .filter(|a| {
+                matches!(
+                    a.event.body,
+                    EventBody::MemoryErased { .. } | EventBody::LineageErased { .. }
+                )
+            })
             .map(|a| &a.event.user)
             .collect();
         for st in &stored {
-            let EventBody::MemoryIngested { memory } = st.event.body else {
+            let Some(memory) = st.event.body.new_memory() else {
                 continue;
             };
             // The record and the size; an object's content is not read (its stream is
