@@ -42,6 +42,40 @@ pub const READ_PREFIX: &str = "mnemo.read";
 /// The queue group the service subscribers share.
 pub const SERVICE_QUEUE: &str = "mnemo";
 
+/// Registered processors (name -> registration), a KV bucket.
+pub const PROCESSORS_BUCKET: &str = "mnemo-processors";
+/// Models and their training sets (`<user>.<model>`), a KV bucket.
+pub const MODELS_BUCKET: &str = "mnemo-models";
+/// The planner's progress per chain (`<user>` -> last seq planned), a KV bucket.
+pub const PLANNER_BUCKET: &str = "mnemo-planner";
+/// The durable work queue of processing tasks (work-queue retention).
+pub const WORK_STREAM: &str = "MNEMO-WORK";
+/// Tasks wait on `mnemo.task.<processor>.<user>` in [`WORK_STREAM`].
+pub const TASK_PREFIX: &str = "mnemo.task";
+/// Tasks that failed too often, on `mnemo.dead.<processor>.<user>`.
+pub const DEAD_TASK_STREAM: &str = "MNEMO-DEAD-TASKS";
+/// The prefix of [`DEAD_TASK_STREAM`]'s subjects.
+pub const DEAD_TASK_PREFIX: &str = "mnemo.dead";
+/// Notices to processors (stale models), on `mnemo.notice.<processor>`, kept in a stream.
+pub const NOTICE_STREAM: &str = "MNEMO-NOTICES";
+/// The prefix of [`NOTICE_STREAM`]'s subjects.
+pub const NOTICE_PREFIX: &str = "mnemo.notice";
+/// Workers of a processor take tasks on `mnemo.work.<processor>` (queue group: the
+/// processor's name).
+pub const WORK_PREFIX: &str = "mnemo.work";
+/// Processors call mnemo on `mnemo.proc.<processor>.<fetch|submit|model>`.
+pub const PROC_PREFIX: &str = "mnemo.proc";
+
+/// The subject a processor's task for `user` waits on.
+pub fn task_subject(processor: &str, user: &str) -> String {
+    format!("{TASK_PREFIX}.{processor}.{user}")
+}
+
+/// The durable consumer of a processor's tasks.
+pub fn task_consumer(processor: &str) -> String {
+    format!("tasks-{processor}")
+}
+
 /// The stream behind a KV bucket.
 pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")

@@ -33,6 +33,8 @@ pub struct FetchedInput {
     pub opened: OpenedMemory,
     /// Its event's hash (a training-set member is `(seq, event hash)`).
     pub event_hash: Hash32,
+    /// Its event's timestamp (a grant's time conditions fall back on it).
+    pub ingested_at: TimestampMs,
 }
 
 impl Ledger {
@@ -106,6 +108,7 @@ impl Ledger {
         Ok(FetchedInput {
             opened,
             event_hash: stored.hash,
+            ingested_at: stored.event.timestamp,
         })
     }
 

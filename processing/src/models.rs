@@ -1,0 +1,136 @@
+//! Models and their training sets, in the KV bucket `mnemo-models` (`<user>.<model>`): the
+//! chain holds each model's commitment (`model_trained`: root and count), this bucket the
+//! members, so that a user can be given an inclusion or exclusion proof and a model is
+//! marked stale when an erasure reaches one of its members.
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use mnemo_core::names::MODELS_BUCKET;
+use mnemo_core::processing::{SetMember, TrainingSet};
+use mnemo_core::{GrantId, Hash32, MemoryId, ModelId, ProcessorId, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProcessingError, Result};
+
+/// A model as mnemo keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Model {
+    /// Its id.
+    pub id: ModelId,
+    /// Whose.
+    pub user: UserId,
+    /// The processor that trained it.
+    pub processor: ProcessorId,
+    /// Under which processing grant.
+    pub grant: GrantId,
+    /// The model version.
+    pub version: String,
+    /// Hash of the artifact.
+    pub artifact: Hash32,
+    /// The training-set root (as in the chain).
+    pub set_root: Hash32,
+    /// The training-set size.
+    pub set_count: u64,
+    /// The seq of its `model_trained` event.
+    pub seq: u64,
+    /// The members: memory, seq and event hash, ascending seq.
+    pub members: Vec<(MemoryId, SetMember)>,
+    /// Why it is stale, once an erasure reached a member.
+    pub stale: Option<String>,
+}
+
+impl Model {
+    /// The training set's tree.
+    pub fn set(&self) -> Option<TrainingSet> {
+        TrainingSet::new(self.members.iter().map(|(_, m)| *m).collect())
+    }
+
+    /// Whether `memory` is a member.
+    pub fn has(&self, memory: &MemoryId) -> bool {
+        self.members.iter().any(|(m, _)| m == memory)
+    }
+
+    /// The member of seq `seq`.
+    pub fn member_at(&self, seq: Seq) -> Option<&SetMember> {
+        self.members.iter().map(|(_, m)| m).find(|m| m.seq == seq)
+    }
+}
+
+/// The models bucket. Cheap to clone.
+#[derive(Clone)]
+pub struct Models {
+    kv: kv::Store,
+}
+
+fn key(user: &UserId, model: &ModelId) -> String {
+    format!("{user}.{model}")
+}
+
+impl Models {
+    /// Opens (creating when missing) the bucket.
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
+        let kv = match js.get_key_value(MODELS_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: MODELS_BUCKET.into(),
+                    description: "mnemo models and their training sets".into(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    max_value_size: -1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ProcessingError::nats("create the models bucket", e))?,
+        };
+        Ok(Self { kv })
+    }
+
+    /// Stores a model.
+    pub async fn put(&self, m: &Model) -> Result<()> {
+        self.kv
+            .put(key(&m.user, &m.id), serde_json::to_vec(m).expect("serialisable").into())
+            .await
+            .map_err(|e| ProcessingError::nats("store a model", e))?;
+        Ok(())
+    }
+
+    /// One model of `user`.
+    pub async fn get(&self, user: &UserId, id: &ModelId) -> Result<Option<Model>> {
+        let v = self
+            .kv
+            .get(key(user, id))
+            .await
+            .map_err(|e| ProcessingError::nats("read a model", e))?;
+        v.map(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ProcessingError::Invalid(format!("stored model {id}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Every model of `user`.
+    pub async fn of_user(&self, user: &UserId) -> Result<Vec<Model>> {
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| ProcessingError::nats("list models", e))?;
+        let prefix = format!("{user}.");
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| ProcessingError::nats("list models", e))?;
+            let Some(id) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Ok(id) = ModelId::from_hex(id)
+                && let Some(m) = self.get(user, &id).await?
+            {
+                out.push(m);
+            }
+        }
+        out.sort_by_key(|m| m.seq);
+        Ok(out)
+    }
+}

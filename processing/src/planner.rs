@@ -1,0 +1,277 @@
+//! The planner: turns memories a processor may see into tasks on the durable work queue.
+//!
+//! It follows every chain (a wake-up per append on the chain subjects, and a sweep of the
+//! chains it knows every `sweep` for wake-ups lost while it was away) and reads each
+//! chain from where it stopped. For every memory (ingested or derived) and every live
+//! processing grant of the chain whose processor takes its kind, it publishes a task
+//! `mnemo.task.<processor>.<user>` with a message id per (processor, user, memory), so a
+//! re-planned task within the dedup window is one task. A new processing grant queues the
+//! memories already in the chain (the backfill). Where it stopped is kept per chain in the
+//! KV bucket `mnemo-planner` after the tasks are acknowledged by JetStream: a crash in
+//! between re-plans, it never skips. The fetch checks again: a task is a hint, not a grant.
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use mnemo_core::grant::MemoryFacts;
+use mnemo_core::names::{CHAIN_SUBJECT_PREFIX, PLANNER_BUCKET, task_subject};
+use mnemo_core::{EventBody, GrantId, ProcessingGrant, Seq, TimestampMs, UserId};
+use mnemo_ledger::Ledger;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::error::{ProcessingError, Result};
+use crate::protocol::Task;
+use crate::registry::{Processor, Registry};
+
+/// Where the planner stopped in one chain.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Cursor {
+    /// Last seq planned.
+    seq: u64,
+    /// The grants planned up to `seq` (a grant not here gets a backfill).
+    grants: Vec<GrantId>,
+}
+
+/// Counters of a planner.
+#[derive(Debug, Default)]
+pub struct PlannerStats {
+    /// Tasks published (repeats deduplicated by the queue included).
+    pub planned: std::sync::atomic::AtomicU64,
+}
+
+/// The planner.
+#[derive(Clone)]
+pub struct Planner {
+    ledger: Ledger,
+    js: jetstream::Context,
+    registry: Registry,
+    cursors: kv::Store,
+    sweep: Duration,
+    /// Its counters.
+    pub stats: std::sync::Arc<PlannerStats>,
+}
+
+fn now_ms() -> TimestampMs {
+    TimestampMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
+impl Planner {
+    /// A planner over `ledger`'s chains.
+    pub async fn new(
+        ledger: Ledger,
+        js: jetstream::Context,
+        registry: Registry,
+        sweep: Duration,
+    ) -> Result<Self> {
+        let cursors = match js.get_key_value(PLANNER_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: PLANNER_BUCKET.into(),
+                    description: "mnemo planner progress per chain".into(),
+                    num_replicas: ledger.config().replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ProcessingError::nats("create the planner bucket", e))?,
+        };
+        Ok(Self {
+            ledger,
+            js,
+            registry,
+            cursors,
+            sweep,
+            stats: Default::default(),
+        })
+    }
+
+    /// Plans until `stop`.
+    pub async fn run(
+        &self,
+        client: async_nats::Client,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut appends = client
+            .subscribe(format!("{CHAIN_SUBJECT_PREFIX}.>"))
+            .await
+            .map_err(|e| ProcessingError::nats("subscribe to the chains", e))?;
+        let mut sweep = tokio::time::interval(self.sweep);
+        let mut dirty: HashSet<UserId> = HashSet::new();
+        loop {
+            tokio::select! {
+                m = appends.next() => {
+                    let Some(m) = m else { return Ok(()) };
+                    if let Some(u) = m.subject.rsplit('.').next().and_then(|u| UserId::new(u).ok()) {
+                        dirty.insert(u);
+                    }
+                    // Gather the wake-ups already there, then plan each chain once.
+                    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(20), appends.next()).await {
+                        if let Some(u) = m.subject.rsplit('.').next().and_then(|u| UserId::new(u).ok()) {
+                            dirty.insert(u);
+                        }
+                        if dirty.len() >= 256 { break; }
+                    }
+                }
+                _ = sweep.tick() => {
+                    dirty.extend(self.known_chains().await?);
+                }
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+            for u in std::mem::take(&mut dirty) {
+                if let Err(e) = self.plan(&u).await {
+                    tracing::warn!(user = %u, error = %e, "planning failed; retried on the next wake-up or sweep");
+                }
+            }
+        }
+    }
+
+    async fn known_chains(&self) -> Result<Vec<UserId>> {
+        let mut keys = self
+            .cursors
+            .keys()
+            .await
+            .map_err(|e| ProcessingError::nats("list planner cursors", e))?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            if let Ok(u) = k.map(UserId::new) {
+                out.extend(u.ok());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Plans one chain: publishes the tasks of every memory not planned yet for each live
+    /// processing grant. Returns how many tasks were published.
+    pub async fn plan(&self, user: &UserId) -> Result<usize> {
+        let (grants, len) = self
+            .ledger
+            .with_rules(user, |s| {
+                let live: Vec<ProcessingGrant> = s
+                    .processing_grants()
+                    .filter(|g| g.live(now_ms()).is_ok())
+                    .cloned()
+                    .collect();
+                (live, s.len())
+            })
+            .await?;
+        if grants.is_empty() {
+            return Ok(0);
+        }
+        let cursor: Cursor = match self
+            .cursors
+            .get(user.as_str())
+            .await
+            .map_err(|e| ProcessingError::nats("read a planner cursor", e))?
+        {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            None => Cursor::default(),
+        };
+        let mut processors: HashMap<GrantId, Processor> = HashMap::new();
+        for g in &grants {
+            if let Some(p) = self.registry.get(&g.processor).await?
+                && !p.revoked
+            {
+                processors.insert(g.id, p);
+            }
+        }
+        let fresh: HashSet<GrantId> = grants
+            .iter()
+            .filter(|g| !cursor.grants.contains(&g.id))
+            .map(|g| g.id)
+            .collect();
+        let from = if fresh.is_empty() { cursor.seq + 1 } else { 1 };
+        if from > len {
+            return Ok(0);
+        }
+        let mut published = 0;
+        let mut acks = Vec::new();
+        let mut reader = self.ledger.read(user, Seq(from)).await?;
+        while let Some(e) = reader.next().await? {
+            if e.event.seq.0 > len {
+                break;
+            }
+            let Some(memory) = e.event.body.new_memory() else {
+                continue;
+            };
+            let made_by = match &e.event.body {
+                EventBody::MemoryDerived { grant, .. } => grants
+                    .iter()
+                    .find(|g| g.id == *grant)
+                    .map(|g| g.processor.clone()),
+                _ => None,
+            };
+            let wanted: Vec<&ProcessingGrant> = grants
+                .iter()
+                .filter(|g| e.event.seq.0 > cursor.seq || fresh.contains(&g.id))
+                .filter(|g| processors.contains_key(&g.id))
+                .filter(|g| made_by.as_ref() != Some(&g.processor))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let opened = match self.ledger.open_memory(&e).await {
+                Ok(o) => o,
+                // Erased (or its key gone): nothing to process.
+                Err(mnemo_ledger::LedgerError::Erased(_)) => continue,
+                Err(other) => return Err(other.into()),
+            };
+            let r = &opened.record;
+            let facts = MemoryFacts {
+                id: memory,
+                kind: &r.kind,
+                tags: &r.tags,
+                captured_at: r.captured_at,
+                ingested_at: e.event.timestamp,
+                erased: false,
+            };
+            for g in wanted {
+                let p = &processors[&g.id];
+                if !p.consumes_kind(&r.kind) || g.allows(&facts, now_ms()).is_err() {
+                    continue;
+                }
+                let task = Task {
+                    user: user.clone(),
+                    memory,
+                    grant: g.id,
+                };
+                let msg = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(serde_json::to_vec(&task).expect("serialisable").into())
+                    .message_id(format!("{}.{user}.{memory}.{}", p.name, g.id));
+                let ack = self
+                    .js
+                    .send_publish(task_subject(p.name.as_str(), user.as_str()), msg)
+                    .await
+                    .map_err(|e| ProcessingError::nats("queue a task", e))?;
+                acks.push(ack);
+                published += 1;
+                if acks.len() >= 256 {
+                    for a in acks.drain(..) {
+                        a.await.map_err(|e| ProcessingError::nats("queue a task", e))?;
+                    }
+                }
+            }
+        }
+        for a in acks {
+            a.await
+                .map_err(|e| ProcessingError::nats("queue a task", e))?;
+        }
+        let next = Cursor {
+            seq: len,
+            grants: grants.iter().map(|g| g.id).collect(),
+        };
+        self.cursors
+            .put(user.as_str(), serde_json::to_vec(&next).expect("serialisable").into())
+            .await
+            .map_err(|e| ProcessingError::nats("store a planner cursor", e))?;
+        self.stats
+            .planned
+            .fetch_add(published as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(published)
+    }
+}

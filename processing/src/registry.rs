@@ -1,0 +1,162 @@
+//! The processor registry: registered services with their own identity, in the KV bucket
+//! `mnemo-processors` (name -> [`Processor`]). Registering makes the processor's Ed25519
+//! key pair (it signs results; the seed is handed out once and never stored); revoking
+//! marks it revoked, and every fetch, result and task of it is refused from then on (the
+//! registry is read on each, never cached).
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use mnemo_core::names::PROCESSORS_BUCKET;
+use mnemo_core::{ProcessorId, PublicKey, SigningKey};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProcessingError, Result};
+
+/// A registered processor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processor {
+    /// Its name (a NATS subject token).
+    pub name: ProcessorId,
+    /// Its version (results name it; a grant may pin it).
+    pub version: String,
+    /// Memory kinds it takes (empty: any the grant covers).
+    pub consumes: Vec<String>,
+    /// Memory kinds it makes.
+    pub produces: Vec<String>,
+    /// The public half of the key it signs results with.
+    pub public_key: PublicKey,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// When it was registered (ms).
+    pub registered_at: i64,
+}
+
+impl Processor {
+    /// Whether it takes memories of `kind`.
+    pub fn consumes_kind(&self, kind: &str) -> bool {
+        self.consumes.is_empty() || self.consumes.iter().any(|k| k == kind)
+    }
+}
+
+/// The registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    kv: kv::Store,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Registry {
+    /// Opens (creating when missing) the registry bucket.
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
+        let kv = match js.get_key_value(PROCESSORS_BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: PROCESSORS_BUCKET.into(),
+                    description: "mnemo registered processors".into(),
+                    history: 5,
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ProcessingError::nats("create the processor registry", e))?,
+        };
+        Ok(Self { kv })
+    }
+
+    /// Registers a processor; returns it and its signing key (shown once, never stored).
+    pub async fn register(
+        &self,
+        name: ProcessorId,
+        version: String,
+        consumes: Vec<String>,
+        produces: Vec<String>,
+    ) -> Result<(Processor, SigningKey)> {
+        if version.is_empty() || version.len() > mnemo_core::processing::MAX_VERSION_LEN {
+            return Err(ProcessingError::Invalid(
+                "version must be 1 to 64 bytes".into(),
+            ));
+        }
+        let key = SigningKey::from_bytes(&rand::random());
+        let p = Processor {
+            name: name.clone(),
+            version,
+            consumes,
+            produces,
+            public_key: PublicKey(key.verifying_key()),
+            revoked: false,
+            registered_at: now_ms(),
+        };
+        let bytes = serde_json::to_vec(&p).expect("serialisable");
+        match self.kv.create(name.as_str(), bytes.into()).await {
+            Ok(_) => Ok((p, key)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(ProcessingError::Exists(name.to_string()))
+            }
+            Err(e) => Err(ProcessingError::nats("register a processor", e)),
+        }
+    }
+
+    /// The processor, if registered (revoked ones included).
+    pub async fn get(&self, name: &ProcessorId) -> Result<Option<Processor>> {
+        let v = self
+            .kv
+            .get(name.as_str())
+            .await
+            .map_err(|e| ProcessingError::nats("read the processor registry", e))?;
+        v.map(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ProcessingError::Invalid(format!("stored processor {name}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// The processor, registered and not revoked.
+    pub async fn require(&self, name: &ProcessorId) -> Result<Processor> {
+        match self.get(name).await? {
+            None => Err(ProcessingError::UnknownProcessor(name.to_string())),
+            Some(p) if p.revoked => Err(ProcessingError::Revoked(name.to_string())),
+            Some(p) => Ok(p),
+        }
+    }
+
+    /// Revokes a processor (for good: a new registration needs a new name).
+    pub async fn revoke(&self, name: &ProcessorId) -> Result<Processor> {
+        let mut p = self
+            .get(name)
+            .await?
+            .ok_or_else(|| ProcessingError::UnknownProcessor(name.to_string()))?;
+        p.revoked = true;
+        self.kv
+            .put(name.as_str(), serde_json::to_vec(&p).expect("serialisable").into())
+            .await
+            .map_err(|e| ProcessingError::nats("revoke a processor", e))?;
+        Ok(p)
+    }
+
+    /// Every registered processor.
+    pub async fn list(&self) -> Result<Vec<Processor>> {
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|e| ProcessingError::nats("list processors", e))?;
+        let mut out = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| ProcessingError::nats("list processors", e))?;
+            if let Ok(name) = ProcessorId::new(k)
+                && let Some(p) = self.get(&name).await?
+            {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}

@@ -1,0 +1,474 @@
+//! The processing service: what mnemo does for a processor (fetch, result, model) and for
+//! an owner (lineage, models, training-set proofs, erasure that follows lineage), whatever
+//! the transport (REST in `mnemo-api`, NATS request/reply in [`crate::responder`]).
+//!
+//! Every fetch is checked against a live processing grant (processor, version, conditions,
+//! erasure) and recorded in the owner's chain (`inputs_fetched`) before any byte is
+//! returned, the rule grantee reads follow. A revocation refuses every fetch not yet made
+//! at once: the chain's rules refuse the record, so no access record ever follows one.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use mnemo_core::grant::MemoryFacts;
+use mnemo_core::processing::SetMember;
+use mnemo_core::{
+    Content, ErasureTarget, EventBody, MemoryId, MemoryRecord, ModelId, ProcessingGrant,
+    ProcessorId, Seq, TimestampMs, TrainingSetProof, UserId,
+};
+use mnemo_ledger::{DerivedResult, Ledger, LedgerError};
+use serde::Serialize;
+use std::collections::HashMap;
+
+use crate::error::{ProcessingError, Result};
+use crate::models::{Model, Models};
+use crate::protocol::*;
+use crate::registry::{Processor, Registry};
+
+fn now_ms() -> TimestampMs {
+    TimestampMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
+/// One side of a memory's lineage.
+#[derive(Clone, Debug, Serialize)]
+pub struct LineageLink {
+    /// The memory.
+    pub memory: MemoryId,
+    /// The processor that made the derived side.
+    pub processor: Option<ProcessorId>,
+}
+
+/// A memory's lineage, both ways.
+#[derive(Clone, Debug, Serialize)]
+pub struct Lineage {
+    /// The memory.
+    pub memory: MemoryId,
+    /// What it was derived from (empty for an ingested memory).
+    pub inputs: Vec<MemoryId>,
+    /// Which processor derived it, under which version (derived memories).
+    pub derived_by: Option<(ProcessorId, String)>,
+    /// What was derived from it, directly.
+    pub outputs: Vec<MemoryId>,
+    /// Everything derived from it, transitively, not erased (what erasing it also erases).
+    pub closure: Vec<MemoryId>,
+    /// Whether it was erased.
+    pub erased: bool,
+}
+
+/// What erasing a memory did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Erased {
+    /// The erasure event's seq.
+    pub seq: u64,
+    /// Its hash.
+    pub event_hash: mnemo_core::Hash32,
+    /// The derived memories erased with it.
+    pub closure: Vec<MemoryId>,
+    /// The models marked stale.
+    pub stale_models: Vec<ModelId>,
+}
+
+/// The service. Cheap to clone.
+#[derive(Clone)]
+pub struct Processing {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// The processor registry.
+    pub registry: Registry,
+    /// Models and training sets.
+    pub models: Models,
+    js: async_nats::jetstream::Context,
+}
+
+impl Processing {
+    /// Opens the registry and models buckets and the notice stream.
+    pub async fn open(ledger: Ledger, js: async_nats::jetstream::Context) -> Result<Self> {
+        let replicas = ledger.config().replicas;
+        let registry = Registry::open(&js, replicas).await?;
+        let models = Models::open(&js, replicas).await?;
+        crate::queue::ensure_streams(&js, replicas).await?;
+        Ok(Self {
+            ledger,
+            registry,
+            models,
+            js,
+        })
+    }
+
+    /// The processing grant `grant` of `user`'s chain, if it is `processor`'s.
+    async fn grant_of(
+        &self,
+        user: &UserId,
+        grant: &mnemo_core::GrantId,
+        p: &Processor,
+    ) -> Result<ProcessingGrant> {
+        let g = self
+            .ledger
+            .with_rules(user, |s| s.processing_grant(grant).cloned())
+            .await
+            .map_err(not_found_user)?
+            .ok_or_else(|| {
+                ProcessingError::NotAllowed(format!("{user} has no processing grant {grant}"))
+            })?;
+        if g.processor != p.name {
+            return Err(ProcessingError::NotAllowed(format!(
+                "grant {grant} is not given to processor {}",
+                p.name
+            )));
+        }
+        if !g.allows_version(&p.version) {
+            return Err(ProcessingError::NotAllowed(format!(
+                "grant {grant} does not allow version {} of {}",
+                p.version, p.name
+            )));
+        }
+        g.live(now_ms())
+            .map_err(|r| ProcessingError::NotAllowed(format!("grant {grant} {}", r.reason())))?;
+        Ok(g)
+    }
+
+    /// A processor fetches a memory: checked, recorded in the owner's chain, then returned.
+    pub async fn fetch(&self, processor: &ProcessorId, r: &FetchRequest) -> Result<Fetched> {
+        let p = self.registry.require(processor).await?;
+        let g = self.grant_of(&r.user, &r.grant, &p).await?;
+        let erased = self
+            .ledger
+            .with_rules(&r.user, |s| (s.has_memory(&r.memory), s.is_erased(&r.memory)))
+            .await?;
+        match erased {
+            (false, _) => return Err(ProcessingError::NotFound(format!("no memory {}", r.memory))),
+            (true, true) => return Err(LedgerError::Erased(r.memory).into()),
+            _ => {}
+        }
+        let input = self.ledger.open_for_processing(&r.user, &r.memory).await?;
+        let rec = &input.opened.record;
+        let facts = MemoryFacts {
+            id: r.memory,
+            kind: &rec.kind,
+            tags: &rec.tags,
+            captured_at: rec.captured_at,
+            ingested_at: input.ingested_at,
+            erased: false,
+        };
+        if !p.consumes_kind(&rec.kind) {
+            return Err(ProcessingError::NotAllowed(format!(
+                "processor {} does not take memories of kind {}",
+                p.name, rec.kind
+            )));
+        }
+        g.allows(&facts, now_ms())
+            .map_err(|e| ProcessingError::NotAllowed(format!("grant {} {}", g.id, e.reason())))?;
+        // Recorded first; the chain's rules refuse the record if the grant was revoked in
+        // the meantime, and then nothing is returned.
+        let receipt = self
+            .ledger
+            .record_fetch(&r.user, r.grant, vec![r.memory])
+            .await
+            .map_err(|e| match e {
+                LedgerError::Refused(c) => {
+                    ProcessingError::NotAllowed(format!("the chain refuses the fetch: {c}"))
+                }
+                other => other.into(),
+            })?;
+        Ok(Fetched {
+            user: r.user.clone(),
+            memory: r.memory,
+            seq: input.opened.seq.0,
+            event_hash: input.event_hash,
+            kind: rec.kind.clone(),
+            tags: rec.tags.clone(),
+            content_type: rec.content_type.clone(),
+            captured_at: rec.captured_at.map(|t| t.0),
+            content: B64.encode(&input.opened.content),
+            recorded_seq: receipt.seq.0,
+        })
+    }
+
+    /// A processor records a result (a derived memory). Idempotent per processor, version
+    /// and inputs: a repeat returns the original receipt.
+    pub async fn submit(&self, processor: &ProcessorId, r: SubmitRequest) -> Result<Recorded> {
+        let p = self.registry.require(processor).await?;
+        let g = self
+            .ledger
+            .with_rules(&r.user, |s| s.processing_grant(&r.grant).cloned())
+            .await
+            .map_err(not_found_user)?
+            .ok_or_else(|| {
+                ProcessingError::NotAllowed(format!(
+                    "{} has no processing grant {}",
+                    r.user, r.grant
+                ))
+            })?;
+        if g.processor != p.name {
+            return Err(ProcessingError::NotAllowed(format!(
+                "grant {} is not given to processor {}",
+                r.grant, p.name
+            )));
+        }
+        let mut salt = [0u8; 32];
+        hex::decode_to_slice(&r.salt, &mut salt)
+            .map_err(|_| ProcessingError::Invalid("salt must be 64 hex characters".into()))?;
+        let content = B64
+            .decode(&r.record.content)
+            .map_err(|e| ProcessingError::Invalid(format!("record.content: {e}")))?;
+        let receipt = self
+            .ledger
+            .append_derived(
+                &r.user,
+                DerivedResult {
+                    grant: r.grant,
+                    version: r.version,
+                    inputs: r.inputs,
+                    record: MemoryRecord {
+                        kind: r.record.kind,
+                        tags: r.record.tags,
+                        captured_at: r.record.captured_at.map(TimestampMs),
+                        source: r.record.source,
+                        content_type: r.record.content_type,
+                        content: Content::Inline { bytes: content },
+                    },
+                    salt,
+                    signature: r.signature,
+                },
+            )
+            .await?;
+        Ok(Recorded {
+            memory: receipt.memory.expect("a derived memory's receipt names it"),
+            seq: receipt.seq.0,
+            event_hash: receipt.hash,
+            duplicate: receipt.duplicate,
+        })
+    }
+
+    /// A processor records a trained model: its training set is the memories named, each
+    /// fetched under the grant; the commitment is computed here from the chain and must be
+    /// what the processor signed.
+    pub async fn record_model(
+        &self,
+        processor: &ProcessorId,
+        r: ModelRequest,
+    ) -> Result<ModelRecorded> {
+        let p = self.registry.require(processor).await?;
+        let g = self.grant_of(&r.user, &r.grant, &p).await?;
+        let wanted: std::collections::HashSet<MemoryId> = r.inputs.iter().copied().collect();
+        if wanted.len() != r.inputs.len() || wanted.is_empty() {
+            return Err(ProcessingError::Invalid(
+                "inputs must name 1 or more memories, once each".into(),
+            ));
+        }
+        let fetched = self
+            .ledger
+            .with_rules(&r.user, |s| {
+                r.inputs.iter().find(|m| !s.was_fetched(&g.id, m)).copied()
+            })
+            .await?;
+        if let Some(m) = fetched {
+            return Err(ProcessingError::NotAllowed(format!(
+                "memory {m} was not fetched under grant {}",
+                g.id
+            )));
+        }
+        let mut members = Vec::with_capacity(wanted.len());
+        let mut reader = self.ledger.read(&r.user, Seq::FIRST).await?;
+        while let Some(e) = reader.next().await? {
+            if let Some(m) = e.event.body.new_memory()
+                && wanted.contains(&m)
+            {
+                members.push((
+                    m,
+                    SetMember {
+                        seq: e.event.seq,
+                        event_hash: e.hash,
+                    },
+                ));
+            }
+        }
+        members.sort_by_key(|(_, m)| m.seq);
+        let set = mnemo_core::TrainingSet::new(members.iter().map(|(_, m)| *m).collect())
+            .ok_or_else(|| ProcessingError::Invalid("an empty training set".into()))?;
+        let (model, receipt) = self
+            .ledger
+            .append_model(
+                &r.user,
+                r.grant,
+                r.version.clone(),
+                r.artifact,
+                &set,
+                r.signature,
+            )
+            .await?;
+        self.models
+            .put(&Model {
+                id: model,
+                user: r.user.clone(),
+                processor: p.name.clone(),
+                grant: r.grant,
+                version: r.version,
+                artifact: r.artifact,
+                set_root: set.root(),
+                set_count: set.count(),
+                seq: receipt.seq.0,
+                members,
+                stale: None,
+            })
+            .await?;
+        Ok(ModelRecorded {
+            model,
+            seq: receipt.seq.0,
+            event_hash: receipt.hash,
+            set_root: set.root(),
+            set_count: set.count(),
+        })
+    }
+
+    /// A memory's lineage, both ways.
+    pub async fn lineage(&self, user: &UserId, memory: &MemoryId) -> Result<Lineage> {
+        let l = self
+            .ledger
+            .with_rules(user, |s| {
+                s.has_memory(memory).then(|| {
+                    let inputs = s.inputs_of(memory).map(<[_]>::to_vec).unwrap_or_default();
+                    (
+                        inputs,
+                        s.outputs_of(memory).to_vec(),
+                        s.closure(memory),
+                        s.is_erased(memory),
+                    )
+                })
+            })
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("no memory {memory}")))?;
+        let derived_by = if l.0.is_empty() {
+            None
+        } else {
+            let e = self
+                .ledger
+                .find_memory(user, memory)
+                .await?
+                .ok_or_else(|| ProcessingError::NotFound(format!("no memory {memory}")))?;
+            match &e.event.body {
+                EventBody::MemoryDerived { grant, version, .. } => self
+                    .ledger
+                    .with_rules(user, |s| s.processing_grant(grant).map(|g| g.processor.clone()))
+                    .await?
+                    .map(|p| (p, version.clone())),
+                _ => None,
+            }
+        };
+        let mut outputs = l.1;
+        outputs.sort();
+        Ok(Lineage {
+            memory: *memory,
+            inputs: l.0,
+            derived_by,
+            outputs,
+            closure: l.2,
+            erased: l.3,
+        })
+    }
+
+    /// The proof that `memory` is, or is not, in model `model`'s training set.
+    pub async fn training_proof(
+        &self,
+        user: &UserId,
+        model: &ModelId,
+        memory: &MemoryId,
+    ) -> Result<TrainingSetProof> {
+        let m = self
+            .models
+            .get(user, model)
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("no model {model}")))?;
+        let e = self
+            .ledger
+            .find_memory(user, memory)
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("no memory {memory}")))?;
+        let set = m
+            .set()
+            .ok_or_else(|| ProcessingError::Invalid(format!("model {model}: empty set")))?;
+        Ok(set.prove(e.event.seq, e.hash))
+    }
+
+    /// Erases a memory and everything derived from it; marks the models trained on any of
+    /// them stale and tells their processors (`mnemo.notice.<processor>`).
+    pub async fn erase(&self, user: &UserId, memory: &MemoryId, reason: &str) -> Result<Erased> {
+        let (receipt, closure) = self.ledger.erase_lineage(user, memory, reason).await?;
+        let mut all = closure.clone();
+        all.push(*memory);
+        let why = format!(
+            "memory {memory} was erased at seq {} ({} derived with it){}",
+            receipt.seq,
+            closure.len(),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        );
+        let stale = self.mark_stale(user, |m| all.iter().any(|e| m.has(e)), &why).await?;
+        Ok(Erased {
+            seq: receipt.seq.0,
+            event_hash: receipt.hash,
+            closure,
+            stale_models: stale,
+        })
+    }
+
+    /// Erases every memory of `user`: every model of theirs goes stale.
+    pub async fn erase_all(&self, user: &UserId) -> Result<Erased> {
+        let receipt = self.ledger.erase(user, ErasureTarget::All).await?;
+        let why = format!("every memory was erased at seq {}", receipt.seq);
+        let stale = self.mark_stale(user, |_| true, &why).await?;
+        Ok(Erased {
+            seq: receipt.seq.0,
+            event_hash: receipt.hash,
+            closure: Vec::new(),
+            stale_models: stale,
+        })
+    }
+
+    async fn mark_stale(
+        &self,
+        user: &UserId,
+        hit: impl Fn(&Model) -> bool,
+        why: &str,
+    ) -> Result<Vec<ModelId>> {
+        let mut out = Vec::new();
+        let mut by_processor: HashMap<ProcessorId, Vec<ModelId>> = HashMap::new();
+        for mut m in self.models.of_user(user).await? {
+            if m.stale.is_some() || !hit(&m) {
+                continue;
+            }
+            m.stale = Some(why.to_owned());
+            self.models.put(&m).await?;
+            by_processor.entry(m.processor.clone()).or_default().push(m.id);
+            out.push(m.id);
+        }
+        for (p, models) in by_processor {
+            let notice = serde_json::json!({
+                "notice": "models_stale", "user": user, "models": models, "reason": why,
+            });
+            self.js
+                .publish(
+                    format!("{}.{p}", mnemo_core::names::NOTICE_PREFIX),
+                    serde_json::to_vec(&notice).expect("serialisable").into(),
+                )
+                .await
+                .map_err(|e| ProcessingError::nats("publish a stale-model notice", e))?
+                .await
+                .map_err(|e| ProcessingError::nats("publish a stale-model notice", e))?;
+        }
+        Ok(out)
+    }
+}
+
+fn not_found_user(e: LedgerError) -> ProcessingError {
+    match e {
+        LedgerError::UnknownUser(u) => ProcessingError::NotFound(format!("no user {u}")),
+        other => other.into(),
+    }
+}
