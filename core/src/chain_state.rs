@@ -90,6 +90,9 @@ pub struct ChainState {
     acc: Accumulator,
     keys: KeyHistory,
     memories: HashSet<MemoryId>,
+    /// The seq of each memory's event, for the memories this state applied itself (a
+    /// resumed state knows only those after its resume point).
+    memory_seq: HashMap<MemoryId, Seq>,
     grants: HashMap<GrantId, Grant>,
     processing: Processing,
 }
@@ -153,6 +156,7 @@ impl ChainState {
             acc: Accumulator::new(),
             keys: KeyHistory::default(),
             memories: HashSet::new(),
+            memory_seq: HashMap::new(),
             grants: HashMap::new(),
             processing: Processing::default(),
         }
@@ -184,6 +188,7 @@ impl ChainState {
             acc,
             keys: history,
             memories: memories.into_iter().collect(),
+            memory_seq: HashMap::new(),
             grants: grants.into_iter().map(|g| (g.id, g)).collect(),
             processing: Processing::default(),
         })
@@ -199,6 +204,11 @@ impl ChainState {
     pub fn restore_processing(&mut self, p: Processing) {
         self.memories.extend(p.parents.keys().copied());
         self.processing = p;
+    }
+
+    /// The seq of a memory's event, when this state applied it (see `memory_seq`).
+    pub fn seq_of(&self, memory: &MemoryId) -> Option<Seq> {
+        self.memory_seq.get(memory).copied()
     }
 
     /// The inputs of a derived memory.
@@ -523,7 +533,12 @@ impl ChainState {
 
     /// Checks the memories a processing event names: known, not erased, listed once in
     /// ascending order.
-    fn named_memories(&self, seq: Seq, ids: &[MemoryId], what: &'static str) -> Result<(), ChainError> {
+    fn named_memories(
+        &self,
+        seq: Seq,
+        ids: &[MemoryId],
+        what: &'static str,
+    ) -> Result<(), ChainError> {
         if ids.is_empty() || ids.len() > processing::MAX_INPUTS {
             return Err(ChainError::InvalidTransition { seq, reason: what });
         }
@@ -566,6 +581,7 @@ impl ChainState {
                 if !self.memories.insert(*memory) {
                     return Err(bad("memory id used twice"));
                 }
+                self.memory_seq.insert(*memory, seq);
             }
             EventBody::MemoryErased { target } => match target {
                 ErasureTarget::Memory(m) => {
@@ -582,9 +598,7 @@ impl ChainState {
                 }
             },
             EventBody::LineageErased {
-                memory,
-                closure,
-                ..
+                memory, closure, ..
             } => {
                 if !self.memories.contains(memory) {
                     return Err(ChainError::UnknownMemory {
@@ -626,6 +640,7 @@ impl ChainState {
                 if !self.memories.insert(*memory) {
                     return Err(bad("memory id used twice"));
                 }
+                self.memory_seq.insert(*memory, seq);
                 self.processing.derived(key, *memory, inputs);
             }
             EventBody::ProcessingGranted {
@@ -719,8 +734,12 @@ impl ChainState {
                 .grants
                 .get_mut(grant)
                 .map(|g| &mut g.revoked)
-                .or_else(|| self.processing.grants.get_mut(grant).map(|g| &mut g.revoked))
-            {
+                .or_else(|| {
+                    self.processing
+                        .grants
+                        .get_mut(grant)
+                        .map(|g| &mut g.revoked)
+                }) {
                 Some(revoked) if !*revoked => *revoked = true,
                 Some(_) => {
                     return Err(ChainError::BadGrant {

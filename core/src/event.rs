@@ -460,12 +460,11 @@ impl EventBody {
             0x22 => {
                 let grant = GrantId(r.array("grant id")?);
                 let at = r.pos();
-                let processor = ProcessorId::new(r.str("processor")?).map_err(|_| {
-                    DecodeError::Invalid {
+                let processor =
+                    ProcessorId::new(r.str("processor")?).map_err(|_| DecodeError::Invalid {
                         offset: at,
                         what: "processor",
-                    }
-                })?;
+                    })?;
                 let version = if r.bool("version flag")? {
                     Some(r.str("version")?.to_owned())
                 } else {
@@ -538,9 +537,7 @@ fn ids(w: &mut Writer, ids: &[MemoryId]) {
 
 fn read_ids(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<MemoryId>, DecodeError> {
     let n = r.count(16, what)?;
-    (0..n)
-        .map(|_| r.array("memory id").map(MemoryId))
-        .collect()
+    (0..n).map(|_| r.array("memory id").map(MemoryId)).collect()
 }
 
 fn conditions_encode(w: &mut Writer, c: &GrantConditions) {

@@ -63,10 +63,10 @@ pub use grant::{Grant, MemoryFacts, Refusal};
 pub use ids::{
     Address, GrantId, Hash32, KeyId, MemoryId, ModelId, ProcessorId, Seq, TimestampMs, UserId,
 };
-pub use processing::{ProcessingGrant, TrainingSet, TrainingSetProof};
 pub use keys::{KeyRole, PublicKey, Sig};
 pub use memory::{Content, MemoryRecord};
 pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
+pub use processing::{ProcessingGrant, TrainingSet, TrainingSetProof};
 pub use verify::{ChainSummary, ChainVerifier, SignatureBatch};
 
 /// Re-export so callers name the same ed25519 types.

@@ -253,7 +253,6 @@ impl TrainingSet {
 
 /// A neighbour in an exclusion proof: a member and its inclusion proof.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Neighbour {
     /// The member.
     #[serde(flatten)]
@@ -282,8 +281,9 @@ pub enum Verdict {
 }
 
 /// A proof that an event is, or is not, in a model's training set (docs/FORMAT.md §15.4).
+/// (Its JSON form flattens the verdict, which serde can not combine with refusing unknown
+/// fields: unknown fields are ignored here.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainingSetProof {
     /// The model's `set_root`.
     pub root: Hash32,

@@ -112,7 +112,7 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop_rx.wait_for(|s| *s) => break,
+                _ = crate::stopped(&mut stop_rx) => break,
             }
             let processors = match me.registry.list().await {
                 Ok(p) => p,
@@ -190,15 +190,20 @@ impl Dispatcher {
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("never closed"),
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = crate::stopped(&mut stop) => return Ok(()),
             };
             let msg = tokio::select! {
                 m = messages.next() => m,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = crate::stopped(&mut stop) => return Ok(()),
             };
             let Some(msg) = msg else { return Ok(()) };
             let msg = msg.map_err(|e| ProcessingError::nats("read tasks", e))?;
-            let (me, p, c, stop) = (self.clone(), processor.clone(), counters.clone(), stop.clone());
+            let (me, p, c, stop) = (
+                self.clone(),
+                processor.clone(),
+                counters.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = me.handle(&p, msg, &c, stop).await {
                     tracing::warn!(processor = %p, error = %e, "a task was left in the queue (redelivered later)");
@@ -294,7 +299,7 @@ impl Dispatcher {
                     let _ = msg.ack_with(AckKind::Progress).await;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        _ = crate::stopped(&mut stop) => return Ok(()),
                     }
                 }
                 Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {

@@ -27,3 +27,8 @@ pub use error::{ProcessingError, Result};
 pub use planner::Planner;
 pub use registry::{Processor, Registry};
 pub use service::Processing;
+
+/// Resolves once `stop` says so (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -90,7 +90,10 @@ impl Models {
     /// Stores a model.
     pub async fn put(&self, m: &Model) -> Result<()> {
         self.kv
-            .put(key(&m.user, &m.id), serde_json::to_vec(m).expect("serialisable").into())
+            .put(
+                key(&m.user, &m.id),
+                serde_json::to_vec(m).expect("serialisable").into(),
+            )
             .await
             .map_err(|e| ProcessingError::nats("store a model", e))?;
         Ok(())

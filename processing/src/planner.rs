@@ -121,7 +121,7 @@ impl Planner {
                 _ = sweep.tick() => {
                     dirty.extend(self.known_chains().await?);
                 }
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = crate::stopped(&mut stop) => return Ok(()),
             }
             for u in std::mem::take(&mut dirty) {
                 if let Err(e) = self.plan(&u).await {
@@ -252,7 +252,8 @@ impl Planner {
                 published += 1;
                 if acks.len() >= 256 {
                     for a in acks.drain(..) {
-                        a.await.map_err(|e| ProcessingError::nats("queue a task", e))?;
+                        a.await
+                            .map_err(|e| ProcessingError::nats("queue a task", e))?;
                     }
                 }
             }
@@ -266,7 +267,10 @@ impl Planner {
             grants: grants.iter().map(|g| g.id).collect(),
         };
         self.cursors
-            .put(user.as_str(), serde_json::to_vec(&next).expect("serialisable").into())
+            .put(
+                user.as_str(),
+                serde_json::to_vec(&next).expect("serialisable").into(),
+            )
             .await
             .map_err(|e| ProcessingError::nats("store a planner cursor", e))?;
         self.stats

@@ -134,7 +134,10 @@ impl Registry {
             .ok_or_else(|| ProcessingError::UnknownProcessor(name.to_string()))?;
         p.revoked = true;
         self.kv
-            .put(name.as_str(), serde_json::to_vec(&p).expect("serialisable").into())
+            .put(
+                name.as_str(),
+                serde_json::to_vec(&p).expect("serialisable").into(),
+            )
             .await
             .map_err(|e| ProcessingError::nats("revoke a processor", e))?;
         Ok(p)

@@ -93,7 +93,7 @@ pub async fn serve(
     loop {
         let msg = tokio::select! {
             m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = crate::stopped(&mut stop) => return Ok(()),
         };
         let (client, processing, check) = (client.clone(), processing.clone(), check.clone());
         tokio::spawn(async move {
@@ -115,7 +115,10 @@ pub async fn serve(
                     (h, problem_body(&r))
                 }
             };
-            if let Err(e) = client.publish_with_headers(reply, headers, body.into()).await {
+            if let Err(e) = client
+                .publish_with_headers(reply, headers, body.into())
+                .await
+            {
                 tracing::warn!(error = %e, "processor reply not sent");
             }
         });
@@ -140,8 +143,13 @@ async fn answer(
         .and_then(|h| h.get(AUTHORIZATION))
         .and_then(|v| v.as_str().strip_prefix("Bearer "))
         .ok_or_else(|| refuse(401, "unauthorized", "missing Authorization: Bearer <token>"))?;
-    let processor = check(token.trim())
-        .ok_or_else(|| refuse(401, "unauthorized", "the token is not a valid processor token"))?;
+    let processor = check(token.trim()).ok_or_else(|| {
+        refuse(
+            401,
+            "unauthorized",
+            "the token is not a valid processor token",
+        )
+    })?;
     if processor.as_str() != name {
         return Err(refuse(
             403,
@@ -153,11 +161,21 @@ async fn answer(
     let out = match op {
         "fetch" => {
             let r = serde_json::from_slice(&msg.payload).map_err(bad)?;
-            serde_json::to_vec(&processing.fetch(&processor, &r).await.map_err(|e| refusal(&e))?)
+            serde_json::to_vec(
+                &processing
+                    .fetch(&processor, &r)
+                    .await
+                    .map_err(|e| refusal(&e))?,
+            )
         }
         "submit" => {
             let r = serde_json::from_slice(&msg.payload).map_err(bad)?;
-            serde_json::to_vec(&processing.submit(&processor, r).await.map_err(|e| refusal(&e))?)
+            serde_json::to_vec(
+                &processing
+                    .submit(&processor, r)
+                    .await
+                    .map_err(|e| refusal(&e))?,
+            )
         }
         "model" => {
             let r = serde_json::from_slice(&msg.payload).map_err(bad)?;
@@ -168,7 +186,13 @@ async fn answer(
                     .map_err(|e| refusal(&e))?,
             )
         }
-        _ => return Err(refuse(404, "not-found", "no such operation (fetch, submit, model)")),
+        _ => {
+            return Err(refuse(
+                404,
+                "not-found",
+                "no such operation (fetch, submit, model)",
+            ));
+        }
     };
     Ok(out.expect("serialisable"))
 }

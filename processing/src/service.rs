@@ -136,7 +136,9 @@ impl Processing {
         let g = self.grant_of(&r.user, &r.grant, &p).await?;
         let erased = self
             .ledger
-            .with_rules(&r.user, |s| (s.has_memory(&r.memory), s.is_erased(&r.memory)))
+            .with_rules(&r.user, |s| {
+                (s.has_memory(&r.memory), s.is_erased(&r.memory))
+            })
             .await?;
         match erased {
             (false, _) => return Err(ProcessingError::NotFound(format!("no memory {}", r.memory))),
@@ -344,15 +346,13 @@ impl Processing {
         let derived_by = if l.0.is_empty() {
             None
         } else {
-            let e = self
-                .ledger
-                .find_memory(user, memory)
-                .await?
-                .ok_or_else(|| ProcessingError::NotFound(format!("no memory {memory}")))?;
+            let e = self.ledger.memory_event(user, memory).await?;
             match &e.event.body {
                 EventBody::MemoryDerived { grant, version, .. } => self
                     .ledger
-                    .with_rules(user, |s| s.processing_grant(grant).map(|g| g.processor.clone()))
+                    .with_rules(user, |s| {
+                        s.processing_grant(grant).map(|g| g.processor.clone())
+                    })
                     .await?
                     .map(|p| (p, version.clone())),
                 _ => None,
@@ -382,11 +382,7 @@ impl Processing {
             .get(user, model)
             .await?
             .ok_or_else(|| ProcessingError::NotFound(format!("no model {model}")))?;
-        let e = self
-            .ledger
-            .find_memory(user, memory)
-            .await?
-            .ok_or_else(|| ProcessingError::NotFound(format!("no memory {memory}")))?;
+        let e = self.ledger.memory_event(user, memory).await?;
         let set = m
             .set()
             .ok_or_else(|| ProcessingError::Invalid(format!("model {model}: empty set")))?;
@@ -409,7 +405,9 @@ impl Processing {
                 format!(": {reason}")
             }
         );
-        let stale = self.mark_stale(user, |m| all.iter().any(|e| m.has(e)), &why).await?;
+        let stale = self
+            .mark_stale(user, |m| all.iter().any(|e| m.has(e)), &why)
+            .await?;
         Ok(Erased {
             seq: receipt.seq.0,
             event_hash: receipt.hash,
@@ -445,7 +443,10 @@ impl Processing {
             }
             m.stale = Some(why.to_owned());
             self.models.put(&m).await?;
-            by_processor.entry(m.processor.clone()).or_default().push(m.id);
+            by_processor
+                .entry(m.processor.clone())
+                .or_default()
+                .push(m.id);
             out.push(m.id);
         }
         for (p, models) in by_processor {

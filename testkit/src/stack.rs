@@ -311,6 +311,17 @@ impl Stack {
     /// published straight to the stream, past the ledger's checks: what an insider or an
     /// older version could write. Returns the event and its hash.
     pub async fn plant(&self, user: &UserId, body: EventBody, at: TimestampMs) -> (Event, Hash32) {
+        self.plant_with(user, body, None, at).await
+    }
+
+    /// [`plant`](Self::plant) with a payload commitment (a planted memory event).
+    pub async fn plant_with(
+        &self,
+        user: &UserId,
+        body: EventBody,
+        payload: Option<Hash32>,
+        at: TimestampMs,
+    ) -> (Event, Hash32) {
         let tip = self
             .ledger
             .head(user)
@@ -328,7 +339,7 @@ impl Stack {
             len: tip.len,
             hash: last.hash,
         };
-        let (event, hash) = head.next_event(&self.custody_key, at, body, None, None);
+        let (event, hash) = head.next_event(&self.custody_key, at, body, payload, None);
         let msg = mnemo_ledger::envelope::encode(&event.to_wire(), &[]);
         self.js
             .publish(self.ledger.locate(user).subject, msg)

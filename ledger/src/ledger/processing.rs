@@ -69,6 +69,49 @@ impl Ledger {
         }
     }
 
+    /// The event that added `memory`, found through the chain's rule state (its seq) and
+    /// read directly, without scanning the chain.
+    pub async fn memory_event(&self, user: &UserId, memory: &MemoryId) -> Result<StoredEvent> {
+        let seq = self
+            .with_rules(user, |s| s.seq_of(memory))
+            .await?
+            .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        let e = if self.inner.cfg.layout.stream_seq_is_chain_seq() {
+            let loc = self.locate(user);
+            let stream = self
+                .stream(&loc.stream)
+                .await?
+                .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
+            let msg = match stream.direct_get(seq.0).await {
+                Ok(m) => m,
+                Err(_) => stream
+                    .get_raw_message(seq.0)
+                    .await
+                    .map_err(|e| LedgerError::nats("get", e))?,
+            };
+            let (wire, sealed) = envelope::decode(&msg.payload)?;
+            let (event, hash) =
+                Event::from_wire(&wire).map_err(|e| LedgerError::Tampered(e.to_string()))?;
+            StoredEvent {
+                event,
+                hash,
+                stream_seq: seq.0,
+                sealed,
+            }
+        } else {
+            self.events(user, seq, 1)
+                .await?
+                .pop()
+                .ok_or(LedgerError::MemoryNotFound(*memory))?
+        };
+        if e.event.seq != seq || e.event.body.new_memory() != Some(*memory) {
+            return Err(LedgerError::Tampered(format!(
+                "the event at seq {seq} of {user} is not memory {memory}'s"
+            )));
+        }
+        Ok(e)
+    }
+
     /// Records that the processor of `grant` is handed `memories` (an `inputs_fetched`
     /// event), and only then opens them. The chain's rules refuse the record when the
     /// grant is not live, a memory is unknown or erased, or outside the grant's list; the
@@ -100,10 +143,7 @@ impl Ledger {
         user: &UserId,
         memory: &MemoryId,
     ) -> Result<FetchedInput> {
-        let stored = self
-            .find_memory(user, memory)
-            .await?
-            .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        let stored = self.memory_event(user, memory).await?;
         let opened = self.open_memory(&stored).await?;
         Ok(FetchedInput {
             opened,
@@ -159,9 +199,6 @@ impl Ledger {
                 reason: "is not a processing grant of this chain",
             })
         })?;
-        if let Some(original) = earlier {
-            return self.receipt_of_memory(user, &original).await;
-        }
         let msg = processing::derived_signing_message(
             user,
             &r.grant,
@@ -174,6 +211,9 @@ impl Ledger {
             return Err(LedgerError::Refused(ChainError::BadProcessorSignature {
                 seq: Seq(0),
             }));
+        }
+        if let Some(original) = earlier {
+            return self.receipt_of_memory(user, &original).await;
         }
         let key = processing::derivation_key(&grant.processor, &r.version, &r.inputs);
         let mut id = [0u8; 16];
@@ -211,10 +251,7 @@ impl Ledger {
 
     /// The receipt of the event that added `memory` (`duplicate: true`).
     async fn receipt_of_memory(&self, user: &UserId, memory: &MemoryId) -> Result<Receipt> {
-        let e = self
-            .find_memory(user, memory)
-            .await?
-            .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        let e = self.memory_event(user, memory).await?;
         Ok(Receipt {
             user: user.clone(),
             seq: e.event.seq,
