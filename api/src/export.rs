@@ -87,7 +87,7 @@ pub async fn write_bundle<W: AsyncWrite + Unpin>(
         .await?;
         stats.events += 1;
         head = e.hash;
-        if matches!(e.event.body, EventBody::MemoryIngested { .. }) {
+        if e.event.body.new_memory().is_some() {
             // The salt and record open the commitment; an object's content is not read.
             match ledger.open_memory_stream_cached(&e, &mut cache).await {
                 Ok(m) => {
@@ -106,7 +106,10 @@ pub async fn write_bundle<W: AsyncWrite + Unpin>(
                 Err(other) => return Err(other.into()),
             }
         }
-        if matches!(e.event.body, EventBody::MemoryErased { .. }) {
+        if matches!(
+            e.event.body,
+            EventBody::MemoryErased { .. } | EventBody::LineageErased { .. }
+        ) {
             cache.evict_user(user);
         }
     }

@@ -29,6 +29,8 @@ pub struct Health {
     pub api: Option<Arc<crate::http::ApiStats>>,
     /// The anchorer's counters, when it runs.
     pub anchor: Option<Arc<mnemo_anchor::AnchorStats>>,
+    /// The dispatcher's counters per processor, when processing runs.
+    pub tasks: Option<mnemo_processing::dispatcher::DispatchStats>,
 }
 
 /// The router of the health endpoints.
@@ -149,6 +151,27 @@ pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     if let Some(s) = &h.anchor {
         register_anchor(reg.sub_registry_with_prefix("anchor"), s);
     }
+    if let Some(t) = &h.tasks {
+        register_tasks(&mut reg, t);
+        if let Ok(mut s) = h.js.get_stream(mnemo_core::names::DEAD_TASK_STREAM).await
+            && let Ok(info) = s.info().await
+        {
+            reg.register(
+                "tasks_dead_letters",
+                "Tasks in the dead-letter stream (GET /v1/processing/dead-letters)",
+                ConstGauge::new(info.state.messages as i64),
+            );
+        }
+        if let Ok(mut s) = h.js.get_stream(mnemo_core::names::WORK_STREAM).await
+            && let Ok(info) = s.info().await
+        {
+            reg.register(
+                "tasks_queued",
+                "Tasks waiting in the work queue",
+                ConstGauge::new(info.state.messages as i64),
+            );
+        }
+    }
     openmetrics(&reg)
 }
 
@@ -189,6 +212,47 @@ fn register_anchor(reg: &mut Registry, s: &mnemo_anchor::AnchorStats) {
     for (name, help, v) in counters {
         reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
     }
+}
+
+fn register_tasks(reg: &mut Registry, t: &mnemo_processing::dispatcher::DispatchStats) {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    type Fam = Family<Vec<(String, String)>, Counter>;
+    let (done, failed, dead, skipped) = (
+        Fam::default(),
+        Fam::default(),
+        Fam::default(),
+        Fam::default(),
+    );
+    for (p, c) in t.lock().expect("not poisoned").iter() {
+        let l = vec![("processor".to_owned(), p.to_string())];
+        done.get_or_create(&l)
+            .inc_by(c.done.load(Ordering::Relaxed));
+        failed
+            .get_or_create(&l)
+            .inc_by(c.failed.load(Ordering::Relaxed));
+        dead.get_or_create(&l)
+            .inc_by(c.dead.load(Ordering::Relaxed));
+        skipped
+            .get_or_create(&l)
+            .inc_by(c.skipped.load(Ordering::Relaxed));
+    }
+    reg.register("tasks_done", "Tasks a worker finished", done);
+    reg.register(
+        "tasks_failed",
+        "Task deliveries refused or timed out (redelivered)",
+        failed,
+    );
+    reg.register(
+        "tasks_dead",
+        "Tasks set aside as dead letters since start",
+        dead,
+    );
+    reg.register(
+        "tasks_skipped",
+        "Tasks whose result was already recorded",
+        skipped,
+    );
 }
 
 /// A registry in the OpenMetrics text format.

@@ -56,6 +56,9 @@ async fn stack() -> Stack {
         },
         stats: Arc::new(ApiStats::default()),
         accounts: None,
+        processing: mnemo_processing::Processing::open(custody.ledger.clone(), custody.js.clone())
+            .await
+            .unwrap(),
     });
     Stack {
         router: mnemo_api::http::router(api),
@@ -1235,4 +1238,201 @@ async fn a_grant_forged_into_the_view_reads_nothing() {
         .verify_chain(&UserId::new("olga").unwrap())
         .await
         .unwrap();
+}
+
+/// Processing over REST: register a processor (admin), grant it (`/v1/grants`), fetch and
+/// submit with its token, lineage, models, erasure of the lineage, dead letters, revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_over_rest_from_registration_to_erasure() {
+    use base64::Engine;
+    let s = stack().await;
+    let admin = s.auth.issue("admin", true, 600);
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    // Only an admin registers processors.
+    let r = s
+        .post(
+            "/v1/processors",
+            &alice,
+            json!({ "name": "asr", "version": "1" }),
+        )
+        .await;
+    r.assert_status(StatusCode::FORBIDDEN);
+    let r = s
+        .post(
+            "/v1/processors",
+            &admin,
+            json!({ "name": "asr", "version": "1", "consumes": ["note"], "produces": ["transcript"] }),
+        )
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let reg = r.json();
+    let token = reg["token"].as_str().unwrap().to_owned();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(reg["signing_seed"].as_str().unwrap(), &mut seed).unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    let again = s
+        .post(
+            "/v1/processors",
+            &admin,
+            json!({ "name": "asr", "version": "1" }),
+        )
+        .await;
+    again.assert_status(StatusCode::CONFLICT);
+    let listed = s.get("/v1/processors", &admin).await;
+    assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1);
+    // A processing grant through /v1/grants; an unknown processor is a 404.
+    let memory = s.ingest(&alice, "note", "t", "hello").await;
+    let r = s
+        .post("/v1/grants", &alice, json!({ "processor": "nobody" }))
+        .await;
+    r.assert_status(StatusCode::NOT_FOUND);
+    let r = s
+        .post(
+            "/v1/grants",
+            &alice,
+            json!({ "processor": "asr", "conditions": { "kinds": ["note"] } }),
+        )
+        .await;
+    r.assert_status(StatusCode::CREATED);
+    let grant = r.json()["id"].as_str().unwrap().to_owned();
+    let listed = s.get("/v1/grants", &alice).await.json();
+    assert!(
+        listed["processing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["processor"] == "asr")
+    );
+    // A user token can not fetch; the processor's can, and the fetch is in the chain.
+    let fetch = json!({ "user": "alice", "grant": grant, "memory": memory });
+    s.post("/v1/processing/fetch", &alice, fetch.clone())
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+    let before = s.head("alice").await;
+    let f = s.post("/v1/processing/fetch", &token, fetch.clone()).await;
+    f.assert_status(StatusCode::OK);
+    assert_eq!(s.head("alice").await, before + 1);
+    let content = base64::engine::general_purpose::STANDARD
+        .decode(f.json()["content"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(content, b"hello");
+    // bob's memory under alice's grant: refused, nothing recorded.
+    let bobs = s.ingest(&bob, "note", "t", "bob's").await;
+    let r = s
+        .post(
+            "/v1/processing/fetch",
+            &token,
+            json!({ "user": "alice", "grant": grant, "memory": bobs }),
+        )
+        .await;
+    assert!(
+        r.problem && r.status == StatusCode::NOT_FOUND,
+        "{}",
+        r.status
+    );
+    // A signed result.
+    let record = mnemo_core::MemoryRecord {
+        kind: "transcript".into(),
+        tags: vec![],
+        captured_at: None,
+        source: None,
+        content_type: "text/plain".into(),
+        content: mnemo_core::Content::Inline {
+            bytes: b"HELLO".to_vec(),
+        },
+    };
+    let salt = [7u8; 32];
+    let c = mnemo_core::commitment::commit(&salt, &record.canonical_bytes());
+    let grant_id = mnemo_core::GrantId::from_hex(&grant).unwrap();
+    let input = mnemo_core::MemoryId::from_hex(&memory).unwrap();
+    let msg = mnemo_core::processing::derived_signing_message(
+        &UserId::new("alice").unwrap(),
+        &grant_id,
+        &mnemo_core::ProcessorId::new("asr").unwrap(),
+        "1",
+        &[input],
+        &c,
+    );
+    let sig = mnemo_core::processing::sign(&key, &msg);
+    let submit = json!({
+        "user": "alice", "grant": grant, "version": "1", "inputs": [memory],
+        "record": { "kind": "transcript", "content_type": "text/plain",
+                    "content": base64::engine::general_purpose::STANDARD.encode("HELLO") },
+        "salt": hex::encode(salt), "signature": sig,
+    });
+    let r = s
+        .post("/v1/processing/results", &token, submit.clone())
+        .await;
+    r.assert_status(StatusCode::OK);
+    let derived = r.json()["memory"].as_str().unwrap().to_owned();
+    let r = s.post("/v1/processing/results", &token, submit).await;
+    assert_eq!(r.json()["duplicate"], true);
+    // Lineage both ways; the owner reads the derived memory like any memory.
+    let l = s
+        .get(&format!("/v1/memories/{memory}/lineage"), &alice)
+        .await;
+    l.assert_status(StatusCode::OK);
+    assert_eq!(l.json()["outputs"], json!([derived]));
+    let l = s
+        .get(&format!("/v1/memories/{derived}/lineage"), &alice)
+        .await
+        .json();
+    assert_eq!(l["inputs"], json!([memory]));
+    assert_eq!(s.get("/v1/models", &alice).await.json()["items"], json!([]));
+    // Dead letters: none; a processor sees only its own.
+    let d = s.get("/v1/processing/dead-letters", &token).await;
+    d.assert_status(StatusCode::OK);
+    s.get("/v1/processing/dead-letters", &alice)
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+    // Erasing the input erases what was derived from it.
+    s.no_lag(Duration::from_secs(20)).await;
+    let r = s
+        .post(
+            "/v1/erasure",
+            &alice,
+            json!({ "memory": memory, "reason": "mine" }),
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(r.json()["closure"], json!([derived]));
+    // Revoking the processor stops its fetches at once.
+    let r = s
+        .call(
+            Method::DELETE,
+            "/v1/processors/asr",
+            Some(&admin),
+            None,
+            vec![],
+            &[],
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    let other = s.ingest(&alice, "note", "t", "later").await;
+    let r = s
+        .post(
+            "/v1/processing/fetch",
+            &token,
+            json!({ "user": "alice", "grant": grant, "memory": other }),
+        )
+        .await;
+    r.assert_status(StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&r.body).contains("revoked"));
+    // The processing grant is revoked through /v1/grants like any other.
+    let r = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/grants/{grant}"),
+            Some(&alice),
+            None,
+            vec![],
+            &[],
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    assert!(
+        audit_export(&s, &alice).await.is_none(),
+        "the chain verifies"
+    );
 }

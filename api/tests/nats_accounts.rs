@@ -428,11 +428,14 @@ async fn devices_over_the_rest_api() {
     let router = mnemo_api::http::router(std::sync::Arc::new(mnemo_api::http::Api {
         ledger: h.ledger.clone(),
         views: mnemo_projections::Views::from_pool(views.pool.clone()),
-        js,
+        js: js.clone(),
         auth: auth.clone(),
         cfg: Default::default(),
         stats: Default::default(),
         accounts: Some(h.accounts.clone()),
+        processing: mnemo_processing::Processing::open(h.ledger.clone(), js)
+            .await
+            .unwrap(),
     }));
     let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
         let req = Request::builder()

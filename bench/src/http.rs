@@ -110,11 +110,16 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let api = Arc::new(Api {
         ledger: ledger.clone(),
         views: mnemo_projections::Views::from_pool(pool),
-        js: async_nats::jetstream::new(client),
+        js: async_nats::jetstream::new(client.clone()),
         auth,
         cfg: ApiConfig::default(),
         stats: Arc::new(ApiStats::default()),
         accounts: None,
+        processing: mnemo_processing::Processing::open(
+            ledger.clone(),
+            async_nats::jetstream::new(client),
+        )
+        .await?,
     });
     let listener = mnemo_api::http::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;

@@ -444,9 +444,24 @@ impl CustodyVerifier {
                 self.summary.events += 1;
                 let mut memory = None;
                 match &event.body {
-                    EventBody::MemoryIngested { memory: m } => {
+                    EventBody::MemoryIngested { memory: m }
+                    | EventBody::MemoryDerived { memory: m, .. } => {
                         self.summary.memories += 1;
                         memory = Some(*m);
+                    }
+                    EventBody::LineageErased {
+                        memory: m, closure, ..
+                    } => {
+                        self.summary.erasures += 1;
+                        if let Some(kept) = std::iter::once(m)
+                            .chain(closure)
+                            .find(|x| self.opened.contains(x))
+                        {
+                            return Err(AuditError::ErasedOpening {
+                                seq: event.seq,
+                                memory: *kept,
+                            });
+                        }
                     }
                     EventBody::MemoryErased { target } => {
                         self.summary.erasures += 1;

@@ -221,6 +221,8 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         ),
         projector: true,
+        processing: true,
+        dispatch: Default::default(),
         anchor: Some((
             rpc.clone(),
             anchor_key,

@@ -64,6 +64,7 @@ impl Projections {
                     max_lag,
                     api: None,
                     anchor: None,
+                    tasks: None,
                 };
                 let listener = mnemo_api::http::bind(listen)
                     .with_context(|| format!("listening on {listen}"))?;

@@ -64,6 +64,15 @@ pub struct ServeArgs {
     /// Do not run the anchorer.
     #[arg(long)]
     no_anchor: bool,
+    /// Do not run processing (the planner, the dispatcher, the processors' NATS endpoints).
+    #[arg(long)]
+    no_processing: bool,
+    /// Seconds a worker has for one task before it is redelivered.
+    #[arg(long, env = "MNEMO_TASK_TIMEOUT", default_value_t = 60)]
+    task_timeout: u64,
+    /// Deliveries before a task goes to the dead letters.
+    #[arg(long, env = "MNEMO_MAX_TASK_FAILURES", default_value_t = 5)]
+    max_task_failures: u64,
     #[command(flatten)]
     jwt: JwtArgs,
     /// Also accept tokens of an external issuer whose keys are in this JWKS file.
@@ -105,6 +114,10 @@ pub(super) struct Parts {
     pub(super) max_lag: u64,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
     pub(super) operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
+    /// Whether to run the planner, the dispatcher and the processors' NATS endpoints.
+    pub(super) processing: bool,
+    /// How tasks are handed to workers.
+    pub(super) dispatch: mnemo_processing::DispatchConfig,
 }
 
 /// Running services; `stop` ends them.
@@ -202,6 +215,7 @@ async fn start_services(
         tracing::info!(%contract, "anchorer running");
     }
     let mut accounts = None;
+    let mut dispatch_stats = None;
     if let Some((setup, url)) = p.operator {
         let a = mnemo_api::nats::Accounts::for_setup(
             &setup,
@@ -220,6 +234,40 @@ async fn start_services(
         tracing::info!("device ingest and read over NATS running");
         accounts = Some(a);
     }
+    let processing = mnemo_processing::Processing::open(ledger.clone(), js.clone()).await?;
+    if p.processing {
+        let planner = mnemo_processing::Planner::new(
+            ledger.clone(),
+            js.clone(),
+            processing.registry.clone(),
+            Duration::from_secs(30),
+        )
+        .await?;
+        let (client, r) = (p.client.clone(), rx.clone());
+        tasks.push(tokio::spawn(
+            async move { Ok(planner.run(client, r).await?) },
+        ));
+        let d = mnemo_processing::Dispatcher::new(
+            p.client.clone(),
+            ledger.clone(),
+            processing.registry.clone(),
+            p.dispatch.clone(),
+        );
+        dispatch_stats = Some(d.stats.clone());
+        let r = rx.clone();
+        tasks.push(tokio::spawn(async move { Ok(d.run(r).await?) }));
+        let auth = p.auth.clone();
+        let check: mnemo_processing::responder::TokenCheck =
+            Arc::new(move |t: &str| match auth.check(t) {
+                Ok(mnemo_api::auth::Principal::Processor(name)) => Some(name),
+                _ => None,
+            });
+        let (client, pr, r) = (p.client.clone(), processing.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            Ok(mnemo_processing::responder::serve(client, pr, check, r).await?)
+        }));
+        tracing::info!("processing (planner, dispatcher, processor endpoints) running");
+    }
     let accounts_out = accounts.clone();
     let mut addr = None;
     if let Some(listen) = p.listen {
@@ -235,6 +283,7 @@ async fn start_services(
             },
             stats: api_stats.clone(),
             accounts: accounts.clone(),
+            processing: processing.clone(),
         });
         let h = health::Health {
             js,
@@ -244,6 +293,7 @@ async fn start_services(
             max_lag: p.max_lag,
             api: Some(api_stats),
             anchor: anchor_stats,
+            tasks: dispatch_stats,
         };
         let app = mnemo_api::http::app(api, health::router(h));
         let listener =
@@ -349,6 +399,12 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 auth: auth.clone(),
                 listen: (!a.no_api).then_some(a.listen),
                 projector: !a.no_projector,
+                processing: !a.no_processing,
+                dispatch: mnemo_processing::DispatchConfig {
+                    task_timeout: Duration::from_secs(a.task_timeout),
+                    max_failures: a.max_task_failures,
+                    ..Default::default()
+                },
                 anchor: anchor.clone(),
                 max_upload: a.max_upload,
                 max_lag: a.max_lag,

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use mnemo_core::ErasureTarget;
 use mnemo_ledger::LedgerError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,6 +16,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 #[serde(deny_unknown_fields)]
 pub(crate) struct Erasure {
     memory: Option<String>,
+    /// Why (recorded in the erasure event when derived memories go with it).
+    #[serde(default)]
+    reason: Option<String>,
     #[serde(default)]
     all: bool,
 }
@@ -30,7 +32,7 @@ async fn erase(
     ApiJson(e): ApiJson<Erasure>,
 ) -> ApiResult<Json<Value>> {
     let user = caller.user()?;
-    let target = match (e.memory, e.all) {
+    let erased = match (e.memory, e.all) {
         (Some(m), false) => {
             let id = memory_id(&m)?;
             api.sync(user).await?;
@@ -38,17 +40,29 @@ async fn erase(
             if m.erased {
                 return Err(LedgerError::Erased(id).into());
             }
-            ErasureTarget::Memory(id)
+            let reason = e.reason.unwrap_or_default();
+            api.processing
+                .erase(user, &id, &reason)
+                .await
+                .map_err(super::processing::problem)?
         }
-        (None, true) => ErasureTarget::All,
+        (None, true) => api
+            .processing
+            .erase_all(user)
+            .await
+            .map_err(super::processing::problem)?,
         _ => {
             return Err(Problem::bad_request(
                 "give either {\"memory\": \"<id>\"} or {\"all\": true}",
             ));
         }
     };
-    let r = api.ledger.erase(user, target).await?;
-    Ok(Json(json!({ "seq": r.seq.0, "event_hash": r.hash })))
+    Ok(Json(json!({
+        "seq": erased.seq,
+        "event_hash": erased.event_hash,
+        "closure": erased.closure,
+        "stale_models": erased.stale_models,
+    })))
 }
 
 /// This resource's routes, with their OpenAPI description.

@@ -20,9 +20,20 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewGrant {
-    grantee: String,
-    #[schema(value_type = Object)]
-    capabilities: Capabilities,
+    /// Who may read (a user grant); or give `processor` instead.
+    #[serde(default)]
+    grantee: Option<String>,
+    /// What a grantee may do (a user grant).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    capabilities: Option<Capabilities>,
+    /// Which registered processor may process the memories (a processing grant: a
+    /// `processing_granted` event naming the processor's key).
+    #[serde(default)]
+    processor: Option<String>,
+    /// Only this version of the processor (processing grants; default: any).
+    #[serde(default)]
+    version: Option<String>,
     #[serde(default)]
     #[schema(value_type = Object)]
     conditions: GrantConditions,
@@ -40,7 +51,26 @@ async fn create_grant(
     ApiJson(g): ApiJson<NewGrant>,
 ) -> ApiResult<impl IntoResponse> {
     let user = caller.user()?;
-    let grantee = user_id(&g.grantee)?;
+    if g.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Problem::bad_request("expires_at is in the past"));
+    }
+    let (grantee, capabilities) = match (g.grantee, g.capabilities, g.processor) {
+        (None, None, Some(name)) => {
+            return processing_grant(&api, user, &name, g.version, g.conditions, g.expires_at)
+                .await;
+        }
+        (Some(u), Some(c), None) if g.version.is_none() => (user_id(&u)?, c),
+        _ => {
+            return Err(Problem::bad_request(
+                "give either grantee and capabilities (a user grant) or processor (and optionally version: a processing grant)",
+            ));
+        }
+    };
+    let g = NewUserGrant {
+        capabilities,
+        conditions: g.conditions,
+        expires_at: g.expires_at,
+    };
     if grantee == *user {
         return Err(Problem::bad_request("a grant to oneself means nothing"));
     }
@@ -48,9 +78,6 @@ async fn create_grant(
         return Err(Problem::bad_request(
             "a grant needs at least one capability",
         ));
-    }
-    if g.expires_at.is_some_and(|t| t <= now_ms()) {
-        return Err(Problem::bad_request("expires_at is in the past"));
     }
     // Decided (issue 17): an unknown grantee is a 404, which tells the caller that the id
     // is free. Accepting it instead would hand the memories to whoever registers that id
@@ -76,6 +103,59 @@ async fn create_grant(
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash })),
+    ))
+}
+
+struct NewUserGrant {
+    capabilities: Capabilities,
+    conditions: GrantConditions,
+    expires_at: Option<i64>,
+}
+
+/// A processing grant: the processor must be registered and not revoked; the event names
+/// its public key, so its results can be checked from the owner's chain alone.
+async fn processing_grant(
+    api: &S,
+    user: &mnemo_core::UserId,
+    name: &str,
+    version: Option<String>,
+    conditions: GrantConditions,
+    expires_at: Option<i64>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = mnemo_core::ProcessorId::new(name)
+        .map_err(|e| Problem::bad_request(format!("processor: {e}")))?;
+    let p = api
+        .processing
+        .registry
+        .require(&name)
+        .await
+        .map_err(|e| match e {
+            mnemo_processing::ProcessingError::UnknownProcessor(_) => {
+                Problem::not_found(format!("no processor {name}"))
+            }
+            other => super::processing::problem(other),
+        })?;
+    let grant = GrantId(rand::random());
+    let r = api
+        .ledger
+        .append_event(
+            user,
+            EventBody::ProcessingGranted {
+                grant,
+                processor: p.name.clone(),
+                version: version.clone(),
+                key: p.public_key,
+                conditions,
+                expires_at: expires_at.map(TimestampMs),
+            },
+            None,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": grant, "processor": p.name, "version": version, "seq": r.seq.0, "event_hash": r.hash }),
+        ),
     ))
 }
 
@@ -105,6 +185,29 @@ async fn list_grants(
         Some(_) => return Err(Problem::bad_request("role is owner or grantee")),
     };
     let now = TimestampMs(now_ms());
+    let processing: Vec<Value> = if role == GrantRole::Owner {
+        let mut gs = api
+            .ledger
+            .with_rules(user, |s| s.processing_grants().cloned().collect::<Vec<_>>())
+            .await?;
+        gs.sort_by_key(|g| g.id);
+        gs.into_iter()
+            .map(|g| {
+                json!({
+                    "id": g.id,
+                    "owner": user,
+                    "processor": g.processor,
+                    "version": g.version,
+                    "processor_key": g.key,
+                    "conditions": g.conditions,
+                    "expires_at": g.expires_at,
+                    "live": g.live(now).is_ok(),
+                })
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let items: Vec<Value> = api
         .views
         .grants(user, role)
@@ -125,7 +228,7 @@ async fn list_grants(
             })
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(json!({ "items": items, "processing": processing })))
 }
 
 /// Revokes a grant: a `grant_revoked` event; no access is recorded under it after.
@@ -144,7 +247,30 @@ async fn revoke_grant(
         let synced = api.sync(user).await?;
         let revoked = api.views.grant(user, &grant).await?.map(|r| r.revoked_seq);
         match revoked {
-            None => return Err(Problem::not_found(format!("no grant {grant}"))),
+            None => {
+                // A processing grant (core's rules check it on the write path).
+                let live = api
+                    .ledger
+                    .with_rules(user, |s| s.processing_grant(&grant).map(|g| !g.revoked))
+                    .await?;
+                return match live {
+                    None => Err(Problem::not_found(format!("no grant {grant}"))),
+                    Some(false) => Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "revoked",
+                        format!("grant {grant} is already revoked"),
+                    )),
+                    Some(true) => {
+                        let r = api
+                            .ledger
+                            .append_event(user, EventBody::GrantRevoked { grant }, None)
+                            .await?;
+                        Ok(Json(
+                            json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash }),
+                        ))
+                    }
+                };
+            }
             Some(Some(_)) => {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,

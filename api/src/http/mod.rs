@@ -26,6 +26,7 @@ pub mod extract;
 pub mod fuzzing;
 pub mod grants;
 pub mod memories;
+pub mod processing;
 pub mod proofs;
 pub mod schema;
 mod server;
@@ -110,6 +111,8 @@ pub struct Api {
     pub stats: Arc<ApiStats>,
     /// NATS accounts (operator mode), when configured.
     pub accounts: Option<crate::nats::Accounts>,
+    /// Processing under consent: registry, fetches, results, models.
+    pub processing: mnemo_processing::Processing,
 }
 
 /// The state handlers get.
@@ -208,6 +211,7 @@ pub fn routes() -> OpenApiRouter<S> {
         .merge(erasure::router())
         .merge(anchors::router())
         .merge(shared::router())
+        .merge(processing::router())
 }
 
 /// The OpenAPI document `/openapi.json` serves.

@@ -161,6 +161,30 @@ pub struct GrantView {
 pub struct GrantsPage {
     /// The grants.
     pub items: Vec<GrantView>,
+    /// The processing grants the caller gave (`role=owner`; empty otherwise).
+    pub processing: Vec<ProcessingGrantView>,
+}
+
+/// A processing grant.
+#[derive(Serialize, ToSchema)]
+pub struct ProcessingGrantView {
+    /// Its id (hex).
+    pub id: String,
+    /// Whose memories it opens.
+    pub owner: String,
+    /// Which processor.
+    pub processor: String,
+    /// Only this version, when set.
+    pub version: Option<String>,
+    /// The processor's public key (hex).
+    pub processor_key: String,
+    /// `{tags, kinds, from, until, memories}`.
+    #[schema(value_type = Object)]
+    pub conditions: serde_json::Value,
+    /// When it lapses (ms), if it does.
+    pub expires_at: Option<i64>,
+    /// Neither revoked nor lapsed.
+    pub live: bool,
 }
 
 /// One read by someone else.
@@ -194,3 +218,8 @@ pub struct AnchorsPage {
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<serde_json::Value>,
 }
+
+/// A JSON document whose fields the endpoint's description and docs/WORKERS.md give.
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = Object)]
+pub struct JsonDoc(pub serde_json::Value);

@@ -1,0 +1,282 @@
+//! Processing under consent over REST: the processor registry (admin), what processors do
+//! (`/v1/processing/*`, with a processor token: fetch, results, models, their dead
+//! letters), and what owners see (`/v1/memories/{id}/lineage`, `/v1/models`, training-set
+//! proofs). Processing grants go through `/v1/grants`; erasure through `/v1/erasure`. The
+//! same operations over NATS are in `mnemo-processing`'s responder (docs/WORKERS.md).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mnemo_core::{ModelId, ProcessorId};
+use mnemo_processing::ProcessingError;
+use mnemo_processing::protocol::{FetchRequest, ModelRequest, SubmitRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::S;
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
+use super::schema::{JsonDoc, ProblemDoc};
+use crate::auth::Principal;
+use crate::problem::{ApiResult, Problem};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// How long a processor's token lasts.
+pub const PROCESSOR_TOKEN_TTL: u64 = 365 * 24 * 3600;
+
+/// A processing error as a problem (the statuses of docs/WORKERS.md §6).
+pub(crate) fn problem(e: ProcessingError) -> Problem {
+    let r = mnemo_processing::responder::refusal(&e);
+    Problem::new(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        r.slug,
+        r.detail,
+    )
+}
+
+fn admin(caller: &Caller) -> ApiResult<()> {
+    match caller.0 {
+        Principal::Admin => Ok(()),
+        _ => Err(Problem::forbidden("an admin token is required")),
+    }
+}
+
+fn processor(caller: &Caller) -> ApiResult<&ProcessorId> {
+    match &caller.0 {
+        Principal::Processor(p) => Ok(p),
+        _ => Err(Problem::forbidden("a processor token is required")),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewProcessor {
+    /// Its name ([A-Za-z0-9_-], at most 64): a NATS subject token.
+    name: String,
+    /// Its version.
+    version: String,
+    /// Memory kinds it takes (empty: any a grant covers).
+    #[serde(default)]
+    consumes: Vec<String>,
+    /// Memory kinds it makes.
+    #[serde(default)]
+    produces: Vec<String>,
+}
+
+/// Registers a processor (admin): its signing key pair (the seed is shown here once and
+/// stored nowhere) and its API token.
+#[utoipa::path(post, path = "/v1/processors", tag = "processing", request_body = NewProcessor, security(("bearer" = [])),
+    responses((status = 201, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn register(
+    State(api): State<S>,
+    caller: Caller,
+    ApiJson(p): ApiJson<NewProcessor>,
+) -> ApiResult<impl IntoResponse> {
+    admin(&caller)?;
+    let name = ProcessorId::new(&p.name).map_err(|e| Problem::bad_request(format!("name: {e}")))?;
+    let (proc_, key) = api
+        .processing
+        .registry
+        .register(name.clone(), p.version, p.consumes, p.produces)
+        .await
+        .map_err(problem)?;
+    let token = api.auth.issue_processor(&name, PROCESSOR_TOKEN_TTL);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "processor": proc_,
+            "signing_seed": hex::encode(key.to_bytes()),
+            "token": token,
+        })),
+    ))
+}
+
+/// The registered processors (admin).
+#[utoipa::path(get, path = "/v1/processors", tag = "processing", security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn list(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+    admin(&caller)?;
+    let items = api.processing.registry.list().await.map_err(problem)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Revokes a processor (admin): from now on it is given no task, and every fetch, result
+/// and model of it is refused.
+#[utoipa::path(delete, path = "/v1/processors/{name}", tag = "processing", security(("bearer" = [])),
+    params(("name" = String, Path, description = "processor name")),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn revoke(
+    State(api): State<S>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    admin(&caller)?;
+    let name = ProcessorId::new(&name).map_err(|e| Problem::bad_request(format!("name: {e}")))?;
+    let p = api
+        .processing
+        .registry
+        .revoke(&name)
+        .await
+        .map_err(|e| match e {
+            ProcessingError::UnknownProcessor(n) => Problem::not_found(format!("no processor {n}")),
+            other => problem(other),
+        })?;
+    Ok(Json(json!({ "processor": p })))
+}
+
+/// A processor fetches an input it was given a task for: checked against the owner's
+/// live processing grant and recorded in the owner's chain (`inputs_fetched`) before it
+/// is returned.
+#[utoipa::path(post, path = "/v1/processing/fetch", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn fetch(
+    State(api): State<S>,
+    caller: Caller,
+    ApiJson(r): ApiJson<FetchRequest>,
+) -> ApiResult<Json<Value>> {
+    let p = processor(&caller)?;
+    let f = api.processing.fetch(p, &r).await.map_err(problem)?;
+    Ok(Json(serde_json::to_value(f).expect("serialisable")))
+}
+
+/// A processor records a result: a `memory_derived` event (idempotent per processor,
+/// version and inputs: a repeat answers the original receipt with `duplicate: true`).
+#[utoipa::path(post, path = "/v1/processing/results", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn submit(
+    State(api): State<S>,
+    caller: Caller,
+    ApiJson(r): ApiJson<SubmitRequest>,
+) -> ApiResult<Json<Value>> {
+    let p = processor(&caller)?;
+    let rec = api.processing.submit(p, r).await.map_err(problem)?;
+    Ok(Json(serde_json::to_value(rec).expect("serialisable")))
+}
+
+/// A processor records a trained model: a `model_trained` event committing to its
+/// training set.
+#[utoipa::path(post, path = "/v1/processing/models", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn model(
+    State(api): State<S>,
+    caller: Caller,
+    ApiJson(r): ApiJson<ModelRequest>,
+) -> ApiResult<Json<Value>> {
+    let p = processor(&caller)?;
+    let rec = api.processing.record_model(p, r).await.map_err(problem)?;
+    Ok(Json(serde_json::to_value(rec).expect("serialisable")))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadQuery {
+    /// Only this processor's (admin; a processor sees its own).
+    processor: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// Tasks that failed too often (admin: all or one processor's; a processor: its own).
+#[utoipa::path(get, path = "/v1/processing/dead-letters", tag = "processing", params(DeadQuery), security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn dead_letters(
+    State(api): State<S>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DeadQuery>,
+) -> ApiResult<Json<Value>> {
+    let only = match &caller.0 {
+        Principal::Admin => q.processor,
+        Principal::Processor(p) => Some(p.to_string()),
+        Principal::User(_) => {
+            return Err(Problem::forbidden(
+                "an admin or processor token is required",
+            ));
+        }
+    };
+    let items = mnemo_processing::queue::dead_letters(
+        &api.js,
+        only.as_deref(),
+        q.limit.unwrap_or(100).clamp(1, 1000),
+    )
+    .await
+    .map_err(problem)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// A memory's lineage: what it was derived from, what was derived from it, and the
+/// closure an erasure of it would reach.
+#[utoipa::path(get, path = "/v1/memories/{id}/lineage", tag = "processing", security(("bearer" = [])),
+    params(("id" = String, Path, description = "memory id")),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn lineage(
+    State(api): State<S>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let l = api
+        .processing
+        .lineage(user, &memory_id(&id)?)
+        .await
+        .map_err(problem)?;
+    Ok(Json(serde_json::to_value(l).expect("serialisable")))
+}
+
+/// The caller's models, with their staleness.
+#[utoipa::path(get, path = "/v1/models", tag = "processing", security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn models(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let items: Vec<Value> = api
+        .processing
+        .models
+        .of_user(user)
+        .await
+        .map_err(problem)?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id, "processor": m.processor, "grant": m.grant, "version": m.version,
+                "artifact": m.artifact, "set_root": m.set_root, "set_count": m.set_count,
+                "seq": m.seq, "stale": m.stale.is_some(), "stale_reason": m.stale,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// The proof that a memory is, or is not, in a model's training set (FORMAT.md §15.4):
+/// check it offline with `mnemo-audit training-proof`.
+#[utoipa::path(get, path = "/v1/models/{id}/training-set/{memory}", tag = "processing", security(("bearer" = [])),
+    params(("id" = String, Path, description = "model id"), ("memory" = String, Path, description = "memory id")),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn training_proof(
+    State(api): State<S>,
+    caller: Caller,
+    ApiPath((id, memory)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let model = ModelId::from_hex(&id)
+        .map_err(|_| Problem::bad_request("model ids are 32 hex characters"))?;
+    let p = api
+        .processing
+        .training_proof(user, &model, &memory_id(&memory)?)
+        .await
+        .map_err(problem)?;
+    Ok(Json(json!({ "user": user, "model": model, "proof": p })))
+}
+
+/// This resource's routes, with their OpenAPI description.
+pub(crate) fn router() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(revoke))
+        .routes(routes!(fetch))
+        .routes(routes!(submit))
+        .routes(routes!(model))
+        .routes(routes!(dead_letters))
+        .routes(routes!(lineage))
+        .routes(routes!(models))
+        .routes(routes!(training_proof))
+}
