@@ -42,6 +42,19 @@ enum Command {
         #[command(flatten)]
         pins: Pins,
     },
+    /// Checks a training-set proof (`GET /v1/models/{id}/training-set/{memory}`): the
+    /// memory was, or was not, in the model's training set. With --bundle (the owner's
+    /// custody bundle), the model's commitment and the memory's event come from the
+    /// verified chain. Exit 0 when the proof holds (either way), 1 when it is refused.
+    TrainingProof {
+        /// The proof (the endpoint's JSON answer).
+        proof: PathBuf,
+        /// The owner's custody bundle.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        #[command(flatten)]
+        pins: Pins,
+    },
 }
 
 #[derive(clap::Args)]
@@ -194,6 +207,60 @@ fn open(path: &Path) -> anyhow::Result<(BufReader<std::fs::File>, u64)> {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Verify(a) => verify(a),
+        Command::TrainingProof {
+            proof,
+            bundle,
+            pins,
+        } => {
+            let text =
+                std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
+            let answer: mnemo_audit::training::TrainingAnswer = match serde_json::from_slice(&text)
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    out!(
+                        "{}",
+                        serde_json::json!({ "valid": false, "code": "structure", "message": format!("not a training-set proof: {e}") })
+                    );
+                    return Ok(false);
+                }
+            };
+            let opts = Options {
+                policy: pins.policy()?,
+                ..Options::default()
+            };
+            let verdict = match &bundle {
+                None => mnemo_audit::training::verify_training::<
+                    std::iter::Empty<Result<BundleItem, ItemError>>,
+                    std::iter::Empty<Result<BundleItem, ItemError>>,
+                >(&answer, None, &opts),
+                Some(path) => {
+                    let (a, _) = open(path)?;
+                    let (b, _) = open(path)?;
+                    let items = (
+                        mnemo_audit::read_bundle(a, |_| {}),
+                        mnemo_audit::read_bundle(b, |_| {}),
+                    );
+                    mnemo_audit::training::verify_training(&answer, Some(items), &opts)
+                }
+            };
+            match verdict {
+                Ok(v) => {
+                    out!(
+                        "{}",
+                        serde_json::json!({ "valid": true, "model": answer.model, "member": answer.proof.member, "included": v.included, "trust": v.trust })
+                    );
+                    Ok(true)
+                }
+                Err(r) => {
+                    out!(
+                        "{}",
+                        serde_json::json!({ "valid": false, "code": r.code, "message": r.message })
+                    );
+                    Ok(false)
+                }
+            }
+        }
         Command::Prove {
             bundle,
             seq,

@@ -6,6 +6,7 @@ mod core_bench;
 mod http;
 mod ingest;
 mod measure;
+mod process;
 mod project;
 mod report;
 mod scale;
@@ -43,6 +44,7 @@ enum Area {
     Http(http::Args),
     /// Custody bundle verification (mnemo-audit) vs raw batch verification, same threads.
     Verify(verify::Args),
+    Process(process::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Area::Http(a) => http::run(&a),
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
+        Area::Process(a) => process::run(&a),
     }
 }

@@ -203,7 +203,15 @@ impl Worker {
         Fut: std::future::Future<Output = Result<Output, String>>,
     {
         let item: WorkItem = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        let input = self.fetch(&item.what).await.map_err(|e| e.to_string())?;
+        let input = match self.fetch(&item.what).await {
+            Ok(i) => i,
+            // Final refusals (revoked, no grant, gone, erased): done, nothing to derive.
+            Err(WorkerError::Refused {
+                status: 403 | 404 | 410,
+                ..
+            }) => return Ok(Done { results: vec![] }),
+            Err(e) => return Err(e.to_string()),
+        };
         let Some(record) = handle(input).await? else {
             return Ok(Done { results: vec![] });
         };

@@ -1,0 +1,116 @@
+//! Training-set proofs (FORMAT.md §15.4): whether a memory was, or was not, in a model's
+//! training set, checked offline. With the owner's custody bundle, the model's commitment
+//! (`set_root`, `set_count`) and the memory's event (`seq`, `event_hash`) are taken from the
+//! verified chain: the proof is then trusted as far as the bundle is. Without one, only the
+//! proof's own consistency is checked (self-asserted).
+
+use mnemo_core::custody::BundleItem;
+use mnemo_core::{Event, EventBody, Hash32, ModelId, Seq, TrainingSetProof};
+use serde::{Deserialize, Serialize};
+
+use crate::{ItemError, Options};
+
+/// What `GET /v1/models/{id}/training-set/{memory}` answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingAnswer {
+    /// Whose model.
+    pub user: mnemo_core::UserId,
+    /// Which model.
+    pub model: ModelId,
+    /// The proof.
+    pub proof: TrainingSetProof,
+}
+
+/// A training-set proof's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingVerdict {
+    /// `true`: in the set; `false`: not in it.
+    pub included: bool,
+    /// `bundle` (commitment and event from a verified custody bundle) or `self-asserted`.
+    pub trust: &'static str,
+}
+
+/// Why a training-set proof is refused: a FORMAT.md §9 code and what failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingRefusal {
+    /// The code.
+    pub code: String,
+    /// What failed.
+    pub message: String,
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> TrainingRefusal {
+    TrainingRefusal {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks `answer`, against the custody bundle's items when given.
+pub fn verify_training<I, J>(
+    answer: &TrainingAnswer,
+    bundle: Option<(I, J)>,
+    opts: &Options,
+) -> Result<TrainingVerdict, TrainingRefusal>
+where
+    I: Iterator<Item = Result<BundleItem, ItemError>>,
+    J: Iterator<Item = Result<BundleItem, ItemError>>,
+{
+    let p = &answer.proof;
+    let (root, count, trust) = match bundle {
+        None => (p.root, p.count, "self-asserted"),
+        Some((check, read)) => {
+            let outcome = crate::verify_items(check, opts)
+                .map_err(|e| refuse("structure", format!("reading the bundle: {e}")))?;
+            if let Some(f) = outcome.failure {
+                return Err(refuse(
+                    &f.code,
+                    format!("the custody bundle is invalid: {}", f.message),
+                ));
+            }
+            let mut commitment: Option<(Hash32, u64)> = None;
+            let mut member: Option<Hash32> = None;
+            for item in read {
+                let Ok(BundleItem::Event { wire }) = item else {
+                    continue;
+                };
+                let Ok((e, hash)) = Event::from_wire(&wire.0) else {
+                    continue;
+                };
+                if e.seq == p.member.seq {
+                    member = Some(hash);
+                }
+                if let EventBody::ModelTrained {
+                    model,
+                    set_root,
+                    set_count,
+                    ..
+                } = &e.body
+                    && *model == answer.model
+                {
+                    commitment = Some((*set_root, *set_count));
+                }
+            }
+            let (root, count) = commitment.ok_or_else(|| {
+                refuse(
+                    "mismatch",
+                    format!("the bundle records no model {}", answer.model),
+                )
+            })?;
+            if member != Some(p.member.event_hash) {
+                return Err(refuse(
+                    "mismatch",
+                    format!(
+                        "the bundle's event at seq {} is not the one the proof names",
+                        p.member.seq
+                    ),
+                ));
+            }
+            (root, count, "bundle")
+        }
+    };
+    let _ = Seq::FIRST;
+    p.verify(&root, count)
+        .map(|included| TrainingVerdict { included, trust })
+        .map_err(|e| refuse(e.code(), e.to_string()))
+}

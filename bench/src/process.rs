@@ -1,0 +1,339 @@
+//! `mnemo-bench process`: tasks per second through a no-op processor, end to end: the
+//! dispatcher hands each queued task to a worker (NATS queue group), the worker fetches its
+//! input over NATS (mnemo checks the grant, records `inputs_fetched`, opens the memory),
+//! derives, signs and submits the result (mnemo checks and appends `memory_derived`),
+//! answers, and the task is acknowledged.
+//!
+//! The baseline, in the same run and against the same server, is what a task costs at
+//! least: a raw JetStream work-queue consume and ack, plus the two ledger appends a task
+//! makes (its fetch record and its derived memory, signed), with the same concurrency.
+
+use futures::StreamExt;
+use mnemo_core::{
+    Content, EventBody, GrantConditions, GrantId, MemoryId, MemoryRecord, ProcessorId, SigningKey,
+    UserId, commitment, processing,
+};
+use mnemo_ledger::{DerivedResult, Ledger, LedgerConfig, SecretKey};
+use mnemo_processing::client::Worker;
+use mnemo_processing::protocol::DerivedRecord;
+use mnemo_processing::responder::TokenCheck;
+use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing};
+use mnemo_testkit::NatsServer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::measure::human;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tasks per round.
+    #[arg(long, default_value_t = 2_000)]
+    tasks: usize,
+    /// Users the memories belong to.
+    #[arg(long, default_value_t = 8)]
+    users: usize,
+    /// Tasks in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Rounds (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(a))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Setup {
+    ledger: Ledger,
+    client: async_nats::Client,
+    users: Vec<UserId>,
+    processing: Processing,
+    key: SigningKey,
+    name: ProcessorId,
+    grants: Vec<GrantId>,
+    memories: Vec<(usize, MemoryId)>,
+}
+
+async fn setup(server: &NatsServer, a: &Args, round: usize) -> anyhow::Result<Setup> {
+    let client = async_nats::connect(server.url()).await?;
+    let ledger = Ledger::connect(
+        client.clone(),
+        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32])),
+    )
+    .await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let processing = Processing::open(ledger.clone(), js).await?;
+    let name = ProcessorId::new(format!("noop{round}"))?;
+    let (p, key) = processing
+        .registry
+        .register(name.clone(), "1".into(), vec![], vec![])
+        .await?;
+    let users = crate::measure::create_users(&ledger, &format!("proc{round}"), a.users).await?;
+    let mut grants = Vec::new();
+    for u in &users {
+        let grant = GrantId(rand::random());
+        ledger
+            .append_event(
+                u,
+                EventBody::ProcessingGranted {
+                    grant,
+                    processor: p.name.clone(),
+                    version: None,
+                    key: p.public_key,
+                    conditions: GrantConditions::default(),
+                    expires_at: None,
+                },
+                None,
+            )
+            .await?;
+        grants.push(grant);
+    }
+    let mut memories = Vec::new();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for i in 0..a.tasks {
+        let (ledger, u) = (ledger.clone(), users[i % users.len()].clone());
+        pending.push(async move {
+            let r = ledger.append(&u, mnemo_testkit::note(i)).await;
+            (i % a.users, r)
+        });
+        if pending.len() >= 256
+            && let Some((k, r)) = pending.next().await
+        {
+            memories.push((k, r?.memory.expect("a memory")));
+        }
+    }
+    while let Some((k, r)) = pending.next().await {
+        memories.push((k, r?.memory.expect("a memory")));
+    }
+    Ok(Setup {
+        ledger,
+        client,
+        users,
+        processing,
+        key,
+        name,
+        grants,
+        memories,
+    })
+}
+
+fn derived_record(m: &MemoryId) -> MemoryRecord {
+    MemoryRecord {
+        kind: "noop".into(),
+        tags: vec![],
+        captured_at: None,
+        source: None,
+        content_type: "text/plain".into(),
+        content: Content::Inline {
+            bytes: format!("noop of {m}").into_bytes(),
+        },
+    }
+}
+
+/// The floor: work-queue consume + ack, and the two appends, per task.
+async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
+    let js = async_nats::jetstream::new(s.client.clone());
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: format!("BENCH-WORK-{round}"),
+            subjects: vec![format!("bench.work.{round}.>")],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    for (i, (k, m)) in s.memories.iter().enumerate() {
+        let body = serde_json::to_vec(&(k, m))?;
+        js.publish(format!("bench.work.{round}.{i}"), body.into())
+            .await?
+            .await?;
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            max_ack_pending: a.concurrency as i64,
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let mut messages = consumer.messages().await?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
+    let mut handles = Vec::with_capacity(a.tasks);
+    for _ in 0..a.tasks {
+        let msg = messages.next().await.expect("a task")?;
+        let permit = slots.clone().acquire_owned().await?;
+        let (ledger, users, grants, key, name) = (
+            s.ledger.clone(),
+            s.users.clone(),
+            s.grants.clone(),
+            s.key.clone(),
+            s.name.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let (k, m): (usize, MemoryId) = serde_json::from_slice(&msg.payload)?;
+            let (u, g) = (&users[k], grants[k]);
+            ledger.record_fetch(u, g, vec![m]).await?;
+            let record = derived_record(&m);
+            let salt: [u8; 32] = rand::random();
+            let c = commitment::commit(&salt, &record.canonical_bytes());
+            let sig = processing::sign(
+                &key,
+                &processing::derived_signing_message(u, &g, &name, "1", &[m], &c),
+            );
+            ledger
+                .append_derived(
+                    u,
+                    DerivedResult {
+                        grant: g,
+                        version: "1".into(),
+                        inputs: vec![m],
+                        record,
+                        salt,
+                        signature: sig,
+                    },
+                )
+                .await?;
+            msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            drop(permit);
+            anyhow::Ok(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    Ok(a.tasks as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The whole path: planner (not timed), dispatcher, worker over NATS, fetch, submit, ack.
+async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let js = async_nats::jetstream::new(s.client.clone());
+    let planner = Planner::new(
+        s.ledger.clone(),
+        js.clone(),
+        s.processing.registry.clone(),
+        Duration::from_secs(3600),
+    )
+    .await?;
+    for u in &s.users {
+        planner.plan(u).await?;
+    }
+    let token = "bench-token".to_string();
+    let check: TokenCheck = {
+        let (t, n) = (token.clone(), s.name.clone());
+        Arc::new(move |x: &str| (x == t).then(|| n.clone()))
+    };
+    let (c, p, r) = (s.client.clone(), s.processing.clone(), stop.clone());
+    tokio::spawn(async move { mnemo_processing::responder::serve(c, p, check, r).await });
+    let worker = Worker::new(
+        s.client.clone(),
+        s.name.clone(),
+        "1".into(),
+        token,
+        s.key.clone(),
+    );
+    tokio::spawn(async move {
+        worker
+            .run(|input| async move {
+                Ok(Some(DerivedRecord {
+                    kind: "noop".into(),
+                    tags: vec![],
+                    captured_at: None,
+                    source: None,
+                    content_type: "text/plain".into(),
+                    content: format!("noop of {}", input.memory),
+                }))
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = Dispatcher::new(
+        s.client.clone(),
+        s.ledger.clone(),
+        s.processing.registry.clone(),
+        DispatchConfig {
+            max_in_flight: a.concurrency,
+            reconcile_every: Duration::from_millis(50),
+            ..Default::default()
+        },
+    );
+    let stats = d.stats.clone();
+    let start = Instant::now();
+    tokio::spawn(d.run(stop));
+    loop {
+        let done = stats
+            .lock()
+            .expect("not poisoned")
+            .get(&s.name)
+            .map_or(0, |c| c.done.load(std::sync::atomic::Ordering::Relaxed));
+        if done as usize >= a.tasks {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("the pipeline did not finish ({done} of {} tasks)", a.tasks);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = a.tasks as f64 / start.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    Ok(rate)
+}
+
+async fn run_async(a: &Args) -> anyhow::Result<()> {
+    println!(
+        "mnemo-bench process: {} tasks over {} users, {} in flight, {} rounds, nats-server {}",
+        a.tasks,
+        a.users,
+        a.concurrency,
+        a.rounds,
+        mnemo_testkit::nats_server_binary().display()
+    );
+    let server = NatsServer::start();
+    let (mut base, mut full) = (Vec::new(), Vec::new());
+    for round in 0..a.rounds {
+        // Alternate which runs first; each on fresh users and memories.
+        let s1 = setup(&server, a, 2 * round).await?;
+        let s2 = setup(&server, a, 2 * round + 1).await?;
+        let (b, f) = if round % 2 == 0 {
+            let b = baseline(&s1, a, round).await?;
+            (b, pipeline(&s2, a).await?)
+        } else {
+            let f = pipeline(&s2, a).await?;
+            (baseline(&s1, a, round).await?, f)
+        };
+        eprintln!(
+            "  round {round}: baseline {} tasks/s, pipeline {} tasks/s, ratio {:.3}",
+            human(b),
+            human(f),
+            f / b
+        );
+        base.push(b);
+        full.push(f);
+    }
+    let (b, f) = (median(base), median(full));
+    crate::measure::print_table(
+        "Processing: tasks through a no-op processor",
+        &[crate::measure::Row {
+            what: "dispatch, NATS fetch (recorded), derive, sign, submit, ack".into(),
+            rate: f,
+            unit: "tasks/s",
+            baseline: Some(("work-queue consume+ack + 2 ledger appends".into(), b)),
+        }],
+    );
+    crate::measure::headline(
+        "process: no-op processor tasks/s",
+        format!("{} tasks/s", human(f)),
+        format!("queue consume+ack + 2 appends {} tasks/s", human(b)),
+        f / b,
+        ">= 0.6",
+    );
+    Ok(())
+}
