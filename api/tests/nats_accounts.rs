@@ -523,3 +523,103 @@ async fn devices_over_the_rest_api() {
     let (st, _) = call("DELETE", "/v1/users/dana/devices/not-a-key", &dana, None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+/// A processor's NATS credentials (operator mode) reach only its own subjects: it takes
+/// tasks on `mnemo.work.<name>` as a queue group and answers them, calls
+/// `mnemo.proc.<name>.*`, and is refused another processor's subjects and the chains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_credentials_reach_only_the_processors_subjects() {
+    use futures::StreamExt;
+    let h = hub().await;
+    let accounts = h
+        .accounts
+        .clone()
+        .with_service_key(nkeys::KeyPair::from_seed(&h.setup.service.seed().unwrap()).unwrap());
+    let creds = accounts
+        .processor_creds("asr", 3600)
+        .unwrap()
+        .expect("creds");
+    let (tx, mut errors) = mpsc::unbounded_channel();
+    let worker = ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .custom_inbox_prefix(mnemo_api::nats::claims::processor_inbox("asr"))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let Event::ServerError(err) = e {
+                    let _ = tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(h.server.url())
+        .await
+        .unwrap();
+    let service = ConnectOptions::with_credentials(&h.setup.service_creds().unwrap())
+        .unwrap()
+        .connect(h.server.url())
+        .await
+        .unwrap();
+    // The worker takes a task and answers it.
+    let mut tasks = worker
+        .queue_subscribe("mnemo.work.asr", "asr".into())
+        .await
+        .unwrap();
+    let w = worker.clone();
+    tokio::spawn(async move {
+        while let Some(m) = tasks.next().await {
+            if let Some(r) = m.reply {
+                w.publish(r, "done".into()).await.unwrap();
+            }
+        }
+    });
+    // mnemo answers the worker's requests on its own subjects.
+    let mut calls = service.subscribe("mnemo.proc.*.fetch").await.unwrap();
+    let s = service.clone();
+    tokio::spawn(async move {
+        while let Some(m) = calls.next().await {
+            if let Some(r) = m.reply {
+                s.publish(r, m.subject.as_str().to_owned().into())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    worker.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = service
+        .request("mnemo.work.asr", "task".into())
+        .await
+        .unwrap();
+    assert_eq!(&answer.payload[..], b"done");
+    let r = worker
+        .request("mnemo.proc.asr.fetch", "{}".into())
+        .await
+        .unwrap();
+    assert_eq!(&r.payload[..], b"mnemo.proc.asr.fetch");
+    // Another processor's subjects and the chains are out of reach.
+    let denied = tokio::time::timeout(
+        Duration::from_secs(2),
+        worker.request("mnemo.proc.summarizer.fetch", "{}".into()),
+    )
+    .await;
+    assert!(
+        !matches!(denied, Ok(Ok(_))),
+        "another processor's subject answered"
+    );
+    let _sneak = worker.subscribe("mnemo.work.summarizer").await.unwrap();
+    let _chains = worker.subscribe("mnemo.chain.>").await.unwrap();
+    worker.flush().await.unwrap();
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 2 && t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), errors.recv()).await {
+            seen.push(e);
+        }
+    }
+    let all = seen.join(" | ").to_lowercase();
+    assert!(all.contains("permissions violation"), "{all}");
+    assert!(
+        all.contains("mnemo.proc.summarizer.fetch") || all.contains("mnemo.work.summarizer"),
+        "{all}"
+    );
+}

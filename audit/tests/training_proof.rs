@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use std::process::Command;
 
 fn vectors() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/processing-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/processing-vectors.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -35,35 +38,53 @@ fn training_proofs_are_checked_alone_and_against_the_bundle() {
         .clone();
     let write = |name: &str, proof: &Value| {
         let p = dir.path().join(name);
-        std::fs::write(&p, json!({ "user": "alice", "model": model, "proof": proof }).to_string())
-            .unwrap();
+        std::fs::write(
+            &p,
+            json!({ "user": "alice", "model": model, "proof": proof }).to_string(),
+        )
+        .unwrap();
         p
     };
     // The owner's custody bundle, from the valid chain's wires.
     let events = v["valid"]["events"].as_array().unwrap();
-    let mut lines = vec![json!({ "type": "header", "format": "mnemo-custody-bundle", "version": 1, "user": "alice", "exported_at": 0 })];
+    let mut lines = vec![
+        json!({ "type": "header", "format": "mnemo-custody-bundle", "version": 1, "user": "alice", "exported_at": 0 }),
+    ];
     for e in events {
         lines.push(json!({ "type": "event", "wire": e["wire"] }));
     }
-    lines.push(json!({ "type": "end", "events": events.len(), "head": events.last().unwrap()["hash"] }));
+    lines.push(
+        json!({ "type": "end", "events": events.len(), "head": events.last().unwrap()["hash"] }),
+    );
     let bundle = dir.path().join("custody.jsonl");
     std::fs::write(
         &bundle,
-        lines.iter().map(|l| l.to_string() + "\n").collect::<String>(),
+        lines
+            .iter()
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>(),
     )
     .unwrap();
     let t = &v["training_set"];
     let inc = write("inc.json", &t["included"]);
     let exc = write("exc.json", &t["excluded"]);
     let (code, out) = run(&[&inc]);
-    assert_eq!((code, &out["included"], &out["trust"]), (0, &json!(true), &json!("self-asserted")), "{out}");
+    assert_eq!(
+        (code, &out["included"], &out["trust"]),
+        (0, &json!(true), &json!("self-asserted")),
+        "{out}"
+    );
     let (code, out) = run(&[&exc]);
     assert_eq!((code, &out["included"]), (0, &json!(false)), "{out}");
     let b = std::path::Path::new("--bundle");
     let (code, out) = run(&[&inc, b, &bundle]);
     assert_eq!((code, &out["trust"]), (0, &json!("bundle")), "{out}");
     let (code, out) = run(&[&exc, b, &bundle]);
-    assert_eq!((code, &out["included"], &out["trust"]), (0, &json!(false), &json!("bundle")), "{out}");
+    assert_eq!(
+        (code, &out["included"], &out["trust"]),
+        (0, &json!(false), &json!("bundle")),
+        "{out}"
+    );
     // A forged exclusion: claim the included member is excluded, with the neighbours of
     // another seq.
     let mut forged = t["excluded"].clone();

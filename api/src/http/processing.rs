@@ -81,12 +81,19 @@ async fn register(
         .await
         .map_err(problem)?;
     let token = api.auth.issue_processor(&name, PROCESSOR_TOKEN_TTL);
+    // Operator mode: NATS credentials that reach only the processor's own subjects.
+    let creds = match &api.accounts {
+        Some(a) => a.processor_creds(name.as_str(), PROCESSOR_TOKEN_TTL as i64)?,
+        None => None,
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "processor": proc_,
             "signing_seed": hex::encode(key.to_bytes()),
             "token": token,
+            "nats_creds": creds,
+            "nats_inbox_prefix": crate::nats::claims::processor_inbox(name.as_str()),
         })),
     ))
 }

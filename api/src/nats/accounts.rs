@@ -150,6 +150,8 @@ pub struct Accounts {
     service_pub: String,
     master: Arc<mnemo_ledger::SecretKey>,
     by_account: Arc<Mutex<HashMap<String, UserId>>>,
+    /// The service account's key (operator setups): signs processors' credentials.
+    service: Option<Arc<KeyPair>>,
 }
 
 fn bucket(e: impl std::fmt::Display) -> NatsAuthError {
@@ -187,7 +189,32 @@ impl Accounts {
             service_pub,
             master: Arc::new(master),
             by_account: Default::default(),
+            service: None,
         })
+    }
+
+    /// Also issue processors' credentials, signed by the service account's key.
+    pub fn with_service_key(mut self, key: KeyPair) -> Self {
+        self.service = Some(Arc::new(key));
+        self
+    }
+
+    /// A processor's NATS credentials (a user of the service account limited to the
+    /// processor's subjects, see `User::processor`), valid for `ttl_secs`. Its connection
+    /// must use the inbox prefix `_INBOX_<name>`. `None` without the service key.
+    pub fn processor_creds(&self, name: &str, ttl_secs: i64) -> Result<Option<String>> {
+        let Some(service) = &self.service else {
+            return Ok(None);
+        };
+        let key = KeyPair::new_user();
+        let jwt = claims::encode(
+            service,
+            key.public_key(),
+            Some(format!("processor {name}")),
+            Some(now_secs() as i64 + ttl_secs),
+            User::processor(name),
+        )?;
+        Ok(Some(claims::creds(&jwt, &key.seed()?)))
     }
 
     /// Opens the accounts service of an operator setup: connects to `servers` as the
@@ -205,7 +232,7 @@ impl Accounts {
             .connect(servers)
             .await
             .map_err(|e| NatsAuthError::nats("connecting as the system user", e))?;
-        Self::open(
+        Ok(Self::open(
             js,
             sys,
             KeyPair::from_seed(&setup.signing.seed()?)?,
@@ -213,7 +240,8 @@ impl Accounts {
             master,
             replicas,
         )
-        .await
+        .await?
+        .with_service_key(KeyPair::from_seed(&setup.service.seed()?)?))
     }
 
     fn aad(user: &UserId) -> Vec<u8> {

@@ -210,9 +210,22 @@ pub struct Account {
     pub revocations: BTreeMap<String, i64>,
 }
 
-/// No restriction (`{}`).
+/// Publish or subscribe permissions: `{}` (no restriction) or `{"allow": [...]}`.
+#[derive(Serialize, Default)]
+pub struct Unrestricted {
+    /// Only these subjects (empty: no restriction).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+/// Reply permission: publishing to the reply subjects of messages received.
 #[derive(Serialize)]
-pub struct Unrestricted {}
+pub struct Responses {
+    /// Replies per request.
+    pub max: i64,
+    /// How long (ns; 0: the server's default of 2 minutes).
+    pub ttl: i64,
+}
 
 /// A user's claims.
 #[derive(Serialize)]
@@ -232,6 +245,9 @@ pub struct User {
     /// Subscribe permissions.
     #[serde(rename = "sub", skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<Unrestricted>,
+    /// Replies to received requests (`resp`), for users that may publish only there.
+    #[serde(rename = "resp", skip_serializing_if = "Option::is_none")]
+    pub responses: Option<Responses>,
     /// Subscriptions (`-1`: unlimited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subs: Option<i64>,
@@ -250,8 +266,33 @@ impl User {
             kind: "user",
             version: 2,
             issuer_account,
-            publish: Some(Unrestricted {}),
-            subscribe: Some(Unrestricted {}),
+            publish: Some(Unrestricted::default()),
+            subscribe: Some(Unrestricted::default()),
+            responses: None,
+            subs: Some(-1),
+            data: Some(-1),
+            payload: Some(-1),
+        }
+    }
+
+    /// A processor's user in the service account: it publishes only its own requests
+    /// (`mnemo.proc.<name>.>`) and replies to the tasks it receives, and subscribes only
+    /// to its work subject and its own inbox prefix (`_INBOX_<name>.>`).
+    pub fn processor(name: &str) -> Self {
+        Self {
+            kind: "user",
+            version: 2,
+            issuer_account: None,
+            publish: Some(Unrestricted {
+                allow: vec![format!("{}.{name}.>", mnemo_core::names::PROC_PREFIX)],
+            }),
+            subscribe: Some(Unrestricted {
+                allow: vec![
+                    format!("{}.{name}", mnemo_core::names::WORK_PREFIX),
+                    format!("{}.>", processor_inbox(name)),
+                ],
+            }),
+            responses: Some(Responses { max: 1, ttl: 0 }),
             subs: Some(-1),
             data: Some(-1),
             payload: Some(-1),
@@ -266,6 +307,7 @@ impl User {
             issuer_account: Some(account),
             publish: None,
             subscribe: None,
+            responses: None,
             subs: None,
             data: None,
             payload: None,
@@ -309,4 +351,10 @@ pub fn creds(jwt: &str, seed: &str) -> String {
          -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
          *************************************************************\n"
     )
+}
+
+/// The inbox prefix a processor's NATS connection must use (`_INBOX_<name>`): its
+/// credentials may subscribe to nothing else but its work subject.
+pub fn processor_inbox(name: &str) -> String {
+    format!("_INBOX_{name}")
 }

@@ -5,7 +5,9 @@
 //! Environment: `MNEMO_NATS_URL`, `MNEMO_PROCESSOR`, `MNEMO_PROCESSOR_VERSION`,
 //! `MNEMO_PROCESSOR_TOKEN`, `MNEMO_PROCESSOR_SEED` (64 hex), optional
 //! `MNEMO_NOOP_FAIL_KIND` (refuse inputs of that kind: a failing worker for dead letters),
-//! optional `MNEMO_NOOP_DELAY_MS` (work that long per task).
+//! optional `MNEMO_NOOP_DELAY_MS` (work that long per task), optional
+//! `MNEMO_NATS_CREDS` (a processor's `.creds` file, operator mode: the connection then uses
+//! the inbox prefix `_INBOX_<processor>` its credentials allow).
 
 use anyhow::Context;
 use base64::Engine;
@@ -17,7 +19,18 @@ use mnemo_processing::protocol::DerivedRecord;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).with_context(|| format!("{k} is required"));
-    let client = async_nats::connect(env("MNEMO_NATS_URL")?).await?;
+    let name = env("MNEMO_PROCESSOR")?;
+    let client = match std::env::var("MNEMO_NATS_CREDS") {
+        Ok(path) => {
+            async_nats::ConnectOptions::with_credentials_file(&path)
+                .await
+                .with_context(|| format!("reading {path}"))?
+                .custom_inbox_prefix(format!("_INBOX_{name}"))
+                .connect(env("MNEMO_NATS_URL")?)
+                .await?
+        }
+        Err(_) => async_nats::connect(env("MNEMO_NATS_URL")?).await?,
+    };
     let mut seed = [0u8; 32];
     hex::decode_to_slice(env("MNEMO_PROCESSOR_SEED")?.trim(), &mut seed)
         .context("MNEMO_PROCESSOR_SEED must be 64 hex characters")?;
@@ -28,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         .map(std::time::Duration::from_millis);
     let worker = Worker::new(
         client,
-        ProcessorId::new(env("MNEMO_PROCESSOR")?)?,
+        ProcessorId::new(name)?,
         env("MNEMO_PROCESSOR_VERSION")?,
         env("MNEMO_PROCESSOR_TOKEN")?,
         SigningKey::from_bytes(&seed),
