@@ -1,8 +1,11 @@
 //! The planner: turns memories a processor may see into tasks on the durable work queue.
 //!
-//! It follows every chain (a wake-up per append on the chain subjects, and a sweep of the
-//! chains it knows every `sweep` for wake-ups lost while it was away) and reads each
-//! chain from where it stopped. For every memory (ingested or derived) and every live
+//! It follows the chains of users who gave a processing grant: the enrolled chains, one
+//! key each in the KV bucket `mnemo-planner` (enrolled by the API before it appends the
+//! grant, and by the planner when it sees one). Each append to an enrolled chain wakes it
+//! (the chain subjects; other users' appends cost a decode and a set look-up), a sweep
+//! every `sweep` covers wake-ups lost while it was away, and it reads each chain from where
+//! it stopped. For every memory (ingested or derived) and every live
 //! processing grant of the chain whose processor takes its kind, it publishes a task
 //! `mnemo.task.<processor>.<user>` with a message id per (processor, user, memory), so a
 //! re-planned task within the dedup window is one task. A new processing grant queues the
@@ -23,6 +26,23 @@ use std::time::Duration;
 use crate::error::{ProcessingError, Result};
 use crate::protocol::Task;
 use crate::registry::{Processor, Registry};
+
+/// Opens (creating when missing) the bucket of enrolled chains and their cursors.
+pub async fn open_cursors(js: &jetstream::Context, replicas: usize) -> Result<kv::Store> {
+    match js.get_key_value(PLANNER_BUCKET).await {
+        Ok(kv) => Ok(kv),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: PLANNER_BUCKET.into(),
+                description: "mnemo planner progress per chain".into(),
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProcessingError::nats("create the planner bucket", e)),
+    }
+}
 
 /// Where the planner stopped in one chain.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -68,19 +88,7 @@ impl Planner {
         registry: Registry,
         sweep: Duration,
     ) -> Result<Self> {
-        let cursors = match js.get_key_value(PLANNER_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: PLANNER_BUCKET.into(),
-                    description: "mnemo planner progress per chain".into(),
-                    num_replicas: ledger.config().replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ProcessingError::nats("create the planner bucket", e))?,
-        };
+        let cursors = open_cursors(&js, ledger.config().replicas).await?;
         Ok(Self {
             ledger,
             js,
@@ -89,6 +97,21 @@ impl Planner {
             sweep,
             stats: Default::default(),
         })
+    }
+
+    /// Enrolls `user`'s chain (idempotent): from now on the planner follows it.
+    pub async fn enroll(cursors: &kv::Store, user: &UserId) -> Result<()> {
+        let empty = serde_json::to_vec(&Cursor::default()).expect("serialisable");
+        match cursors.create(user.as_str(), empty.into()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(ProcessingError::nats("enroll a chain for planning", e)),
+        }
+    }
+
+    /// The bucket of enrolled chains.
+    pub fn cursors(&self) -> &kv::Store {
+        &self.cursors
     }
 
     /// Plans until `stop`.
@@ -103,23 +126,21 @@ impl Planner {
             .map_err(|e| ProcessingError::nats("subscribe to the chains", e))?;
         let mut sweep = tokio::time::interval(self.sweep);
         let mut dirty: HashSet<UserId> = HashSet::new();
+        let mut enrolled: HashSet<UserId> = self.known_chains().await?.into_iter().collect();
         loop {
             tokio::select! {
                 m = appends.next() => {
                     let Some(m) = m else { return Ok(()) };
-                    if let Some(u) = m.subject.rsplit('.').next().and_then(|u| UserId::new(u).ok()) {
-                        dirty.insert(u);
-                    }
+                    self.woken(&m, &mut enrolled, &mut dirty).await?;
                     // Gather the wake-ups already there, then plan each chain once.
                     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(20), appends.next()).await {
-                        if let Some(u) = m.subject.rsplit('.').next().and_then(|u| UserId::new(u).ok()) {
-                            dirty.insert(u);
-                        }
+                        self.woken(&m, &mut enrolled, &mut dirty).await?;
                         if dirty.len() >= 256 { break; }
                     }
                 }
                 _ = sweep.tick() => {
-                    dirty.extend(self.known_chains().await?);
+                    enrolled = self.known_chains().await?.into_iter().collect();
+                    dirty.extend(enrolled.iter().cloned());
                 }
                 _ = crate::stopped(&mut stop) => return Ok(()),
             }
@@ -129,6 +150,38 @@ impl Planner {
                 }
             }
         }
+    }
+
+    /// An append woke the planner: an enrolled chain is marked; a processing grant
+    /// enrolls its chain.
+    async fn woken(
+        &self,
+        m: &async_nats::Message,
+        enrolled: &mut HashSet<UserId>,
+        dirty: &mut HashSet<UserId>,
+    ) -> Result<()> {
+        let Some(u) = m
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|u| UserId::new(u).ok())
+        else {
+            return Ok(());
+        };
+        if enrolled.contains(&u) {
+            dirty.insert(u);
+            return Ok(());
+        }
+        let granted = mnemo_ledger::envelope::decode(&m.payload)
+            .ok()
+            .and_then(|(wire, _)| mnemo_core::Event::from_wire(&wire).ok())
+            .is_some_and(|(e, _)| matches!(e.body, EventBody::ProcessingGranted { .. }));
+        if granted {
+            Self::enroll(&self.cursors, &u).await?;
+            enrolled.insert(u.clone());
+            dirty.insert(u);
+        }
+        Ok(())
     }
 
     async fn known_chains(&self) -> Result<Vec<UserId>> {

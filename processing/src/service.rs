@@ -81,6 +81,7 @@ pub struct Processing {
     /// Models and training sets.
     pub models: Models,
     js: async_nats::jetstream::Context,
+    cursors: async_nats::jetstream::kv::Store,
 }
 
 impl Processing {
@@ -90,12 +91,20 @@ impl Processing {
         let registry = Registry::open(&js, replicas).await?;
         let models = Models::open(&js, replicas).await?;
         crate::queue::ensure_streams(&js, replicas).await?;
+        let cursors = crate::planner::open_cursors(&js, replicas).await?;
         Ok(Self {
             ledger,
             registry,
             models,
             js,
+            cursors,
         })
+    }
+
+    /// Enrolls `user`'s chain with the planner: call it before appending a processing
+    /// grant, so that a planner that misses the append still plans the chain.
+    pub async fn enroll(&self, user: &UserId) -> Result<()> {
+        crate::planner::Planner::enroll(&self.cursors, user).await
     }
 
     /// The processing grant `grant` of `user`'s chain, if it is `processor`'s.

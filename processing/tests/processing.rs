@@ -158,6 +158,8 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
+        // As the API does: enrolled with the planner before the grant is appended.
+        self.processing.enroll(u).await.unwrap();
         let grant = GrantId(rand::random());
         self.stack
             .ledger

@@ -135,6 +135,10 @@ async fn processing_grant(
             }
             other => super::processing::problem(other),
         })?;
+    api.processing
+        .enroll(user)
+        .await
+        .map_err(super::processing::problem)?;
     let grant = GrantId(rand::random());
     let r = api
         .ledger
