@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use cmd::Config;
 use cmd::anchor::AnchorCmd;
 use cmd::nats::NatsCmd;
+use cmd::processors::ProcessorsCmd;
 use cmd::projections::Projections;
 use cmd::tokens::TokensCmd;
 use cmd::users::UsersCmd;
@@ -45,6 +46,9 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Processors: registered services that process memories under consent.
+    #[command(subcommand)]
+    Processors(ProcessorsCmd),
     /// Runs the PostgreSQL migrations.
     Migrate,
     /// Operator-mode NATS (decentralized JWT auth).
@@ -94,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(a) => cmd::dev::dev(c, a).await,
         Command::Users(u) => u.run(c).await,
         Command::Tokens(t) => t.run(),
+        Command::Processors(p) => p.run(c).await,
         Command::Nats(n) => n.run(),
         Command::Migrate => {
             cmd::views(c.database_url()?).await?.migrate().await?;

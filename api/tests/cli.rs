@@ -340,6 +340,40 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS account A"));
+    // A processor: registration with its NATS credentials, listing, revocation.
+    let processors = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .arg("processors")
+            .args(args)
+            .env("MNEMO_NATS_URL", nats.url())
+            .env("MNEMO_NATS_DIR", &d)
+            .env("MNEMO_MASTER_KEY", "11".repeat(32))
+            .env("MNEMO_SIGNING_KEY", "22".repeat(32))
+            .env("MNEMO_JWT_KEY", "33".repeat(32))
+            .output()
+            .unwrap()
+    };
+    let out = processors(&["register", "asr", "--version", "1", "--consumes", "audio"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reg["processor"]["consumes"], serde_json::json!(["audio"]));
+    assert!(
+        reg["nats_creds"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN NATS USER JWT")
+    );
+    assert_eq!(reg["signing_seed"].as_str().unwrap().len(), 64);
+    let again = processors(&["register", "asr", "--version", "2"]);
+    assert!(!again.status.success(), "a name is registered once");
+    assert!(processors(&["revoke", "asr"]).status.success());
+    let list = processors(&["list"]);
+    let p: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(p["revoked"], true);
     // without the service creds, the server refuses
     let anon = async_nats::connect(nats.url()).await;
     assert!(anon.is_err(), "operator mode refuses anonymous clients");

@@ -4,6 +4,7 @@ pub(crate) mod anchor;
 pub(crate) mod config;
 pub(crate) mod dev;
 pub(crate) mod nats;
+pub(crate) mod processors;
 pub(crate) mod projections;
 pub(crate) mod serve;
 pub(crate) mod tokens;

@@ -1,0 +1,98 @@
+//! `mnemo processors register|revoke|list`: the processor registry from the command line
+//! (the same as `POST/DELETE/GET /v1/processors`), for operators.
+
+use super::{Config, JwtArgs, server_addrs};
+use clap::Subcommand;
+use mnemo_core::ProcessorId;
+use mnemo_ledger::Ledger;
+
+#[derive(Subcommand)]
+pub(crate) enum ProcessorsCmd {
+    /// Registers a processor; prints its registration, signing seed (shown once), API token
+    /// and, in operator mode, its NATS credentials, as JSON.
+    Register {
+        /// Its name ([A-Za-z0-9_-], at most 64).
+        name: String,
+        /// Its version.
+        #[arg(long)]
+        version: String,
+        /// Memory kinds it takes (repeatable; none: whatever a grant covers).
+        #[arg(long = "consumes")]
+        consumes: Vec<String>,
+        /// Memory kinds it makes (repeatable).
+        #[arg(long = "produces")]
+        produces: Vec<String>,
+        #[command(flatten)]
+        jwt: JwtArgs,
+    },
+    /// Revokes a processor: no task, fetch, result or model of it is accepted from now on.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+    /// Lists the registered processors.
+    List,
+}
+
+impl ProcessorsCmd {
+    pub(crate) async fn run(self, c: &Config) -> anyhow::Result<()> {
+        let client = c.connect().await?;
+        let cfg = c.ledger_config()?;
+        let master = cfg.master_key.clone();
+        let js = async_nats::jetstream::new(client.clone());
+        let ledger = Ledger::connect(client.clone(), cfg).await?;
+        let processing = mnemo_processing::Processing::open(ledger, js.clone()).await?;
+        match self {
+            ProcessorsCmd::Register {
+                name,
+                version,
+                consumes,
+                produces,
+                jwt,
+            } => {
+                let auth = jwt.auth()?;
+                let name = ProcessorId::new(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
+                let (p, key) = processing
+                    .registry
+                    .register(name.clone(), version, consumes, produces)
+                    .await?;
+                let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
+                let creds = match &c.nats_dir {
+                    Some(dir) => {
+                        let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+                        mnemo_api::nats::Accounts::for_setup(
+                            &setup,
+                            server_addrs(&c.nats_url)?,
+                            &js,
+                            master,
+                            c.replicas.max(1),
+                        )
+                        .await?
+                        .processor_creds(name.as_str(), ttl as i64)?
+                    }
+                    None => None,
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "processor": p,
+                        "signing_seed": hex::encode(key.to_bytes()),
+                        "token": auth.issue_processor(&name, ttl),
+                        "nats_creds": creds,
+                    })
+                );
+            }
+            ProcessorsCmd::Revoke { name } => {
+                let name = ProcessorId::new(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
+                processing.registry.revoke(&name).await?;
+                eprintln!("processor {name} revoked");
+            }
+            ProcessorsCmd::List => {
+                for p in processing.registry.list().await? {
+                    println!("{}", serde_json::to_string(&p)?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
