@@ -1369,6 +1369,12 @@ async fn processing_over_rest_from_registration_to_erasure() {
     let r = s.post("/v1/processing/results", &token, submit).await;
     assert_eq!(r.json()["duplicate"], true);
     // Lineage both ways; the owner reads the derived memory like any memory.
+    s.no_lag(Duration::from_secs(20)).await;
+    let c = s
+        .get(&format!("/v1/memories/{derived}/content"), &alice)
+        .await;
+    c.assert_status(StatusCode::OK);
+    assert_eq!(&c.body[..], b"HELLO");
     let l = s
         .get(&format!("/v1/memories/{memory}/lineage"), &alice)
         .await;
@@ -1397,6 +1403,21 @@ async fn processing_over_rest_from_registration_to_erasure() {
         .await;
     r.assert_status(StatusCode::OK);
     assert_eq!(r.json()["closure"], json!([derived]));
+    let d = s.get(&format!("/v1/memories/{derived}"), &alice).await;
+    d.assert_status(StatusCode::OK);
+    assert_eq!(
+        d.json()["erased"],
+        true,
+        "the derived memory is erased with its input"
+    );
+    let found = s.get("/v1/memories?q=HELLO", &alice).await.json();
+    assert!(
+        ids(&found).is_empty(),
+        "its text is out of the search index"
+    );
+    s.get(&format!("/v1/memories/{derived}/content"), &alice)
+        .await
+        .assert_status(StatusCode::GONE);
     // Revoking the processor stops its fetches at once.
     let r = s
         .call(

@@ -176,6 +176,20 @@ pub(crate) async fn write_rows(
                 };
                 q.execute(&mut *tx).await?;
             }
+            EventBody::LineageErased {
+                memory, closure, ..
+            } => {
+                let ids: Vec<Vec<u8>> = std::iter::once(memory)
+                    .chain(closure)
+                    .map(|m| m.0.to_vec())
+                    .collect();
+                sqlx::query(
+                    "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                     WHERE user_id = $1 AND memory_id = ANY($2) AND erased_seq IS NULL",
+                )
+                .bind(u).bind(&ids).bind(seq).bind(e.timestamp.0)
+                .execute(&mut *tx).await?;
+            }
             EventBody::GrantCreated {
                 grant,
                 grantee,
