@@ -192,13 +192,11 @@ impl Ledger {
                 (g, earlier)
             })
             .await?;
-        let grant = grant.ok_or_else(|| {
-            LedgerError::Refused(ChainError::BadGrant {
-                seq: Seq(0),
-                grant: r.grant,
-                reason: "is not a processing grant of this chain",
-            })
-        })?;
+        let grant = grant.ok_or(LedgerError::Refused(ChainError::BadGrant {
+            seq: Seq(0),
+            grant: r.grant,
+            reason: "is not a processing grant of this chain",
+        }))?;
         let msg = processing::derived_signing_message(
             user,
             &r.grant,
@@ -276,13 +274,11 @@ impl Ledger {
         let g = self
             .with_rules(user, |s| s.processing_grant(&grant).cloned())
             .await?
-            .ok_or_else(|| {
-                LedgerError::Refused(ChainError::BadGrant {
-                    seq: Seq(0),
-                    grant,
-                    reason: "is not a processing grant of this chain",
-                })
-            })?;
+            .ok_or(LedgerError::Refused(ChainError::BadGrant {
+                seq: Seq(0),
+                grant,
+                reason: "is not a processing grant of this chain",
+            }))?;
         let (set_root, set_count) = (set.root(), set.count());
         let msg = processing::model_signing_message(&ModelClaim {
             user,
