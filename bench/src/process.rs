@@ -97,6 +97,10 @@ async fn setup(server: &NatsServer, a: &Args, round: usize) -> anyhow::Result<Se
             .await?;
         grants.push(grant);
     }
+    eprintln!(
+        "  round {round}: {} users granted; ingesting {} memories",
+        a.users, a.tasks
+    );
     let mut memories = Vec::new();
     let mut pending = futures::stream::FuturesUnordered::new();
     for i in 0..a.tasks {
@@ -163,6 +167,7 @@ async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
             ..Default::default()
         })
         .await?;
+    eprintln!("  baseline: {} tasks queued", a.tasks);
     let start = Instant::now();
     let mut messages = consumer.messages().await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
@@ -192,6 +197,7 @@ async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
                 .append_derived(
                     u,
                     DerivedResult {
+                        processor: Some(name.clone()),
                         grant: g,
                         version: "1".into(),
                         inputs: vec![m],
@@ -226,6 +232,7 @@ async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
     for u in &s.users {
         planner.plan(u).await?;
     }
+    eprintln!("  pipeline: tasks planned");
     let token = "bench-token".to_string();
     let check: TokenCheck = {
         let (t, n) = (token.clone(), s.name.clone());
@@ -249,7 +256,10 @@ async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
                     captured_at: None,
                     source: None,
                     content_type: "text/plain".into(),
-                    content: format!("noop of {}", input.memory),
+                    content: base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        format!("noop of {}", input.memory),
+                    ),
                 }))
             })
             .await

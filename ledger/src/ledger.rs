@@ -51,7 +51,7 @@ mod writer;
 pub use head::ChainTip;
 use head::*;
 pub use memory::{MAX_IDEMPOTENCY_KEY, NewMemory};
-pub use processing::{DerivedResult, FetchedInput};
+pub use processing::{DerivedResult, FetchedInput, NOT_THIS_PROCESSOR};
 pub use reader::{ChainReader, StoredEvent};
 use sealed::*;
 pub use sealed::{ContentStream, OpenedMemory, OpenedStream, content_error};

@@ -39,8 +39,8 @@ pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, DerivedResult, FetchedInput, Ledger, LedgerStats,
-    MAX_IDEMPOTENCY_KEY, NewMemory, OpenedMemory, OpenedStream, Receipt, StoredEvent, SweptChunks,
-    content_error,
+    MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream, Receipt,
+    StoredEvent, SweptChunks, content_error,
 };
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,

@@ -290,7 +290,9 @@ impl Dispatcher {
                 Ok(reply) => match reply.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)) {
                     None => {
                         counters.done.fetch_add(1, Ordering::Relaxed);
-                        return msg.double_ack().await.map_err(ack_err);
+                        // A lost ack redelivers the task, and the derivation check above
+                        // then acknowledges it without a worker.
+                        return msg.ack().await.map_err(ack_err);
                     }
                     Some(e) => format!("the worker refused: {e}"),
                 },

@@ -1,14 +1,20 @@
 //! The processor registry: registered services with their own identity, in the KV bucket
 //! `mnemo-processors` (name -> [`Processor`]). Registering makes the processor's Ed25519
 //! key pair (it signs results; the seed is handed out once and never stored); revoking
-//! marks it revoked, and every fetch, result and task of it is refused from then on (the
-//! registry is read on each, never cached).
+//! marks it revoked, and every fetch, result and task of it is refused from then on. Each
+//! instance keeps the registry in memory, kept current by a watch on the bucket: a
+//! revocation takes effect at once on the instance that made it and within the watch's
+//! delivery (milliseconds) on the others; while the watch is down, every look-up reads
+//! the bucket.
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use mnemo_core::names::PROCESSORS_BUCKET;
 use mnemo_core::{ProcessorId, PublicKey, SigningKey};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::error::{ProcessingError, Result};
 
@@ -42,6 +48,58 @@ impl Processor {
 #[derive(Clone)]
 pub struct Registry {
     kv: kv::Store,
+    cache: Arc<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Whether the watch is up (else the map is empty and look-ups read the bucket).
+    live: AtomicBool,
+    map: RwLock<HashMap<ProcessorId, Processor>>,
+}
+
+impl Cache {
+    fn put(&self, p: &Processor) {
+        self.map
+            .write()
+            .expect("not poisoned")
+            .insert(p.name.clone(), p.clone());
+    }
+}
+
+/// Keeps `cache` current from the bucket; on a broken watch, empties it and watches again.
+async fn watch(kv: kv::Store, cache: std::sync::Weak<Cache>) {
+    loop {
+        let Some(c) = cache.upgrade() else { return };
+        match kv.watch_with_history(">").await {
+            Ok(mut w) => {
+                c.live.store(true, Ordering::SeqCst);
+                drop(c);
+                while let Some(e) = w.next().await {
+                    let Some(c) = cache.upgrade() else { return };
+                    let Ok(e) = e else { break };
+                    let Ok(name) = ProcessorId::new(e.key.clone()) else {
+                        continue;
+                    };
+                    let mut map = c.map.write().expect("not poisoned");
+                    match (e.operation, serde_json::from_slice::<Processor>(&e.value)) {
+                        (kv::Operation::Put, Ok(p)) => {
+                            map.insert(name, p);
+                        }
+                        _ => {
+                            map.remove(&name);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "watching the processor registry"),
+        }
+        let Some(c) = cache.upgrade() else { return };
+        c.live.store(false, Ordering::SeqCst);
+        c.map.write().expect("not poisoned").clear();
+        drop(c);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn now_ms() -> i64 {
@@ -67,7 +125,9 @@ impl Registry {
                 .await
                 .map_err(|e| ProcessingError::nats("create the processor registry", e))?,
         };
-        Ok(Self { kv })
+        let cache = Arc::new(Cache::default());
+        tokio::spawn(watch(kv.clone(), Arc::downgrade(&cache)));
+        Ok(Self { kv, cache })
     }
 
     /// Registers a processor; returns it and its signing key (shown once, never stored).
@@ -95,7 +155,10 @@ impl Registry {
         };
         let bytes = serde_json::to_vec(&p).expect("serialisable");
         match self.kv.create(name.as_str(), bytes.into()).await {
-            Ok(_) => Ok((p, key)),
+            Ok(_) => {
+                self.cache.put(&p);
+                Ok((p, key))
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(ProcessingError::Exists(name.to_string()))
             }
@@ -105,6 +168,11 @@ impl Registry {
 
     /// The processor, if registered (revoked ones included).
     pub async fn get(&self, name: &ProcessorId) -> Result<Option<Processor>> {
+        if self.cache.live.load(Ordering::SeqCst)
+            && let Some(p) = self.cache.map.read().expect("not poisoned").get(name)
+        {
+            return Ok(Some(p.clone()));
+        }
         let v = self
             .kv
             .get(name.as_str())
@@ -140,6 +208,7 @@ impl Registry {
             )
             .await
             .map_err(|e| ProcessingError::nats("revoke a processor", e))?;
+        self.cache.put(&p);
         Ok(p)
     }
 

@@ -118,38 +118,26 @@ impl Processing {
             .ledger
             .with_rules(user, |s| s.processing_grant(grant).cloned())
             .await
-            .map_err(not_found_user)?
-            .ok_or_else(|| {
-                ProcessingError::NotAllowed(format!("{user} has no processing grant {grant}"))
-            })?;
-        if g.processor != p.name {
-            return Err(ProcessingError::NotAllowed(format!(
-                "grant {grant} is not given to processor {}",
-                p.name
-            )));
-        }
-        if !g.allows_version(&p.version) {
-            return Err(ProcessingError::NotAllowed(format!(
-                "grant {grant} does not allow version {} of {}",
-                p.version, p.name
-            )));
-        }
-        g.live(now_ms())
-            .map_err(|r| ProcessingError::NotAllowed(format!("grant {grant} {}", r.reason())))?;
-        Ok(g)
+            .map_err(not_found_user)?;
+        check_grant(g, user, grant, p)
     }
 
     /// A processor fetches a memory: checked, recorded in the owner's chain, then returned.
     pub async fn fetch(&self, processor: &ProcessorId, r: &FetchRequest) -> Result<Fetched> {
         let p = self.registry.require(processor).await?;
-        let g = self.grant_of(&r.user, &r.grant, &p).await?;
-        let erased = self
+        let (g, known, erased) = self
             .ledger
             .with_rules(&r.user, |s| {
-                (s.has_memory(&r.memory), s.is_erased(&r.memory))
+                (
+                    s.processing_grant(&r.grant).cloned(),
+                    s.has_memory(&r.memory),
+                    s.is_erased(&r.memory),
+                )
             })
-            .await?;
-        match erased {
+            .await
+            .map_err(not_found_user)?;
+        let g = check_grant(g, &r.user, &r.grant, &p)?;
+        match (known, erased) {
             (false, _) => return Err(ProcessingError::NotFound(format!("no memory {}", r.memory))),
             (true, true) => return Err(LedgerError::Erased(r.memory).into()),
             _ => {}
@@ -202,23 +190,6 @@ impl Processing {
     /// and inputs: a repeat returns the original receipt.
     pub async fn submit(&self, processor: &ProcessorId, r: SubmitRequest) -> Result<Recorded> {
         let p = self.registry.require(processor).await?;
-        let g = self
-            .ledger
-            .with_rules(&r.user, |s| s.processing_grant(&r.grant).cloned())
-            .await
-            .map_err(not_found_user)?
-            .ok_or_else(|| {
-                ProcessingError::NotAllowed(format!(
-                    "{} has no processing grant {}",
-                    r.user, r.grant
-                ))
-            })?;
-        if g.processor != p.name {
-            return Err(ProcessingError::NotAllowed(format!(
-                "grant {} is not given to processor {}",
-                r.grant, p.name
-            )));
-        }
         let mut salt = [0u8; 32];
         hex::decode_to_slice(&r.salt, &mut salt)
             .map_err(|_| ProcessingError::Invalid("salt must be 64 hex characters".into()))?;
@@ -230,6 +201,7 @@ impl Processing {
             .append_derived(
                 &r.user,
                 DerivedResult {
+                    processor: Some(p.name.clone()),
                     grant: r.grant,
                     version: r.version,
                     inputs: r.inputs,
@@ -245,7 +217,16 @@ impl Processing {
                     signature: r.signature,
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                LedgerError::Refused(mnemo_core::ChainError::BadGrant {
+                    grant, reason, ..
+                }) if reason == mnemo_ledger::NOT_THIS_PROCESSOR => {
+                    ProcessingError::NotAllowed(format!("grant {grant} {reason}"))
+                }
+                LedgerError::UnknownUser(u) => ProcessingError::NotFound(format!("no user {u}")),
+                other => other.into(),
+            })?;
         Ok(Recorded {
             memory: receipt.memory.expect("a derived memory's receipt names it"),
             seq: receipt.seq.0,
@@ -474,6 +455,34 @@ impl Processing {
         }
         Ok(out)
     }
+}
+
+/// The processing grant `grant` (as the chain holds it) if it is `p`'s, for its version,
+/// and live now.
+fn check_grant(
+    g: Option<ProcessingGrant>,
+    user: &UserId,
+    grant: &mnemo_core::GrantId,
+    p: &Processor,
+) -> Result<ProcessingGrant> {
+    let g = g.ok_or_else(|| {
+        ProcessingError::NotAllowed(format!("{user} has no processing grant {grant}"))
+    })?;
+    if g.processor != p.name {
+        return Err(ProcessingError::NotAllowed(format!(
+            "grant {grant} is not given to processor {}",
+            p.name
+        )));
+    }
+    if !g.allows_version(&p.version) {
+        return Err(ProcessingError::NotAllowed(format!(
+            "grant {grant} does not allow version {} of {}",
+            p.version, p.name
+        )));
+    }
+    g.live(now_ms())
+        .map_err(|r| ProcessingError::NotAllowed(format!("grant {grant} {}", r.reason())))?;
+    Ok(g)
 }
 
 fn not_found_user(e: LedgerError) -> ProcessingError {

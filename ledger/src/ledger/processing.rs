@@ -12,6 +12,8 @@ use mnemo_core::{GrantId, ModelId, Sig};
 /// its signature over [`processing::derived_signing_message`].
 #[derive(Clone, Debug)]
 pub struct DerivedResult {
+    /// The processor handing it in, when known (its grant must be this processor's).
+    pub processor: Option<mnemo_core::ProcessorId>,
     /// The processing grant it worked under.
     pub grant: GrantId,
     /// The processor's version.
@@ -25,6 +27,9 @@ pub struct DerivedResult {
     /// The processor's signature.
     pub signature: Sig,
 }
+
+/// The reason of the refusal of a result whose grant is another processor's.
+pub const NOT_THIS_PROCESSOR: &str = "is not given to this processor";
 
 /// A memory handed to a processor: what the fetch returns after it was recorded.
 #[derive(Clone, Debug)]
@@ -208,6 +213,13 @@ impl Ledger {
         if !processing::verify(&grant.key, &msg, &r.signature) {
             return Err(LedgerError::Refused(ChainError::BadProcessorSignature {
                 seq: Seq(0),
+            }));
+        }
+        if r.processor.as_ref().is_some_and(|p| *p != grant.processor) {
+            return Err(LedgerError::Refused(ChainError::BadGrant {
+                seq: Seq(0),
+                grant: r.grant,
+                reason: NOT_THIS_PROCESSOR,
             }));
         }
         if let Some(original) = earlier {
