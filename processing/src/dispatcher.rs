@@ -258,13 +258,15 @@ impl Dispatcher {
             self.bury(&dead, counters).await?;
             return msg.ack().await.map_err(ack_err);
         };
-        // A result already recorded (a redelivery after the worker's reply was lost): done.
+        // A result already recorded (a redelivery after the worker's reply or the ack was
+        // lost): done. A first delivery has none (the planner skips memories with a result).
         let key = mnemo_core::processing::derivation_key(processor, &p.version, &[task.memory]);
-        if self
-            .ledger
-            .with_rules(&task.user, |s| s.derivation(&key).is_some())
-            .await
-            .unwrap_or(false)
+        if delivered > 1
+            && self
+                .ledger
+                .with_rules(&task.user, |s| s.derivation(&key).is_some())
+                .await
+                .unwrap_or(false)
         {
             counters.skipped.fetch_add(1, Ordering::Relaxed);
             return msg.ack().await.map_err(ack_err);

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use mnemo_core::grant::MemoryFacts;
 use mnemo_core::names::{CHAIN_SUBJECT_PREFIX, PLANNER_BUCKET, task_subject};
-use mnemo_core::{EventBody, GrantId, ProcessingGrant, Seq, TimestampMs, UserId};
+use mnemo_core::{EventBody, GrantId, Hash32, ProcessingGrant, Seq, TimestampMs, UserId};
 use mnemo_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -244,6 +244,7 @@ impl Planner {
         }
         let mut published = 0;
         let mut acks = Vec::new();
+        let mut candidates = Vec::new();
         let mut reader = self.ledger.read(user, Seq(from)).await?;
         while let Some(e) = reader.next().await? {
             if e.event.seq.0 > len {
@@ -288,26 +289,48 @@ impl Planner {
                 if !p.consumes_kind(&r.kind) || g.allows(&facts, now_ms()).is_err() {
                     continue;
                 }
-                let task = Task {
-                    user: user.clone(),
-                    memory,
-                    grant: g.id,
-                };
-                let msg = async_nats::jetstream::message::PublishMessage::build()
-                    .payload(serde_json::to_vec(&task).expect("serialisable").into())
-                    .message_id(format!("{}.{user}.{memory}.{}", p.name, g.id));
-                let ack = self
-                    .js
-                    .send_publish(task_subject(p.name.as_str(), user.as_str()), msg)
-                    .await
-                    .map_err(|e| ProcessingError::nats("queue a task", e))?;
-                acks.push(ack);
-                published += 1;
-                if acks.len() >= 256 {
-                    for a in acks.drain(..) {
-                        a.await
-                            .map_err(|e| ProcessingError::nats("queue a task", e))?;
-                    }
+                let key = mnemo_core::processing::derivation_key(&p.name, &p.version, &[memory]);
+                candidates.push((
+                    task_subject(p.name.as_str(), user.as_str()),
+                    format!("{}.{user}.{memory}.{}", p.name, g.id),
+                    Task {
+                        user: user.clone(),
+                        memory,
+                        grant: g.id,
+                    },
+                    key,
+                ));
+            }
+        }
+        // Memories this version already processed get no task.
+        let done: HashSet<Hash32> = self
+            .ledger
+            .with_rules(user, |s| {
+                candidates
+                    .iter()
+                    .filter(|c| s.derivation(&c.3).is_some())
+                    .map(|c| c.3)
+                    .collect()
+            })
+            .await?;
+        for (subject, id, task, key) in candidates {
+            if done.contains(&key) {
+                continue;
+            }
+            let msg = async_nats::jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&task).expect("serialisable").into())
+                .message_id(id);
+            let ack = self
+                .js
+                .send_publish(subject, msg)
+                .await
+                .map_err(|e| ProcessingError::nats("queue a task", e))?;
+            acks.push(ack);
+            published += 1;
+            if acks.len() >= 256 {
+                for a in acks.drain(..) {
+                    a.await
+                        .map_err(|e| ProcessingError::nats("queue a task", e))?;
                 }
             }
         }

@@ -125,13 +125,14 @@ impl Processing {
     /// A processor fetches a memory: checked, recorded in the owner's chain, then returned.
     pub async fn fetch(&self, processor: &ProcessorId, r: &FetchRequest) -> Result<Fetched> {
         let p = self.registry.require(processor).await?;
-        let (g, known, erased) = self
+        let (g, known, erased, seq) = self
             .ledger
             .with_rules(&r.user, |s| {
                 (
                     s.processing_grant(&r.grant).cloned(),
                     s.has_memory(&r.memory),
                     s.is_erased(&r.memory),
+                    s.seq_of(&r.memory),
                 )
             })
             .await
@@ -142,7 +143,10 @@ impl Processing {
             (true, true) => return Err(LedgerError::Erased(r.memory).into()),
             _ => {}
         }
-        let input = self.ledger.open_for_processing(&r.user, &r.memory).await?;
+        let input = self
+            .ledger
+            .open_for_processing(&r.user, &r.memory, seq)
+            .await?;
         let rec = &input.opened.record;
         let facts = MemoryFacts {
             id: r.memory,

@@ -645,7 +645,7 @@ async fn erasure_follows_a_three_level_lineage_and_models_go_stale_with_proofs_t
         let e = h
             .stack
             .ledger
-            .open_for_processing(&alice, &m)
+            .open_for_processing(&alice, &m, None)
             .await
             .unwrap_err();
         assert!(
@@ -656,7 +656,7 @@ async fn erasure_follows_a_three_level_lineage_and_models_go_stale_with_proofs_t
     let kept = h
         .stack
         .ledger
-        .open_for_processing(&alice, &other.memory.unwrap())
+        .open_for_processing(&alice, &other.memory.unwrap(), None)
         .await
         .unwrap();
     assert_eq!(&kept.opened.content[..], b"kept");

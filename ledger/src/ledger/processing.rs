@@ -81,6 +81,17 @@ impl Ledger {
             .with_rules(user, |s| s.seq_of(memory))
             .await?
             .ok_or(LedgerError::MemoryNotFound(*memory))?;
+        self.memory_event_at(user, memory, seq).await
+    }
+
+    /// The event that added `memory`, which the caller knows to be at `seq` (from
+    /// [`with_rules`](Self::with_rules)); checked to be that memory's.
+    pub async fn memory_event_at(
+        &self,
+        user: &UserId,
+        memory: &MemoryId,
+        seq: Seq,
+    ) -> Result<StoredEvent> {
         let e = if self.inner.cfg.layout.stream_seq_is_chain_seq() {
             let loc = self.locate(user);
             let stream = self
@@ -147,8 +158,12 @@ impl Ledger {
         &self,
         user: &UserId,
         memory: &MemoryId,
+        seq: Option<Seq>,
     ) -> Result<FetchedInput> {
-        let stored = self.memory_event(user, memory).await?;
+        let stored = match seq {
+            Some(seq) => self.memory_event_at(user, memory, seq).await?,
+            None => self.memory_event(user, memory).await?,
+        };
         let opened = self.open_memory(&stored).await?;
         Ok(FetchedInput {
             opened,
