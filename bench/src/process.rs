@@ -8,6 +8,7 @@
 //! least: a raw JetStream work-queue consume and ack, plus the two ledger appends a task
 //! makes (its fetch record and its derived memory, signed), with the same concurrency.
 
+use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{
     Content, EventBody, GrantConditions, GrantId, MemoryId, MemoryRecord, ProcessorId, SigningKey,
@@ -143,8 +144,23 @@ fn derived_record(m: &MemoryId) -> MemoryRecord {
     }
 }
 
-/// The floor: work-queue consume + ack, and the two appends, per task.
-async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
+/// The floor: work-queue consume + ack, and the two appends, per task; with `hops`, also
+/// the protocol's three NATS request/replies per task (task, fetch, submit) to a raw echo
+/// responder, with messages of the protocol's sizes.
+async fn baseline(s: &Setup, a: &Args, round: usize, hops: bool) -> anyhow::Result<f64> {
+    let round = round * 2 + usize::from(hops);
+    if hops {
+        let mut echo = s.client.subscribe(format!("bench.echo.{round}.*")).await?;
+        let c = s.client.clone();
+        tokio::spawn(async move {
+            while let Some(m) = echo.next().await {
+                if let Some(r) = m.reply {
+                    let _ = c.publish(r, m.payload).await;
+                }
+            }
+        });
+        s.client.flush().await?;
+    }
     let js = async_nats::jetstream::new(s.client.clone());
     let stream = js
         .create_stream(async_nats::jetstream::stream::Config {
@@ -175,6 +191,7 @@ async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
     for _ in 0..a.tasks {
         let msg = messages.next().await.expect("a task")?;
         let permit = slots.clone().acquire_owned().await?;
+        let client = s.client.clone();
         let (ledger, users, grants, key, name) = (
             s.ledger.clone(),
             s.users.clone(),
@@ -185,6 +202,16 @@ async fn baseline(s: &Setup, a: &Args, round: usize) -> anyhow::Result<f64> {
         handles.push(tokio::spawn(async move {
             let (k, m): (usize, MemoryId) = serde_json::from_slice(&msg.payload)?;
             let (u, g) = (&users[k], grants[k]);
+            if hops {
+                for (hop, size) in [("task", 200), ("fetch", 400), ("submit", 600)] {
+                    client
+                        .request(
+                            format!("bench.echo.{round}.{hop}"),
+                            Bytes::from(vec![b'x'; size]),
+                        )
+                        .await?;
+                }
+            }
             ledger.record_fetch(u, g, vec![m]).await?;
             let record = derived_record(&m);
             let salt: [u8; 32] = rand::random();
@@ -307,36 +334,60 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         mnemo_testkit::nats_server_binary().display()
     );
     let server = NatsServer::start();
-    let (mut base, mut full) = (Vec::new(), Vec::new());
+    let (mut base, mut floor, mut full) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..a.rounds {
-        // Alternate which runs first; each on fresh users and memories.
-        let s1 = setup(&server, a, 2 * round).await?;
-        let s2 = setup(&server, a, 2 * round + 1).await?;
-        let (b, f) = if round % 2 == 0 {
-            let b = baseline(&s1, a, round).await?;
-            (b, pipeline(&s2, a).await?)
+        // Alternate the order; each run on fresh users and memories.
+        let s1 = setup(&server, a, 3 * round).await?;
+        let s2 = setup(&server, a, 3 * round + 1).await?;
+        let s3 = setup(&server, a, 3 * round + 2).await?;
+        let (b, h, f) = if round % 2 == 0 {
+            let b = baseline(&s1, a, round, false).await?;
+            let h = baseline(&s3, a, round, true).await?;
+            (b, h, pipeline(&s2, a).await?)
         } else {
             let f = pipeline(&s2, a).await?;
-            (baseline(&s1, a, round).await?, f)
+            let h = baseline(&s3, a, round, true).await?;
+            (baseline(&s1, a, round, false).await?, h, f)
         };
         eprintln!(
-            "  round {round}: baseline {} tasks/s, pipeline {} tasks/s, ratio {:.3}",
+            "  round {round}: baseline {} tasks/s, with the 3 request/replies {} tasks/s, pipeline {} tasks/s, ratio {:.3} ({:.3} of the floor with hops)",
             human(b),
+            human(h),
             human(f),
-            f / b
+            f / b,
+            f / h
         );
         base.push(b);
+        floor.push(h);
         full.push(f);
     }
-    let (b, f) = (median(base), median(full));
+    let ratios_h: Vec<f64> = full.iter().zip(&floor).map(|(f, h)| f / h).collect();
+    let ratios: Vec<f64> = full.iter().zip(&base).map(|(f, b)| f / b).collect();
+    eprintln!(
+        "  median ratio per round: {:.3} of the baseline, {:.3} of the floor with hops",
+        median(ratios),
+        median(ratios_h)
+    );
+    let (b, h, f) = (median(base), median(floor), median(full));
     crate::measure::print_table(
         "Processing: tasks through a no-op processor",
-        &[crate::measure::Row {
-            what: "dispatch, NATS fetch (recorded), derive, sign, submit, ack".into(),
-            rate: f,
-            unit: "tasks/s",
-            baseline: Some(("work-queue consume+ack + 2 ledger appends".into(), b)),
-        }],
+        &[
+            crate::measure::Row {
+                what: "dispatch, NATS fetch (recorded), derive, sign, submit, ack".into(),
+                rate: f,
+                unit: "tasks/s",
+                baseline: Some(("work-queue consume+ack + 2 ledger appends".into(), b)),
+            },
+            crate::measure::Row {
+                what: "(the same pipeline)".into(),
+                rate: f,
+                unit: "tasks/s",
+                baseline: Some((
+                    "the baseline + the protocol's 3 raw NATS request/replies".into(),
+                    h,
+                )),
+            },
+        ],
     );
     crate::measure::headline(
         "process: no-op processor tasks/s",
