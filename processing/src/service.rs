@@ -125,18 +125,31 @@ impl Processing {
     /// A processor fetches a memory: checked, recorded in the owner's chain, then returned.
     pub async fn fetch(&self, processor: &ProcessorId, r: &FetchRequest) -> Result<Fetched> {
         let p = self.registry.require(processor).await?;
-        let (g, known, erased, seq) = self
+        // A look-up the record repeats: the record decides (a grant revoked meanwhile, by
+        // this instance or another, makes it fail and nothing is returned). The state this
+        // process holds may miss memories ingested since its last ruled write: then the
+        // settled chain is asked.
+        let look = |s: &mnemo_core::ChainState| {
+            (
+                s.processing_grant(&r.grant).cloned(),
+                s.has_memory(&r.memory),
+                s.is_erased(&r.memory),
+                s.seq_of(&r.memory),
+            )
+        };
+        let mut found = self
             .ledger
-            .with_rules(&r.user, |s| {
-                (
-                    s.processing_grant(&r.grant).cloned(),
-                    s.has_memory(&r.memory),
-                    s.is_erased(&r.memory),
-                    s.seq_of(&r.memory),
-                )
-            })
+            .peek_rules(&r.user, look)
             .await
             .map_err(not_found_user)?;
+        if found.0.is_none() || !found.1 || found.3.is_none() {
+            found = self
+                .ledger
+                .with_rules(&r.user, look)
+                .await
+                .map_err(not_found_user)?;
+        }
+        let (g, known, erased, seq) = found;
         let g = check_grant(g, &r.user, &r.grant, &p)?;
         match (known, erased) {
             (false, _) => return Err(ProcessingError::NotFound(format!("no memory {}", r.memory))),

@@ -128,6 +128,26 @@ impl Ledger {
         Ok(e)
     }
 
+    /// Runs `f` on the chain's rule state as this process holds it, without waiting for
+    /// the events in flight to settle: it may include some of them, or miss events another
+    /// process wrote. For checks the write path repeats (a fetch before its record, a
+    /// result before its append): the write decides. Falls back to
+    /// [`with_rules`](Self::with_rules) when this process holds no state for the chain.
+    pub async fn peek_rules<R>(
+        &self,
+        user: &UserId,
+        f: impl FnOnce(&ChainState) -> R,
+    ) -> Result<R> {
+        let slot = self.slot(user);
+        {
+            let rules = slot.rules.lock().await;
+            if let Some(state) = rules.as_ref() {
+                return Ok(f(state));
+            }
+        }
+        self.with_rules(user, f).await
+    }
+
     /// Records that the processor of `grant` is handed `memories` (an `inputs_fetched`
     /// event), and only then opens them. The chain's rules refuse the record when the
     /// grant is not live, a memory is unknown or erased, or outside the grant's list; the
@@ -199,19 +219,26 @@ impl Ledger {
         }
         let record_bytes = r.record.canonical_bytes();
         let commitment = commitment::commit(&r.salt, &record_bytes);
-        let (grant, earlier) = self
-            .with_rules(user, |s| {
-                let g = s.processing_grant(&r.grant).cloned();
-                let earlier = g.as_ref().and_then(|g| {
-                    s.derivation(&processing::derivation_key(
-                        &g.processor,
-                        &r.version,
-                        &r.inputs,
-                    ))
-                });
-                (g, earlier)
-            })
-            .await?;
+        let look = |s: &ChainState| {
+            let g = s.processing_grant(&r.grant).cloned();
+            let earlier = g.as_ref().and_then(|g| {
+                s.derivation(&processing::derivation_key(
+                    &g.processor,
+                    &r.version,
+                    &r.inputs,
+                ))
+            });
+            (g, earlier)
+        };
+        // The state this process holds (the write checks again); the settled chain when it
+        // does not know the grant.
+        let mut found = self.peek_rules(user, look).await?;
+        // An earlier result seen there may still be in flight: a repeat is answered from
+        // the settled chain only.
+        if found.0.is_none() || found.1.is_some() {
+            found = self.with_rules(user, look).await?;
+        }
+        let (grant, earlier) = found;
         let grant = grant.ok_or(LedgerError::Refused(ChainError::BadGrant {
             seq: Seq(0),
             grant: r.grant,
