@@ -831,6 +831,9 @@ async fn projector_and_auditor_refuse_the_same_insider_event_with_the_same_check
     };
     assert_eq!((seq, check.as_str()), (3, "bad_grant"));
     s.caught_up(std::slice::from_ref(&dave)).await;
+    // The heads view is written before the PostgreSQL commit of the same batch: wait for
+    // the commit too.
+    s.no_lag(Duration::from_secs(30)).await;
     let views: Vec<(String, i64)> =
         sqlx::query_as("SELECT user_id, last_seq FROM users ORDER BY user_id")
             .fetch_all(pool)
