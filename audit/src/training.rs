@@ -5,7 +5,7 @@
 //! proof's own consistency is checked (self-asserted).
 
 use mnemo_core::custody::BundleItem;
-use mnemo_core::{Event, EventBody, Hash32, ModelId, Seq, TrainingSetProof};
+use mnemo_core::{Event, EventBody, Hash32, ModelId, TrainingSetProof};
 use serde::{Deserialize, Serialize};
 
 use crate::{ItemError, Options};
@@ -109,7 +109,6 @@ where
             (root, count, "bundle")
         }
     };
-    let _ = Seq::FIRST;
     p.verify(&root, count)
         .map(|included| TrainingVerdict { included, trust })
         .map_err(|e| refuse(e.code(), e.to_string()))

@@ -16,6 +16,7 @@ use mnemo_testkit::{NatsServer, PgServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::measure::median;
 use crate::measure::{cpu_now, cpu_per_op, human};
 
 /// Options of `mnemo-bench http`.
@@ -71,11 +72,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn run_async(a: &Args) -> anyhow::Result<()> {

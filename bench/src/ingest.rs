@@ -12,6 +12,7 @@ use mnemo_testkit::{NatsOptions, NatsServer};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::measure::median;
 use crate::measure::{cpu_now, cpu_per_op, human};
 
 /// Options of `mnemo-bench ingest`.
@@ -61,11 +62,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(run_async(a))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn run_async(a: &Args) -> anyhow::Result<()> {

@@ -16,6 +16,12 @@ pub fn median_rate(rounds: usize, n: u64, mut f: impl FnMut()) -> f64 {
     rates[rates.len() / 2]
 }
 
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// One row of a result table.
 pub struct Row {
     pub what: String,

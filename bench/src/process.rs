@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::measure::human;
+use crate::measure::median;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,11 +47,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(run_async(a))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct Setup {

@@ -300,7 +300,6 @@ impl TrainingSetProof {
     /// Checks the proof against the model's commitment; `Ok(true)` for a proven inclusion,
     /// `Ok(false)` for a proven exclusion.
     pub fn verify(&self, root: &Hash32, count: u64) -> Result<bool, ProofError> {
-        let tree = TRAINING_SET.name;
         if self.root != *root || self.count != count {
             return Err(ProofError::Mismatch(
                 "the proof is not about this model's commitment",
@@ -342,7 +341,6 @@ impl TrainingSetProof {
                         "the neighbours are not adjacent around the seq: no exclusion",
                     ));
                 }
-                let _ = tree;
                 Ok(false)
             }
         }

@@ -79,12 +79,6 @@ pub struct Dispatcher {
     pub stats: DispatchStats,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Dispatcher {
     /// A dispatcher.
     pub fn new(
@@ -239,7 +233,7 @@ impl Dispatcher {
                     },
                     attempts: delivered,
                     reason: format!("undecodable task: {e}"),
-                    at: now_ms(),
+                    at: crate::now_ms().0,
                 };
                 self.bury(&dead, counters).await?;
                 return msg.ack().await.map_err(ack_err);
@@ -253,7 +247,7 @@ impl Dispatcher {
                 what: task,
                 attempts: delivered,
                 reason: "the processor is revoked".into(),
-                at: now_ms(),
+                at: crate::now_ms().0,
             };
             self.bury(&dead, counters).await?;
             return msg.ack().await.map_err(ack_err);
@@ -319,7 +313,7 @@ impl Dispatcher {
                     what: task,
                     attempts: delivered,
                     reason: failure,
-                    at: now_ms(),
+                    at: crate::now_ms().0,
                 };
                 self.bury(&dead, counters).await?;
                 return msg.ack().await.map_err(ack_err);

@@ -28,6 +28,15 @@ pub use planner::Planner;
 pub use registry::{Processor, Registry};
 pub use service::Processing;
 
+/// Now, in ms since the Unix epoch (the crate's one clock).
+pub(crate) fn now_ms() -> mnemo_core::TimestampMs {
+    mnemo_core::TimestampMs(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    )
+}
+
 /// Resolves once `stop` says so (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;

@@ -17,7 +17,7 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use mnemo_core::grant::MemoryFacts;
 use mnemo_core::names::{CHAIN_SUBJECT_PREFIX, PLANNER_BUCKET, task_subject};
-use mnemo_core::{EventBody, GrantId, Hash32, ProcessingGrant, Seq, TimestampMs, UserId};
+use mnemo_core::{EventBody, GrantId, Hash32, ProcessingGrant, Seq, UserId};
 use mnemo_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -70,14 +70,6 @@ pub struct Planner {
     sweep: Duration,
     /// Its counters.
     pub stats: std::sync::Arc<PlannerStats>,
-}
-
-fn now_ms() -> TimestampMs {
-    TimestampMs(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
 }
 
 impl Planner {
@@ -207,7 +199,7 @@ impl Planner {
             .with_rules(user, |s| {
                 let live: Vec<ProcessingGrant> = s
                     .processing_grants()
-                    .filter(|g| g.live(now_ms()).is_ok())
+                    .filter(|g| g.live(crate::now_ms()).is_ok())
                     .cloned()
                     .collect();
                 (live, s.len())
@@ -286,7 +278,7 @@ impl Planner {
             };
             for g in wanted {
                 let p = &processors[&g.id];
-                if !p.consumes_kind(&r.kind) || g.allows(&facts, now_ms()).is_err() {
+                if !p.consumes_kind(&r.kind) || g.allows(&facts, crate::now_ms()).is_err() {
                     continue;
                 }
                 let key = mnemo_core::processing::derivation_key(&p.name, &p.version, &[memory]);

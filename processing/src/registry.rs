@@ -102,12 +102,6 @@ async fn watch(kv: kv::Store, cache: std::sync::Weak<Cache>) {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Registry {
     /// Opens (creating when missing) the registry bucket.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
@@ -151,7 +145,7 @@ impl Registry {
             produces,
             public_key: PublicKey(key.verifying_key()),
             revoked: false,
-            registered_at: now_ms(),
+            registered_at: crate::now_ms().0,
         };
         let bytes = serde_json::to_vec(&p).expect("serialisable");
         match self.kv.create(name.as_str(), bytes.into()).await {

@@ -24,14 +24,6 @@ use crate::models::{Model, Models};
 use crate::protocol::*;
 use crate::registry::{Processor, Registry};
 
-fn now_ms() -> TimestampMs {
-    TimestampMs(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
-}
-
 /// One side of a memory's lineage.
 #[derive(Clone, Debug, Serialize)]
 pub struct LineageLink {
@@ -175,7 +167,7 @@ impl Processing {
                 p.name, rec.kind
             )));
         }
-        g.allows(&facts, now_ms())
+        g.allows(&facts, crate::now_ms())
             .map_err(|e| ProcessingError::NotAllowed(format!("grant {} {}", g.id, e.reason())))?;
         // Recorded first; the chain's rules refuse the record if the grant was revoked in
         // the meantime, and then nothing is returned.
@@ -497,7 +489,7 @@ fn check_grant(
             p.version, p.name
         )));
     }
-    g.live(now_ms())
+    g.live(crate::now_ms())
         .map_err(|r| ProcessingError::NotAllowed(format!("grant {grant} {}", r.reason())))?;
     Ok(g)
 }

@@ -7,14 +7,14 @@
 use mnemo_core::custody::{BUNDLE_FORMAT, BUNDLE_VERSION, BundleItem, HexBytes};
 use mnemo_core::processing::{self, ModelClaim, Verdict};
 use mnemo_core::{
-    EventBody, GrantConditions, GrantId, Hash32, MemoryId, ProcessorId, PublicKey, Seq, SigningKey,
+    EventBody, GrantConditions, GrantId, Hash32, MemoryId, ProcessorId, Seq, SigningKey,
     TimestampMs, UserId,
 };
 use mnemo_ledger::NewMemory;
 use mnemo_processing::client::Worker;
-use mnemo_processing::protocol::{DerivedRecord, FetchRequest, ModelRequest, SubmitRequest, Task};
+use mnemo_processing::protocol::{DerivedRecord, FetchRequest, ModelRequest, Task};
 use mnemo_processing::responder::{self, TokenCheck};
-use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing, ProcessingError};
+use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing};
 use mnemo_testkit::Stack;
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -65,7 +65,6 @@ fn fast() -> DispatchConfig {
 }
 
 async fn harness() -> Harness {
-    let _ = tracing_subscriber_init();
     let stack = Stack::builder().without_projector().start().await;
     let processing = Processing::open(stack.ledger.clone(), stack.js.clone())
         .await
@@ -78,10 +77,6 @@ async fn harness() -> Harness {
         stats: None,
         workers: vec![],
     }
-}
-
-fn tracing_subscriber_init() -> Option<()> {
-    None
 }
 
 impl Harness {
@@ -840,7 +835,4 @@ async fn a_planted_result_naming_an_input_its_grant_does_not_cover_is_refused_by
         .await;
     let f = h2.audit(&alice).await.failure.expect("refused");
     assert_eq!(f.code, "bad_processor_signature", "{}", f.message);
-    let _ = PublicKey(key.verifying_key());
-    let _: Option<ProcessingError> = None;
-    let _: Option<SubmitRequest> = None;
 }

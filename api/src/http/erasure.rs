@@ -23,9 +23,11 @@ pub(crate) struct Erasure {
     all: bool,
 }
 
-/// Crypto-shreds one memory (`{"memory": id}`) or all (`{"all": true}`).
+/// Crypto-shreds one memory (`{"memory": id, "reason"?: text}`), with every memory derived
+/// from it (its lineage closure), or all (`{"all": true}`); models trained on any of them
+/// are marked stale.
 #[utoipa::path(post, path = "/v1/erasure", tag = "memories", request_body = Erasure, security(("bearer" = [])),
-    responses((status = 200, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = super::schema::ErasureReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn erase(
     State(api): State<S>,
     caller: Caller,

@@ -42,7 +42,9 @@ pub(crate) struct NewGrant {
     expires_at: Option<i64>,
 }
 
-/// Grants another user access (capabilities, conditions, expiry): a `grant_created` event.
+/// Grants another user access (`grantee`, `capabilities`, conditions, expiry): a
+/// `grant_created` event; or lets a registered processor process memories (`processor`,
+/// optional `version`, conditions, expiry): a `processing_granted` event naming its key.
 #[utoipa::path(post, path = "/v1/grants", tag = "grants", request_body = NewGrant, security(("bearer" = [])),
     responses((status = 201, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_grant(

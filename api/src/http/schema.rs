@@ -119,6 +119,20 @@ pub struct ChainHead {
     pub hash: String,
 }
 
+/// An erasure: its event, the derived memories erased with it (its lineage closure), and
+/// the models marked stale.
+#[derive(Serialize, ToSchema)]
+pub struct ErasureReceipt {
+    /// The erasure event's seq.
+    pub seq: u64,
+    /// Its hash (hex).
+    pub event_hash: String,
+    /// The derived memories erased with it (hex ids; empty for `all` or no lineage).
+    pub closure: Vec<String>,
+    /// The models whose training set it reached (hex ids).
+    pub stale_models: Vec<String>,
+}
+
 /// An event appended to the caller's chain.
 #[derive(Serialize, ToSchema)]
 pub struct EventReceipt {

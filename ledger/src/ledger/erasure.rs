@@ -16,10 +16,7 @@ impl Ledger {
         match &target {
             ErasureTarget::Memory(m) => {
                 let m = &m.clone();
-                let stored = self
-                    .find_memory(user, m)
-                    .await?
-                    .ok_or(LedgerError::MemoryNotFound(*m))?;
+                let stored = self.memory_event(user, m).await?;
                 let (generation, _) = parse_sealed(&stored.sealed)?;
                 if matches!(
                     self.inner.keys.memory_key(user, generation, m).await?,
@@ -44,10 +41,7 @@ impl Ledger {
     /// goes, after its siblings' keys (the generation's other memories before the erasure)
     /// are saved in a rewrap table. Already erased: nothing to do.
     pub(super) async fn shred_one(&self, user: &UserId, m: &MemoryId, erasure: Seq) -> Result<()> {
-        let stored = self
-            .find_memory(user, m)
-            .await?
-            .ok_or(LedgerError::MemoryNotFound(*m))?;
+        let stored = self.memory_event(user, m).await?;
         let (generation, _) = parse_sealed(&stored.sealed)?;
         let start = self
             .inner

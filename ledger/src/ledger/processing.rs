@@ -93,18 +93,7 @@ impl Ledger {
         seq: Seq,
     ) -> Result<StoredEvent> {
         let e = if self.inner.cfg.layout.stream_seq_is_chain_seq() {
-            let loc = self.locate(user);
-            let stream = self
-                .stream(&loc.stream)
-                .await?
-                .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
-            let msg = match stream.direct_get(seq.0).await {
-                Ok(m) => m,
-                Err(_) => stream
-                    .get_raw_message(seq.0)
-                    .await
-                    .map_err(|e| LedgerError::nats("get", e))?,
-            };
+            let msg = self.message_at(user, seq.0).await?;
             let (wire, sealed) = envelope::decode(&msg.payload)?;
             let (event, hash) =
                 Event::from_wire(&wire).map_err(|e| LedgerError::Tampered(e.to_string()))?;

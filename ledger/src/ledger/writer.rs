@@ -458,6 +458,33 @@ impl Ledger {
         }
     }
 
+    /// The message at `stream_seq` of `user`'s chain stream (a direct get; from the leader
+    /// when a lagging replica does not hold it yet, see `load_head_from`).
+    pub(super) async fn message_at(
+        &self,
+        user: &UserId,
+        stream_seq: u64,
+    ) -> Result<async_nats::jetstream::message::StreamMessage> {
+        let loc = self.locate(user);
+        let stream = self
+            .stream(&loc.stream)
+            .await?
+            .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
+        match stream.direct_get(stream_seq).await {
+            Ok(msg) => Ok(msg),
+            Err(e)
+                if e.kind() == stream::DirectGetErrorKind::NotFound
+                    && self.inner.cfg.replicas > 1 =>
+            {
+                stream
+                    .get_raw_message(stream_seq)
+                    .await
+                    .map_err(|e| LedgerError::nats("get", e))
+            }
+            Err(e) => Err(LedgerError::nats("direct get", e)),
+        }
+    }
+
     /// The receipt of the event at `stream_seq`, which a repeated idempotency key named; with
     /// `request`, the original must have been the same request.
     pub(super) async fn receipt_at(
@@ -466,25 +493,7 @@ impl Ledger {
         stream_seq: u64,
         request: Option<Hash32>,
     ) -> Result<Receipt> {
-        let loc = self.locate(user);
-        let stream = self
-            .stream(&loc.stream)
-            .await?
-            .ok_or_else(|| LedgerError::UnknownUser(user.clone()))?;
-        let msg = match stream.direct_get(stream_seq).await {
-            Ok(msg) => msg,
-            // a lagging replica may not hold it yet: ask the leader (see `load_head_from`)
-            Err(e)
-                if e.kind() == stream::DirectGetErrorKind::NotFound
-                    && self.inner.cfg.replicas > 1 =>
-            {
-                stream
-                    .get_raw_message(stream_seq)
-                    .await
-                    .map_err(|e| LedgerError::nats("get", e))?
-            }
-            Err(e) => return Err(LedgerError::nats("direct get", e)),
-        };
+        let msg = self.message_at(user, stream_seq).await?;
         if let (Some(want), Some(had)) = (request, msg.headers.get(REQUEST_HASH_HEADER))
             && had.as_str() != want.to_string()
         {
