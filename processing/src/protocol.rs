@@ -13,14 +13,17 @@ pub const ERROR_HEADER: &str = "Nats-Service-Error";
 pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
 
 /// A task as it waits in the work queue (`mnemo.task.<processor>.<user>`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
     /// Whose memory.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// The memory to process.
+    #[schema(value_type = String)]
     pub memory: MemoryId,
     /// The processing grant that covers it.
+    #[schema(value_type = String)]
     pub grant: GrantId,
 }
 
@@ -37,35 +40,42 @@ pub struct WorkItem {
 }
 
 /// What a worker replies to a work item when it is done (after its result was recorded).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Done {
     /// The derived memories it recorded (empty: nothing to derive from this input).
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub results: Vec<MemoryId>,
 }
 
 /// A fetch: `mnemo.proc.<processor>.fetch` or `POST /v1/processing/fetch`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
     /// Whose memory.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// Under which processing grant.
+    #[schema(value_type = String)]
     pub grant: GrantId,
     /// Which memory.
+    #[schema(value_type = String)]
     pub memory: MemoryId,
 }
 
 /// A fetched memory, recorded in the owner's chain before it was sent.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fetched {
     /// Whose memory.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// The memory.
+    #[schema(value_type = String)]
     pub memory: MemoryId,
     /// Its event's seq (a training-set member).
     pub seq: u64,
     /// Its event's hash (a training-set member).
+    #[schema(value_type = String)]
     pub event_hash: Hash32,
     /// Kind.
     pub kind: String,
@@ -82,7 +92,7 @@ pub struct Fetched {
 }
 
 /// A derived record as a processor hands it in.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DerivedRecord {
     /// Kind (e.g. `transcript`).
@@ -103,66 +113,80 @@ pub struct DerivedRecord {
 }
 
 /// A result: `mnemo.proc.<processor>.submit` or `POST /v1/processing/results`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Whose chain.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// Under which processing grant.
+    #[schema(value_type = String)]
     pub grant: GrantId,
     /// The processor version that made it.
     pub version: String,
     /// The inputs, ascending ids.
+    #[schema(value_type = Vec<String>)]
     pub inputs: Vec<MemoryId>,
     /// The derived record.
     pub record: DerivedRecord,
     /// The commitment salt (32 bytes, hex), the processor's choice.
     pub salt: String,
     /// The processor's signature over the derived signing message (FORMAT.md §15.2).
+    #[schema(value_type = String)]
     pub signature: Sig,
 }
 
 /// The receipt of a recorded result (or of the original, for a repeat).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recorded {
     /// The derived memory.
+    #[schema(value_type = String)]
     pub memory: MemoryId,
     /// Its event's seq.
     pub seq: u64,
     /// Its event's hash.
+    #[schema(value_type = String)]
     pub event_hash: Hash32,
     /// Whether this repeated an earlier result (nothing new was written).
     pub duplicate: bool,
 }
 
 /// A trained model: `mnemo.proc.<processor>.model` or `POST /v1/processing/models`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRequest {
     /// Whose chain.
+    #[schema(value_type = String)]
     pub user: UserId,
     /// Under which processing grant.
+    #[schema(value_type = String)]
     pub grant: GrantId,
     /// The model version.
     pub version: String,
     /// Hash of the artifact (32 bytes).
+    #[schema(value_type = String)]
     pub artifact: Hash32,
     /// The training set: memories the processor fetched under the grant.
+    #[schema(value_type = Vec<String>)]
     pub inputs: Vec<MemoryId>,
     /// The processor's signature over the model signing message (FORMAT.md §15.4).
+    #[schema(value_type = String)]
     pub signature: Sig,
 }
 
 /// The receipt of a recorded model.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelRecorded {
     /// The model's id.
+    #[schema(value_type = String)]
     pub model: ModelId,
     /// Its event's seq.
     pub seq: u64,
     /// Its event's hash.
+    #[schema(value_type = String)]
     pub event_hash: Hash32,
     /// The training-set root.
+    #[schema(value_type = String)]
     pub set_root: Hash32,
     /// The training-set size.
     pub set_count: u64,

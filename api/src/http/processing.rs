@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mnemo_core::{ModelId, ProcessorId};
 use mnemo_processing::ProcessingError;
-use mnemo_processing::protocol::{FetchRequest, ModelRequest, SubmitRequest};
+use mnemo_processing::protocol::{
+    FetchRequest, Fetched, ModelRecorded, ModelRequest, Recorded, SubmitRequest,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -134,8 +136,8 @@ async fn revoke(
 /// A processor fetches an input it was given a task for: checked against the owner's
 /// live processing grant and recorded in the owner's chain (`inputs_fetched`) before it
 /// is returned.
-#[utoipa::path(post, path = "/v1/processing/fetch", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/processing/fetch", tag = "processing", request_body = FetchRequest, security(("bearer" = [])),
+    responses((status = 200, body = Fetched), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn fetch(
     State(api): State<S>,
     caller: Caller,
@@ -148,8 +150,8 @@ async fn fetch(
 
 /// A processor records a result: a `memory_derived` event (idempotent per processor,
 /// version and inputs: a repeat answers the original receipt with `duplicate: true`).
-#[utoipa::path(post, path = "/v1/processing/results", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/processing/results", tag = "processing", request_body = SubmitRequest, security(("bearer" = [])),
+    responses((status = 200, body = Recorded), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn submit(
     State(api): State<S>,
     caller: Caller,
@@ -162,8 +164,8 @@ async fn submit(
 
 /// A processor records a trained model: a `model_trained` event committing to its
 /// training set.
-#[utoipa::path(post, path = "/v1/processing/models", tag = "processing", request_body = JsonDoc, security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/processing/models", tag = "processing", request_body = ModelRequest, security(("bearer" = [])),
+    responses((status = 200, body = ModelRecorded), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn model(
     State(api): State<S>,
     caller: Caller,
