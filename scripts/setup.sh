@@ -4,6 +4,8 @@
 #   schemathesis 4.32.5  (PyPI, same venv: the API fuzzing test against /openapi.json)
 #   anvil 1.7.1          (npm @foundry-rs/anvil, into $MNEMO_TOOLS/anvil)
 #   PostgreSQL server    (Debian's postgresql package, for initdb/pg_ctl)
+#   the ASR worker's Python packages (workers/asr/requirements.txt, pinned, same venv)
+#   speech test data     (Debian's pocketsphinx-testdata 0.8+5prealpha+1-15, unpacked)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
@@ -63,5 +65,31 @@ if [ -z "$pgbin" ] || [ ! -x "$pgbin/initdb" ]; then
 fi
 echo "setup: $("$pgbin/postgres" --version) at $pgbin"
 
+# --- the ASR worker's Python packages ----------------------------------------
+py="$TOOLS/venv/bin/python"
+reqs="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/workers/asr/requirements.txt"
+if ! cmp -s "$reqs" "$TOOLS/venv/asr-requirements.txt" \
+  || ! "$py" -c "import nats, pocketsphinx, av, blake3, nacl" 2>/dev/null; then
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$TOOLS/venv/asr-requirements.txt"
+fi
+echo "setup: ASR worker packages ($(tr '\n' ' ' < <(grep -v '^#' "$reqs"))) in $py"
+
+# --- speech test data ----------------------------------------------------------
+SPEECH_VERSION=0.8+5prealpha+1-15
+speech="$TOOLS/speech/usr/share/pocketsphinx/test/data"
+if [ ! -f "$speech/goforward.raw" ] || [ ! -f "$TOOLS/speech/$SPEECH_VERSION" ]; then
+  rm -rf "$TOOLS/speech" && mkdir -p "$TOOLS/speech"
+  if ! (cd "$TOOLS/speech" && apt-get download -qq "pocketsphinx-testdata=$SPEECH_VERSION" 2>/dev/null); then
+    # No package lists yet: fetch them (as apt_install does), then download again.
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    (cd "$TOOLS/speech" && apt-get download -qq "pocketsphinx-testdata=$SPEECH_VERSION")
+  fi
+  dpkg-deb -x "$TOOLS"/speech/pocketsphinx-testdata_*.deb "$TOOLS/speech"
+  touch "$TOOLS/speech/$SPEECH_VERSION"
+fi
+echo "setup: speech test data (pocketsphinx-testdata $SPEECH_VERSION) at $speech"
+
 # For callers that source this file.
 export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
+export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech"

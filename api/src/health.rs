@@ -215,44 +215,44 @@ fn register_anchor(reg: &mut Registry, s: &mnemo_anchor::AnchorStats) {
 }
 
 fn register_tasks(reg: &mut Registry, t: &mnemo_processing::dispatcher::DispatchStats) {
+    use mnemo_processing::dispatcher::TaskCounters;
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
+    use std::sync::atomic::AtomicU64;
     type Fam = Family<Vec<(String, String)>, Counter>;
-    let (done, failed, dead, skipped) = (
-        Fam::default(),
-        Fam::default(),
-        Fam::default(),
-        Fam::default(),
-    );
-    for (p, c) in t.lock().expect("not poisoned").iter() {
-        let l = vec![("processor".to_owned(), p.to_string())];
-        done.get_or_create(&l)
-            .inc_by(c.done.load(Ordering::Relaxed));
-        failed
-            .get_or_create(&l)
-            .inc_by(c.failed.load(Ordering::Relaxed));
-        dead.get_or_create(&l)
-            .inc_by(c.dead.load(Ordering::Relaxed));
-        skipped
-            .get_or_create(&l)
-            .inc_by(c.skipped.load(Ordering::Relaxed));
+    let counters: [(&str, &str, fn(&TaskCounters) -> &AtomicU64); 5] = [
+        ("tasks_done", "Tasks a worker finished", |c| &c.done),
+        (
+            "tasks_failed",
+            "Task deliveries refused or timed out (redelivered)",
+            |c| &c.failed,
+        ),
+        (
+            "tasks_dead",
+            "Tasks set aside as dead letters since start",
+            |c| &c.dead,
+        ),
+        (
+            "tasks_skipped",
+            "Tasks whose result was already recorded",
+            |c| &c.skipped,
+        ),
+        (
+            "tasks_released",
+            "Task offers a worker handed back (at capacity or shutting down), offered again",
+            |c| &c.released,
+        ),
+    ];
+    let stats = t.lock().expect("not poisoned");
+    for (name, help, field) in counters {
+        let fam = Fam::default();
+        for (p, c) in stats.iter() {
+            let l = vec![("processor".to_owned(), p.to_string())];
+            fam.get_or_create(&l)
+                .inc_by(field(c).load(Ordering::Relaxed));
+        }
+        reg.register(name, help, fam);
     }
-    reg.register("tasks_done", "Tasks a worker finished", done);
-    reg.register(
-        "tasks_failed",
-        "Task deliveries refused or timed out (redelivered)",
-        failed,
-    );
-    reg.register(
-        "tasks_dead",
-        "Tasks set aside as dead letters since start",
-        dead,
-    );
-    reg.register(
-        "tasks_skipped",
-        "Tasks whose result was already recorded",
-        skipped,
-    );
 }
 
 /// A registry in the OpenMetrics text format.

@@ -2,7 +2,9 @@
 //! anvil), and the curl line it prints works; Ctrl-C stops everything cleanly (PostgreSQL
 //! writes its shutdown checkpoint, so the next start does no crash recovery); a second run
 //! on the same `.mnemo/` directory finds the same data; its log has no colour codes when it
-//! is not a terminal; PostgreSQL requires passwords, and mnemo's role is no superuser.
+//! is not a terminal; PostgreSQL requires passwords, and mnemo's role is no superuser; the
+//! processing demo: the speech clip's transcript in the chain, the trainer's model answering
+//! with it, and a killed worker started again.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -123,14 +125,64 @@ async fn run_dev_once(state: &std::path::Path) {
         }
     });
     let t = Instant::now();
+    let mut printed = Vec::new();
     let curl = loop {
         let line = rx
-            .recv_timeout(Duration::from_secs(120).saturating_sub(t.elapsed()))
-            .expect("mnemo dev printed its curl line within 2 minutes");
+            .recv_timeout(Duration::from_secs(180).saturating_sub(t.elapsed()))
+            .expect("mnemo dev printed its curl line within 3 minutes");
         if line.starts_with("curl ") {
             break line;
         }
+        printed.push(line);
     };
+    // The processing demo: the speech clip's transcript, derived from it, and a model
+    // that answers a query with it.
+    let find = |prefix: &str| {
+        printed
+            .iter()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {printed:#?}"))
+            .clone()
+    };
+    let lineage = find("lineage");
+    assert!(
+        lineage.contains("-> transcript") && lineage.contains("young man"),
+        "{lineage}"
+    );
+    let transcript = lineage.split("-> transcript ").nth(1).unwrap()[..32].to_owned();
+    assert!(
+        find("query").contains(&format!("memory {transcript}")),
+        "{printed:#?}"
+    );
+    // A worker killed under mnemo dev is started again.
+    let pid_file = state.join("workers/asr.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    loop {
+        let now: i32 = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(pid);
+        if now != pid && std::path::Path::new(&format!("/proc/{now}")).exists() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the killed ASR worker was not restarted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // curl -s -H 'Authorization: Bearer <token>' '<url>'
     let parts: Vec<&str> = curl.split('\'').collect();
     let auth = parts[1];

@@ -7,6 +7,7 @@ mod http;
 mod ingest;
 mod measure;
 mod process;
+mod process_asr;
 mod project;
 mod report;
 mod scale;

@@ -15,11 +15,11 @@ use mnemo_core::{
     UserId, commitment, processing,
 };
 use mnemo_ledger::{DerivedResult, Ledger, LedgerConfig, SecretKey};
-use mnemo_processing::client::Worker;
-use mnemo_processing::protocol::DerivedRecord;
 use mnemo_processing::responder::TokenCheck;
 use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing};
 use mnemo_testkit::NatsServer;
+use mnemo_worker::Worker;
+use mnemo_worker::protocol::DerivedRecord;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,12 +40,22 @@ pub struct Args {
     /// Rounds (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Which worker: `noop` (the protocol's own cost, in-process) or `asr` (the Python
+    /// speech-to-text worker, 1 and 2 processes; `--clips` sets its batch).
+    #[arg(long, default_value = "noop", value_parser = ["noop", "asr"])]
+    worker: String,
+    /// With `--worker asr`: how many times the LibriVox clip set is queued per run.
+    #[arg(long, default_value_t = 6)]
+    clips: usize,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if a.worker == "asr" {
+        return rt.block_on(crate::process_asr::run(a.clips, a.rounds));
+    }
     rt.block_on(run_async(a))
 }
 
@@ -270,9 +280,17 @@ async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
         token,
         s.key.clone(),
     );
+    let opts = mnemo_worker::RunOptions {
+        concurrency: a.concurrency,
+        queue: a.concurrency,
+        ..Default::default()
+    };
     tokio::spawn(async move {
-        worker
-            .run(|input| async move {
+        mnemo_worker::run(
+            &worker,
+            &opts,
+            &mnemo_worker::Shutdown::new(),
+            mnemo_worker::derive_each(|input| async move {
                 Ok(Some(DerivedRecord {
                     kind: "noop".into(),
                     tags: vec![],
@@ -284,8 +302,9 @@ async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
                         format!("noop of {}", input.memory),
                     ),
                 }))
-            })
-            .await
+            }),
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let d = Dispatcher::new(

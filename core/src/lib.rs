@@ -47,6 +47,7 @@ pub mod memory;
 pub mod merkle;
 pub mod names;
 pub mod processing;
+pub mod search_index;
 pub mod values;
 pub mod verify;
 

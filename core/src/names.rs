@@ -46,6 +46,8 @@ pub const SERVICE_QUEUE: &str = "mnemo";
 pub const PROCESSORS_BUCKET: &str = "mnemo-processors";
 /// Models and their training sets (`<user>.<model>`), a KV bucket.
 pub const MODELS_BUCKET: &str = "mnemo-models";
+/// The object store of the model artifacts mnemo keeps for queries (`<user>.<artifact>`).
+pub const MODEL_OBJECTS_BUCKET: &str = "mnemo-model-objects";
 /// The planner's progress per chain (`<user>` -> last seq planned), a KV bucket.
 pub const PLANNER_BUCKET: &str = "mnemo-planner";
 /// The durable work queue of processing tasks (work-queue retention).

@@ -8,6 +8,7 @@
 //! - [`NatsServer`]: a `nats-server` with JetStream; [`NatsCluster`]: routed nodes for R3.
 //! - [`PgServer`]: a PostgreSQL cluster made by `initdb`.
 //! - [`Anvil`]: an EVM node (anvil) with its state dumped to disk every second.
+//! - [`Supervised`]: a worker process restarted whenever it exits (`mnemo dev`'s workers).
 //!
 //! Each can be [`stop`](NatsServer::stop)ped cleanly (nats-server and anvil with SIGTERM,
 //! PostgreSQL with SIGINT, its "fast" shutdown, which writes a shutdown checkpoint so the
@@ -27,6 +28,7 @@ mod nats;
 mod pg;
 mod port;
 mod process;
+mod supervisor;
 
 pub use anvil::{ANVIL_CHAIN_ID, Anvil, DEV_KEY, anvil_binary};
 pub use cluster::NatsCluster;
@@ -34,3 +36,4 @@ pub use error::{DevstackError, Result};
 pub use nats::{NatsOptions, NatsServer, nats_server_binary};
 pub use pg::{PgServer, pg_bin};
 pub use port::free_port;
+pub use supervisor::Supervised;

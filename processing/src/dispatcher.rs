@@ -8,7 +8,9 @@
 //! answer within `task_timeout` is a failure: the task is redelivered after a backoff, and
 //! after `max_failures` deliveries it goes to the dead-letter stream (`mnemo.dead.*`,
 //! listed over the API, counted in metrics). No worker at all is not a failure: the task
-//! waits, its ack deadline kept alive, until one subscribes. A crash of mnemo leaves the
+//! waits, its ack deadline kept alive, until one subscribes; nor is a worker handing the
+//! task back (`Mnemo-Task-Released`: at capacity, or shutting down): it is offered again
+//! after a short pause (50 ms, doubling to 2 s), to whichever worker takes it. A crash of mnemo leaves the
 //! tasks in the queue, redelivered after the ack wait.
 
 use async_nats::jetstream::{self, AckKind, consumer};
@@ -21,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{ProcessingError, Result};
-use crate::protocol::{ERROR_HEADER, Task, WorkItem};
+use crate::protocol::{ERROR_HEADER, RELEASE_HEADER, Task, WorkItem};
 use crate::queue::DeadTask;
 use crate::registry::Registry;
 
@@ -63,6 +65,8 @@ pub struct TaskCounters {
     pub dead: AtomicU64,
     /// Tasks skipped because their result was already recorded.
     pub skipped: AtomicU64,
+    /// Offers a worker handed back (at capacity, shutting down): offered again, not failures.
+    pub released: AtomicU64,
 }
 
 /// The dispatcher's counters, by processor.
@@ -272,6 +276,7 @@ impl Dispatcher {
         };
         let body: bytes::Bytes = serde_json::to_vec(&item).expect("serialisable").into();
         let subject = format!("{WORK_PREFIX}.{processor}");
+        let mut pause = Duration::from_millis(50);
         loop {
             let r = self
                 .client
@@ -283,6 +288,22 @@ impl Dispatcher {
                 )
                 .await;
             let failure = match r {
+                Ok(reply)
+                    if reply
+                        .headers
+                        .as_ref()
+                        .is_some_and(|h| h.get(RELEASE_HEADER).is_some()) =>
+                {
+                    // Handed back: offer it again soon, keeping it ours meanwhile.
+                    counters.released.fetch_add(1, Ordering::Relaxed);
+                    let _ = msg.ack_with(AckKind::Progress).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = crate::stopped(&mut stop) => return Ok(()),
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
                 Ok(reply) => match reply.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)) {
                     None => {
                         counters.done.fetch_add(1, Ordering::Relaxed);

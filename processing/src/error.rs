@@ -23,6 +23,9 @@ pub enum ProcessingError {
     /// The request is malformed.
     #[error("bad request: {0}")]
     Invalid(String),
+    /// A model an erasure reached: its artifact is gone.
+    #[error("{0}")]
+    Stale(String),
     /// Something asked about does not exist.
     #[error("{0}")]
     NotFound(String),

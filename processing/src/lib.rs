@@ -9,18 +9,20 @@
 //! fetch inputs and record results through the [`service`] (over NATS: [`responder`];
 //! over REST: `mnemo-api`), every fetch recorded in the owner's chain first, every result a
 //! `memory_derived` event with its provenance; [`models`] keeps training sets for proofs
-//! and staleness. [`client`] is the worker side of the protocol (docs/WORKERS.md).
+//! and staleness, and keeps their artifacts for queries. The worker side of the protocol
+//! is `mnemo-worker` (docs/WORKERS.md).
 
-pub mod client;
 pub mod dispatcher;
 pub mod error;
 pub mod models;
 pub mod planner;
-pub mod protocol;
 pub mod queue;
 pub mod registry;
 pub mod responder;
 pub mod service;
+
+/// The protocol's messages (shared with the workers' library).
+pub use mnemo_worker::protocol;
 
 pub use dispatcher::{DispatchConfig, Dispatcher};
 pub use error::{ProcessingError, Result};

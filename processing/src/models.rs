@@ -1,11 +1,12 @@
 //! Models and their training sets, in the KV bucket `mnemo-models` (`<user>.<model>`): the
 //! chain holds each model's commitment (`model_trained`: root and count), this bucket the
 //! members, so that a user can be given an inclusion or exclusion proof and a model is
-//! marked stale when an erasure reaches one of its members.
+//! marked stale when an erasure reaches one of its members; and the artifacts a processor
+//! asked mnemo to keep, in the object store `mnemo-model-objects`, deleted when stale.
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use mnemo_core::names::MODELS_BUCKET;
+use mnemo_core::names::{MODEL_OBJECTS_BUCKET, MODELS_BUCKET};
 use mnemo_core::processing::{SetMember, TrainingSet};
 use mnemo_core::{GrantId, Hash32, MemoryId, ModelId, ProcessorId, Seq, UserId};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,12 @@ pub struct Model {
     pub members: Vec<(MemoryId, SetMember)>,
     /// Why it is stale, once an erasure reached a member.
     pub stale: Option<String>,
+    /// The members an erasure reached (what a retraining leaves out).
+    #[serde(default)]
+    pub erased: Vec<MemoryId>,
+    /// The artifact's format, when mnemo keeps the artifact (deleted once stale).
+    #[serde(default)]
+    pub kept: Option<String>,
 }
 
 impl Model {
@@ -113,27 +120,111 @@ impl Models {
         .transpose()
     }
 
-    /// Every model of `user`.
+    /// Every model of `user`, oldest first.
     pub async fn of_user(&self, user: &UserId) -> Result<Vec<Model>> {
+        self.matching(Some(user)).await
+    }
+
+    /// Every model, by user then oldest first.
+    pub async fn all(&self) -> Result<Vec<Model>> {
+        self.matching(None).await
+    }
+
+    async fn matching(&self, user: Option<&UserId>) -> Result<Vec<Model>> {
         let mut keys = self
             .kv
             .keys()
             .await
             .map_err(|e| ProcessingError::nats("list models", e))?;
-        let prefix = format!("{user}.");
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(|e| ProcessingError::nats("list models", e))?;
-            let Some(id) = k.strip_prefix(&prefix) else {
+            let Some((u, id)) = k.split_once('.') else {
                 continue;
             };
-            if let Ok(id) = ModelId::from_hex(id)
-                && let Some(m) = self.get(user, &id).await?
+            if user.is_some_and(|user| user.as_str() != u) {
+                continue;
+            }
+            if let (Ok(u), Ok(id)) = (UserId::new(u), ModelId::from_hex(id))
+                && let Some(m) = self.get(&u, &id).await?
             {
                 out.push(m);
             }
         }
-        out.sort_by_key(|m| m.seq);
+        out.sort_by(|a, b| a.user.cmp(&b.user).then(a.seq.cmp(&b.seq)));
         Ok(out)
+    }
+}
+
+/// The artifacts mnemo keeps (object store `mnemo-model-objects`, one object per
+/// `<user>.<artifact hex>`), for queries. Cheap to clone.
+#[derive(Clone)]
+pub struct Artifacts {
+    store: jetstream::object_store::ObjectStore,
+}
+
+fn object_name(user: &UserId, artifact: &Hash32) -> String {
+    format!("{user}.{}", hex::encode(artifact.0))
+}
+
+impl Artifacts {
+    /// Opens (creating when missing) the object store.
+    pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
+        let store = match js.get_object_store(MODEL_OBJECTS_BUCKET).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: MODEL_OBJECTS_BUCKET.into(),
+                    description: Some("mnemo model artifacts, for queries".into()),
+                    num_replicas: replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ProcessingError::nats("create the model objects store", e))?,
+        };
+        Ok(Self { store })
+    }
+
+    /// Keeps `bytes` as `user`'s artifact `artifact`.
+    pub async fn put(&self, user: &UserId, artifact: &Hash32, bytes: &[u8]) -> Result<()> {
+        let mut r = bytes;
+        self.store
+            .put(object_name(user, artifact).as_str(), &mut r)
+            .await
+            .map_err(|e| ProcessingError::nats("store a model artifact", e))?;
+        Ok(())
+    }
+
+    /// The artifact's bytes, if kept; checked against its hash.
+    pub async fn get(&self, user: &UserId, artifact: &Hash32) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let mut o = match self.store.get(object_name(user, artifact)).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == jetstream::object_store::GetErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(ProcessingError::nats("read a model artifact", e)),
+        };
+        let mut out = Vec::new();
+        o.read_to_end(&mut out)
+            .await
+            .map_err(|e| ProcessingError::nats("read a model artifact", e))?;
+        if blake3::hash(&out).as_bytes() != &artifact.0 {
+            return Err(ProcessingError::Invalid(format!(
+                "the stored artifact of {user} does not hash to {}",
+                hex::encode(artifact.0)
+            )));
+        }
+        Ok(Some(out))
+    }
+
+    /// Deletes the artifact (an erasure reached its training set).
+    pub async fn delete(&self, user: &UserId, artifact: &Hash32) -> Result<()> {
+        match self.store.delete(object_name(user, artifact)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == jetstream::object_store::DeleteErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ProcessingError::nats("delete a model artifact", e)),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The processors' NATS endpoints: `mnemo.proc.<processor>.fetch`, `.submit` and `.model`
+//! The processors' NATS endpoints: `mnemo.proc.<processor>.fetch`, `.submit`, `.model` and
+//! `.stale`
 //! (queue group `mnemo`). A request carries the processor's API token in the
 //! `Authorization: Bearer <token>` header and the subject's processor must be the token's,
 //! so one processor can never act as another, whatever the NATS permissions. Replies follow
@@ -35,6 +36,7 @@ pub fn refusal(e: &ProcessingError) -> Refusal {
         ProcessingError::NotAllowed(_) => (403, "not-allowed"),
         ProcessingError::Invalid(_) => (400, "bad-request"),
         ProcessingError::NotFound(_) => (404, "not-found"),
+        ProcessingError::Stale(_) => (410, "model-stale"),
         ProcessingError::Ledger(l) => match l {
             L::InvalidInput(_) | L::InvalidId(_) => (400, "bad-request"),
             L::UnknownUser(_) | L::MemoryNotFound(_) => (404, "not-found"),
@@ -186,11 +188,17 @@ async fn answer(
                     .map_err(|e| refusal(&e))?,
             )
         }
+        "stale" => serde_json::to_vec(
+            &processing
+                .stale(&processor)
+                .await
+                .map_err(|e| refusal(&e))?,
+        ),
         _ => {
             return Err(refuse(
                 404,
                 "not-found",
-                "no such operation (fetch, submit, model)",
+                "no such operation (fetch, submit, model, stale)",
             ));
         }
     };

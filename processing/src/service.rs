@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use mnemo_core::grant::MemoryFacts;
 use mnemo_core::processing::SetMember;
+use mnemo_core::search_index::{BM25_FORMAT, Hit, SearchIndex};
 use mnemo_core::{
     Content, ErasureTarget, EventBody, MemoryId, MemoryRecord, ModelId, ProcessingGrant,
     ProcessorId, Seq, TimestampMs, TrainingSetProof, UserId,
@@ -20,7 +21,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use crate::error::{ProcessingError, Result};
-use crate::models::{Model, Models};
+use crate::models::{Artifacts, Model, Models};
 use crate::protocol::*;
 use crate::registry::{Processor, Registry};
 
@@ -72,6 +73,8 @@ pub struct Processing {
     pub registry: Registry,
     /// Models and training sets.
     pub models: Models,
+    /// The model artifacts kept for queries.
+    pub artifacts: Artifacts,
     js: async_nats::jetstream::Context,
     cursors: async_nats::jetstream::kv::Store,
 }
@@ -82,12 +85,14 @@ impl Processing {
         let replicas = ledger.config().replicas;
         let registry = Registry::open(&js, replicas).await?;
         let models = Models::open(&js, replicas).await?;
+        let artifacts = Artifacts::open(&js, replicas).await?;
         crate::queue::ensure_streams(&js, replicas).await?;
         let cursors = crate::planner::open_cursors(&js, replicas).await?;
         Ok(Self {
             ledger,
             registry,
             models,
+            artifacts,
             js,
             cursors,
         })
@@ -290,6 +295,30 @@ impl Processing {
         members.sort_by_key(|(_, m)| m.seq);
         let set = mnemo_core::TrainingSet::new(members.iter().map(|(_, m)| *m).collect())
             .ok_or_else(|| ProcessingError::Invalid("an empty training set".into()))?;
+        // The artifact to keep, checked before anything is written.
+        let kept = match (&r.object, &r.format) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ProcessingError::Invalid(
+                    "an object needs its format".into(),
+                ));
+            }
+            (Some(o), Some(format)) => {
+                let bytes = B64
+                    .decode(o)
+                    .map_err(|e| ProcessingError::Invalid(format!("object: {e}")))?;
+                if blake3::hash(&bytes).as_bytes() != &r.artifact.0 {
+                    return Err(ProcessingError::Invalid(
+                        "the object's BLAKE3 hash is not the artifact hash".into(),
+                    ));
+                }
+                if format == BM25_FORMAT {
+                    check_index(&bytes, &members)?;
+                }
+                self.artifacts.put(&r.user, &r.artifact, &bytes).await?;
+                Some(format.clone())
+            }
+        };
         let (model, receipt) = self
             .ledger
             .append_model(
@@ -314,6 +343,8 @@ impl Processing {
                 seq: receipt.seq.0,
                 members,
                 stale: None,
+                erased: Vec::new(),
+                kept,
             })
             .await?;
         Ok(ModelRecorded {
@@ -404,9 +435,7 @@ impl Processing {
                 format!(": {reason}")
             }
         );
-        let stale = self
-            .mark_stale(user, |m| all.iter().any(|e| m.has(e)), &why)
-            .await?;
+        let stale = self.mark_stale(user, |id| all.contains(id), &why).await?;
         Ok(Erased {
             seq: receipt.seq.0,
             event_hash: receipt.hash,
@@ -431,9 +460,10 @@ impl Processing {
     async fn mark_stale(
         &self,
         user: &UserId,
-        hit: impl Fn(&Model) -> bool,
+        erased: impl Fn(&MemoryId) -> bool,
         why: &str,
     ) -> Result<Vec<ModelId>> {
+        let hit = |m: &Model| m.members.iter().any(|(id, _)| erased(id));
         let mut out = Vec::new();
         let mut by_processor: HashMap<ProcessorId, Vec<ModelId>> = HashMap::new();
         for mut m in self.models.of_user(user).await? {
@@ -441,6 +471,16 @@ impl Processing {
                 continue;
             }
             m.stale = Some(why.to_owned());
+            m.erased = m
+                .members
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| erased(id))
+                .collect();
+            // What the artifact holds came from erased memories: it goes first.
+            if m.kept.take().is_some() {
+                self.artifacts.delete(user, &m.artifact).await?;
+            }
             self.models.put(&m).await?;
             by_processor
                 .entry(m.processor.clone())
@@ -452,6 +492,7 @@ impl Processing {
             let notice = serde_json::json!({
                 "notice": "models_stale", "user": user, "models": models, "reason": why,
             });
+            // The notice is a wake-up; `stale` (below) is the durable answer.
             self.js
                 .publish(
                     format!("{}.{p}", mnemo_core::names::NOTICE_PREFIX),
@@ -464,6 +505,107 @@ impl Processing {
         }
         Ok(out)
     }
+}
+
+impl Processing {
+    /// `processor`'s models to retrain: for each user, its newest model, if an erasure
+    /// reached it.
+    pub async fn stale(&self, processor: &ProcessorId) -> Result<StaleModels> {
+        self.registry.require(processor).await?;
+        let mut newest: std::collections::BTreeMap<UserId, Model> = Default::default();
+        for m in self.models.all().await? {
+            if &m.processor == processor {
+                newest.insert(m.user.clone(), m);
+            }
+        }
+        Ok(StaleModels {
+            stale: newest
+                .into_values()
+                .filter_map(|m| {
+                    Some(StaleModel {
+                        reason: m.stale?,
+                        user: m.user,
+                        model: m.id,
+                        grant: m.grant,
+                        erased: m.erased,
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// The model a query is put to: `model`, or with none the user's newest model whose
+    /// artifact mnemo keeps as a search index.
+    pub async fn model_for_query(&self, user: &UserId, model: Option<&ModelId>) -> Result<Model> {
+        let m = match model {
+            Some(id) => self
+                .models
+                .get(user, id)
+                .await?
+                .ok_or_else(|| ProcessingError::NotFound(format!("no model {id}")))?,
+            None => self
+                .models
+                .of_user(user)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|m| m.kept.as_deref() == Some(BM25_FORMAT))
+                .ok_or_else(|| {
+                    ProcessingError::NotFound(format!("{user} has no search model yet"))
+                })?,
+        };
+        if let Some(why) = &m.stale {
+            return Err(ProcessingError::Stale(format!(
+                "model {} is stale and its artifact deleted ({why}); ask the newest model",
+                m.id
+            )));
+        }
+        if m.kept.as_deref() != Some(BM25_FORMAT) {
+            return Err(ProcessingError::NotFound(format!(
+                "model {} has no search index mnemo keeps",
+                m.id
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Answers `query` from `user`'s model (see [`Processing::model_for_query`]): the `k`
+    /// best memories it drew on, each a member of its training set.
+    pub async fn query(
+        &self,
+        user: &UserId,
+        model: Option<&ModelId>,
+        query: &str,
+        k: usize,
+    ) -> Result<(Model, Vec<Hit>)> {
+        let m = self.model_for_query(user, model).await?;
+        let bytes = self
+            .artifacts
+            .get(user, &m.artifact)
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("model {}: no artifact", m.id)))?;
+        let index: SearchIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| ProcessingError::Invalid(format!("model {}: {e}", m.id)))?;
+        let hits = index.search(query, k);
+        Ok((m, hits))
+    }
+}
+
+/// Checks a search index against the training set it claims: the same memories, seqs
+/// and event hashes.
+fn check_index(bytes: &[u8], members: &[(MemoryId, SetMember)]) -> Result<()> {
+    let index: SearchIndex = serde_json::from_slice(bytes)
+        .map_err(|e| ProcessingError::Invalid(format!("object: not a {BM25_FORMAT} index: {e}")))?;
+    index
+        .check()
+        .map_err(|e| ProcessingError::Invalid(format!("object: {e}")))?;
+    let docs: Vec<_> = index.docs.iter().map(|d| (d.memory, d.member)).collect();
+    if docs != members {
+        return Err(ProcessingError::Invalid(
+            "object: the index's documents are not the training set".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The processing grant `grant` (as the chain holds it) if it is `p`'s, for its version,

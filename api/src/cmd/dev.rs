@@ -283,6 +283,35 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
+    // The processing demo: a speech clip, its transcript (the Python ASR worker) and a
+    // search model (the trainer), the workers supervised.
+    let audio_file = dir.join("demo-audio.id");
+    let audio = match std::fs::read_to_string(&audio_file) {
+        Ok(id) => mnemo_core::MemoryId::from_hex(id.trim())?,
+        Err(_) => {
+            let r = running
+                .ledger
+                .append(
+                    &demo,
+                    NewMemory {
+                        kind: "audio".into(),
+                        tags: vec!["voice".into()],
+                        content_type: "audio/wav".into(),
+                        content: super::dev_workers::DEMO_AUDIO.to_vec().into(),
+                        source: Some("mnemo dev (LibriVox, public domain)".into()),
+                        idempotency_key: Some("mnemo-dev-demo-audio".into()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            let id = r.memory.context("an audio memory's receipt names it")?;
+            std::fs::write(&audio_file, id.to_string())?;
+            id
+        }
+    };
+    let mut workers = super::dev_workers::start(&running, &auth, &dir, &demo, &nats_url).await?;
+    let lineage =
+        super::dev_workers::summary(&running, &demo, &audio, Duration::from_secs(90)).await?;
     let addr = running.addr.expect("API on");
     let url = format!("http://{addr}");
     let token = auth.issue("demo", false, 24 * 3600);
@@ -304,16 +333,28 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         dir.join("secrets.json").display()
     );
     println!("  EVM node     {rpc} (MnemoAnchor at 0x{contract})");
-    println!("  users        demo (3 memories), friend");
+    println!("  users        demo (3 texts and a speech clip), friend");
+    println!(
+        "  workers      asr (Python, PocketSphinx) and trainer (BM25), restarted when they exit; logs in {}",
+        dir.join("workers").display()
+    );
+    for l in &lineage {
+        println!("  {l}");
+    }
     println!("  demo token   {token}");
     println!("  friend token {friend_token}");
     println!("  admin token  {admin}");
     println!("try:");
     println!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories?tag=travel'");
+    println!(
+        "curl -s -H 'Authorization: Bearer {token}' '{url}/v1/models/latest/query?q=young+man'"
+    );
+    println!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories/{audio}/lineage'");
     use std::io::Write;
     std::io::stdout().flush()?;
     wait_for_stop().await?;
     eprintln!("mnemo dev: stopping");
+    tokio::task::spawn_blocking(move || workers.iter_mut().for_each(|w| w.stop())).await?;
     running.stop().await?;
     // mnemo first, then the servers: PostgreSQL with a shutdown checkpoint, JetStream
     // flushed, anvil's state dumped.

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Deliveries before a task goes to the dead letters.
     #[arg(long, env = "MNEMO_MAX_TASK_FAILURES", default_value_t = 5)]
     max_task_failures: u64,
+    /// Tasks of one processor out to its workers at once.
+    #[arg(long, env = "MNEMO_MAX_TASKS_IN_FLIGHT", default_value_t = 64)]
+    max_tasks_in_flight: usize,
     #[command(flatten)]
     jwt: JwtArgs,
     /// Also accept tokens of an external issuer whose keys are in this JWKS file.
@@ -125,6 +128,7 @@ pub(super) struct Running {
     pub(super) addr: Option<SocketAddr>,
     pub(super) accounts: Option<mnemo_api::nats::Accounts>,
     pub(super) ledger: Ledger,
+    pub(super) processing: mnemo_processing::Processing,
     pub(super) stop: watch::Sender<bool>,
     pub(super) tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -148,10 +152,11 @@ pub(super) async fn start(p: Parts) -> anyhow::Result<Running> {
     let (stop, rx) = watch::channel(false);
     let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
     match start_services(p, rx, &mut tasks).await {
-        Ok((addr, accounts, ledger)) => Ok(Running {
+        Ok((addr, accounts, ledger, processing)) => Ok(Running {
             accounts,
             addr,
             ledger,
+            processing,
             stop,
             tasks,
         }),
@@ -169,6 +174,7 @@ type Started = (
     Option<SocketAddr>,
     Option<mnemo_api::nats::Accounts>,
     Ledger,
+    mnemo_processing::Processing,
 );
 
 async fn start_services(
@@ -314,7 +320,7 @@ async fn start_services(
             Ok(())
         }));
     }
-    Ok((addr, accounts_out, ledger))
+    Ok((addr, accounts_out, ledger, processing))
 }
 
 /// How often the API's process sweeps chunks of failed uploads, and how old they must be.
@@ -403,6 +409,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 dispatch: mnemo_processing::DispatchConfig {
                     task_timeout: Duration::from_secs(a.task_timeout),
                     max_failures: a.max_task_failures,
+                    max_in_flight: a.max_tasks_in_flight.max(1),
                     ..Default::default()
                 },
                 anchor: anchor.clone(),

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use mnemo_core::{ModelId, ProcessorId};
 use mnemo_processing::ProcessingError;
 use mnemo_processing::protocol::{
-    FetchRequest, Fetched, ModelRecorded, ModelRequest, Recorded, SubmitRequest,
+    FetchRequest, Fetched, ModelRecorded, ModelRequest, Recorded, StaleModels, SubmitRequest,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -176,6 +176,15 @@ async fn model(
     Ok(Json(serde_json::to_value(rec).expect("serialisable")))
 }
 
+/// A processor's models to retrain: its newest model of each user that an erasure reached,
+/// with the erased members to leave out.
+#[utoipa::path(get, path = "/v1/processing/stale", tag = "processing", security(("bearer" = [])),
+    responses((status = 200, body = StaleModels), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn stale(State(api): State<S>, caller: Caller) -> ApiResult<Json<StaleModels>> {
+    let p = processor(&caller)?;
+    Ok(Json(api.processing.stale(p).await.map_err(problem)?))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +258,7 @@ async fn models(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> 
                 "id": m.id, "processor": m.processor, "grant": m.grant, "version": m.version,
                 "artifact": m.artifact, "set_root": m.set_root, "set_count": m.set_count,
                 "seq": m.seq, "stale": m.stale.is_some(), "stale_reason": m.stale,
+                "erased_members": m.erased, "queryable": m.kept.is_some(),
             })
         })
         .collect();
@@ -276,6 +286,56 @@ async fn training_proof(
     Ok(Json(json!({ "user": user, "model": model, "proof": p })))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelQuery {
+    /// The query text.
+    q: String,
+    /// At most this many answers (default 10, at most 100).
+    k: Option<usize>,
+}
+
+/// Answers a query from one of the caller's models (`latest`: their newest search model):
+/// the memories it drew on, best first, each with its training-set proof's address.
+/// A stale model (an erasure reached it) answers 410 `model-stale`: its artifact is gone.
+#[utoipa::path(get, path = "/v1/models/{id}/query", tag = "processing", params(("id" = String, Path, description = "model id, or `latest`"), ModelQuery), security(("bearer" = [])),
+    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn query(
+    State(api): State<S>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ModelQuery>,
+) -> ApiResult<Json<Value>> {
+    let user = caller.user()?;
+    let model = match id.as_str() {
+        "latest" => None,
+        id => Some(
+            ModelId::from_hex(id)
+                .map_err(|_| Problem::bad_request("model ids are 32 hex characters or latest"))?,
+        ),
+    };
+    let (m, hits) = api
+        .processing
+        .query(user, model.as_ref(), &q.q, q.k.unwrap_or(10).clamp(1, 100))
+        .await
+        .map_err(problem)?;
+    let hits: Vec<Value> = hits
+        .into_iter()
+        .map(|h| {
+            json!({
+                "memory": h.memory, "seq": h.seq, "event_hash": h.event_hash,
+                "score": h.score, "matched": h.matched,
+                "proof": format!("/v1/models/{}/training-set/{}", m.id, h.memory),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": m.id, "seq": m.seq, "set_root": m.set_root, "set_count": m.set_count,
+        "processor": m.processor, "version": m.version, "query": q.q, "hits": hits,
+    })))
+}
+
 /// This resource's routes, with their OpenAPI description.
 pub(crate) fn router() -> OpenApiRouter<S> {
     OpenApiRouter::new()
@@ -284,8 +344,10 @@ pub(crate) fn router() -> OpenApiRouter<S> {
         .routes(routes!(fetch))
         .routes(routes!(submit))
         .routes(routes!(model))
+        .routes(routes!(stale))
         .routes(routes!(dead_letters))
         .routes(routes!(lineage))
         .routes(routes!(models))
         .routes(routes!(training_proof))
+        .routes(routes!(query))
 }

@@ -277,7 +277,8 @@ impl User {
 
     /// A processor's user in the service account: it publishes only its own requests
     /// (`mnemo.proc.<name>.>`) and replies to the tasks it receives, and subscribes only
-    /// to its work subject and its own inbox prefix (`_INBOX_<name>.>`).
+    /// to its work subject, its notices (`mnemo.notice.<name>`) and its own inbox prefix
+    /// (`_INBOX_<name>.>`).
     pub fn processor(name: &str) -> Self {
         Self {
             kind: "user",
@@ -289,6 +290,7 @@ impl User {
             subscribe: Some(Unrestricted {
                 allow: vec![
                     format!("{}.{name}", mnemo_core::names::WORK_PREFIX),
+                    format!("{}.{name}", mnemo_core::names::NOTICE_PREFIX),
                     format!("{}.>", processor_inbox(name)),
                 ],
             }),

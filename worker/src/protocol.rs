@@ -11,6 +11,10 @@ pub const AUTHORIZATION: &str = "Authorization";
 pub const ERROR_HEADER: &str = "Nats-Service-Error";
 /// The HTTP-like status of an error reply.
 pub const ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+/// A task reply with this header (its value says why) hands the task back untouched: the
+/// worker is at capacity or shutting down. mnemo offers it again soon, to any worker, and
+/// it does not count as a failure.
+pub const RELEASE_HEADER: &str = "Mnemo-Task-Released";
 
 /// A task as it waits in the work queue (`mnemo.task.<processor>.<user>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -172,6 +176,15 @@ pub struct ModelRequest {
     /// The processor's signature over the model signing message (FORMAT.md §15.4).
     #[schema(value_type = String)]
     pub signature: Sig,
+    /// The artifact itself, base64, when mnemo should keep it and answer queries from it
+    /// (`GET /v1/models/{id}/query`); its BLAKE3 hash must be `artifact`. Erasing a member
+    /// of its training set deletes it.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// The artifact's format, when `object` is given: `mnemo-bm25-v1` (FORMAT.md §15.7)
+    /// is the one mnemo queries.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// The receipt of a recorded model.
@@ -190,4 +203,32 @@ pub struct ModelRecorded {
     pub set_root: Hash32,
     /// The training-set size.
     pub set_count: u64,
+}
+
+/// A processor's stale models: `mnemo.proc.<processor>.stale` (any body) or
+/// `GET /v1/processing/stale`. Each is the newest model of its user by this processor, and
+/// an erasure reached its training set: retrain without `erased`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaleModels {
+    /// The models to retrain.
+    pub stale: Vec<StaleModel>,
+}
+
+/// One model to retrain.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaleModel {
+    /// Whose.
+    #[schema(value_type = String)]
+    pub user: UserId,
+    /// The stale model.
+    #[schema(value_type = String)]
+    pub model: ModelId,
+    /// The grant it was trained under.
+    #[schema(value_type = String)]
+    pub grant: GrantId,
+    /// The members that were erased (leave them out).
+    #[schema(value_type = Vec<String>)]
+    pub erased: Vec<MemoryId>,
+    /// Why it is stale.
+    pub reason: String,
 }
