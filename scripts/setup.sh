@@ -69,7 +69,7 @@ echo "setup: $("$pgbin/postgres" --version) at $pgbin"
 py="$TOOLS/venv/bin/python"
 reqs="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/workers/asr/requirements.txt"
 if ! cmp -s "$reqs" "$TOOLS/venv/asr-requirements.txt" \
-  || ! "$py" -c "import nats, pocketsphinx, av, blake3, nacl" 2>/dev/null; then
+  || ! "$py" -c "import nats, nkeys, pocketsphinx, av, blake3, nacl" 2>/dev/null; then
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check -r "$reqs"
   cp "$reqs" "$TOOLS/venv/asr-requirements.txt"
 fi
