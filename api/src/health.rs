@@ -220,7 +220,8 @@ fn register_tasks(reg: &mut Registry, t: &mnemo_processing::dispatcher::Dispatch
     use prometheus_client::metrics::family::Family;
     use std::sync::atomic::AtomicU64;
     type Fam = Family<Vec<(String, String)>, Counter>;
-    let counters: [(&str, &str, fn(&TaskCounters) -> &AtomicU64); 5] = [
+    type Field = fn(&TaskCounters) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 5] = [
         ("tasks_done", "Tasks a worker finished", |c| &c.done),
         (
             "tasks_failed",
