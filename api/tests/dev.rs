@@ -141,7 +141,16 @@ async fn run_dev_once(state: &std::path::Path) {
         printed
             .iter()
             .find(|l| l.trim_start().starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line in {printed:#?}"))
+            .unwrap_or_else(|| {
+                let logs: Vec<String> = ["asr", "trainer"]
+                    .iter()
+                    .map(|w| {
+                        let p = state.join(format!("workers/{w}.log"));
+                        format!("{w}: {}", std::fs::read_to_string(p).unwrap_or_default())
+                    })
+                    .collect();
+                panic!("no {prefix} line in {printed:#?}; worker logs:\n{}", logs.join("\n"))
+            })
             .clone()
     };
     let lineage = find("lineage");

@@ -170,7 +170,11 @@ class AsrWorker:
 
 
 def main():
+    # MNEMO_LOG may be a level (info, warning, ...) or, as for mnemo's Rust side, a filter
+    # this worker does not parse: then INFO.
+    level = logging.getLevelName(os.environ.get("MNEMO_LOG", "INFO").strip().upper())
     logging.basicConfig(
-        level=os.environ.get("MNEMO_LOG", "INFO"), format="mnemo-asr: %(levelname)s %(message)s"
+        level=level if isinstance(level, int) else logging.INFO,
+        format="mnemo-asr: %(levelname)s %(message)s",
     )
     asyncio.run(AsrWorker(Config()).run())
