@@ -1386,6 +1386,86 @@ async fn processing_over_rest_from_registration_to_erasure() {
         .json();
     assert_eq!(l["inputs"], json!([memory]));
     assert_eq!(s.get("/v1/models", &alice).await.json()["items"], json!([]));
+    // A search model over the fetched input, its artifact kept by mnemo and queried by
+    // the owner; a wrong hash or an index that is not the training set is refused.
+    let member = mnemo_core::processing::SetMember {
+        seq: mnemo_core::Seq(f.json()["seq"].as_u64().unwrap()),
+        event_hash: mnemo_core::Hash32::from_hex(f.json()["event_hash"].as_str().unwrap()).unwrap(),
+    };
+    let words = mnemo_core::search_index::term_counts("hello");
+    let index = mnemo_core::search_index::SearchIndex::build([(input, member, &words)]);
+    let object = serde_json::to_vec(&index).unwrap();
+    let artifact = mnemo_core::Hash32(*blake3::hash(&object).as_bytes());
+    let set = mnemo_core::TrainingSet::new(vec![member]).unwrap();
+    let model_request = |artifact: mnemo_core::Hash32, object: &[u8]| {
+        let sig = mnemo_core::processing::sign(
+            &key,
+            &mnemo_core::processing::model_signing_message(&mnemo_core::processing::ModelClaim {
+                user: &UserId::new("alice").unwrap(),
+                grant: &grant_id,
+                processor: &mnemo_core::ProcessorId::new("asr").unwrap(),
+                version: "1",
+                artifact: &artifact,
+                set_root: &set.root(),
+                set_count: 1,
+            }),
+        );
+        json!({
+            "user": "alice", "grant": grant, "version": "1", "artifact": artifact,
+            "inputs": [memory], "signature": sig, "format": "mnemo-bm25-v1",
+            "object": base64::engine::general_purpose::STANDARD.encode(object),
+        })
+    };
+    let r = s
+        .post(
+            "/v1/processing/models",
+            &token,
+            model_request(artifact, b"other bytes"),
+        )
+        .await;
+    assert!(
+        r.problem && r.status == StatusCode::BAD_REQUEST,
+        "{}",
+        r.status
+    );
+    let empty = serde_json::to_vec(&mnemo_core::search_index::SearchIndex::build([])).unwrap();
+    let empty_hash = mnemo_core::Hash32(*blake3::hash(&empty).as_bytes());
+    let r = s
+        .post(
+            "/v1/processing/models",
+            &token,
+            model_request(empty_hash, &empty),
+        )
+        .await;
+    assert!(
+        r.problem && r.status == StatusCode::BAD_REQUEST,
+        "{}",
+        r.status
+    );
+    let r = s
+        .post(
+            "/v1/processing/models",
+            &token,
+            model_request(artifact, &object),
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    let model = r.json()["model"].as_str().unwrap().to_owned();
+    let q = s.get("/v1/models/latest/query?q=Hello", &alice).await;
+    q.assert_status(StatusCode::OK);
+    assert_eq!(q.json()["model"], model);
+    assert_eq!(q.json()["hits"][0]["memory"], memory);
+    let proof = q.json()["hits"][0]["proof"].as_str().unwrap().to_owned();
+    let p = s.get(&proof, &alice).await;
+    p.assert_status(StatusCode::OK);
+    assert_eq!(p.json()["proof"]["verdict"], "included");
+    let none = s
+        .get(&format!("/v1/models/{model}/query?q=absent"), &alice)
+        .await;
+    assert_eq!(none.json()["hits"], json!([]));
+    s.get("/v1/models/latest/query?q=hello", &bob)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
     // Dead letters: none; a processor sees only its own.
     let d = s.get("/v1/processing/dead-letters", &token).await;
     d.assert_status(StatusCode::OK);
@@ -1418,6 +1498,16 @@ async fn processing_over_rest_from_registration_to_erasure() {
     s.get(&format!("/v1/memories/{derived}/content"), &alice)
         .await
         .assert_status(StatusCode::GONE);
+    // The model is stale, its artifact deleted; the processor is told what to leave out.
+    let q = s
+        .get(&format!("/v1/models/{model}/query?q=hello"), &alice)
+        .await;
+    assert!(q.problem && q.status == StatusCode::GONE, "{}", q.status);
+    assert!(String::from_utf8_lossy(&q.body).contains("model-stale"));
+    let stale = s.get("/v1/processing/stale", &token).await;
+    stale.assert_status(StatusCode::OK);
+    assert_eq!(stale.json()["stale"][0]["model"], model);
+    assert_eq!(stale.json()["stale"][0]["erased"], json!([memory]));
     // Revoking the processor stops its fetches at once.
     let r = s
         .call(

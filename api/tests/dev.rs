@@ -149,7 +149,10 @@ async fn run_dev_once(state: &std::path::Path) {
                         format!("{w}: {}", std::fs::read_to_string(p).unwrap_or_default())
                     })
                     .collect();
-                panic!("no {prefix} line in {printed:#?}; worker logs:\n{}", logs.join("\n"))
+                panic!(
+                    "no {prefix} line in {printed:#?}; worker logs:\n{}",
+                    logs.join("\n")
+                )
             })
             .clone()
     };
