@@ -265,17 +265,24 @@ impl Processing {
                 "inputs must name 1 or more memories, once each".into(),
             ));
         }
-        let fetched = self
+        let (unfetched, erased) = self
             .ledger
             .with_rules(&r.user, |s| {
-                r.inputs.iter().find(|m| !s.was_fetched(&g.id, m)).copied()
+                (
+                    r.inputs.iter().find(|m| !s.was_fetched(&g.id, m)).copied(),
+                    r.inputs.iter().find(|m| s.is_erased(m)).copied(),
+                )
             })
             .await?;
-        if let Some(m) = fetched {
+        if let Some(m) = unfetched {
             return Err(ProcessingError::NotAllowed(format!(
                 "memory {m} was not fetched under grant {}",
                 g.id
             )));
+        }
+        // A model of erased memories is never recorded (410 names the first one).
+        if let Some(m) = erased {
+            return Err(LedgerError::Erased(m).into());
         }
         let mut members = Vec::with_capacity(wanted.len());
         let mut reader = self.ledger.read(&r.user, Seq::FIRST).await?;

@@ -106,7 +106,13 @@ impl Trainer {
         let task = job.item.what;
         let input = match self.worker.fetch(&task).await {
             Ok(i) => i,
-            Err(e) if e.is_final() => return Ok(Done { results: vec![] }),
+            Err(e) if e.is_final() => {
+                // Erased (or no longer granted) since it was learned: forget it.
+                self.forget(&task.user, &[task.memory])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(Done { results: vec![] });
+            }
             Err(e) => return Err(e.to_string()),
         };
         let Some(text) = text_of(&input) else {
@@ -173,8 +179,44 @@ impl Trainer {
                 c.trained = c.generation;
                 self.save(user, &c)
             }
+            Err(WorkerError::Refused {
+                status: 410,
+                detail,
+            }) => {
+                // A memory was erased after it was learned (mnemo names it): forget it;
+                // the task's redelivery trains again without it.
+                if let Some(m) = erased_in(&detail) {
+                    c.docs.remove(&m);
+                    c.generation += 1;
+                    self.save(user, &c)?;
+                }
+                Err(format!(
+                    "the model of {user} held an erased memory: {detail}"
+                ))
+            }
             Err(e) => Err(format!("recording the model of {user}: {e}")),
         }
+    }
+
+    /// Forgets `memories` of `user` (and records a model without them if one held them).
+    async fn forget(&self, user: &UserId, memories: &[MemoryId]) -> Result<(), WorkerError> {
+        let corpus = self.corpus(user)?;
+        let at = {
+            let mut c = corpus.lock().await;
+            let before = c.docs.len();
+            for m in memories {
+                c.docs.remove(m);
+            }
+            if c.docs.len() == before {
+                return Ok(());
+            }
+            c.generation += 1;
+            self.save(user, &c).map_err(WorkerError::Config)?;
+            c.generation
+        };
+        self.train(user, &corpus, at)
+            .await
+            .map_err(WorkerError::Config)
     }
 
     /// Asks mnemo for stale models and retrains each without its erased memories.
@@ -237,6 +279,13 @@ impl Trainer {
             }
         }
     }
+}
+
+/// The memory a 410 refusal names (`memory <hex> was erased`).
+fn erased_in(detail: &str) -> Option<MemoryId> {
+    detail
+        .split_whitespace()
+        .find_map(|w| MemoryId::from_hex(w).ok())
 }
 
 /// The text of a fetched memory, if it is text.

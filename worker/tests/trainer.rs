@@ -96,6 +96,30 @@ async fn the_trainer_models_notes_and_transcripts_and_retrains_without_an_erased
         .unwrap();
     assert_eq!(erased.closure, vec![transcript]);
     assert!(erased.stale_models.contains(&first.id));
+    // No model of an erased memory is recorded, whatever its signature.
+    let refused = h
+        .processing
+        .record_model(
+            &mnemo_core::ProcessorId::new("trainer").unwrap(),
+            mnemo_processing::protocol::ModelRequest {
+                user: alice.clone(),
+                grant: first.grant,
+                version: "1".into(),
+                artifact: first.artifact,
+                inputs: vec![transcript, milk],
+                signature: mnemo_core::processing::sign(&trainer, b"any"),
+                object: None,
+                format: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProcessingError::Ledger(mnemo_ledger::LedgerError::Erased(m))) if m == transcript
+        ),
+        "{refused:?}"
+    );
     match h
         .processing
         .query(&alice, Some(&first.id), "forward", 10)
