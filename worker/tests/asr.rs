@@ -1,7 +1,8 @@
 //! The Python speech-to-text worker (`workers/asr`, nats-py and PocketSphinx) against a real
 //! nats-server and mnemo's processing side: real recorded speech in the formats devices
 //! send, transcripts derived from it in the chain with a bounded word error rate, and a
-//! SIGKILL in the middle of a batch of 50.
+//! SIGKILL in the middle of a batch of 50; and its byte formats against the known-answer
+//! vectors.
 
 mod support;
 
@@ -219,4 +220,20 @@ async fn a_python_worker_killed_in_a_batch_of_50_leaves_50_transcripts_and_no_du
         "mnemo-audit verifies the chain"
     );
     h.stop().await;
+}
+
+#[test]
+fn the_python_worker_writes_the_signed_formats_as_the_known_answer_vectors_say() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(python())
+        .args(["-m", "mnemo_asr.conformance"])
+        .arg(root.join("testdata/vectors.json"))
+        .arg(root.join("testdata/processing-vectors.json"))
+        .env("PYTHONPATH", asr_dir())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("conformance: 3 vectors"), "{said}");
 }
