@@ -12,7 +12,7 @@ use mnemo_ledger::{Ledger, LedgerConfig, NewMemory, SecretKey};
 use mnemo_processing::responder::TokenCheck;
 use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing};
 use mnemo_testkit::NatsServer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,18 +22,10 @@ use crate::measure::median;
 const TOKEN: &str = "bench-asr-token";
 
 fn speech() -> anyhow::Result<PathBuf> {
-    let d = std::env::var("MNEMO_SPEECH_DATA")
-        .map_err(|_| anyhow::anyhow!("MNEMO_SPEECH_DATA is unset: source scripts/setup.sh"))?;
-    Ok(PathBuf::from(d).join("librivox"))
+    Ok(mnemo_devstack::speech_data().join("librivox"))
 }
 
-fn python() -> String {
-    std::env::var("MNEMO_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn asr_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../workers/asr")
-}
+use mnemo_devstack::{asr_dir, python};
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_of(pid: u32) -> f64 {

@@ -29,6 +29,7 @@ mod pg;
 mod port;
 mod process;
 mod supervisor;
+mod workers;
 
 pub use anvil::{ANVIL_CHAIN_ID, Anvil, DEV_KEY, anvil_binary};
 pub use cluster::NatsCluster;
@@ -37,3 +38,4 @@ pub use nats::{NatsOptions, NatsServer, nats_server_binary};
 pub use pg::{PgServer, pg_bin};
 pub use port::free_port;
 pub use supervisor::Supervised;
+pub use workers::{asr_dir, python, speech_data};

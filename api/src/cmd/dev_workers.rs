@@ -106,28 +106,6 @@ async fn ensure(
     Ok(secrets)
 }
 
-/// Where the Python worker's source is: `$MNEMO_ASR_DIR`, else this checkout's.
-fn asr_dir() -> PathBuf {
-    std::env::var_os("MNEMO_ASR_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../workers/asr"))
-}
-
-/// The Python with the worker's packages: `$MNEMO_PYTHON` (scripts/setup.sh sets it),
-/// else the venv setup.sh makes, else `python3`.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MNEMO_PYTHON") {
-        return p.into();
-    }
-    let tools = std::env::var_os("MNEMO_TOOLS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share/mnemo")));
-    tools
-        .map(|t| t.join("venv/bin/python"))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| "python3".into())
-}
-
 /// `mnemo-trainer`: `$MNEMO_TRAINER_BIN`, else beside this binary.
 fn trainer_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("MNEMO_TRAINER_BIN") {
@@ -168,7 +146,7 @@ pub(super) async fn start(
         mnemo_api::nats::write_private(&creds, s.creds.as_bytes())?;
         let (url, name) = (nats_url.to_owned(), p.name);
         let make: Box<dyn Fn() -> Command + Send> = if p.name == ASR.name {
-            let (py, src) = (python(), asr_dir());
+            let (py, src) = (mnemo_devstack::python(), mnemo_devstack::asr_dir());
             Box::new(move || {
                 let mut c = Command::new(&py);
                 c.args(["-m", "mnemo_asr"]).env("PYTHONPATH", &src);

@@ -303,31 +303,14 @@ pub fn record(kind: &str, content: &str) -> DerivedRecord {
     }
 }
 
-/// Where `scripts/setup.sh` installs tools: `$MNEMO_TOOLS`, default `~/.local/share/mnemo`.
-fn tools() -> std::path::PathBuf {
-    std::env::var_os("MNEMO_TOOLS")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::Path::new(&std::env::var_os("HOME").expect("HOME"))
-                .join(".local/share/mnemo")
-        })
-}
-
-/// The Python the ASR worker runs with: `$MNEMO_PYTHON`, else setup.sh's venv.
-pub fn python() -> String {
-    std::env::var("MNEMO_PYTHON").unwrap_or_else(|_| {
-        tools()
-            .join("venv/bin/python")
-            .to_string_lossy()
-            .into_owned()
-    })
+/// The Python the ASR worker runs with.
+pub fn python() -> std::path::PathBuf {
+    mnemo_devstack::python()
 }
 
 /// Debian's pocketsphinx-testdata, as `scripts/setup.sh` unpacks it.
 pub fn speech_dir() -> std::path::PathBuf {
-    let d = std::env::var_os("MNEMO_SPEECH_DATA")
-        .map(Into::into)
-        .unwrap_or_else(|| tools().join("speech/usr/share/pocketsphinx/test/data"));
+    let d = mnemo_devstack::speech_data();
     assert!(
         d.join("goforward.raw").exists(),
         "no speech test data in {}: run scripts/setup.sh",
@@ -338,7 +321,7 @@ pub fn speech_dir() -> std::path::PathBuf {
 
 /// `workers/asr`, the Python worker's source.
 pub fn asr_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../workers/asr")
+    mnemo_devstack::asr_dir()
 }
 
 impl Harness {
