@@ -10,6 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Config;
+
+/// A line on stdout; a reader that went away (a closed pipe) is not an error of `mnemo dev`.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
 use super::serve::*;
 
 /// Options of `mnemo dev`.
@@ -317,41 +325,39 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let token = auth.issue("demo", false, 24 * 3600);
     let friend_token = auth.issue("friend", false, 24 * 3600);
     let admin = auth.issue("admin", true, 24 * 3600);
-    println!(
+    say!(
         "mnemo dev is up (state kept in {}; delete it to start from nothing)",
         dir.display()
     );
-    println!("  API          {url}   (OpenAPI: {url}/openapi.json, metrics: {url}/metrics)");
-    println!(
+    say!("  API          {url}   (OpenAPI: {url}/openapi.json, metrics: {url}/metrics)");
+    say!(
         "  NATS         {} (operator mode; demo device creds: {})",
         nats_url,
         creds_path.display()
     );
-    println!(
+    say!(
         "  PostgreSQL   {} (passwords in {})",
         redact_password(&db),
         dir.join("secrets.json").display()
     );
-    println!("  EVM node     {rpc} (MnemoAnchor at 0x{contract})");
-    println!("  users        demo (3 texts and a speech clip), friend");
-    println!(
+    say!("  EVM node     {rpc} (MnemoAnchor at 0x{contract})");
+    say!("  users        demo (3 texts and a speech clip), friend");
+    say!(
         "  workers      asr (Python, PocketSphinx) and trainer (BM25), restarted when they exit; logs in {}",
         dir.join("workers").display()
     );
     for l in &lineage {
-        println!("  {l}");
+        say!("  {l}");
     }
-    println!("  demo token   {token}");
-    println!("  friend token {friend_token}");
-    println!("  admin token  {admin}");
-    println!("try:");
-    println!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories?tag=travel'");
-    println!(
-        "curl -s -H 'Authorization: Bearer {token}' '{url}/v1/models/latest/query?q=young+man'"
-    );
-    println!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories/{audio}/lineage'");
+    say!("  demo token   {token}");
+    say!("  friend token {friend_token}");
+    say!("  admin token  {admin}");
+    say!("try:");
+    say!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories?tag=travel'");
+    say!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/models/latest/query?q=young+man'");
+    say!("curl -s -H 'Authorization: Bearer {token}' '{url}/v1/memories/{audio}/lineage'");
     use std::io::Write;
-    std::io::stdout().flush()?;
+    let _ = std::io::stdout().flush();
     wait_for_stop().await?;
     eprintln!("mnemo dev: stopping");
     tokio::task::spawn_blocking(move || workers.iter_mut().for_each(|w| w.stop())).await?;
