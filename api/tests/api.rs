@@ -899,6 +899,8 @@ async fn the_openapi_document_matches_the_router() {
         ("post", "/v1/erasure"),
         ("get", "/v1/anchors"),
         ("get", "/v1/anchors/{epoch}"),
+        ("get", "/v1/models/{id}/query"),
+        ("get", "/v1/processing/stale"),
         ("get", "/v1/users/{owner}/memories"),
         ("get", "/v1/users/{owner}/memories/{id}"),
         ("get", "/v1/users/{owner}/memories/{id}/content"),

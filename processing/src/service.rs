@@ -14,7 +14,7 @@ use mnemo_core::processing::SetMember;
 use mnemo_core::search_index::{BM25_FORMAT, Hit, SearchIndex};
 use mnemo_core::{
     Content, ErasureTarget, EventBody, MemoryId, MemoryRecord, ModelId, ProcessingGrant,
-    ProcessorId, Seq, TimestampMs, TrainingSetProof, UserId,
+    ProcessorId, TimestampMs, TrainingSetProof, UserId,
 };
 use mnemo_ledger::{DerivedResult, Ledger, LedgerError};
 use serde::Serialize;
@@ -265,12 +265,16 @@ impl Processing {
                 "inputs must name 1 or more memories, once each".into(),
             ));
         }
-        let (unfetched, erased) = self
+        let (unfetched, erased, seqs) = self
             .ledger
             .with_rules(&r.user, |s| {
                 (
                     r.inputs.iter().find(|m| !s.was_fetched(&g.id, m)).copied(),
                     r.inputs.iter().find(|m| s.is_erased(m)).copied(),
+                    r.inputs
+                        .iter()
+                        .map(|m| s.seq_of(m).map(|seq| (*m, seq)))
+                        .collect::<Option<Vec<_>>>(),
                 )
             })
             .await?;
@@ -284,20 +288,20 @@ impl Processing {
         if let Some(m) = erased {
             return Err(LedgerError::Erased(m).into());
         }
-        let mut members = Vec::with_capacity(wanted.len());
-        let mut reader = self.ledger.read(&r.user, Seq::FIRST).await?;
-        while let Some(e) = reader.next().await? {
-            if let Some(m) = e.event.body.new_memory()
-                && wanted.contains(&m)
-            {
-                members.push((
-                    m,
-                    SetMember {
-                        seq: e.event.seq,
-                        event_hash: e.hash,
-                    },
-                ));
-            }
+        // Each member's event, read directly at its seq (the chain's rule state knows it).
+        let seqs = seqs.ok_or_else(|| {
+            ProcessingError::NotFound("a training-set member is not a memory of the chain".into())
+        })?;
+        let mut members = Vec::with_capacity(seqs.len());
+        for (m, seq) in seqs {
+            let e = self.ledger.memory_event_at(&r.user, &m, seq).await?;
+            members.push((
+                m,
+                SetMember {
+                    seq: e.event.seq,
+                    event_hash: e.hash,
+                },
+            ));
         }
         members.sort_by_key(|(_, m)| m.seq);
         let set = mnemo_core::TrainingSet::new(members.iter().map(|(_, m)| *m).collect())
