@@ -1,5 +1,5 @@
 //! The processing error: every refusal a processor or an owner can meet, with the status
-//! and problem slug it is answered with over REST and NATS (docs/WORKERS.md §6).
+//! and problem slug it is answered with over REST and NATS (docs/WORKERS.md §7).
 
 use mnemo_ledger::LedgerError;
 

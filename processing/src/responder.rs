@@ -4,7 +4,7 @@
 //! `Authorization: Bearer <token>` header and the subject's processor must be the token's,
 //! so one processor can never act as another, whatever the NATS permissions. Replies follow
 //! the NATS services convention: the JSON answer, or the headers `Nats-Service-Error` and
-//! `Nats-Service-Error-Code` with a problem body (docs/WORKERS.md §6).
+//! `Nats-Service-Error-Code` with a problem body (docs/WORKERS.md §7).
 
 use futures::StreamExt;
 use mnemo_core::ProcessorId;

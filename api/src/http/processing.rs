@@ -26,7 +26,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 /// How long a processor's token lasts.
 pub const PROCESSOR_TOKEN_TTL: u64 = 365 * 24 * 3600;
 
-/// A processing error as a problem (the statuses of docs/WORKERS.md §6).
+/// A processing error as a problem (the statuses of docs/WORKERS.md §7).
 pub(crate) fn problem(e: ProcessingError) -> Problem {
     let r = mnemo_processing::responder::refusal(&e);
     Problem::new(
