@@ -58,7 +58,7 @@ const MAX_WER: f64 = 0.35;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_speech_in_wav_raw_webm_and_other_rates_is_transcribed_into_the_chain() {
     let mut h = harness().await;
-    h.start(fast()).await;
+    h.start(patient(60)).await;
     let alice = user("alice");
     h.stack.ledger.create_user(&alice).await.unwrap();
     let key = h.register("asr", &["audio"]).await;
@@ -160,7 +160,7 @@ async fn recorded_speech_in_wav_raw_webm_and_other_rates_is_transcribed_into_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_worker_killed_in_a_batch_of_50_leaves_50_transcripts_and_no_duplicate() {
     let mut h = harness().await;
-    h.start(fast()).await;
+    h.start(patient(15)).await;
     let alice = user("alice");
     h.stack.ledger.create_user(&alice).await.unwrap();
     let key = h.register("asr", &["audio"]).await;

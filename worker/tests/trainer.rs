@@ -31,7 +31,7 @@ async fn hits(h: &Harness, u: &UserId, q: &str) -> Vec<MemoryId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trainer_models_notes_and_transcripts_and_retrains_without_an_erased_memory() {
     let mut h = harness().await;
-    h.start(fast()).await;
+    h.start(patient(60)).await;
     let alice = user("alice");
     h.stack.ledger.create_user(&alice).await.unwrap();
     let asr = h.register("asr", &["audio"]).await;
