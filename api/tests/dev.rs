@@ -95,8 +95,30 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     );
 }
 
+/// `mnemo dev`, stopped with Ctrl-C (then killed) if a failed assertion leaves it running.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 async fn run_dev_once(state: &std::path::Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_mnemo"))
         .arg("dev")
         .arg("--dir")
         .arg(state)
@@ -114,8 +136,8 @@ async fn run_dev_once(state: &std::path::Path) {
                 .unwrap(),
         )
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+        .unwrap());
+    let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -255,7 +277,7 @@ async fn run_dev_once(state: &std::path::Path) {
             .contains("mnemo_http_requests_total")
     );
     // Ctrl-C stops everything it started
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-INT", &pid])
@@ -265,7 +287,7 @@ async fn run_dev_once(state: &std::path::Path) {
     );
     let t = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success(), "mnemo dev exited with {status}");
             break;
         }
