@@ -236,11 +236,19 @@ where
         while tasks.join_next().await.is_some() {}
     }
     let _ = worker.client.flush().await;
-    Ok(RunReport {
+    let report = RunReport {
         done: counts[0].load(Ordering::Relaxed),
         failed: counts[1].load(Ordering::Relaxed),
         released: counts[2].load(Ordering::Relaxed),
-    })
+    };
+    tracing::info!(
+        processor = %worker.processor,
+        done = report.done,
+        failed = report.failed,
+        released = report.released,
+        "stopped taking tasks"
+    );
+    Ok(report)
 }
 
 async fn answer(worker: &Worker, reply: async_nats::Subject, a: Answer, counts: &[AtomicU64; 3]) {

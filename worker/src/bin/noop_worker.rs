@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = cfg.connect().await?;
     let shutdown = Shutdown::on_signals();
     tracing::info!(processor = %worker.processor, "mnemo-noop-worker: taking tasks");
-    let report = run(
+    run(
         &worker,
         &cfg.run,
         &shutdown,
@@ -49,11 +49,5 @@ async fn main() -> anyhow::Result<()> {
         }),
     )
     .await?;
-    tracing::info!(
-        done = report.done,
-        failed = report.failed,
-        released = report.released,
-        "mnemo-noop-worker: stopped"
-    );
     Ok(())
 }

@@ -17,16 +17,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(trainer.clone().watch_stale(shutdown.clone()));
     tracing::info!(processor = %worker.processor, "mnemo-trainer: taking tasks");
     let t = trainer.clone();
-    let report = run(&worker, &cfg.run, &shutdown, move |job| {
+    run(&worker, &cfg.run, &shutdown, move |job| {
         let t = t.clone();
         async move { t.handle(job).await }
     })
     .await?;
-    tracing::info!(
-        done = report.done,
-        failed = report.failed,
-        released = report.released,
-        "mnemo-trainer: stopped"
-    );
     Ok(())
 }
