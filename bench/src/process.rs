@@ -11,8 +11,8 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{
-    Content, EventBody, GrantConditions, GrantId, MemoryId, MemoryRecord, ProcessorId, SigningKey,
-    UserId, commitment, processing,
+    Content, GrantConditions, GrantId, MemoryId, MemoryRecord, ProcessorId, SigningKey, UserId,
+    commitment, processing,
 };
 use mnemo_ledger::{DerivedResult, Ledger, LedgerConfig, SecretKey};
 use mnemo_processing::responder::TokenCheck;
@@ -88,20 +88,8 @@ async fn setup(server: &NatsServer, a: &Args, round: usize) -> anyhow::Result<Se
     let users = crate::measure::create_users(&ledger, &format!("proc{round}"), a.users).await?;
     let mut grants = Vec::new();
     for u in &users {
-        let grant = GrantId(rand::random());
-        ledger
-            .append_event(
-                u,
-                EventBody::ProcessingGranted {
-                    grant,
-                    processor: p.name.clone(),
-                    version: None,
-                    key: p.public_key,
-                    conditions: GrantConditions::default(),
-                    expires_at: None,
-                },
-                None,
-            )
+        let (grant, _) = processing
+            .grant(u, &p.name, None, GrantConditions::default(), None)
             .await?;
         grants.push(grant);
     }

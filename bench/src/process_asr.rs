@@ -7,7 +7,7 @@
 //! decoded by one Python process with the worker's own decoding code and no mnemo, NATS or
 //! chain (`mnemo_asr.decode_bench`): what transcription costs by itself.
 
-use mnemo_core::{EventBody, GrantConditions, GrantId, ProcessorId, SigningKey, UserId};
+use mnemo_core::{GrantConditions, ProcessorId, SigningKey, UserId};
 use mnemo_ledger::{Ledger, LedgerConfig, NewMemory, SecretKey};
 use mnemo_processing::responder::TokenCheck;
 use mnemo_processing::{DispatchConfig, Dispatcher, Planner, Processing};
@@ -158,19 +158,8 @@ async fn through_mnemo(
     // Let the workers load their model before the clock starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu0: f64 = children.iter().map(|c| cpu_of(c.id())).sum();
-    ledger
-        .append_event(
-            &user,
-            EventBody::ProcessingGranted {
-                grant: GrantId(rand::random()),
-                processor: p.name.clone(),
-                version: None,
-                key: p.public_key,
-                conditions: GrantConditions::default(),
-                expires_at: None,
-            },
-            None,
-        )
+    processing
+        .grant(&user, &p.name, None, GrantConditions::default(), None)
         .await?;
     let start = Instant::now();
     planner.plan(&user).await?;

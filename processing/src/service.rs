@@ -104,6 +104,38 @@ impl Processing {
         crate::planner::Planner::enroll(&self.cursors, user).await
     }
 
+    /// `user` lets registered, unrevoked processor `name` process memories: enrolls the
+    /// chain with the planner, then appends `processing_granted` naming the processor's
+    /// key. Returns the grant id and the event's receipt.
+    pub async fn grant(
+        &self,
+        user: &UserId,
+        name: &ProcessorId,
+        version: Option<String>,
+        conditions: mnemo_core::GrantConditions,
+        expires_at: Option<TimestampMs>,
+    ) -> Result<(mnemo_core::GrantId, mnemo_ledger::Receipt)> {
+        let p = self.registry.require(name).await?;
+        self.enroll(user).await?;
+        let grant = mnemo_core::GrantId(rand::random());
+        let receipt = self
+            .ledger
+            .append_event(
+                user,
+                EventBody::ProcessingGranted {
+                    grant,
+                    processor: p.name,
+                    version,
+                    key: p.public_key,
+                    conditions,
+                    expires_at,
+                },
+                None,
+            )
+            .await?;
+        Ok((grant, receipt))
+    }
+
     /// The processing grant `grant` of `user`'s chain, if it is `processor`'s.
     async fn grant_of(
         &self,

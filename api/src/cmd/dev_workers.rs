@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use mnemo_api::auth::Auth;
-use mnemo_core::{EventBody, GrantConditions, GrantId, ProcessorId, UserId};
+use mnemo_core::{GrantConditions, ProcessorId, UserId};
 use mnemo_devstack::Supervised;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,7 +61,7 @@ async fn ensure(
             path.display()
         );
     }
-    let (proc_, key) = reg
+    let (_, key) = reg
         .register(
             name.clone(),
             "1".into(),
@@ -84,24 +84,13 @@ async fn ensure(
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     mnemo_api::nats::write_private(&path, &serde_json::to_vec(&secrets)?)?;
     // The demo user lets it process the kinds it takes.
-    running.processing.enroll(user).await?;
+    let conditions = GrantConditions {
+        kinds: p.consumes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
     running
-        .ledger
-        .append_event(
-            user,
-            EventBody::ProcessingGranted {
-                grant: GrantId(rand::random()),
-                processor: name,
-                version: None,
-                key: proc_.public_key,
-                conditions: GrantConditions {
-                    kinds: p.consumes.iter().map(|s| s.to_string()).collect(),
-                    ..Default::default()
-                },
-                expires_at: None,
-            },
-            None,
-        )
+        .processing
+        .grant(user, &name, None, conditions, None)
         .await?;
     Ok(secrets)
 }

@@ -126,41 +126,27 @@ async fn processing_grant(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let name = mnemo_core::ProcessorId::new(name)
         .map_err(|e| Problem::bad_request(format!("processor: {e}")))?;
-    let p = api
+    let (grant, r) = api
         .processing
-        .registry
-        .require(&name)
+        .grant(
+            user,
+            &name,
+            version.clone(),
+            conditions,
+            expires_at.map(TimestampMs),
+        )
         .await
         .map_err(|e| match e {
             mnemo_processing::ProcessingError::UnknownProcessor(_) => {
                 Problem::not_found(format!("no processor {name}"))
             }
+            mnemo_processing::ProcessingError::Ledger(l) => l.into(),
             other => super::processing::problem(other),
         })?;
-    api.processing
-        .enroll(user)
-        .await
-        .map_err(super::processing::problem)?;
-    let grant = GrantId(rand::random());
-    let r = api
-        .ledger
-        .append_event(
-            user,
-            EventBody::ProcessingGranted {
-                grant,
-                processor: p.name.clone(),
-                version: version.clone(),
-                key: p.public_key,
-                conditions,
-                expires_at: expires_at.map(TimestampMs),
-            },
-            None,
-        )
-        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({ "id": grant, "processor": p.name, "version": version, "seq": r.seq.0, "event_hash": r.hash }),
+            json!({ "id": grant, "processor": name, "version": version, "seq": r.seq.0, "event_hash": r.hash }),
         ),
     ))
 }

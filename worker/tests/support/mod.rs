@@ -153,33 +153,14 @@ impl Harness {
     }
 
     pub async fn grant(&self, u: &UserId, name: &str, kinds: &[&str]) -> GrantId {
-        let p = self
-            .processing
-            .registry
-            .get(&ProcessorId::new(name).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
         // As the API does: enrolled with the planner before the grant is appended.
-        self.processing.enroll(u).await.unwrap();
-        let grant = GrantId(rand::random());
-        self.stack
-            .ledger
-            .append_event(
-                u,
-                EventBody::ProcessingGranted {
-                    grant,
-                    processor: p.name,
-                    version: None,
-                    key: p.public_key,
-                    conditions: GrantConditions {
-                        kinds: kinds.iter().map(|s| s.to_string()).collect(),
-                        ..Default::default()
-                    },
-                    expires_at: None,
-                },
-                None,
-            )
+        let conditions = GrantConditions {
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let (grant, _) = self
+            .processing
+            .grant(u, &ProcessorId::new(name).unwrap(), None, conditions, None)
             .await
             .unwrap();
         grant
