@@ -6,8 +6,8 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use mnemo_anchor::AnchorReader;
 use mnemo_core::custody::{BUNDLE_FORMAT, BUNDLE_VERSION, BundleItem, HexBytes};
-use mnemo_core::{Event, Hash32, TimestampMs, UserId};
-use mnemo_ledger::{Layout, envelope};
+use mnemo_core::{Custody, Event, Hash32, SealLink, TimestampMs, UserId};
+use mnemo_ledger::{Layout, SealStore, envelope};
 use std::sync::mpsc::SyncSender;
 
 use crate::{ItemError, SourceError};
@@ -107,16 +107,26 @@ async fn produce(
             .await
             .map_err(io)?;
         let mut msgs = c.messages().await.map_err(io)?;
+        let seals = SealStore::reader(js.clone());
         while let Some(m) = msgs.next().await {
             let m = m.map_err(io)?;
             let stream_seq = m.info().map_err(io)?.stream_sequence;
             let (wire, _sealed) = envelope::decode(&m.payload).map_err(io)?;
-            if let Ok((_, h)) = Event::from_wire(&wire) {
-                head = h;
-            }
+            // A stored seal is read from its record; everything else goes on byte for byte.
+            let wire = match Event::from_wire(&wire) {
+                Ok((e, h)) => {
+                    head = h;
+                    if matches!(e.custody, Custody::Seal(SealLink::Stored { .. })) {
+                        seals.resolve(e).await.map_err(io)?.to_wire()
+                    } else {
+                        wire.to_vec()
+                    }
+                }
+                Err(_) => wire.to_vec(),
+            };
             events += 1;
             send(BundleItem::Event {
-                wire: HexBytes(wire.to_vec()),
+                wire: HexBytes(wire),
             })?;
             if stream_seq >= last {
                 break;

@@ -8,7 +8,6 @@ use mnemo_core::custody::{AuditError, AuditPolicy, BundleItem, HexBytes};
 use mnemo_core::{
     AccessAction, Address, Capabilities, ChainError, Content, EpochTree, ErasureTarget, Event,
     EventBody, GrantConditions, GrantId, Hash32, ProofBundle, Seq, SigningKey, UserId,
-    keys::sign_event_hash,
 };
 use mnemo_ledger::Layout;
 use mnemo_testkit::{Stack, note};
@@ -215,8 +214,7 @@ fn end_of(items: &[BundleItem]) -> usize {
 }
 
 fn resign(e: &mut Event, key: &SigningKey) {
-    let h = e.unsigned.hash();
-    e.signature = sign_event_hash(key, &h);
+    *e = e.unsigned.clone().sign(key);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,9 +274,10 @@ async fn exported_bundle_verifies_and_every_tampering_is_found() {
     // 3. changed signature
     let mut t = items.clone();
     let (mut e, _) = event(&t, 7);
-    let mut sig = e.signature.to_bytes();
+    let s = e.signature_mut().unwrap();
+    let mut sig = s.to_bytes();
     sig[10] ^= 1;
-    e.signature = mnemo_core::Sig::from_bytes(&sig);
+    *s = mnemo_core::Sig::from_bytes(&sig);
     set_event(&mut t, 7, &e);
     assert_fails(&check(&t, pin.clone()), "bad_signature", 7);
 

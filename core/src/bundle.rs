@@ -151,7 +151,31 @@ impl ProofBundle {
             });
         }
         let hash = e.hash();
-        if !keys::verify_event_signature(&self.signer_key, &hash, &e.signature) {
+        let custody_holds = match &e.custody {
+            crate::event::Custody::Signature(sig) => {
+                keys::verify_event_signature(&self.signer_key, &hash, sig)
+            }
+            crate::event::Custody::Seal(link) => {
+                let Some(seal) = link.seal(&hash) else {
+                    return Err(ProofError::Event {
+                        seq,
+                        what: "the event's seal is a stored link, not the seal itself",
+                    });
+                };
+                if let Err(check) = seal.check(&hash) {
+                    return Err(ProofError::Event {
+                        seq,
+                        what: check.describe(),
+                    });
+                }
+                keys::verify_signature(
+                    self.signer_key.0.as_bytes(),
+                    &seal.signing_message(),
+                    &seal.signature.to_bytes(),
+                )
+            }
+        };
+        if !custody_holds {
             return Err(ProofError::Event {
                 seq,
                 what: "bad signature",

@@ -17,12 +17,13 @@ use std::collections::{HashMap, HashSet};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::{ErasureTarget, Event, EventBody};
+use crate::event::{Custody, ErasureTarget, Event, EventBody};
 use crate::grant::Grant;
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, ModelId, Seq, UserId};
 use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
 use crate::merkle::{Accumulator, CHAIN_TREE};
 use crate::processing::{self, ModelClaim, ProcessingGrant};
+use crate::seal::SealCheck;
 
 /// Whose signature a [`SignatureCheck`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +96,8 @@ pub struct ChainState {
     memory_seq: HashMap<MemoryId, Seq>,
     grants: HashMap<GrantId, Grant>,
     processing: Processing,
+    /// The format version of the last event: a chain never goes back to a lower one.
+    version: u8,
 }
 
 /// What the processing rules remember (docs/FORMAT.md §15): processing grants, what each
@@ -159,6 +162,7 @@ impl ChainState {
             memory_seq: HashMap::new(),
             grants: HashMap::new(),
             processing: Processing::default(),
+            version: crate::event::FORMAT_V1,
         }
     }
 
@@ -191,6 +195,9 @@ impl ChainState {
             memory_seq: HashMap::new(),
             grants: grants.into_iter().map(|g| (g.id, g)).collect(),
             processing: Processing::default(),
+            // A view does not keep the version of the event it resumes at: the switch back
+            // is refused from that event on (an auditor from genesis refuses it wherever).
+            version: crate::event::FORMAT_V1,
         })
     }
 
@@ -358,7 +365,25 @@ impl ChainState {
                 found: event.prev,
             });
         }
+        if event.version < self.version {
+            return Err(ChainError::InvalidTransition {
+                seq,
+                reason: "the format version went back (a chain never returns to a lower version)",
+            });
+        }
         let signer = self.signer(event)?;
+        let (custody_msg, custody_sig) = match &event.custody {
+            Custody::Signature(sig) => (keys::event_signing_message(&hash).to_vec(), sig.0),
+            Custody::Seal(link) => {
+                let seal = link.seal(&hash).ok_or(ChainError::Seal {
+                    seq,
+                    check: SealCheck::Missing,
+                })?;
+                seal.check(&hash)
+                    .map_err(|check| ChainError::Seal { seq, check })?;
+                (seal.signing_message().to_vec(), seal.signature.0)
+            }
+        };
         if !event.timestamp.is_valid() {
             return Err(ChainError::InvalidValue {
                 seq,
@@ -408,13 +433,14 @@ impl ChainState {
         self.apply(event)?;
         self.prev = hash;
         self.next = seq.next();
+        self.version = event.version;
         self.acc.push(CHAIN_TREE, CHAIN_TREE.leaf(&hash.0));
         Ok(EventSignatures {
             custody: SignatureCheck {
                 seq,
                 by: Signed::Custody,
-                msg: keys::event_signing_message(&hash).to_vec(),
-                sig: event.signature.0,
+                msg: custody_msg,
+                sig: custody_sig,
                 key: signer,
             },
             origin,

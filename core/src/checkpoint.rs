@@ -28,7 +28,7 @@ impl Checkpoint {
     /// Canonical bytes: `0x01 || str user || u64 seq || head || root`.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(80 + self.user.as_str().len());
-        w.u8(crate::event::FORMAT_VERSION);
+        w.u8(crate::event::FORMAT_V1);
         w.str(self.user.as_str());
         w.u64(self.seq.0);
         w.fixed(&self.head.0);

@@ -93,6 +93,15 @@ pub enum ChainError {
         /// What the event says.
         found: Hash32,
     },
+    /// A version 2 event's seal does not cover it: its index, path length or root
+    /// (docs/FORMAT.md §5.4), or a stored seal that is not there.
+    #[error("seq {seq}: {}", .check.describe())]
+    Seal {
+        /// The event's sequence number.
+        seq: Seq,
+        /// Which check failed.
+        check: crate::seal::SealCheck,
+    },
     /// The custody signature does not verify.
     #[error("seq {seq}: bad signature")]
     BadSignature {
@@ -222,6 +231,7 @@ impl ChainError {
             Self::SeqGap { .. } => "seq_gap",
             Self::BrokenLink { .. } => "broken_link",
             Self::BadSignature { .. } => "bad_signature",
+            Self::Seal { check, .. } => check.code(),
             Self::BadOriginSignature { .. } => "bad_origin_signature",
             Self::UnknownKey { .. } => "unknown_key",
             Self::KeyNotAllowed { .. } => "key_not_allowed",
@@ -246,6 +256,7 @@ impl ChainError {
             | Self::WrongUser { seq }
             | Self::BrokenLink { seq, .. }
             | Self::BadSignature { seq }
+            | Self::Seal { seq, .. }
             | Self::BadOriginSignature { seq }
             | Self::BadProcessorSignature { seq }
             | Self::UnknownKey { seq, .. }

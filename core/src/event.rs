@@ -11,9 +11,17 @@ use crate::ids::{
     GrantId, Hash32, KeyId, MemoryId, ModelId, ProcessorId, Seq, TimestampMs, UserId,
 };
 use crate::keys::{self, KeyRole, PublicKey, Sig};
+use crate::seal::SealLink;
 
-/// The only format version this build writes; decoding rejects others.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes by default (docs/FORMAT.md §14): version 2, events
+/// sealed in batches. Decoding reads versions 1 and 2 and rejects others.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// Format version 1: every event signed on its own.
+pub const FORMAT_V1: u8 = 1;
+
+/// Format version 2: events sealed in batches (docs/FORMAT.md §5.4).
+pub const FORMAT_V2: u8 = 2;
 
 /// What an erasure destroys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -612,6 +620,9 @@ pub struct Origin {
 /// Everything of an event but its custody signature: what the event hash covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnsignedEvent {
+    /// The format version (the first byte of its canonical bytes): 1 or 2.
+    #[serde(default = "v1")]
+    pub version: u8,
     /// Whose chain.
     pub user: UserId,
     /// Position in the chain, from 1.
@@ -635,7 +646,7 @@ impl UnsignedEvent {
     /// The canonical bytes (docs/FORMAT.md §3).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(256);
-        w.u8(FORMAT_VERSION);
+        w.u8(self.version);
         w.str(self.user.as_str());
         w.u64(self.seq.0);
         w.fixed(&self.prev.0);
@@ -659,64 +670,16 @@ impl UnsignedEvent {
         hash::event_hash(&self.canonical_bytes())
     }
 
-    /// Signs with `key`, whose id must be `self.signer`.
-    pub fn sign(self, key: &SigningKey) -> Event {
-        debug_assert_eq!(hash::key_id(key.verifying_key().as_bytes()), self.signer);
-        let h = self.hash();
-        let signature = keys::sign_event_hash(key, &h);
-        Event {
-            unsigned: self,
-            signature,
-        }
-    }
-}
-
-/// A signed event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// The signed part.
-    #[serde(flatten)]
-    pub unsigned: UnsignedEvent,
-    /// The signer's signature over `SIG_EVENT || hash`.
-    pub signature: Sig,
-}
-
-impl std::ops::Deref for Event {
-    type Target = UnsignedEvent;
-    fn deref(&self) -> &UnsignedEvent {
-        &self.unsigned
-    }
-}
-
-impl Event {
-    /// The wire form: canonical bytes followed by the 64-byte signature
-    /// (docs/FORMAT.md §5). This is what a JetStream message body holds.
-    pub fn to_wire(&self) -> Vec<u8> {
-        let mut b = self.unsigned.canonical_bytes();
-        b.extend_from_slice(&self.signature.to_bytes());
-        b
-    }
-
-    /// Decodes the wire form strictly and returns the event with its hash (computed over
-    /// the received bytes, so no re-encoding is needed).
-    pub fn from_wire(bytes: &[u8]) -> Result<(Event, Hash32), DecodeError> {
-        if bytes.len() < 64 + 1 {
-            return Err(DecodeError::Truncated {
-                offset: bytes.len(),
-                what: "event",
-            });
-        }
-        let (content, sig) = bytes.split_at(bytes.len() - 64);
-        let mut r = Reader::new(content);
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let version = r.u8("version")?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_V1 && version != FORMAT_V2 {
             return Err(DecodeError::UnknownVersion(version));
         }
-        let user = user_id(&mut r, "user")?;
+        let user = user_id(r, "user")?;
         let seq = Seq(r.u64("seq")?);
         let prev = Hash32(r.array("prev")?);
         let timestamp = TimestampMs(r.i64("timestamp")?);
-        let body = EventBody::decode(&mut r)?;
+        let body = EventBody::decode(r)?;
         let payload = if r.bool("payload flag")? {
             Some(Hash32(r.array("payload")?))
         } else {
@@ -731,22 +694,161 @@ impl Event {
             None
         };
         let signer = KeyId(r.array("signer")?);
-        r.finish()?;
-        let sig: [u8; 64] = sig.try_into().expect("split_at left 64 bytes");
-        let event = Event {
-            unsigned: UnsignedEvent {
-                user,
-                seq,
-                prev,
-                timestamp,
-                body,
-                payload,
-                origin,
-                signer,
-            },
-            signature: Sig::from_bytes(&sig),
+        Ok(Self {
+            version,
+            user,
+            seq,
+            prev,
+            timestamp,
+            body,
+            payload,
+            origin,
+            signer,
+        })
+    }
+
+    /// Signs the event on its own with `key`, whose id must be `self.signer`: a version 1
+    /// signature, or a version 2 seal of a batch of one.
+    pub fn sign(self, key: &SigningKey) -> Event {
+        debug_assert_eq!(hash::key_id(key.verifying_key().as_bytes()), self.signer);
+        let h = self.hash();
+        let custody = if self.version == FORMAT_V1 {
+            Custody::Signature(keys::sign_event_hash(key, &h))
+        } else {
+            Custody::Seal(crate::seal::SealedBatch::sign(key, &[h]).link(0, None))
         };
-        Ok((event, hash::event_hash(content)))
+        Event {
+            unsigned: self,
+            custody,
+        }
+    }
+
+    /// A version 2 event with its seal.
+    pub fn sealed(self, link: SealLink) -> Event {
+        debug_assert_eq!(self.version, FORMAT_V2);
+        Event {
+            unsigned: self,
+            custody: Custody::Seal(link),
+        }
+    }
+}
+
+fn v1() -> u8 {
+    FORMAT_V1
+}
+
+/// What makes an event the custody key's (docs/FORMAT.md §5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Custody {
+    /// Version 1: the custody key's signature over the event hash.
+    Signature(Sig),
+    /// Version 2: the seal of the batch the event was signed in.
+    Seal(SealLink),
+}
+
+/// A signed event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The signed part.
+    #[serde(flatten)]
+    pub unsigned: UnsignedEvent,
+    /// The custody signature (version 1) or seal (version 2).
+    #[serde(flatten)]
+    pub custody: Custody,
+}
+
+impl std::ops::Deref for Event {
+    type Target = UnsignedEvent;
+    fn deref(&self) -> &UnsignedEvent {
+        &self.unsigned
+    }
+}
+
+impl Event {
+    /// The wire form (docs/FORMAT.md §5.3): canonical bytes followed by the 64-byte
+    /// signature (version 1) or by the seal link (version 2). This is what a JetStream
+    /// message body holds.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut w = Writer {
+            buf: self.unsigned.canonical_bytes(),
+        };
+        match &self.custody {
+            Custody::Signature(sig) => w.fixed(&sig.to_bytes()),
+            Custody::Seal(link) => link.encode(&mut w),
+        }
+        w.buf
+    }
+
+    /// The wire form with a stored seal link replaced by `seal` (a full seal): what a bundle
+    /// or receipt carries, readable without the seal stream.
+    pub fn with_seal(mut self, seal: crate::seal::Seal) -> Event {
+        if let Custody::Seal(link @ SealLink::Stored { .. }) = &mut self.custody {
+            *link = SealLink::Full(seal);
+        }
+        self
+    }
+
+    /// The custody signature as carried: version 1's, or the seal's (`None` for a stored
+    /// link, whose signature is in the record).
+    pub fn signature_mut(&mut self) -> Option<&mut Sig> {
+        match &mut self.custody {
+            Custody::Signature(s) | Custody::Seal(SealLink::Single { signature: s }) => Some(s),
+            Custody::Seal(SealLink::Full(seal)) => Some(&mut seal.signature),
+            Custody::Seal(SealLink::Stored { .. }) => None,
+        }
+    }
+
+    /// The event's signature (version 1) or seal (version 2, `None` for a stored link).
+    pub fn seal(&self, hash: &Hash32) -> Option<crate::seal::Seal> {
+        match &self.custody {
+            Custody::Signature(_) => None,
+            Custody::Seal(link) => link.seal(hash),
+        }
+    }
+
+    /// Decodes the wire form strictly and returns the event with its hash (computed over
+    /// the received bytes, so no re-encoding is needed).
+    pub fn from_wire(bytes: &[u8]) -> Result<(Event, Hash32), DecodeError> {
+        let Some(&version) = bytes.first() else {
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                what: "event",
+            });
+        };
+        match version {
+            FORMAT_V1 => {
+                if bytes.len() < 64 + 1 {
+                    return Err(DecodeError::Truncated {
+                        offset: bytes.len(),
+                        what: "event",
+                    });
+                }
+                let (content, sig) = bytes.split_at(bytes.len() - 64);
+                let mut r = Reader::new(content);
+                let unsigned = UnsignedEvent::decode(&mut r)?;
+                r.finish()?;
+                let sig: [u8; 64] = sig.try_into().expect("split_at left 64 bytes");
+                let event = Event {
+                    unsigned,
+                    custody: Custody::Signature(Sig::from_bytes(&sig)),
+                };
+                Ok((event, hash::event_hash(content)))
+            }
+            FORMAT_V2 => {
+                let mut r = Reader::new(bytes);
+                let unsigned = UnsignedEvent::decode(&mut r)?;
+                let end = r.pos();
+                let link = SealLink::decode(&mut r)?;
+                r.finish()?;
+                let event = Event {
+                    unsigned,
+                    custody: Custody::Seal(link),
+                };
+                Ok((event, hash::event_hash(&bytes[..end])))
+            }
+            v => Err(DecodeError::UnknownVersion(v)),
+        }
     }
 
     /// The event hash (recomputed).
@@ -781,7 +883,34 @@ impl Head {
         Seq(self.len + 1)
     }
 
-    /// Builds and signs the event that follows this head, without moving the head.
+    /// The unsigned event of format `version` that follows this head, signed by the key
+    /// `signer`, with its hash (to be sealed, format version 2).
+    pub fn next_unsigned(
+        &self,
+        version: u8,
+        signer: KeyId,
+        timestamp: TimestampMs,
+        body: EventBody,
+        payload: Option<Hash32>,
+        origin: Option<Origin>,
+    ) -> (UnsignedEvent, Hash32) {
+        let unsigned = UnsignedEvent {
+            version,
+            user: self.user.clone(),
+            seq: self.next_seq(),
+            prev: self.hash,
+            timestamp,
+            body,
+            payload,
+            origin,
+            signer,
+        };
+        let h = unsigned.hash();
+        (unsigned, h)
+    }
+
+    /// Builds and signs (format version 1) the event that follows this head, without
+    /// moving the head.
     pub fn next_event(
         &self,
         key: &SigningKey,
@@ -790,22 +919,19 @@ impl Head {
         payload: Option<Hash32>,
         origin: Option<Origin>,
     ) -> (Event, Hash32) {
-        let unsigned = UnsignedEvent {
-            user: self.user.clone(),
-            seq: self.next_seq(),
-            prev: self.hash,
+        let (unsigned, h) = self.next_unsigned(
+            FORMAT_V1,
+            hash::key_id(key.verifying_key().as_bytes()),
             timestamp,
             body,
             payload,
             origin,
-            signer: hash::key_id(key.verifying_key().as_bytes()),
-        };
-        let h = unsigned.hash();
+        );
         let signature = keys::sign_event_hash(key, &h);
         (
             Event {
                 unsigned,
-                signature,
+                custody: Custody::Signature(signature),
             },
             h,
         )

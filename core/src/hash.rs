@@ -32,6 +32,10 @@ pub const CTX_TRAINING_LEAF: &str = "mnemo 2026-12-01 training set leaf v1";
 pub const CTX_TRAINING_NODE: &str = "mnemo 2026-12-01 training set node v1";
 /// Context of derivation keys (what makes a result idempotent: processor, version, inputs).
 pub const CTX_DERIVATION: &str = "mnemo 2026-12-01 derivation key v1";
+/// Context of seal tree leaves (format version 2; leaf data: a 32-byte event hash).
+pub const CTX_SEAL_LEAF: &str = "mnemo 2026-12-01 seal tree leaf v2";
+/// Context of seal tree inner nodes.
+pub const CTX_SEAL_NODE: &str = "mnemo 2026-12-01 seal tree node v2";
 
 /// Prefix of the message an event signature signs: `SIG_EVENT || event hash`.
 pub const SIG_EVENT: &[u8; 32] = b"mnemo event signature v1\0\0\0\0\0\0\0\0";
@@ -41,8 +45,10 @@ pub const SIG_ORIGIN: &[u8; 32] = b"mnemo origin signature v1\0\0\0\0\0\0\0";
 pub const SIG_DERIVED: &[u8; 32] = b"mnemo derived signature v1\0\0\0\0\0\0";
 /// Prefix of the message a processor signs for a trained model.
 pub const SIG_MODEL: &[u8; 32] = b"mnemo model signature v1\0\0\0\0\0\0\0\0";
+/// Prefix of the message a seal signs (format version 2): `SIG_SEAL || u64 size || root`.
+pub const SIG_SEAL: &[u8; 32] = b"mnemo seal signature v2\0\0\0\0\0\0\0\0\0";
 
-const CONTEXTS: [&str; 12] = [
+const CONTEXTS: [&str; 14] = [
     CTX_EVENT,
     CTX_PAYLOAD,
     CTX_KEY_ID,
@@ -55,13 +61,15 @@ const CONTEXTS: [&str; 12] = [
     CTX_TRAINING_LEAF,
     CTX_TRAINING_NODE,
     CTX_DERIVATION,
+    CTX_SEAL_LEAF,
+    CTX_SEAL_NODE,
 ];
 
 /// A hasher in key-derivation mode for `context`. The context keys of mnemo's contexts are
 /// derived once: deriving one costs a compression, as much as hashing a short input.
 pub(crate) fn derive_key_hasher(context: &str) -> blake3::Hasher {
     use blake3::hazmat::{HasherExt, hash_derive_key_context};
-    static KEYS: std::sync::OnceLock<[[u8; 32]; 12]> = std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<[[u8; 32]; 14]> = std::sync::OnceLock::new();
     let keys = KEYS.get_or_init(|| CONTEXTS.map(hash_derive_key_context));
     match CONTEXTS.iter().position(|c| *c == context) {
         Some(i) => blake3::Hasher::new_from_context_key(&keys[i]),

@@ -10,6 +10,8 @@
 //! - [`commitment`]: salted payload commitments that reveal nothing once erased.
 //! - [`memory`]: the memory record a payload commitment covers.
 //! - [`merkle`]: RFC 9162 trees, inclusion and consistency proofs, an append accumulator.
+//! - [`seal`]: one custody signature over a batch of events (format version 2).
+//! - [`receipt`]: a custody receipt, an acknowledged event with its seal, verifiable alone.
 //! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
 //! - [`bundle`]: self-contained proof bundles for one memory.
 //! - [`chain_state`]: a chain's state between events ([`ChainState`]) and the rules that
@@ -47,6 +49,8 @@ pub mod memory;
 pub mod merkle;
 pub mod names;
 pub mod processing;
+pub mod receipt;
+pub mod seal;
 pub mod search_index;
 pub mod values;
 pub mod verify;
@@ -57,8 +61,8 @@ pub use chain_state::{ChainState, EventSignatures, SignatureCheck, Signed};
 pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
 pub use error::{ChainError, DecodeError, IdError, ProofError};
 pub use event::{
-    AccessAction, Capabilities, ErasureTarget, Event, EventBody, FORMAT_VERSION, GrantConditions,
-    Head, Origin, UnsignedEvent,
+    AccessAction, Capabilities, Custody, ErasureTarget, Event, EventBody, FORMAT_V1, FORMAT_V2,
+    FORMAT_VERSION, GrantConditions, Head, Origin, UnsignedEvent,
 };
 pub use grant::{Grant, MemoryFacts, Refusal};
 pub use ids::{
@@ -68,6 +72,8 @@ pub use keys::{KeyRole, PublicKey, Sig};
 pub use memory::{Content, MemoryRecord};
 pub use merkle::{Accumulator, ConsistencyProof, InclusionProof, MerkleTree};
 pub use processing::{ProcessingGrant, TrainingSet, TrainingSetProof};
+pub use receipt::CustodyReceipt;
+pub use seal::{Seal, SealCheck, SealLink, SealedBatch};
 pub use verify::{ChainSummary, ChainVerifier, SignatureBatch};
 
 /// Re-export so callers name the same ed25519 types.

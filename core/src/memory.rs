@@ -93,7 +93,7 @@ impl MemoryRecord {
             Content::Object { .. } => 40,
         };
         let mut w = Writer::with_capacity(64 + inline);
-        w.u8(crate::event::FORMAT_VERSION);
+        w.u8(crate::event::FORMAT_V1);
         w.str(&self.kind);
         w.len(self.tags.len());
         for t in &self.tags {
@@ -127,7 +127,7 @@ impl MemoryRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let v = r.u8("version")?;
-        if v != crate::event::FORMAT_VERSION {
+        if v != crate::event::FORMAT_V1 {
             return Err(DecodeError::UnknownVersion(v));
         }
         let kind = r.str("kind")?.to_owned();

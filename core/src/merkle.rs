@@ -42,6 +42,14 @@ pub const TRAINING_SET: TreeDomain = TreeDomain {
     node: hash::CTX_TRAINING_NODE,
 };
 
+/// A seal's batch tree (format version 2): leaf data is a 32-byte event hash, in the order
+/// the batch was sealed (docs/FORMAT.md §5.4).
+pub const SEAL_TREE: TreeDomain = TreeDomain {
+    name: "seal tree",
+    leaf: hash::CTX_SEAL_LEAF,
+    node: hash::CTX_SEAL_NODE,
+};
+
 impl TreeDomain {
     /// Hash of a leaf's data.
     pub fn leaf(&self, data: &[u8]) -> Hash32 {

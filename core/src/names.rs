@@ -19,6 +19,11 @@ pub const CHAIN_STREAM_PREFIX: &str = "MNEMO-CHAIN";
 pub const SHARD_STREAM_PREFIX: &str = "MNEMO-CHAINS-";
 /// KV bucket of wrapped payload keys.
 pub const KEYS_BUCKET: &str = "mnemo-keys";
+/// The stream of seal records (format version 2): one per batch of two or more events,
+/// across users (docs/FORMAT.md §11).
+pub const SEALS_STREAM: &str = "MNEMO-SEALS";
+/// The subject of seal records.
+pub const SEALS_SUBJECT: &str = "mnemo.seals";
 /// Object store bucket of large payloads.
 pub const OBJECTS_BUCKET: &str = "mnemo-objects";
 /// KV bucket of users' checkpoints (the projections' heads view, read by the anchorer).

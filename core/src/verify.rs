@@ -9,7 +9,8 @@
 //! reported, even when a signature failure is only found when its batch is flushed.
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use crate::chain_state::{ChainState, SignatureCheck};
 use crate::checkpoint::Checkpoint;
@@ -35,6 +36,57 @@ pub struct ChainVerifier {
     failed: Option<ChainError>,
     /// Full batches handed to the caller instead of verified here.
     deferred: Option<Vec<SignatureBatch>>,
+    /// Seals (format version 2) whose signature is pending or verified here: the last
+    /// [`RECENT_SEALS`], since the events of one batch are close together in a chain.
+    recent: VecDeque<Hash32>,
+    /// Seals verified before, by anyone sharing the cache.
+    cache: Option<Arc<SealCache>>,
+    /// Digests of the seals in `pending`, for the cache once they verify.
+    pending_seals: Vec<Hash32>,
+}
+
+/// How many recent seals a chain verifier remembers on its own.
+pub const RECENT_SEALS: usize = 64;
+
+/// Seals whose signature verified, shared between verifiers (e.g. every chain of a server,
+/// `mnemo-audit verify --all-users`), so each batch signature is checked once however many
+/// chains it covers. Keyed by [`Seal::digest`](crate::seal::Seal::digest).
+#[derive(Debug, Default)]
+pub struct SealCache {
+    verified: Mutex<HashSet<Hash32>>,
+}
+
+impl SealCache {
+    /// An empty cache.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Records seals whose signature verified.
+    pub fn insert(&self, digests: impl IntoIterator<Item = Hash32>) {
+        self.verified
+            .lock()
+            .expect("seal cache poisoned")
+            .extend(digests);
+    }
+
+    /// Whether a seal's signature verified before.
+    pub fn contains(&self, digest: &Hash32) -> bool {
+        self.verified
+            .lock()
+            .expect("seal cache poisoned")
+            .contains(digest)
+    }
+
+    /// Number of seals.
+    pub fn len(&self) -> usize {
+        self.verified.lock().expect("seal cache poisoned").len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Signatures of consecutive events, to be verified together, possibly on another thread
@@ -42,12 +94,19 @@ pub struct ChainVerifier {
 #[derive(Clone)]
 pub struct SignatureBatch {
     items: Vec<Pending>,
+    /// Seals among the items, recorded in `cache` once the batch verifies.
+    seals: Vec<Hash32>,
+    cache: Option<Arc<SealCache>>,
 }
 
 impl SignatureBatch {
     /// A batch of the given checks.
     pub fn new(items: Vec<SignatureCheck>) -> Self {
-        Self { items }
+        Self {
+            items,
+            seals: Vec::new(),
+            cache: None,
+        }
     }
 
     /// Number of signatures.
@@ -75,6 +134,9 @@ impl SignatureBatch {
         let sigs: Vec<Signature> = self.items.iter().map(|p| p.sig).collect();
         let keys: Vec<VerifyingKey> = self.items.iter().map(|p| p.key).collect();
         if keys::verify_batch(&msgs, &sigs, &keys) {
+            if let Some(c) = &self.cache {
+                c.insert(self.seals.iter().copied());
+            }
             return Ok(self.items.len() as u64);
         }
         let bad = self
@@ -115,7 +177,16 @@ impl ChainVerifier {
             verified: 0,
             failed: None,
             deferred: None,
+            recent: VecDeque::with_capacity(RECENT_SEALS),
+            cache: None,
+            pending_seals: Vec::new(),
         }
+    }
+
+    /// Skips seal signatures `cache` holds, and records there those this verifier checks.
+    pub fn with_seal_cache(mut self, cache: Arc<SealCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Hands signature batches to the caller ([`take_batch`](Self::take_batch)) instead of
@@ -135,9 +206,9 @@ impl ChainVerifier {
             return Some(b);
         }
         if all && !self.pending.is_empty() {
-            let items = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size));
-            self.verified += items.len() as u64;
-            return Some(SignatureBatch { items });
+            let batch = self.take_pending();
+            self.verified += batch.len() as u64;
+            return Some(batch);
         }
         None
     }
@@ -264,9 +335,7 @@ impl ChainVerifier {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = SignatureBatch {
-            items: std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size)),
-        };
+        let batch = self.take_pending();
         if let Some(ready) = &mut self.deferred {
             self.verified += batch.len() as u64;
             ready.push(batch);
@@ -276,8 +345,41 @@ impl ChainVerifier {
         Ok(())
     }
 
+    fn take_pending(&mut self) -> SignatureBatch {
+        SignatureBatch {
+            items: std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch_size)),
+            seals: std::mem::take(&mut self.pending_seals),
+            cache: self.cache.clone(),
+        }
+    }
+
+    /// Whether a seal's signature needs checking here: not when this verifier checks it
+    /// already (another event of the batch) or the shared cache holds it.
+    fn seal_is_new(&mut self, sig: &SignatureCheck) -> bool {
+        let mut h = blake3::Hasher::new();
+        h.update(sig.key.as_bytes());
+        h.update(&sig.msg);
+        h.update(&sig.sig.to_bytes());
+        let digest = Hash32(*h.finalize().as_bytes());
+        if self.recent.contains(&digest) || self.cache.as_ref().is_some_and(|c| c.contains(&digest))
+        {
+            return false;
+        }
+        if self.recent.len() == RECENT_SEALS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(digest);
+        self.pending_seals.push(digest);
+        true
+    }
+
     fn check(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
         let sigs = self.state.check(event, hash)?;
+        let sealed = matches!(event.custody, crate::event::Custody::Seal(_));
+        let sigs: Vec<_> = sigs
+            .into_iter()
+            .filter(|s| !(sealed && s.by == crate::chain_state::Signed::Custody) || self.seal_is_new(s))
+            .collect();
         if event.seq == Seq::FIRST
             && let Some(roots) = &self.trusted_roots
             && !roots.contains(&event.signer)

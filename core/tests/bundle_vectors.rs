@@ -223,7 +223,7 @@ fn replace(
 
 fn resign(e: &mut Event, k: &SigningKey) {
     let h = e.unsigned.hash();
-    e.signature = keys::sign_event_hash(k, &h);
+    e.custody = mnemo_core::Custody::Signature(keys::sign_event_hash(k, &h));
 }
 
 fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {

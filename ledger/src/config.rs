@@ -65,11 +65,22 @@ pub struct LedgerConfig {
     pub master_key: SecretKey,
     /// Custody signing keys.
     pub keys: Keyring,
+    /// The format version new events are written in: 2 (sealed in batches, the default)
+    /// or 1 (each event signed on its own; kept for comparison and for chains that must
+    /// stay readable by older verifiers). A chain never goes back from 2 to 1: events after
+    /// a version 2 event are written in version 2 whatever this says.
+    pub format: u8,
+    /// Most events one seal covers (version 2).
+    pub max_seal: usize,
+    /// Crash tests only: after storing a seal record of two or more events, write this
+    /// file and stop before publishing any of them.
+    pub pause_after_seal: Option<std::path::PathBuf>,
 }
 
 impl LedgerConfig {
     /// Defaults with the given secrets: per-user layout, 1 replica, 10 min dedup window,
-    /// 256 KiB inline, 64 MiB content, no per-user limit, 32 retries.
+    /// 256 KiB inline, 64 MiB content, no per-user limit, 32 retries, format version 2
+    /// with seals of up to 256 events.
     pub fn new(master_key: SecretKey, signing_key: SigningKey) -> Self {
         Self {
             layout: Layout::PerUser,
@@ -86,6 +97,9 @@ impl LedgerConfig {
                 current: signing_key,
                 previous: vec![],
             },
+            format: mnemo_core::FORMAT_VERSION,
+            max_seal: 256,
+            pause_after_seal: None,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! and its connection live here; each path has its own file:
 //!
 //! - `head`: what this process knows of each user's chain (head, events in flight, slot);
-//! - `writer`: signing, publishing and settling events, conflicts, idempotency;
+//! - `writer`: building, publishing and settling events, conflicts, idempotency;
+//! - `sealer`: group commit of signatures, one seal per batch of events (format 2);
 //! - `memory`: [`NewMemory`], the input a client hands in;
 //! - `sealed`: the sealed payload format, sealing memories in and opening them again;
 //! - `uploads`: content streamed into the object store, and the orphan-chunk sweeper;
@@ -45,6 +46,7 @@ mod processing;
 mod reader;
 mod rules;
 mod sealed;
+mod sealer;
 mod uploads;
 mod writer;
 
@@ -66,6 +68,15 @@ pub struct LedgerStats {
     pub pipelined: u64,
     /// Appends that found the chain moved by someone else and were rebuilt.
     pub conflicts: u64,
+    /// Seals signed (format version 2).
+    pub seals: u64,
+    /// Events they cover.
+    pub sealed_events: u64,
+    /// Seals of two or more events (stored as a record).
+    pub stored_seals: u64,
+    /// Seals by number of events, in power-of-two buckets: `[1], [2, 3], [4, 7], ...,
+    /// [256, ...]`.
+    pub seal_sizes: [u64; sealer::SIZE_BUCKETS],
 }
 
 /// The ledger. Cheap to clone; all clones share connections and caches.
@@ -92,6 +103,11 @@ struct Inner {
     /// Users whose chain this process has seen (chains are never deleted, so a user once
     /// seen exists for good).
     known: Mutex<std::collections::HashSet<UserId>>,
+    /// The seal stream (format version 2).
+    seals: crate::seals::SealStore,
+    /// Signs batches with the current key.
+    sealer: sealer::Sealer,
+    seal_counters: Arc<sealer::SealCounters>,
 }
 
 fn now_ms() -> TimestampMs {
@@ -145,6 +161,16 @@ impl Ledger {
         )
         .await?;
         let current_key = PublicKey(cfg.keys.current.verifying_key()).id();
+        let seals = crate::seals::SealStore::new(js.clone(), cfg.replicas);
+        seals.ensure().await?;
+        let seal_counters = Arc::new(sealer::SealCounters::default());
+        let sealer = sealer::Sealer::start(
+            cfg.keys.current.clone(),
+            seals.clone(),
+            cfg.max_seal,
+            seal_counters.clone(),
+            cfg.pause_after_seal.clone(),
+        );
         let ledger = Self {
             inner: Arc::new(Inner {
                 keys: KeyStore::new(keys, js.clone(), cfg.master_key.clone(), cfg.replicas > 1),
@@ -159,6 +185,9 @@ impl Ledger {
                 readers: Mutex::new(HashMap::new()),
                 request_key: request_key(&cfg.master_key),
                 known: Mutex::new(std::collections::HashSet::new()),
+                seals,
+                sealer,
+                seal_counters,
                 cfg,
             }),
         };
@@ -170,10 +199,20 @@ impl Ledger {
 
     /// Counters since this ledger was connected.
     pub fn stats(&self) -> LedgerStats {
+        let c = &self.inner.seal_counters;
         LedgerStats {
             pipelined: self.inner.pipelined.load(Ordering::Relaxed),
             conflicts: self.inner.conflicts.load(Ordering::Relaxed),
+            seals: c.seals.load(Ordering::Relaxed),
+            sealed_events: c.events.load(Ordering::Relaxed),
+            stored_seals: c.stored.load(Ordering::Relaxed),
+            seal_sizes: std::array::from_fn(|i| c.sizes[i].load(Ordering::Relaxed)),
         }
+    }
+
+    /// The seal stream, for readers that resolve stored seals.
+    pub fn seals(&self) -> &crate::seals::SealStore {
+        &self.inner.seals
     }
 
     /// The configuration.

@@ -18,6 +18,8 @@
 //! - [`crypto`]: XChaCha20-Poly1305 sealing; `keystore`: generation keys, memory keys,
 //!   crypto-shredding.
 //! - [`envelope`]: the chain message body (event + sealed payload).
+//! - [`seals`]: the seal records of format version 2 (one signature per batch of events,
+//!   signed by the ledger's sealer) and their resolution into each event's seal.
 //! - [`provision`]: get-or-create for every stream, KV bucket and object store, with the
 //!   deployment's replica count.
 //!
@@ -32,11 +34,13 @@ mod keystore;
 mod ledger;
 mod objects;
 pub mod provision;
+pub mod seals;
 
 pub use config::{Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
+pub use seals::SealStore;
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, DerivedResult, FetchedInput, Ledger, LedgerStats,
     MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream, Receipt,

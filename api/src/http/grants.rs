@@ -104,7 +104,7 @@ async fn create_grant(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash })),
+        Json(json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody })),
     ))
 }
 
@@ -146,7 +146,7 @@ async fn processing_grant(
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({ "id": grant, "processor": name, "version": version, "seq": r.seq.0, "event_hash": r.hash }),
+            json!({ "id": grant, "processor": name, "version": version, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
         ),
     ))
 }
@@ -258,7 +258,7 @@ async fn revoke_grant(
                             .append_event(user, EventBody::GrantRevoked { grant }, None)
                             .await?;
                         Ok(Json(
-                            json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash }),
+                            json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
                         ))
                     }
                 };
@@ -280,7 +280,7 @@ async fn revoke_grant(
         {
             Ok(r) => {
                 return Ok(Json(
-                    json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash }),
+                    json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
                 ));
             }
             Err(LedgerError::HeadMoved(_)) => continue,

@@ -184,6 +184,7 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             seq: r.seq.0,
             event_hash: r.hash,
             duplicate: r.duplicate,
+            custody: r.custody,
         }),
     )
         .into_response())
@@ -198,6 +199,11 @@ pub(crate) struct IngestReceipt {
     #[schema(value_type = String)]
     event_hash: Hash32,
     duplicate: bool,
+    /// The event with its seal, verifiable alone against the custody key (docs/FORMAT.md
+    /// §5.5; `mnemo-audit verify-receipt`). Absent for an event written in format version 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::schema::CustodyReceiptDoc>)]
+    custody: Option<mnemo_core::CustodyReceipt>,
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

@@ -143,6 +143,34 @@ pub struct EventReceipt {
     pub seq: u64,
     /// The event's hash (hex).
     pub event_hash: String,
+    /// The event with its seal (format version 2; absent for version 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custody: Option<CustodyReceiptDoc>,
+}
+
+/// A custody receipt (docs/FORMAT.md §5.5): the event's canonical bytes and its seal,
+/// verifiable alone, offline, against the custody key.
+#[derive(Serialize, ToSchema)]
+pub struct CustodyReceiptDoc {
+    /// The event's canonical bytes (FORMAT.md §3, hex).
+    pub event: String,
+    /// The seal of the batch the event was signed in.
+    pub seal: SealDoc,
+}
+
+/// A seal (docs/FORMAT.md §5.4).
+#[derive(Serialize, ToSchema)]
+pub struct SealDoc {
+    /// Events in the batch.
+    pub size: u32,
+    /// The event's leaf index, from 0.
+    pub index: u32,
+    /// Sibling hashes from the leaf up (hex).
+    pub path: Vec<String>,
+    /// The batch tree's root (hex).
+    pub root: String,
+    /// The custody key's signature over `SIG_SEAL || u64 size || root` (hex).
+    pub signature: String,
 }
 
 /// A grant as listed.

@@ -178,5 +178,6 @@ async fn handle(
         "seq": receipt.seq.0,
         "event_hash": receipt.hash,
         "duplicate": receipt.duplicate,
+        "custody": receipt.custody,
     }))
 }

@@ -36,6 +36,9 @@ pub(super) struct HeadState {
     /// Tells this state from a reloaded one: an ack of an event sent on an older state
     /// never touches a newer one.
     pub(super) epoch: u64,
+    /// The format version of the chain's last event (1 for an empty chain): a chain never
+    /// goes back to a lower one.
+    pub(super) version: u8,
 }
 
 impl HeadState {
@@ -49,6 +52,7 @@ impl HeadState {
             acked: stream_seq,
             tail_id: None,
             epoch,
+            version: mnemo_core::FORMAT_V1,
         }
     }
 }
@@ -162,7 +166,7 @@ impl Ledger {
                 "head of {user} names another user"
             )));
         }
-        Ok(Some(HeadState::at(
+        let mut st = HeadState::at(
             Head {
                 user: user.clone(),
                 len: event.seq.0,
@@ -171,7 +175,9 @@ impl Ledger {
             msg.sequence,
             next_signer(&event),
             self.next_epoch(),
-        )))
+        );
+        st.version = event.version;
+        Ok(Some(st))
     }
 
     /// The last event of `user`'s chain, read from the server (a direct get: on a cluster a

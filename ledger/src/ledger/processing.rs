@@ -98,7 +98,7 @@ impl Ledger {
             let (event, hash) =
                 Event::from_wire(&wire).map_err(|e| LedgerError::Tampered(e.to_string()))?;
             StoredEvent {
-                event,
+                event: self.inner.seals.resolve(event).await?,
                 hash,
                 stream_seq: seq.0,
                 sealed,
@@ -300,6 +300,10 @@ impl Ledger {
             memory: Some(*memory),
             stream_seq: e.stream_seq,
             duplicate: true,
+            custody: e
+                .event
+                .seal(&e.hash)
+                .map(|s| mnemo_core::CustodyReceipt::new(&e.event.unsigned, s)),
         })
     }
 

@@ -24,13 +24,16 @@ pub struct ChainReader {
     from: Seq,
     end: Option<u64>,
     done: bool,
+    /// Resolves stored seals (format version 2).
+    seals: crate::seals::SealStore,
     /// One of the user's reader slots, given back on drop. (The ordered consumer behind
     /// `messages` is ephemeral: the server removes it 30 s after its last pull.)
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ChainReader {
-    /// The next event, decoded (not yet verified: feed it to a `ChainVerifier`).
+    /// The next event, decoded, its stored seal resolved into the full seal (not yet
+    /// verified: feed it to a `ChainVerifier`).
     pub async fn next(&mut self) -> Result<Option<StoredEvent>> {
         loop {
             if self.done {
@@ -57,6 +60,7 @@ impl ChainReader {
             if event.seq < self.from {
                 continue;
             }
+            let event = self.seals.resolve(event).await?;
             return Ok(Some(StoredEvent {
                 event,
                 hash,
@@ -136,6 +140,7 @@ impl Ledger {
             from,
             end,
             done: false,
+            seals: self.inner.seals.clone(),
             _permit: permit,
         })
     }

@@ -4,7 +4,7 @@
 //! idempotency key ([`Receipt`], `create_user`, `append_event`).
 
 use super::*;
-use mnemo_core::Backoff;
+use mnemo_core::{Backoff, Custody, CustodyReceipt, SealedBatch, Sig};
 
 /// Proof that an append is in the chain: returned only after JetStream acknowledged it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct Receipt {
     /// `true` when this was a repeat of an earlier append (same idempotency key): the
     /// receipt is the original's and nothing new was written.
     pub duplicate: bool,
+    /// The event with its seal, verifiable alone (format version 2; `None` for a version 1
+    /// event).
+    pub custody: Option<CustodyReceipt>,
 }
 
 /// An event handed to the client, its ack still to come.
@@ -33,6 +36,7 @@ pub(super) struct Sent {
     pub(super) hash: Hash32,
     pub(super) memory: Option<MemoryId>,
     pub(super) sealed_len: usize,
+    pub(super) receipt: Option<CustodyReceipt>,
     pub(super) ack: std::result::Result<PublishAckFuture, PublishError>,
 }
 
@@ -139,12 +143,34 @@ impl Ledger {
                 (Some(m.commitment), sealed)
             }
         };
-        let (event, hash) = st.head.next_event(key, now_ms(), body, payload, None);
+        let version = self.inner.cfg.format.max(st.version);
+        let signer = PublicKey(key.verifying_key()).id();
+        let (unsigned, hash) =
+            st.head
+                .next_unsigned(version, signer, now_ms(), body, payload, None);
         if let Some(rules) = rules {
             // Applied on success: a write that then does not land leaves the state ahead of
-            // the chain, which `rules_at` notices and rebuilds.
-            rules.check(&event, hash).map_err(LedgerError::Refused)?;
+            // the chain, which `rules_at` notices and rebuilds. The rules do not read the
+            // signature, which is made after them.
+            let probe = Event {
+                unsigned: unsigned.clone(),
+                custody: Custody::Signature(Sig::from_bytes(&[0; 64])),
+            };
+            rules.check(&probe, hash).map_err(LedgerError::Refused)?;
         }
+        let (custody, seal) = if version == mnemo_core::FORMAT_V1 {
+            let sig = mnemo_core::keys::sign_event_hash(key, &hash);
+            (Custody::Signature(sig), None)
+        } else if signer == self.inner.current_key {
+            let (link, seal) = self.inner.sealer.seal(hash).await?;
+            (Custody::Seal(link), Some(seal))
+        } else {
+            // A rotation, signed by the chain's old key: a batch of its own.
+            let b = SealedBatch::sign(key, &[hash]);
+            (Custody::Seal(b.link(0, None)), Some(b.resolve(0)))
+        };
+        let receipt = seal.map(|s| CustodyReceipt::new(&unsigned, s));
+        let event = Event { unsigned, custody };
         // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
         // without one is resolved by looking for the event in the chain.
         let msg_id = match client_key {
@@ -178,6 +204,7 @@ impl Ledger {
         let ack = self.inner.js.send_publish(subject, publish).await;
         st.head.advance(&event, hash);
         st.signer = next_signer(&event);
+        st.version = event.version;
         st.generation = if drop_generation { None } else { generation };
         st.in_flight += 1;
         // A client key's message id may already name an older message (a duplicate), so
@@ -194,6 +221,7 @@ impl Ledger {
             hash,
             memory: memory.map(|m| m.memory),
             sealed_len: sealed.len(),
+            receipt,
             ack,
         })
     }
@@ -236,6 +264,7 @@ impl Ledger {
                     memory: sent.memory,
                     stream_seq: ack.sequence,
                     duplicate: false,
+                    custody: sent.receipt.take(),
                 }))
             }
             other => {
@@ -505,7 +534,11 @@ impl Ledger {
         if event.user != *user {
             return Err(LedgerError::Tampered("duplicate names another user".into()));
         }
+        let event = self.inner.seals.resolve(event).await?;
         let memory = event.body.new_memory();
+        let custody = event
+            .seal(&hash)
+            .map(|s| CustodyReceipt::new(&event.unsigned, s));
         Ok(Receipt {
             user: user.clone(),
             seq: event.seq,
@@ -513,6 +546,7 @@ impl Ledger {
             memory,
             stream_seq,
             duplicate: true,
+            custody,
         })
     }
 

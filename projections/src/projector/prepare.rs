@@ -21,8 +21,15 @@ pub(super) struct Prepared {
     pub(super) quarantined: Vec<(UserId, Quarantine)>,
 }
 
-/// Checks signatures all at once, split over the machine's cores.
-pub(super) async fn signatures_ok(mut items: Vec<SignatureCheck>) -> bool {
+/// Checks signatures all at once, split over the machine's cores. A seal's signature
+/// (format version 2) is checked once, however many of the batch's events it covers.
+pub(super) async fn signatures_ok(items: Vec<SignatureCheck>) -> bool {
+    let mut seen = HashSet::new();
+    let mut items: Vec<SignatureCheck> = items
+        .into_iter()
+        // The same key, message and signature verify the same way: checked once.
+        .filter(|c| seen.insert((c.key.to_bytes(), c.msg.clone(), c.sig.to_bytes())))
+        .collect();
     let parts = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .max(1);
@@ -197,6 +204,20 @@ impl Projector {
                     reason,
                     payload,
                 }),
+            }
+        }
+        // A stored seal (format version 2) is read from its record, once per batch of events.
+        for a in &mut decoded {
+            if matches!(
+                a.event.custody,
+                mnemo_core::Custody::Seal(mnemo_core::SealLink::Stored { .. })
+            ) {
+                a.event = self
+                    .ledger
+                    .seals()
+                    .resolve(a.event.clone())
+                    .await
+                    .map_err(|e| ProjectionError::Nats(e.to_string()))?;
             }
         }
         let users: Vec<UserId> = decoded
