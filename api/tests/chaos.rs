@@ -409,6 +409,7 @@ async fn chaos_run_loses_no_acknowledged_memory() {
                 Layout::Sharded { shards: 4 },
                 u.clone(),
                 mnemo_core::TimestampMs(0),
+                mnemo_ledger::SealStore::reader(js.clone()),
                 tx,
             ));
             let opts = mnemo_audit::Options::default();

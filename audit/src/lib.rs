@@ -35,6 +35,9 @@ pub struct Options {
     /// Threads in all: the reading thread, which also verifies signature batches whenever
     /// the others are behind, and `threads - 1` signature-verifying threads.
     pub threads: usize,
+    /// Seals (format version 2) verified before, shared by every chain verified with these
+    /// options: each batch signature is checked once, whatever the number of chains.
+    pub seals: Option<std::sync::Arc<mnemo_core::verify::SealCache>>,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
         Self {
             policy: AuditPolicy::default(),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            seals: None,
         }
     }
 }
@@ -324,6 +328,9 @@ where
     let sig_failure: Mutex<Option<ChainError>> = Mutex::new(None);
     let sig_failed = AtomicBool::new(false);
     let mut v = CustodyVerifier::new(opts.policy.clone()).with_deferred_signatures();
+    if let Some(c) = &opts.seals {
+        v = v.with_seal_cache(c.clone());
+    }
     let mut structural: Option<AuditError> = None;
     let mut io_error = None;
     let mut user = None;

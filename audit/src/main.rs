@@ -42,6 +42,16 @@ enum Command {
         #[command(flatten)]
         pins: Pins,
     },
+    /// Checks a custody receipt (what an ingest answers: `custody`, or the whole answer)
+    /// alone, offline: the event and its seal, signed by the custody key. Exit 0 when it
+    /// holds, 1 when it does not.
+    VerifyReceipt {
+        /// The receipt (JSON).
+        receipt: PathBuf,
+        /// The custody public key it must be signed by (hex).
+        #[arg(long = "trusted-key")]
+        trusted_key: String,
+    },
     /// Checks a training-set proof (`GET /v1/models/{id}/training-set/{memory}`): the
     /// memory was, or was not, in the model's training set. With --bundle (the owner's
     /// custody bundle), the model's commitment and the memory's event come from the
@@ -76,13 +86,18 @@ struct VerifyArgs {
     #[arg(long, conflicts_with = "nats", required_unless_present = "nats")]
     bundle: Option<PathBuf>,
     /// Read the chain from this NATS server instead.
-    #[arg(long, requires = "user")]
+    #[arg(long)]
     nats: Option<String>,
+    /// With --nats: every chain on the server (an operator's audit, as a Certificate
+    /// Transparency monitor checks a whole log). Each seal's signature is checked once,
+    /// whatever the number of chains it covers.
+    #[arg(long, requires = "nats", conflicts_with = "user")]
+    all_users: bool,
     /// NATS credentials file (read-only creds suffice).
     #[arg(long, requires = "nats")]
     creds: Option<PathBuf>,
     /// The user whose chain to read from NATS.
-    #[arg(long)]
+    #[arg(long, requires = "nats")]
     user: Option<String>,
     /// Also check every anchor on the EVM chain at this JSON-RPC URL.
     #[arg(long)]
@@ -206,7 +221,12 @@ fn open(path: &Path) -> anyhow::Result<(BufReader<std::fs::File>, u64)> {
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Verify(a) if a.all_users => verify_server(a),
         Command::Verify(a) => verify(a),
+        Command::VerifyReceipt {
+            receipt,
+            trusted_key,
+        } => verify_receipt(&receipt, &trusted_key),
         Command::TrainingProof {
             proof,
             bundle,
@@ -306,6 +326,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
             .threads
             .unwrap_or_else(|| Options::default().threads)
             .max(1),
+        seals: None,
     };
     let mut report = if let Some(path) = &a.bundle {
         let (mut r, len) = open(path)?;
@@ -374,26 +395,16 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         }
     } else {
         let url = a.nats.clone().expect("clap requires --nats or --bundle");
-        let user = UserId::new(a.user.clone().expect("clap requires --user"))
-            .map_err(|e| anyhow::anyhow!("--user: {e}"))?;
+        let Some(user) = a.user.clone() else {
+            anyhow::bail!("--nats needs --user ID or --all-users");
+        };
+        let user = UserId::new(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
         let rt = runtime()?;
-        let js = rt.block_on(async {
-            let mut o = async_nats::ConnectOptions::new();
-            if let Some(c) = &a.creds {
-                o = o
-                    .credentials_file(c)
-                    .await
-                    .with_context(|| format!("reading credentials {}", c.display()))?;
-            }
-            let client = o
-                .connect(&url)
-                .await
-                .with_context(|| format!("connecting to NATS at {url}"))?;
-            anyhow::Ok(async_nats::jetstream::new(client))
-        })?;
+        let js = rt.block_on(connect(&url, a.creds.as_deref()))?;
         let layout = rt.block_on(online::detect_layout(&js, &user))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
-        rt.spawn(online::send_items(js, layout, user.clone(), now(), tx));
+        let seals = mnemo_ledger::SealStore::reader(js.clone());
+        rt.spawn(online::send_items(js, layout, user.clone(), now(), seals, tx));
         let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
             .with_context(|| format!("reading {user}'s chain from {url}"))?;
         custody_report(format!("{url} user {user}"), outcome, opts.threads)
@@ -428,6 +439,186 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         print_human(&report)?;
     }
     Ok(report.valid)
+}
+
+async fn connect(
+    url: &str,
+    creds: Option<&Path>,
+) -> anyhow::Result<async_nats::jetstream::Context> {
+    let mut o = async_nats::ConnectOptions::new();
+    if let Some(c) = creds {
+        o = o
+            .credentials_file(c)
+            .await
+            .with_context(|| format!("reading credentials {}", c.display()))?;
+    }
+    let client = o
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
+/// What `verify --nats --all-users` reports.
+#[derive(Serialize)]
+struct ServerReport {
+    valid: bool,
+    kind: &'static str,
+    source: String,
+    /// Chains checked.
+    users: usize,
+    /// Events in them.
+    events: u64,
+    /// Signatures verified (a seal's once, whatever the chains it covers).
+    signatures: u64,
+    /// Seal records read from the seal stream.
+    seal_records: usize,
+    /// Seals whose signature verified.
+    seals_verified: usize,
+    /// Every chain that failed, with its first failure.
+    failures: Vec<Failure>,
+    threads: usize,
+}
+
+/// `verify --nats URL --all-users`: every chain on the server, seals shared between them.
+fn verify_server(a: VerifyArgs) -> anyhow::Result<bool> {
+    let url = a.nats.clone().expect("clap requires --nats");
+    let cache = mnemo_core::verify::SealCache::new();
+    let opts = Options {
+        policy: a.pins.policy()?,
+        threads: a
+            .threads
+            .unwrap_or_else(|| Options::default().threads)
+            .max(1),
+        seals: Some(cache.clone()),
+    };
+    let rt = runtime()?;
+    let js = rt.block_on(connect(&url, a.creds.as_deref()))?;
+    let users = rt
+        .block_on(online::list_users(&js))
+        .context("listing the server's chains")?;
+    // Every record once, up front: the chains then resolve their seals from memory.
+    let seals = mnemo_ledger::SealStore::reader(js.clone());
+    let seal_records = rt
+        .block_on(seals.preload())
+        .context("reading the seal stream")?;
+    let mut report = ServerReport {
+        valid: true,
+        kind: "server",
+        source: url.clone(),
+        users: users.len(),
+        events: 0,
+        signatures: 0,
+        seal_records,
+        seals_verified: 0,
+        failures: Vec::new(),
+        threads: opts.threads,
+    };
+    for (layout, user) in users {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
+        rt.spawn(online::send_items(
+            js.clone(),
+            layout,
+            user.clone(),
+            now(),
+            seals.clone(),
+            tx,
+        ));
+        let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
+            .with_context(|| format!("reading {user}'s chain from {url}"))?;
+        report.events += outcome.summary.events;
+        report.signatures += outcome.summary.signatures;
+        if let Some(f) = outcome.failure {
+            report.valid = false;
+            report.failures.push(f);
+        }
+    }
+    report.seals_verified = cache.len();
+    if a.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        let verdict = if report.valid { "VALID" } else { "INVALID" };
+        out!("mnemo-audit: server {}: {verdict}", report.source);
+        out!("  chains        {} checked", report.users);
+        out!("  events        {} checked", report.events);
+        out!(
+            "  signatures    {} verified (batched on {} threads); {} seals from {} seal records, each checked once",
+            report.signatures,
+            report.threads,
+            report.seals_verified,
+            report.seal_records
+        );
+        for f in &report.failures {
+            out!(
+                "  FAILURE       user {} seq {} check {}: {}",
+                f.user.as_ref().map_or("-".into(), |u| u.to_string()),
+                f.seq.map_or("-".into(), |s| s.to_string()),
+                f.code,
+                f.message
+            );
+        }
+    }
+    Ok(report.valid)
+}
+
+/// `verify-receipt`: a custody receipt alone, offline.
+fn verify_receipt(path: &Path, key: &str) -> anyhow::Result<bool> {
+    let mut b = [0u8; 32];
+    let key = hex::decode_to_slice(key.trim_start_matches("0x"), &mut b)
+        .ok()
+        .and_then(|()| PublicKey::from_bytes(&b))
+        .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))?;
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            out!(
+                "{}",
+                serde_json::json!({ "valid": false, "code": "structure", "message": format!("not JSON: {e}") })
+            );
+            return Ok(false);
+        }
+    };
+    // The receipt itself, or an ingest answer that carries it as `custody`.
+    let inner = value.get("custody").cloned().unwrap_or(value);
+    let receipt: mnemo_core::CustodyReceipt = match serde_json::from_value(inner) {
+        Ok(r) => r,
+        Err(e) => {
+            out!(
+                "{}",
+                serde_json::json!({ "valid": false, "code": "structure", "message": format!("not a custody receipt: {e}") })
+            );
+            return Ok(false);
+        }
+    };
+    match receipt.verify(&key) {
+        Ok((event, hash)) => {
+            out!(
+                "{}",
+                serde_json::json!({ "valid": true, "user": event.user, "seq": event.seq.0, "event_hash": hash, "kind": event.body.kind_name(), "batch_size": receipt.seal.size })
+            );
+            Ok(true)
+        }
+        Err(e) => {
+            let code = match &e {
+                mnemo_core::receipt::ReceiptError::Decode(_) => "decode",
+                mnemo_core::receipt::ReceiptError::Version(_) => "decode",
+                mnemo_core::receipt::ReceiptError::Signer { .. } => "untrusted_key",
+                mnemo_core::receipt::ReceiptError::Seal(mnemo_core::seal::SealError::Check(c)) => {
+                    c.code()
+                }
+                mnemo_core::receipt::ReceiptError::Seal(_) => "bad_signature",
+            };
+            out!(
+                "{}",
+                serde_json::json!({ "valid": false, "code": code, "message": e.to_string() })
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Whether the first line is a JSON object with a `type` member: a custody bundle

@@ -43,16 +43,59 @@ fn io(e: impl std::fmt::Display) -> ItemError {
     ItemError::Io(std::io::Error::other(e.to_string()))
 }
 
+/// Every chain on the server: the per-user streams' users, and the users of the shared
+/// streams' subjects, each with the layout it is found in, in user id order.
+pub async fn list_users(js: &jetstream::Context) -> Result<Vec<(Layout, UserId)>, SourceError> {
+    let nats = |what: &'static str| move |e: String| SourceError::Nats { what, detail: e };
+    let mut names = js.stream_names();
+    let mut per_user = Vec::new();
+    let mut shards = Vec::new();
+    while let Some(n) = names.next().await {
+        let n = n.map_err(|e| nats("listing streams")(e.to_string()))?;
+        if let Some(k) = n.strip_prefix(mnemo_core::names::SHARD_STREAM_PREFIX) {
+            shards.push((n.clone(), k.to_owned()));
+        } else if let Some(u) = n.strip_prefix(&format!("{}-", mnemo_core::names::CHAIN_STREAM_PREFIX))
+            && let Ok(u) = UserId::new(u)
+        {
+            per_user.push((Layout::PerUser, u));
+        }
+    }
+    let layout = Layout::Sharded {
+        shards: shards.len() as u32,
+    };
+    let mut users = per_user;
+    for (name, _) in &shards {
+        let stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| nats("opening a chain stream")(e.to_string()))?;
+        let mut subjects = stream
+            .info_with_subjects(format!("{}.>", mnemo_core::names::CHAIN_SUBJECT_PREFIX))
+            .await
+            .map_err(|e| nats("listing chain subjects")(e.to_string()))?;
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(|e| nats("listing chain subjects")(e.to_string()))?;
+            if let Some(u) = mnemo_core::names::chain_subject_user(&subject) {
+                users.push((layout, u));
+            }
+        }
+    }
+    users.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(users)
+}
+
 /// Sends `user`'s bundle items into `tx` (bounded, so memory stays bounded): header,
 /// anchors from the anchorer's records, every event up to the chain's current end, end.
+/// Stored seals are resolved through `seals` (shared by every chain an audit reads).
 pub async fn send_items(
     js: jetstream::Context,
     layout: Layout,
     user: UserId,
     now: TimestampMs,
+    seals: SealStore,
     tx: SyncSender<Result<BundleItem, ItemError>>,
 ) {
-    if let Err(e) = produce(&js, layout, &user, now, &tx).await {
+    if let Err(e) = produce(&js, layout, &user, now, &seals, &tx).await {
         let _ = tx.send(Err(e));
     }
 }
@@ -62,6 +105,7 @@ async fn produce(
     layout: Layout,
     user: &UserId,
     now: TimestampMs,
+    seals: &SealStore,
     tx: &SyncSender<Result<BundleItem, ItemError>>,
 ) -> Result<(), ItemError> {
     // The channel is bounded: sending blocks this task's thread, which is one of the
@@ -107,7 +151,6 @@ async fn produce(
             .await
             .map_err(io)?;
         let mut msgs = c.messages().await.map_err(io)?;
-        let seals = SealStore::reader(js.clone());
         while let Some(m) = msgs.next().await {
             let m = m.map_err(io)?;
             let stream_seq = m.info().map_err(io)?.stream_sequence;

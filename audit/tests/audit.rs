@@ -145,7 +145,11 @@ async fn live() -> Live {
 }
 
 fn check(items: &[BundleItem], policy: AuditPolicy) -> Outcome {
-    let opts = Options { policy, threads: 2 };
+    let opts = Options {
+        policy,
+        threads: 2,
+        seals: None,
+    };
     verify_items(items.iter().cloned().map(Ok), &opts).unwrap()
 }
 

@@ -247,6 +247,7 @@ pub struct CustodyVerifier {
     ended: Option<(u64, Hash32)>,
     summary: CustodySummary,
     failed: Option<AuditError>,
+    seal_cache: Option<std::sync::Arc<crate::verify::SealCache>>,
 }
 
 impl CustodyVerifier {
@@ -263,7 +264,15 @@ impl CustodyVerifier {
             ended: None,
             summary: CustodySummary::default(),
             failed: None,
+            seal_cache: None,
         }
+    }
+
+    /// Shares verified seals with other verifiers (every chain of a server): see
+    /// [`ChainVerifier::with_seal_cache`].
+    pub fn with_seal_cache(mut self, cache: std::sync::Arc<crate::verify::SealCache>) -> Self {
+        self.seal_cache = Some(cache);
+        self
     }
 
     /// Hands signature batches out ([`take_batch`](Self::take_batch)) instead of verifying
@@ -328,6 +337,9 @@ impl CustodyVerifier {
                     )));
                 }
                 let mut v = ChainVerifier::new(user.clone());
+                if let Some(c) = &self.seal_cache {
+                    v = v.with_seal_cache(c.clone());
+                }
                 if !self.policy.trusted_keys.is_empty() {
                     v = v.with_trusted_roots(self.policy.trusted_keys.iter().map(|k| k.id()));
                 }

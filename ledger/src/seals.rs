@@ -137,6 +137,55 @@ impl SealStore {
         Ok(Some(batch))
     }
 
+    /// Reads every record into the cache, which grows to hold them all (an operator's audit
+    /// of a whole server reads each record once); returns how many there are.
+    pub async fn preload(&self) -> Result<usize> {
+        use futures::StreamExt;
+        let stream = match self.stream().await {
+            Ok(s) => s.clone(),
+            Err(_) if self.replicas.is_none() => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut s = stream.clone();
+        let info = s
+            .info()
+            .await
+            .map_err(|e| LedgerError::nats("seal stream info", e))?;
+        let (count, last) = (info.state.messages as usize, info.state.last_sequence);
+        if count == 0 {
+            return Ok(0);
+        }
+        {
+            let mut cache = self.cache.lock().expect("lock");
+            let cap = count.max(CACHED_SEALS);
+            cache.resize(NonZeroUsize::new(cap).expect("non-zero"));
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .map_err(|e| LedgerError::nats("read seals", e))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| LedgerError::nats("read seals", e))?;
+        let mut n = 0;
+        while let Some(m) = msgs.next().await {
+            let m = m.map_err(|e| LedgerError::nats("read seals", e))?;
+            let seq = m
+                .info()
+                .map_err(|e| LedgerError::nats("read seals", e))?
+                .stream_sequence;
+            if let Ok(batch) = SealedBatch::from_record(&m.payload) {
+                self.cache.lock().expect("lock").put(seq, Arc::new(batch));
+                n += 1;
+            }
+            if seq >= last {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// `event` with a stored seal link replaced by its full seal, read from the record it
     /// names; any other event as it is. A link whose record is missing stays as it is (a
     /// verifier refuses it: `seal_missing`).
