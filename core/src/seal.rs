@@ -66,7 +66,7 @@ pub enum SealCheck {
 
 impl SealCheck {
     /// The error code (docs/FORMAT.md §9).
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Self::Index => "seal_index",
             Self::Path => "seal_path",
@@ -76,7 +76,7 @@ impl SealCheck {
     }
 
     /// What failed, in words.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
             Self::Index => "the seal's index is not inside its batch",
             Self::Path => "the seal's path has the wrong length for its index and batch size",

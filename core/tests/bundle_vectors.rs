@@ -1,5 +1,6 @@
 //! Custody-bundle vectors (FORMAT.md §13): one valid bundle and, for each code a custody
-//! bundle can fail with, one invalid bundle, built here from fixed keys and written to
+//! bundle can fail with, one invalid bundle; the same chain moved to format version 2 at
+//! seq 3 (`v2_*`), valid and with each seal check failing, built here from fixed keys and written to
 //! `testdata/bundles/` with the verdict (code and seq) mnemo gives each. An independent
 //! verifier should give the same verdicts. Regenerate with
 //! `MNEMO_WRITE_VECTORS=1 cargo test -p mnemo-core --test bundle_vectors`.
@@ -226,6 +227,106 @@ fn resign(e: &mut Event, k: &SigningKey) {
     e.custody = mnemo_core::Custody::Signature(keys::sign_event_hash(k, &h));
 }
 
+/// The chain moved to format version 2 at seq 3 (FORMAT.md §14): seq 3 to 5 sealed in one
+/// batch of five with two other users' event hashes, 6 alone, 7 and 8 in a batch of two.
+fn switched() -> Vec<(Event, Hash32)> {
+    let v1 = chain().events;
+    let custody = key(1);
+    let signer = pk(&custody).id();
+    let mut out: Vec<(Event, Hash32)> = v1[..2].to_vec();
+    let mut head = Head {
+        user: user("alice"),
+        len: 2,
+        hash: v1[1].1,
+    };
+    let mut unsigned = Vec::new();
+    for (e, _) in &v1[2..] {
+        let (u, h) = head.next_unsigned(
+            FORMAT_V2,
+            signer,
+            e.timestamp,
+            e.body.clone(),
+            e.payload,
+            e.origin,
+        );
+        head.len = u.seq.0;
+        head.hash = h;
+        unsigned.push((u, h));
+    }
+    let other = |n: u8| Hash32([n; 32]);
+    let batches: [&[usize]; 3] = [&[0, 1, 2], &[3], &[4, 5]];
+    for b in batches {
+        let mut hashes: Vec<Hash32> = b.iter().map(|&i| unsigned[i].1).collect();
+        let mut at: Vec<u32> = (0..b.len() as u32).collect();
+        if b.len() == 3 {
+            // Another user's events before and among alice's.
+            hashes = vec![other(0xb1), hashes[0], hashes[1], other(0xc1), hashes[2]];
+            at = vec![1, 2, 4];
+        }
+        let batch = SealedBatch::sign(&custody, &hashes);
+        for (&i, &index) in b.iter().zip(&at) {
+            let (u, h) = unsigned[i].clone();
+            out.push((u.sealed(batch.link(index, None)), h));
+        }
+    }
+    out
+}
+
+/// `events` with event `seq`'s seal changed by `f` (its bytes and hash stay).
+fn reseal(
+    events: &[(Event, Hash32)],
+    seq: u64,
+    f: impl FnOnce(&mut Seal, &[(Event, Hash32)]),
+) -> Vec<(Event, Hash32)> {
+    let mut events = events.to_vec();
+    let (e, h) = &events[seq as usize - 1];
+    let mut seal = e.seal(h).expect("a version 2 event");
+    f(&mut seal, &events);
+    let e = e.clone();
+    events[seq as usize - 1].0 = Event {
+        unsigned: e.unsigned,
+        custody: Custody::Seal(SealLink::Full(seal)),
+    };
+    events
+}
+
+fn v2_variants() -> Vec<(&'static str, Vec<BundleItem>)> {
+    let v2 = switched();
+    let anchored = [6, 8];
+    let mut out = vec![("v2_valid", bundle(&v2, &anchored))];
+    let t = reseal(&v2, 4, |s, _| {
+        let mut sig = s.signature.to_bytes();
+        sig[7] ^= 1;
+        s.signature = Sig::from_bytes(&sig);
+    });
+    out.push(("v2_seal_signature", bundle(&t, &anchored)));
+    let t = reseal(&v2, 4, |s, _| s.path[0].0[9] ^= 1);
+    out.push(("v2_seal_path_node", bundle(&t, &anchored)));
+    let t = reseal(&v2, 4, |s, _| s.index = 3);
+    out.push(("v2_seal_index_moved", bundle(&t, &anchored)));
+    let t = reseal(&v2, 4, |s, _| s.index = 5);
+    out.push(("v2_seal_index_outside", bundle(&t, &anchored)));
+    let t = reseal(&v2, 4, |s, _| s.size = 9);
+    out.push(("v2_seal_size", bundle(&t, &anchored)));
+    let t = reseal(&v2, 4, |s, ev| *s = ev[4].0.seal(&ev[4].1).unwrap());
+    out.push(("v2_seal_moved", bundle(&t, &anchored)));
+    let mut t = v2.clone();
+    t[3].0.custody = Custody::Seal(SealLink::Stored { seal: 7, index: 2 });
+    out.push(("v2_seal_missing", bundle(&t, &anchored)));
+    // Back to version 1 at seq 8 (signed alone, as version 1).
+    let mut t = v2.clone();
+    let (e7, h7) = &t[6];
+    let head = Head {
+        user: e7.user.clone(),
+        len: 7,
+        hash: *h7,
+    };
+    let e8 = &v2[7].0;
+    t[7] = head.next_event(&key(1), e8.timestamp, e8.body.clone(), None, None);
+    out.push(("v2_back_to_v1", bundle(&t, &[6])));
+    out
+}
+
 fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {
     let valid_events = chain().events;
     let anchored = [6, 8];
@@ -429,12 +530,21 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
         ("payload", (Some("payload"), Some(3))),
         ("erased_opening", (Some("erased_opening"), Some(8))),
         ("structure", (Some("structure"), None)),
+        ("v2_valid", (None, None)),
+        ("v2_seal_signature", (Some("bad_signature"), Some(4))),
+        ("v2_seal_path_node", (Some("seal_root"), Some(4))),
+        ("v2_seal_index_moved", (Some("seal_root"), Some(4))),
+        ("v2_seal_index_outside", (Some("seal_index"), Some(4))),
+        ("v2_seal_size", (Some("seal_path"), Some(4))),
+        ("v2_seal_moved", (Some("seal_root"), Some(4))),
+        ("v2_seal_missing", (Some("seal_missing"), Some(4))),
+        ("v2_back_to_v1", (Some("invalid_transition"), Some(8))),
     ]
     .into_iter()
     .collect();
     let mut verdicts = serde_json::Map::new();
     let mut files = BTreeMap::new();
-    for (name, items) in variants() {
+    for (name, items) in variants().into_iter().chain(v2_variants()) {
         let v = verdict(&items);
         let (code, seq) = want[name];
         assert_eq!(v["code"].as_str(), code, "{name}: {v}");

@@ -265,8 +265,10 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
         len: 2,
         hash: last.hash,
     };
-    let (forged, _) = head.next_event(
-        &SigningKey::from_bytes(&CUSTODY_SEED),
+    let custody = SigningKey::from_bytes(&CUSTODY_SEED);
+    let (forged, _) = head.next_unsigned(
+        mnemo_core::FORMAT_V2,
+        mnemo_core::PublicKey(custody.verifying_key()).id(),
         mnemo_core::TimestampMs(1),
         mnemo_core::EventBody::MemoryErased {
             target: mnemo_core::ErasureTarget::All,
@@ -274,6 +276,7 @@ async fn a_tampered_event_quarantines_that_user_alone_and_goes_to_the_dead_lette
         None,
         None,
     );
+    let forged = forged.sign(&custody);
     let mut wire = forged.to_wire();
     let n = wire.len();
     wire[n - 5] ^= 0x10;

@@ -339,7 +339,11 @@ impl Stack {
             len: tip.len,
             hash: last.hash,
         };
-        let (event, hash) = head.next_event(&self.custody_key, at, body, payload, None);
+        // In the chain's format (version 2 from its last event on), sealed alone.
+        let signer = mnemo_core::PublicKey(self.custody_key.verifying_key()).id();
+        let version = last.event.version.max(self.ledger.config().format);
+        let (unsigned, hash) = head.next_unsigned(version, signer, at, body, payload, None);
+        let event = unsigned.sign(&self.custody_key);
         let msg = mnemo_ledger::envelope::encode(&event.to_wire(), &[]);
         self.js
             .publish(self.ledger.locate(user).subject, msg)

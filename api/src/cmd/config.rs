@@ -39,6 +39,20 @@ pub(crate) struct Config {
     /// service credentials and creates an account per user).
     #[arg(long, env = "MNEMO_NATS_DIR", global = true)]
     pub(crate) nats_dir: Option<std::path::PathBuf>,
+    /// The custody format new events are written in: 2 (seals over batches of events,
+    /// docs/FORMAT.md §5.4) or 1 (one signature per event; for comparison). A chain never
+    /// goes back from 2 to 1.
+    #[arg(long, env = "MNEMO_FORMAT_VERSION", default_value_t = 2, global = true,
+          value_parser = clap::value_parser!(u8).range(1..=2))]
+    format_version: u8,
+    /// Most events one seal covers.
+    #[arg(long, env = "MNEMO_MAX_SEAL", default_value_t = 256, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_seal: u32,
+    /// Crash tests only: stop before publishing the events of the first stored seal,
+    /// after writing this file.
+    #[arg(long, env = "MNEMO_TEST_PAUSE_AFTER_SEAL", hide = true, global = true)]
+    pause_after_seal: Option<std::path::PathBuf>,
 }
 
 /// The servers of `MNEMO_NATS_URL`: one URL, or a cluster's as a comma-separated list.
@@ -89,6 +103,9 @@ impl Config {
         .map_err(|_| anyhow::anyhow!("MNEMO_SIGNING_KEY must be 64 hex characters"))?;
         let mut c = LedgerConfig::new(master, SigningKey::from_bytes(&seed));
         c.replicas = self.replicas.max(1);
+        c.format = self.format_version;
+        c.max_seal = self.max_seal as usize;
+        c.pause_after_seal = self.pause_after_seal.clone();
         c.layout = match self.layout.as_str() {
             "per-user" => Layout::PerUser,
             "sharded" => Layout::Sharded {
