@@ -467,6 +467,16 @@ async fn ingest_variants_idempotency_and_uploads() {
     assert_eq!((a.status, b.status), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(a.json()["id"], b.json()["id"]);
     assert_eq!(b.json()["duplicate"], true);
+    // Both answers carry the same custody receipt, which verifies alone under the custody
+    // key (docs/FORMAT.md §5.5).
+    let custody = mnemo_core::PublicKey(mnemo_core::SigningKey::from_bytes(&[4; 32]).verifying_key());
+    for r in [&a, &b] {
+        let receipt: mnemo_core::CustodyReceipt =
+            serde_json::from_value(r.json()["custody"].clone()).expect("a custody receipt");
+        let (event, hash) = receipt.verify(&custody).unwrap();
+        assert_eq!(event.user.as_str(), "carol");
+        assert_eq!(r.json()["event_hash"], hash.to_string());
+    }
     assert_eq!(s.head("carol").await, 2);
     // the same key with another request (JSON text, tags, or a binary body): 422, nothing
     // written, and the original still answers as a duplicate

@@ -156,6 +156,13 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
         (Some("alice"), Some(2)),
         "{r}"
     );
+    // The reply carries the custody receipt: it verifies alone under the custody key.
+    let receipt: mnemo_core::CustodyReceipt =
+        serde_json::from_value(r["custody"].clone()).expect("a custody receipt");
+    let custody = mnemo_core::PublicKey(SigningKey::from_bytes(&[6; 32]).verifying_key());
+    let (event, hash) = receipt.verify(&custody).unwrap();
+    assert_eq!((event.user.as_str(), event.seq.0), ("alice", 2));
+    assert_eq!(r["event_hash"], hash.to_string());
     let r = ingest(&a, json!({ "text": "pretending to be bob", "user": "bob" })).await;
     assert_eq!(r["user"], "alice", "{r}");
     let r = ingest(&b, json!({ "text": "bob's own" })).await;
