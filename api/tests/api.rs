@@ -469,7 +469,8 @@ async fn ingest_variants_idempotency_and_uploads() {
     assert_eq!(b.json()["duplicate"], true);
     // Both answers carry the same custody receipt, which verifies alone under the custody
     // key (docs/FORMAT.md §5.5).
-    let custody = mnemo_core::PublicKey(mnemo_core::SigningKey::from_bytes(&[4; 32]).verifying_key());
+    let custody =
+        mnemo_core::PublicKey(mnemo_core::SigningKey::from_bytes(&[4; 32]).verifying_key());
     for r in [&a, &b] {
         let receipt: mnemo_core::CustodyReceipt =
             serde_json::from_value(r.json()["custody"].clone()).expect("a custody receipt");

@@ -108,10 +108,7 @@ async fn sigkill_between_sealing_and_publishing_loses_nothing_acknowledged() {
         }
     }
     let mut env_paused = env.clone();
-    env_paused.push((
-        "MNEMO_TEST_PAUSE_AFTER_SEAL",
-        pause.display().to_string(),
-    ));
+    env_paused.push(("MNEMO_TEST_PAUSE_AFTER_SEAL", pause.display().to_string()));
     let mut paused = serve(port, &env_paused, &dir.path().join("paused.log"));
     healthy(&http, &url).await;
 
@@ -140,13 +137,14 @@ async fn sigkill_between_sealing_and_publishing_loses_nothing_acknowledged() {
     let t = Instant::now();
     let mut round = 0;
     while !pause.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "no batch of two or more sealed");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no batch of two or more sealed"
+        );
         let batch: Vec<(usize, String)> = (0..users.len() * 2)
             .map(|i| (i, format!("r{round}-{i}")))
             .collect();
-        let answers = futures::future::join_all(
-            batch.iter().map(|(i, k)| ingest(*i, k.clone())),
-        );
+        let answers = futures::future::join_all(batch.iter().map(|(i, k)| ingest(*i, k.clone())));
         // The paused requests never answer: give the rest time, then look for the file.
         let answers = tokio::time::timeout(Duration::from_secs(3), answers).await;
         if let Ok(answers) = answers {
@@ -177,7 +175,10 @@ async fn sigkill_between_sealing_and_publishing_loses_nothing_acknowledged() {
             if let Some(a) = ingest(*i, k.clone()).await {
                 break a;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "{k} never acknowledged");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{k} never acknowledged"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         acked.insert(k.clone(), a);
@@ -259,7 +260,10 @@ async fn sigkill_between_sealing_and_publishing_loses_nothing_acknowledged() {
     }
     assert_eq!(in_chains.len(), acked.len(), "an event no receipt names");
     // The killed batch's record: stored, and no event of any chain names it.
-    let mut stream = js.get_stream(mnemo_core::names::SEALS_STREAM).await.unwrap();
+    let mut stream = js
+        .get_stream(mnemo_core::names::SEALS_STREAM)
+        .await
+        .unwrap();
     let records = stream.info().await.unwrap().state.messages;
     assert!(
         records > records_used.len() as u64,

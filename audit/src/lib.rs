@@ -15,6 +15,7 @@
 
 pub mod onchain;
 pub mod online;
+pub mod server;
 pub mod training;
 
 use mnemo_core::custody::{

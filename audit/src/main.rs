@@ -404,7 +404,14 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         let layout = rt.block_on(online::detect_layout(&js, &user))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
         let seals = mnemo_ledger::SealStore::reader(js.clone());
-        rt.spawn(online::send_items(js, layout, user.clone(), now(), seals, tx));
+        rt.spawn(online::send_items(
+            js,
+            layout,
+            user.clone(),
+            now(),
+            seals,
+            tx,
+        ));
         let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
             .with_context(|| format!("reading {user}'s chain from {url}"))?;
         custody_report(format!("{url} user {user}"), outcome, opts.threads)
@@ -465,93 +472,53 @@ struct ServerReport {
     valid: bool,
     kind: &'static str,
     source: String,
-    /// Chains checked.
-    users: usize,
-    /// Events in them.
-    events: u64,
-    /// Signatures verified (a seal's once, whatever the chains it covers).
-    signatures: u64,
-    /// Seal records read from the seal stream.
-    seal_records: usize,
-    /// Seals whose signature verified.
-    seals_verified: usize,
-    /// Every chain that failed, with its first failure.
-    failures: Vec<Failure>,
+    #[serde(flatten)]
+    outcome: mnemo_audit::server::ServerOutcome,
     threads: usize,
 }
 
 /// `verify --nats URL --all-users`: every chain on the server, seals shared between them.
 fn verify_server(a: VerifyArgs) -> anyhow::Result<bool> {
     let url = a.nats.clone().expect("clap requires --nats");
-    let cache = mnemo_core::verify::SealCache::new();
     let opts = Options {
         policy: a.pins.policy()?,
         threads: a
             .threads
             .unwrap_or_else(|| Options::default().threads)
             .max(1),
-        seals: Some(cache.clone()),
+        seals: None,
     };
     let rt = runtime()?;
     let js = rt.block_on(connect(&url, a.creds.as_deref()))?;
-    let users = rt
-        .block_on(online::list_users(&js))
-        .context("listing the server's chains")?;
-    // Every record once, up front: the chains then resolve their seals from memory.
-    let seals = mnemo_ledger::SealStore::reader(js.clone());
-    let seal_records = rt
-        .block_on(seals.preload())
-        .context("reading the seal stream")?;
-    let mut report = ServerReport {
-        valid: true,
+    let outcome = rt
+        .block_on(mnemo_audit::server::verify_all(&js, &opts, now()))
+        .with_context(|| format!("auditing every chain on {url}"))?;
+    let report = ServerReport {
+        valid: outcome.valid(),
         kind: "server",
-        source: url.clone(),
-        users: users.len(),
-        events: 0,
-        signatures: 0,
-        seal_records,
-        seals_verified: 0,
-        failures: Vec::new(),
+        source: url,
+        outcome,
         threads: opts.threads,
     };
-    for (layout, user) in users {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
-        rt.spawn(online::send_items(
-            js.clone(),
-            layout,
-            user.clone(),
-            now(),
-            seals.clone(),
-            tx,
-        ));
-        let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
-            .with_context(|| format!("reading {user}'s chain from {url}"))?;
-        report.events += outcome.summary.events;
-        report.signatures += outcome.summary.signatures;
-        if let Some(f) = outcome.failure {
-            report.valid = false;
-            report.failures.push(f);
-        }
-    }
-    report.seals_verified = cache.len();
     if a.json {
         out!(
             "{}",
             serde_json::to_string_pretty(&report).expect("serialisable")
         );
     } else {
+        let o = &report.outcome;
         let verdict = if report.valid { "VALID" } else { "INVALID" };
         out!("mnemo-audit: server {}: {verdict}", report.source);
-        out!("  chains        {} checked", report.users);
-        out!("  events        {} checked", report.events);
+        out!("  chains        {} checked", o.users);
+        out!("  events        {} checked", o.events);
         out!(
-            "  signatures    {} verified (batched on {} threads); {} seals from {} seal records, each checked once",
-            report.signatures,
+            "  signatures    {} verified (batched on {} threads); {} seals, {} seal records, each checked once",
+            o.signatures,
             report.threads,
-            report.seals_verified,
-            report.seal_records
+            o.seals_verified,
+            o.seal_records
         );
-        for f in &report.failures {
+        for f in &o.failures {
             out!(
                 "  FAILURE       user {} seq {} check {}: {}",
                 f.user.as_ref().map_or("-".into(), |u| u.to_string()),

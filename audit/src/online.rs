@@ -54,7 +54,8 @@ pub async fn list_users(js: &jetstream::Context) -> Result<Vec<(Layout, UserId)>
         let n = n.map_err(|e| nats("listing streams")(e.to_string()))?;
         if let Some(k) = n.strip_prefix(mnemo_core::names::SHARD_STREAM_PREFIX) {
             shards.push((n.clone(), k.to_owned()));
-        } else if let Some(u) = n.strip_prefix(&format!("{}-", mnemo_core::names::CHAIN_STREAM_PREFIX))
+        } else if let Some(u) =
+            n.strip_prefix(&format!("{}-", mnemo_core::names::CHAIN_STREAM_PREFIX))
             && let Ok(u) = UserId::new(u)
         {
             per_user.push((Layout::PerUser, u));

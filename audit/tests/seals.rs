@@ -5,7 +5,7 @@
 //! version 1 to 2 and never back; a planted bad seal fails one user alone.
 
 use mnemo_core::custody::BundleItem;
-use mnemo_core::{Custody, Event, EventBody, FORMAT_V1, FORMAT_V2, Seq, SealLink, UserId};
+use mnemo_core::{Custody, Event, EventBody, FORMAT_V1, FORMAT_V2, SealLink, Seq, UserId};
 use mnemo_ledger::{Layout, Ledger};
 use mnemo_testkit::{Stack, note};
 use serde_json::Value;
@@ -40,7 +40,10 @@ async fn load(ledger: &Ledger, users: &[UserId], rounds: usize) -> Vec<mnemo_led
     let t = Instant::now();
     let mut round = 0;
     while round < rounds || ledger.stats().stored_seals == 0 {
-        assert!(t.elapsed() < Duration::from_secs(60), "no seal of two or more");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no seal of two or more"
+        );
         let all = futures::future::join_all(
             users
                 .iter()
@@ -132,22 +135,41 @@ async fn seals_are_shared_checked_once_and_every_proof_stands_alone() {
         .expect("a receipt of a shared seal");
     let file = dir.path().join("receipt.json");
     std::fs::write(&file, serde_json::to_vec(&r.custody).unwrap()).unwrap();
-    let (code, v, text) = audit(&["verify-receipt", file.to_str().unwrap(), "--trusted-key", &key]);
+    let (code, v, text) = audit(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--trusted-key",
+        &key,
+    ]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(v["seq"], r.seq.0);
     assert_eq!(v["event_hash"], r.hash.to_string());
     let mut bad = r.custody.clone().unwrap();
     bad.seal.path[0].0[0] ^= 1;
     std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
-    let (code, v, _) = audit(&["verify-receipt", file.to_str().unwrap(), "--trusted-key", &key]);
+    let (code, v, _) = audit(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--trusted-key",
+        &key,
+    ]);
     assert_eq!((code, v["code"].as_str()), (1, Some("seal_root")), "{v}");
     let mut bad = r.custody.clone().unwrap();
     let mut sig = bad.seal.signature.to_bytes();
     sig[1] ^= 1;
     bad.seal.signature = mnemo_core::Sig::from_bytes(&sig);
     std::fs::write(&file, serde_json::to_vec(&bad).unwrap()).unwrap();
-    let (code, v, _) = audit(&["verify-receipt", file.to_str().unwrap(), "--trusted-key", &key]);
-    assert_eq!((code, v["code"].as_str()), (1, Some("bad_signature")), "{v}");
+    let (code, v, _) = audit(&[
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--trusted-key",
+        &key,
+    ]);
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (1, Some("bad_signature")),
+        "{v}"
+    );
     std::fs::write(&file, serde_json::to_vec(&r.custody).unwrap()).unwrap();
     let other_key = hex::encode(
         mnemo_core::SigningKey::from_bytes(&[9; 32])
@@ -160,7 +182,11 @@ async fn seals_are_shared_checked_once_and_every_proof_stands_alone() {
         "--trusted-key",
         &other_key,
     ]);
-    assert_eq!((code, v["code"].as_str()), (1, Some("untrusted_key")), "{v}");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (1, Some("untrusted_key")),
+        "{v}"
+    );
 
     // 4. A chain written in version 1 moves to version 2, and never back.
     let mut cfg = s.ledger.config().clone();

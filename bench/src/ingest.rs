@@ -1,7 +1,8 @@
 //! `mnemo-bench ingest`: ledger appends (encrypt + sign + chain + publish + ack, and the
 //! wrapped data key) against raw JetStream async publishes of the same message size to the
 //! same subjects, in one process against one freshly spawned nats-server per durability
-//! mode.
+//! mode. The ledger runs twice in each round: format version 1 (one signature per event)
+//! and version 2 (one seal per batch, docs/decisions/0013-seals.md), each on its own users.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -54,7 +55,14 @@ struct Row {
     raw: f64,
     /// Raw publishes each carrying one ed25519 signature: the floor for any signed chain.
     signed: f64,
+    /// Format version 1: one signature per event.
+    v1: f64,
+    /// Format version 2: seals.
     ledger: f64,
+    /// Events per seal (version 2, over every round).
+    per_seal: f64,
+    /// Seals by size bucket (1, 2-3, 4-7, ... 256+).
+    sizes: [u64; 9],
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
@@ -94,54 +102,77 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
                     sync_always,
                     ..Default::default()
                 });
-                let (raw, signed, ledger) = measure(&server, layout, users, n, a).await?;
+                let m = measure(&server, layout, users, n, a).await?;
                 let lname = match layout {
                     Layout::PerUser => "per-user".to_string(),
                     Layout::Sharded { shards } => format!("sharded ({shards} streams)"),
                 };
                 eprintln!(
-                    "  {durability} / {lname} / {users} users: raw {} raw+sign {} ledger {} ratio {:.3}",
-                    human(raw),
-                    human(signed),
-                    human(ledger),
-                    ledger / raw
+                    "  {durability} / {lname} / {users} users: raw {} raw+sign {} ledger v1 {} v2 {} ratio v2/raw {:.3}, {:.1} events per seal",
+                    human(m.raw),
+                    human(m.signed),
+                    human(m.v1),
+                    human(m.ledger),
+                    m.ledger / m.raw,
+                    m.per_seal
                 );
                 rows.push(Row {
                     durability,
                     layout: lname,
                     users,
-                    raw,
-                    signed,
-                    ledger,
+                    ..m
                 });
             }
         }
     }
     println!("\n## ingest (events/s, medians)\n");
     println!(
-        "| durability | layout | users | raw JetStream publish (baseline) | ledger append | ratio | raw publish + 1 signature each (floor) | floor / raw | ledger / floor |"
+        "| durability | layout | users | raw JetStream publish (baseline) | ledger v2 (seals) | v2 / raw | ledger v1 (a signature per event) | v1 / raw | v2 / v1 | events per seal | raw publish + 1 signature each (v1 floor) | floor / raw |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.1} | {} | {:.3} |",
             r.durability,
             r.layout,
             r.users,
             human(r.raw),
             human(r.ledger),
             r.ledger / r.raw,
+            human(r.v1),
+            r.v1 / r.raw,
+            r.ledger / r.v1,
+            r.per_seal,
             human(r.signed),
             r.signed / r.raw,
-            r.ledger / r.signed
+        );
+    }
+    println!(
+        "
+### seal sizes seen (version 2, seals per size)
+"
+    );
+    println!(
+        "| durability | layout | users | 1 | 2-3 | 4-7 | 8-15 | 16-31 | 32-63 | 64-127 | 128-255 | 256 |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        let cells: Vec<String> = r.sizes.iter().map(u64::to_string).collect();
+        println!(
+            "| {} | {} | {} | {} |",
+            r.durability,
+            r.layout,
+            r.users,
+            cells.join(" | ")
         );
     }
     if let Some(r) = rows.iter().find(|r| {
         r.durability.starts_with("default") && r.layout.starts_with("sharded") && r.users == 1000
     }) {
         println!(
-            "\nRATIO ledger/raw, sharded, 1000 users, default durability = {:.3} (target >= 0.5)",
-            r.ledger / r.raw
+            "\nRATIO ledger v2/raw, sharded, 1000 users, default durability = {:.3} (target >= 0.5; v1 {:.3})",
+            r.ledger / r.raw,
+            r.v1 / r.raw
         );
         crate::measure::headline(
             "ledger appends, sharded layout, 1,000 users",
@@ -160,12 +191,16 @@ async fn measure(
     users: usize,
     n: usize,
     a: &Args,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<Row> {
     let client = async_nats::connect(server.url()).await?;
     let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
     cfg.layout = layout;
+    let mut cfg_v1 = cfg.clone();
+    cfg_v1.format = mnemo_core::FORMAT_V1;
     let ledger = Ledger::connect(client.clone(), cfg).await?;
+    let ledger_v1 = Ledger::connect(client.clone(), cfg_v1).await?;
     let ids = crate::measure::create_users(&ledger, "bench", users).await?;
+    let ids_v1 = crate::measure::create_users(&ledger_v1, "old", users).await?;
     let content = Bytes::from(vec![b'm'; a.payload]);
     // The raw baseline publishes messages of the size a ledger append stores.
     let probe = ledger.append(&ids[0], memory(&content)).await?;
@@ -196,6 +231,8 @@ async fn measure(
     let mut raw_rates = Vec::new();
     let mut signed_rates = Vec::new();
     let mut ledger_rates = Vec::new();
+    let mut v1_rates = Vec::new();
+    let stats0 = ledger.stats();
     let signer = SigningKey::from_bytes(&[6; 32]);
     let server_pid = server.pid().expect("running");
     for _ in 0..a.rounds {
@@ -216,22 +253,34 @@ async fn measure(
             .await?,
         );
         let c2 = cpu_now(server_pid);
-        ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
+        v1_rates.push(ledger_appends(&ledger_v1, &ids_v1, &content, n, a.concurrency).await?);
         let c3 = cpu_now(server_pid);
-        let ([r0, r1], [s0, s1], [l0, l1]) = (
+        ledger_rates.push(ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?);
+        let c4 = cpu_now(server_pid);
+        let ([r0, r1], [s0, s1], [v0, v1], [l0, l1]) = (
             cpu_per_op(c0, c1, n),
             cpu_per_op(c1, c2, n),
             cpu_per_op(c2, c3, n),
+            cpu_per_op(c3, c4, n),
         );
         eprintln!(
-            "    cpu µs/event: raw client {r0:.1} server {r1:.1} | raw+sign client {s0:.1} server {s1:.1} | ledger client {l0:.1} server {l1:.1}"
+            "    cpu µs/event: raw client {r0:.1} server {r1:.1} | raw+sign client {s0:.1} server {s1:.1} | ledger v1 client {v0:.1} server {v1:.1} | ledger v2 client {l0:.1} server {l1:.1}"
         );
     }
-    Ok((
-        median(raw_rates),
-        median(signed_rates),
-        median(ledger_rates),
-    ))
+    let stats = ledger.stats();
+    let seals = stats.seals - stats0.seals;
+    let sealed = stats.sealed_events - stats0.sealed_events;
+    Ok(Row {
+        durability: "",
+        layout: String::new(),
+        users,
+        raw: median(raw_rates),
+        signed: median(signed_rates),
+        v1: median(v1_rates),
+        ledger: median(ledger_rates),
+        per_seal: sealed as f64 / seals.max(1) as f64,
+        sizes: std::array::from_fn(|i| stats.seal_sizes[i] - stats0.seal_sizes[i]),
+    })
 }
 
 fn memory(content: &Bytes) -> NewMemory {

@@ -11,6 +11,7 @@ mod process_asr;
 mod project;
 mod report;
 mod scale;
+mod seals;
 mod verify;
 
 /// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
@@ -46,6 +47,9 @@ enum Area {
     /// Custody bundle verification (mnemo-audit) vs raw batch verification, same threads.
     Verify(verify::Args),
     Process(process::Args),
+    /// Format version 2: stored bytes per event, low-load latency (A/B with version 1),
+    /// an operator's audit of every chain, one user's export verified under load.
+    Seals(seals::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
         Area::Process(a) => process::run(&a),
+        Area::Seals(a) => seals::run(&a),
     }
 }

@@ -391,10 +391,7 @@ impl SealedBatch {
 fn tree_of(event_hashes: &[Hash32]) -> MerkleTree {
     MerkleTree::from_leaf_hashes(
         SEAL_TREE,
-        event_hashes
-            .iter()
-            .map(|h| SEAL_TREE.leaf(&h.0))
-            .collect(),
+        event_hashes.iter().map(|h| SEAL_TREE.leaf(&h.0)).collect(),
     )
 }
 

@@ -378,7 +378,9 @@ impl ChainVerifier {
         let sealed = matches!(event.custody, crate::event::Custody::Seal(_));
         let sigs: Vec<_> = sigs
             .into_iter()
-            .filter(|s| !(sealed && s.by == crate::chain_state::Signed::Custody) || self.seal_is_new(s))
+            .filter(|s| {
+                !(sealed && s.by == crate::chain_state::Signed::Custody) || self.seal_is_new(s)
+            })
             .collect();
         if event.seq == Seq::FIRST
             && let Some(roots) = &self.trusted_roots

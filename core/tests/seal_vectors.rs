@@ -86,9 +86,15 @@ fn build() -> Value {
         }));
     }
     let single = {
-        let (u, h) = next(&heads[0], FORMAT_V2, &k, 30, EventBody::KeyRevoked {
-            key: KeyId([9; 32]),
-        });
+        let (u, h) = next(
+            &heads[0],
+            FORMAT_V2,
+            &k,
+            30,
+            EventBody::KeyRevoked {
+                key: KeyId([9; 32]),
+            },
+        );
         let e = u.clone().sign(&k);
         json!({ "canonical": hex(&u.canonical_bytes()), "hash": h, "wire": hex(&e.to_wire()),
                 "seal": e.seal(&h) })
@@ -137,7 +143,13 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<(String, Vec<Vec<u8>>, &'static str, u64
     let mut wires: Vec<Vec<u8>> = b.events.iter().map(|(e, _)| e.to_wire()).collect();
     let mut head = b.head.clone();
     // Seq 3 and 4 share a batch of four with two other users' event hashes.
-    let (u3, h3) = next(&head, FORMAT_V2, &k, 3, EventBody::MemoryIngested { memory: mem(2) });
+    let (u3, h3) = next(
+        &head,
+        FORMAT_V2,
+        &k,
+        3,
+        EventBody::MemoryIngested { memory: mem(2) },
+    );
     let u3 = UnsignedEvent {
         payload: Some(commitment::commit(&[2; 32], b"memory number 2")),
         ..u3
@@ -148,9 +160,15 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<(String, Vec<Vec<u8>>, &'static str, u64
     };
     head.len = 3;
     head.hash = h3;
-    let (u4, h4) = next(&head, FORMAT_V2, &k, 4, EventBody::MemoryErased {
-        target: ErasureTarget::Memory(mem(1)),
-    });
+    let (u4, h4) = next(
+        &head,
+        FORMAT_V2,
+        &k,
+        4,
+        EventBody::MemoryErased {
+            target: ErasureTarget::Memory(mem(1)),
+        },
+    );
     head.len = 4;
     head.hash = h4;
     let others = [Hash32([0xb0; 32]), Hash32([0xc0; 32])];
@@ -161,9 +179,15 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<(String, Vec<Vec<u8>>, &'static str, u64
     wires.push(e3.to_wire());
     wires.push(e4.to_wire());
     // Seq 5: a batch of one.
-    let (u5, h5) = next(&head, FORMAT_V2, &k, 5, EventBody::KeyRevoked {
-        key: KeyId([5; 32]),
-    });
+    let (u5, h5) = next(
+        &head,
+        FORMAT_V2,
+        &k,
+        5,
+        EventBody::KeyRevoked {
+            key: KeyId([5; 32]),
+        },
+    );
     let _ = h5;
     let u5 = UnsignedEvent {
         body: EventBody::MemoryIngested { memory: mem(3) },
@@ -318,7 +342,11 @@ fn chain_vectors_verify_as_stated() {
     assert_eq!(summary.checkpoint.unwrap().seq, Seq(5));
     for (what, wires, code, seq) in bad {
         let err = verify_wires(&u, &wires).expect_err(&what);
-        assert_eq!((err.code(), err.seq()), (code, Some(Seq(seq))), "{what}: {err}");
+        assert_eq!(
+            (err.code(), err.seq()),
+            (code, Some(Seq(seq))),
+            "{what}: {err}"
+        );
     }
 }
 
@@ -329,7 +357,8 @@ fn a_receipt_verifies_alone_and_a_tampered_one_does_not() {
     let ok: CustodyReceipt = serde_json::from_value(v["receipt"]["valid"].clone()).unwrap();
     let (e, _) = ok.verify(&pk(&k)).unwrap();
     assert_eq!(e.user.as_str(), "alice");
-    let bad: CustodyReceipt = serde_json::from_value(v["receipt"]["tampered_path"].clone()).unwrap();
+    let bad: CustodyReceipt =
+        serde_json::from_value(v["receipt"]["tampered_path"].clone()).unwrap();
     assert!(bad.verify(&pk(&k)).is_err());
     let other = key(2);
     assert!(ok.verify(&pk(&other)).is_err(), "another key");

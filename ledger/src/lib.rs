@@ -40,7 +40,6 @@ pub use config::{Keyring, LedgerConfig};
 pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
-pub use seals::SealStore;
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, DerivedResult, FetchedInput, Ledger, LedgerStats,
     MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream, Receipt,
@@ -49,3 +48,4 @@ pub use ledger::{
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,
 };
+pub use seals::SealStore;

@@ -105,7 +105,9 @@ async fn run(
         let n = hashes.len() as u64;
         counters.seals.fetch_add(1, Ordering::Relaxed);
         counters.events.fetch_add(n, Ordering::Relaxed);
-        counters.stored.fetch_add(u64::from(stored.is_some()), Ordering::Relaxed);
+        counters
+            .stored
+            .fetch_add(u64::from(stored.is_some()), Ordering::Relaxed);
         let bucket = (63 - n.leading_zeros() as usize).min(SIZE_BUCKETS - 1);
         counters.sizes[bucket].fetch_add(1, Ordering::Relaxed);
         for (i, j) in jobs.drain(..).enumerate() {
