@@ -241,7 +241,7 @@ async fn seals_are_shared_checked_once_and_every_proof_stands_alone() {
     *sig = mnemo_core::Sig::from_bytes(&b);
     s.js.publish(
         s.ledger.locate(victim).subject,
-        mnemo_ledger::envelope::encode(&e.to_wire(), &[]).into(),
+        mnemo_ledger::envelope::encode(&e.to_wire(), &[]),
     )
     .await
     .unwrap()

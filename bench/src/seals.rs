@@ -175,7 +175,7 @@ async fn storage(a: &Args) -> anyhow::Result<()> {
                             &e.to_wire(),
                             if e.payload.is_some() { &sealed } else { &[] },
                         );
-                        js.publish(format!("{subj}.{}", users[who]), body.into())
+                        js.publish(format!("{subj}.{}", users[who]), body)
                             .await?
                             .await?;
                     }

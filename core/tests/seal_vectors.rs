@@ -121,7 +121,10 @@ fn build() -> Value {
 
 /// alice's chain moving from version 1 to version 2 at seq 3, sealed in batches with other
 /// (hash-only) events, then the invalid variants.
-fn switch_chain() -> (Vec<Vec<u8>>, Vec<(String, Vec<Vec<u8>>, &'static str, u64)>) {
+/// An invalid chain: what was changed, its wires, the code and seq it must fail with.
+type Invalid = (String, Vec<Vec<u8>>, &'static str, u64);
+
+fn switch_chain() -> (Vec<Vec<u8>>, Vec<Invalid>) {
     let k = key(1);
     let u = user("alice");
     let mut b = ChainBuilder::new(u.clone());

@@ -41,7 +41,7 @@ pub(super) struct Sent {
 }
 
 pub(super) enum Outcome {
-    Written(Receipt),
+    Written(Box<Receipt>),
     /// The client's idempotency key was seen before: the earlier message's stream seq.
     Duplicate(u64),
     Conflict,
@@ -257,7 +257,7 @@ impl Ledger {
                         st.tail_id = None;
                     }
                 }
-                Ok(Outcome::Written(Receipt {
+                Ok(Outcome::Written(Box::new(Receipt {
                     user: sent.user,
                     seq: sent.seq,
                     hash: sent.hash,
@@ -265,7 +265,7 @@ impl Ledger {
                     stream_seq: ack.sequence,
                     duplicate: false,
                     custody: sent.receipt.take(),
-                }))
+                })))
             }
             other => {
                 if current {
@@ -460,7 +460,7 @@ impl Ledger {
                 Some(guard)
             };
             let written = match self.settle(&slot, sent, held).await? {
-                Outcome::Written(r) => Some(r),
+                Outcome::Written(r) => Some(*r),
                 Outcome::Duplicate(stream_seq) => {
                     let request = memory.and_then(|m| m.request);
                     return Box::pin(self.receipt_at(user, stream_seq, request)).await;
@@ -587,7 +587,7 @@ impl Ledger {
             .await?;
         *guard = Some(st);
         match self.settle(&slot, sent, Some(guard)).await? {
-            Outcome::Written(r) => Ok(r),
+            Outcome::Written(r) => Ok(*r),
             Outcome::Duplicate(_) | Outcome::Conflict => Err(LedgerError::UserExists(user.clone())),
             Outcome::Unknown(seq, hash) => self
                 .written_at(user, seq, hash)
