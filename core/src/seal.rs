@@ -180,6 +180,16 @@ impl SealLink {
         }
     }
 
+    /// Appends the link's bytes (docs/FORMAT.md §5.3) to `out`: after an event's canonical
+    /// bytes, they make its version 2 wire form.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer {
+            buf: std::mem::take(out),
+        };
+        self.encode(&mut w);
+        *out = w.buf;
+    }
+
     pub(crate) fn encode(&self, w: &mut Writer) {
         match self {
             Self::Single { signature } => {

@@ -167,6 +167,7 @@ impl Ledger {
         let sealer = sealer::Sealer::start(
             cfg.keys.current.clone(),
             seals.clone(),
+            js.clone(),
             cfg.max_seal,
             seal_counters.clone(),
             cfg.pause_after_seal.clone(),

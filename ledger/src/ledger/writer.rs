@@ -36,8 +36,20 @@ pub(super) struct Sent {
     pub(super) hash: Hash32,
     pub(super) memory: Option<MemoryId>,
     pub(super) sealed_len: usize,
-    pub(super) receipt: Option<CustodyReceipt>,
-    pub(super) ack: std::result::Result<PublishAckFuture, PublishError>,
+    pub(super) ack: Ack,
+}
+
+/// Where a sent event's ack comes from.
+pub(super) enum Ack {
+    /// Published (format version 1).
+    Now(std::result::Result<PublishAckFuture, PublishError>),
+    /// Sealed alone and published, with its receipt (a rotation, format version 2).
+    Signed(
+        CustodyReceipt,
+        std::result::Result<PublishAckFuture, PublishError>,
+    ),
+    /// With the sealer, which publishes it once its batch is sealed (format version 2).
+    Sealing(tokio::sync::oneshot::Receiver<Result<sealer::Sealed>>),
 }
 
 pub(super) enum Outcome {
@@ -158,19 +170,6 @@ impl Ledger {
             };
             rules.check(&probe, hash).map_err(LedgerError::Refused)?;
         }
-        let (custody, seal) = if version == mnemo_core::FORMAT_V1 {
-            let sig = mnemo_core::keys::sign_event_hash(key, &hash);
-            (Custody::Signature(sig), None)
-        } else if signer == self.inner.current_key {
-            let (link, seal) = self.inner.sealer.seal(hash).await?;
-            (Custody::Seal(link), Some(seal))
-        } else {
-            // A rotation, signed by the chain's old key: a batch of its own.
-            let b = SealedBatch::sign(key, &[hash]);
-            (Custody::Seal(b.link(0, None)), Some(b.resolve(0)))
-        };
-        let receipt = seal.map(|s| CustodyReceipt::new(&unsigned, s));
-        let event = Event { unsigned, custody };
         // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
         // without one is resolved by looking for the event in the chain.
         let msg_id = match client_key {
@@ -179,8 +178,7 @@ impl Ledger {
             None if pipeline => Some(format!("{user} {}", hex::encode(&hash.0[..16]))),
             None => None,
         };
-        let mut publish =
-            PublishMessage::build().payload(envelope::encode(&event.to_wire(), &sealed));
+        let mut publish = PublishMessage::build();
         publish = match (st.in_flight, st.tail_id.as_deref()) {
             (0, _) => publish.expected_last_subject_sequence(st.stream_seq),
             (_, Some(tail)) => {
@@ -201,10 +199,56 @@ impl Ledger {
             publish = publish.header(REQUEST_HASH_HEADER, r.to_string().as_str());
         }
         let subject = self.locate(&user).subject;
-        let ack = self.inner.js.send_publish(subject, publish).await;
-        st.head.advance(&event, hash);
-        st.signer = next_signer(&event);
-        st.version = event.version;
+        let seq = unsigned.seq;
+        let next = match &unsigned.body {
+            EventBody::KeyRotated { new, .. } => new.id(),
+            _ => signer,
+        };
+        let sealed_len = sealed.len();
+        let ack = if version == mnemo_core::FORMAT_V1 {
+            let sig = mnemo_core::keys::sign_event_hash(key, &hash);
+            let event = Event {
+                unsigned,
+                custody: Custody::Signature(sig),
+            };
+            let body = envelope::encode(&event.to_wire(), &sealed);
+            Ack::Now(
+                self.inner
+                    .js
+                    .send_publish(subject, publish.payload(body))
+                    .await,
+            )
+        } else if signer == self.inner.current_key {
+            // The sealer signs it with the events waiting beside it, and publishes the
+            // batch's events in the order they came: this user's next event can be built
+            // and handed over before this one is sealed.
+            Ack::Sealing(self.inner.sealer.submit(sealer::Job::new(
+                hash,
+                unsigned.canonical_bytes(),
+                sealed,
+                subject,
+                publish,
+            ))?)
+        } else {
+            // A rotation, signed by the chain's old key: a batch of its own.
+            let b = SealedBatch::sign(key, &[hash]);
+            let receipt = CustodyReceipt::new(&unsigned, b.resolve(0));
+            let event = Event {
+                unsigned,
+                custody: Custody::Seal(b.link(0, None)),
+            };
+            let body = envelope::encode(&event.to_wire(), &sealed);
+            let ack = self
+                .inner
+                .js
+                .send_publish(subject, publish.payload(body))
+                .await;
+            Ack::Signed(receipt, ack)
+        };
+        st.head.len = seq.0;
+        st.head.hash = hash;
+        st.signer = next;
+        st.version = version;
         st.generation = if drop_generation { None } else { generation };
         st.in_flight += 1;
         // A client key's message id may already name an older message (a duplicate), so
@@ -217,11 +261,10 @@ impl Ledger {
                 armed: true,
             },
             user,
-            seq: event.seq,
+            seq,
             hash,
             memory: memory.map(|m| m.memory),
-            sealed_len: sealed.len(),
-            receipt,
+            sealed_len,
             ack,
         })
     }
@@ -236,7 +279,41 @@ impl Ledger {
         mut sent: Sent,
         held: Option<tokio::sync::MutexGuard<'s, Option<HeadState>>>,
     ) -> Result<Outcome> {
-        let res = match sent.ack {
+        let (res, receipt) = match sent.ack {
+            Ack::Now(ack) => (ack, None),
+            Ack::Signed(r, ack) => (ack, Some(r)),
+            Ack::Sealing(rx) => match rx.await {
+                Ok(Ok(sealed)) => (
+                    sealed.ack,
+                    Some(CustodyReceipt {
+                        event: mnemo_core::custody::HexBytes(sealed.canonical),
+                        seal: sealed.seal,
+                    }),
+                ),
+                // Nothing of it was published (its batch's record was not stored): the
+                // state is dropped, and events pipelined behind it fail their guard.
+                other => {
+                    let mut guard = match held {
+                        Some(g) => g,
+                        None => slot.state.lock().await,
+                    };
+                    if guard
+                        .as_ref()
+                        .is_some_and(|s| s.epoch == sent.unsettled.epoch)
+                    {
+                        *guard = None;
+                    }
+                    drop(guard);
+                    sent.unsettled.armed = false;
+                    slot.settled.notify_waiters();
+                    return Err(match other {
+                        Ok(Err(e)) => e,
+                        _ => LedgerError::nats("seal", "the sealer stopped"),
+                    });
+                }
+            },
+        };
+        let res = match res {
             Ok(fut) => fut.await,
             Err(e) => Err(e),
         };
@@ -264,7 +341,7 @@ impl Ledger {
                     memory: sent.memory,
                     stream_seq: ack.sequence,
                     duplicate: false,
-                    custody: sent.receipt.take(),
+                    custody: receipt,
                 })))
             }
             other => {
