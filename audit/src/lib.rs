@@ -115,7 +115,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn from_audit(user: Option<UserId>, e: &AuditError) -> Self {
+    pub(crate) fn from_audit(user: Option<UserId>, e: &AuditError) -> Self {
         Self {
             user,
             seq: e.seq().map(|s| s.0),

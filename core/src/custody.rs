@@ -311,6 +311,72 @@ impl CustodyVerifier {
         }
     }
 
+    /// Pushes the next event, already decoded (a reader that holds the event, such as a
+    /// monitor reading every chain of a server from its streams): the same checks as an
+    /// `event` item with its wire form.
+    pub fn push_event(&mut self, event: &Event, hash: Hash32) -> Result<(), AuditError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = (|| {
+            if self.ended.is_some() {
+                return Err(AuditError::Structure("items after the end".into()));
+            }
+            self.events_started = true;
+            self.chain()?.push(event, hash)?;
+            self.event_pushed(event)
+        })();
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    fn event_pushed(&mut self, event: &Event) -> Result<(), AuditError> {
+        self.summary.events += 1;
+        let mut memory = None;
+        match &event.body {
+            EventBody::MemoryIngested { memory: m }
+            | EventBody::MemoryDerived { memory: m, .. } => {
+                self.summary.memories += 1;
+                memory = Some(*m);
+            }
+            EventBody::LineageErased {
+                memory: m, closure, ..
+            } => {
+                self.summary.erasures += 1;
+                if let Some(kept) = std::iter::once(m)
+                    .chain(closure)
+                    .find(|x| self.opened.contains(x))
+                {
+                    return Err(AuditError::ErasedOpening {
+                        seq: event.seq,
+                        memory: *kept,
+                    });
+                }
+            }
+            EventBody::MemoryErased { target } => {
+                self.summary.erasures += 1;
+                let kept = match target {
+                    ErasureTarget::Memory(m) => self.opened.get(m).copied(),
+                    ErasureTarget::All => self.opened.iter().next().copied(),
+                };
+                if let Some(memory) = kept {
+                    return Err(AuditError::ErasedOpening {
+                        seq: event.seq,
+                        memory,
+                    });
+                }
+            }
+            EventBody::GrantCreated { .. } => self.summary.grants += 1,
+            EventBody::GrantRevoked { .. } => self.summary.revocations += 1,
+            EventBody::AccessRecorded { .. } => self.summary.accesses += 1,
+            _ => {}
+        }
+        self.last = Some((event.seq, event.payload, memory));
+        Ok(())
+    }
+
     fn chain(&mut self) -> Result<&mut ChainVerifier, AuditError> {
         self.chain
             .as_mut()
@@ -453,47 +519,7 @@ impl CustodyVerifier {
             BundleItem::Event { wire } => {
                 self.events_started = true;
                 let (event, hash) = self.chain()?.push_wire(&wire.0)?;
-                self.summary.events += 1;
-                let mut memory = None;
-                match &event.body {
-                    EventBody::MemoryIngested { memory: m }
-                    | EventBody::MemoryDerived { memory: m, .. } => {
-                        self.summary.memories += 1;
-                        memory = Some(*m);
-                    }
-                    EventBody::LineageErased {
-                        memory: m, closure, ..
-                    } => {
-                        self.summary.erasures += 1;
-                        if let Some(kept) = std::iter::once(m)
-                            .chain(closure)
-                            .find(|x| self.opened.contains(x))
-                        {
-                            return Err(AuditError::ErasedOpening {
-                                seq: event.seq,
-                                memory: *kept,
-                            });
-                        }
-                    }
-                    EventBody::MemoryErased { target } => {
-                        self.summary.erasures += 1;
-                        let kept = match target {
-                            ErasureTarget::Memory(m) => self.opened.get(m).copied(),
-                            ErasureTarget::All => self.opened.iter().next().copied(),
-                        };
-                        if let Some(memory) = kept {
-                            return Err(AuditError::ErasedOpening {
-                                seq: event.seq,
-                                memory,
-                            });
-                        }
-                    }
-                    EventBody::GrantCreated { .. } => self.summary.grants += 1,
-                    EventBody::GrantRevoked { .. } => self.summary.revocations += 1,
-                    EventBody::AccessRecorded { .. } => self.summary.accesses += 1,
-                    _ => {}
-                }
-                self.last = Some((event.seq, event.payload, memory));
+                self.event_pushed(&event)?;
                 Ok(Some((event, hash)))
             }
             BundleItem::Payload { seq, salt, record } => {

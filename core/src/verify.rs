@@ -376,12 +376,29 @@ impl ChainVerifier {
     fn check(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
         let sigs = self.state.check(event, hash)?;
         let sealed = matches!(event.custody, crate::event::Custody::Seal(_));
-        let sigs: Vec<_> = sigs
-            .into_iter()
-            .filter(|s| {
-                !(sealed && s.by == crate::chain_state::Signed::Custody) || self.seal_is_new(s)
-            })
-            .collect();
+        let mut checks = Vec::with_capacity(2);
+        for s in sigs {
+            if !(sealed && s.by == crate::chain_state::Signed::Custody) {
+                checks.push(s);
+            } else if self.seal_is_new(&s) {
+                if self.cache.is_some() {
+                    // Shared with other chains: verified now, so that they find it in the
+                    // cache (interleaved chains would each verify it before a batch of
+                    // one of them was flushed).
+                    let digest = self.pending_seals.pop().expect("seal_is_new pushed it");
+                    if !keys::verify_signature(s.key.as_bytes(), &s.msg, &s.sig.to_bytes()) {
+                        return Err(s.error());
+                    }
+                    self.verified += 1;
+                    if let Some(c) = &self.cache {
+                        c.insert([digest]);
+                    }
+                } else {
+                    checks.push(s);
+                }
+            }
+        }
+        let sigs = checks;
         if event.seq == Seq::FIRST
             && let Some(roots) = &self.trusted_roots
             && !roots.contains(&event.signer)
