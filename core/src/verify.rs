@@ -38,11 +38,30 @@ pub struct ChainVerifier {
     deferred: Option<Vec<SignatureBatch>>,
     /// Seals (format version 2) whose signature is pending or verified here: the last
     /// [`RECENT_SEALS`], since the events of one batch are close together in a chain.
-    recent: VecDeque<Hash32>,
+    recent: VecDeque<Seen>,
     /// Seals verified before, by anyone sharing the cache.
     cache: Option<Arc<SealCache>>,
     /// Digests of the seals in `pending`, for the cache once they verify.
     pending_seals: Vec<Hash32>,
+}
+
+/// A seal's signature as checked: key, signed message, signature.
+#[derive(Clone, PartialEq, Eq)]
+struct Seen {
+    key: [u8; 32],
+    msg: [u8; 72],
+    sig: [u8; 64],
+}
+
+impl Seen {
+    /// The digest [`SealCache`] keys it by ([`Seal::digest`](crate::seal::Seal::digest)).
+    fn digest(&self) -> Hash32 {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.key);
+        h.update(&self.msg);
+        h.update(&self.sig);
+        Hash32(*h.finalize().as_bytes())
+    }
 }
 
 /// How many recent seals a chain verifier remembers on its own.
@@ -354,33 +373,46 @@ impl ChainVerifier {
     }
 
     /// Whether a seal's signature needs checking here: not when this verifier checks it
-    /// already (another event of the batch) or the shared cache holds it.
-    fn seal_is_new(&mut self, sig: &SignatureCheck) -> bool {
-        let mut h = blake3::Hasher::new();
-        h.update(sig.key.as_bytes());
-        h.update(&sig.msg);
-        h.update(&sig.sig.to_bytes());
-        let digest = Hash32(*h.finalize().as_bytes());
-        if self.recent.contains(&digest) || self.cache.as_ref().is_some_and(|c| c.contains(&digest))
-        {
+    /// already (another event of the batch) or the shared cache holds it. `size` is the
+    /// seal's batch size: a batch of one is never met again.
+    fn seal_is_new(&mut self, sig: &SignatureCheck, size: u32) -> bool {
+        if size == 1 && self.cache.is_none() {
+            return true;
+        }
+        let seen = Seen {
+            key: sig.key.to_bytes(),
+            msg: sig.msg.as_slice().try_into().unwrap_or([0; 72]),
+            sig: sig.sig.to_bytes(),
+        };
+        if self.recent.contains(&seen) {
             return false;
+        }
+        if let Some(c) = &self.cache {
+            let digest = seen.digest();
+            if c.contains(&digest) {
+                return false;
+            }
+            self.pending_seals.push(digest);
         }
         if self.recent.len() == RECENT_SEALS {
             self.recent.pop_front();
         }
-        self.recent.push_back(digest);
-        self.pending_seals.push(digest);
+        self.recent.push_back(seen);
         true
     }
 
     fn check(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
         let sigs = self.state.check(event, hash)?;
         let sealed = matches!(event.custody, crate::event::Custody::Seal(_));
+        let seal_size = match &event.custody {
+            crate::event::Custody::Seal(crate::seal::SealLink::Full(s)) => s.size,
+            _ => 1,
+        };
         let mut checks = Vec::with_capacity(2);
         for s in sigs {
             if !(sealed && s.by == crate::chain_state::Signed::Custody) {
                 checks.push(s);
-            } else if self.seal_is_new(&s) {
+            } else if self.seal_is_new(&s, seal_size) {
                 if self.cache.is_some() {
                     // Shared with other chains: verified now, so that they find it in the
                     // cache (interleaved chains would each verify it before a batch of
