@@ -215,6 +215,31 @@ impl InclusionProof {
         leaf: &Hash32,
         root: &Hash32,
     ) -> Result<(), ProofError> {
+        verify_inclusion(domain, self.index, self.size, &self.path, leaf, root)
+    }
+}
+
+/// RFC 9162 §2.1.3.2: whether `path` leads from `leaf` at `index` in a tree of `size` leaves
+/// to `root`.
+pub fn verify_inclusion(
+    domain: TreeDomain,
+    index: u64,
+    size: u64,
+    path: &[Hash32],
+    leaf: &Hash32,
+    root: &Hash32,
+) -> Result<(), ProofError> {
+    InclusionCheck { index, size, path }.run(domain, leaf, root)
+}
+
+struct InclusionCheck<'a> {
+    index: u64,
+    size: u64,
+    path: &'a [Hash32],
+}
+
+impl InclusionCheck<'_> {
+    fn run(&self, domain: TreeDomain, leaf: &Hash32, root: &Hash32) -> Result<(), ProofError> {
         if self.index >= self.size {
             return Err(ProofError::IndexOutOfRange {
                 tree: domain.name,
@@ -224,7 +249,7 @@ impl InclusionProof {
         }
         let (mut fnode, mut snode) = (self.index, self.size - 1);
         let mut r = *leaf;
-        for p in &self.path {
+        for p in self.path {
             if snode == 0 {
                 return Err(ProofError::WrongLength { tree: domain.name });
             }

@@ -17,7 +17,7 @@ use crate::error::DecodeError;
 use crate::hash::{self, SIG_SEAL};
 use crate::ids::{Hash32, KeyId};
 use crate::keys::{self, Sig};
-use crate::merkle::{InclusionProof, MerkleTree, SEAL_TREE};
+use crate::merkle::{MerkleTree, SEAL_TREE};
 
 /// The largest batch a seal may cover (its path has at most 16 nodes).
 pub const MAX_SEAL_SIZE: u32 = 1 << 16;
@@ -91,18 +91,19 @@ impl Seal {
     /// checked separately, against [`signing_message`](Self::signing_message), so that a
     /// verifier checks it once per batch.
     pub fn check(&self, event_hash: &Hash32) -> Result<(), SealCheck> {
-        let proof = InclusionProof {
-            index: u64::from(self.index),
-            size: u64::from(self.size),
-            path: self.path.clone(),
-        };
-        proof
-            .verify(SEAL_TREE, &SEAL_TREE.leaf(&event_hash.0), &self.root)
-            .map_err(|e| match e.code() {
-                "index_out_of_range" => SealCheck::Index,
-                "proof_length" => SealCheck::Path,
-                _ => SealCheck::Root,
-            })
+        crate::merkle::verify_inclusion(
+            SEAL_TREE,
+            u64::from(self.index),
+            u64::from(self.size),
+            &self.path,
+            &SEAL_TREE.leaf(&event_hash.0),
+            &self.root,
+        )
+        .map_err(|e| match e.code() {
+            "index_out_of_range" => SealCheck::Index,
+            "proof_length" => SealCheck::Path,
+            _ => SealCheck::Root,
+        })
     }
 
     /// The message its signature signs.

@@ -48,9 +48,11 @@ pub struct ChainVerifier {
 /// A seal's signature as checked: key, signed message, signature.
 #[derive(Clone, PartialEq, Eq)]
 struct Seen {
-    key: [u8; 32],
-    msg: [u8; 72],
+    // The signature first: two seals differ there from the first byte, so comparing
+    // against the recent ones stops at once.
     sig: [u8; 64],
+    msg: [u8; 72],
+    key: [u8; 32],
 }
 
 impl Seen {
