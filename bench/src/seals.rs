@@ -54,6 +54,9 @@ pub struct Args {
     /// Rounds of the verification figures (median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The format the export measurement writes (1: the same measurement without seals).
+    #[arg(long, default_value_t = 2)]
+    export_format: u8,
     /// Only these parts: storage, latency, audit, export.
     #[arg(
         long,
@@ -389,6 +392,7 @@ async fn export_under_load(a: &Args) -> anyhow::Result<()> {
     let client = async_nats::connect(server.url()).await?;
     let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
     cfg.layout = Layout::Sharded { shards: 8 };
+    cfg.format = a.export_format;
     let ledger = Ledger::connect(client.clone(), cfg).await?;
     let users = crate::measure::create_users(&ledger, "e", a.users).await?;
     let me = users[0].clone();
@@ -421,6 +425,9 @@ async fn export_under_load(a: &Args) -> anyhow::Result<()> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.await??;
     std::fs::write(&path, &out)?;
+    if let Some(keep) = std::env::var_os("MNEMO_BENCH_KEEP") {
+        std::fs::write(keep, &out)?;
+    }
     let threads = threads(a);
     let opts = mnemo_audit::Options {
         threads,
