@@ -235,6 +235,17 @@ async fn measure(
     let stats0 = ledger.stats();
     let signer = SigningKey::from_bytes(&[6; 32]);
     let server_pid = server.pid().expect("running");
+    // Profiling aid: only the version 2 ledger, for as long as asked (`perf record -p`).
+    if let Some(secs) = std::env::var("MNEMO_BENCH_PROFILE_V2_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        eprintln!("profiling: ledger v2 appends for {secs} s");
+        let t = Instant::now();
+        while t.elapsed().as_secs() < secs {
+            ledger_appends(&ledger, &ids, &content, n, a.concurrency).await?;
+        }
+    }
     for _ in 0..a.rounds {
         let c0 = cpu_now(server_pid);
         raw_rates.push(publish(&js, &raw_subjects, &raw_payload, n, a.concurrency, 1, None).await?);
