@@ -55,6 +55,9 @@ struct Row {
     raw: f64,
     /// Raw publishes each carrying one ed25519 signature: the floor for any signed chain.
     signed: f64,
+    /// Raw publishes guarded as the ledger's are (one in flight per subject, each with
+    /// `Nats-Expected-Last-Subject-Sequence`): what the guard costs the server.
+    guarded: f64,
     /// Format version 1: one signature per event.
     v1: f64,
     /// Format version 2: seals.
@@ -127,12 +130,12 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     }
     println!("\n## ingest (events/s, medians)\n");
     println!(
-        "| durability | layout | users | raw JetStream publish (baseline) | ledger v2 (seals) | v2 / raw | ledger v1 (a signature per event) | v1 / raw | v2 / v1 | events per seal | raw publish + 1 signature each (v1 floor) | floor / raw |"
+        "| durability | layout | users | raw JetStream publish (baseline) | ledger v2 (seals) | v2 / raw | ledger v1 (a signature per event) | v1 / raw | v2 / v1 | events per seal | raw publish + 1 signature each (v1 floor) | floor / raw | raw guarded as the ledger (one in flight per subject + expected last subject seq) | guarded / raw | v2 / guarded |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.1} | {} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.1} | {} | {:.3} | {} | {:.3} | {:.3} |",
             r.durability,
             r.layout,
             r.users,
@@ -145,6 +148,9 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             r.per_seal,
             human(r.signed),
             r.signed / r.raw,
+            human(r.guarded),
+            r.guarded / r.raw,
+            r.ledger / r.guarded,
         );
     }
     println!(
@@ -232,6 +238,7 @@ async fn measure(
     let mut signed_rates = Vec::new();
     let mut ledger_rates = Vec::new();
     let mut v1_rates = Vec::new();
+    let mut guarded_rates = Vec::new();
     let stats0 = ledger.stats();
     let signer = SigningKey::from_bytes(&[6; 32]);
     let server_pid = server.pid().expect("running");
@@ -249,6 +256,11 @@ async fn measure(
     for _ in 0..a.rounds {
         let c0 = cpu_now(server_pid);
         raw_rates.push(publish(&js, &raw_subjects, &raw_payload, n, a.concurrency, 1, None).await?);
+        let g0 = cpu_now(server_pid);
+        guarded_rates.push(guarded(&js, &raw_subjects, &raw_payload, n, a.concurrency).await?);
+        let g1 = cpu_now(server_pid);
+        let [gc, gs] = cpu_per_op(g0, g1, n);
+        eprintln!("    cpu µs/event: raw guarded client {gc:.1} server {gs:.1}");
         let c1 = cpu_now(server_pid);
         let cores = std::thread::available_parallelism().map_or(2, |p| p.get());
         signed_rates.push(
@@ -287,11 +299,57 @@ async fn measure(
         users,
         raw: median(raw_rates),
         signed: median(signed_rates),
+        guarded: median(guarded_rates),
         v1: median(v1_rates),
         ledger: median(ledger_rates),
         per_seal: sealed as f64 / seals.max(1) as f64,
         sizes: std::array::from_fn(|i| stats.seal_sizes[i] - stats0.seal_sizes[i]),
     })
+}
+
+/// Raw publishes to `subjects` guarded as the ledger guards its appends: each subject has one
+/// publish in flight, with `Nats-Expected-Last-Subject-Sequence` naming the subject's last
+/// acknowledged sequence; `window` subjects in flight at most.
+async fn guarded(
+    js: &async_nats::jetstream::Context,
+    subjects: &[String],
+    payload: &Bytes,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<f64> {
+    use async_nats::jetstream::message::PublishMessage;
+    let mut last: std::collections::HashMap<String, u64> =
+        subjects.iter().map(|s| (s.clone(), 0)).collect();
+    // The last sequence of each raw subject so far (earlier rounds wrote some).
+    for s in subjects {
+        let stream = js.get_stream(js.stream_by_subject(s).await?).await?;
+        if let Ok(m) = stream.direct_get_last_for_subject(s.clone()).await {
+            last.insert(s.clone(), m.sequence);
+        }
+    }
+    let t = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0usize;
+    let mut sent = 0usize;
+    let mut done = 0usize;
+    let mut idle: Vec<String> = subjects.to_vec();
+    while done < n {
+        while sent < n && inflight.len() < window && !idle.is_empty() {
+            let s = idle.swap_remove(next % idle.len());
+            next += 1;
+            let msg = PublishMessage::build()
+                .payload(payload.clone())
+                .expected_last_subject_sequence(last[&s]);
+            let ack = js.send_publish(s.clone(), msg).await?;
+            inflight.push(async move { (s, ack.await) });
+            sent += 1;
+        }
+        let (s, ack) = inflight.next().await.expect("in flight");
+        last.insert(s.clone(), ack?.sequence);
+        idle.push(s);
+        done += 1;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 fn memory(content: &Bytes) -> NewMemory {
