@@ -132,7 +132,9 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     println!(
         "| durability | layout | users | raw JetStream publish (baseline) | ledger v2 (seals) | v2 / raw | ledger v1 (a signature per event) | v1 / raw | v2 / v1 | events per seal | raw publish + 1 signature each (v1 floor) | floor / raw | raw guarded as the ledger (one in flight per subject + expected last subject seq) | guarded / raw | v2 / guarded |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in &rows {
         println!(
             "| {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.1} | {} | {:.3} | {} | {:.3} | {:.3} |",
