@@ -239,6 +239,8 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         )),
         max_upload: 64 << 20,
         max_lag: 1000,
+        // No browser page of its own yet: `mnemo serve --cors-origin` for one.
+        cors_origins: Vec::new(),
     })
     .await?;
     // the demo

@@ -102,6 +102,14 @@ pub struct ServeArgs {
     /// `/readyz` answers 503 while the view is more events behind than this.
     #[arg(long, env = "MNEMO_READY_MAX_LAG", default_value_t = 1000)]
     max_lag: u64,
+    /// An origin (`https://app.example`, exactly) whose pages may call the API from a
+    /// browser (CORS); repeatable, or comma-separated in the variable. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "MNEMO_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
 }
 
 /// What a running stack is made of.
@@ -115,6 +123,8 @@ pub(super) struct Parts {
     pub(super) anchor: Option<(String, String, mnemo_core::Address, Duration)>,
     pub(super) max_upload: usize,
     pub(super) max_lag: u64,
+    /// Origins allowed by CORS.
+    pub(super) cors_origins: Vec<String>,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
     pub(super) operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
     /// Whether to run the planner, the dispatcher and the processors' NATS endpoints.
@@ -285,6 +295,7 @@ async fn start_services(
             auth: p.auth,
             cfg: ApiConfig {
                 max_upload: p.max_upload,
+                cors_origins: p.cors_origins.clone(),
                 ..Default::default()
             },
             stats: api_stats.clone(),
@@ -415,6 +426,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 anchor: anchor.clone(),
                 max_upload: a.max_upload,
                 max_lag: a.max_lag,
+                cors_origins: a.cors_origins.clone(),
             })
             .await
         }

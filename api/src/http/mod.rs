@@ -66,6 +66,9 @@ pub struct ApiConfig {
     /// Grants are treated as expired this long before their expiry, so that an access
     /// record written a moment after the check is still inside the grant.
     pub expiry_margin: Duration,
+    /// Origins (`scheme://host[:port]`, exactly) whose pages may call the API from a
+    /// browser (CORS); none by default, and then no CORS header is ever sent.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -76,6 +79,7 @@ impl Default for ApiConfig {
             sync_timeout: Duration::from_secs(10),
             token_ttl: 30 * 24 * 3600,
             expiry_margin: Duration::from_secs(2),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -159,6 +163,7 @@ pub fn app(
 + 'static {
     let json_limit = api.cfg.max_json;
     let stats = api.stats.clone();
+    let cors = cors(&api.cfg.cors_origins);
     let (routes, doc) = routes().split_for_parts();
     let doc = Arc::new(doc);
     let routes = routes
@@ -192,8 +197,41 @@ pub fn app(
             }
             r
         })
+        // A preflight is answered here, before the routes (which know no OPTIONS).
+        .option_layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))
         .service(routes)
+}
+
+/// The CORS layer for `origins`, or none when there are none: the methods and headers the
+/// API uses, its own response headers exposed, preflights cached 10 minutes. Bearer tokens
+/// travel in `Authorization`, so no credentials mode is needed.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("mnemo-proof-level"),
+                header::LOCATION,
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Every resource's routes with the OpenAPI document built from their handlers (the health
