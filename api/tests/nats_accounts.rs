@@ -169,6 +169,45 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     assert_eq!(r["user"], "bob");
     assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 3);
     assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 2);
+    // `Nats-Msg-Id` is the idempotency key, scoped to the user: a retry appends nothing and
+    // answers the original receipt; the same id with other content is a typed refusal;
+    // another user's message with the same id lands.
+    let with_id = async |c: &async_nats::Client, id: &str, text: &str| {
+        let mut hd = async_nats::HeaderMap::new();
+        hd.insert("Nats-Msg-Id", id);
+        let body = serde_json::to_vec(&json!({ "text": text })).unwrap();
+        c.request_with_headers("mnemo.ingest", hd, body.into())
+            .await
+            .unwrap()
+    };
+    let first: Value = serde_json::from_slice(&with_id(&a, "cap-1", "once").await.payload).unwrap();
+    let again: Value = serde_json::from_slice(&with_id(&a, "cap-1", "once").await.payload).unwrap();
+    assert_eq!(
+        (first["duplicate"].as_bool(), again["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(first["seq"], again["seq"]);
+    let reused = with_id(&a, "cap-1", "other content").await;
+    let code = reused
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned());
+    assert_eq!(
+        code.as_deref(),
+        Some("422"),
+        "{:?}",
+        String::from_utf8_lossy(&reused.payload)
+    );
+    let bobs: Value =
+        serde_json::from_slice(&with_id(&b, "cap-1", "bob's capture").await.payload).unwrap();
+    assert_eq!(
+        (bobs["user"].as_str(), bobs["duplicate"].as_bool()),
+        (Some("bob"), Some(false))
+    );
+    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 4);
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
+    // (alice's chain: 4 events from here on, bob's 3.)
     // A refusal has the NATS services error shape and the REST problem body; nothing is
     // written.
     let r = a
@@ -193,7 +232,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     assert_eq!(problem["status"], 400);
     assert_eq!(problem["detail"].as_str(), Some(detail.as_str()));
     assert!(detail.contains("missing field `text`"), "{detail}");
-    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 3);
+    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 4);
     // A read past the end answers at once, or after `wait_ms` for a long poll.
     for (body, within) in [
         (r#"{"from": 1000}"#, Duration::from_secs(3)),
@@ -223,7 +262,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
         v.push_wire(&hex::decode(e["wire"].as_str().unwrap()).unwrap())
             .unwrap();
     }
-    assert_eq!(v.finish().unwrap().checkpoint.unwrap().seq, Seq(3));
+    assert_eq!(v.finish().unwrap().checkpoint.unwrap().seq, Seq(4));
     // Following: a long poll at the next seq returns the event once it is appended.
     let follow = {
         let a = a.clone();
@@ -231,7 +270,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
             let r = a
                 .request(
                     "mnemo.read",
-                    br#"{"from": 4, "wait_ms": 10000}"#.to_vec().into(),
+                    br#"{"from": 5, "wait_ms": 10000}"#.to_vec().into(),
                 )
                 .await
                 .unwrap();
@@ -242,9 +281,9 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     let r = ingest(&b, json!({ "text": "bob writes meanwhile" })).await;
     assert_eq!(r["user"], "bob");
     let r = ingest(&a, json!({ "text": "followed" })).await;
-    assert_eq!(r["seq"], 4);
+    assert_eq!(r["seq"], 5);
     let page = follow.await.unwrap();
-    assert_eq!(page["events"][0]["seq"], 4, "{page}");
+    assert_eq!(page["events"][0]["seq"], 5, "{page}");
 
     // What A may not do, each refused by the server itself.
     let b_acct = {
@@ -288,7 +327,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     }
     assert_eq!(
         h.ledger.head(&bob).await.unwrap().unwrap().len,
-        3,
+        4,
         "nothing reached bob"
     );
 
@@ -341,7 +380,7 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     );
     // A's still-valid device keeps working after another device's revocation.
     let r = ingest(&a, json!({ "text": "still here" })).await;
-    assert_eq!(r["seq"], 5);
+    assert_eq!(r["seq"], 6);
 
     // A leaf node connected with A's device creds forwards A's ingest to the hub.
     let creds_file = h.server.dir().join("alice-leaf.creds");
@@ -378,10 +417,10 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     };
     assert_eq!(
         (r["user"].as_str(), r["seq"].as_u64()),
-        (Some("alice"), Some(6)),
+        (Some("alice"), Some(7)),
         "{r}"
     );
-    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 4);
     h.ledger.verify_chain(&alice).await.unwrap();
     h.ledger.verify_chain(&bob).await.unwrap();
     drop(b);

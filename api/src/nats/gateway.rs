@@ -157,6 +157,21 @@ async fn handle(
         return Ok(json!({ "user": user, "events": items }));
     }
     let r: IngestRequest = serde_json::from_slice(&msg.payload).map_err(bad)?;
+    // NATS's own idempotency header means what the body's `idempotency_key` means: scoped
+    // to the user, so one user's id never suppresses another user's message.
+    let header_key = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned());
+    let idempotency_key = match (r.idempotency_key, header_key) {
+        (Some(b), Some(h)) if b != h => {
+            return Err(Problem::bad_request(
+                "Nats-Msg-Id and idempotency_key differ: give one key (or the same in both)",
+            ));
+        }
+        (b, h) => b.or(h),
+    };
     let receipt = ledger
         .append(
             &user,
@@ -167,7 +182,7 @@ async fn handle(
                 source: r.source,
                 content_type: "text/plain; charset=utf-8".into(),
                 content: r.text.into_bytes().into(),
-                idempotency_key: r.idempotency_key,
+                idempotency_key,
             },
         )
         .await
