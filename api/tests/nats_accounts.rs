@@ -669,3 +669,109 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
         "{all}"
     );
 }
+
+/// `docs/asyncapi.yaml` against the server: the subjects it serves, and real replies (a
+/// receipt, a retry's, a long poll's page, refusals with their headers) and requests
+/// validated against the document's message schemas by `scripts/check-asyncapi.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asyncapi_document_matches_what_the_server_answers() {
+    let h = hub().await;
+    let carol = UserId::new("carol").unwrap();
+    h.ledger.create_user(&carol).await.unwrap();
+    h.accounts.create(&carol).await.unwrap();
+    let (_, creds) = h
+        .accounts
+        .issue_device(&carol, "carol-phone", 3600)
+        .await
+        .unwrap();
+    let (c, _errors) = device(&h.server.url(), &creds).await;
+    let headers_of = |m: &async_nats::Message| -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(hd) = &m.headers {
+            for (k, v) in hd.iter() {
+                let v = v.first().map(|v| v.as_str().to_owned()).unwrap_or_default();
+                out.insert(k.to_string(), Value::String(v));
+            }
+        }
+        Value::Object(out)
+    };
+    let mut messages = Vec::new();
+    let mut sample = |channel: &str, message: &str, m: &async_nats::Message| {
+        messages.push(json!({
+            "channel": channel, "message": message, "headers": headers_of(m),
+            "payload": serde_json::from_slice::<Value>(&m.payload).unwrap(),
+        }));
+    };
+    let request = json!({ "text": "a capture", "tags": ["voice"], "captured_at": 1_764_115_200_000i64, "source": "phone" });
+    let mut hd = async_nats::HeaderMap::new();
+    hd.insert("Nats-Msg-Id", "capture-1");
+    let body = serde_json::to_vec(&request).unwrap();
+    let first = c
+        .request_with_headers("mnemo.ingest", hd.clone(), body.clone().into())
+        .await
+        .unwrap();
+    sample("mnemo.ingest", "ingestReply", &first);
+    let again = c
+        .request_with_headers("mnemo.ingest", hd.clone(), body.into())
+        .await
+        .unwrap();
+    sample("mnemo.ingest", "ingestReply", &again);
+    let other = serde_json::to_vec(&json!({ "text": "other content" })).unwrap();
+    let reused = c
+        .request_with_headers("mnemo.ingest", hd.clone(), other.into())
+        .await
+        .unwrap();
+    sample("mnemo.ingest", "error", &reused);
+    let bad = c
+        .request("mnemo.ingest", br#"{"txt": 1}"#.to_vec().into())
+        .await
+        .unwrap();
+    sample("mnemo.ingest", "error", &bad);
+    let page = c
+        .request("mnemo.read", br#"{"from": 1, "limit": 10}"#.to_vec().into())
+        .await
+        .unwrap();
+    sample("mnemo.read", "readReply", &page);
+    let bad_read = c
+        .request("mnemo.read", br#"{"from": "one"}"#.to_vec().into())
+        .await
+        .unwrap();
+    sample("mnemo.read", "error", &bad_read);
+    // The requests as sent, against the request schemas.
+    messages.push(
+        json!({ "channel": "mnemo.ingest", "message": "ingestRequest",
+                          "headers": { "Nats-Msg-Id": "capture-1" }, "payload": request }),
+    );
+    messages.push(json!({ "channel": "mnemo.read", "message": "readRequest",
+                          "headers": {}, "payload": { "from": 1, "limit": 10 } }));
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.json");
+    let served: Vec<String> = [
+        mnemo_core::names::INGEST_PREFIX,
+        mnemo_core::names::READ_PREFIX,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    std::fs::write(
+        &samples,
+        serde_json::to_vec_pretty(&json!({ "subjects": served, "messages": messages })).unwrap(),
+    )
+    .unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let python = std::env::var("MNEMO_PYTHON").expect("MNEMO_PYTHON (scripts/setup.sh)");
+    let out = std::process::Command::new(python)
+        .arg(format!("{root}/scripts/check-asyncapi.py"))
+        .arg(format!("{root}/docs/asyncapi.yaml"))
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("8 real messages"), "{text}");
+}
