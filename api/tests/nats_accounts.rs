@@ -774,4 +774,30 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("8 real messages"), "{text}");
+
+    // A user's own device credentials are enough for an audit of their chain: through
+    // `mnemo.read` (`mnemo-audit verify --nats --user --via-read`), to a verdict.
+    let audit = async |user: &str| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        tokio::spawn(mnemo_audit::online::send_items_via_read(
+            c.clone(),
+            UserId::new(user).unwrap(),
+            mnemo_core::TimestampMs(0),
+            tx,
+        ));
+        tokio::task::spawn_blocking(move || {
+            mnemo_audit::verify_items(rx.into_iter(), &mnemo_audit::Options::default())
+        })
+        .await
+        .unwrap()
+    };
+    let outcome = audit("carol").await.unwrap();
+    assert!(outcome.valid(), "{:?}", outcome.failure);
+    let len = h.ledger.head(&carol).await.unwrap().unwrap().len;
+    assert_eq!(outcome.summary.events, len);
+    // Asking for someone else's chain with carol's credentials is an error, not a verdict.
+    let err = audit("dave")
+        .await
+        .expect_err("carol's credentials read carol's chain");
+    assert!(err.to_string().contains("another user"), "{err}");
 }

@@ -99,6 +99,11 @@ struct VerifyArgs {
     /// The user whose chain to read from NATS.
     #[arg(long, requires = "nats")]
     user: Option<String>,
+    /// With --nats --user: read the chain through the device protocol's `mnemo.read`, which
+    /// a user's own device credentials reach (no JetStream access needed; anchors are not
+    /// checked this way).
+    #[arg(long, requires = "user")]
+    via_read: bool,
     /// Also check every anchor on the EVM chain at this JSON-RPC URL.
     #[arg(long)]
     rpc: Option<String>,
@@ -401,17 +406,26 @@ fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         let user = UserId::new(user).map_err(|e| anyhow::anyhow!("--user: {e}"))?;
         let rt = runtime()?;
         let js = rt.block_on(connect(&url, a.creds.as_deref()))?;
-        let layout = rt.block_on(online::detect_layout(&js, &user))?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<BundleItem, ItemError>>(4096);
-        let seals = mnemo_ledger::SealStore::reader(js.clone());
-        rt.spawn(online::send_items(
-            js,
-            layout,
-            user.clone(),
-            now(),
-            seals,
-            tx,
-        ));
+        if a.via_read {
+            rt.spawn(online::send_items_via_read(
+                js.client(),
+                user.clone(),
+                now(),
+                tx,
+            ));
+        } else {
+            let layout = rt.block_on(online::detect_layout(&js, &user))?;
+            let seals = mnemo_ledger::SealStore::reader(js.clone());
+            rt.spawn(online::send_items(
+                js,
+                layout,
+                user.clone(),
+                now(),
+                seals,
+                tx,
+            ));
+        }
         let outcome = mnemo_audit::verify_items(rx.into_iter(), &opts)
             .with_context(|| format!("reading {user}'s chain from {url}"))?;
         custody_report(format!("{url} user {user}"), outcome, opts.threads)

@@ -180,3 +180,80 @@ async fn produce(
     send(BundleItem::End { events, head })?;
     Ok(())
 }
+
+/// Sends `user`'s bundle items into `tx`, read through the device protocol's `mnemo.read`
+/// (docs/asyncapi.yaml) on `client`: what a user's own device credentials reach, with no
+/// JetStream access. Pages of 1,000 events until the chain's end; stored seals come
+/// resolved (full seals). No anchors: the anchorer's records are not on `mnemo.read`, so
+/// such an audit checks the chain, its seals and signatures, not its anchors.
+pub async fn send_items_via_read(
+    client: async_nats::Client,
+    user: UserId,
+    now: TimestampMs,
+    tx: SyncSender<Result<BundleItem, ItemError>>,
+) {
+    if let Err(e) = produce_via_read(&client, &user, now, &tx).await {
+        let _ = tx.send(Err(e));
+    }
+}
+
+async fn produce_via_read(
+    client: &async_nats::Client,
+    user: &UserId,
+    now: TimestampMs,
+    tx: &SyncSender<Result<BundleItem, ItemError>>,
+) -> Result<(), ItemError> {
+    let send = |item: BundleItem| {
+        tokio::task::block_in_place(|| tx.send(Ok(item)).is_ok())
+            .then_some(())
+            .ok_or_else(|| io("the verifier stopped reading"))
+    };
+    send(BundleItem::Header {
+        format: BUNDLE_FORMAT.into(),
+        version: BUNDLE_VERSION,
+        user: user.clone(),
+        exported_at: now,
+        ledger_key: None,
+    })?;
+    let (mut next, mut events, mut head) = (1u64, 0u64, Hash32::ZERO);
+    loop {
+        let body = serde_json::json!({ "from": next, "limit": 1000 }).to_string();
+        let r = client
+            .request(mnemo_core::names::READ_PREFIX, body.into())
+            .await
+            .map_err(|e| io(format!("mnemo.read: {e}")))?;
+        if let Some(err) = r.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")) {
+            return Err(io(format!("mnemo.read refused: {err}")));
+        }
+        let page: serde_json::Value =
+            serde_json::from_slice(&r.payload).map_err(|e| io(format!("mnemo.read: {e}")))?;
+        if page["user"].as_str() != Some(user.as_str()) {
+            return Err(io(format!(
+                "mnemo.read answered for {:?}, not {user}: these credentials are another user's",
+                page["user"]
+            )));
+        }
+        let items = page["events"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        for e in items {
+            let wire = e["wire"]
+                .as_str()
+                .and_then(|w| hex::decode(w).ok())
+                .ok_or_else(|| io("mnemo.read: an event without its wire form"))?;
+            if let Ok((ev, h)) = Event::from_wire(&wire) {
+                head = h;
+                next = ev.seq.0 + 1;
+            } else {
+                next += 1;
+            }
+            events += 1;
+            send(BundleItem::Event {
+                wire: HexBytes(wire),
+            })?;
+        }
+    }
+    send(BundleItem::End { events, head })?;
+    Ok(())
+}
