@@ -120,6 +120,20 @@ struct VerifyArgs {
     json: bool,
 }
 
+impl VerifyArgs {
+    /// The verification options the flags give.
+    fn options(&self) -> anyhow::Result<Options> {
+        Ok(Options {
+            policy: self.pins.policy()?,
+            threads: self
+                .threads
+                .unwrap_or_else(|| Options::default().threads)
+                .max(1),
+            seals: None,
+        })
+    }
+}
+
 impl Pins {
     fn policy(&self) -> anyhow::Result<AuditPolicy> {
         let contract = self
@@ -325,14 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
-    let opts = Options {
-        policy: a.pins.policy()?,
-        threads: a
-            .threads
-            .unwrap_or_else(|| Options::default().threads)
-            .max(1),
-        seals: None,
-    };
+    let opts = a.options()?;
     let mut report = if let Some(path) = &a.bundle {
         let (mut r, len) = open(path)?;
         // Which kind of file (FORMAT.md §13.1): a custody bundle when its first line is a
@@ -494,14 +501,7 @@ struct ServerReport {
 /// `verify --nats URL --all-users`: every chain on the server, seals shared between them.
 fn verify_server(a: VerifyArgs) -> anyhow::Result<bool> {
     let url = a.nats.clone().expect("clap requires --nats");
-    let opts = Options {
-        policy: a.pins.policy()?,
-        threads: a
-            .threads
-            .unwrap_or_else(|| Options::default().threads)
-            .max(1),
-        seals: None,
-    };
+    let opts = a.options()?;
     let rt = runtime()?;
     let js = rt.block_on(connect(&url, a.creds.as_deref()))?;
     let outcome = rt

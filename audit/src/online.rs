@@ -43,6 +43,29 @@ fn io(e: impl std::fmt::Display) -> ItemError {
     ItemError::Io(std::io::Error::other(e.to_string()))
 }
 
+/// The header item of `user`'s bundle, read at `now`.
+pub(crate) fn header(user: &UserId, now: TimestampMs) -> BundleItem {
+    BundleItem::Header {
+        format: BUNDLE_FORMAT.into(),
+        version: BUNDLE_VERSION,
+        user: user.clone(),
+        exported_at: now,
+        ledger_key: None,
+    }
+}
+
+/// Sends items into the verifier's bounded channel. Sending blocks this task's thread,
+/// which is one of the runtime's workers; `block_in_place` lets the others go on.
+fn sender(
+    tx: &SyncSender<Result<BundleItem, ItemError>>,
+) -> impl Fn(BundleItem) -> Result<(), ItemError> + '_ {
+    |item| {
+        tokio::task::block_in_place(|| tx.send(Ok(item)).is_ok())
+            .then_some(())
+            .ok_or_else(|| io("the verifier stopped reading"))
+    }
+}
+
 /// Every chain on the server: the per-user streams' users, and the users of the shared
 /// streams' subjects, each with the layout it is found in, in user id order.
 pub async fn list_users(js: &jetstream::Context) -> Result<Vec<(Layout, UserId)>, SourceError> {
@@ -109,13 +132,7 @@ async fn produce(
     seals: &SealStore,
     tx: &SyncSender<Result<BundleItem, ItemError>>,
 ) -> Result<(), ItemError> {
-    // The channel is bounded: sending blocks this task's thread, which is one of the
-    // runtime's workers; block_in_place lets the others go on.
-    let send = |item: BundleItem| {
-        tokio::task::block_in_place(|| tx.send(Ok(item)).is_ok())
-            .then_some(())
-            .ok_or_else(|| io("the verifier stopped reading"))
-    };
+    let send = sender(tx);
     let loc = layout.locate(user);
     let stream = js.get_stream(&loc.stream).await.map_err(io)?;
     let last = match stream
@@ -126,13 +143,7 @@ async fn produce(
         Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => None,
         Err(e) => return Err(io(e)),
     };
-    send(BundleItem::Header {
-        format: BUNDLE_FORMAT.into(),
-        version: BUNDLE_VERSION,
-        user: user.clone(),
-        exported_at: now,
-        ledger_key: None,
-    })?;
+    send(header(user, now))?;
     if let Some(reader) = AnchorReader::open(js).await.map_err(io)? {
         for (epoch_proof, receipt) in reader.anchors_for(user).await.map_err(io)? {
             send(BundleItem::Anchor {
@@ -203,18 +214,8 @@ async fn produce_via_read(
     now: TimestampMs,
     tx: &SyncSender<Result<BundleItem, ItemError>>,
 ) -> Result<(), ItemError> {
-    let send = |item: BundleItem| {
-        tokio::task::block_in_place(|| tx.send(Ok(item)).is_ok())
-            .then_some(())
-            .ok_or_else(|| io("the verifier stopped reading"))
-    };
-    send(BundleItem::Header {
-        format: BUNDLE_FORMAT.into(),
-        version: BUNDLE_VERSION,
-        user: user.clone(),
-        exported_at: now,
-        ledger_key: None,
-    })?;
+    let send = sender(tx);
+    send(header(user, now))?;
     let (mut next, mut events, mut head) = (1u64, 0u64, Hash32::ZERO);
     loop {
         let body = serde_json::json!({ "from": next, "limit": 1000 }).to_string();

@@ -9,7 +9,7 @@
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use mnemo_anchor::AnchorReader;
-use mnemo_core::custody::{BUNDLE_FORMAT, BUNDLE_VERSION, BundleItem, CustodyVerifier};
+use mnemo_core::custody::{BundleItem, CustodyVerifier};
 use mnemo_core::verify::SealCache;
 use mnemo_core::{Event, Hash32, TimestampMs, UserId};
 use mnemo_ledger::{SealStore, envelope};
@@ -76,13 +76,7 @@ pub async fn verify_all(
     let mut streams = BTreeSet::new();
     for (layout, user) in &users {
         let mut v = CustodyVerifier::new(opts.policy.clone()).with_seal_cache(cache.clone());
-        let mut items = vec![BundleItem::Header {
-            format: BUNDLE_FORMAT.into(),
-            version: BUNDLE_VERSION,
-            user: user.clone(),
-            exported_at: now,
-            ledger_key: None,
-        }];
+        let mut items = vec![online::header(user, now)];
         if let Some(reader) = &anchors {
             for (epoch_proof, receipt) in reader
                 .anchors_for(user)

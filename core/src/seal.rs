@@ -223,14 +223,7 @@ impl SealLink {
                 signature: Sig::from_bytes(&r.array("seal signature")?),
             },
             2 => {
-                let at = r.pos();
-                let size = r.u32("seal size")?;
-                if size == 0 || size > MAX_SEAL_SIZE {
-                    return Err(DecodeError::Invalid {
-                        offset: at,
-                        what: "seal size",
-                    });
-                }
+                let size = read_size(r)?;
                 let index = r.u32("seal index")?;
                 let n = r.count(32, "seal path")?;
                 let path = (0..n)
@@ -378,14 +371,7 @@ impl SealedBatch {
             return Err(DecodeError::UnknownVersion(v));
         }
         let signer = KeyId(r.array("signer")?);
-        let at = r.pos();
-        let size = r.u32("seal size")?;
-        if size == 0 || size > MAX_SEAL_SIZE {
-            return Err(DecodeError::Invalid {
-                offset: at,
-                what: "seal size",
-            });
-        }
+        let size = read_size(&mut r)?;
         let signature = Sig::from_bytes(&r.array("seal signature")?);
         let hashes = (0..size)
             .map(|_| r.array("event hash").map(Hash32))
@@ -397,6 +383,19 @@ impl SealedBatch {
             signature,
         })
     }
+}
+
+/// A batch size: 1 to [`MAX_SEAL_SIZE`].
+fn read_size(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+    let at = r.pos();
+    let size = r.u32("seal size")?;
+    if size == 0 || size > MAX_SEAL_SIZE {
+        return Err(DecodeError::Invalid {
+            offset: at,
+            what: "seal size",
+        });
+    }
+    Ok(size)
 }
 
 fn tree_of(event_hashes: &[Hash32]) -> MerkleTree {

@@ -156,7 +156,11 @@ impl Ledger {
             }
         };
         let version = self.inner.cfg.format.max(st.version);
-        let signer = PublicKey(key.verifying_key()).id();
+        let signer = if std::ptr::eq(key, &self.inner.cfg.keys.current) {
+            self.inner.current_key
+        } else {
+            PublicKey(key.verifying_key()).id()
+        };
         let (unsigned, hash) =
             st.head
                 .next_unsigned(version, signer, now_ms(), body, payload, None);
