@@ -320,6 +320,23 @@ fn raw_verify_rate(n: usize, threads: usize, rounds: usize) -> f64 {
     median(rates)
 }
 
+/// A fresh server with a ledger in the sharded layout (8 streams) writing `format`, and
+/// `a.users` users named `prefix<n>`.
+async fn sharded(
+    a: &Args,
+    prefix: &str,
+    format: u8,
+) -> anyhow::Result<(NatsServer, async_nats::Client, Ledger, Vec<UserId>)> {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await?;
+    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
+    cfg.layout = Layout::Sharded { shards: 8 };
+    cfg.format = format;
+    let ledger = Ledger::connect(client.clone(), cfg).await?;
+    let users = crate::measure::create_users(&ledger, prefix, a.users).await?;
+    Ok((server, client, ledger, users))
+}
+
 async fn fill(ledger: &Ledger, users: &[UserId], n: usize) -> anyhow::Result<f64> {
     let content = Bytes::from(vec![b'm'; 256]);
     crate::ingest::ledger_appends(ledger, users, &content, n, 256).await
@@ -327,12 +344,7 @@ async fn fill(ledger: &Ledger, users: &[UserId], n: usize) -> anyhow::Result<f64
 
 /// `mnemo-audit verify --nats --all-users` over every chain against raw batch verification.
 async fn server_audit(a: &Args) -> anyhow::Result<()> {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await?;
-    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
-    cfg.layout = Layout::Sharded { shards: 8 };
-    let ledger = Ledger::connect(client.clone(), cfg).await?;
-    let users = crate::measure::create_users(&ledger, "a", a.users).await?;
+    let (_server, client, ledger, users) = sharded(a, "a", FORMAT_V2).await?;
     let n = a.events.saturating_sub(a.users);
     let t = Instant::now();
     let rate = fill(&ledger, &users, n).await?;
@@ -388,13 +400,7 @@ async fn server_audit(a: &Args) -> anyhow::Result<()> {
 
 /// One user's export written while every user appends, verified, against raw verification.
 async fn export_under_load(a: &Args) -> anyhow::Result<()> {
-    let server = NatsServer::start();
-    let client = async_nats::connect(server.url()).await?;
-    let mut cfg = LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[5; 32]));
-    cfg.layout = Layout::Sharded { shards: 8 };
-    cfg.format = a.export_format;
-    let ledger = Ledger::connect(client.clone(), cfg).await?;
-    let users = crate::measure::create_users(&ledger, "e", a.users).await?;
+    let (_server, _client, ledger, users) = sharded(a, "e", a.export_format).await?;
     let me = users[0].clone();
     let others = users[1..].to_vec();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

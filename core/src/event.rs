@@ -799,6 +799,13 @@ impl Event {
         }
     }
 
+    /// Its custody receipt (docs/FORMAT.md §5.5): version 2 with a `single` or `full`
+    /// seal; `None` for version 1 or a stored link.
+    pub fn receipt(&self, hash: &Hash32) -> Option<crate::receipt::CustodyReceipt> {
+        self.seal(hash)
+            .map(|s| crate::receipt::CustodyReceipt::new(&self.unsigned, s))
+    }
+
     /// The event's signature (version 1) or seal (version 2, `None` for a stored link).
     pub fn seal(&self, hash: &Hash32) -> Option<crate::seal::Seal> {
         match &self.custody {

@@ -120,16 +120,6 @@ impl Seal {
             Err(SealError::Signature)
         }
     }
-
-    /// A digest naming the verified statement (key, size, root, signature), for caches of
-    /// verified seals.
-    pub fn digest(&self, key: &[u8; 32]) -> Hash32 {
-        let mut h = blake3::Hasher::new();
-        h.update(key);
-        h.update(&self.signing_message());
-        h.update(&self.signature.to_bytes());
-        Hash32(*h.finalize().as_bytes())
-    }
 }
 
 /// Why a seal verified alone failed.

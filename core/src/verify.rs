@@ -56,7 +56,7 @@ struct Seen {
 }
 
 impl Seen {
-    /// The digest [`SealCache`] keys it by ([`Seal::digest`](crate::seal::Seal::digest)).
+    /// The digest [`SealCache`] keys it by: blake3 of key, signed message and signature.
     fn digest(&self) -> Hash32 {
         let mut h = blake3::Hasher::new();
         h.update(&self.key);
@@ -71,7 +71,8 @@ pub const RECENT_SEALS: usize = 64;
 
 /// Seals whose signature verified, shared between verifiers (e.g. every chain of a server,
 /// `mnemo-audit verify --all-users`), so each batch signature is checked once however many
-/// chains it covers. Keyed by [`Seal::digest`](crate::seal::Seal::digest).
+/// chains it covers. Keyed by a blake3 digest of the key, the signed message and the
+/// signature.
 #[derive(Debug, Default)]
 pub struct SealCache {
     verified: Mutex<HashSet<Hash32>>,

@@ -300,10 +300,7 @@ impl Ledger {
             memory: Some(*memory),
             stream_seq: e.stream_seq,
             duplicate: true,
-            custody: e
-                .event
-                .seal(&e.hash)
-                .map(|s| mnemo_core::CustodyReceipt::new(&e.event.unsigned, s)),
+            custody: e.event.receipt(&e.hash),
         })
     }
 

@@ -617,9 +617,7 @@ impl Ledger {
         }
         let event = self.inner.seals.resolve(event).await?;
         let memory = event.body.new_memory();
-        let custody = event
-            .seal(&hash)
-            .map(|s| CustodyReceipt::new(&event.unsigned, s));
+        let custody = event.receipt(&hash);
         Ok(Receipt {
             user: user.clone(),
             seq: event.seq,
