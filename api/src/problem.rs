@@ -130,6 +130,11 @@ impl From<LedgerError> for Problem {
                 "idempotency-key-reused",
                 other.to_string(),
             ),
+            other @ LedgerError::CaptureReused { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "capture-id-reused",
+                format!("{other}; nothing was written"),
+            ),
             other @ LedgerError::TooManyReads(_) => Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-reads",

@@ -276,7 +276,7 @@ async fn chaos_run_loses_no_acknowledged_memory() {
         for (_, seq, id) in mine {
             let e = &events[(*seq - 1) as usize];
             assert!(
-                matches!(&e.event.body, mnemo_core::EventBody::MemoryIngested { memory } if memory.to_hex() == *id),
+                matches!(&e.event.body, mnemo_core::EventBody::MemoryIngested { memory, .. } if memory.to_hex() == *id),
                 "{u}: receipt at seq {seq}"
             );
         }

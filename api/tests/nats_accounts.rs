@@ -65,10 +65,11 @@ async fn hub() -> Hub {
     .await
     .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(mnemo_api::nats::serve_devices(
+    tokio::spawn(mnemo_api::nats::serve_device_services(
         service,
         ledger.clone(),
         accounts.clone(),
+        mnemo_api::nats::CaptureConfig::default(),
         rx,
     ));
     Hub {
@@ -184,7 +185,8 @@ async fn isolation_matrix_revocation_expiry_and_a_leaf_node() {
     let again: Value = serde_json::from_slice(&with_id(&a, "cap-1", "once").await.payload).unwrap();
     assert_eq!(
         (first["duplicate"].as_bool(), again["duplicate"].as_bool()),
-        (Some(false), Some(true))
+        (Some(false), Some(true)),
+        "{first} {again}"
     );
     assert_eq!(first["seq"], again["seq"]);
     let reused = with_id(&a, "cap-1", "other content").await;

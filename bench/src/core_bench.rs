@@ -41,6 +41,7 @@ fn chain(n: u64) -> (UserId, Vec<Vec<u8>>, Vec<Hash32>) {
             m[..8].copy_from_slice(&i.to_be_bytes());
             EventBody::MemoryIngested {
                 memory: MemoryId(m),
+                capture: None,
             }
         };
         let payload = (i > 0).then_some(Hash32([i as u8; 32]));

@@ -134,7 +134,10 @@ async fn storage(a: &Args) -> anyhow::Result<()> {
                         role: KeyRole::Custody,
                     }
                 } else {
-                    EventBody::MemoryIngested { memory }
+                    EventBody::MemoryIngested {
+                        memory,
+                        capture: None,
+                    }
                 };
                 let payload = matches!(body, EventBody::MemoryIngested { .. }).then_some(c);
                 let (u, h) = heads[who].next_unsigned(

@@ -72,6 +72,7 @@ fn write_bundle(path: &std::path::Path, n: u64) -> anyhow::Result<Vec<[u8; 64]>>
             (
                 EventBody::MemoryIngested {
                     memory: MemoryId(m),
+                    capture: None,
                 },
                 Some(c),
                 Some((salt, record)),

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::{Custody, ErasureTarget, Event, EventBody};
+use crate::event::{Capture, Custody, ErasureTarget, Event, EventBody};
 use crate::grant::Grant;
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, ModelId, Seq, UserId};
 use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
@@ -91,6 +91,8 @@ pub struct ChainState {
     acc: Accumulator,
     keys: KeyHistory,
     memories: HashSet<MemoryId>,
+    /// Capture ids seen (origin key or none, capture), with the seq of their event.
+    captures: HashMap<(Option<KeyId>, Capture), Seq>,
     /// The seq of each memory's event, for the memories this state applied itself (a
     /// resumed state knows only those after its resume point).
     memory_seq: HashMap<MemoryId, Seq>,
@@ -159,6 +161,7 @@ impl ChainState {
             acc: Accumulator::new(),
             keys: KeyHistory::default(),
             memories: HashSet::new(),
+            captures: HashMap::new(),
             memory_seq: HashMap::new(),
             grants: HashMap::new(),
             processing: Processing::default(),
@@ -193,6 +196,9 @@ impl ChainState {
             keys: history,
             memories: memories.into_iter().collect(),
             memory_seq: HashMap::new(),
+            // Nor the capture ids before it: mnemo's capture index keeps those, and an
+            // auditor from genesis refuses a capture recorded twice wherever it is.
+            captures: HashMap::new(),
             grants: grants.into_iter().map(|g| (g.id, g)).collect(),
             processing: Processing::default(),
             // A view does not keep the version of the event it resumes at: the switch back
@@ -424,7 +430,7 @@ impl ChainState {
                 Some(SignatureCheck {
                     seq,
                     by: Signed::Origin,
-                    msg: keys::origin_signing_message(&event.user, commitment),
+                    msg: keys::origin_message_for(&event.user, event.body.capture(), commitment),
                     sig: o.signature.0,
                     key: rec.key.0,
                 })
@@ -603,10 +609,24 @@ impl ChainState {
                         other => bad(other.reason()),
                     })?;
             }
-            EventBody::MemoryIngested { memory } => {
-                if !self.memories.insert(*memory) {
+            EventBody::MemoryIngested { memory, capture } => {
+                // Nothing is changed before every rule of the event held.
+                if self.memories.contains(memory) {
                     return Err(bad("memory id used twice"));
                 }
+                if let Some(c) = capture {
+                    let id = (event.origin.map(|o| o.key), c.clone());
+                    if let Some(first) = self.captures.get(&id) {
+                        return Err(ChainError::DuplicateCapture {
+                            seq,
+                            first: *first,
+                            stream: c.stream.clone(),
+                            counter: c.counter,
+                        });
+                    }
+                    self.captures.insert(id, seq);
+                }
+                self.memories.insert(*memory);
                 self.memory_seq.insert(*memory, seq);
             }
             EventBody::MemoryErased { target } => match target {

@@ -336,7 +336,7 @@ impl CustodyVerifier {
         self.summary.events += 1;
         let mut memory = None;
         match &event.body {
-            EventBody::MemoryIngested { memory: m }
+            EventBody::MemoryIngested { memory: m, .. }
             | EventBody::MemoryDerived { memory: m, .. } => {
                 self.summary.memories += 1;
                 memory = Some(*m);

@@ -195,6 +195,19 @@ pub enum ChainError {
         /// The earlier result.
         original: MemoryId,
     },
+    /// A capture id (origin key or none, stream, counter) appears a second time: one
+    /// capture recorded twice.
+    #[error("seq {seq}: capture {stream}/{counter} was recorded before, at seq {first}")]
+    DuplicateCapture {
+        /// The event's sequence number.
+        seq: Seq,
+        /// The event that recorded it first.
+        first: Seq,
+        /// The capture stream.
+        stream: String,
+        /// The capture counter.
+        counter: u64,
+    },
     /// An erasure leaves memories derived from the erased one readable: it must name the
     /// whole lineage closure (`lineage_erased`).
     #[error("seq {seq}: the erasure of {memory} does not cover its lineage closure")]
@@ -244,6 +257,7 @@ impl ChainError {
             Self::InputNotCovered { .. } => "input_not_covered",
             Self::AlreadyDerived { .. } => "already_derived",
             Self::ErasureIncomplete { .. } => "erasure_incomplete",
+            Self::DuplicateCapture { .. } => "duplicate_capture",
             Self::Truncated { .. } => "truncated",
             Self::CheckpointMismatch { .. } => "checkpoint_mismatch",
         }
@@ -268,6 +282,7 @@ impl ChainError {
             | Self::InputNotCovered { seq, .. }
             | Self::AlreadyDerived { seq, .. }
             | Self::ErasureIncomplete { seq, .. }
+            | Self::DuplicateCapture { seq, .. }
             | Self::CheckpointMismatch { seq, .. } => Some(*seq),
             Self::SeqGap { expected, .. } => Some(*expected),
             Self::BadGenesis(_) => Some(Seq::FIRST),

@@ -133,10 +133,15 @@ pub enum EventBody {
         /// The revoked key.
         key: KeyId,
     },
-    /// A memory was ingested; the envelope's `payload` commits to it.
+    /// A memory was ingested; the envelope's `payload` commits to it. With a capture id
+    /// (kind tag 0x14, docs/FORMAT.md §4.2) it names the device's capture it came from.
     MemoryIngested {
         /// The memory's id.
         memory: MemoryId,
+        /// The capture it records, named by its capture stream and counter; no two
+        /// memories of a chain share one (with the same origin key, or none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capture: Option<Capture>,
     },
     /// Payload keys were destroyed (crypto-shredding).
     MemoryErased {
@@ -245,7 +250,10 @@ impl EventBody {
             Self::KeyAdded { .. } => 0x01,
             Self::KeyRotated { .. } => 0x02,
             Self::KeyRevoked { .. } => 0x03,
-            Self::MemoryIngested { .. } => 0x10,
+            Self::MemoryIngested { capture: None, .. } => 0x10,
+            Self::MemoryIngested {
+                capture: Some(_), ..
+            } => 0x14,
             Self::MemoryErased { .. } => 0x11,
             Self::MemoryDerived { .. } => 0x12,
             Self::LineageErased { .. } => 0x13,
@@ -277,10 +285,20 @@ impl EventBody {
         }
     }
 
+    /// The capture id of a `memory_ingested` that has one.
+    pub fn capture(&self) -> Option<&Capture> {
+        match self {
+            Self::MemoryIngested { capture, .. } => capture.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The memory a payload-carrying event (`memory_ingested`, `memory_derived`) adds.
     pub fn new_memory(&self) -> Option<MemoryId> {
         match self {
-            Self::MemoryIngested { memory } | Self::MemoryDerived { memory, .. } => Some(*memory),
+            Self::MemoryIngested { memory, .. } | Self::MemoryDerived { memory, .. } => {
+                Some(*memory)
+            }
             _ => None,
         }
     }
@@ -297,7 +315,13 @@ impl EventBody {
                 w.fixed(&new.to_bytes());
             }
             Self::KeyRevoked { key } => w.fixed(&key.0),
-            Self::MemoryIngested { memory } => w.fixed(&memory.0),
+            Self::MemoryIngested { memory, capture } => {
+                w.fixed(&memory.0);
+                if let Some(c) = capture {
+                    w.str(&c.stream);
+                    w.u64(c.counter);
+                }
+            }
             Self::MemoryErased { target } => match target {
                 ErasureTarget::Memory(m) => {
                     w.u8(1);
@@ -418,6 +442,14 @@ impl EventBody {
             },
             0x10 => Self::MemoryIngested {
                 memory: MemoryId(r.array("memory id")?),
+                capture: None,
+            },
+            0x14 => Self::MemoryIngested {
+                memory: MemoryId(r.array("memory id")?),
+                capture: Some(Capture {
+                    stream: r.str("capture stream")?.to_owned(),
+                    counter: r.u64("capture counter")?,
+                }),
             },
             0x11 => {
                 let at = r.pos();
@@ -607,6 +639,20 @@ fn user_id(r: &mut Reader<'_>, what: &'static str) -> Result<UserId, DecodeError
     let at = r.pos();
     UserId::new(r.str(what)?).map_err(|_| DecodeError::Invalid { offset: at, what })
 }
+
+/// A capture id: a device's capture stream (`voice`, `web`, ...) and its counter in it.
+/// Each stream keeps its own order; with the origin key (or none), it names one capture
+/// for good (docs/FORMAT.md §4.2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capture {
+    /// The capture stream: 1 to 64 bytes of text without U+0000.
+    pub stream: String,
+    /// The capture's number in its stream.
+    pub counter: u64,
+}
+
+/// Longest capture stream name, in bytes.
+pub const MAX_CAPTURE_STREAM: usize = 64;
 
 /// A device's signature over a payload commitment: proves where a memory came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -41,6 +41,10 @@ pub const CTX_SEAL_NODE: &str = "mnemo 2026-12-01 seal tree node v2";
 pub const SIG_EVENT: &[u8; 32] = b"mnemo event signature v1\0\0\0\0\0\0\0\0";
 /// Prefix of the message a device's origin signature signs.
 pub const SIG_ORIGIN: &[u8; 32] = b"mnemo origin signature v1\0\0\0\0\0\0\0";
+/// Prefix of the message a device signs for a capture (a `memory_ingested` with a capture
+/// id): `SIG_CAPTURE || u32 len(user) || user || u32 len(stream) || stream || u64 counter
+/// || payload commitment`.
+pub const SIG_CAPTURE: &[u8; 32] = b"mnemo capture signature v1\0\0\0\0\0\0";
 /// Prefix of the message a processor signs for a derived memory.
 pub const SIG_DERIVED: &[u8; 32] = b"mnemo derived signature v1\0\0\0\0\0\0";
 /// Prefix of the message a processor signs for a trained model.

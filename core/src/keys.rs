@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::event::EventBody;
-use crate::hash::{self, SIG_EVENT, SIG_ORIGIN};
+use crate::hash::{self, SIG_CAPTURE, SIG_EVENT, SIG_ORIGIN};
 use crate::ids::{Hash32, KeyId, Seq, UserId};
 
 /// An ed25519 public key (32 bytes, hex in JSON).
@@ -155,6 +155,49 @@ pub fn origin_signing_message(user: &UserId, commitment: &Hash32) -> Vec<u8> {
     m.extend_from_slice(u);
     m.extend_from_slice(&commitment.0);
     m
+}
+
+/// What a device signs for a capture (docs/FORMAT.md §5.2): the capture id is bound to the
+/// device key with the payload commitment, so it cannot be moved to other content.
+pub fn capture_signing_message(
+    user: &UserId,
+    capture: &crate::event::Capture,
+    commitment: &Hash32,
+) -> Vec<u8> {
+    let u = user.as_str().as_bytes();
+    let st = capture.stream.as_bytes();
+    let mut m = Vec::with_capacity(32 + 8 + u.len() + st.len() + 8 + 32);
+    m.extend_from_slice(SIG_CAPTURE);
+    m.extend_from_slice(&(u.len() as u32).to_be_bytes());
+    m.extend_from_slice(u);
+    m.extend_from_slice(&(st.len() as u32).to_be_bytes());
+    m.extend_from_slice(st);
+    m.extend_from_slice(&capture.counter.to_be_bytes());
+    m.extend_from_slice(&commitment.0);
+    m
+}
+
+/// The message an origin signature signs: [`capture_signing_message`] for a capture,
+/// [`origin_signing_message`] otherwise.
+pub fn origin_message_for(
+    user: &UserId,
+    capture: Option<&crate::event::Capture>,
+    commitment: &Hash32,
+) -> Vec<u8> {
+    match capture {
+        Some(c) => capture_signing_message(user, c, commitment),
+        None => origin_signing_message(user, commitment),
+    }
+}
+
+/// Signs a capture as its device (the signed form of the device protocol).
+pub fn sign_capture(
+    key: &SigningKey,
+    user: &UserId,
+    capture: &crate::event::Capture,
+    commitment: &Hash32,
+) -> Sig {
+    Sig(key.sign(&capture_signing_message(user, capture, commitment)))
 }
 
 /// Signs an event hash with a custody key.

@@ -61,8 +61,8 @@ pub use chain_state::{ChainState, EventSignatures, SignatureCheck, Signed};
 pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
 pub use error::{ChainError, DecodeError, IdError, ProofError};
 pub use event::{
-    AccessAction, Capabilities, Custody, ErasureTarget, Event, EventBody, FORMAT_V1, FORMAT_V2,
-    FORMAT_VERSION, GrantConditions, Head, Origin, UnsignedEvent,
+    AccessAction, Capabilities, Capture, Custody, ErasureTarget, Event, EventBody, FORMAT_V1,
+    FORMAT_V2, FORMAT_VERSION, GrantConditions, Head, Origin, UnsignedEvent,
 };
 pub use grant::{Grant, MemoryFacts, Refusal};
 pub use ids::{

@@ -42,6 +42,15 @@ pub const ANCHORS_SUBJECT_PREFIX: &str = "mnemo.anchors";
 pub const DEAD_LETTER_PREFIX: &str = "mnemo.deadletter";
 /// The ingest service subject (devices publish on it; imported per account).
 pub const INGEST_PREFIX: &str = "mnemo.ingest";
+/// The durable capture subject: a JetStream publish on it is stored in [`INGEST_STREAM`]
+/// (the publisher gets the stream's PubAck) and drained into the chain by mnemo.
+pub const CAPTURE_PREFIX: &str = "mnemo.capture";
+/// The durable ingest stream (service account; work queue of `mnemo.capture.<account>`).
+pub const INGEST_STREAM: &str = "MNEMO-INGEST";
+/// Refused device messages, per user (`mnemo.rejects.<user>`), readable over `mnemo.read`.
+pub const REJECTS_STREAM: &str = "MNEMO-REJECTS";
+/// Prefix of the refused-message subjects.
+pub const REJECTS_PREFIX: &str = "mnemo.rejects";
 /// The chain-read service subject.
 pub const READ_PREFIX: &str = "mnemo.read";
 /// The queue group the service subscribers share.

@@ -77,6 +77,17 @@ impl EventBody {
             EventBody::MemoryDerived { version, .. } | EventBody::ModelTrained { version, .. } => {
                 check_version(version)
             }
+            EventBody::MemoryIngested {
+                capture: Some(c), ..
+            } => {
+                if c.stream.is_empty()
+                    || c.stream.len() > crate::event::MAX_CAPTURE_STREAM
+                    || !text_ok(&c.stream)
+                {
+                    return Err("a capture stream is 1 to 64 bytes of text without U+0000");
+                }
+                Ok(())
+            }
             EventBody::LineageErased { reason, .. } => {
                 if reason.len() > crate::processing::MAX_REASON_LEN || !text_ok(reason) {
                     return Err("an erasure reason is longer than 512 bytes or contains U+0000");

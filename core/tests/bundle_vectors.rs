@@ -61,7 +61,10 @@ fn chain() -> ChainBuilder {
     let c1 = commitment::commit(&SALT1, &record("first").canonical_bytes());
     b.push(
         &custody,
-        EventBody::MemoryIngested { memory: mem(1) },
+        EventBody::MemoryIngested {
+            memory: mem(1),
+            capture: None,
+        },
         Some(c1),
         None,
     );
@@ -72,7 +75,10 @@ fn chain() -> ChainBuilder {
     };
     b.push(
         &custody,
-        EventBody::MemoryIngested { memory: mem(2) },
+        EventBody::MemoryIngested {
+            memory: mem(2),
+            capture: None,
+        },
         Some(c2),
         Some(origin),
     );
@@ -184,7 +190,7 @@ fn bundle(events: &[(Event, Hash32)], anchored: &[u64]) -> Vec<BundleItem> {
         items.push(BundleItem::Event {
             wire: HexBytes(e.to_wire()),
         });
-        if matches!(e.body, EventBody::MemoryIngested { memory } if memory == mem(1)) {
+        if matches!(e.body, EventBody::MemoryIngested { memory, .. } if memory == mem(1)) {
             items.push(BundleItem::Payload {
                 seq: e.seq,
                 salt: Hash32(SALT1),

@@ -80,7 +80,10 @@ fn an_inserted_event_signed_by_the_right_key_breaks_the_links() {
     let (forged, h) = head.next_event(
         &s.custody,
         TimestampMs(1),
-        EventBody::MemoryIngested { memory: mem(77) },
+        EventBody::MemoryIngested {
+            memory: mem(77),
+            capture: None,
+        },
         Some(Hash32([1; 32])),
         None,
     );
@@ -102,7 +105,10 @@ fn key_rules_are_enforced() {
     let (e, _) = head.next_event(
         &s.custody,
         TimestampMs(1),
-        EventBody::MemoryIngested { memory: mem(50) },
+        EventBody::MemoryIngested {
+            memory: mem(50),
+            capture: None,
+        },
         Some(Hash32([2; 32])),
         None,
     );
@@ -113,7 +119,10 @@ fn key_rules_are_enforced() {
     let (e, _) = head.next_event(
         &key(66),
         TimestampMs(1),
-        EventBody::MemoryIngested { memory: mem(50) },
+        EventBody::MemoryIngested {
+            memory: mem(50),
+            capture: None,
+        },
         Some(Hash32([2; 32])),
         None,
     );
@@ -129,7 +138,10 @@ fn key_rules_are_enforced() {
     let (e, h) = head.next_event(
         &s.rotated,
         TimestampMs(1),
-        EventBody::MemoryIngested { memory: mem(51) },
+        EventBody::MemoryIngested {
+            memory: mem(51),
+            capture: None,
+        },
         Some(c),
         Some(origin),
     );
@@ -212,7 +224,10 @@ fn grant_and_memory_references_are_checked() {
             "unknown_memory",
         ),
         (
-            EventBody::MemoryIngested { memory: mem(2) },
+            EventBody::MemoryIngested {
+                memory: mem(2),
+                capture: None,
+            },
             "invalid_transition",
         ),
     ] {
@@ -287,6 +302,7 @@ fn a_bad_signature_deep_in_a_batch_is_located() {
             TimestampMs(i.into()),
             EventBody::MemoryIngested {
                 memory: MemoryId(id),
+                capture: None,
             },
             Some(Hash32([1; 32])),
             None,

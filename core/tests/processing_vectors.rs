@@ -72,7 +72,10 @@ fn chain() -> Built {
     for n in 1..=2 {
         b.push(
             &custody,
-            EventBody::MemoryIngested { memory: mem(n) },
+            EventBody::MemoryIngested {
+                memory: mem(n),
+                capture: None,
+            },
             Some(Hash32([n; 32])),
             None,
         );

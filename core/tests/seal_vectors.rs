@@ -50,7 +50,10 @@ fn build() -> Value {
     let (e2, h2) = heads[0].next_event(
         &k,
         TimestampMs(T0 + 1000),
-        EventBody::MemoryIngested { memory: mem(1) },
+        EventBody::MemoryIngested {
+            memory: mem(1),
+            capture: None,
+        },
         Some(commitment::commit(&[1; 32], b"memory number 1")),
         None,
     );
@@ -139,7 +142,10 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<Invalid>) {
     );
     b.push(
         &k,
-        EventBody::MemoryIngested { memory: mem(1) },
+        EventBody::MemoryIngested {
+            memory: mem(1),
+            capture: None,
+        },
         Some(commitment::commit(&[1; 32], b"memory number 1")),
         None,
     );
@@ -151,7 +157,10 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<Invalid>) {
         FORMAT_V2,
         &k,
         3,
-        EventBody::MemoryIngested { memory: mem(2) },
+        EventBody::MemoryIngested {
+            memory: mem(2),
+            capture: None,
+        },
     );
     let u3 = UnsignedEvent {
         payload: Some(commitment::commit(&[2; 32], b"memory number 2")),
@@ -193,7 +202,10 @@ fn switch_chain() -> (Vec<Vec<u8>>, Vec<Invalid>) {
     );
     let _ = h5;
     let u5 = UnsignedEvent {
-        body: EventBody::MemoryIngested { memory: mem(3) },
+        body: EventBody::MemoryIngested {
+            memory: mem(3),
+            capture: None,
+        },
         payload: Some(commitment::commit(&[3; 32], b"memory number 3")),
         ..u5
     };

@@ -109,7 +109,10 @@ fn build() -> Value {
     .next_event(
         &s.custody,
         TimestampMs(1_800_000_000_000),
-        EventBody::MemoryIngested { memory: mem(5) },
+        EventBody::MemoryIngested {
+            memory: mem(5),
+            capture: None,
+        },
         Some(Hash32([5; 32])),
         None,
     );

@@ -53,6 +53,15 @@ pub enum LedgerError {
     /// content or metadata). Nothing was written; use a new key (HTTP 422).
     #[error("the idempotency key was already used by user {0} for another request")]
     IdempotencyKeyReused(UserId),
+    /// A capture id the chain holds already came again with other content (or another
+    /// commitment salt). Nothing was written; a device never reuses a capture id (HTTP 422).
+    #[error("capture id of user {user} was recorded at seq {seq} with other content")]
+    CaptureReused {
+        /// Whose chain.
+        user: UserId,
+        /// Where the capture is recorded.
+        seq: mnemo_core::Seq,
+    },
     /// The chain limit for this user is reached (per-user limits): the server refused the
     /// write rather than drop old events. Nothing was written (HTTP 507).
     #[error("chain of user {0} is full")]

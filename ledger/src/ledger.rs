@@ -20,9 +20,9 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{
-    ChainError, ChainState, ChainSummary, ChainVerifier, Content, ErasureTarget, Event, EventBody,
-    Hash32, Head, KeyId, KeyRole, MemoryId, MemoryRecord, PublicKey, Seq, SigningKey, TimestampMs,
-    UserId, commitment, memory::object_hash,
+    Capture, ChainError, ChainState, ChainSummary, ChainVerifier, Content, ErasureTarget, Event,
+    EventBody, Hash32, Head, KeyId, KeyRole, MemoryId, MemoryRecord, Origin, PublicKey, Seq, Sig,
+    SigningKey, TimestampMs, UserId, commitment, memory::object_hash,
 };
 use rand::RngCore;
 use std::collections::HashMap;
@@ -52,7 +52,7 @@ mod writer;
 
 pub use head::ChainTip;
 use head::*;
-pub use memory::{MAX_IDEMPOTENCY_KEY, NewMemory};
+pub use memory::{DeviceSignature, MAX_IDEMPOTENCY_KEY, NewMemory};
 pub use processing::{DerivedResult, FetchedInput, NOT_THIS_PROCESSOR};
 pub use reader::{ChainReader, StoredEvent};
 use sealed::*;

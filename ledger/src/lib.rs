@@ -41,9 +41,9 @@ pub use crypto::SecretKey;
 pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use ledger::{
-    ChainReader, ChainTip, ContentStream, DerivedResult, FetchedInput, Ledger, LedgerStats,
-    MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream, Receipt,
-    StoredEvent, SweptChunks, content_error,
+    ChainReader, ChainTip, ContentStream, DerivedResult, DeviceSignature, FetchedInput, Ledger,
+    LedgerStats, MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream,
+    Receipt, StoredEvent, SweptChunks, content_error,
 };
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,

@@ -173,7 +173,7 @@ async fn r3_cluster_node_kills_lose_no_acknowledged_append() {
         for (seq, m, key) in &mine {
             let e = &events[(seq.0 - 1) as usize];
             assert!(
-                matches!(e.event.body, EventBody::MemoryIngested { memory } if memory == *m),
+                matches!(e.event.body, EventBody::MemoryIngested { memory, .. } if memory == *m),
                 "{u}: receipt {key} at seq {seq} is that memory"
             );
         }

@@ -390,7 +390,7 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
         .unwrap()
         .remove(0);
     let mid = match some.event.body {
-        EventBody::MemoryIngested { memory } => memory,
+        EventBody::MemoryIngested { memory, .. } => memory,
         _ => unreachable!(),
     };
     s.ledger
@@ -417,7 +417,7 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
         .unwrap()
         .remove(0);
     let victim_id = match victim.event.body {
-        EventBody::MemoryIngested { memory } => memory,
+        EventBody::MemoryIngested { memory, .. } => memory,
         _ => unreachable!(),
     };
     let victim_text = s.ledger.open_memory(&victim).await.unwrap().content;

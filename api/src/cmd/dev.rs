@@ -241,6 +241,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         max_lag: 1000,
         // No browser page of its own yet: `mnemo serve --cors-origin` for one.
         cors_origins: Vec::new(),
+        capture: mnemo_api::nats::CaptureConfig::default(),
     })
     .await?;
     // the demo

@@ -110,6 +110,15 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// The ingest stream's duplicate window, in ms: a JetStream retry within it gets a
+    /// PubAck marked `duplicate`. Captures are deduplicated for good by their capture id
+    /// whatever this is (docs/decisions/0014-edge-capture.md).
+    #[arg(
+        long,
+        env = "MNEMO_CAPTURE_DUPLICATE_WINDOW_MS",
+        default_value_t = 120_000
+    )]
+    capture_duplicate_window_ms: u64,
 }
 
 /// What a running stack is made of.
@@ -125,6 +134,8 @@ pub(super) struct Parts {
     pub(super) max_lag: u64,
     /// Origins allowed by CORS.
     pub(super) cors_origins: Vec<String>,
+    /// The durable capture path's settings.
+    pub(super) capture: mnemo_api::nats::CaptureConfig,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
     pub(super) operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
     /// Whether to run the planner, the dispatcher and the processors' NATS endpoints.
@@ -241,13 +252,17 @@ async fn start_services(
             replicas,
         )
         .await?;
-        let rx = rx.clone();
-        let (client, ledger) = (p.client.clone(), ledger.clone());
-        let gateway = a.clone();
+        let (client, ledger, gateway, r, cfg) = (
+            p.client.clone(),
+            ledger.clone(),
+            a.clone(),
+            rx.clone(),
+            p.capture,
+        );
         tasks.push(tokio::spawn(async move {
-            Ok(mnemo_api::nats::serve_devices(client, ledger, gateway, rx).await?)
+            Ok(mnemo_api::nats::serve_device_services(client, ledger, gateway, cfg, r).await?)
         }));
-        tracing::info!("device ingest and read over NATS running");
+        tracing::info!("device ingest, capture and read over NATS running");
         accounts = Some(a);
     }
     let processing = mnemo_processing::Processing::open(ledger.clone(), js.clone()).await?;
@@ -427,6 +442,10 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 max_upload: a.max_upload,
                 max_lag: a.max_lag,
                 cors_origins: a.cors_origins.clone(),
+                capture: mnemo_api::nats::CaptureConfig {
+                    duplicate_window: Duration::from_millis(a.capture_duplicate_window_ms.max(1)),
+                    ..Default::default()
+                },
             })
             .await
         }

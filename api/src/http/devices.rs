@@ -44,6 +44,14 @@ pub(crate) struct NewDevice {
     /// Lifetime of the credentials in seconds (default 90 days).
     #[serde(default)]
     ttl_secs: Option<i64>,
+    /// A NATS user key the device made itself (`U...`, a browser's): the answer carries a
+    /// JWT for it and no seed (short-lived: `ttl_secs` default 15 minutes).
+    #[serde(default)]
+    nats_public_key: Option<String>,
+    /// The device's Ed25519 signing key (32 bytes, hex), added to the user's chain with
+    /// role device: its capture signatures prove where a memory came from.
+    #[serde(default)]
+    signing_key: Option<String>,
 }
 
 /// Issues device credentials (`.creds`) in the user's NATS account.
@@ -63,21 +71,72 @@ async fn create_device(
             "device names are 1 to 64 printable characters",
         ));
     }
-    let ttl = d.ttl_secs.unwrap_or(90 * 24 * 3600);
+    let default_ttl = if d.nats_public_key.is_some() {
+        15 * 60
+    } else {
+        90 * 24 * 3600
+    };
+    let ttl = d.ttl_secs.unwrap_or(default_ttl);
     if !(60..=400 * 24 * 3600).contains(&ttl) {
         return Err(Problem::bad_request("ttl_secs must be 60 s to 400 days"));
     }
+    let signing_key =
+        match &d.signing_key {
+            None => None,
+            Some(h) => {
+                let mut b = [0u8; 32];
+                hex::decode_to_slice(h, &mut b)
+                    .map_err(|_| Problem::bad_request("signing_key must be 32 bytes in hex"))?;
+                Some(mnemo_core::PublicKey::from_bytes(&b).ok_or_else(|| {
+                    Problem::bad_request("signing_key is not an Ed25519 public key")
+                })?)
+            }
+        };
     if !accounts.exists(&user).await.map_err(Problem::internal)? {
         return Err(Problem::not_found(format!("no NATS account for {user}")));
     }
-    let (device, creds) = accounts
-        .issue_device(&user, &d.name, ttl)
-        .await
-        .map_err(Problem::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "device": device, "expires_in": ttl, "creds": creds })),
-    ))
+    let key_id = match signing_key {
+        None => None,
+        Some(key) => {
+            let id = key.id();
+            api.ledger
+                .append_event(
+                    &user,
+                    mnemo_core::EventBody::KeyAdded {
+                        key,
+                        role: mnemo_core::KeyRole::Device,
+                    },
+                    None,
+                )
+                .await?;
+            Some(id)
+        }
+    };
+    let mut answer = match &d.nats_public_key {
+        Some(k) => {
+            if !k.starts_with('U') || nkeys::KeyPair::from_public_key(k).is_err() {
+                return Err(Problem::bad_request(
+                    "nats_public_key must be a NATS user public key (U...)",
+                ));
+            }
+            let jwt = accounts
+                .issue_device_jwt(&user, k, &d.name, ttl)
+                .await
+                .map_err(Problem::internal)?;
+            json!({ "device": k, "expires_in": ttl, "jwt": jwt })
+        }
+        None => {
+            let (device, creds) = accounts
+                .issue_device(&user, &d.name, ttl)
+                .await
+                .map_err(Problem::internal)?;
+            json!({ "device": device, "expires_in": ttl, "creds": creds })
+        }
+    };
+    if let Some(id) = key_id {
+        answer["signing_key_id"] = json!(id);
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// Revokes a device's credentials.

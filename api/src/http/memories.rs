@@ -103,6 +103,8 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             content_type: "text/plain; charset=utf-8".into(),
             content: Bytes::from(t.text),
             idempotency_key: idem,
+            capture: None,
+            signed: None,
         };
         api.ledger.append(user, m).await?
     } else {
@@ -163,6 +165,8 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             content_type,
             content: Bytes::new(),
             idempotency_key: idem,
+            capture: None,
+            signed: None,
         };
         let content = futures::stream::iter([Ok(first)]).chain(body);
         // Boxed: the JSON path's future (allocated per request) stays small.

@@ -39,8 +39,12 @@ pub struct DeviceIssued {
     pub device: String,
     /// Seconds until the credentials expire.
     pub expires_in: i64,
-    /// The `.creds` file.
-    pub creds: String,
+    /// The `.creds` file (absent when the device sent its own `nats_public_key`).
+    pub creds: Option<String>,
+    /// The user JWT for the device's own key (with `nats_public_key`; no seed is sent).
+    pub jwt: Option<String>,
+    /// The id of the device signing key added to the chain (with `signing_key`).
+    pub signing_key_id: Option<String>,
 }
 
 /// A revoked device.

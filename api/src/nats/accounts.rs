@@ -7,7 +7,7 @@
 
 use async_nats::jetstream::{self, kv};
 use mnemo_core::UserId;
-use mnemo_core::names::{ACCOUNTS_BUCKET, INGEST_PREFIX, READ_PREFIX};
+use mnemo_core::names::{ACCOUNTS_BUCKET, CAPTURE_PREFIX, INGEST_PREFIX, READ_PREFIX};
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,14 +80,22 @@ pub fn user_account_jwt(
             version: 2,
             limits: user_account_limits(),
             exports: vec![],
-            imports: vec![import("ingest", INGEST_PREFIX), import("read", READ_PREFIX)],
+            imports: vec![
+                import("ingest", INGEST_PREFIX),
+                import("read", READ_PREFIX),
+                import("capture", CAPTURE_PREFIX),
+            ],
             signing_keys: vec![ScopedKey {
                 kind: "user_scope",
                 key: a.scoped.public_key(),
                 role: "device",
                 template: UserTemplate {
                     publish: Permission {
-                        allow: vec![INGEST_PREFIX.into(), READ_PREFIX.into()],
+                        allow: vec![
+                            INGEST_PREFIX.into(),
+                            READ_PREFIX.into(),
+                            CAPTURE_PREFIX.into(),
+                        ],
                     },
                     subscribe: Permission {
                         allow: vec!["_INBOX.>".into()],
@@ -107,14 +115,25 @@ pub fn user_account_jwt(
 /// carries no permissions of its own: the template applies), valid for `ttl_secs`.
 pub fn device_creds(a: &UserAccount, device: &str, ttl_secs: i64) -> Result<(String, String)> {
     let key = KeyPair::new_user();
-    let jwt = claims::encode(
+    let jwt = device_jwt(a, &key.public_key(), device, ttl_secs)?;
+    Ok((key.public_key(), claims::creds(&jwt, &key.seed()?)))
+}
+
+/// A device user JWT for a NATS user key the device holds (a browser's, made in the page):
+/// only the JWT leaves the server, the seed never exists outside the device.
+pub fn device_jwt(
+    a: &UserAccount,
+    public_key: &str,
+    device: &str,
+    ttl_secs: i64,
+) -> Result<String> {
+    claims::encode(
         &a.scoped,
-        key.public_key(),
+        public_key.to_owned(),
         Some(device.into()),
         Some(now_secs() as i64 + ttl_secs),
         User::scoped(a.account.public_key()),
-    )?;
-    Ok((key.public_key(), claims::creds(&jwt, &key.seed()?)))
+    )
 }
 
 /// Pushes an account JWT with `$SYS.REQ.CLAIMS.UPDATE` (as a system-account user) and checks
@@ -331,6 +350,19 @@ impl Accounts {
     ) -> Result<(String, String)> {
         let a = self.load(user).await?;
         device_creds(&a, device, ttl_secs)
+    }
+
+    /// A device JWT for a key the device made itself (see [`device_jwt`]).
+    pub async fn issue_device_jwt(
+        &self,
+        user: &UserId,
+        public_key: &str,
+        device: &str,
+        ttl_secs: i64,
+    ) -> Result<String> {
+        KeyPair::from_public_key(public_key)?;
+        let a = self.load(user).await?;
+        device_jwt(&a, public_key, device, ttl_secs)
     }
 
     /// Revokes a device (a NATS user public key, checked by the caller): its credentials

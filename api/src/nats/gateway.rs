@@ -13,18 +13,19 @@
 
 use futures::StreamExt;
 use mnemo_core::names::{INGEST_PREFIX, READ_PREFIX, SERVICE_QUEUE};
-use mnemo_core::{Seq, TimestampMs, UserId};
-use mnemo_ledger::{Ledger, NewMemory};
+use mnemo_core::{Capture, KeyId, Seq, Sig, TimestampMs, UserId};
+use mnemo_ledger::{DeviceSignature, Ledger, NewMemory};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 use super::accounts::Accounts;
 use super::error::{NatsAuthError, Result};
+use super::rejects::Rejects;
 use crate::problem::Problem;
 
-/// What a device sends on `mnemo.ingest` (a `user` field, if any, is ignored: the user is
-/// the account the message came from).
+/// What a device sends on `mnemo.ingest` and `mnemo.capture` (a `user` field, if any, is
+/// ignored: the user is the account the message came from).
 #[derive(Deserialize)]
 pub struct IngestRequest {
     /// Kind (default `note`).
@@ -44,7 +45,26 @@ pub struct IngestRequest {
     /// Idempotency key.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The capture stream (`voice`, `web`, ...; default `default`).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// The device's counter in its capture stream. Without it, mnemo names the capture
+    /// from the idempotency key (`Nats-Msg-Id`).
+    #[serde(default)]
+    pub counter: Option<u64>,
+    /// The signed form: the device key's id (hex), with `salt` and `signature`.
+    #[serde(default)]
+    pub device_key: Option<String>,
+    /// The commitment salt the device drew (32 bytes, hex).
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// The device's capture signature (64 bytes, hex; FORMAT.md §5.2).
+    #[serde(default)]
+    pub signature: Option<String>,
 }
+
+/// The capture stream of a request that names none.
+pub const DEFAULT_CAPTURE_STREAM: &str = "default";
 
 /// What a device sends on `mnemo.read`.
 #[derive(Deserialize)]
@@ -56,6 +76,9 @@ struct ReadRequest {
     /// Long poll: when nothing is at `from` yet, wait up to this long for it.
     #[serde(default)]
     wait_ms: Option<u64>,
+    /// Read the refused messages instead of the chain (from this rejects sequence).
+    #[serde(default)]
+    rejects: bool,
 }
 
 /// Serves the device subjects until `stop`.
@@ -63,6 +86,7 @@ pub async fn serve_devices(
     client: async_nats::Client,
     ledger: Ledger,
     accounts: Accounts,
+    rejects: Rejects,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let subscribe = async |prefix: &str| {
@@ -79,13 +103,22 @@ pub async fn serve_devices(
             Some(m) = read.next() => (m, true),
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let (client, ledger, accounts) = (client.clone(), ledger.clone(), accounts.clone());
+        let (client, ledger, accounts, rejects) = (
+            client.clone(),
+            ledger.clone(),
+            accounts.clone(),
+            rejects.clone(),
+        );
         tokio::spawn(async move {
             let Some(reply) = msg.reply.clone() else {
-                tracing::warn!(subject = %msg.subject, "device message without a reply subject: not processed (use request/reply)");
+                // Nothing is written, and the refusal is kept where the device reads it.
+                let p = Problem::bad_request(
+                    "a publish without a reply subject is not processed: use request/reply, or a JetStream publish to mnemo.capture",
+                );
+                refuse_unanswerable(&accounts, &rejects, &msg, p).await;
                 return;
             };
-            let (headers, body) = match handle(&ledger, &accounts, &msg, is_read).await {
+            let (headers, body) = match handle(&ledger, &accounts, &rejects, &msg, is_read).await {
                 Ok(v) => (
                     async_nats::HeaderMap::new(),
                     serde_json::to_vec(&v).unwrap_or_default(),
@@ -119,20 +152,55 @@ pub fn error_reply(p: Problem) -> (async_nats::HeaderMap, Vec<u8>) {
     (h, p.body())
 }
 
+/// Records the refusal of a message that has no reply subject to carry it.
+async fn refuse_unanswerable(
+    accounts: &Accounts,
+    rejects: &Rejects,
+    msg: &async_nats::Message,
+    p: Problem,
+) {
+    let account = msg.subject.rsplit('.').next().unwrap_or_default();
+    match accounts.user_of(account).await {
+        Ok(Some(user)) => rejects.record(&user, msg, &p).await,
+        _ => {
+            tracing::warn!(subject = %msg.subject, "message of an unknown account without a reply subject: refused")
+        }
+    }
+}
+
+/// The user behind the account that sent `msg` (the last token of its subject).
+pub(super) async fn sender(
+    accounts: &Accounts,
+    msg: &async_nats::Message,
+) -> std::result::Result<UserId, Problem> {
+    let account = msg.subject.rsplit('.').next().unwrap_or_default();
+    accounts
+        .user_of(account)
+        .await?
+        .ok_or_else(|| Problem::forbidden("this account is not a mnemo user"))
+}
+
 async fn handle(
     ledger: &Ledger,
     accounts: &Accounts,
+    rejects: &Rejects,
     msg: &async_nats::Message,
     is_read: bool,
 ) -> std::result::Result<Value, Problem> {
-    let account = msg.subject.rsplit('.').next().unwrap_or_default();
-    let user: UserId = accounts
-        .user_of(account)
-        .await?
-        .ok_or_else(|| Problem::forbidden("this account is not a mnemo user"))?;
+    let user = sender(accounts, msg).await?;
     let bad = |e: serde_json::Error| Problem::bad_request(format!("bad request: {e}"));
     if is_read {
         let r: ReadRequest = serde_json::from_slice(&msg.payload).map_err(bad)?;
+        if r.rejects {
+            let items = rejects
+                .list(
+                    &user,
+                    r.from.unwrap_or(1),
+                    r.limit.unwrap_or(100).clamp(1, 1000),
+                )
+                .await?;
+            return Ok(json!({ "user": user, "rejects": items }));
+        }
         let from = Seq(r.from.unwrap_or(1).max(1));
         let mut events = ledger
             .events(&user, from, r.limit.unwrap_or(100).clamp(1, 1000))
@@ -157,11 +225,27 @@ async fn handle(
         return Ok(json!({ "user": user, "events": items }));
     }
     let r: IngestRequest = serde_json::from_slice(&msg.payload).map_err(bad)?;
+    ingest(ledger, &user, r, msg.headers.as_ref()).await
+}
+
+fn hex_array<const N: usize>(what: &str, s: &str) -> std::result::Result<[u8; N], Problem> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|_| Problem::bad_request(format!("{what} must be {N} bytes in hex")))?;
+    Ok(out)
+}
+
+/// Appends what a device sent (`mnemo.ingest`, or a drained `mnemo.capture`): its answer
+/// is the receipt.
+pub(super) async fn ingest(
+    ledger: &Ledger,
+    user: &UserId,
+    r: IngestRequest,
+    headers: Option<&async_nats::HeaderMap>,
+) -> std::result::Result<Value, Problem> {
     // NATS's own idempotency header means what the body's `idempotency_key` means: scoped
     // to the user, so one user's id never suppresses another user's message.
-    let header_key = msg
-        .headers
-        .as_ref()
+    let header_key = headers
         .and_then(|h| h.get("Nats-Msg-Id"))
         .map(|v| v.as_str().to_owned());
     let idempotency_key = match (r.idempotency_key, header_key) {
@@ -172,9 +256,39 @@ async fn handle(
         }
         (b, h) => b.or(h),
     };
+    let stream = r
+        .stream
+        .unwrap_or_else(|| DEFAULT_CAPTURE_STREAM.to_owned());
+    // A capture id, kept in the chain for good: the device's counter, or one mnemo derives
+    // from the idempotency key.
+    let capture = match (r.counter, &idempotency_key) {
+        (Some(counter), _) => Some(Capture { stream, counter }),
+        (None, Some(k)) => Some(ledger.capture_for_key(user, stream, k)),
+        (None, None) => None,
+    };
+    let signed = match (r.device_key, r.salt, r.signature) {
+        (None, None, None) => None,
+        (Some(k), Some(salt), Some(sig)) => {
+            if r.counter.is_none() {
+                return Err(Problem::bad_request(
+                    "a signed capture names its counter: the signature covers it",
+                ));
+            }
+            Some(DeviceSignature {
+                key: KeyId(hex_array("device_key", &k)?),
+                salt: hex_array("salt", &salt)?,
+                signature: Sig::from_bytes(&hex_array::<64>("signature", &sig)?),
+            })
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "the signed form needs device_key, salt and signature together",
+            ));
+        }
+    };
     let receipt = ledger
         .append(
-            &user,
+            user,
             NewMemory {
                 kind: r.kind.unwrap_or_else(|| "note".into()),
                 tags: r.tags,
@@ -183,6 +297,8 @@ async fn handle(
                 content_type: "text/plain; charset=utf-8".into(),
                 content: r.text.into_bytes().into(),
                 idempotency_key,
+                capture,
+                signed,
             },
         )
         .await

@@ -8,17 +8,57 @@
 //!   credentials and their revocation.
 //! - [`gateway`]: the device subjects `mnemo.ingest` and `mnemo.read` (request/reply, with
 //!   the NATS services error shape).
+//! - [`capture`]: durable capture on `mnemo.capture` (the relay that answers a JetStream
+//!   publisher with the ingest stream's PubAck, and the drainer into the chains).
+//! - [`rejects`]: refused messages that had no reply subject, kept per user.
 //! - [`error`]: the error enum, [`NatsAuthError`].
 //!
 //! The claim facts this relies on are in `docs/nats.md`.
 
 pub mod accounts;
+pub mod capture;
 pub mod claims;
 pub mod error;
 pub mod gateway;
 pub mod operator;
+pub mod rejects;
 
 pub use accounts::{Accounts, UserAccount, device_creds, push_account, user_account_jwt};
+pub use capture::CaptureConfig;
 pub use error::NatsAuthError;
 pub use gateway::serve_devices;
 pub use operator::{OperatorSetup, write_private};
+pub use rejects::Rejects;
+
+/// Runs every device service until `stop`: `mnemo.ingest` and `mnemo.read` (the gateway),
+/// the `mnemo.capture` relay and the drainer of the ingest stream.
+pub async fn serve_device_services(
+    client: async_nats::Client,
+    ledger: mnemo_ledger::Ledger,
+    accounts: Accounts,
+    cfg: CaptureConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NatsAuthError> {
+    let js = async_nats::jetstream::new(client.clone());
+    let rejects = Rejects::open(js.clone()).await?;
+    capture::open_stream(&js, cfg).await?;
+    tokio::try_join!(
+        serve_devices(
+            client.clone(),
+            ledger.clone(),
+            accounts.clone(),
+            rejects.clone(),
+            stop.clone()
+        ),
+        capture::serve_relay(
+            client,
+            js.clone(),
+            accounts,
+            rejects.clone(),
+            cfg,
+            stop.clone()
+        ),
+        capture::drain(js, ledger, rejects, cfg, stop),
+    )?;
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::claims::{self, Export, Limits, User};
 use super::error::{NatsAuthError, Result};
-use mnemo_core::names::{INGEST_PREFIX, READ_PREFIX};
+use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, READ_PREFIX};
 
 /// The operator, system account and service account, with what the server and the mnemo
 /// service need.
@@ -134,6 +134,7 @@ impl OperatorSetup {
                 exports: vec![
                     service("ingest", INGEST_PREFIX),
                     service("read", READ_PREFIX),
+                    service("capture", CAPTURE_PREFIX),
                 ],
                 imports: vec![],
                 signing_keys: vec![],

@@ -100,7 +100,10 @@ pub fn sample_chain() -> Sample {
         });
         b.push(
             &custody,
-            EventBody::MemoryIngested { memory: mem(i) },
+            EventBody::MemoryIngested {
+                memory: mem(i),
+                capture: None,
+            },
             Some(c),
             origin,
         );
@@ -159,7 +162,10 @@ pub fn sample_chain() -> Sample {
     let c = commitment::commit(&[4; 32], b"after rotation");
     b.push(
         &rotated,
-        EventBody::MemoryIngested { memory: mem(4) },
+        EventBody::MemoryIngested {
+            memory: mem(4),
+            capture: None,
+        },
         Some(c),
         None,
     );

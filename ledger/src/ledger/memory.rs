@@ -28,6 +28,24 @@ pub struct NewMemory {
     /// Client-chosen idempotency key: the same key within the duplicate window gives the
     /// same receipt and no second event.
     pub idempotency_key: Option<String>,
+    /// The device's capture id (stream and counter): kept in the chain for good, so the
+    /// same capture is appended once whatever the time between retries (a repeat with the
+    /// same content gives the first receipt; with other content it is refused).
+    pub capture: Option<Capture>,
+    /// The signed form of a capture: the device picked the commitment's salt and signed
+    /// the capture (docs/FORMAT.md §5.2) with a device key of the chain.
+    pub signed: Option<DeviceSignature>,
+}
+
+/// A device's signature over its capture, with the salt of the commitment it signed.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceSignature {
+    /// The device key's id (added to the chain with role device).
+    pub key: KeyId,
+    /// The commitment salt the device drew.
+    pub salt: [u8; 32],
+    /// `SIG_CAPTURE` message signature (FORMAT.md §5.2).
+    pub signature: Sig,
 }
 
 pub(super) fn check_short(what: &str, s: &str) -> Result<()> {
@@ -82,6 +100,21 @@ impl NewMemory {
             return Err(LedgerError::InvalidInput(
                 "text content must not contain U+0000".into(),
             ));
+        }
+        if self.signed.is_some() && self.capture.is_none() {
+            return Err(LedgerError::InvalidInput(
+                "a device signature needs a capture id (stream and counter)".into(),
+            ));
+        }
+        if let Some(c) = &self.capture
+            && (c.stream.is_empty()
+                || c.stream.len() > mnemo_core::event::MAX_CAPTURE_STREAM
+                || c.stream.chars().any(char::is_control))
+        {
+            return Err(LedgerError::InvalidInput(format!(
+                "a capture stream is 1 to {} bytes without control characters",
+                mnemo_core::event::MAX_CAPTURE_STREAM
+            )));
         }
         if let Some(k) = &self.idempotency_key
             && (k.is_empty()

@@ -268,6 +268,7 @@ impl Ledger {
             memory,
             request: None,
             commitment,
+            origin: None,
             plain,
         };
         let body = EventBody::MemoryDerived {

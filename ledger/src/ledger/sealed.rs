@@ -29,6 +29,8 @@ pub(super) struct PreparedMemory {
     /// a retry (keyed by the master key: it says nothing about the content to a reader of
     /// the stream).
     pub(super) request: Option<Hash32>,
+    /// The device's origin signature (the signed form of a capture).
+    pub(super) origin: Option<Origin>,
     /// `u8 flag || [32 object key, when flag = 1] || salt || record` (docs/FORMAT.md §11).
     pub(super) plain: zeroize::Zeroizing<Vec<u8>>,
 }
@@ -53,6 +55,20 @@ pub(super) fn parse_sealed(sealed: &[u8]) -> Result<(u64, &[u8])> {
     }
     let id = u64::from_be_bytes(sealed[1..9].try_into().expect("8 bytes"));
     Ok((id, &sealed[9..]))
+}
+
+/// The commitment salt of an unsigned capture: keyed by a key derived from the master key,
+/// so it is as unguessable as a random one, and fixed by the capture and its record.
+fn capture_salt(key: &[u8; 32], user: &UserId, c: &Capture, record: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(b"capture salt\0");
+    h.update(user.as_str().as_bytes());
+    h.update(&[0]);
+    h.update(c.stream.as_bytes());
+    h.update(&[0]);
+    h.update(&c.counter.to_be_bytes());
+    h.update(record);
+    *h.finalize().as_bytes()
 }
 
 pub(super) fn object_name(user: &UserId, m: &MemoryId) -> String {
@@ -150,9 +166,18 @@ impl Ledger {
         record
             .check_values()
             .map_err(|r| LedgerError::InvalidInput(r.into()))?;
-        let mut salt = [0u8; commitment::SALT_LEN];
-        rand::thread_rng().fill_bytes(&mut salt);
         let record_bytes = record.canonical_bytes();
+        let salt = match (&m.signed, &m.capture) {
+            (Some(s), _) => s.salt,
+            // An unsigned capture's salt is a keyed hash of what it captured: a retry of it
+            // commits to the same payload, a reuse of its id with other content does not.
+            (None, Some(c)) => capture_salt(&self.inner.request_key, user, c, &record_bytes),
+            (None, None) => {
+                let mut salt = [0u8; commitment::SALT_LEN];
+                rand::thread_rng().fill_bytes(&mut salt);
+                salt
+            }
+        };
         plain.extend_from_slice(&salt);
         plain.extend_from_slice(&record_bytes);
         let request = m
@@ -163,18 +188,33 @@ impl Ledger {
             memory,
             request,
             commitment: commitment::commit(&salt, &record_bytes),
+            origin: m.signed.map(|s| Origin {
+                key: s.key,
+                signature: s.signature,
+            }),
             plain,
         };
         let receipt = self
             .write(
                 user,
-                EventBody::MemoryIngested { memory },
+                EventBody::MemoryIngested {
+                    memory,
+                    capture: m.capture.clone(),
+                },
                 Some(&prepared),
                 m.idempotency_key.as_deref(),
                 false,
                 None,
             )
             .await;
+        let receipt = match receipt {
+            // The chain holds this capture already (the rules of FORMAT.md §8, replayed from
+            // genesis): the same content is a retry, other content a reused id.
+            Err(LedgerError::Refused(ChainError::DuplicateCapture { first, .. })) => {
+                Box::pin(self.capture_repeat(user, first, &prepared.commitment)).await
+            }
+            other => other,
+        };
         let unused = match &receipt {
             // A duplicate names an earlier event: ours was dropped, unless it is that very
             // event (its ack was lost and a retry with the client's key found it).
@@ -187,6 +227,45 @@ impl Ledger {
             let _ = Box::pin(self.inner.objects.delete(object_name(user, &memory))).await;
         }
         receipt
+    }
+
+    /// The capture id mnemo gives a device that names its capture by an idempotency key
+    /// only (`Nats-Msg-Id`): its stream, and a counter from a keyed hash of the key, so the
+    /// same key names the same capture for good.
+    pub fn capture_for_key(&self, user: &UserId, stream: String, key: &str) -> Capture {
+        let mut h = blake3::Hasher::new_keyed(&self.inner.request_key);
+        h.update(b"capture counter\0");
+        h.update(user.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(stream.as_bytes());
+        h.update(&[0]);
+        h.update(key.as_bytes());
+        let counter = u64::from_be_bytes(h.finalize().as_bytes()[..8].try_into().expect("8"));
+        Capture { stream, counter }
+    }
+
+    /// The receipt of the capture first recorded at `first`, when it committed to the same
+    /// payload; else the capture id was reused with other content.
+    async fn capture_repeat(
+        &self,
+        user: &UserId,
+        first: Seq,
+        commitment: &Hash32,
+    ) -> Result<Receipt> {
+        let Some(e) = self.events(user, first, 1).await?.pop() else {
+            return Err(LedgerError::Tampered(format!(
+                "the rules named seq {first} of {user}'s chain, which is not there"
+            )));
+        };
+        if e.event.payload.as_ref() != Some(commitment) {
+            return Err(LedgerError::CaptureReused {
+                user: user.clone(),
+                seq: first,
+            });
+        }
+        let mut r = self.receipt_at(user, e.stream_seq, None).await?;
+        r.duplicate = true;
+        Ok(r)
     }
 
     /// Decrypts a memory event's payload and checks it against the event's commitment (and,

@@ -161,9 +161,14 @@ impl Ledger {
         } else {
             PublicKey(key.verifying_key()).id()
         };
-        let (unsigned, hash) =
-            st.head
-                .next_unsigned(version, signer, now_ms(), body, payload, None);
+        let (unsigned, hash) = st.head.next_unsigned(
+            version,
+            signer,
+            now_ms(),
+            body,
+            payload,
+            memory.and_then(|m| m.origin),
+        );
         if let Some(rules) = rules {
             // Applied on success: a write that then does not land leaves the state ahead of
             // the chain, which `rules_at` notices and rebuilds. The rules do not read the
@@ -172,7 +177,16 @@ impl Ledger {
                 unsigned: unsigned.clone(),
                 custody: Custody::Signature(Sig::from_bytes(&[0; 64])),
             };
-            rules.check(&probe, hash).map_err(LedgerError::Refused)?;
+            let sigs = rules.check(&probe, hash).map_err(LedgerError::Refused)?;
+            // A device's signature is verified before the event is written: a bad one
+            // would make the chain invalid at this event.
+            if let Some(o) = sigs.origin
+                && !mnemo_core::keys::verify_signature(o.key.as_bytes(), &o.msg, &o.sig.to_bytes())
+            {
+                return Err(LedgerError::InvalidInput(
+                    "the device's capture signature does not verify (FORMAT.md §5.2)".into(),
+                ));
+            }
         }
         // Only a client's idempotency key is worth a dedup entry on the server: a lost ack
         // without one is resolved by looking for the event in the chain.
@@ -443,7 +457,9 @@ impl Ledger {
         // against the chain up to the head this append is tied to (the expected sequence
         // makes the server refuse it if that head moved). A new memory's only such rule is a
         // fresh id, which the ledger draws itself.
-        let ruled = !matches!(body, EventBody::MemoryIngested { .. });
+        // A capture is checked too: its id must be new in the chain, and its device's
+        // signature must verify.
+        let ruled = !matches!(body, EventBody::MemoryIngested { capture: None, .. });
         loop {
             if failures > self.inner.cfg.conflict_retries {
                 return Err(LedgerError::Conflict(user.clone()));

@@ -80,7 +80,7 @@ pub(super) fn verify(
         // The payload's record under the format's value rules (what mnemo-audit checks
         // when the bundle opens the payload: check `payload`, after the event's own checks).
         let payload_refused = match &a.event.body {
-            EventBody::MemoryIngested { memory } | EventBody::MemoryDerived { memory, .. } => {
+            EventBody::MemoryIngested { memory, .. } | EventBody::MemoryDerived { memory, .. } => {
                 match opened.get(memory) {
                     Some(Some((record, _))) => record.check_values().err(),
                     _ => None,

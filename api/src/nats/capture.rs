@@ -1,0 +1,271 @@
+//! Durable capture: `mnemo.capture` answers a JetStream publisher with a real PubAck from
+//! the ingest stream, and the drainer appends what the stream holds to the chains
+//! (docs/decisions/0014-edge-capture.md).
+//!
+//! - The **relay** (queue group `mnemo`, in the gateway) receives a device's publish on
+//!   `mnemo.capture.<account key>`, refuses what it can tell is bad at once (a JetStream
+//!   error reply, which clients raise), and stores the rest in `MNEMO-INGEST` under
+//!   `mnemo.queue.<user>` with the message id `<user>:<Nats-Msg-Id>`: JetStream's
+//!   deduplication is per stream, so the user in the id keeps one user's id from ever
+//!   suppressing another's. The stream's own PubAck goes back to the device.
+//! - The **drainer** takes the stream in order (a work queue, one durable consumer) and
+//!   appends each capture through [`gateway::ingest`]. Its capture id is kept in the chain
+//!   for good, so a message stored twice (a retry after the stream's duplicate window, a
+//!   redelivery after a crash) is appended once. A capture the chain refuses is recorded
+//!   in the user's rejects (`mnemo.read {"rejects": true}`) and taken off the queue;
+//!   anything retryable stays in the queue.
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::StreamExt;
+use mnemo_core::UserId;
+use mnemo_core::names::{CAPTURE_PREFIX, INGEST_STREAM, SERVICE_QUEUE};
+use mnemo_ledger::Ledger;
+use serde_json::json;
+use std::time::Duration;
+
+use super::accounts::Accounts;
+use super::error::{NatsAuthError, Result};
+use super::gateway::{self, IngestRequest};
+use super::rejects::Rejects;
+use crate::problem::Problem;
+
+/// Subjects of the stored captures: `mnemo.queue.<user>`.
+pub const QUEUE_PREFIX: &str = "mnemo.queue";
+
+/// The drainer's durable consumer.
+const DRAINER: &str = "mnemo-drainer";
+
+/// The header that carries the device's own message id through the stream.
+pub const DEVICE_MSG_ID: &str = "Mnemo-Msg-Id";
+
+/// The ingest stream's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureConfig {
+    /// The stream's duplicate window (a retry within it gets a PubAck with `duplicate`).
+    pub duplicate_window: Duration,
+    /// Largest capture message accepted, in bytes.
+    pub max_message: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            duplicate_window: Duration::from_secs(120),
+            max_message: 1024 * 1024,
+        }
+    }
+}
+
+/// Opens (creating if needed) the ingest stream.
+pub async fn open_stream(js: &jetstream::Context, cfg: CaptureConfig) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: INGEST_STREAM.into(),
+        subjects: vec![format!("{QUEUE_PREFIX}.*")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: cfg.duplicate_window,
+        max_message_size: cfg.max_message as i32 + 4096,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsAuthError::nats("creating the ingest stream", e))
+}
+
+/// A JetStream API error reply (what a JetStream client raises as an API error).
+fn js_error(p: &Problem) -> bytes::Bytes {
+    json!({
+        "type": "io.nats.jetstream.api.v1.pub_ack_response",
+        "error": { "code": p.status.as_u16(), "err_code": 10000 + p.status.as_u16(), "description": p.detail },
+    })
+    .to_string()
+    .into()
+}
+
+/// Serves `mnemo.capture.*` until `stop`: stores each capture in the ingest stream and
+/// answers with the stream's PubAck.
+pub async fn serve_relay(
+    client: async_nats::Client,
+    js: jetstream::Context,
+    accounts: Accounts,
+    rejects: Rejects,
+    cfg: CaptureConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let mut sub = client
+        .queue_subscribe(format!("{CAPTURE_PREFIX}.*"), SERVICE_QUEUE.into())
+        .await
+        .map_err(|e| NatsAuthError::nats("subscribing to mnemo.capture", e))?;
+    loop {
+        let msg = tokio::select! {
+            Some(m) = sub.next() => m,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let (client, js, accounts, rejects) = (
+            client.clone(),
+            js.clone(),
+            accounts.clone(),
+            rejects.clone(),
+        );
+        tokio::spawn(async move {
+            let Some(reply) = msg.reply.clone() else {
+                let p = Problem::bad_request(
+                    "a capture without a reply subject is not stored: publish it with JetStream (js.publish), which waits for the PubAck",
+                );
+                if let Ok(user) = gateway::sender(&accounts, &msg).await {
+                    rejects.record(&user, &msg, &p).await;
+                }
+                return;
+            };
+            let answer = match relay(&js, &accounts, &msg, cfg).await {
+                Ok(ack) => ack,
+                Err(p) => js_error(&p),
+            };
+            if let Err(e) = client.publish(reply, answer).await {
+                tracing::warn!(error = %e, "capture reply not sent");
+            }
+        });
+    }
+}
+
+/// Checks a capture and stores it; the stream's PubAck, as JSON.
+async fn relay(
+    js: &jetstream::Context,
+    accounts: &Accounts,
+    msg: &async_nats::Message,
+    cfg: CaptureConfig,
+) -> std::result::Result<bytes::Bytes, Problem> {
+    let user = gateway::sender(accounts, msg).await?;
+    if msg.payload.len() > cfg.max_message {
+        return Err(Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!(
+                "a capture message is at most {} bytes; send large media in chunks on mnemo.ingest",
+                cfg.max_message
+            ),
+        ));
+    }
+    let r: IngestRequest = serde_json::from_slice(&msg.payload)
+        .map_err(|e| Problem::bad_request(format!("bad request: {e}")))?;
+    let id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned())
+        .or(r.idempotency_key.clone());
+    let Some(id) = id else {
+        return Err(Problem::bad_request(
+            "a capture needs a Nats-Msg-Id (its id, kept for good): without one a retry could not be told from a new capture",
+        ));
+    };
+    if id.is_empty()
+        || id.len() > mnemo_ledger::MAX_IDEMPOTENCY_KEY
+        || !id.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Problem::bad_request(format!(
+            "Nats-Msg-Id must be 1 to {} printable ASCII characters",
+            mnemo_ledger::MAX_IDEMPOTENCY_KEY
+        )));
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("{user}:{id}").as_str());
+    headers.insert(DEVICE_MSG_ID, id.as_str());
+    let ack = js
+        .publish_with_headers(
+            format!("{QUEUE_PREFIX}.{user}"),
+            headers,
+            msg.payload.clone(),
+        )
+        .await
+        .map_err(|e| NatsAuthError::nats("storing a capture", e))?
+        .await
+        .map_err(|e| NatsAuthError::nats("storing a capture", e))?;
+    Ok(
+        json!({ "stream": ack.stream, "seq": ack.sequence, "duplicate": ack.duplicate })
+            .to_string()
+            .into(),
+    )
+}
+
+/// Drains the ingest stream into the chains until `stop`.
+pub async fn drain(
+    js: jetstream::Context,
+    ledger: Ledger,
+    rejects: Rejects,
+    cfg: CaptureConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let stream = open_stream(&js, cfg).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            DRAINER,
+            consumer::pull::Config {
+                durable_name: Some(DRAINER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NatsAuthError::nats("creating the drainer", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| NatsAuthError::nats("reading the ingest stream", e))?;
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the ingest stream");
+                continue;
+            }
+        };
+        let done = drain_one(&ledger, &rejects, &msg).await;
+        let kind = if done {
+            AckKind::Ack
+        } else {
+            AckKind::Nak(Some(Duration::from_millis(500)))
+        };
+        if let Err(e) = msg.ack_with(kind).await {
+            tracing::warn!(error = %e, "acknowledging a drained capture");
+        }
+    }
+}
+
+/// Appends one stored capture; `false` when it must stay in the queue (retryable).
+async fn drain_one(ledger: &Ledger, rejects: &Rejects, msg: &jetstream::Message) -> bool {
+    let Some(user) = msg
+        .subject
+        .strip_prefix(QUEUE_PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|u| UserId::new(u).ok())
+    else {
+        tracing::error!(subject = %msg.subject, "a stored capture under a subject that names no user: left in the queue");
+        return false;
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = msg.headers.as_ref().and_then(|h| h.get(DEVICE_MSG_ID)) {
+        headers.insert("Nats-Msg-Id", id.as_str());
+    }
+    let result = match serde_json::from_slice::<IngestRequest>(&msg.payload) {
+        Ok(r) => gateway::ingest(ledger, &user, r, Some(&headers)).await,
+        Err(e) => Err(Problem::bad_request(format!("bad request: {e}"))),
+    };
+    match result {
+        Ok(_) => true,
+        Err(p) if p.status.is_client_error() => {
+            rejects.record(&user, &msg.message, &p).await;
+            true
+        }
+        Err(p) => {
+            tracing::warn!(%user, status = p.status.as_u16(), "a capture could not be appended yet: retried");
+            false
+        }
+    }
+}
