@@ -319,6 +319,45 @@ fn v2_variants() -> Vec<(&'static str, Vec<BundleItem>)> {
     let mut t = v2.clone();
     t[3].0.custody = Custody::Seal(SealLink::Stored { seal: 7, index: 2 });
     out.push(("v2_seal_missing", bundle(&t, &anchored)));
+    // Captures (FORMAT.md §4.2), each sealed alone after seq 8: voice 1, web 1, voice 2;
+    // then voice 1 again, a capture recorded twice.
+    let captures = |ids: &[(&str, u64)]| {
+        let mut t = v2.clone();
+        let (last, h) = t.last().unwrap().clone();
+        let mut head = Head {
+            user: last.user.clone(),
+            len: last.seq.0,
+            hash: h,
+        };
+        for (i, (stream, counter)) in ids.iter().enumerate() {
+            let c = commitment::commit(&[0x40 + i as u8; 32], stream.as_bytes());
+            let (u, h) = head.next_unsigned(
+                FORMAT_V2,
+                pk(&key(1)).id(),
+                TimestampMs(T0 + 100_000 + i as i64),
+                EventBody::MemoryIngested {
+                    memory: mem(0x40 + i as u8),
+                    capture: Some(Capture {
+                        stream: (*stream).into(),
+                        counter: *counter,
+                    }),
+                },
+                Some(c),
+                None,
+            );
+            head.len = u.seq.0;
+            head.hash = h;
+            t.push((u.sign(&key(1)), h));
+        }
+        t
+    };
+    let ids = [("voice", 1), ("web", 1), ("voice", 2)];
+    out.push(("v2_captures", bundle(&captures(&ids), &anchored)));
+    let doubled = [("voice", 1), ("web", 1), ("voice", 2), ("voice", 1)];
+    out.push((
+        "v2_duplicate_capture",
+        bundle(&captures(&doubled), &anchored),
+    ));
     // Back to version 1 at seq 8 (signed alone, as version 1).
     let mut t = v2.clone();
     let (e7, h7) = &t[6];
@@ -545,6 +584,11 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
         ("v2_seal_moved", (Some("seal_root"), Some(4))),
         ("v2_seal_missing", (Some("seal_missing"), Some(4))),
         ("v2_back_to_v1", (Some("invalid_transition"), Some(8))),
+        ("v2_captures", (None, None)),
+        (
+            "v2_duplicate_capture",
+            (Some("duplicate_capture"), Some(12)),
+        ),
     ]
     .into_iter()
     .collect();

@@ -1,0 +1,164 @@
+//! The edge: a device or home box runs a NATS leaf node with its own JetStream domain and a
+//! local outbox stream, so capture goes on while the link to the hub is down, and the
+//! forwarder shipped with mnemo moves the outbox to the hub's `mnemo.capture` once it is
+//! back (docs/EDGE.md, docs/decisions/0014-edge-capture.md).
+//!
+//! - [`leaf_config`]: the leaf node's configuration (`mnemo edge init`).
+//! - [`forward`]: drains the outbox in order, each capture with its own `Nats-Msg-Id`,
+//!   and removes it from the outbox only on the hub's PubAck (`mnemo edge forward`).
+//!   A capture stored twice at the hub (a lost PubAck, a replay) is appended once: its
+//!   capture id is kept in the chain for good.
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::StreamExt;
+use mnemo_core::Backoff;
+use mnemo_core::names::CAPTURE_PREFIX;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{NatsAuthError, Result};
+
+/// The local outbox stream on the leaf.
+pub const OUTBOX_STREAM: &str = "MNEMO-OUTBOX";
+/// Devices publish their captures on `mnemo.outbox.<capture stream>` (JetStream, local).
+pub const OUTBOX_PREFIX: &str = "mnemo.outbox";
+/// The forwarder's durable consumer.
+const FORWARDER: &str = "mnemo-forwarder";
+
+/// What `mnemo edge init` writes into the leaf's configuration.
+pub struct LeafSettings<'a> {
+    /// Where the leaf listens for the device's own clients (loopback).
+    pub port: u16,
+    /// The hub's leafnode URL (`nats-leaf://hub:7422`, `tls://` in production).
+    pub hub: &'a str,
+    /// The device's `.creds` file.
+    pub creds: &'a Path,
+    /// The leaf's JetStream store (survives reboots).
+    pub store: &'a Path,
+    /// The leaf's JetStream domain (not the hub's).
+    pub domain: &'a str,
+}
+
+/// The leaf node configuration: a local listener on loopback, JetStream in its own domain
+/// with a file store, and one remote to the hub with the device's credentials (so the leaf
+/// carries exactly that user's account, with the device's permissions).
+pub fn leaf_config(s: &LeafSettings<'_>) -> String {
+    format!(
+        "# mnemo edge: a leaf node that keeps captures while offline (docs/EDGE.md)\n\
+         listen: \"127.0.0.1:{port}\"\n\
+         jetstream {{\n  domain: \"{domain}\"\n  store_dir: \"{store}\"\n}}\n\
+         leafnodes {{\n  reconnect: 1\n  remotes: [\n    {{ url: \"{hub}\", credentials: \"{creds}\" }}\n  ]\n}}\n",
+        port = s.port,
+        domain = s.domain,
+        store = s.store.display(),
+        hub = s.hub,
+        creds = s.creds.display(),
+    )
+}
+
+/// The outbox's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxConfig {
+    /// The outbox's duplicate window (a device's retry within it is stored once).
+    pub duplicate_window: Duration,
+    /// How long the forwarder waits for the hub's PubAck.
+    pub ack_timeout: Duration,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            duplicate_window: Duration::from_secs(120),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Creates (or opens) the outbox stream on the leaf.
+pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: OUTBOX_STREAM.into(),
+        subjects: vec![format!("{OUTBOX_PREFIX}.>")],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: cfg.duplicate_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsAuthError::nats("creating the outbox", e))
+}
+
+/// Forwards the outbox to the hub until `stop`: one capture at a time, in order, retried
+/// with backoff while the hub does not answer. A capture the hub refuses is logged with its
+/// problem and taken off the outbox (a retry would be refused again).
+pub async fn forward(
+    client: async_nats::Client,
+    cfg: OutboxConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let js = jetstream::new(client.clone());
+    let outbox = open_outbox(&js, cfg).await?;
+    let consumer = outbox
+        .get_or_create_consumer(
+            FORWARDER,
+            consumer::pull::Config {
+                durable_name: Some(FORWARDER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1,
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| NatsAuthError::nats("creating the forwarder", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| NatsAuthError::nats("reading the outbox", e))?;
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        let Ok(msg) = msg else { continue };
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
+        let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            let sent = tokio::time::timeout(
+                cfg.ack_timeout,
+                client.request_with_headers(CAPTURE_PREFIX, headers.clone(), msg.payload.clone()),
+            )
+            .await;
+            let reply = match sent {
+                Ok(Ok(r)) => r,
+                // Offline, or the hub did not answer: the capture stays in the outbox.
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait.next_wait()) => continue,
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+            };
+            let v: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+            if v.get("error").is_some() {
+                tracing::warn!(problem = %v["error"], "the hub refused a capture: taken off the outbox");
+                let _ = msg.ack_with(AckKind::Term).await;
+            } else if v.get("seq").is_some() {
+                if let Err(e) = msg.ack().await {
+                    tracing::warn!(error = %e, "acknowledging a forwarded capture (it may be sent again; the hub appends it once)");
+                }
+            } else {
+                // Not a PubAck: the hub is not serving captures yet.
+                tokio::time::sleep(wait.next_wait()).await;
+                continue;
+            }
+            break;
+        }
+    }
+}
