@@ -5,9 +5,10 @@
 //! - The **relay** (queue group `mnemo`, in the gateway) receives a device's publish on
 //!   `mnemo.capture.<account key>`, refuses what it can tell is bad at once (a JetStream
 //!   error reply, which clients raise), and stores the rest in `MNEMO-INGEST` under
-//!   `mnemo.queue.<user>` with the message id `<user>:<Nats-Msg-Id>`: JetStream's
-//!   deduplication is per stream, so the user in the id keeps one user's id from ever
-//!   suppressing another's. The stream's own PubAck goes back to the device.
+//!   `mnemo.queue.<user>` with the message id `<user>:<Nats-Msg-Id>:<content hash>`:
+//!   JetStream's deduplication is per stream, so the user in the id keeps one user's id
+//!   from ever suppressing another's, and the content hash keeps a reused id with other
+//!   content from being dropped as a duplicate. The stream's own PubAck goes back.
 //! - The **drainer** takes the stream in order (a work queue, one durable consumer) and
 //!   appends each capture through [`gateway::ingest`]. Its capture id is kept in the chain
 //!   for good, so a message stored twice (a retry after the stream's duplicate window, a
@@ -168,7 +169,11 @@ async fn relay(
         )));
     }
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("{user}:{id}").as_str());
+    // The content's hash in the id too: the same id with other content is stored, so that
+    // the drainer refuses it in words (capture id reused) instead of the stream dropping it.
+    let content = blake3::hash(&msg.payload);
+    let stored_id = format!("{user}:{id}:{}", &content.to_hex()[..32]);
+    headers.insert("Nats-Msg-Id", stored_id.as_str());
     headers.insert(DEVICE_MSG_ID, id.as_str());
     let ack = js
         .publish_with_headers(

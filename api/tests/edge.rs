@@ -1,0 +1,505 @@
+//! Devices at the edge, with real nats-server 2.15.1 processes (hub and leaf), the Python
+//! reference device client (nats-py) and the `mnemo edge` commands:
+//! - JetStream publishers on `mnemo.capture` get the ingest stream's PubAck; three capture
+//!   streams of one user keep their own order; a retry appends nothing; two users' same
+//!   `Nats-Msg-Id` both land; each bad input is refused in words and writes nothing;
+//! - a leaf with device creds captures 300 memories while cut off from the hub (relay
+//!   killed, then frozen), is rebooted offline, and syncs when the link is back: every
+//!   capture is in the chain once; a full replay after the duplicate windows adds nothing.
+
+use async_nats::ConnectOptions;
+use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
+use mnemo_core::{ChainVerifier, EventBody, KeyRole, PublicKey, Seq, SigningKey, UserId};
+use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
+use mnemo_testkit::{NatsOptions, NatsServer, free_port};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The hub's duplicate window, short enough to be passed in the test.
+const WINDOW: Duration = Duration::from_millis(1000);
+
+struct Hub {
+    server: NatsServer,
+    service: async_nats::Client,
+    accounts: Accounts,
+    ledger: Ledger,
+    leaf_port: u16,
+    _jwt: tempfile::TempDir,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn hub() -> Hub {
+    let setup = OperatorSetup::generate();
+    let jwt = tempfile::tempdir().unwrap();
+    let leaf_port = free_port();
+    let server = NatsServer::start_with(NatsOptions {
+        extra_config: format!(
+            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+            setup.server_config(jwt.path()).unwrap()
+        ),
+        jetstream_domain: Some("hub".into()),
+        ..Default::default()
+    });
+    let sys = ConnectOptions::with_credentials(&setup.system_creds().unwrap())
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let service = ConnectOptions::with_credentials(&setup.service_creds().unwrap())
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(service.clone());
+    let ledger = Ledger::connect(
+        service.clone(),
+        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[6; 32])),
+    )
+    .await
+    .unwrap();
+    let accounts = Accounts::open(
+        &js,
+        sys,
+        nkeys::KeyPair::from_seed(&setup.signing.seed().unwrap()).unwrap(),
+        setup.service.public_key(),
+        SecretKey::random(),
+        1,
+    )
+    .await
+    .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(mnemo_api::nats::serve_device_services(
+        service.clone(),
+        ledger.clone(),
+        accounts.clone(),
+        CaptureConfig {
+            duplicate_window: WINDOW,
+            ..Default::default()
+        },
+        rx,
+    ));
+    Hub {
+        server,
+        service,
+        accounts,
+        ledger,
+        leaf_port,
+        _jwt: jwt,
+        _stop: stop,
+    }
+}
+
+/// Runs the device script; its one line of JSON.
+fn device(args: &[&str]) -> Value {
+    let python = std::env::var("MNEMO_PYTHON").expect("MNEMO_PYTHON (scripts/setup.sh)");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/edge/device.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "device {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
+
+/// A user with NATS device creds (written to a file) and a device signing key in the chain.
+async fn user_with_device(h: &Hub, name: &str, seed: [u8; 32]) -> (UserId, std::path::PathBuf) {
+    let u = UserId::new(name).unwrap();
+    h.ledger.create_user(&u).await.unwrap();
+    h.accounts.create(&u).await.unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    h.ledger
+        .append_event(
+            &u,
+            EventBody::KeyAdded {
+                key: PublicKey(key.verifying_key()),
+                role: KeyRole::Device,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, creds) = h.accounts.issue_device(&u, name, 3600).await.unwrap();
+    let f = h.server.dir().join(format!("{name}.creds"));
+    std::fs::write(&f, creds).unwrap();
+    (u, f)
+}
+
+/// Waits until `user`'s chain has `len` events.
+async fn chain_len(h: &Hub, user: &UserId, len: u64, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let have = h.ledger.head(user).await.unwrap().map_or(0, |t| t.len);
+        if have == len {
+            return;
+        }
+        assert!(
+            have < len,
+            "{user}'s chain has {have} events, more than {len}"
+        );
+        assert!(
+            t.elapsed() < within,
+            "{user}'s chain has {have} events, not {len}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The capture ids of a chain, in chain order, and the chain verified.
+async fn captures(h: &Hub, user: &UserId) -> Vec<(String, u64)> {
+    let events = h.ledger.events(user, Seq::FIRST, 100_000).await.unwrap();
+    let mut v = ChainVerifier::new(user.clone());
+    let mut out = Vec::new();
+    for e in &events {
+        v.push(&e.event, e.hash).unwrap();
+        if let Some(c) = e.event.body.capture() {
+            out.push((c.stream.clone(), c.counter));
+        }
+    }
+    v.finish().unwrap();
+    out
+}
+
+async fn rejects(url: &str, creds: &std::path::Path) -> Vec<Value> {
+    let c = ConnectOptions::with_credentials_file(creds)
+        .await
+        .unwrap()
+        .connect(url)
+        .await
+        .unwrap();
+    let r = c
+        .request("mnemo.read", br#"{"rejects": true}"#.to_vec().into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&r.payload).unwrap();
+    v["rejects"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
+    let h = hub().await;
+    let url = h.server.url();
+    let seed = [21u8; 32];
+    let (alice, a_creds) = user_with_device(&h, "alice", seed).await;
+    let (bob, b_creds) = user_with_device(&h, "bob", [22; 32]).await;
+    let r = device(&[
+        "online",
+        &url,
+        a_creds.to_str().unwrap(),
+        "alice",
+        &hex::encode(seed),
+    ]);
+    println!("{r}");
+    let acks = r["acks"].as_array().unwrap();
+    assert_eq!(acks.len(), 15);
+    assert!(
+        acks.iter().all(|a| a[0] == "MNEMO-INGEST" && a[2] == false),
+        "{r}"
+    );
+    assert_eq!(r["retry"], json!(["MNEMO-INGEST", true]), "{r}");
+    assert_eq!(r["oversize"], 413, "{r}");
+    assert_eq!(r["no_id"], 400, "{r}");
+    // Bob's capture with alice's message id lands in bob's chain.
+    let b = device(&[
+        "other",
+        &url,
+        b_creds.to_str().unwrap(),
+        "bob",
+        &hex::encode([22u8; 32]),
+    ]);
+    assert_eq!(b["ack"][1], false, "{b}");
+    // Genesis, device key, 15 captures: the retry, the reused id and the forged signature
+    // wrote nothing.
+    chain_len(&h, &alice, 17, Duration::from_secs(30)).await;
+    chain_len(&h, &bob, 3, Duration::from_secs(30)).await;
+    let ids = captures(&h, &alice).await;
+    for s in ["voice", "web", "messages"] {
+        let counters: Vec<u64> = ids
+            .iter()
+            .filter(|(st, _)| st == s)
+            .map(|(_, c)| *c)
+            .collect();
+        assert_eq!(counters, [1, 2, 3, 4, 5], "stream {s} in its own order");
+    }
+    // The refusals are kept, in words, where the device reads them.
+    let t = Instant::now();
+    let kept = loop {
+        let kept = rejects(&url, &a_creds).await;
+        if kept.len() >= 3 || t.elapsed() > Duration::from_secs(20) {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("{}", Value::Array(kept.clone()));
+    let types: Vec<&str> = kept
+        .iter()
+        .map(|k| k["problem"]["type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        types.iter().any(|t| t.ends_with("/capture-id-reused")),
+        "{types:?}"
+    );
+    assert!(
+        kept.iter().any(|k| k["problem"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("capture signature does not verify"))),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter().any(|k| k["problem"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("without a reply subject"))),
+        "{kept:?}"
+    );
+    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 17);
+    assert!(rejects(&url, &b_creds).await.is_empty());
+    let _ = bob;
+}
+
+/// A TCP relay between the leaf and the hub's leafnode port that can be cut (connections
+/// dropped, new ones refused) and frozen (connections accepted, nothing forwarded).
+struct Relay {
+    port: u16,
+    state: Arc<AtomicU8>,
+}
+
+const OPEN: u8 = 0;
+const CUT: u8 = 1;
+const FROZEN: u8 = 2;
+
+impl Relay {
+    async fn start(to: u16) -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let state = Arc::new(AtomicU8::new(OPEN));
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut a, _)) = l.accept().await else {
+                    return;
+                };
+                if st.load(Ordering::SeqCst) == CUT {
+                    drop(a);
+                    continue;
+                }
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let Ok(mut b) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        return;
+                    };
+                    let (mut ar, mut aw) = a.split();
+                    let (mut br, mut bw) = b.split();
+                    let pump =
+                        async |r: &mut tokio::net::tcp::ReadHalf<'_>,
+                               w: &mut tokio::net::tcp::WriteHalf<'_>| {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            loop {
+                                let n = match r.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                // Frozen: hold the bytes until cut (the link is a black hole).
+                                while st.load(Ordering::SeqCst) == FROZEN {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                                if st.load(Ordering::SeqCst) == CUT
+                                    || w.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        };
+                    let cut = async {
+                        while st.load(Ordering::SeqCst) != CUT {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = pump(&mut ar, &mut bw) => {}
+                        _ = pump(&mut br, &mut aw) => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Self { port, state }
+    }
+
+    fn set(&self, s: u8) {
+        self.state.store(s, Ordering::SeqCst);
+    }
+}
+
+/// The device box: its leaf node (`mnemo edge init`'s config) and the forwarder.
+struct EdgeBox {
+    dir: std::path::PathBuf,
+    port: u16,
+    leaf: Option<std::process::Child>,
+    forwarder: Option<std::process::Child>,
+}
+
+impl EdgeBox {
+    fn boot(&mut self) {
+        let log = std::fs::File::create(self.dir.join("leaf.log")).unwrap();
+        self.leaf = Some(
+            std::process::Command::new(mnemo_testkit::nats_server_binary())
+                .arg("-c")
+                .arg(self.dir.join("leaf.conf"))
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the leaf did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::File::create(self.dir.join("forwarder.log")).unwrap();
+        self.forwarder = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+                .args(["edge", "forward", "--nats"])
+                .arg(format!("nats://127.0.0.1:{}", self.port))
+                .args(["--duplicate-window-ms", "1000"])
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Power off: both processes killed at once.
+    fn crash(&mut self) {
+        for c in [self.forwarder.take(), self.leaf.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EdgeBox {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once() {
+    let h = hub().await;
+    let seed = [31u8; 32];
+    let (carol, creds) = user_with_device(&h, "carol", seed).await;
+    let relay = Relay::start(h.leaf_port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["edge", "init", "--dir"])
+        .arg(dir.path())
+        .arg("--hub")
+        .arg(format!("nats-leaf://127.0.0.1:{}", relay.port))
+        .arg("--creds")
+        .arg(&creds)
+        .args(["--port", &port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut edge = EdgeBox {
+        dir: dir.path().canonicalize().unwrap(),
+        port,
+        leaf: None,
+        forwarder: None,
+    };
+    edge.boot();
+    let local = format!("nats://127.0.0.1:{port}");
+    let s = hex::encode(seed);
+    let outbox = |n: u64, first: u64| {
+        device(&[
+            "outbox",
+            &local,
+            "-",
+            "carol",
+            &s,
+            &n.to_string(),
+            &first.to_string(),
+        ])
+    };
+    // Online: 20 captures through the leaf.
+    assert_eq!(outbox(20, 1)["acked"], 20);
+    chain_len(&h, &carol, 22, Duration::from_secs(60)).await;
+    // Cut off (the relay killed, then frozen), 300 captures offline, then a reboot.
+    relay.set(CUT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.set(FROZEN);
+    assert_eq!(outbox(150, 21)["acked"], 150);
+    edge.crash();
+    edge.boot();
+    assert_eq!(outbox(150, 171)["acked"], 150);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.ledger.head(&carol).await.unwrap().unwrap().len,
+        22,
+        "nothing reached the hub while cut off"
+    );
+    // The link comes back: every capture lands once, in order.
+    relay.set(CUT);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.set(OPEN);
+    chain_len(&h, &carol, 322, Duration::from_secs(120)).await;
+    let ids = captures(&h, &carol).await;
+    let counters: Vec<u64> = ids.iter().map(|(_, c)| *c).collect();
+    assert_eq!(counters, (1..=320).collect::<Vec<_>>());
+    // Past both duplicate windows, a full replay of every capture adds nothing.
+    tokio::time::sleep(WINDOW * 2).await;
+    assert_eq!(outbox(320, 1)["acked"], 320);
+    let js =
+        async_nats::jetstream::new(ConnectOptions::new().connect(local.as_str()).await.unwrap());
+    let t = Instant::now();
+    loop {
+        let mut s = js
+            .get_stream(mnemo_api::nats::edge::OUTBOX_STREAM)
+            .await
+            .unwrap();
+        if s.info().await.unwrap().state.messages == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the replay was not forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The hub's queue is drained too.
+    let hub_js = async_nats::jetstream::new(h.service.clone());
+    let t = Instant::now();
+    loop {
+        let mut s = hub_js.get_stream("MNEMO-INGEST").await.unwrap();
+        if s.info().await.unwrap().state.messages == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the hub did not drain the replay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
+    assert_eq!(captures(&h, &carol).await.len(), 320);
+}
