@@ -152,11 +152,21 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
             (setup, d, false)
         }
     };
-    let operator_config = setup.server_config(&nats_dir.join("jwt"))?;
+    // Devices' leaf nodes connect here (docs/EDGE.md; plain on loopback, TLS in deploy).
+    let leaf_port = mnemo_devstack::free_port()?;
+    let operator_config = format!(
+        "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+        setup.server_config(&nats_dir.join("jwt"))?
+    );
     let (start_pg, start_anvil) = (c.database_url.is_none(), a.rpc_url.is_none());
     let (nats_store, pg_dir, anvil_dir) =
         (dir.join("nats-server"), dir.join("pg"), dir.join("anvil"));
     eprintln!("mnemo dev: starting what is not configured (nats-server, PostgreSQL, anvil) ...");
+    if !reuse_nats {
+        eprintln!(
+            "mnemo dev: device leaf nodes: nats-leaf://127.0.0.1:{leaf_port} (mnemo edge init --hub ...; JetStream domain hub)"
+        );
+    }
     // Each server is stopped cleanly when dropped (its directory is kept), also when a
     // later step fails.
     let (pg_super, pg_password) = (
@@ -171,7 +181,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
                     mnemo_devstack::NatsOptions {
                         sync_always: true,
                         extra_config: operator_config,
-                        ..Default::default()
+                        jetstream_domain: Some("hub".into()),
                     },
                 )
             })

@@ -194,19 +194,20 @@ impl Ledger {
             }),
             plain,
         };
-        let receipt = self
-            .write(
-                user,
-                EventBody::MemoryIngested {
-                    memory,
-                    capture: m.capture.clone(),
-                },
-                Some(&prepared),
-                m.idempotency_key.as_deref(),
-                false,
-                None,
-            )
-            .await;
+        // Boxed: the write's state (the event, its seal job, the rules for a capture) is
+        // several KiB, and the API allocates and moves an append's future per request.
+        let receipt = Box::pin(self.write(
+            user,
+            EventBody::MemoryIngested {
+                memory,
+                capture: m.capture.clone(),
+            },
+            Some(&prepared),
+            m.idempotency_key.as_deref(),
+            false,
+            None,
+        ))
+        .await;
         let receipt = match receipt {
             // The chain holds this capture already (the rules of FORMAT.md §8, replayed from
             // genesis): the same content is a retry, other content a reused id.
