@@ -8,6 +8,10 @@
 #   PostgreSQL server    (Debian's postgresql package, for initdb/pg_ctl)
 #   the ASR worker's Python packages (workers/asr/requirements.txt, pinned, same venv)
 #   speech test data     (Debian's pocketsphinx-testdata 0.8+5prealpha+1-15, unpacked)
+#   the JavaScript clients' packages (npm, into $MNEMO_TOOLS/js): @nats-io/nats-core 3.4.0,
+#                        @nats-io/jetstream 3.4.0, @nats-io/nkeys 2.0.3, esbuild 0.28.2,
+#                        playwright-core 1.64.1 (no browser download: it drives Debian's)
+#   Chromium             (Debian's chromium package, /usr/bin/chromium)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
@@ -103,6 +107,21 @@ if [ ! -f "$speech/goforward.raw" ] || [ ! -f "$TOOLS/speech/$SPEECH_VERSION" ];
 fi
 echo "setup: speech test data (pocketsphinx-testdata $SPEECH_VERSION) at $speech"
 
+# --- the JavaScript clients' packages and Chromium ------------------------------
+JS_PACKAGES="@nats-io/nats-core@3.4.0 @nats-io/jetstream@3.4.0 @nats-io/nkeys@2.0.3 esbuild@0.28.2 playwright-core@1.64.1"
+js="$TOOLS/js"
+if [ "$(cat "$js/.installed" 2>/dev/null)" != "$JS_PACKAGES" ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$js"
+  [ -f "$js/package.json" ] || echo '{"name": "mnemo-js-tools", "private": true}' > "$js/package.json"
+  # shellcheck disable=SC2086
+  (cd "$js" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund --save-exact $JS_PACKAGES >/dev/null)
+  echo "$JS_PACKAGES" > "$js/.installed"
+fi
+echo "setup: JavaScript packages ($JS_PACKAGES) in $js"
+command -v chromium >/dev/null || apt_install chromium
+echo "setup: $(chromium --version 2>/dev/null | head -n 1) at $(command -v chromium)"
+
 # For callers that source this file.
 export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
-export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech"
+export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech" MNEMO_JS_TOOLS="$js"

@@ -24,6 +24,8 @@ const WINDOW: Duration = Duration::from_millis(1000);
 struct Hub {
     server: NatsServer,
     service: async_nats::Client,
+    setup: OperatorSetup,
+    ws_port: u16,
     accounts: Accounts,
     ledger: Ledger,
     leaf_port: u16,
@@ -34,10 +36,11 @@ struct Hub {
 async fn hub() -> Hub {
     let setup = OperatorSetup::generate();
     let jwt = tempfile::tempdir().unwrap();
-    let leaf_port = free_port();
+    let (leaf_port, ws_port) = (free_port(), free_port());
     let server = NatsServer::start_with(NatsOptions {
         extra_config: format!(
-            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n\
+             websocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true }}\n",
             setup.server_config(jwt.path()).unwrap()
         ),
         jetstream_domain: Some("hub".into()),
@@ -84,6 +87,8 @@ async fn hub() -> Hub {
     Hub {
         server,
         service,
+        setup,
+        ws_port,
         accounts,
         ledger,
         leaf_port,
@@ -502,4 +507,125 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
     }
     assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
     assert_eq!(captures(&h, &carol).await.len(), 320);
+}
+
+/// Runs a Node.js script; its last line of JSON.
+fn node(args: &[&str]) -> Value {
+    let out = std::process::Command::new("node")
+        .arg("--experimental-websocket")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_a_browser_capture_over_websocket_with_creds_from_an_api_token() {
+    let h = hub().await;
+    let tools = std::env::var("MNEMO_JS_TOOLS").expect("MNEMO_JS_TOOLS (scripts/setup.sh)");
+    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/edge");
+    let tmp = tempfile::tempdir().unwrap();
+    // The reference client, bundled for the browser and Node.js (esbuild).
+    let bundle = tmp.path().join("capture.bundle.mjs");
+    let built = std::process::Command::new(format!("{tools}/node_modules/.bin/esbuild"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../clients/js/capture.mjs"
+        ))
+        .args([
+            "--bundle",
+            "--format=esm",
+            "--platform=browser",
+            "--log-level=warning",
+        ])
+        .arg(format!("--outfile={}", bundle.display()))
+        .env("NODE_PATH", format!("{tools}/node_modules"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The REST API on a real port, with CORS for the page's origin.
+    let page_port = free_port();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let views = mnemo_testkit::PgViews::start().await;
+    let js = async_nats::jetstream::new(h.service.clone());
+    let _projector = views.project(&js, &h.ledger);
+    let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&[7; 32]), "mnemo", "mnemo-api");
+    let router = mnemo_api::http::router(Arc::new(mnemo_api::http::Api {
+        ledger: h.ledger.clone(),
+        views: mnemo_projections::Views::from_pool(views.pool.clone()),
+        js: js.clone(),
+        auth: auth.clone(),
+        cfg: mnemo_api::http::ApiConfig {
+            cors_origins: vec![origin.clone()],
+            ..Default::default()
+        },
+        stats: Default::default(),
+        accounts: Some(h.accounts.clone()),
+        processing: mnemo_processing::Processing::open(h.ledger.clone(), js)
+            .await
+            .unwrap(),
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mnemo_api::http::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    let dana = UserId::new("dana").unwrap();
+    h.ledger.create_user(&dana).await.unwrap();
+    h.accounts.create(&dana).await.unwrap();
+    let token = auth.issue("dana", false, 600);
+    let ws = format!("ws://127.0.0.1:{}", h.ws_port);
+    let check = |r: &Value, who: &str| {
+        assert_eq!(r["ack"]["stream"], "MNEMO-INGEST", "{who}: {r}");
+        assert_eq!(r["ack"]["duplicate"], false, "{who}: {r}");
+        assert_eq!(r["retry"]["duplicate"], true, "{who}: {r}");
+        assert_eq!(r["receipt"]["user"], "dana", "{who}: {r}");
+        assert_eq!(r["receipt"]["custody"], true, "{who}: {r}");
+        assert_eq!(r["expiresIn"], 900, "{who}: {r}");
+    };
+    let b = bundle.to_str().unwrap();
+    let r = node(&[
+        &format!("{here}/ws_node.mjs"),
+        b,
+        &api,
+        &token,
+        "dana",
+        &ws,
+        "node-1",
+    ]);
+    println!("node: {r}");
+    check(&r, "node");
+    let r = node(&[
+        &format!("{here}/browser.mjs"),
+        &format!("{tools}/node_modules/playwright-core"),
+        b,
+        &page_port.to_string(),
+        &api,
+        &token,
+        "dana",
+        &ws,
+        "page-1",
+    ]);
+    println!("chromium: {r}");
+    check(&r, "chromium");
+    // Genesis, then from each client a capture on stream web (its retry appended nothing)
+    // and a plain request.
+    chain_len(&h, &dana, 5, Duration::from_secs(30)).await;
+    let ids = captures(&h, &dana).await;
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.iter().all(|(s, _)| s == "web"), "{ids:?}");
+    let _ = &h.setup;
 }

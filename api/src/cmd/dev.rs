@@ -153,9 +153,11 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         }
     };
     // Devices' leaf nodes connect here (docs/EDGE.md; plain on loopback, TLS in deploy).
-    let leaf_port = mnemo_devstack::free_port()?;
+    // Browsers connect over WebSocket (plain on loopback; TLS in docs/deploy).
+    let (leaf_port, ws_port) = (mnemo_devstack::free_port()?, mnemo_devstack::free_port()?);
     let operator_config = format!(
-        "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+        "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n\
+         websocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true }}\n",
         setup.server_config(&nats_dir.join("jwt"))?
     );
     let (start_pg, start_anvil) = (c.database_url.is_none(), a.rpc_url.is_none());
@@ -166,6 +168,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         eprintln!(
             "mnemo dev: device leaf nodes: nats-leaf://127.0.0.1:{leaf_port} (mnemo edge init --hub ...; JetStream domain hub)"
         );
+        eprintln!("mnemo dev: browsers: ws://127.0.0.1:{ws_port} (NATS over WebSocket)");
     }
     // Each server is stopped cleanly when dropped (its directory is kept), also when a
     // later step fails.
