@@ -444,6 +444,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 cors_origins: a.cors_origins.clone(),
                 capture: mnemo_api::nats::CaptureConfig {
                     duplicate_window: Duration::from_millis(a.capture_duplicate_window_ms.max(1)),
+                    max_upload: a.max_upload,
                     ..Default::default()
                 },
             })

@@ -46,6 +46,8 @@ pub struct CaptureConfig {
     pub duplicate_window: Duration,
     /// Largest capture message accepted, in bytes.
     pub max_message: usize,
+    /// Largest chunked upload (`mnemo.ingest` with `Mnemo-Upload`), in bytes.
+    pub max_upload: usize,
 }
 
 impl Default for CaptureConfig {
@@ -53,6 +55,7 @@ impl Default for CaptureConfig {
         Self {
             duplicate_window: Duration::from_secs(120),
             max_message: 1024 * 1024,
+            max_upload: 64 << 20,
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use super::accounts::Accounts;
 use super::error::{NatsAuthError, Result};
 use super::rejects::Rejects;
+use super::upload::{UPLOAD_HEADER, Uploads};
 use crate::problem::Problem;
 
 /// What a device sends on `mnemo.ingest` and `mnemo.capture` (a `user` field, if any, is
@@ -87,6 +88,7 @@ pub async fn serve_devices(
     ledger: Ledger,
     accounts: Accounts,
     rejects: Rejects,
+    uploads: Uploads,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let subscribe = async |prefix: &str| {
@@ -103,11 +105,12 @@ pub async fn serve_devices(
             Some(m) = read.next() => (m, true),
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let (client, ledger, accounts, rejects) = (
+        let (client, ledger, accounts, rejects, uploads) = (
             client.clone(),
             ledger.clone(),
             accounts.clone(),
             rejects.clone(),
+            uploads.clone(),
         );
         tokio::spawn(async move {
             let Some(reply) = msg.reply.clone() else {
@@ -118,13 +121,14 @@ pub async fn serve_devices(
                 refuse_unanswerable(&accounts, &rejects, &msg, p).await;
                 return;
             };
-            let (headers, body) = match handle(&ledger, &accounts, &rejects, &msg, is_read).await {
-                Ok(v) => (
-                    async_nats::HeaderMap::new(),
-                    serde_json::to_vec(&v).unwrap_or_default(),
-                ),
-                Err(e) => error_reply(e),
-            };
+            let (headers, body) =
+                match handle(&ledger, &accounts, &rejects, &uploads, &msg, is_read).await {
+                    Ok(v) => (
+                        async_nats::HeaderMap::new(),
+                        serde_json::to_vec(&v).unwrap_or_default(),
+                    ),
+                    Err(e) => error_reply(e),
+                };
             if let Err(e) = client
                 .publish_with_headers(reply, headers, body.into())
                 .await
@@ -184,6 +188,7 @@ async fn handle(
     ledger: &Ledger,
     accounts: &Accounts,
     rejects: &Rejects,
+    uploads: &Uploads,
     msg: &async_nats::Message,
     is_read: bool,
 ) -> std::result::Result<Value, Problem> {
@@ -224,6 +229,13 @@ async fn handle(
             .collect();
         return Ok(json!({ "user": user, "events": items }));
     }
+    if let Some(h) = msg
+        .headers
+        .as_ref()
+        .filter(|h| h.get(UPLOAD_HEADER).is_some())
+    {
+        return uploads.chunk(ledger, &user, h, &msg.payload).await;
+    }
     let r: IngestRequest = serde_json::from_slice(&msg.payload).map_err(bad)?;
     ingest(ledger, &user, r, msg.headers.as_ref()).await
 }
@@ -240,8 +252,29 @@ fn hex_array<const N: usize>(what: &str, s: &str) -> std::result::Result<[u8; N]
 pub(super) async fn ingest(
     ledger: &Ledger,
     user: &UserId,
+    mut r: IngestRequest,
+    headers: Option<&async_nats::HeaderMap>,
+) -> std::result::Result<Value, Problem> {
+    let text = std::mem::take(&mut r.text);
+    ingest_content(
+        ledger,
+        user,
+        r,
+        headers,
+        "text/plain; charset=utf-8".into(),
+        text.into_bytes().into(),
+    )
+    .await
+}
+
+/// [`ingest`] with content of any type (a chunked upload's, `upload`).
+pub(super) async fn ingest_content(
+    ledger: &Ledger,
+    user: &UserId,
     r: IngestRequest,
     headers: Option<&async_nats::HeaderMap>,
+    content_type: String,
+    content: bytes::Bytes,
 ) -> std::result::Result<Value, Problem> {
     // NATS's own idempotency header means what the body's `idempotency_key` means: scoped
     // to the user, so one user's id never suppresses another user's message.
@@ -294,8 +327,8 @@ pub(super) async fn ingest(
                 tags: r.tags,
                 captured_at: r.captured_at.map(TimestampMs),
                 source: r.source,
-                content_type: "text/plain; charset=utf-8".into(),
-                content: r.text.into_bytes().into(),
+                content_type,
+                content,
                 idempotency_key,
                 capture,
                 signed,

@@ -10,6 +10,7 @@
 //!   the NATS services error shape).
 //! - [`capture`]: durable capture on `mnemo.capture` (the relay that answers a JetStream
 //!   publisher with the ingest stream's PubAck, and the drainer into the chains).
+//! - [`upload`]: large media sent in chunks on `mnemo.ingest`, one memory at the end.
 //! - [`rejects`]: refused messages that had no reply subject, kept per user.
 //! - [`error`]: the error enum, [`NatsAuthError`].
 //!
@@ -23,6 +24,7 @@ pub mod error;
 pub mod gateway;
 pub mod operator;
 pub mod rejects;
+pub mod upload;
 
 pub use accounts::{Accounts, UserAccount, device_creds, push_account, user_account_jwt};
 pub use capture::CaptureConfig;
@@ -49,6 +51,7 @@ pub async fn serve_device_services(
             ledger.clone(),
             accounts.clone(),
             rejects.clone(),
+            upload::Uploads::new(cfg.max_upload),
             stop.clone()
         ),
         capture::serve_relay(

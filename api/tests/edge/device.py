@@ -7,12 +7,17 @@ usage: device.py MODE URL CREDS USER SEED_HEX [ARGS...]
              outbox (js.publish on mnemo.outbox.voice), salts fixed by the seed so a replay
              sends the same bytes; prints the local PubAcks' count
   other    : one unsigned capture with Nats-Msg-Id voice-1 (another user's same id)
+  upload FILE API TOKEN: FILE in 1 MiB chunks on mnemo.ingest, then the same bytes over
+             REST (POST /v1/memories), each timed; the NATS one downloaded again over REST;
+             then the bad uploads (out of order, wrong hash, oversize)
 """
 
 import asyncio
 import json
 import os
 import sys
+import time
+import urllib.request
 
 import blake3
 import nats
@@ -83,8 +88,63 @@ async def main():
     elif mode == "other":
         ack = await js.publish("mnemo.capture", b'{"text": "bob, same id"}', headers={"Nats-Msg-Id": "voice-1"})
         out["ack"] = [ack.stream, ack.duplicate]
+    elif mode == "upload":
+        path, api, token = sys.argv[6:9]
+        data = open(path, "rb").read()
+        out["nats"] = await upload(nc, "rec-1", data, {"Mnemo-Stream": "voice", "Nats-Msg-Id": "rec-1"})
+        t = time.perf_counter()
+        req = urllib.request.Request(
+            f"{api}/v1/memories?kind=audio", data=data, method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "audio/wav"})
+        rest = json.loads(urllib.request.urlopen(req, timeout=120).read())
+        out["rest"] = {"seconds": time.perf_counter() - t, "id": rest["id"]}
+        memory = out["nats"]["answer"]["id"]
+        req = urllib.request.Request(
+            f"{api}/v1/memories/{memory}/content", headers={"Authorization": f"Bearer {token}"})
+        back = urllib.request.urlopen(req, timeout=120).read()
+        out["downloaded_same"] = back == data
+        out["bytes"] = len(data)
+        # Bad uploads: each refused, nothing written.
+        out["out_of_order"] = await bad(nc, [(0, b"x" * 10, {}), (2, b"y", {})], "bad-1")
+        out["wrong_hash"] = await bad(nc, [(0, b"x" * 10, {}), (1, b"y", {
+            "Mnemo-Last": "true", "Mnemo-Content-Hash": "blake3:" + "00" * 32,
+            "Mnemo-Content-Type": "audio/wav"})], "bad-2")
+        big = [(i, b"z" * (1 << 20), {}) for i in range(25)]
+        out["oversize"] = await bad(nc, big, "bad-3")
     print(json.dumps(out))
     await nc.close()
+
+
+async def upload(nc, uid, data, extra):
+    """Sends `data` as one chunked upload; the answer to the last chunk, and the time."""
+    t = time.perf_counter()
+    ch = 1 << 20
+    n = (len(data) + ch - 1) // ch
+    answer = None
+    for i in range(n):
+        hdr = {"Mnemo-Upload": uid, "Mnemo-Chunk": str(i)}
+        if i == n - 1:
+            hdr.update({
+                "Mnemo-Last": "true",
+                "Mnemo-Content-Hash": "blake3:" + blake3.blake3(data).hexdigest(),
+                "Mnemo-Content-Type": "audio/wav",
+                **extra,
+            })
+        m = await nc.request("mnemo.ingest", data[i * ch:(i + 1) * ch], timeout=60, headers=hdr)
+        if m.headers and "Nats-Service-Error-Code" in m.headers:
+            raise RuntimeError(f"chunk {i}: {m.headers} {m.data!r}")
+        answer = json.loads(m.data)
+    return {"seconds": time.perf_counter() - t, "answer": answer}
+
+
+async def bad(nc, chunks, uid):
+    """Sends chunks until one is refused; the refusal's code and problem type."""
+    for n, body, extra in chunks:
+        m = await nc.request("mnemo.ingest", body, timeout=60,
+                             headers={"Mnemo-Upload": uid, "Mnemo-Chunk": str(n), **extra})
+        if m.headers and "Nats-Service-Error-Code" in m.headers:
+            return [int(m.headers["Nats-Service-Error-Code"]), json.loads(m.data)["type"]]
+    return None
 
 
 asyncio.run(main())
