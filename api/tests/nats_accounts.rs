@@ -739,22 +739,107 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
         .await
         .unwrap();
     sample("mnemo.read", "error", &bad_read);
-    // The requests as sent, against the request schemas.
+    // Durable capture: the stream's PubAck, and a JetStream API error for a capture
+    // without an id.
+    let mut hd = async_nats::HeaderMap::new();
+    hd.insert("Nats-Msg-Id", "capture-2");
+    let ack = c
+        .request_with_headers(
+            "mnemo.capture",
+            hd,
+            br#"{"text": "durable"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    sample("mnemo.capture", "pubAck", &ack);
+    let no_id = c
+        .request("mnemo.capture", br#"{"text": "no id"}"#.to_vec().into())
+        .await
+        .unwrap();
+    sample("mnemo.capture", "jsError", &no_id);
+    // A chunked upload: a chunk's answer, then the receipt.
+    let chunk = |n: &str, last: bool, body: &'static [u8]| {
+        let mut hd = async_nats::HeaderMap::new();
+        hd.insert("Mnemo-Upload", "rec-1");
+        hd.insert("Mnemo-Chunk", n);
+        if last {
+            let hash = blake3::hash(b"0123456789abcdef");
+            hd.insert("Mnemo-Last", "true");
+            hd.insert(
+                "Mnemo-Content-Hash",
+                format!("blake3:{}", hash.to_hex()).as_str(),
+            );
+            hd.insert("Mnemo-Content-Type", "audio/wav");
+        }
+        c.request_with_headers("mnemo.ingest", hd, body.to_vec().into())
+    };
+    sample(
+        "mnemo.ingest",
+        "uploadReply",
+        &chunk("0", false, b"01234567").await.unwrap(),
+    );
+    let done = chunk("1", true, b"89abcdef").await.unwrap();
+    sample("mnemo.ingest", "ingestReply", &done);
+    let out_of_order = chunk("5", false, b"x").await.unwrap();
+    sample("mnemo.ingest", "error", &out_of_order);
+    // A publish without a reply is refused and kept: the rejects reply.
+    c.publish("mnemo.ingest", br#"{"text": "no reply"}"#.to_vec().into())
+        .await
+        .unwrap();
+    c.flush().await.unwrap();
+    let t = Instant::now();
+    let rejects = loop {
+        let r = c
+            .request("mnemo.read", br#"{"rejects": true}"#.to_vec().into())
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.payload).unwrap();
+        if v["rejects"].as_array().is_some_and(|a| !a.is_empty())
+            || t.elapsed() > Duration::from_secs(10)
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sample("mnemo.read", "rejectsReply", &rejects);
+    // The requests as sent, against the request schemas (the signed form too).
     messages.push(
         json!({ "channel": "mnemo.ingest", "message": "ingestRequest",
                           "headers": { "Nats-Msg-Id": "capture-1" }, "payload": request }),
     );
+    let signed = json!({ "text": "signed", "stream": "voice", "counter": 7,
+        "device_key": "11".repeat(32), "salt": "22".repeat(32), "signature": "33".repeat(64) });
+    messages.push(
+        json!({ "channel": "mnemo.capture", "message": "ingestRequest",
+                          "headers": { "Nats-Msg-Id": "voice-7" }, "payload": signed }),
+    );
     messages.push(json!({ "channel": "mnemo.read", "message": "readRequest",
                           "headers": {}, "payload": { "from": 1, "limit": 10 } }));
+    messages.push(json!({ "channel": "mnemo.ingest", "message": "uploadChunk",
+                          "headers": { "Mnemo-Upload": "rec-1", "Mnemo-Chunk": "0" }, "payload": "<binary>" }));
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("samples.json");
-    let served: Vec<String> = [
-        mnemo_core::names::INGEST_PREFIX,
-        mnemo_core::names::READ_PREFIX,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // What a user's account can reach: the local subjects of its imports, as the account
+    // JWT the resolver holds says.
+    let mut served: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(h._jwt.path()).unwrap() {
+        let jwt = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
+        let Some(claims) = jwt.split('.').nth(1) else {
+            continue;
+        };
+        let Ok(raw) =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+        else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        if v["name"] == "carol" {
+            for i in v["nats"]["imports"].as_array().unwrap() {
+                served.push(i["local_subject"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(!served.is_empty(), "carol's account JWT in the resolver");
     std::fs::write(
         &samples,
         serde_json::to_vec_pretty(&json!({ "subjects": served, "messages": messages })).unwrap(),
@@ -775,7 +860,7 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("8 real messages"), "{text}");
+    assert!(text.contains("16 real messages on 3 channels"), "{text}");
 
     // A user's own device credentials are enough for an audit of their chain: through
     // `mnemo.read` (`mnemo-audit verify --nats --user --via-read`), to a verdict.

@@ -116,7 +116,10 @@ pub async fn serve_relay(
                     "a capture without a reply subject is not stored: publish it with JetStream (js.publish), which waits for the PubAck",
                 );
                 if let Ok(user) = gateway::sender(&accounts, &msg).await {
-                    rejects.record(&user, &msg, &p).await;
+                    let id = gateway::msg_id(&msg);
+                    rejects
+                        .record(&user, CAPTURE_PREFIX, id.as_deref(), &msg, &p)
+                        .await;
                 }
                 return;
             };
@@ -268,7 +271,14 @@ async fn drain_one(ledger: &Ledger, rejects: &Rejects, msg: &jetstream::Message)
     match result {
         Ok(_) => true,
         Err(p) if p.status.is_client_error() => {
-            rejects.record(&user, &msg.message, &p).await;
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(DEVICE_MSG_ID))
+                .map(|v| v.as_str().to_owned());
+            rejects
+                .record(&user, CAPTURE_PREFIX, id.as_deref(), &msg.message, &p)
+                .await;
             true
         }
         Err(p) => {

@@ -165,11 +165,24 @@ async fn refuse_unanswerable(
 ) {
     let account = msg.subject.rsplit('.').next().unwrap_or_default();
     match accounts.user_of(account).await {
-        Ok(Some(user)) => rejects.record(&user, msg, &p).await,
+        Ok(Some(user)) => {
+            let id = msg_id(msg);
+            rejects
+                .record(&user, INGEST_PREFIX, id.as_deref(), msg, &p)
+                .await;
+        }
         _ => {
             tracing::warn!(subject = %msg.subject, "message of an unknown account without a reply subject: refused")
         }
     }
+}
+
+/// The `Nats-Msg-Id` of `msg`, if it has one.
+pub(super) fn msg_id(msg: &async_nats::Message) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str().to_owned())
 }
 
 /// The user behind the account that sent `msg` (the last token of its subject).

@@ -40,16 +40,19 @@ impl Rejects {
         Ok(Self { js, stream })
     }
 
-    /// Keeps the refusal of `msg`. Logs (without content) when even that fails.
-    pub async fn record(&self, user: &UserId, msg: &async_nats::Message, p: &Problem) {
-        let id = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.as_str().to_owned());
+    /// Keeps the refusal of `msg`, which the device sent on `subject` (as the device names
+    /// it) with the message id `msg_id`. Logs (without content) when even that fails.
+    pub async fn record(
+        &self,
+        user: &UserId,
+        subject: &str,
+        msg_id: Option<&str>,
+        msg: &async_nats::Message,
+        p: &Problem,
+    ) {
         let body = json!({
-            "subject": msg.subject.as_str().rsplit_once('.').map_or(msg.subject.as_str(), |(s, _)| s),
-            "msg_id": id,
+            "subject": subject,
+            "msg_id": msg_id,
             "bytes": msg.payload.len(),
             "problem": serde_json::from_slice::<Value>(&p.body()).unwrap_or(Value::Null),
         });

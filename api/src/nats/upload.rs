@@ -168,6 +168,7 @@ impl Uploads {
             salt: None,
             signature: None,
         };
+        let size = done.bytes.len();
         let mut v = gateway::ingest_content(
             ledger,
             user,
@@ -177,7 +178,7 @@ impl Uploads {
             done.bytes.freeze(),
         )
         .await?;
-        v["bytes"] = json!(v["bytes"].as_u64().unwrap_or_default());
+        v["bytes"] = json!(size);
         v["content_hash"] = json!(got);
         Ok(v)
     }
