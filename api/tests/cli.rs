@@ -321,6 +321,11 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
     let again = init(&[]);
     assert_eq!(again.status.code(), Some(2), "refused without --force");
     let conf = std::fs::read_to_string(d.join("server.conf")).unwrap();
+    let edge = std::fs::read_to_string(d.join("edge.conf")).unwrap();
+    assert!(
+        edge.contains("leafnodes") && edge.contains("websocket"),
+        "{edge}"
+    );
     let nats = NatsServer::start_with(mnemo_testkit::NatsOptions {
         extra_config: conf,
         ..Default::default()

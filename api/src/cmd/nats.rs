@@ -35,7 +35,7 @@ impl NatsCmd {
         println!("system account {}", setup.system.public_key());
         println!("service account {}", setup.service.public_key());
         println!(
-            "wrote {}/server.conf (add listen and jetstream {{ store_dir }}), service.creds, system.creds and seeds (0600)",
+            "wrote {}/server.conf (add listen and jetstream {{ store_dir }}), edge.conf (the device listeners), service.creds, system.creds and seeds (0600)",
             dir.display()
         );
         Ok(())

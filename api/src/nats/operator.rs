@@ -31,6 +31,18 @@ fn seed(kp: &KeyPair) -> Result<String> {
     kp.seed().map_err(NatsAuthError::Key)
 }
 
+/// The hub's listeners for devices (docs/EDGE.md), written as `edge.conf` beside
+/// `server.conf`: leaf nodes and browsers, and the hub's own JetStream domain (a leaf has
+/// another; merge `domain` into the server's one `jetstream` block).
+pub const EDGE_LISTENERS: &str =
+    "# Devices (docs/EDGE.md): their leaf nodes, and browsers over WebSocket.
+# Use TLS outside loopback (docs/deploy): leafnodes { tls { cert_file, key_file } },
+# websocket { tls { cert_file, key_file } } instead of no_tls.
+leafnodes { listen: \"0.0.0.0:7422\" }
+websocket { listen: \"127.0.0.1:8443\", no_tls: true }
+# In the server's jetstream block: domain: \"hub\"
+";
+
 impl OperatorSetup {
     /// Fresh keys.
     pub fn generate() -> Self {
@@ -202,11 +214,13 @@ impl OperatorSetup {
         std::fs::write(
             dir.join("server.conf"),
             format!(
-                "# mnemo operator mode (mnemo nats init). Add listen, jetstream {{ store_dir }}.\n{}",
+                "# mnemo operator mode (mnemo nats init). Add listen, jetstream {{ store_dir }}.\n\
+                 # For devices' leaf nodes and browsers, merge in edge.conf (docs/EDGE.md).\n{}",
                 self.server_config(&dir.join("jwt"))?
             ),
         )
-        .map_err(io("server.conf"))
+        .map_err(io("server.conf"))?;
+        std::fs::write(dir.join("edge.conf"), EDGE_LISTENERS).map_err(io("edge.conf"))
     }
 
     /// Reads what [`write`](Self::write) wrote.
