@@ -508,6 +508,80 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
     }
     assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
     assert_eq!(captures(&h, &carol).await.len(), 320);
+
+    // The device's own creds audit the chain through mnemo.read: valid. The same bundle
+    // with capture voice/320 planted a second time (a new memory id, properly sealed) is
+    // refused by mnemo-audit's verifier as duplicate_capture.
+    let device_client = ConnectOptions::with_credentials_file(&creds)
+        .await
+        .unwrap()
+        .connect(h.server.url())
+        .await
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(100_000);
+    mnemo_audit::online::send_items_via_read(
+        device_client,
+        carol.clone(),
+        mnemo_core::TimestampMs(0),
+        tx,
+    )
+    .await;
+    let items: Vec<_> = rx.into_iter().map(Result::unwrap).collect();
+    let audit = |items: Vec<mnemo_core::custody::BundleItem>| {
+        mnemo_audit::verify_items(items.into_iter().map(Ok), &mnemo_audit::Options::default())
+            .unwrap()
+    };
+    let outcome = audit(items.clone());
+    assert!(outcome.valid(), "{:?}", outcome.failure);
+    assert_eq!(outcome.summary.events, 322);
+    use mnemo_core::custody::BundleItem;
+    let events: Vec<mnemo_core::Event> = items
+        .iter()
+        .filter_map(|i| match i {
+            BundleItem::Event { wire } => Some(mnemo_core::Event::from_wire(&wire.0).unwrap().0),
+            _ => None,
+        })
+        .collect();
+    let last = events.last().unwrap();
+    let mut planted = items
+        .iter()
+        .filter(|i| !matches!(i, BundleItem::End { .. }))
+        .cloned()
+        .collect::<Vec<_>>();
+    let head = mnemo_core::Head {
+        user: carol.clone(),
+        len: last.seq.0,
+        hash: last.hash(),
+    };
+    let EventBody::MemoryIngested { capture, .. } = &last.body else {
+        panic!("the last event is a capture")
+    };
+    let (u, hash) = head.next_unsigned(
+        mnemo_core::FORMAT_V2,
+        last.signer,
+        last.timestamp,
+        EventBody::MemoryIngested {
+            memory: mnemo_core::MemoryId([0xdd; 16]),
+            capture: capture.clone(),
+        },
+        last.payload,
+        last.origin,
+    );
+    let doubled = u.sign(&SigningKey::from_bytes(&[6; 32]));
+    planted.push(BundleItem::Event {
+        wire: mnemo_core::custody::HexBytes(doubled.to_wire()),
+    });
+    planted.push(BundleItem::End {
+        events: 323,
+        head: hash,
+    });
+    let outcome = audit(planted);
+    let f = outcome.failure.expect("a doubled capture is refused");
+    assert_eq!(
+        (f.code.as_str(), f.seq),
+        ("duplicate_capture", Some(323)),
+        "{f:?}"
+    );
 }
 
 /// Runs a Node.js script; its last line of JSON.
