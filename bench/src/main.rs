@@ -12,6 +12,7 @@ mod project;
 mod report;
 mod scale;
 mod seals;
+mod upload;
 mod verify;
 
 /// mimalloc: glibc malloc took a fifth of the projector's CPU time in profiles.
@@ -50,6 +51,8 @@ enum Area {
     /// Format version 2: stored bytes per event, low-load latency (A/B with version 1),
     /// an operator's audit of every chain, one user's export verified under load.
     Seals(seals::Args),
+    /// A large recording as a chunked upload over NATS vs one REST upload, same run.
+    Upload(upload::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Area::Project(a) => project::run(&a),
         Area::Verify(a) => verify::run(&a),
         Area::Http(a) => http::run(&a),
+        Area::Upload(a) => upload::run(&a),
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
         Area::Process(a) => process::run(&a),
