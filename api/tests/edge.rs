@@ -197,12 +197,14 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
     let seed = [21u8; 32];
     let (alice, a_creds) = user_with_device(&h, "alice", seed).await;
     let (bob, b_creds) = user_with_device(&h, "bob", [22; 32]).await;
+    let custody = hex::encode(SigningKey::from_bytes(&[6; 32]).verifying_key().as_bytes());
     let r = device(&[
         "online",
         &url,
         a_creds.to_str().unwrap(),
         "alice",
         &hex::encode(seed),
+        &custody,
     ]);
     println!("{r}");
     let acks = r["acks"].as_array().unwrap();
@@ -214,6 +216,13 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
     assert_eq!(r["retry"], json!(["MNEMO-INGEST", true]), "{r}");
     assert_eq!(r["oversize"], 413, "{r}");
     assert_eq!(r["no_id"], 400, "{r}");
+    assert_eq!(r["receipt_checked"], true, "{r}");
+    // Each stream followed on its own over mnemo.read, in its own order (the drainer may
+    // still be appending: what is there is a prefix).
+    for s in ["voice", "web", "messages"] {
+        let got: Vec<u64> = serde_json::from_value(r["follow"][s].clone()).unwrap();
+        assert!([1, 2, 3, 4, 5].starts_with(&got), "{s}: {got:?}");
+    }
     // Bob's capture with alice's message id lands in bob's chain.
     let b = device(&[
         "other",
@@ -223,11 +232,34 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
         &hex::encode([22u8; 32]),
     ]);
     assert_eq!(b["ack"][1], false, "{b}");
-    // Genesis, device key, 15 captures: the retry, the reused id and the forged signature
-    // wrote nothing.
-    chain_len(&h, &alice, 17, Duration::from_secs(30)).await;
+    // Genesis, device key, 15 captures and the signed request: the retry, the reused id
+    // and the forged signature wrote nothing.
+    chain_len(&h, &alice, 18, Duration::from_secs(30)).await;
     chain_len(&h, &bob, 3, Duration::from_secs(30)).await;
+    // Each stream followed on its own, once all is in: exactly its captures, in order.
+    let follower = ConnectOptions::with_credentials_file(&a_creds)
+        .await
+        .unwrap()
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    for s in ["voice", "web", "messages"] {
+        let m = follower
+            .request("mnemo.read", json!({ "stream": s }).to_string().into())
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        let got: Vec<u64> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["capture"]["counter"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, [1, 2, 3, 4, 5], "following {s}: {v}");
+        assert_eq!(v["next"], 19, "{v}");
+    }
     let ids = captures(&h, &alice).await;
+    assert!(ids.contains(&("notes".into(), 1)), "{ids:?}");
     for s in ["voice", "web", "messages"] {
         let counters: Vec<u64> = ids
             .iter()
@@ -267,7 +299,7 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
             .is_some_and(|d| d.contains("without a reply subject"))),
         "{kept:?}"
     );
-    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 17);
+    assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 18);
     assert!(rejects(&url, &b_creds).await.is_empty());
     let _ = bob;
 }

@@ -80,6 +80,9 @@ struct ReadRequest {
     /// Read the refused messages instead of the chain (from this rejects sequence).
     #[serde(default)]
     rejects: bool,
+    /// Follow one capture stream: only the captures of this stream, from `from` on.
+    #[serde(default)]
+    stream: Option<String>,
 }
 
 /// Serves the device subjects until `stop`.
@@ -236,11 +239,28 @@ async fn handle(
                 events.extend(next.map_err(NatsAuthError::from)?);
             }
         }
+        let next = events.last().map(|e| e.event.seq.0 + 1);
         let items: Vec<Value> = events
             .iter()
-            .map(|e| json!({ "seq": e.event.seq.0, "hash": e.hash, "wire": hex::encode(e.event.to_wire()) }))
+            .filter(|e| {
+                r.stream.as_deref().is_none_or(|s| {
+                    e.event.body.capture().is_some_and(|c| c.stream == s)
+                })
+            })
+            .map(|e| {
+                let mut v = json!({ "seq": e.event.seq.0, "hash": e.hash, "wire": hex::encode(e.event.to_wire()) });
+                if let Some(c) = e.event.body.capture() {
+                    v["capture"] = json!({ "stream": c.stream, "counter": c.counter });
+                }
+                v
+            })
             .collect();
-        return Ok(json!({ "user": user, "events": items }));
+        let mut answer = json!({ "user": user, "events": items });
+        if r.stream.is_some() {
+            // Filtered: where the next page starts, since the page may hold fewer events.
+            answer["next"] = json!(next.unwrap_or(from.0));
+        }
+        return Ok(answer);
     }
     if let Some(h) = msg
         .headers

@@ -1,8 +1,10 @@
 """A device in the edge tests: signed captures over NATS with the reference client.
 
 usage: device.py MODE URL CREDS USER SEED_HEX [ARGS...]
-  online   : 3 capture streams x 5 via js.publish on mnemo.capture, a retry, and the bad
-             inputs; prints one JSON line with what the server answered
+  online CUSTODY_KEY: 3 capture streams x 5 via js.publish on mnemo.capture, a retry, a
+             signed request whose receipt is checked on the device, each stream followed
+             on its own, and the bad inputs; prints one JSON line with what the server
+             answered
   outbox N FIRST: N captures of stream "voice" from counter FIRST into the leaf's local
              outbox (js.publish on mnemo.outbox.voice), salts fixed by the seed so a replay
              sends the same bytes; prints the local PubAcks' count
@@ -24,7 +26,7 @@ import nats
 from nats.js.errors import APIError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../../../clients/python"))
-from mnemo_device import Device  # noqa: E402
+from mnemo_device import Device, verify_receipt  # noqa: E402
 
 
 def salt_for(seed, stream, counter):
@@ -74,6 +76,17 @@ async def main():
             out["no_id"] = "accepted"
         except APIError as e:
             out["no_id"] = e.code
+        # A signed capture as a request: the receipt at once, checked on the device.
+        mid, body = dev.capture("note 1", "notes", counter=1, salt=salt_for(seed, "notes", 1))
+        m = await nc.request("mnemo.ingest", body, timeout=10, headers={"Nats-Msg-Id": mid})
+        receipt = json.loads(m.data)
+        out["receipt_checked"] = verify_receipt(receipt["custody"], sys.argv[6]) == receipt["event_hash"]
+        # Each capture stream followed on its own.
+        follow = {}
+        for s in ("voice", "web", "messages"):
+            m = await nc.request("mnemo.read", json.dumps({"stream": s, "limit": 1000}).encode(), timeout=10)
+            follow[s] = [e["capture"]["counter"] for e in json.loads(m.data)["events"]]
+        out["follow"] = follow
         # A publish with no reply subject: nothing written, the refusal kept.
         await nc.publish("mnemo.ingest", b'{"text": "fire and forget"}')
         await nc.flush()
