@@ -301,7 +301,31 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
     );
     assert_eq!(h.ledger.head(&alice).await.unwrap().unwrap().len, 18);
     assert!(rejects(&url, &b_creds).await.is_empty());
-    let _ = bob;
+    // An unsigned capture named only by its Nats-Msg-Id is deduplicated for good too: past
+    // the stream's duplicate window the retry is stored again, and appends nothing.
+    tokio::time::sleep(WINDOW * 2).await;
+    let again = device(&[
+        "other",
+        &url,
+        b_creds.to_str().unwrap(),
+        "bob",
+        &hex::encode([22u8; 32]),
+    ]);
+    assert_eq!(
+        again["ack"][1], false,
+        "stored again after the window: {again}"
+    );
+    let hub_js = async_nats::jetstream::new(h.service.clone());
+    let t = Instant::now();
+    loop {
+        let mut s = hub_js.get_stream("MNEMO-INGEST").await.unwrap();
+        if s.info().await.unwrap().state.messages == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
 }
 
 /// A TCP relay between the leaf and the hub's leafnode port that can be cut (connections
