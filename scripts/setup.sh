@@ -12,6 +12,7 @@
 #                        @nats-io/jetstream 3.4.0, @nats-io/nkeys 2.0.3, esbuild 0.28.2,
 #                        playwright-core 1.64.1 (no browser download: it drives Debian's)
 #   Chromium             (Debian's chromium package, /usr/bin/chromium)
+#   the console          (console/: npm ci from its lockfile, then vite build into dist/)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
@@ -122,6 +123,17 @@ echo "setup: JavaScript packages ($JS_PACKAGES) in $js"
 command -v chromium >/dev/null || apt_install chromium
 echo "setup: $(chromium --version 2>/dev/null | head -n 1) at $(command -v chromium)"
 
+# --- the console (Vue 3, Vite; console/package-lock.json pins every package) -------------
+console="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/console"
+stamp=$(cat "$console/package-lock.json" "$console/index.html" "$console/vite.config.ts" \
+  $(find "$console/src" -type f | sort) | sha256sum | cut -c1-16)
+if [ "$(cat "$console/dist/.built" 2>/dev/null)" != "$stamp" ]; then
+  (cd "$console" && npm ci --silent --no-audit --no-fund >/dev/null \
+    && ./node_modules/.bin/vite build --logLevel warn >/dev/null)
+  echo "$stamp" > "$console/dist/.built"
+fi
+echo "setup: console built into $console/dist"
+
 # For callers that source this file.
 export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
-export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech" MNEMO_JS_TOOLS="$js"
+export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech" MNEMO_JS_TOOLS="$js" MNEMO_CONSOLE_DIST="$console/dist"

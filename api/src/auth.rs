@@ -85,6 +85,8 @@ pub struct Auth {
     /// `aud` every token must carry.
     pub audience: String,
     external: Option<ExternalIssuer>,
+    /// Keys the console's CSRF tokens (derived from the signing key).
+    csrf_key: [u8; 32],
 }
 
 /// PKCS#8 v1 DER of an Ed25519 private key (RFC 8410): this fixed prefix, then the seed.
@@ -110,7 +112,26 @@ impl Auth {
             issuer: issuer.into(),
             audience: audience.into(),
             external: None,
+            csrf_key: blake3::derive_key("mnemo 2026-12-02 console csrf v1", &key.to_bytes()),
         }
+    }
+
+    /// The CSRF token of a console session (its cookie's token): a keyed hash, so only this
+    /// server can make it, and a page must have read it from `/v1/session` to send it.
+    pub fn csrf(&self, session_token: &str) -> String {
+        let h = blake3::keyed_hash(&self.csrf_key, session_token.as_bytes());
+        h.to_hex()[..32].to_owned()
+    }
+
+    /// Seconds until a token (already checked) expires, read from its claims.
+    pub fn expires_in(&self, token: &str) -> Option<u64> {
+        use base64::Engine;
+        let claims = token.split('.').nth(1)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()?;
+        let exp = serde_json::from_slice::<serde_json::Value>(&raw).ok()?["exp"].as_u64()?;
+        Some(exp.saturating_sub(now()))
     }
 
     /// Also accept tokens of `issuer`, signed by a key of `jwks`.

@@ -7,96 +7,17 @@
 //!   killed, then frozen), is rebooted offline, and syncs when the link is back: every
 //!   capture is in the chain once; a full replay after the duplicate windows adds nothing.
 
+mod support;
+
 use async_nats::ConnectOptions;
-use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
 use mnemo_core::{ChainVerifier, EventBody, KeyRole, PublicKey, Seq, SigningKey, UserId};
-use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
-use mnemo_testkit::{NatsOptions, NatsServer, free_port};
+use mnemo_testkit::free_port;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
+use support::{Hub, Rest, WINDOW, hub};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The hub's duplicate window, short enough to be passed in the test.
-const WINDOW: Duration = Duration::from_millis(1000);
-
-struct Hub {
-    server: NatsServer,
-    service: async_nats::Client,
-    setup: OperatorSetup,
-    ws_port: u16,
-    accounts: Accounts,
-    ledger: Ledger,
-    leaf_port: u16,
-    _jwt: tempfile::TempDir,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn hub() -> Hub {
-    let setup = OperatorSetup::generate();
-    let jwt = tempfile::tempdir().unwrap();
-    let (leaf_port, ws_port) = (free_port(), free_port());
-    let server = NatsServer::start_with(NatsOptions {
-        extra_config: format!(
-            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n\
-             websocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true }}\n",
-            setup.server_config(jwt.path()).unwrap()
-        ),
-        jetstream_domain: Some("hub".into()),
-        ..Default::default()
-    });
-    let sys = ConnectOptions::with_credentials(&setup.system_creds().unwrap())
-        .unwrap()
-        .connect(server.url())
-        .await
-        .unwrap();
-    let service = ConnectOptions::with_credentials(&setup.service_creds().unwrap())
-        .unwrap()
-        .connect(server.url())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(service.clone());
-    let ledger = Ledger::connect(
-        service.clone(),
-        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[6; 32])),
-    )
-    .await
-    .unwrap();
-    let accounts = Accounts::open(
-        &js,
-        sys,
-        nkeys::KeyPair::from_seed(&setup.signing.seed().unwrap()).unwrap(),
-        setup.service.public_key(),
-        SecretKey::random(),
-        1,
-    )
-    .await
-    .unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(mnemo_api::nats::serve_device_services(
-        service.clone(),
-        ledger.clone(),
-        accounts.clone(),
-        CaptureConfig {
-            duplicate_window: WINDOW,
-            max_upload: 24 << 20,
-            ..Default::default()
-        },
-        rx,
-    ));
-    Hub {
-        server,
-        service,
-        setup,
-        ws_port,
-        accounts,
-        ledger,
-        leaf_port,
-        _jwt: jwt,
-        _stop: stop,
-    }
-}
 
 /// Runs the device script; its one line of JSON.
 fn device(args: &[&str]) -> Value {
@@ -655,52 +576,6 @@ fn node(args: &[&str]) -> Value {
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-/// The REST API on a real port, with the views it reads and their projector.
-struct Rest {
-    url: String,
-    auth: mnemo_api::auth::Auth,
-    _views: mnemo_testkit::PgViews,
-    _projector: mnemo_testkit::RunningProjector,
-}
-
-impl Rest {
-    async fn start(h: &Hub, cors_origins: Vec<String>) -> Self {
-        let views = mnemo_testkit::PgViews::start().await;
-        let js = async_nats::jetstream::new(h.service.clone());
-        let projector = views.project(&js, &h.ledger);
-        let auth =
-            mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&[7; 32]), "mnemo", "mnemo-api");
-        let router = mnemo_api::http::router(Arc::new(mnemo_api::http::Api {
-            ledger: h.ledger.clone(),
-            views: mnemo_projections::Views::from_pool(views.pool.clone()),
-            js: js.clone(),
-            auth: auth.clone(),
-            cfg: mnemo_api::http::ApiConfig {
-                cors_origins,
-                ..Default::default()
-            },
-            stats: Default::default(),
-            accounts: Some(h.accounts.clone()),
-            processing: mnemo_processing::Processing::open(h.ledger.clone(), js)
-                .await
-                .unwrap(),
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(mnemo_api::http::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
-        Self {
-            url,
-            auth,
-            _views: views,
-            _projector: projector,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,13 +65,15 @@ async fn hub() -> Hub {
     .await
     .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(mnemo_api::nats::serve_device_services(
+    mnemo_api::nats::start_device_services(
         service,
         ledger.clone(),
         accounts.clone(),
         mnemo_api::nats::CaptureConfig::default(),
         rx,
-    ));
+    )
+    .await
+    .unwrap();
     Hub {
         server,
         setup,
@@ -762,6 +764,9 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
         let mut hd = async_nats::HeaderMap::new();
         hd.insert("Mnemo-Upload", "rec-1");
         hd.insert("Mnemo-Chunk", n);
+        if n == "0" {
+            hd.insert("Mnemo-Content-Type", "audio/wav");
+        }
         if last {
             let hash = blake3::hash(b"0123456789abcdef");
             hd.insert("Mnemo-Last", "true");
@@ -769,7 +774,6 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
                 "Mnemo-Content-Hash",
                 format!("blake3:{}", hash.to_hex()).as_str(),
             );
-            hd.insert("Mnemo-Content-Type", "audio/wav");
         }
         c.request_with_headers("mnemo.ingest", hd, body.to_vec().into())
     };
@@ -816,7 +820,7 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
     messages.push(json!({ "channel": "mnemo.read", "message": "readRequest",
                           "headers": {}, "payload": { "from": 1, "limit": 10 } }));
     messages.push(json!({ "channel": "mnemo.ingest", "message": "uploadChunk",
-                          "headers": { "Mnemo-Upload": "rec-1", "Mnemo-Chunk": "0" }, "payload": "<binary>" }));
+                          "headers": { "Mnemo-Upload": "rec-1", "Mnemo-Chunk": "0", "Mnemo-Content-Type": "audio/wav" }, "payload": "<binary>" }));
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("samples.json");
     // What a user's account can reach: the local subjects of its imports, as the account

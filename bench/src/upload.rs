@@ -65,13 +65,14 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     )
     .await?;
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(mnemo_api::nats::serve_device_services(
+    mnemo_api::nats::start_device_services(
         service.clone(),
         ledger.clone(),
         accounts.clone(),
         CaptureConfig::default(),
         rx,
-    ));
+    )
+    .await?;
     let pg = PgServer::start();
     pg.create_database("mnemo");
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -125,10 +126,12 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             let mut h = async_nats::HeaderMap::new();
             h.insert("Mnemo-Upload", format!("round-{round}").as_str());
             h.insert("Mnemo-Chunk", i.to_string().as_str());
+            if i == 0 {
+                h.insert("Mnemo-Content-Type", "audio/wav");
+            }
             if i == n - 1 {
                 h.insert("Mnemo-Last", "true");
                 h.insert("Mnemo-Content-Hash", hash.as_str());
-                h.insert("Mnemo-Content-Type", "audio/wav");
             }
             let body = data.slice(i * a.chunk..((i + 1) * a.chunk).min(data.len()));
             let r = device.request_with_headers("mnemo.ingest", h, body).await?;

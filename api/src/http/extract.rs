@@ -18,15 +18,41 @@ impl FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, api: &S) -> Result<Self, Problem> {
-        let h = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Problem::unauthorized("missing Authorization: Bearer <token>"))?;
-        let token = h
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <token>`"))?;
+        let token = match parts.headers.get(header::AUTHORIZATION) {
+            Some(h) => h
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| Problem::unauthorized("Authorization must be `Bearer <token>`"))?,
+            // A console session (the cookie): its writes must carry the CSRF token.
+            None => {
+                let t = super::session::session_token(&parts.headers).ok_or_else(|| {
+                    Problem::unauthorized("missing Authorization: Bearer <token> (or a session)")
+                })?;
+                if !parts.method.is_safe() {
+                    let sent = parts
+                        .headers
+                        .get(super::session::CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let want = api.auth.csrf(t);
+                    let same = sent.len() == want.len()
+                        && sent
+                            .bytes()
+                            .zip(want.bytes())
+                            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                            == 0;
+                    if !same {
+                        return Err(Problem::new(
+                            StatusCode::FORBIDDEN,
+                            "csrf",
+                            "a write with the session cookie must carry X-CSRF-Token (from GET /v1/session)",
+                        ));
+                    }
+                }
+                t
+            }
+        };
         // Which check failed is logged, not told: a client learns only that the token was
         // refused.
         let refused = || {

@@ -18,6 +18,7 @@ pub mod access_log;
 pub mod anchors;
 pub mod barrier;
 pub mod chain;
+pub mod console;
 pub mod devices;
 pub mod erasure;
 pub mod export;
@@ -30,6 +31,7 @@ pub mod processing;
 pub mod proofs;
 pub mod schema;
 mod server;
+pub mod session;
 pub use server::serve;
 pub mod shared;
 pub mod users;
@@ -69,6 +71,10 @@ pub struct ApiConfig {
     /// Origins (`scheme://host[:port]`, exactly) whose pages may call the API from a
     /// browser (CORS); none by default, and then no CORS header is ever sent.
     pub cors_origins: Vec<String>,
+    /// The built console (`console/dist`), served at `/console`; none: not served.
+    pub console_dir: Option<std::path::PathBuf>,
+    /// Session cookies are `Secure` (the API is behind TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +86,8 @@ impl Default for ApiConfig {
             token_ttl: 30 * 24 * 3600,
             expiry_margin: Duration::from_secs(2),
             cors_origins: Vec::new(),
+            console_dir: None,
+            secure_cookies: false,
         }
     }
 }
@@ -174,6 +182,9 @@ pub fn app(
                 async move { Json(doc) }
             }),
         )
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::asset))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -250,6 +261,7 @@ pub fn routes() -> OpenApiRouter<S> {
         .merge(anchors::router())
         .merge(shared::router())
         .merge(processing::router())
+        .merge(session::router())
 }
 
 /// The OpenAPI document `/openapi.json` serves.

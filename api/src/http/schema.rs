@@ -269,3 +269,14 @@ pub struct AnchorsPage {
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = Object)]
 pub struct JsonDoc(pub serde_json::Value);
+
+/// A console session.
+#[derive(Serialize, ToSchema)]
+pub struct Session {
+    /// Who is signed in.
+    pub user: String,
+    /// The token every write made with the session cookie carries in `X-CSRF-Token`.
+    pub csrf: String,
+    /// Seconds until the session ends.
+    pub expires_in: u64,
+}

@@ -19,7 +19,7 @@
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use mnemo_core::UserId;
-use mnemo_core::names::{CAPTURE_PREFIX, INGEST_STREAM, SERVICE_QUEUE};
+use mnemo_core::names::{CAPTURE_PREFIX, INGEST_STREAM};
 use mnemo_ledger::Ledger;
 use serde_json::json;
 use std::time::Duration;
@@ -85,7 +85,7 @@ fn js_error(p: &Problem) -> bytes::Bytes {
     .into()
 }
 
-/// Serves `mnemo.capture.*` until `stop`: stores each capture in the ingest stream and
+/// Serves `mnemo.capture.*` (subscribed beforehand) until `stop`: stores each capture in the ingest stream and
 /// answers with the stream's PubAck.
 pub async fn serve_relay(
     client: async_nats::Client,
@@ -93,12 +93,9 @@ pub async fn serve_relay(
     accounts: Accounts,
     rejects: Rejects,
     cfg: CaptureConfig,
+    mut sub: async_nats::Subscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut sub = client
-        .queue_subscribe(format!("{CAPTURE_PREFIX}.*"), SERVICE_QUEUE.into())
-        .await
-        .map_err(|e| NatsAuthError::nats("subscribing to mnemo.capture", e))?;
     loop {
         let msg = tokio::select! {
             Some(m) = sub.next() => m,

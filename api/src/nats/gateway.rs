@@ -12,7 +12,7 @@
 //! `status`, `detail`).
 
 use futures::StreamExt;
-use mnemo_core::names::{INGEST_PREFIX, READ_PREFIX, SERVICE_QUEUE};
+use mnemo_core::names::{INGEST_PREFIX, SERVICE_QUEUE};
 use mnemo_core::{Capture, KeyId, Seq, Sig, TimestampMs, UserId};
 use mnemo_ledger::{DeviceSignature, Ledger, NewMemory};
 use serde::Deserialize;
@@ -85,23 +85,27 @@ struct ReadRequest {
     stream: Option<String>,
 }
 
-/// Serves the device subjects until `stop`.
+/// Subscribes to `prefix.*` in the service queue group.
+pub(super) async fn subscribe(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<async_nats::Subscriber> {
+    client
+        .queue_subscribe(format!("{prefix}.*"), SERVICE_QUEUE.into())
+        .await
+        .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))
+}
+
+/// Serves the device subjects (subscribed by [`subscribe`]) until `stop`.
 pub async fn serve_devices(
     client: async_nats::Client,
     ledger: Ledger,
     accounts: Accounts,
     rejects: Rejects,
     uploads: Uploads,
+    (mut ingest, mut read): (async_nats::Subscriber, async_nats::Subscriber),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let subscribe = async |prefix: &str| {
-        client
-            .queue_subscribe(format!("{prefix}.*"), SERVICE_QUEUE.into())
-            .await
-            .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))
-    };
-    let mut ingest = subscribe(INGEST_PREFIX).await?;
-    let mut read = subscribe(READ_PREFIX).await?;
     loop {
         let (msg, is_read) = tokio::select! {
             Some(m) = ingest.next() => (m, false),

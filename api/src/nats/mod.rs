@@ -33,8 +33,55 @@ pub use gateway::serve_devices;
 pub use operator::{OperatorSetup, write_private};
 pub use rejects::Rejects;
 
-/// Runs every device service until `stop`: `mnemo.ingest` and `mnemo.read` (the gateway),
-/// the `mnemo.capture` relay and the drainer of the ingest stream.
+/// Starts every device service: `mnemo.ingest` and `mnemo.read` (the gateway), the
+/// `mnemo.capture` relay and the drainer of the ingest stream. Returns once their
+/// subscriptions are in place at the server (a device's request from then on is served),
+/// with the task that runs them until `stop`.
+pub async fn start_device_services(
+    client: async_nats::Client,
+    ledger: mnemo_ledger::Ledger,
+    accounts: Accounts,
+    cfg: CaptureConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<(), NatsAuthError>>, NatsAuthError> {
+    use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, READ_PREFIX};
+    let js = async_nats::jetstream::new(client.clone());
+    let rejects = Rejects::open(js.clone()).await?;
+    capture::open_stream(&js, cfg).await?;
+    let ingest = gateway::subscribe(&client, INGEST_PREFIX).await?;
+    let read = gateway::subscribe(&client, READ_PREFIX).await?;
+    let captures = gateway::subscribe(&client, CAPTURE_PREFIX).await?;
+    client
+        .flush()
+        .await
+        .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))?;
+    Ok(tokio::spawn(async move {
+        tokio::try_join!(
+            serve_devices(
+                client.clone(),
+                ledger.clone(),
+                accounts.clone(),
+                rejects.clone(),
+                upload::Uploads::new(cfg.max_upload),
+                (ingest, read),
+                stop.clone()
+            ),
+            capture::serve_relay(
+                client,
+                js.clone(),
+                accounts,
+                rejects.clone(),
+                cfg,
+                captures,
+                stop.clone()
+            ),
+            capture::drain(js, ledger, rejects, cfg, stop),
+        )?;
+        Ok(())
+    }))
+}
+
+/// [`start_device_services`], then runs them until `stop`.
 pub async fn serve_device_services(
     client: async_nats::Client,
     ledger: mnemo_ledger::Ledger,
@@ -42,27 +89,8 @@ pub async fn serve_device_services(
     cfg: CaptureConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsAuthError> {
-    let js = async_nats::jetstream::new(client.clone());
-    let rejects = Rejects::open(js.clone()).await?;
-    capture::open_stream(&js, cfg).await?;
-    tokio::try_join!(
-        serve_devices(
-            client.clone(),
-            ledger.clone(),
-            accounts.clone(),
-            rejects.clone(),
-            upload::Uploads::new(cfg.max_upload),
-            stop.clone()
-        ),
-        capture::serve_relay(
-            client,
-            js.clone(),
-            accounts,
-            rejects.clone(),
-            cfg,
-            stop.clone()
-        ),
-        capture::drain(js, ledger, rejects, cfg, stop),
-    )?;
-    Ok(())
+    start_device_services(client, ledger, accounts, cfg, stop)
+        .await?
+        .await
+        .map_err(|e| NatsAuthError::Corrupt(format!("the device services stopped: {e}")))?
 }

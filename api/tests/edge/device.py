@@ -118,11 +118,11 @@ async def main():
         out["downloaded_same"] = back == data
         out["bytes"] = len(data)
         # Bad uploads: each refused, nothing written.
-        out["out_of_order"] = await bad(nc, [(0, b"x" * 10, {}), (2, b"y", {})], "bad-1")
-        out["wrong_hash"] = await bad(nc, [(0, b"x" * 10, {}), (1, b"y", {
-            "Mnemo-Last": "true", "Mnemo-Content-Hash": "blake3:" + "00" * 32,
-            "Mnemo-Content-Type": "audio/wav"})], "bad-2")
-        big = [(i, b"z" * (1 << 20), {}) for i in range(25)]
+        first = {"Mnemo-Content-Type": "audio/wav"}
+        out["out_of_order"] = await bad(nc, [(0, b"x" * 10, first), (2, b"y", {})], "bad-1")
+        out["wrong_hash"] = await bad(nc, [(0, b"x" * 10, first), (1, b"y", {
+            "Mnemo-Last": "true", "Mnemo-Content-Hash": "blake3:" + "00" * 32})], "bad-2")
+        big = [(i, b"z" * (1 << 20), first if i == 0 else {}) for i in range(25)]
         out["oversize"] = await bad(nc, big, "bad-3")
     print(json.dumps(out))
     await nc.close()
@@ -136,12 +136,12 @@ async def upload(nc, uid, data, extra):
     answer = None
     for i in range(n):
         hdr = {"Mnemo-Upload": uid, "Mnemo-Chunk": str(i)}
+        if i == 0:
+            hdr.update({"Mnemo-Content-Type": "audio/wav", **extra})
         if i == n - 1:
             hdr.update({
                 "Mnemo-Last": "true",
                 "Mnemo-Content-Hash": "blake3:" + blake3.blake3(data).hexdigest(),
-                "Mnemo-Content-Type": "audio/wav",
-                **extra,
             })
         m = await nc.request("mnemo.ingest", data[i * ch:(i + 1) * ch], timeout=60, headers=hdr)
         if m.headers and "Nats-Service-Error-Code" in m.headers:

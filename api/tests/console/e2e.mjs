@@ -1,0 +1,153 @@
+// The privacy console end to end in Debian's headless Chromium (playwright-core), with a
+// fake microphone. Prints one JSON line of what it saw; api/tests/console.rs asserts it.
+// usage: node e2e.mjs PLAYWRIGHT_CORE BASE_URL SIGNIN_TOKEN GRANTEE_TOKEN SCREENSHOT_DIR
+import os from "node:os";
+import path from "node:path";
+
+const [pw, base, token, granteeToken, shots] = process.argv.slice(2);
+const { chromium } = await import(path.join(pw, "index.mjs"));
+const out = { steps: [] };
+const step = (s) => out.steps.push(s);
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
+});
+const context = await browser.newContext({ permissions: ["microphone"] });
+const page = await context.newPage();
+page.on("pageerror", (e) => (out.pageErrors ??= []).push(String(e)));
+const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+const waitStatus = async (re) => {
+  const found = page.locator("[role=status], [role=alert]").filter({ hasText: re }).first();
+  await found.waitFor({ timeout: 20000 });
+  return (await found.textContent()).trim();
+};
+// Keyboard only: Tab until `selector` has the focus, then its key.
+async function tabTo(selector, max = 60) {
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+
+try {
+  // Sign in with the link `mnemo dev` prints: the token rides in the fragment.
+  const res = await page.goto(`${base}/console/#/signin?token=${token}`);
+  out.csp = res.headers()["content-security-policy"] ?? null;
+  await page.locator("nav").waitFor({ timeout: 20000 });
+  out.url_after_signin = page.url();
+  const cookies = await context.cookies();
+  const s = cookies.find((c) => c.name === "mnemo_session");
+  out.cookie = s ? { httpOnly: s.httpOnly, sameSite: s.sameSite } : null;
+  out.readable = await page.evaluate(() => ({
+    cookie: document.cookie,
+    local: Object.keys(localStorage).length,
+    session: Object.keys(sessionStorage).length,
+  }));
+  step("signed in");
+  await shot("memories-empty");
+
+  // Capture a note, keyboard only.
+  await page.goto(`${base}/console/#/capture`);
+  await page.locator("#note").waitFor();
+  await tabTo("#note");
+  await page.keyboard.type("a note typed with the keyboard");
+  await tabTo("#tags");
+  await page.keyboard.type("diary");
+  await tabTo("form button[type=submit]");
+  await page.keyboard.press("Enter");
+  out.note = await waitStatus(/Captured/);
+  step("note captured");
+  // Record audio from the fake microphone.
+  await page.getByRole("button", { name: "Record" }).click();
+  await page.waitForTimeout(1500);
+  await page.getByRole("button", { name: "Stop and send" }).click();
+  out.recording = await waitStatus(/Captured/);
+  step("audio recorded");
+  await shot("capture");
+
+  // The timeline shows both, the recording as an audio element.
+  await page.goto(`${base}/console/#/memories`);
+  await page.locator("[data-testid=timeline] li").nth(1).waitFor({ timeout: 20000 });
+  out.timeline = await page.locator("[data-testid=timeline] li").count();
+  out.note_shown = await page.getByText("a note typed with the keyboard").count();
+  out.audio = await page.locator("audio").count();
+  await shot("memories");
+  step("timeline");
+
+  // A grant, keyboard only; the grantee reads; the access log shows it; revoke.
+  await page.goto(`${base}/console/#/consent`);
+  await page.locator("#grantee").waitFor();
+  await tabTo("#grantee");
+  await page.keyboard.type("ben");
+  await tabTo("form button[type=submit]");
+  await page.keyboard.press("Enter");
+  out.grant = await waitStatus(/Granted/);
+  const read = await fetch(`${base}/v1/users/ana/memories`, { headers: { authorization: `Bearer ${granteeToken}` } });
+  out.grantee_read = read.status;
+  await page.reload();
+  await page.locator("[data-testid=access-log] tbody tr").first().waitFor({ timeout: 20000 });
+  out.access_log = (await page.locator("[data-testid=access-log] tbody tr").first().textContent()).includes("ben");
+  await shot("consent");
+  await page.getByRole("button", { name: "Revoke ben" }).click();
+  out.revoked = await waitStatus(/revoked/);
+  step("grant");
+
+  // Devices: issue, then revoke.
+  await page.goto(`${base}/console/#/devices`);
+  await page.locator("#device-name").fill("ana-phone");
+  await page.getByRole("button", { name: "Issue" }).click();
+  out.device = await waitStatus(/Credentials issued/);
+  await shot("devices");
+  await page.locator("[data-testid=devices] button", { hasText: "Revoke" }).click();
+  out.device_revoked = await waitStatus(/revoked/);
+  step("devices");
+
+  // Verify the chain in the page.
+  await page.goto(`${base}/console/#/verify`);
+  await page.getByRole("button", { name: "Verify my chain" }).click();
+  out.verdict = (await page.locator("[data-testid=verdict]").textContent({ timeout: 30000 })).trim();
+  await shot("verify");
+  step("verified");
+  // A bundle tampered by the test: one bit of the last event's signature.
+  const bundle = await (await page.request.get(`${base}/v1/export`)).text();
+  const lines = bundle.trimEnd().split("\n");
+  const at = lines.map((l) => JSON.parse(l).type).lastIndexOf("event");
+  const ev = JSON.parse(lines[at]);
+  const w = ev.wire;
+  const i = w.length - 10;
+  ev.wire = w.slice(0, i) + ((parseInt(w[i], 16) ^ 1).toString(16)) + w.slice(i + 1);
+  lines[at] = JSON.stringify(ev);
+  out.tampered_seq = lines.slice(0, at + 1).filter((l) => JSON.parse(l).type === "event").length;
+  await page.route("**/tampered.jsonl", (r) => r.fulfill({ status: 200, contentType: "application/x-ndjson", body: lines.join("\n") + "\n" }));
+  await page.goto(`${base}/console/#/verify?bundle=/console/tampered.jsonl`);
+  await page.reload();
+  await page.getByRole("button", { name: "Verify my chain" }).click();
+  out.tampered_verdict = (await page.locator("[data-testid=verdict]").textContent({ timeout: 30000 })).trim();
+  await shot("verify-tampered");
+  step("tampered");
+
+  // Erase one memory, then everything, each with its confirmation.
+  await page.goto(`${base}/console/#/erasure`);
+  await page.getByRole("button", { name: "Erase…" }).first().click();
+  await page.getByRole("dialog").waitFor();
+  await page.getByRole("button", { name: "Erase it" }).click();
+  out.erased_one = await waitStatus(/erased/);
+  await page.getByRole("button", { name: "Erase everything…" }).click();
+  out.erase_all_disabled = await page.getByRole("button", { name: "Erase everything", exact: true }).isDisabled();
+  await page.locator("#confirm-all").fill("erase everything");
+  await shot("erasure");
+  await page.getByRole("button", { name: "Erase everything", exact: true }).click();
+  out.erased_all = await waitStatus(/Everything is erased/);
+  step("erased");
+} catch (e) {
+  out.error = String(e);
+  await page.screenshot({ path: path.join(os.tmpdir(), "mnemo-console-failure.png"), fullPage: true }).catch(() => {});
+  out.failure_screenshot = path.join(os.tmpdir(), "mnemo-console-failure.png");
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
