@@ -255,6 +255,8 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         // No browser page of its own yet: `mnemo serve --cors-origin` for one.
         cors_origins: Vec::new(),
         capture: mnemo_api::nats::CaptureConfig::default(),
+        console_dir: super::serve::built_console(),
+        secure_cookies: false,
     })
     .await?;
     // the demo
@@ -364,6 +366,9 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     );
     for l in &lineage {
         say!("  {l}");
+    }
+    if super::serve::built_console().is_some() {
+        say!("console (sign in as demo): {url}/console/#/signin?token={token}");
     }
     say!("  demo token   {token}");
     say!("  friend token {friend_token}");

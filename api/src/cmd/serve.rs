@@ -119,6 +119,19 @@ pub struct ServeArgs {
         default_value_t = 120_000
     )]
     capture_duplicate_window_ms: u64,
+    /// The built console (`console/dist`, `scripts/setup.sh` builds it), served at
+    /// `/console`. Default: the source tree's, when it is built.
+    #[arg(long, env = "MNEMO_CONSOLE_DIR")]
+    console_dir: Option<PathBuf>,
+    /// Mark the console's session cookie `Secure` (the API is served behind TLS).
+    #[arg(long, env = "MNEMO_SECURE_COOKIES")]
+    secure_cookies: bool,
+}
+
+/// The console the source tree built, when there is one.
+pub(super) fn built_console() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../console/dist"));
+    dir.join("index.html").exists().then_some(dir)
 }
 
 /// What a running stack is made of.
@@ -136,6 +149,10 @@ pub(super) struct Parts {
     pub(super) cors_origins: Vec<String>,
     /// The durable capture path's settings.
     pub(super) capture: mnemo_api::nats::CaptureConfig,
+    /// The built console, served at `/console`.
+    pub(super) console_dir: Option<PathBuf>,
+    /// Session cookies are `Secure`.
+    pub(super) secure_cookies: bool,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
     pub(super) operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
     /// Whether to run the planner, the dispatcher and the processors' NATS endpoints.
@@ -311,6 +328,8 @@ async fn start_services(
             cfg: ApiConfig {
                 max_upload: p.max_upload,
                 cors_origins: p.cors_origins.clone(),
+                console_dir: p.console_dir.clone(),
+                secure_cookies: p.secure_cookies,
                 ..Default::default()
             },
             stats: api_stats.clone(),
@@ -447,6 +466,8 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                     max_upload: a.max_upload,
                     ..Default::default()
                 },
+                console_dir: a.console_dir.clone().or_else(built_console),
+                secure_cookies: a.secure_cookies,
             })
             .await
         }
