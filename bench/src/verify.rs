@@ -26,6 +26,10 @@ pub struct Args {
     /// Rounds per figure (the median is printed).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Also keep the bundle here (for the console's in-browser timing,
+    /// console/bench/verify.mjs, on the same bytes).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 fn line(w: &mut impl Write, item: &BundleItem) -> std::io::Result<()> {
@@ -170,6 +174,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let msgs = write_bundle(&path, n)?;
     let size = std::fs::metadata(&path)?.len();
+    if let Some(keep) = &a.keep {
+        std::fs::copy(&path, keep)?;
+    }
     println!(
         "mnemo-bench verify: {n} events ({} MiB bundle, written in {:.1} s), {threads} threads, {} rounds, medians",
         size / (1 << 20),

@@ -392,6 +392,7 @@ export function verifyBundle(text: string): Verdict {
           throw err;
         }
         const b = e!.body;
+        events.push({ seq: Number(e!.seq), kind: b.kind, ok: true });
         if ((b.kind === "memory_erased" || b.kind === "lineage_erased") && e!.user === user) {
           const gone = b.kind === "memory_erased" ? (b.memory === null ? [...opened] : [b.memory]) : [b.memory, ...b.closure];
           rules.push(e!);
@@ -400,7 +401,6 @@ export function verifyBundle(text: string): Verdict {
           rules.push(e!);
         }
         if (b.kind === "memory_ingested" || b.kind === "memory_derived") memoryOf.set(e!.seq, b.memory);
-        events.push({ seq: Number(e!.seq), kind: b.kind, ok: true });
         lastEvent = e!;
         const want = expected.get(Number(e!.seq));
         if (want && (want.head !== hex(e!.hash) || want.root !== hex(rules.acc.root()))) fail("checkpoint_mismatch", e!.seq, "an anchored checkpoint is not the chain's");
@@ -430,7 +430,7 @@ export function verifyBundle(text: string): Verdict {
   } catch (e) {
     if (e instanceof Refusal) {
       if (e.seq !== null) {
-        const ev = events.find((x) => x.seq === e.seq);
+        const ev = events.findLast((x) => x.seq === e.seq);
         if (ev) ev.ok = false;
         else events.push({ seq: e.seq, kind: "?", ok: false });
       }
