@@ -71,6 +71,85 @@ async fn the_console_end_to_end_in_chromium() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "with the CSRF token");
+    // A memory with a result derived from it by a processor (the lineage the timeline
+    // shows): a processor registered, granted, fetching, and handing in a transcript.
+    let admin = rest.auth.issue("admin", true, 600);
+    let post = async |path: &str, token: &str, body: Value| -> Value {
+        let r = http
+            .post(format!("{}{path}", rest.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    };
+    let reg = post(
+        "/v1/processors",
+        &admin,
+        serde_json::json!({ "name": "asr", "version": "1" }),
+    )
+    .await;
+    let processor = reg["token"].as_str().unwrap().to_owned();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(reg["signing_seed"].as_str().unwrap(), &mut seed).unwrap();
+    let key = mnemo_core::SigningKey::from_bytes(&seed);
+    let memory = post(
+        "/v1/memories",
+        &ana,
+        serde_json::json!({ "kind": "voice-note", "text": "a recorded thought" }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let grant = post(
+        "/v1/grants",
+        &ana,
+        serde_json::json!({ "processor": "asr" }),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    post(
+        "/v1/processing/fetch",
+        &processor,
+        serde_json::json!({ "user": "ana", "grant": grant, "memory": memory }),
+    )
+    .await;
+    let record = mnemo_core::MemoryRecord {
+        kind: "transcript".into(),
+        tags: vec![],
+        captured_at: None,
+        source: None,
+        content_type: "text/plain".into(),
+        content: mnemo_core::Content::Inline {
+            bytes: b"A RECORDED THOUGHT".to_vec(),
+        },
+    };
+    let salt = [7u8; 32];
+    let c = mnemo_core::commitment::commit(&salt, &record.canonical_bytes());
+    let msg = mnemo_core::processing::derived_signing_message(
+        &mnemo_core::UserId::new("ana").unwrap(),
+        &mnemo_core::GrantId::from_hex(&grant).unwrap(),
+        &mnemo_core::ProcessorId::new("asr").unwrap(),
+        "1",
+        &[mnemo_core::MemoryId::from_hex(&memory).unwrap()],
+        &c,
+    );
+    post(
+        "/v1/processing/results",
+        &processor,
+        serde_json::json!({
+            "user": "ana", "grant": grant, "version": "1", "inputs": [memory],
+            "record": { "kind": "transcript", "content_type": "text/plain",
+                        "content": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "A RECORDED THOUGHT") },
+            "salt": hex::encode(salt), "signature": mnemo_core::processing::sign(&key, &msg),
+        }),
+    )
+    .await;
     let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/console");
     std::fs::create_dir_all(shots).unwrap();
     let out = tokio::time::timeout(
@@ -117,6 +196,10 @@ async fn the_console_end_to_end_in_chromium() {
         "{r}"
     );
     assert_eq!(r["note_shown"], 1);
+    assert_eq!(
+        r["lineage_shown"], true,
+        "the transcript derived from the voice note: {r}"
+    );
     assert!(r["audio"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["grantee_read"], 200);
     assert_eq!(r["access_log"], true);

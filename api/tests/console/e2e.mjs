@@ -75,6 +75,7 @@ try {
   out.timeline = await page.locator("[data-testid=timeline] li").count();
   out.note_shown = await page.getByText("a note typed with the keyboard").count();
   out.audio = await page.locator("audio").count();
+  out.lineage_shown = await page.getByText("derived: transcript").first().waitFor({ timeout: 20000 }).then(() => true, () => false);
   await shot("memories");
   step("timeline");
 
