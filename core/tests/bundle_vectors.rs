@@ -321,7 +321,10 @@ fn v2_variants() -> Vec<(&'static str, Vec<BundleItem>)> {
     out.push(("v2_seal_missing", bundle(&t, &anchored)));
     // Captures (FORMAT.md §4.2), each sealed alone after seq 8: voice 1, web 1, voice 2;
     // then voice 1 again, a capture recorded twice.
-    let captures = |ids: &[(&str, u64)]| {
+    // Captures (FORMAT.md §4.2), each sealed alone after seq 8: voice 1, web 1, voice 2;
+    // the voice captures signed by the device (the capture signature of §5.2), web not.
+    // `plain_origin` signs voice captures with the plain origin message instead (wrong).
+    let captures = |ids: &[(&str, u64)], plain_origin: bool| {
         let mut t = v2.clone();
         let (last, h) = t.last().unwrap().clone();
         let mut head = Head {
@@ -329,21 +332,31 @@ fn v2_variants() -> Vec<(&'static str, Vec<BundleItem>)> {
             len: last.seq.0,
             hash: h,
         };
+        let device = key(3);
         for (i, (stream, counter)) in ids.iter().enumerate() {
             let c = commitment::commit(&[0x40 + i as u8; 32], stream.as_bytes());
+            let capture = Capture {
+                stream: (*stream).into(),
+                counter: *counter,
+            };
+            let origin = (*stream == "voice").then(|| Origin {
+                key: pk(&device).id(),
+                signature: if plain_origin {
+                    sign_origin(&device, &user("alice"), &c)
+                } else {
+                    keys::sign_capture(&device, &user("alice"), &capture, &c)
+                },
+            });
             let (u, h) = head.next_unsigned(
                 FORMAT_V2,
                 pk(&key(1)).id(),
                 TimestampMs(T0 + 100_000 + i as i64),
                 EventBody::MemoryIngested {
                     memory: mem(0x40 + i as u8),
-                    capture: Some(Capture {
-                        stream: (*stream).into(),
-                        counter: *counter,
-                    }),
+                    capture: Some(capture),
                 },
                 Some(c),
-                None,
+                origin,
             );
             head.len = u.seq.0;
             head.hash = h;
@@ -352,11 +365,15 @@ fn v2_variants() -> Vec<(&'static str, Vec<BundleItem>)> {
         t
     };
     let ids = [("voice", 1), ("web", 1), ("voice", 2)];
-    out.push(("v2_captures", bundle(&captures(&ids), &anchored)));
+    out.push(("v2_captures", bundle(&captures(&ids, false), &anchored)));
     let doubled = [("voice", 1), ("web", 1), ("voice", 2), ("voice", 1)];
     out.push((
         "v2_duplicate_capture",
-        bundle(&captures(&doubled), &anchored),
+        bundle(&captures(&doubled, false), &anchored),
+    ));
+    out.push((
+        "v2_capture_signature",
+        bundle(&captures(&ids, true), &anchored),
     ));
     // Back to version 1 at seq 8 (signed alone, as version 1).
     let mut t = v2.clone();
@@ -588,6 +605,10 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
         (
             "v2_duplicate_capture",
             (Some("duplicate_capture"), Some(12)),
+        ),
+        (
+            "v2_capture_signature",
+            (Some("bad_origin_signature"), Some(9)),
         ),
     ]
     .into_iter()
