@@ -75,6 +75,7 @@ try {
   out.timeline = await page.locator("[data-testid=timeline] li").count();
   out.note_shown = await page.getByText("a note typed with the keyboard").count();
   out.audio = await page.locator("audio").count();
+  out.models_state = (await page.locator("[data-testid=no-models], [data-testid=models]").first().textContent({ timeout: 20000 })).trim();
   out.lineage_shown = await page.getByText("derived: transcript").first().waitFor({ timeout: 20000 }).then(() => true, () => false);
   await shot("memories");
   step("timeline");
