@@ -289,29 +289,8 @@ fn hex_array<const N: usize>(what: &str, s: &str) -> std::result::Result<[u8; N]
 pub(super) async fn ingest(
     ledger: &Ledger,
     user: &UserId,
-    mut r: IngestRequest,
-    headers: Option<&async_nats::HeaderMap>,
-) -> std::result::Result<Value, Problem> {
-    let text = std::mem::take(&mut r.text);
-    ingest_content(
-        ledger,
-        user,
-        r,
-        headers,
-        "text/plain; charset=utf-8".into(),
-        text.into_bytes().into(),
-    )
-    .await
-}
-
-/// [`ingest`] with content of any type (a chunked upload's, `upload`).
-pub(super) async fn ingest_content(
-    ledger: &Ledger,
-    user: &UserId,
     r: IngestRequest,
     headers: Option<&async_nats::HeaderMap>,
-    content_type: String,
-    content: bytes::Bytes,
 ) -> std::result::Result<Value, Problem> {
     // NATS's own idempotency header means what the body's `idempotency_key` means: scoped
     // to the user, so one user's id never suppresses another user's message.
@@ -364,8 +343,8 @@ pub(super) async fn ingest_content(
                 tags: r.tags,
                 captured_at: r.captured_at.map(TimestampMs),
                 source: r.source,
-                content_type,
-                content,
+                content_type: "text/plain; charset=utf-8".into(),
+                content: r.text.into_bytes().into(),
                 idempotency_key,
                 capture,
                 signed,
