@@ -12,7 +12,7 @@
 #                        @nats-io/jetstream 3.4.0, @nats-io/nkeys 2.0.3, esbuild 0.28.2,
 #                        playwright-core 1.64.1 (no browser download: it drives Debian's)
 #   Chromium             (Debian's chromium package, /usr/bin/chromium)
-#   the console          (console/: npm ci from its lockfile, then vite build into dist/)
+#   the console          (console/: npm ci from its lockfile, vue-tsc, then vite build into dist/)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
 set -euo pipefail
@@ -128,7 +128,9 @@ console="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/console"
 stamp=$(cat "$console/package-lock.json" "$console/index.html" "$console/vite.config.ts" \
   $(find "$console/src" -type f | sort) | sha256sum | cut -c1-16)
 if [ "$(cat "$console/dist/.built" 2>/dev/null)" != "$stamp" ]; then
+  # Type-checked (vue-tsc), then built: a type error stops the set-up.
   (cd "$console" && npm ci --silent --no-audit --no-fund >/dev/null \
+    && ./node_modules/.bin/vue-tsc --noEmit -p tsconfig.json \
     && ./node_modules/.bin/vite build --logLevel warn >/dev/null)
   echo "$stamp" > "$console/dist/.built"
 fi

@@ -75,7 +75,7 @@ interface GrantState {
 /** The chain rules of FORMAT.md §8 over one user's events, in order. */
 export class ChainRules {
   next = 1n;
-  prev = new Uint8Array(32);
+  prev: Uint8Array = new Uint8Array(32);
   version = 1;
   keys = new Map<string, Key>();
   memories = new Set<string>();
