@@ -449,6 +449,30 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
     let ids = captures(&h, &carol).await;
     let counters: Vec<u64> = ids.iter().map(|(_, c)| *c).collect();
     assert_eq!(counters, (1..=320).collect::<Vec<_>>());
+    // The device reads its receipts back through its own leaf: each capture of stream voice
+    // with its event and seal, verifiable on the device.
+    let local_client = ConnectOptions::new().connect(local.as_str()).await.unwrap();
+    let m = local_client
+        .request(
+            "mnemo.read",
+            json!({ "stream": "voice", "limit": 1000 })
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&m.payload).unwrap();
+    let read_back: Vec<u64> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["capture"]["counter"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        read_back,
+        (1..=320).collect::<Vec<_>>(),
+        "read back through the leaf"
+    );
     // Past both duplicate windows, a full replay of every capture adds nothing.
     tokio::time::sleep(WINDOW * 2).await;
     assert_eq!(outbox(320, 1)["acked"], 320);
