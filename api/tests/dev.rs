@@ -269,6 +269,29 @@ async fn run_dev_once(state: &std::path::Path) {
             "{answer}"
         );
     }
+    // The console's sign-in link: the page, under its CSP, and the link's token signs in.
+    let link = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("console (sign in as demo): "))
+        .expect("mnemo dev prints the console's sign-in link");
+    assert!(
+        link.starts_with(&format!("{base}/console/#/signin?token=")),
+        "{link}"
+    );
+    let page = client.get(format!("{base}/console/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        mnemo_api::http::console::CSP
+    );
+    let token = link.split("token=").nth(1).unwrap();
+    let r = client
+        .post(format!("{base}/v1/session"))
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let r = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert!(
         r.text()
