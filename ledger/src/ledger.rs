@@ -290,13 +290,12 @@ impl Ledger {
     }
 
     fn slot(&self, user: &UserId) -> Arc<Slot> {
-        self.inner
-            .slots
-            .lock()
-            .expect("lock")
-            .entry(user.clone())
-            .or_default()
-            .clone()
+        let mut slots = self.inner.slots.lock().expect("lock");
+        // The user id is cloned only for a user seen the first time.
+        if let Some(s) = slots.get(user) {
+            return s.clone();
+        }
+        slots.entry(user.clone()).or_default().clone()
     }
 
     fn next_epoch(&self) -> u64 {
