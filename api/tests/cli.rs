@@ -345,6 +345,24 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS account A"));
+    // Every account pushed again as this version writes it.
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+        .args(["users", "refresh-nats"])
+        .env("MNEMO_NATS_URL", nats.url())
+        .env("MNEMO_NATS_DIR", &d)
+        .env("MNEMO_MASTER_KEY", "11".repeat(32))
+        .env("MNEMO_SIGNING_KEY", "22".repeat(32))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 accounts pushed"
+    );
     // A processor: registration with its NATS credentials, listing, revocation.
     let processors = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mnemo"))

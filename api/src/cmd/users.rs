@@ -14,11 +14,17 @@ pub(crate) enum UsersCmd {
         #[command(flatten)]
         jwt: JwtArgs,
     },
+    /// Pushes every user's NATS account again as this version writes it (operator mode):
+    /// accounts made by an earlier version gain what it added (`mnemo.capture`).
+    RefreshNats,
 }
 
 impl UsersCmd {
     pub(crate) async fn run(self, c: &Config) -> anyhow::Result<()> {
-        let UsersCmd::Create { id, jwt } = self;
+        let (id, jwt) = match self {
+            UsersCmd::Create { id, jwt } => (id, jwt),
+            UsersCmd::RefreshNats => return refresh(c).await,
+        };
         let user = mnemo_core::UserId::new(&id).map_err(|e| anyhow::anyhow!("user id: {e}"))?;
         let auth = jwt.auth()?;
         let client = c.connect().await?;
@@ -42,4 +48,25 @@ impl UsersCmd {
         println!("{}", auth.issue(user.as_str(), false, 30 * 24 * 3600));
         Ok(())
     }
+}
+
+async fn refresh(c: &Config) -> anyhow::Result<()> {
+    let dir = c
+        .nats_dir
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("MNEMO_NATS_DIR (operator mode) is required"))?;
+    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+    let client = c.connect().await?;
+    let cfg = c.ledger_config()?;
+    let accounts = mnemo_api::nats::Accounts::for_setup(
+        &setup,
+        server_addrs(&c.nats_url)?,
+        &async_nats::jetstream::new(client),
+        cfg.master_key.clone(),
+        c.replicas.max(1),
+    )
+    .await?;
+    let n = accounts.refresh_all().await?;
+    println!("{n} accounts pushed");
+    Ok(())
 }

@@ -331,6 +331,28 @@ impl Accounts {
         Ok(pubkey)
     }
 
+    /// Pushes every user's account again, as this version writes it (its imports and the
+    /// device permissions of today): for accounts made by an earlier version. Returns how
+    /// many were pushed.
+    pub async fn refresh_all(&self) -> Result<usize> {
+        use futures::StreamExt;
+        let mut keys = self.kv.keys().await.map_err(bucket)?;
+        let mut users = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(bucket)?;
+            if let Some(u) = k.strip_prefix("u.")
+                && let Ok(u) = UserId::new(u)
+            {
+                users.push(u);
+            }
+        }
+        for u in &users {
+            let a = self.load(u).await?;
+            self.push(u, &a).await?;
+        }
+        Ok(users.len())
+    }
+
     /// Whether `user` has an account.
     pub async fn exists(&self, user: &UserId) -> Result<bool> {
         Ok(self
