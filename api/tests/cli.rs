@@ -330,15 +330,20 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
         extra_config: conf,
         ..Default::default()
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
-        .args(["users", "create", "frank"])
-        .env("MNEMO_NATS_URL", nats.url())
-        .env("MNEMO_NATS_DIR", &d)
-        .env("MNEMO_MASTER_KEY", "11".repeat(32))
-        .env("MNEMO_SIGNING_KEY", "22".repeat(32))
-        .env("MNEMO_JWT_KEY", "33".repeat(32))
-        .output()
-        .unwrap();
+    // `mnemo users ...` against this server in operator mode.
+    let users = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .arg("users")
+            .args(args)
+            .env("MNEMO_NATS_URL", nats.url())
+            .env("MNEMO_NATS_DIR", &d)
+            .env("MNEMO_MASTER_KEY", "11".repeat(32))
+            .env("MNEMO_SIGNING_KEY", "22".repeat(32))
+            .env("MNEMO_JWT_KEY", "33".repeat(32))
+            .output()
+            .unwrap()
+    };
+    let out = users(&["create", "frank"]);
     assert!(
         out.status.success(),
         "{}",
@@ -346,14 +351,7 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("NATS account A"));
     // Every account pushed again as this version writes it.
-    let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
-        .args(["users", "refresh-nats"])
-        .env("MNEMO_NATS_URL", nats.url())
-        .env("MNEMO_NATS_DIR", &d)
-        .env("MNEMO_MASTER_KEY", "11".repeat(32))
-        .env("MNEMO_SIGNING_KEY", "22".repeat(32))
-        .output()
-        .unwrap();
+    let out = users(&["refresh-nats"]);
     assert!(
         out.status.success(),
         "{}",

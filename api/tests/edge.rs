@@ -10,6 +10,8 @@
 mod support;
 
 use async_nats::ConnectOptions;
+use mnemo_api::nats::edge::OUTBOX_STREAM;
+use mnemo_core::names::INGEST_STREAM;
 use mnemo_core::{ChainVerifier, EventBody, KeyRole, PublicKey, Seq, SigningKey, UserId};
 use mnemo_testkit::free_port;
 use serde_json::{Value, json};
@@ -94,6 +96,20 @@ async fn captures(h: &Hub, user: &UserId) -> Vec<(String, u64)> {
     }
     v.finish().unwrap();
     out
+}
+
+/// Waits until the work-queue stream `name` holds nothing.
+async fn drained(client: &async_nats::Client, name: &str, within: Duration, what: &str) {
+    let js = async_nats::jetstream::new(client.clone());
+    let t = Instant::now();
+    loop {
+        let mut s = js.get_stream(name).await.unwrap();
+        if s.info().await.unwrap().state.messages == 0 {
+            return;
+        }
+        assert!(t.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn rejects(url: &str, creds: &std::path::Path) -> Vec<Value> {
@@ -236,16 +252,13 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
         again["ack"][1], false,
         "stored again after the window: {again}"
     );
-    let hub_js = async_nats::jetstream::new(h.service.clone());
-    let t = Instant::now();
-    loop {
-        let mut s = hub_js.get_stream("MNEMO-INGEST").await.unwrap();
-        if s.info().await.unwrap().state.messages == 0 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "not drained");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    drained(
+        &h.service,
+        INGEST_STREAM,
+        Duration::from_secs(30),
+        "not drained",
+    )
+    .await;
     assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
 }
 
@@ -476,37 +489,23 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
     // Past both duplicate windows, a full replay of every capture adds nothing.
     tokio::time::sleep(WINDOW * 2).await;
     assert_eq!(outbox(320, 1)["acked"], 320);
-    let js =
-        async_nats::jetstream::new(ConnectOptions::new().connect(local.as_str()).await.unwrap());
-    let t = Instant::now();
-    loop {
-        let mut s = js
-            .get_stream(mnemo_api::nats::edge::OUTBOX_STREAM)
-            .await
-            .unwrap();
-        if s.info().await.unwrap().state.messages == 0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the replay was not forwarded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let leaf_client = ConnectOptions::new().connect(local.as_str()).await.unwrap();
+    let within = Duration::from_secs(120);
+    drained(
+        &leaf_client,
+        OUTBOX_STREAM,
+        within,
+        "the replay was not forwarded",
+    )
+    .await;
     // The hub's queue is drained too.
-    let hub_js = async_nats::jetstream::new(h.service.clone());
-    let t = Instant::now();
-    loop {
-        let mut s = hub_js.get_stream("MNEMO-INGEST").await.unwrap();
-        if s.info().await.unwrap().state.messages == 0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the hub did not drain the replay"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    drained(
+        &h.service,
+        INGEST_STREAM,
+        within,
+        "the hub did not drain the replay",
+    )
+    .await;
     assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
     assert_eq!(captures(&h, &carol).await.len(), 320);
 

@@ -3,87 +3,16 @@
 //! accounts pushed, and a leaf node that forwards a device's ingest to the hub.
 //! Every denial is asserted from the server's own error, never from a timeout.
 
+mod support;
+
 use async_nats::{ConnectOptions, Event};
-use mnemo_api::nats::{
-    Accounts, OperatorSetup, UserAccount, device_creds, push_account, user_account_jwt,
-};
+use mnemo_api::nats::{UserAccount, device_creds, push_account, user_account_jwt};
 use mnemo_core::{ChainVerifier, Seq, SigningKey, UserId};
-use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
-use mnemo_testkit::{NatsOptions, NatsServer, free_port};
+use mnemo_testkit::{NatsOptions, NatsServer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use support::hub;
 use tokio::sync::mpsc;
-
-struct Hub {
-    server: NatsServer,
-    setup: OperatorSetup,
-    accounts: Accounts,
-    ledger: Ledger,
-    leaf_port: u16,
-    _jwt: tempfile::TempDir,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-async fn hub() -> Hub {
-    let setup = OperatorSetup::generate();
-    let jwt = tempfile::tempdir().unwrap();
-    let leaf_port = free_port();
-    let server = NatsServer::start_with(NatsOptions {
-        extra_config: format!(
-            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
-            setup.server_config(jwt.path()).unwrap()
-        ),
-        jetstream_domain: Some("hub".into()),
-        ..Default::default()
-    });
-    let sys = ConnectOptions::with_credentials(&setup.system_creds().unwrap())
-        .unwrap()
-        .connect(server.url())
-        .await
-        .unwrap();
-    let service = ConnectOptions::with_credentials(&setup.service_creds().unwrap())
-        .unwrap()
-        .connect(server.url())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(service.clone());
-    let master = SecretKey::random();
-    let ledger = Ledger::connect(
-        service.clone(),
-        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[6; 32])),
-    )
-    .await
-    .unwrap();
-    let accounts = Accounts::open(
-        &js,
-        sys,
-        nkeys::KeyPair::from_seed(&setup.signing.seed().unwrap()).unwrap(),
-        setup.service.public_key(),
-        master,
-        1,
-    )
-    .await
-    .unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    mnemo_api::nats::start_device_services(
-        service,
-        ledger.clone(),
-        accounts.clone(),
-        mnemo_api::nats::CaptureConfig::default(),
-        rx,
-    )
-    .await
-    .unwrap();
-    Hub {
-        server,
-        setup,
-        accounts,
-        ledger,
-        leaf_port,
-        _jwt: jwt,
-        _stop: stop,
-    }
-}
 
 /// A device connection whose server errors (permission violations) arrive on a channel.
 async fn device(url: &str, creds: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
@@ -450,7 +379,7 @@ async fn a_thousand_accounts_created_and_pushed() {
     let (c, _) = device(&h.server.url(), &creds).await;
     let r = ingest(&c, json!({ "text": "hello" })).await;
     assert_eq!(r["user"], u.as_str());
-    let files = std::fs::read_dir(h._jwt.path()).unwrap().count();
+    let files = std::fs::read_dir(h.jwt_dir.path()).unwrap().count();
     assert!(
         files >= n,
         "the full resolver stored every account ({files} files)"
@@ -826,7 +755,7 @@ async fn the_asyncapi_document_matches_what_the_server_answers() {
     // What a user's account can reach: the local subjects of its imports, as the account
     // JWT the resolver holds says.
     let mut served: Vec<String> = Vec::new();
-    for f in std::fs::read_dir(h._jwt.path()).unwrap() {
+    for f in std::fs::read_dir(h.jwt_dir.path()).unwrap() {
         let jwt = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
         let Some(claims) = jwt.split('.').nth(1) else {
             continue;

@@ -52,7 +52,7 @@ mod writer;
 
 pub use head::ChainTip;
 use head::*;
-pub use memory::{DeviceSignature, MAX_IDEMPOTENCY_KEY, NewMemory};
+pub use memory::{DeviceSignature, MAX_IDEMPOTENCY_KEY, NewMemory, is_idempotency_key};
 pub use processing::{DerivedResult, FetchedInput, NOT_THIS_PROCESSOR};
 pub use reader::{ChainReader, StoredEvent};
 use sealed::*;

@@ -43,7 +43,7 @@ pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, DerivedResult, DeviceSignature, FetchedInput, Ledger,
     LedgerStats, MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream,
-    Receipt, StoredEvent, SweptChunks, content_error,
+    Receipt, StoredEvent, SweptChunks, content_error, is_idempotency_key,
 };
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,

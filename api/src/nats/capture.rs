@@ -151,21 +151,13 @@ async fn relay(
     }
     let r: IngestRequest = serde_json::from_slice(&msg.payload)
         .map_err(|e| Problem::bad_request(format!("bad request: {e}")))?;
-    let id = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Msg-Id"))
-        .map(|v| v.as_str().to_owned())
-        .or(r.idempotency_key.clone());
+    let id = gateway::msg_id(msg).or(r.idempotency_key.clone());
     let Some(id) = id else {
         return Err(Problem::bad_request(
             "a capture needs a Nats-Msg-Id (its id, kept for good): without one a retry could not be told from a new capture",
         ));
     };
-    if id.is_empty()
-        || id.len() > mnemo_ledger::MAX_IDEMPOTENCY_KEY
-        || !id.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !mnemo_ledger::is_idempotency_key(&id) {
         return Err(Problem::bad_request(format!(
             "Nats-Msg-Id must be 1 to {} printable ASCII characters",
             mnemo_ledger::MAX_IDEMPOTENCY_KEY

@@ -125,7 +125,7 @@ pub async fn forward(
         let Some(msg) = msg else { return Ok(()) };
         let Ok(msg) = msg else { continue };
         let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+        if let Some(id) = super::gateway::msg_id(&msg) {
             headers.insert("Nats-Msg-Id", id.as_str());
         }
         let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));

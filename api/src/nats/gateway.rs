@@ -170,9 +170,8 @@ async fn refuse_unanswerable(
     msg: &async_nats::Message,
     p: Problem,
 ) {
-    let account = msg.subject.rsplit('.').next().unwrap_or_default();
-    match accounts.user_of(account).await {
-        Ok(Some(user)) => {
+    match sender(accounts, msg).await {
+        Ok(user) => {
             let id = msg_id(msg);
             rejects
                 .record(&user, INGEST_PREFIX, id.as_deref(), msg, &p)
@@ -184,11 +183,14 @@ async fn refuse_unanswerable(
     }
 }
 
+/// NATS's idempotency header.
+pub(super) const MSG_ID: &str = "Nats-Msg-Id";
+
 /// The `Nats-Msg-Id` of `msg`, if it has one.
 pub(super) fn msg_id(msg: &async_nats::Message) -> Option<String> {
     msg.headers
         .as_ref()
-        .and_then(|h| h.get("Nats-Msg-Id"))
+        .and_then(|h| h.get(MSG_ID))
         .map(|v| v.as_str().to_owned())
 }
 
@@ -295,7 +297,7 @@ pub(super) async fn ingest(
     // NATS's own idempotency header means what the body's `idempotency_key` means: scoped
     // to the user, so one user's id never suppresses another user's message.
     let header_key = headers
-        .and_then(|h| h.get("Nats-Msg-Id"))
+        .and_then(|h| h.get(MSG_ID))
         .map(|v| v.as_str().to_owned());
     let idempotency_key = match (r.idempotency_key, header_key) {
         (Some(b), Some(h)) if b != h => {

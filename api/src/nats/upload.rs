@@ -87,7 +87,7 @@ impl Uploads {
     ) -> Result<Value, Problem> {
         let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
         let id = header(UPLOAD_HEADER).unwrap_or_default();
-        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        if !mnemo_ledger::is_idempotency_key(&id) {
             return Err(Problem::bad_request(
                 "Mnemo-Upload must be 1 to 128 printable ASCII characters",
             ));

@@ -22,7 +22,8 @@ pub struct Hub {
     pub accounts: Accounts,
     pub ledger: Ledger,
     pub leaf_port: u16,
-    _jwt: tempfile::TempDir,
+    /// The full resolver's directory (one JWT file per account).
+    pub jwt_dir: tempfile::TempDir,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -88,7 +89,7 @@ pub async fn hub() -> Hub {
         accounts,
         ledger,
         leaf_port,
-        _jwt: jwt,
+        jwt_dir: jwt,
         _stop: stop,
     }
 }

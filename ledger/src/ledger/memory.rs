@@ -6,6 +6,12 @@ use super::*;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 
+/// Whether `k` is a valid idempotency key (also a `Nats-Msg-Id` and an upload id): 1 to
+/// [`MAX_IDEMPOTENCY_KEY`] printable ASCII characters.
+pub fn is_idempotency_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub(super) const MAX_TAGS: usize = 64;
 
 pub(super) const MAX_SHORT: usize = 256;
@@ -117,9 +123,7 @@ impl NewMemory {
             )));
         }
         if let Some(k) = &self.idempotency_key
-            && (k.is_empty()
-                || k.len() > MAX_IDEMPOTENCY_KEY
-                || !k.bytes().all(|b| b.is_ascii_graphic()))
+            && !is_idempotency_key(k)
         {
             return Err(LedgerError::InvalidInput(format!(
                 "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
