@@ -381,6 +381,30 @@ async fn full_flow_grants_reads_revocation_expiry_erasure_anchor_export() {
     assert_eq!(r.status, StatusCode::GONE);
     let r = s.get(&format!("/v1/memories/{health}"), &alice).await;
     assert_eq!(r.json()["erased"], true);
+    // The erasure took the record's metadata: only what the chain shows is left, in the
+    // API and in PostgreSQL, and no filter matches it any more.
+    let mut shown: Vec<String> = r.json().as_object().unwrap().keys().cloned().collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["derived", "erased", "id", "ingested_at", "seq"],
+        "{}",
+        r.json()
+    );
+    let kept: (Option<String>, Option<Vec<String>>, Option<String>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT kind, tags, content_type, size FROM memories WHERE user_id = 'alice' AND memory_id = $1",
+        )
+        .bind(hex::decode(&health).unwrap())
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, (None, None, None, None));
+    let r = s.get("/v1/memories?tag=health", &alice).await;
+    assert!(
+        !ids(&r.json()).contains(&health),
+        "an erased memory matched its old tag"
+    );
     let r = s.get("/v1/memories?q=blood", &alice).await;
     assert!(
         ids(&r.json()).is_empty(),
@@ -1128,6 +1152,38 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
         assert!(r.problem, "{body}");
     }
     assert_eq!(s.head("alice").await, before, "nothing was written");
+    // Every text that reaches a chain, a view or a message: an erasure reason (of a memory
+    // with no lineage, where no event would carry it), a processor's version and kinds.
+    let plain = s.ingest(&alice, "note", "a", "no lineage").await;
+    let before = s.head("alice").await;
+    for reason in ["a\u{0}b".to_owned(), "x".repeat(5000)] {
+        let r = s
+            .post(
+                "/v1/erasure",
+                &alice,
+                json!({ "memory": plain, "reason": reason }),
+            )
+            .await;
+        r.assert_status(StatusCode::BAD_REQUEST);
+        assert!(r.problem);
+    }
+    assert_eq!(s.head("alice").await, before, "no erasure was written");
+    let admin = s.auth.issue("admin", true, 600);
+    for body in [
+        json!({ "name": "nul", "version": "1\u{0}" }),
+        json!({ "name": "nul", "version": "1", "produces": ["sum\u{0}"] }),
+        json!({ "name": "nul", "version": "1", "consumes": [""] }),
+    ] {
+        let r = s.post("/v1/processors", &admin, body.clone()).await;
+        r.assert_status(StatusCode::BAD_REQUEST);
+        assert!(r.problem, "{body}");
+    }
+    let r = s.get("/v1/processors", &admin).await;
+    assert!(
+        !r.json().to_string().contains("\"nul\""),
+        "registered: {}",
+        r.json()
+    );
     for q in [
         "from=9223372036854775807",
         "until=-9223372036854775808",
@@ -1374,6 +1430,35 @@ async fn processing_over_rest_from_registration_to_erasure() {
         &c,
     );
     let sig = mnemo_core::processing::sign(&key, &msg);
+    // Held to the registration: another version, or a kind the processor does not declare
+    // (asr produces transcripts), is refused and nothing is written, signed or not.
+    let before = s.head("alice").await;
+    for (version, kind) in [("2", "transcript"), ("1\u{0}", "transcript"), ("1", "note")] {
+        let msg = mnemo_core::processing::derived_signing_message(
+            &UserId::new("alice").unwrap(),
+            &grant_id,
+            &mnemo_core::ProcessorId::new("asr").unwrap(),
+            version,
+            &[input],
+            &c,
+        );
+        let r = s
+            .post(
+                "/v1/processing/results",
+                &token,
+                json!({
+                    "user": "alice", "grant": grant, "version": version, "inputs": [memory],
+                    "record": { "kind": kind, "content_type": "text/plain",
+                                "content": base64::engine::general_purpose::STANDARD.encode("HELLO") },
+                    "salt": hex::encode(salt),
+                    "signature": mnemo_core::processing::sign(&key, &msg),
+                }),
+            )
+            .await;
+        r.assert_status(StatusCode::FORBIDDEN);
+        assert!(r.problem);
+    }
+    assert_eq!(s.head("alice").await, before, "nothing was written");
     let submit = json!({
         "user": "alice", "grant": grant, "version": "1", "inputs": [memory],
         "record": { "kind": "transcript", "content_type": "text/plain",
@@ -1394,6 +1479,17 @@ async fn processing_over_rest_from_registration_to_erasure() {
         .await;
     c.assert_status(StatusCode::OK);
     assert_eq!(&c.body[..], b"HELLO");
+    // Marked as a processor's result wherever it is shown; the input is the owner's own.
+    let m = s
+        .get(&format!("/v1/memories/{derived}"), &alice)
+        .await
+        .json();
+    assert_eq!(m["derived"], true, "{m}");
+    let m = s
+        .get(&format!("/v1/memories/{memory}"), &alice)
+        .await
+        .json();
+    assert_eq!(m["derived"], false, "{m}");
     let l = s
         .get(&format!("/v1/memories/{memory}/lineage"), &alice)
         .await;

@@ -63,6 +63,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 struct Setup {
     ledger: Ledger,
     client: async_nats::Client,
+    /// The worker's own connection, in the processor's inbox space.
+    worker_client: async_nats::Client,
     users: Vec<UserId>,
     processing: Processing,
     key: SigningKey,
@@ -114,9 +116,14 @@ async fn setup(server: &NatsServer, a: &Args, round: usize) -> anyhow::Result<Se
     while let Some((k, r)) = pending.next().await {
         memories.push((k, r?.memory.expect("a memory")));
     }
+    let worker_client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(mnemo_core::replies::processor_inbox(name.as_str()))
+        .connect(server.url())
+        .await?;
     Ok(Setup {
         ledger,
         client,
+        worker_client,
         users,
         processing,
         key,
@@ -263,7 +270,7 @@ async fn pipeline(s: &Setup, a: &Args) -> anyhow::Result<f64> {
     let (c, p, r) = (s.client.clone(), s.processing.clone(), stop.clone());
     tokio::spawn(async move { mnemo_processing::responder::serve(c, p, check, r).await });
     let worker = Worker::new(
-        s.client.clone(),
+        s.worker_client.clone(),
         s.name.clone(),
         "1".into(),
         token,

@@ -67,6 +67,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     let (_stop, rx) = tokio::sync::watch::channel(false);
     mnemo_api::nats::start_device_services(
         service.clone(),
+        connect(setup.responder_creds()?).await?,
         ledger.clone(),
         accounts.clone(),
         CaptureConfig::default(),

@@ -22,6 +22,7 @@
 //! - [`verify`]: the whole-chain verifier ([`ChainVerifier`]): [`ChainState`] plus batched
 //!   signatures, pinned genesis keys and checkpoints.
 //! - [`values`]: what values a chain may hold (time range, no U+0000 in text).
+//! - [`replies`]: where mnemo may answer a NATS request (the requester's own inbox space).
 //! - [`names`]: every stream, subject, bucket and consumer name, and chain [`names::Layout`]s.
 //! - [`custody`]: custody bundles (a user's whole chain for offline audit) and their
 //!   streaming verifier.
@@ -50,6 +51,7 @@ pub mod merkle;
 pub mod names;
 pub mod processing;
 pub mod receipt;
+pub mod replies;
 pub mod seal;
 pub mod search_index;
 pub mod values;

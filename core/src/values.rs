@@ -88,24 +88,40 @@ impl EventBody {
                 }
                 Ok(())
             }
-            EventBody::LineageErased { reason, .. } => {
-                if reason.len() > crate::processing::MAX_REASON_LEN || !text_ok(reason) {
-                    return Err("an erasure reason is longer than 512 bytes or contains U+0000");
-                }
-                Ok(())
-            }
+            EventBody::LineageErased { reason, .. } => check_reason(reason),
             _ => Ok(()),
         }
     }
 }
 
 /// A processor version: 1 to 64 bytes of text without U+0000.
-fn check_version(v: &str) -> Result<(), &'static str> {
+pub fn check_version(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > crate::processing::MAX_VERSION_LEN || !text_ok(v) {
         return Err("a processor version is 1 to 64 bytes of text without U+0000");
     }
     Ok(())
 }
+
+/// An erasure reason: at most 512 bytes of text without U+0000 (empty: none given).
+/// Checked where the reason enters, whether or not an event ends up carrying it.
+pub fn check_reason(r: &str) -> Result<(), &'static str> {
+    if r.len() > crate::processing::MAX_REASON_LEN || !text_ok(r) {
+        return Err("an erasure reason is longer than 512 bytes or contains U+0000");
+    }
+    Ok(())
+}
+
+/// A memory kind, as a processor declares it consumes or produces: 1 to 64 bytes of text
+/// without U+0000.
+pub fn check_kind(k: &str) -> Result<(), &'static str> {
+    if k.is_empty() || k.len() > MAX_KIND_LEN || !text_ok(k) {
+        return Err("a kind is 1 to 64 bytes of text without U+0000");
+    }
+    Ok(())
+}
+
+/// The longest kind a processor may declare.
+pub const MAX_KIND_LEN: usize = 64;
 
 impl MemoryRecord {
     /// The value rules for a memory record.

@@ -27,7 +27,8 @@ pub struct Processor {
     pub version: String,
     /// Memory kinds it takes (empty: any the grant covers).
     pub consumes: Vec<String>,
-    /// Memory kinds it makes.
+    /// Memory kinds it makes (empty: undeclared, any; declared, every result is held to
+    /// them).
     pub produces: Vec<String>,
     /// The public half of the key it signs results with.
     pub public_key: PublicKey,
@@ -41,6 +42,11 @@ impl Processor {
     /// Whether it takes memories of `kind`.
     pub fn consumes_kind(&self, kind: &str) -> bool {
         self.consumes.is_empty() || self.consumes.iter().any(|k| k == kind)
+    }
+
+    /// Whether it may record results of `kind`.
+    pub fn produces_kind(&self, kind: &str) -> bool {
+        self.produces.is_empty() || self.produces.iter().any(|k| k == kind)
     }
 }
 
@@ -132,10 +138,13 @@ impl Registry {
         consumes: Vec<String>,
         produces: Vec<String>,
     ) -> Result<(Processor, SigningKey)> {
-        if version.is_empty() || version.len() > mnemo_core::processing::MAX_VERSION_LEN {
-            return Err(ProcessingError::Invalid(
-                "version must be 1 to 64 bytes".into(),
-            ));
+        // The value rules of core, for every text that reaches the registry, the chains'
+        // grants and the messages to workers.
+        mnemo_core::values::check_version(&version)
+            .map_err(|e| ProcessingError::Invalid(e.into()))?;
+        for k in consumes.iter().chain(&produces) {
+            mnemo_core::values::check_kind(k)
+                .map_err(|e| ProcessingError::Invalid(format!("{e}: {k:?}")))?;
         }
         let key = SigningKey::from_bytes(&rand::random());
         let p = Processor {

@@ -9,6 +9,7 @@
 use futures::StreamExt;
 use mnemo_core::ProcessorId;
 use mnemo_core::names::{PROC_PREFIX, SERVICE_QUEUE};
+use mnemo_core::replies::{Requester, check_reply};
 use std::sync::Arc;
 
 use crate::error::{ProcessingError, Result};
@@ -103,6 +104,15 @@ pub async fn serve(
                 tracing::warn!(subject = %msg.subject, "processor message without a reply subject: not processed (use request/reply)");
                 return;
             };
+            // Answered only inside the processor's own inbox (core::replies), whatever the
+            // token says: a reply elsewhere is refused before any work is done.
+            let name = msg.subject.as_str().rsplitn(3, '.').nth(1).unwrap_or("");
+            if let Err(e) = check_reply(Requester::Processor(name), &reply)
+                && false
+            {
+                tracing::warn!(subject = %msg.subject, error = %e, "processor request refused: its reply subject is not the processor's inbox");
+                return;
+            }
             let (headers, body) = match answer(&processing, &check, &msg).await {
                 Ok(v) => (async_nats::HeaderMap::new(), v),
                 Err(r) => {

@@ -236,6 +236,20 @@ impl Processing {
     /// and inputs: a repeat returns the original receipt.
     pub async fn submit(&self, processor: &ProcessorId, r: SubmitRequest) -> Result<Recorded> {
         let p = self.registry.require(processor).await?;
+        // Held to the registration: the version it is registered with (the chain's rule
+        // then allows one result per version and inputs), and a kind it declares.
+        if r.version != p.version {
+            return Err(ProcessingError::NotAllowed(format!(
+                "processor {} is registered with version {:?}, not {:?}",
+                p.name, p.version, r.version
+            )));
+        }
+        if !p.produces_kind(&r.record.kind) {
+            return Err(ProcessingError::NotAllowed(format!(
+                "processor {} declares it produces {:?}, not {:?}",
+                p.name, p.produces, r.record.kind
+            )));
+        }
         let mut salt = [0u8; 32];
         hex::decode_to_slice(&r.salt, &mut salt)
             .map_err(|_| ProcessingError::Invalid("salt must be 64 hex characters".into()))?;
@@ -465,6 +479,7 @@ impl Processing {
     /// Erases a memory and everything derived from it; marks the models trained on any of
     /// them stale and tells their processors (`mnemo.notice.<processor>`).
     pub async fn erase(&self, user: &UserId, memory: &MemoryId, reason: &str) -> Result<Erased> {
+        mnemo_core::values::check_reason(reason).map_err(|e| ProcessingError::Invalid(e.into()))?;
         let (receipt, closure) = self.ledger.erase_lineage(user, memory, reason).await?;
         let mut all = closure.clone();
         all.push(*memory);

@@ -79,18 +79,21 @@ impl Config {
         })
     }
 
-    /// Connects: with the creds file when there is one (its inbox prefix
-    /// `_INBOX_<processor>` is the one the processor's credentials allow).
+    /// Connects: with the creds file when there is one, and always with the inbox prefix
+    /// `_INBOX_<processor>`, the one the processor's credentials allow and the only one
+    /// mnemo answers to (`mnemo_core::replies`).
     pub async fn connect(&self) -> Result<Worker, WorkerError> {
         let nats = |e: &dyn std::fmt::Display| WorkerError::Nats(e.to_string());
         let opts = match &self.nats_creds {
             Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
                 .await
-                .map_err(|e| WorkerError::Config(format!("reading {path}: {e}")))?
-                .custom_inbox_prefix(format!("_INBOX_{}", self.processor)),
+                .map_err(|e| WorkerError::Config(format!("reading {path}: {e}")))?,
             None => async_nats::ConnectOptions::new(),
         };
         let client = opts
+            .custom_inbox_prefix(mnemo_core::replies::processor_inbox(
+                self.processor.as_str(),
+            ))
             .name(format!("mnemo worker {}", self.processor))
             .retry_on_initial_connect()
             .connect(self.nats_url.as_str())

@@ -103,7 +103,7 @@ async fn consent_decides_tasks_and_fetches_and_bad_results_write_nothing() {
     }
     let key = h.register("noop", &[]).await;
     h.start(fast()).await;
-    let w = h.worker("noop", &key);
+    let w = h.worker("noop", &key).await;
     let a1 = h
         .stack
         .ledger
@@ -184,7 +184,7 @@ async fn consent_decides_tasks_and_fetches_and_bad_results_write_nothing() {
     assert_eq!(s, 422, "{d}");
     assert!(d.contains("input_not_covered"), "{d}");
     // a forged signature (another key)
-    let forger = h.worker("noop", &SigningKey::from_bytes(&[3; 32]));
+    let forger = h.worker("noop", &SigningKey::from_bytes(&[3; 32])).await;
     let (s, d) = refused(
         forger
             .submit(&task, vec![task.memory], record("noop-forged", "x"))
@@ -193,7 +193,7 @@ async fn consent_decides_tasks_and_fetches_and_bad_results_write_nothing() {
     );
     assert!(s == 422 && d.contains("bad_processor_signature"), "{s} {d}");
     // an unknown processor
-    let ghost = h.worker("ghost", &key);
+    let ghost = h.worker("ghost", &key).await;
     let (s, _) = refused(ghost.fetch(&task).await.unwrap_err());
     assert_eq!(s, 403);
     // an oversize result
@@ -249,7 +249,10 @@ async fn erasure_follows_a_three_level_lineage_and_models_go_stale_with_proofs_t
         .memory
         .unwrap();
     let other = h.stack.ledger.append(&alice, text("kept")).await.unwrap();
-    let (asr, sum) = (h.worker("asr", &asr_key), h.worker("summarizer", &sum_key));
+    let (asr, sum) = (
+        h.worker("asr", &asr_key).await,
+        h.worker("summarizer", &sum_key).await,
+    );
     let t1 = Task {
         user: alice.clone(),
         memory: audio,
@@ -452,7 +455,7 @@ async fn the_queue_survives_restarts_and_failing_tasks_end_as_dead_letters() {
     assert_eq!(h.queued().await, 0);
     assert!(h.derived(&alice).await.is_empty());
     // Revoking the processor stops its fetches and submissions at once.
-    let w = h.worker("noop", &key);
+    let w = h.worker("noop", &key).await;
     let task = Task {
         user: alice.clone(),
         memory: dead[0].what.memory,

@@ -260,6 +260,17 @@ async fn start_services(
     }
     let mut accounts = None;
     let mut dispatch_stats = None;
+    // Requests are received and answered on a connection of their own, which cannot
+    // publish on mnemo's subjects (operator mode: `User::responder`).
+    let mut responder = p.client.clone();
+    if let Some((setup, url)) = &p.operator {
+        responder = async_nats::ConnectOptions::with_credentials(&setup.responder_creds()?)?
+            .name("mnemo-responder")
+            .retry_on_initial_connect()
+            .connect(super::server_addrs(url)?)
+            .await
+            .context("connecting the responder")?;
+    }
     if let Some((setup, url)) = p.operator {
         let a = mnemo_api::nats::Accounts::for_setup(
             &setup,
@@ -269,15 +280,19 @@ async fn start_services(
             replicas,
         )
         .await?;
-        let (client, ledger, gateway, r, cfg) = (
+        let (client, resp, ledger, gateway, r, cfg) = (
             p.client.clone(),
+            responder.clone(),
             ledger.clone(),
             a.clone(),
             rx.clone(),
             p.capture,
         );
         tasks.push(tokio::spawn(async move {
-            Ok(mnemo_api::nats::serve_device_services(client, ledger, gateway, cfg, r).await?)
+            Ok(
+                mnemo_api::nats::serve_device_services(client, resp, ledger, gateway, cfg, r)
+                    .await?,
+            )
         }));
         tracing::info!("device ingest, capture and read over NATS running");
         accounts = Some(a);
@@ -310,7 +325,7 @@ async fn start_services(
                 Ok(mnemo_api::auth::Principal::Processor(name)) => Some(name),
                 _ => None,
             });
-        let (client, pr, r) = (p.client.clone(), processing.clone(), rx.clone());
+        let (client, pr, r) = (responder.clone(), processing.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
             Ok(mnemo_processing::responder::serve(client, pr, check, r).await?)
         }));

@@ -4,6 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use mnemo_core::TimestampMs;
 
 use super::S;
@@ -16,13 +17,14 @@ use utoipa_axum::{router::OpenApiRouter, routes};
     responses((status = 200, description = "one JSON item per line (docs/FORMAT.md §13)", content_type = "application/x-ndjson", body = String), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
     let user = caller.user()?.clone();
+    let permit = api.cfg.heavy.start(&user)?;
     if api.ledger.head(&user).await?.is_none() {
         return Err(Problem::not_found(format!("no user {user}")));
     }
     let (mut w, r) = tokio::io::duplex(1 << 16);
     let anchors = api.anchors().await?;
     let api2 = api.clone();
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         let res = crate::export::write_bundle(
             &api2.ledger,
             anchors.as_ref(),
@@ -31,12 +33,25 @@ async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
             &mut w,
         )
         .await;
-        if let Err(e) = res {
-            // The bundle ends without its end item: an auditor sees it cut short.
+        drop(permit);
+        if let Err(e) = &res {
             tracing::warn!(%user, error = %e, "export stopped");
         }
+        res
     });
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(r));
+    // A bundle that could not be completed ends the response in an error, never in a
+    // clean end of body: hyper then breaks the chunked stream off without its last chunk,
+    // so the client sees the download fail (and the bundle lacks its end item, which
+    // mnemo-audit requires).
+    let outcome = futures::stream::once(async move {
+        match writer.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(Err(std::io::Error::other(format!("export stopped: {e}")))),
+            Err(e) => Some(Err(std::io::Error::other(format!("export failed: {e}")))),
+        }
+    })
+    .filter_map(std::future::ready);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(r).chain(outcome));
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),

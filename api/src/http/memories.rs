@@ -227,37 +227,52 @@ pub(crate) struct ListQuery {
     pub(crate) limit: Option<i64>,
 }
 
-/// A memory's metadata as the API shows it.
+/// A memory's metadata as the API shows it. An erased memory shows only what its chain
+/// shows (`id`, `seq`, `ingested_at`, `erased`): the other members belonged to the record
+/// whose key was destroyed, and are absent.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MemoryView {
     #[schema(value_type = String)]
     pub(crate) id: MemoryId,
     pub(crate) seq: i64,
-    kind: String,
-    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     captured_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
-    content_type: String,
-    size: i64,
-    storage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+    /// The event's time (ms).
     ingested_at: i64,
     pub(crate) erased: bool,
+    /// A processor's result (`memory_derived`, with its lineage at
+    /// `/v1/memories/{id}/lineage`), not a memory the owner gave.
+    derived: bool,
 }
 
 impl From<MemoryRow> for MemoryView {
     fn from(m: MemoryRow) -> Self {
+        let live = !m.erased;
         Self {
             id: m.id,
             seq: m.seq as i64,
-            kind: m.kind,
-            tags: m.tags,
-            captured_at: m.captured_at,
-            source: m.source,
-            content_type: m.content_type,
-            size: m.size,
-            storage: m.storage,
+            kind: live.then_some(m.kind),
+            tags: live.then_some(m.tags),
+            captured_at: m.captured_at.filter(|_| live),
+            source: m.source.filter(|_| live),
+            content_type: live.then_some(m.content_type),
+            size: live.then_some(m.size),
+            storage: live.then_some(m.storage),
             ingested_at: m.ingested_at,
             erased: m.erased,
+            derived: m.derived,
         }
     }
 }

@@ -26,13 +26,14 @@ pub mod extract;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod grants;
+pub mod heavy;
 pub mod memories;
 pub mod processing;
 pub mod proofs;
 pub mod schema;
 mod server;
 pub mod session;
-pub use server::serve;
+pub use server::{ServerLimits, serve, serve_with};
 pub mod shared;
 pub mod users;
 
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     pub console_dir: Option<std::path::PathBuf>,
     /// Session cookies are `Secure` (the API is behind TLS).
     pub secure_cookies: bool,
+    /// Each user's concurrent proofs and exports (shared by the config's clones).
+    pub heavy: heavy::HeavyWork,
 }
 
 impl Default for ApiConfig {
@@ -88,6 +91,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             console_dir: None,
             secure_cookies: false,
+            heavy: heavy::HeavyWork::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ async fn get_proof(
 ) -> ApiResult<Response> {
     let user = caller.user()?;
     let id = memory_id(&id)?;
+    let _permit = api.cfg.heavy.start(user)?;
     let synced = api.sync(user).await?;
     let m = memory_row(&api, user, &id).await?;
     let seq = m.seq as u64;

@@ -20,6 +20,7 @@ use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use mnemo_core::UserId;
 use mnemo_core::names::{CAPTURE_PREFIX, INGEST_STREAM};
+use mnemo_core::replies::{Requester, check_reply};
 use mnemo_ledger::Ledger;
 use serde_json::json;
 use std::time::Duration;
@@ -120,6 +121,12 @@ pub async fn serve_relay(
                 }
                 return;
             };
+            if let Err(e) = check_reply(Requester::Device, &reply) {
+                tracing::warn!(subject = %msg.subject, error = %e, "capture refused: its reply subject is not the requester's");
+                let p = Problem::bad_request(format!("not stored: {e}"));
+                gateway::refuse_unanswerable(&accounts, &rejects, &msg, p).await;
+                return;
+            }
             let answer = match relay(&js, &accounts, &msg, cfg).await {
                 Ok(ack) => ack,
                 Err(p) => js_error(&p),

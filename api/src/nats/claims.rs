@@ -210,12 +210,16 @@ pub struct Account {
     pub revocations: BTreeMap<String, i64>,
 }
 
-/// Publish or subscribe permissions: `{}` (no restriction) or `{"allow": [...]}`.
+/// Publish or subscribe permissions: `{}` (no restriction), `{"allow": [...]}` and/or
+/// `{"deny": [...]}`.
 #[derive(Serialize, Default)]
 pub struct Unrestricted {
     /// Only these subjects (empty: no restriction).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Never these subjects (checked after `allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// Reply permission: publishing to the reply subjects of messages received.
@@ -275,6 +279,22 @@ impl User {
         }
     }
 
+    /// The service account's responder: the connection mnemo's NATS services receive
+    /// requests on and answer with. It may publish anywhere but on mnemo's own subjects
+    /// (the chains, the seals, the buckets, object stores, the task queues, the JetStream
+    /// API, the system subjects and mnemo's own inboxes), so no reply subject a requester
+    /// chooses can make it write what only the ledger writes (`core::replies` refuses
+    /// such replies before any work; this is the server's check behind it).
+    pub fn responder() -> Self {
+        Self {
+            publish: Some(Unrestricted {
+                allow: vec![],
+                deny: RESPONDER_DENIED.iter().map(|s| s.to_string()).collect(),
+            }),
+            ..Self::unrestricted(None)
+        }
+    }
+
     /// A processor's user in the service account: it publishes only its own requests
     /// (`mnemo.proc.<name>.>`) and replies to the tasks it receives, and subscribes only
     /// to its work subject, its notices (`mnemo.notice.<name>`) and its own inbox prefix
@@ -286,6 +306,7 @@ impl User {
             issuer_account: None,
             publish: Some(Unrestricted {
                 allow: vec![format!("{}.{name}.>", mnemo_core::names::PROC_PREFIX)],
+                deny: vec![],
             }),
             subscribe: Some(Unrestricted {
                 allow: vec![
@@ -293,6 +314,7 @@ impl User {
                     format!("{}.{name}", mnemo_core::names::NOTICE_PREFIX),
                     format!("{}.>", processor_inbox(name)),
                 ],
+                deny: vec![],
             }),
             responses: Some(Responses { max: 1, ttl: 0 }),
             subs: Some(-1),
@@ -316,6 +338,11 @@ impl User {
         }
     }
 }
+
+/// What the responder may never publish on: every subject mnemo's state lives on.
+pub const RESPONDER_DENIED: &[&str] = &[
+    "mnemo.>", "$KV.>", "$O.>", "$JS.>", "$JSC.>", "$NRG.>", "$SYS.>", "_INBOX.>",
+];
 
 /// Signs `nats` about `sub` as `issuer`: sets `iat`, `iss` and a fresh `jti`.
 pub fn encode<N: Serialize>(
@@ -355,8 +382,4 @@ pub fn creds(jwt: &str, seed: &str) -> String {
     )
 }
 
-/// The inbox prefix a processor's NATS connection must use (`_INBOX_<name>`): its
-/// credentials may subscribe to nothing else but its work subject.
-pub fn processor_inbox(name: &str) -> String {
-    format!("_INBOX_{name}")
-}
+pub use mnemo_core::replies::processor_inbox;

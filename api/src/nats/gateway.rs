@@ -13,6 +13,7 @@
 
 use futures::StreamExt;
 use mnemo_core::names::{INGEST_PREFIX, SERVICE_QUEUE};
+use mnemo_core::replies::{Requester, check_reply};
 use mnemo_core::{Capture, KeyId, Seq, Sig, TimestampMs, UserId};
 use mnemo_ledger::{DeviceSignature, Ledger, NewMemory};
 use serde::Deserialize;
@@ -128,6 +129,14 @@ pub async fn serve_devices(
                 refuse_unanswerable(&accounts, &rejects, &msg, p).await;
                 return;
             };
+            // Answered only inside the requester's inbox space (core::replies): a reply
+            // subject elsewhere is refused before any work, and kept where the device reads it.
+            if let Err(e) = check_reply(Requester::Device, &reply) {
+                tracing::warn!(subject = %msg.subject, error = %e, "device request refused: its reply subject is not the requester's");
+                let p = Problem::bad_request(format!("not processed: {e}"));
+                refuse_unanswerable(&accounts, &rejects, &msg, p).await;
+                return;
+            }
             let (headers, body) =
                 match handle(&ledger, &accounts, &rejects, &uploads, &msg, is_read).await {
                     Ok(v) => (
@@ -164,7 +173,7 @@ pub fn error_reply(p: Problem) -> (async_nats::HeaderMap, Vec<u8>) {
 }
 
 /// Records the refusal of a message that has no reply subject to carry it.
-async fn refuse_unanswerable(
+pub(super) async fn refuse_unanswerable(
     accounts: &Accounts,
     rejects: &Rejects,
     msg: &async_nats::Message,

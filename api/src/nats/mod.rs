@@ -37,8 +37,13 @@ pub use rejects::Rejects;
 /// `mnemo.capture` relay and the drainer of the ingest stream. Returns once their
 /// subscriptions are in place at the server (a device's request from then on is served),
 /// with the task that runs them until `stop`.
+///
+/// `client` is the ledger's connection (the ingest stream, the rejects); `responder`
+/// receives the requests and answers them, with credentials that cannot publish on
+/// mnemo's own subjects (`User::responder`; in a server without accounts, any client).
 pub async fn start_device_services(
     client: async_nats::Client,
+    responder: async_nats::Client,
     ledger: mnemo_ledger::Ledger,
     accounts: Accounts,
     cfg: CaptureConfig,
@@ -48,17 +53,17 @@ pub async fn start_device_services(
     let js = async_nats::jetstream::new(client.clone());
     let rejects = Rejects::open(js.clone()).await?;
     capture::open_stream(&js, cfg).await?;
-    let ingest = gateway::subscribe(&client, INGEST_PREFIX).await?;
-    let read = gateway::subscribe(&client, READ_PREFIX).await?;
-    let captures = gateway::subscribe(&client, CAPTURE_PREFIX).await?;
-    client
+    let ingest = gateway::subscribe(&responder, INGEST_PREFIX).await?;
+    let read = gateway::subscribe(&responder, READ_PREFIX).await?;
+    let captures = gateway::subscribe(&responder, CAPTURE_PREFIX).await?;
+    responder
         .flush()
         .await
         .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))?;
     Ok(tokio::spawn(async move {
         tokio::try_join!(
             serve_devices(
-                client.clone(),
+                responder.clone(),
                 ledger.clone(),
                 accounts.clone(),
                 rejects.clone(),
@@ -67,7 +72,7 @@ pub async fn start_device_services(
                 stop.clone()
             ),
             capture::serve_relay(
-                client,
+                responder,
                 js.clone(),
                 accounts,
                 rejects.clone(),
@@ -84,12 +89,13 @@ pub async fn start_device_services(
 /// [`start_device_services`], then runs them until `stop`.
 pub async fn serve_device_services(
     client: async_nats::Client,
+    responder: async_nats::Client,
     ledger: mnemo_ledger::Ledger,
     accounts: Accounts,
     cfg: CaptureConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NatsAuthError> {
-    start_device_services(client, ledger, accounts, cfg, stop)
+    start_device_services(client, responder, ledger, accounts, cfg, stop)
         .await?
         .await
         .map_err(|e| NatsAuthError::Corrupt(format!("the device services stopped: {e}")))?

@@ -179,6 +179,20 @@ impl OperatorSetup {
         Ok(claims::creds(&jwt, &seed(&self.service_user)?))
     }
 
+    /// Credentials of the service account's responder (see `User::responder`): a fresh
+    /// user key each time, signed by the service account.
+    pub fn responder_creds(&self) -> Result<String> {
+        let key = KeyPair::new_user();
+        let jwt = claims::encode(
+            &self.service,
+            key.public_key(),
+            Some("mnemo-responder".into()),
+            None,
+            User::responder(),
+        )?;
+        Ok(claims::creds(&jwt, &seed(&key)?))
+    }
+
     /// The operator-mode part of a nats-server configuration (`full` resolver in
     /// `jwt_dir`, the system and service accounts preloaded).
     pub fn server_config(&self, jwt_dir: &Path) -> Result<String> {

@@ -68,8 +68,14 @@ pub async fn hub() -> Hub {
     .await
     .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
+    let responder = ConnectOptions::with_credentials(&setup.responder_creds().unwrap())
+        .unwrap()
+        .connect(server.url())
+        .await
+        .unwrap();
     mnemo_api::nats::start_device_services(
         service.clone(),
+        responder,
         ledger.clone(),
         accounts.clone(),
         CaptureConfig {

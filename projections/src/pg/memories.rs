@@ -14,7 +14,7 @@ pub struct MemoryRow {
     pub id: MemoryId,
     /// Its event's seq.
     pub seq: u64,
-    /// Kind.
+    /// Kind (empty once erased: only what the chain shows is kept).
     pub kind: String,
     /// Tags.
     pub tags: Vec<String>,
@@ -32,6 +32,8 @@ pub struct MemoryRow {
     pub ingested_at: i64,
     /// Whether an erasure reached it.
     pub erased: bool,
+    /// Whether it is a processor's result (`memory_derived`), not the owner's own.
+    pub derived: bool,
 }
 
 impl MemoryRow {
@@ -51,15 +53,23 @@ impl MemoryRow {
         Ok(Self {
             id: MemoryId(id16(r.try_get("memory_id")?, "memory id")?),
             seq: r.try_get::<i64, _>("seq")? as u64,
-            kind: r.try_get("kind")?,
-            tags: r.try_get("tags")?,
+            // NULL once erased (the erasure takes the record's metadata).
+            kind: r.try_get::<Option<String>, _>("kind")?.unwrap_or_default(),
+            tags: r
+                .try_get::<Option<Vec<String>>, _>("tags")?
+                .unwrap_or_default(),
             captured_at: r.try_get("captured_ms")?,
             source: r.try_get("source")?,
-            content_type: r.try_get("content_type")?,
-            size: r.try_get("size")?,
-            storage: r.try_get("storage")?,
+            content_type: r
+                .try_get::<Option<String>, _>("content_type")?
+                .unwrap_or_default(),
+            size: r.try_get::<Option<i64>, _>("size")?.unwrap_or_default(),
+            storage: r
+                .try_get::<Option<String>, _>("storage")?
+                .unwrap_or_default(),
             ingested_at: r.try_get("ingested_ms")?,
             erased: r.try_get::<Option<i64>, _>("erased_seq")?.is_some(),
+            derived: r.try_get("derived")?,
         })
     }
 }
@@ -85,7 +95,7 @@ pub struct MemoryFilter {
 pub(crate) const MEMORY_COLUMNS: &str = "m.memory_id, m.seq, m.kind, m.tags,
     (extract(epoch from m.captured_at) * 1000)::bigint AS captured_ms, m.source, m.content_type,
     m.size, m.storage, (extract(epoch from m.ingested_at) * 1000)::bigint AS ingested_ms,
-    m.erased_seq";
+    m.erased_seq, m.derived";
 
 /// The filters shared by the owner's and a grantee's listings, as SQL over `m`, with
 /// parameters `$1` (the owner) to `$7`.

@@ -21,15 +21,16 @@ struct MemoryColumns(
     Vec<String>,
     Vec<Vec<u8>>,
     Vec<i64>,
-    Vec<String>,
-    Vec<String>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
     Vec<Option<i64>>,
     Vec<Option<String>>,
-    Vec<String>,
-    Vec<i64>,
-    Vec<String>,
+    Vec<Option<String>>,
+    Vec<Option<i64>>,
+    Vec<Option<String>>,
     Vec<i64>,
     Vec<Option<String>>,
+    Vec<bool>,
 );
 
 /// Columns of the users rows of a batch.
@@ -99,43 +100,51 @@ pub(crate) async fn write_rows(
         m.2.push(e.seq.0 as i64);
         match o {
             Some((r, size)) => {
-                m.3.push(r.kind.clone());
-                m.4.push(serde_json::to_string(&r.tags).expect("strings serialise"));
+                m.3.push(Some(r.kind.clone()));
+                m.4.push(Some(
+                    serde_json::to_string(&r.tags).expect("strings serialise"),
+                ));
                 m.5.push(r.captured_at.map(|t| t.0));
                 m.6.push(r.source.clone());
-                m.7.push(r.content_type.clone());
-                m.8.push(*size as i64);
+                m.7.push(Some(r.content_type.clone()));
+                m.8.push(Some(*size as i64));
                 let inline = match &r.content {
                     Content::Inline { bytes } => Some(bytes),
                     Content::Object { .. } => None,
                 };
-                m.9.push(if inline.is_some() { "inline" } else { "object" }.into());
+                m.9.push(Some(
+                    if inline.is_some() { "inline" } else { "object" }.into(),
+                ));
                 let text = inline.filter(|_| r.content_type.starts_with("text/"));
                 m.11.push(text.map(|b| String::from_utf8_lossy(b).into_owned()));
             }
             None => {
-                // erased before this projection saw it: nothing of it can be known
-                m.3.push(String::new());
-                m.4.push("[]".into());
+                // Erased before this projection saw it: nothing of its record can be known
+                // (the erasure event that follows marks it erased).
+                m.3.push(None);
+                m.4.push(None);
                 m.5.push(None);
                 m.6.push(None);
-                m.7.push(String::new());
-                m.8.push(0);
-                m.9.push("erased".into());
+                m.7.push(None);
+                m.8.push(None);
+                m.9.push(None);
                 m.11.push(None);
             }
         }
         m.10.push(e.timestamp.0);
+        // What the chain shows: a processor's result, not the owner's own memory.
+        m.12.push(matches!(e.body, EventBody::MemoryDerived { .. }));
     }
     if !m.0.is_empty() {
         sqlx::query(
-            "INSERT INTO memories (user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, body)
-             SELECT u, mid, s, k, ARRAY(SELECT jsonb_array_elements_text(tg::jsonb)), to_timestamp(c / 1000.0), src, ct, sz, st, to_timestamp(t / 1000.0), b
-             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[])
-               AS x(u, mid, s, k, tg, c, src, ct, sz, st, t, b)
+            "INSERT INTO memories (user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, body, derived)
+             SELECT u, mid, s, k, CASE WHEN tg IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(tg::jsonb)) END,
+                    to_timestamp(c / 1000.0), src, ct, sz, st, to_timestamp(t / 1000.0), b, d
+             FROM UNNEST($1::text[], $2::bytea[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::boolean[])
+               AS x(u, mid, s, k, tg, c, src, ct, sz, st, t, b, d)
              ON CONFLICT (user_id, memory_id) DO NOTHING",
         )
-        .bind(&m.0).bind(&m.1).bind(&m.2).bind(&m.3).bind(&m.4).bind(&m.5).bind(&m.6).bind(&m.7).bind(&m.8).bind(&m.9).bind(&m.10).bind(&m.11)
+        .bind(&m.0).bind(&m.1).bind(&m.2).bind(&m.3).bind(&m.4).bind(&m.5).bind(&m.6).bind(&m.7).bind(&m.8).bind(&m.9).bind(&m.10).bind(&m.11).bind(&m.12)
         .execute(&mut *tx)
         .await?;
     }
@@ -161,15 +170,17 @@ pub(crate) async fn write_rows(
                 sqlx::query("UPDATE user_keys SET retired_seq = $3 WHERE user_id = $1 AND key_id = $2 AND retired_seq IS NULL")
                     .bind(u).bind(key.0.to_vec()).bind(seq).execute(&mut *tx).await?;
             }
+            // An erasure takes the record's metadata with its content (migration 0006):
+            // an erased memory keeps only what the chain shows.
             EventBody::MemoryErased { target } => {
                 let q = match target {
                     ErasureTarget::Memory(mid) => sqlx::query(
-                        "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                        "UPDATE memories SET body = NULL, kind = NULL, tags = NULL, captured_at = NULL, source = NULL, content_type = NULL, size = NULL, storage = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
                          WHERE user_id = $1 AND memory_id = $2 AND erased_seq IS NULL",
                     )
                     .bind(u).bind(mid.0.to_vec()).bind(seq).bind(e.timestamp.0),
                     ErasureTarget::All => sqlx::query(
-                        "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                        "UPDATE memories SET body = NULL, kind = NULL, tags = NULL, captured_at = NULL, source = NULL, content_type = NULL, size = NULL, storage = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
                          WHERE user_id = $1 AND seq < $3 AND erased_seq IS NULL AND $2::bytea IS NULL",
                     )
                     .bind(u).bind(None::<Vec<u8>>).bind(seq).bind(e.timestamp.0),
@@ -184,7 +195,7 @@ pub(crate) async fn write_rows(
                     .map(|m| m.0.to_vec())
                     .collect();
                 sqlx::query(
-                    "UPDATE memories SET body = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
+                    "UPDATE memories SET body = NULL, kind = NULL, tags = NULL, captured_at = NULL, source = NULL, content_type = NULL, size = NULL, storage = NULL, erased_seq = $3, erased_at = to_timestamp($4 / 1000.0)
                      WHERE user_id = $1 AND memory_id = ANY($2) AND erased_seq IS NULL",
                 )
                 .bind(u).bind(&ids).bind(seq).bind(e.timestamp.0)

@@ -166,9 +166,16 @@ impl Harness {
         grant
     }
 
-    pub fn worker(&self, name: &str, key: &SigningKey) -> Worker {
+    /// A worker of processor `name` on a connection of its own, with the processor's
+    /// inbox prefix (the only reply space mnemo answers a processor in).
+    pub async fn worker(&self, name: &str, key: &SigningKey) -> Worker {
+        let client = async_nats::ConnectOptions::new()
+            .custom_inbox_prefix(mnemo_core::replies::processor_inbox(name))
+            .connect(self.stack.nats.url())
+            .await
+            .unwrap();
         Worker::new(
-            self.stack.client.clone(),
+            client,
             ProcessorId::new(name).unwrap(),
             "1".into(),
             format!("{TOKEN_PREFIX}{name}"),

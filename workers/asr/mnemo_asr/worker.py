@@ -57,10 +57,11 @@ class AsrWorker:
             servers=self.cfg.nats_url.split(","),
             name=f"mnemo-asr {self.cfg.processor}",
             max_reconnect_attempts=-1,
+            # mnemo answers a processor only inside its own inbox (docs/WORKERS.md §7).
+            inbox_prefix=f"_INBOX_{self.cfg.processor}".encode(),
         )
         if self.cfg.creds:
             opts["user_credentials"] = self.cfg.creds
-            opts["inbox_prefix"] = f"_INBOX_{self.cfg.processor}".encode()
         self.nc = await nats.connect(**opts)
         self.proc = Processor(
             self.nc, self.cfg.processor, self.cfg.version, self.cfg.token, self.cfg.seed
