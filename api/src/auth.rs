@@ -40,6 +40,10 @@ pub struct Claims {
     /// A processor's token (`sub` is the processor's name).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prc: bool,
+    /// A console session's id: the token is valid only while the session is live
+    /// (`http::session`), and signing out ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Who is calling.
@@ -125,12 +129,7 @@ impl Auth {
 
     /// Seconds until a token (already checked) expires, read from its claims.
     pub fn expires_in(&self, token: &str) -> Option<u64> {
-        use base64::Engine;
-        let claims = token.split('.').nth(1)?;
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(claims)
-            .ok()?;
-        let exp = serde_json::from_slice::<serde_json::Value>(&raw).ok()?["exp"].as_u64()?;
+        let exp = self.claim(token, "exp")?.as_u64()?;
         Some(exp.saturating_sub(now()))
     }
 
@@ -153,9 +152,47 @@ impl Auth {
             jti: hex::encode(rand::random::<[u8; 16]>()),
             adm: admin,
             prc: false,
+            sid: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .expect("an Ed25519 key signs")
+    }
+
+    /// Issues a console session's token for `user`, valid for `ttl_secs` and only while
+    /// the session `sid` is live.
+    pub fn issue_session(&self, user: &UserId, sid: &str, ttl_secs: u64) -> String {
+        let now = now();
+        let claims = Claims {
+            sub: user.as_str().into(),
+            aud: self.audience.clone(),
+            iss: self.issuer.clone(),
+            exp: now + ttl_secs,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+            adm: false,
+            prc: false,
+            sid: Some(sid.into()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .expect("an Ed25519 key signs")
+    }
+
+    /// The session id of a token (already checked), if it is a session's.
+    pub fn session_id(&self, token: &str) -> Option<String> {
+        self.claim(token, "sid")?.as_str().map(str::to_owned)
+    }
+
+    fn claim(&self, token: &str, name: &str) -> Option<serde_json::Value> {
+        use base64::Engine;
+        let claims = token.split('.').nth(1)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&raw)
+            .ok()?
+            .get_mut(name)
+            .map(serde_json::Value::take)
     }
 
     /// Issues a processor's token, valid for `ttl_secs`.
@@ -171,6 +208,7 @@ impl Auth {
             jti: hex::encode(rand::random::<[u8; 16]>()),
             adm: false,
             prc: true,
+            sid: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .expect("an Ed25519 key signs")

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower::ServiceExt;
 
 const JWT_SEED: [u8; 32] = [9; 32];
+/// The ledger's duplicate window in these tests.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The shared custody stack (servers, ledger, views, projector) with the API on top.
 struct Stack {
@@ -45,6 +47,8 @@ async fn stack_with(cors_origins: Vec<String>) -> Stack {
     let custody = mnemo_testkit::Stack::builder()
         .custody_seed([4; 32])
         .batch_wait(Duration::from_millis(2))
+        // Short, so that a retry past it is tested: keys are kept in the chain for good.
+        .duplicate_window(DUPLICATE_WINDOW)
         .anvil()
         .start()
         .await;
@@ -65,6 +69,7 @@ async fn stack_with(cors_origins: Vec<String>) -> Stack {
         processing: mnemo_processing::Processing::open(custody.ledger.clone(), custody.js.clone())
             .await
             .unwrap(),
+        sessions: Default::default(),
     });
     Stack {
         router: mnemo_api::http::router(api),
@@ -551,6 +556,38 @@ async fn ingest_variants_idempotency_and_uploads() {
         .await;
     again.assert_status(StatusCode::OK);
     assert_eq!(again.json()["id"], a.json()["id"]);
+    // Past the store's duplicate window, the key still holds (it is in the chain): the
+    // same request answers the first receipt, another is refused, nothing is appended.
+    tokio::time::sleep(DUPLICATE_WINDOW * 2).await;
+    let late = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("application/json"),
+            serde_json::to_vec(&json!({ "text": "once" })).unwrap(),
+            &hdr,
+        )
+        .await;
+    late.assert_status(StatusCode::OK);
+    assert_eq!(late.json()["id"], a.json()["id"]);
+    assert_eq!(late.json()["duplicate"], true);
+    let late_other = s
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(&carol),
+            Some("application/json"),
+            serde_json::to_vec(&json!({ "text": "twice" })).unwrap(),
+            &hdr,
+        )
+        .await;
+    late_other.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        late_other.json()["type"],
+        "https://mnemo.dev/problems/idempotency-key-reused"
+    );
+    assert_eq!(s.head("carol").await, 2);
     // a binary upload (above the inline limit: the object store), read back
     let audio: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
     let r = s
@@ -1221,7 +1258,7 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
     }
     let r = s.get("/v1/memories", &alice).await;
     r.assert_status(StatusCode::OK);
-    assert_eq!(r.json()["items"].as_array().unwrap().len(), 6);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 7);
     // The poisoned user's reads say why, at once.
     let r = s.get("/v1/memories", &mallory).await;
     r.assert_status(StatusCode::SERVICE_UNAVAILABLE);

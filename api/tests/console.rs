@@ -231,6 +231,22 @@ async fn the_console_end_to_end_in_chromium() {
             .contains("Everything is erased"),
         "{r}"
     );
+    assert_eq!(r["switch_prompt"], true, "{r}");
+    assert_eq!(
+        r["user_after_link"], r["user_before_link"],
+        "a sign-in link switched accounts silently: {r}"
+    );
+    assert_eq!(r["prompt_gone"], true);
+    assert_eq!(r["cookie_is_session"], true);
+    assert_eq!(r["before_signout"], 200);
+    assert_eq!(
+        r["old_as_bearer"], 401,
+        "the signed-out session still works: {r}"
+    );
+    assert_eq!(
+        r["old_as_cookie"], 401,
+        "the signed-out cookie still works: {r}"
+    );
     for s in [
         "memories",
         "capture",

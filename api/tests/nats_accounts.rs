@@ -415,6 +415,7 @@ async fn devices_over_the_rest_api() {
         processing: mnemo_processing::Processing::open(h.ledger.clone(), js)
             .await
             .unwrap(),
+        sessions: Default::default(),
     }));
     let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
         let req = Request::builder()

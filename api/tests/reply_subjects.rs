@@ -91,7 +91,7 @@ async fn no_service_answers_outside_the_requesters_inbox() {
     let check: mnemo_processing::responder::TokenCheck =
         Arc::new(|t: &str| (t == "asr-token").then(|| ProcessorId::new("asr").unwrap()));
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    let (r, p) = (h.service.clone(), processing.clone());
+    let (r, p) = (responder.clone(), processing.clone());
     tokio::spawn(async move { mnemo_processing::responder::serve(r, p, check, rx).await });
     let accounts = h
         .accounts

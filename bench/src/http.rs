@@ -116,6 +116,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             async_nats::jetstream::new(client),
         )
         .await?,
+        sessions: Default::default(),
     });
     let listener = mnemo_api::http::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;

@@ -90,6 +90,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         stats: Arc::new(ApiStats::default()),
         accounts: Some(accounts.clone()),
         processing: mnemo_processing::Processing::open(ledger.clone(), js).await?,
+        sessions: Default::default(),
     });
     let listener = mnemo_api::http::bind("127.0.0.1:0".parse()?)?;
     let url = format!("http://{}/v1/memories?kind=audio", listener.local_addr()?);

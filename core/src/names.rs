@@ -30,6 +30,9 @@ pub const OBJECTS_BUCKET: &str = "mnemo-objects";
 pub const HEADS_BUCKET: &str = "mnemo-heads";
 /// KV bucket of sealed NATS account seeds (operator mode).
 pub const ACCOUNTS_BUCKET: &str = "mnemo-accounts";
+/// KV bucket of the console's live sessions (session id -> user), entries expiring with
+/// the session; signing out deletes one.
+pub const SESSIONS_BUCKET: &str = "mnemo-sessions";
 /// KV bucket of the anchor service's state (lease, last epoch).
 pub const ANCHOR_STATE_BUCKET: &str = "mnemo-anchor";
 /// Object store of epoch records (every checkpoint of an epoch, with its proofs).

@@ -36,6 +36,7 @@ pub struct StackBuilder {
     projector: bool,
     rescan: Duration,
     batch_wait: Option<Duration>,
+    duplicate_window: Option<Duration>,
     nats: NatsOptions,
 }
 
@@ -76,6 +77,12 @@ impl StackBuilder {
         self
     }
 
+    /// The ledger's duplicate window (default: the ledger's).
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = Some(window);
+        self
+    }
+
     /// Options of the `nats-server`.
     pub fn nats(mut self, opts: NatsOptions) -> Self {
         self.nats = opts;
@@ -94,6 +101,9 @@ impl StackBuilder {
             SigningKey::from_bytes(&self.custody_seed),
         );
         cfg.layout = self.layout;
+        if let Some(w) = self.duplicate_window {
+            cfg.duplicate_window = w;
+        }
         let ledger = Ledger::connect(client.clone(), cfg)
             .await
             .unwrap_or_else(|e| panic!("ledger: {e}"));
@@ -251,6 +261,7 @@ impl Stack {
             projector: true,
             rescan: Duration::from_millis(100),
             batch_wait: None,
+            duplicate_window: None,
             nats: NatsOptions::default(),
         }
     }

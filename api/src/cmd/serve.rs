@@ -350,6 +350,7 @@ async fn start_services(
             stats: api_stats.clone(),
             accounts: accounts.clone(),
             processing: processing.clone(),
+            sessions: Default::default(),
         });
         let h = health::Health {
             js,

@@ -62,6 +62,17 @@ impl FromRequestParts<S> for Caller {
             tracing::debug!(reason = %e.0, "token refused");
             refused()
         })?;
+        // A session's token is valid only while its session is live (signing out ends it).
+        if let Some(sid) = api.auth.session_id(token.trim()) {
+            let live = match &principal {
+                Principal::User(u) => api.sessions.live(api, &sid, u).await?,
+                _ => false,
+            };
+            if !live {
+                tracing::debug!("token refused: its session ended");
+                return Err(refused());
+            }
+        }
         // A well-signed token for a user without a chain authenticates nobody: 401, as for
         // any other refused token (not 404, which would tell the user id is free).
         if let Principal::User(u) = &principal

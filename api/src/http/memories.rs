@@ -102,11 +102,11 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             source: t.source,
             content_type: "text/plain; charset=utf-8".into(),
             content: Bytes::from(t.text),
+            capture: idem.as_deref().map(|k| rest_capture(&api, user, k)),
             idempotency_key: idem,
-            capture: None,
             signed: None,
         };
-        api.ledger.append(user, m).await?
+        api.ledger.append(user, m).await.map_err(key_reused(user))?
     } else {
         let content_type = req
             .headers()
@@ -164,15 +164,15 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
             source: meta.source,
             content_type,
             content: Bytes::new(),
+            capture: idem.as_deref().map(|k| rest_capture(&api, user, k)),
             idempotency_key: idem,
-            capture: None,
             signed: None,
         };
         let content = futures::stream::iter([Ok(first)]).chain(body);
         // Boxed: the JSON path's future (allocated per request) stays small.
         match Box::pin(api.ledger.append_stream(user, m, content, limit)).await {
             Err(LedgerError::PayloadTooLarge { .. }) => return Err(too_large()),
-            r => r?,
+            r => r.map_err(key_reused(user))?,
         }
     };
     let status = if r.duplicate {
@@ -192,6 +192,25 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
         }),
     )
         .into_response())
+}
+
+/// The capture stream an `Idempotency-Key` of `POST /v1/memories` names its memory in.
+pub const REST_CAPTURE_STREAM: &str = "api";
+
+/// The capture a REST `Idempotency-Key` names: kept in the chain for as long as the chain
+/// lives (docs/FORMAT.md §8), so a retry after any delay answers the first receipt and
+/// never appends twice.
+fn rest_capture(api: &Api, user: &UserId, key: &str) -> mnemo_core::Capture {
+    api.ledger
+        .capture_for_key(user, REST_CAPTURE_STREAM.into(), key)
+}
+
+/// A capture id reused with other content is, over REST, the key reused.
+fn key_reused(user: &UserId) -> impl Fn(LedgerError) -> LedgerError + '_ {
+    move |e| match e {
+        LedgerError::CaptureReused { .. } => LedgerError::IdempotencyKeyReused(user.clone()),
+        other => other,
+    }
 }
 
 /// What `POST /v1/memories` answers.

@@ -129,6 +129,8 @@ pub struct Api {
     pub accounts: Option<crate::nats::Accounts>,
     /// Processing under consent: registry, fetches, results, models.
     pub processing: mnemo_processing::Processing,
+    /// The console's live sessions (opened on first use).
+    pub sessions: session::SessionStore,
 }
 
 /// The state handlers get.

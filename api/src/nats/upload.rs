@@ -207,7 +207,9 @@ impl Uploads {
     ) -> Result<Open, Problem> {
         let content_type = header("Mnemo-Content-Type")
             .ok_or_else(|| Problem::bad_request("chunk 0 names Mnemo-Content-Type"))?;
-        let key = header("Nats-Msg-Id");
+        // The upload's id names the capture when no Nats-Msg-Id does: a retried upload
+        // never appends twice, whatever the delay.
+        let key = header("Nats-Msg-Id").or_else(|| header(UPLOAD_HEADER));
         let capture = key.as_ref().map(|k| {
             let stream = header("Mnemo-Stream").unwrap_or_else(|| DEFAULT_CAPTURE_STREAM.into());
             ledger.capture_for_key(user, stream, k)

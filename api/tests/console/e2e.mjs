@@ -145,6 +145,31 @@ try {
   await page.getByRole("button", { name: "Erase everything", exact: true }).click();
   out.erased_all = await waitStatus(/Everything is erased/);
   step("erased");
+
+  // Login CSRF: another account's sign-in link, opened while signed in, asks first and
+  // switches nothing until asked to.
+  const me = (await page.locator("header .muted").textContent()).trim();
+  await page.goto("about:blank");
+  await page.goto(`${base}/console/#/signin?token=${granteeToken}`);
+  await page.locator("[data-testid=switch-account]").waitFor({ timeout: 20000 });
+  out.switch_prompt = true;
+  out.user_after_link = (await page.locator("header .muted").textContent()).trim();
+  out.user_before_link = me;
+  await page.getByRole("button", { name: /Stay signed in/ }).click();
+  out.prompt_gone = (await page.locator("[data-testid=switch-account]").count()) === 0;
+  step("login csrf refused");
+
+  // Sign-out ends the session: the old cookie value is refused as a cookie and as a
+  // bearer token.
+  const old = (await context.cookies()).find((c) => c.name === "mnemo_session")?.value ?? "";
+  out.cookie_is_session = old.length > 0;
+  out.before_signout = (await page.request.get(`${base}/v1/session`)).status();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.locator("nav").waitFor({ state: "detached", timeout: 20000 });
+  out.old_as_bearer = (await page.request.get(`${base}/v1/memories`, { headers: { Authorization: `Bearer ${old}` } })).status();
+  await context.addCookies([{ name: "mnemo_session", value: old, url: base }]);
+  out.old_as_cookie = (await page.request.get(`${base}/v1/memories`)).status();
+  step("signed out");
 } catch (e) {
   out.error = String(e);
   await page.screenshot({ path: path.join(os.tmpdir(), "mnemo-console-failure.png"), fullPage: true }).catch(() => {});

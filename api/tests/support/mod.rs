@@ -138,6 +138,7 @@ impl Rest {
             processing: mnemo_processing::Processing::open(h.ledger.clone(), js)
                 .await
                 .unwrap(),
+            sessions: Default::default(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
