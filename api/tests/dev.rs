@@ -4,7 +4,8 @@
 //! on the same `.mnemo/` directory finds the same data; its log has no colour codes when it
 //! is not a terminal; PostgreSQL requires passwords, and mnemo's role is no superuser; the
 //! processing demo: the speech clip's transcript in the chain, the trainer's model answering
-//! with it, and a killed worker started again.
+//! with it, and a killed worker started again; the global options (`--layout sharded`)
+//! hold under it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -42,6 +43,27 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     );
     let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap();
     assert!(log.contains("mnemo dev: stopped"), "{log}");
+    // The global options hold under `mnemo dev` (run here with `--layout sharded
+    // --shards 4`): it says so, and the chains are in the shared streams.
+    assert!(
+        log.contains("mnemo dev: layout sharded (4 shards)"),
+        "{log}"
+    );
+    let streams: Vec<String> = walkdir(&state.join("nats-server"))
+        .into_iter()
+        .filter_map(|p| {
+            let parent = p.parent()?.file_name()?.to_str()?;
+            (parent == "streams").then(|| p.file_name().unwrap().to_string_lossy().into_owned())
+        })
+        .collect();
+    assert!(
+        streams.iter().any(|s| s.starts_with("MNEMO-CHAINS-")),
+        "{streams:?}"
+    );
+    assert!(
+        !streams.iter().any(|s| s.starts_with("MNEMO-CHAIN-")),
+        "a per-user chain stream under --layout sharded: {streams:?}"
+    );
     // PostgreSQL wants a password from everyone, and mnemo's role is no superuser
     let secrets: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("secrets.json")).unwrap())
@@ -117,9 +139,25 @@ impl Drop for Dev {
     }
 }
 
+/// Every directory under `root`.
+fn walkdir(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+                todo.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 async fn run_dev_once(state: &std::path::Path) {
     let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_mnemo"))
         .arg("dev")
+        .args(["--layout", "sharded", "--shards", "4"])
         .arg("--dir")
         .arg(state)
         .env_remove("DATABASE_URL")

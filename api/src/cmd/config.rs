@@ -101,7 +101,18 @@ impl Config {
             &mut seed,
         )
         .map_err(|_| anyhow::anyhow!("MNEMO_SIGNING_KEY must be 64 hex characters"))?;
-        let mut c = LedgerConfig::new(master, SigningKey::from_bytes(&seed));
+        self.ledger_config_with(master, SigningKey::from_bytes(&seed))
+    }
+
+    /// The ledger's configuration from every global option (layout, shards, format
+    /// version, replicas, seals), with these keys: `mnemo serve` reads them from the
+    /// environment, `mnemo dev` from its own secrets.
+    pub(crate) fn ledger_config_with(
+        &self,
+        master: SecretKey,
+        signing: SigningKey,
+    ) -> anyhow::Result<LedgerConfig> {
+        let mut c = LedgerConfig::new(master, signing);
         c.replicas = self.replicas.max(1);
         c.format = self.format_version;
         c.max_seal = self.max_seal as usize;

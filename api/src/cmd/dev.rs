@@ -4,7 +4,7 @@
 use anyhow::Context;
 use mnemo_api::auth::Auth;
 use mnemo_core::{SigningKey, UserId};
-use mnemo_ledger::{LedgerConfig, NewMemory, SecretKey};
+use mnemo_ledger::{NewMemory, SecretKey};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +39,15 @@ pub struct DevArgs {
     /// Key that deploys and anchors on `--rpc-url` (default: anvil's first dev account).
     #[arg(long, env = "MNEMO_ANCHOR_KEY", hide_env_values = true)]
     anchor_key: Option<String>,
+    /// An origin (`http://localhost:5173`, exactly) whose pages may call the dev API from
+    /// a browser (CORS), as `mnemo serve --cors-origin`; repeatable, or comma-separated in
+    /// the variable.
+    #[arg(
+        long = "cors-origin",
+        env = "MNEMO_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
 }
 
 /// The dev stack's secrets, made once and kept in `<dir>/secrets.json` (mode 0600).
@@ -225,16 +234,28 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let contract = dev_contract(&dir, &rpc, &anchor_key).await?;
     let jwt_seed = DevSecrets::seed(&secrets.jwt_key)?;
     let auth = Auth::new(&SigningKey::from_bytes(&jwt_seed), "mnemo", "mnemo-api");
+    // Every global option holds here as in `mnemo serve` (layout, shards, format version,
+    // replicas), with the dev stack's own keys.
+    let ledger_cfg = c.ledger_config_with(
+        SecretKey::from_bytes(DevSecrets::seed(&secrets.master_key)?),
+        SigningKey::from_bytes(&DevSecrets::seed(&secrets.signing_key)?),
+    )?;
+    eprintln!(
+        "mnemo dev: layout {}, format version {}, {} replica(s)",
+        match ledger_cfg.layout {
+            mnemo_core::names::Layout::PerUser => "per-user".to_owned(),
+            mnemo_core::names::Layout::Sharded { shards } => format!("sharded ({shards} shards)"),
+        },
+        ledger_cfg.format,
+        ledger_cfg.replicas
+    );
     let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds()?)?
         .connect(super::server_addrs(&nats_url)?)
         .await?;
     let running = start(Parts {
         operator: Some((setup, nats_url.clone())),
         client,
-        ledger_cfg: LedgerConfig::new(
-            SecretKey::from_bytes(DevSecrets::seed(&secrets.master_key)?),
-            SigningKey::from_bytes(&DevSecrets::seed(&secrets.signing_key)?),
-        ),
+        ledger_cfg: ledger_cfg.clone(),
         views: super::views(&db).await?,
         auth: auth.clone(),
         listen: Some(
@@ -252,8 +273,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         )),
         max_upload: 64 << 20,
         max_lag: 1000,
-        // No browser page of its own yet: `mnemo serve --cors-origin` for one.
-        cors_origins: Vec::new(),
+        cors_origins: a.cors_origins.clone(),
         capture: mnemo_api::nats::CaptureConfig::default(),
         console_dir: super::serve::built_console(),
         secure_cookies: false,

@@ -143,8 +143,12 @@ impl Ledger {
                 .await
             {
                 Ok(msg) => Some(msg),
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound && cluster => None,
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+                // "Nothing there" from a direct get is asked again of the stream itself
+                // before it is believed: a replica may lag, and a stream created a moment
+                // ago may not serve direct gets yet. An absent user is the rare answer
+                // (a refused token), so the second request costs little; a user who exists
+                // is never answered as absent.
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => None,
                 Err(e) => return Err(LedgerError::nats("direct get head", e)),
             }
         };
