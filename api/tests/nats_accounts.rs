@@ -602,6 +602,53 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
         all.contains("mnemo.proc.summarizer.fetch") || all.contains("mnemo.work.summarizer"),
         "{all}"
     );
+
+    // Revoked: the processor's connection is closed at once, and its credentials (issued
+    // before the revocation) are refused on a real reconnect.
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let watched = ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .custom_inbox_prefix(mnemo_api::nats::claims::processor_inbox("asr"))
+        .event_callback(move |e| {
+            let tx = events_tx.clone();
+            async move {
+                let _ = tx.send(e.to_string());
+            }
+        })
+        .connect(h.server.url())
+        .await
+        .unwrap();
+    watched.flush().await.unwrap();
+    let other = accounts.processor_creds("trainer", 3600).unwrap().unwrap();
+    accounts.revoke_processors(["asr"]).await.unwrap();
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &String| e.to_lowercase().contains("disconnected"))
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await {
+            seen.push(e);
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|e| e.to_lowercase().contains("disconnected")),
+        "the revoked processor stayed connected: {seen:?}"
+    );
+    let again = ConnectOptions::with_credentials(&creds)
+        .unwrap()
+        .connect(h.server.url())
+        .await;
+    assert!(again.is_err(), "the revoked credentials connected again");
+    // Another processor is untouched.
+    ConnectOptions::with_credentials(&other)
+        .unwrap()
+        .connect(h.server.url())
+        .await
+        .expect("another processor's credentials still work");
+    drop(watched);
 }
 
 /// `docs/asyncapi.yaml` against the server: the subjects it serves, and real replies (a

@@ -85,6 +85,20 @@ impl ProcessorsCmd {
             ProcessorsCmd::Revoke { name } => {
                 let name = ProcessorId::new(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
                 processing.registry.revoke(&name).await?;
+                // Operator mode: its NATS credentials are refused and its connections closed.
+                if let Some(dir) = &c.nats_dir {
+                    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+                    mnemo_api::nats::Accounts::for_setup(
+                        &setup,
+                        server_addrs(&c.nats_url)?,
+                        &js,
+                        master,
+                        c.replicas.max(1),
+                    )
+                    .await?
+                    .sync_processor_revocations(&processing.registry)
+                    .await?;
+                }
                 eprintln!("processor {name} revoked");
             }
             ProcessorsCmd::List => {

@@ -298,6 +298,10 @@ async fn start_services(
         accounts = Some(a);
     }
     let processing = mnemo_processing::Processing::open(ledger.clone(), js.clone()).await?;
+    if let Some(a) = &accounts {
+        // Revoked processors' NATS credentials stay refused across restarts.
+        a.sync_processor_revocations(&processing.registry).await?;
+    }
     if p.processing {
         let planner = mnemo_processing::Planner::new(
             ledger.clone(),

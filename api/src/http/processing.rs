@@ -130,6 +130,12 @@ async fn revoke(
             ProcessingError::UnknownProcessor(n) => Problem::not_found(format!("no processor {n}")),
             other => problem(other),
         })?;
+    // Operator mode: the revocation reaches NATS, so its credentials are refused and its
+    // connections closed at once.
+    if let Some(a) = &api.accounts {
+        a.sync_processor_revocations(&api.processing.registry)
+            .await?;
+    }
     Ok(Json(json!({ "processor": p })))
 }
 

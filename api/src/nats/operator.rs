@@ -127,31 +127,10 @@ impl OperatorSetup {
     /// The service account's JWT: JetStream on, the ingest and read services exported
     /// with the importer's account key at token 3.
     pub fn service_jwt(&self) -> Result<String> {
-        let service = |name: &str, prefix: &str| Export {
-            name: name.into(),
-            subject: format!("{prefix}.*"),
-            kind: "service",
-            response_type: Some("Singleton"),
-            account_token_position: 3,
-        };
-        claims::encode(
+        service_account_jwt(
             &self.signing,
-            self.service.public_key(),
-            Some("MNEMO".into()),
-            None,
-            claims::Account {
-                kind: "account",
-                version: 2,
-                limits: Limits::unlimited(true),
-                exports: vec![
-                    service("ingest", INGEST_PREFIX),
-                    service("read", READ_PREFIX),
-                    service("capture", CAPTURE_PREFIX),
-                ],
-                imports: vec![],
-                signing_keys: vec![],
-                revocations: Default::default(),
-            },
+            &self.service.public_key(),
+            Default::default(),
         )
     }
 
@@ -257,6 +236,42 @@ impl OperatorSetup {
             service_user: read("service-user")?,
         })
     }
+}
+
+/// The service account's JWT, signed by the operator's signing key, with `revocations`
+/// (user public key -> time: credentials of that user issued before it are refused;
+/// revoked processors' users, `Accounts::revoke_processors`).
+pub fn service_account_jwt(
+    signing: &KeyPair,
+    service: &str,
+    revocations: std::collections::BTreeMap<String, i64>,
+) -> Result<String> {
+    let export = |name: &str, prefix: &str| Export {
+        name: name.into(),
+        subject: format!("{prefix}.*"),
+        kind: "service",
+        response_type: Some("Singleton"),
+        account_token_position: 3,
+    };
+    claims::encode(
+        signing,
+        service.to_owned(),
+        Some("MNEMO".into()),
+        None,
+        claims::Account {
+            kind: "account",
+            version: 2,
+            limits: Limits::unlimited(true),
+            exports: vec![
+                export("ingest", INGEST_PREFIX),
+                export("read", READ_PREFIX),
+                export("capture", CAPTURE_PREFIX),
+            ],
+            imports: vec![],
+            signing_keys: vec![],
+            revocations,
+        },
+    )
 }
 
 /// Writes a file only its owner can read (mode 0600): seeds, creds, keys.
