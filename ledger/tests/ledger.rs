@@ -656,6 +656,44 @@ macro_rules! suite {
                 let got = tokio::time::timeout(std::time::Duration::from_secs(5), f.next()).await.unwrap().unwrap().unwrap();
                 assert_eq!((got.event.seq, got.hash), (r.seq, r.hash));
             }
+
+            /// Reads of known seqs are direct gets: with every reader slot of the user held
+            /// (a long poll), a device that reads each capture back is never locked out,
+            /// and no consumer is opened for it; pages anywhere in the chain, with another
+            /// user's events interleaved in a shared stream, come back whole and in order.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reads_of_known_seqs_open_no_consumer_and_never_lock_out() {
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.max_readers_per_user = 1;
+                let l = connect(&server, c).await;
+                let (u, other) = (user("reader"), user("neighbour"));
+                l.create_user(&u).await.unwrap();
+                l.create_user(&other).await.unwrap();
+                let mut receipts = Vec::new();
+                for i in 0..40 {
+                    receipts.push(l.append(&u, note(&format!("n{i}"))).await.unwrap());
+                    l.append(&other, note("x")).await.unwrap();
+                }
+                let _held = l.follow(&u, Seq(1000)).await.unwrap();
+                assert!(matches!(l.read(&u, Seq::FIRST).await, Err(LedgerError::TooManyReads(_))));
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let stream = l.locate(&u).stream;
+                let consumers = async || js.get_stream(&stream).await.unwrap().info().await.unwrap().state.consumer_count;
+                let before = consumers().await;
+                for r in &receipts {
+                    let got = l.events(&u, r.seq, 1).await.unwrap();
+                    assert_eq!(got.len(), 1);
+                    assert_eq!((got[0].event.seq, got[0].hash), (r.seq, r.hash));
+                }
+                for (from, limit) in [(1u64, 5usize), (17, 9), (38, 100), (41, 3), (500, 1)] {
+                    let got = l.events(&u, Seq(from), limit).await.unwrap();
+                    let want: Vec<u64> = (from..=41).take(limit).collect();
+                    let seqs: Vec<u64> = got.iter().map(|e| e.event.seq.0).collect();
+                    assert_eq!(seqs, want, "from {from} limit {limit}");
+                }
+                assert_eq!(consumers().await, before, "a read of known seqs opened a consumer");
+            }
         }
     };
 }

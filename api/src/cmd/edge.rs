@@ -28,6 +28,10 @@ pub enum EdgeCmd {
         /// The leaf's JetStream domain.
         #[arg(long, default_value = "edge")]
         domain: String,
+        /// The nats-server the leaf runs: `init` boots the leaf once with it to create the
+        /// outbox, so captures are kept from the first one, before the forwarder ever ran.
+        #[arg(long, env = "MNEMO_NATS_SERVER", default_value = "nats-server")]
+        nats_server: PathBuf,
     },
     /// Forwards the leaf's outbox (`mnemo.outbox.>`) to the hub's `mnemo.capture`.
     Forward {
@@ -49,6 +53,7 @@ impl EdgeCmd {
                 creds,
                 port,
                 domain,
+                nats_server,
             } => {
                 std::fs::create_dir_all(dir.join("store"))?;
                 let dir = dir.canonicalize()?;
@@ -64,7 +69,11 @@ impl EdgeCmd {
                     domain: &domain,
                 });
                 std::fs::write(dir.join("leaf.conf"), conf)?;
-                println!("wrote {}/leaf.conf and device.creds", dir.display());
+                create_outbox(&nats_server, &dir, port).await?;
+                println!(
+                    "wrote {}/leaf.conf and device.creds, and created the outbox",
+                    dir.display()
+                );
                 Ok(())
             }
             EdgeCmd::Forward {
@@ -94,4 +103,45 @@ impl EdgeCmd {
             }
         }
     }
+}
+
+/// Boots the leaf written in `dir` once, creates its outbox and stops it (SIGTERM, so its
+/// store is closed cleanly).
+async fn create_outbox(
+    nats_server: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<()> {
+    let log = std::fs::File::create(dir.join("init.log"))?;
+    let mut leaf = std::process::Command::new(nats_server)
+        .arg("-c")
+        .arg(dir.join("leaf.conf"))
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {} to create the outbox", nats_server.display()))?;
+    let created = async {
+        let url = format!("nats://127.0.0.1:{port}");
+        let t = std::time::Instant::now();
+        let client = loop {
+            match async_nats::connect(url.as_str()).await {
+                Ok(c) => break c,
+                Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => anyhow::bail!("the leaf did not start (see init.log): {e}"),
+            }
+        };
+        edge::open_outbox(
+            &async_nats::jetstream::new(client),
+            edge::OutboxConfig::default(),
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &leaf.id().to_string()])
+        .status();
+    let _ = leaf.wait();
+    created
 }

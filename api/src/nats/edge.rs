@@ -42,13 +42,16 @@ pub struct LeafSettings<'a> {
 
 /// The leaf node configuration: a local listener on loopback, JetStream in its own domain
 /// with a file store, and one remote to the hub with the device's credentials (so the leaf
-/// carries exactly that user's account, with the device's permissions).
+/// carries exactly that user's account, with the device's permissions). The remote
+/// connects only to the URL given (`ignore_discovered_servers`): a hub advertises its own
+/// addresses, and a leaf that learned them would reach the hub around whatever link the
+/// device was meant to use, and would not be offline when that link is down.
 pub fn leaf_config(s: &LeafSettings<'_>) -> String {
     format!(
         "# mnemo edge: a leaf node that keeps captures while offline (docs/EDGE.md)\n\
          listen: \"127.0.0.1:{port}\"\n\
          jetstream {{\n  domain: \"{domain}\"\n  store_dir: \"{store}\"\n}}\n\
-         leafnodes {{\n  reconnect: 1\n  remotes: [\n    {{ url: \"{hub}\", credentials: \"{creds}\" }}\n  ]\n}}\n",
+         leafnodes {{\n  reconnect: 1\n  remotes: [\n    {{ url: \"{hub}\", credentials: \"{creds}\", ignore_discovered_servers: true }}\n  ]\n}}\n",
         port = s.port,
         domain = s.domain,
         store = s.store.display(),
@@ -75,9 +78,10 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Creates (or opens) the outbox stream on the leaf.
+/// Creates the outbox stream on the leaf, or brings an existing one to `cfg` (its
+/// captures are kept).
 pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
+    js.create_or_update_stream(stream::Config {
         name: OUTBOX_STREAM.into(),
         subjects: vec![format!("{OUTBOX_PREFIX}.>")],
         retention: stream::RetentionPolicy::WorkQueue,
@@ -86,7 +90,10 @@ pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<s
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsAuthError::nats("creating the outbox", e))
+    .map_err(|e| NatsAuthError::nats("creating the outbox", e))?;
+    js.get_stream(OUTBOX_STREAM)
+        .await
+        .map_err(|e| NatsAuthError::nats("opening the outbox", e))
 }
 
 /// Forwards the outbox to the hub until `stop`: one capture at a time, in order, retried
@@ -128,11 +135,22 @@ pub async fn forward(
         if let Some(id) = super::gateway::msg_id(&msg) {
             headers.insert("Nats-Msg-Id", id.as_str());
         }
+        // The capture stream is the subject's last token (`mnemo.outbox.<stream>`): it
+        // names the capture's stream unless the body does, and a body that names another
+        // is refused on the leaf, never forwarded under the wrong stream.
+        let payload = match with_stream(&msg.subject, &msg.payload) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(subject = %msg.subject, "capture refused on the leaf: {why}; taken off the outbox");
+                let _ = msg.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
         let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let sent = tokio::time::timeout(
                 cfg.ack_timeout,
-                client.request_with_headers(CAPTURE_PREFIX, headers.clone(), msg.payload.clone()),
+                client.request_with_headers(CAPTURE_PREFIX, headers.clone(), payload.clone()),
             )
             .await;
             let reply = match sent {
@@ -160,5 +178,56 @@ pub async fn forward(
             }
             break;
         }
+    }
+}
+
+/// The capture `payload` published on `subject` (`mnemo.outbox.<stream>`), with its
+/// stream named: the subject's stream is added to a body that names none; a body that
+/// names another stream is an error.
+pub fn with_stream(
+    subject: &str,
+    payload: &bytes::Bytes,
+) -> std::result::Result<bytes::Bytes, String> {
+    let Some(stream) = subject
+        .strip_prefix(OUTBOX_PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+    else {
+        return Err(format!("publish captures on {OUTBOX_PREFIX}.<stream>"));
+    };
+    let mut v: serde_json::Map<String, Value> =
+        serde_json::from_slice(payload).map_err(|e| format!("a capture is a JSON object: {e}"))?;
+    match v.get("stream") {
+        None | Some(Value::Null) => {
+            v.insert("stream".into(), Value::String(stream.into()));
+            Ok(serde_json::to_vec(&v).expect("serialisable").into())
+        }
+        Some(Value::String(s)) if s == stream => Ok(payload.clone()),
+        Some(other) => Err(format!(
+            "the body names stream {other} but it was published on {subject}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_names_the_stream() {
+        let b = |s: &str| bytes::Bytes::from(s.to_owned());
+        let v: Value = serde_json::from_slice(
+            &with_stream("mnemo.outbox.voice", &b(r#"{"text":"x"}"#)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["stream"], "voice");
+        assert_eq!(
+            with_stream("mnemo.outbox.voice", &b(r#"{"text":"x","stream":"voice"}"#)).unwrap(),
+            b(r#"{"text":"x","stream":"voice"}"#)
+        );
+        assert!(with_stream("mnemo.outbox.voice", &b(r#"{"stream":"web"}"#)).is_err());
+        assert!(with_stream("mnemo.outbox", &b("{}")).is_err());
+        assert!(with_stream("mnemo.outbox.a.b", &b("{}")).is_err());
+        assert!(with_stream("mnemo.outbox.voice", &b("[1]")).is_err());
     }
 }
