@@ -40,3 +40,62 @@ fn the_cli_gives_every_bundle_vector_its_recorded_verdict() {
         }
     }
 }
+
+/// Every event of every valid bundle vector can be proved, and its proof verifies (with
+/// the custody key it names pinned): signed captures included, whose origin signature is
+/// over the capture message (FORMAT.md §5.2, §7.3 step 1).
+#[test]
+fn every_event_of_every_valid_bundle_is_provable() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/bundles");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/verdicts.json")).unwrap())
+            .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut proved = 0;
+    let mut captures = 0;
+    for (name, want) in manifest["verdicts"].as_object().unwrap() {
+        if want["valid"] != true {
+            continue;
+        }
+        let path = format!("{dir}/{name}.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events = text
+            .lines()
+            .filter(|l| l.contains(r#""type":"event""#))
+            .count();
+        assert!(events > 0, "{name}");
+        for seq in 1..=events {
+            let out = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+                .args(["prove", "--bundle", &path, "--seq", &seq.to_string()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name} seq {seq}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if proof["event"]["body"]["capture"].is_object() && proof["event"]["origin"].is_object()
+            {
+                captures += 1;
+            }
+            let file = tmp.path().join(format!("{name}-{seq}.json"));
+            std::fs::write(&file, &out.stdout).unwrap();
+            let key = proof["signer_key"].as_str().unwrap();
+            let v = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+                .args(["verify", "--bundle", file.to_str().unwrap(), "--json"])
+                .args(["--trusted-key", key])
+                .output()
+                .unwrap();
+            assert!(
+                v.status.success(),
+                "{name} seq {seq}: {}{}",
+                String::from_utf8_lossy(&v.stdout),
+                String::from_utf8_lossy(&v.stderr)
+            );
+            proved += 1;
+        }
+    }
+    assert!(captures > 0, "no signed capture was proved");
+    println!("{proved} proofs, {captures} of signed captures");
+}

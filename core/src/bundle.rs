@@ -188,7 +188,9 @@ impl ProofBundle {
                     what: "origin signature without its key or payload",
                 });
             };
-            if k.id() != o.key || !keys::verify_origin_signature(k, &e.user, c, &o.signature) {
+            if k.id() != o.key
+                || !keys::verify_origin_signature(k, &e.user, e.body.capture(), c, &o.signature)
+            {
                 return Err(ProofError::Event {
                     seq,
                     what: "bad origin signature",

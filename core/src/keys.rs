@@ -230,16 +230,19 @@ pub fn verify_event_signature(key: &PublicKey, event_hash: &Hash32, sig: &Sig) -
     )
 }
 
-/// Verifies one origin signature ([`verify_signature`]).
+/// Verifies one origin signature ([`verify_signature`]) over the message its event calls
+/// for ([`origin_message_for`]: the capture message for a capture, the plain origin message
+/// otherwise; FORMAT.md §5.2), wherever it is checked: in a chain and in a proof.
 pub fn verify_origin_signature(
     key: &PublicKey,
     user: &UserId,
+    capture: Option<&crate::event::Capture>,
     commitment: &Hash32,
     sig: &Sig,
 ) -> bool {
     verify_signature(
         key.0.as_bytes(),
-        &origin_signing_message(user, commitment),
+        &origin_message_for(user, capture, commitment),
         &sig.0.to_bytes(),
     )
 }
