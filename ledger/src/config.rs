@@ -61,6 +61,11 @@ pub struct LedgerConfig {
     /// Most chain readers (`read`, `follow`, `events`) one user may hold open at once;
     /// one more fails with [`crate::LedgerError::TooManyReads`].
     pub max_readers_per_user: usize,
+    /// Users whose state (head, chain rules, reader slots) this process keeps in memory at
+    /// once: past it, idle users are dropped (down to 90%) and reloaded from the chain with
+    /// direct gets when next used, so memory is bounded by this, not by the user count
+    /// (docs/SCALE.md).
+    pub max_resident_users: usize,
     /// Wraps the users' key-encryption keys.
     pub master_key: SecretKey,
     /// Custody signing keys.
@@ -92,6 +97,7 @@ impl LedgerConfig {
             max_bytes_per_user: None,
             conflict_retries: 32,
             max_readers_per_user: 16,
+            max_resident_users: 100_000,
             master_key,
             keys: Keyring {
                 current: signing_key,

@@ -77,6 +77,8 @@ pub struct LedgerStats {
     /// Seals by number of events, in power-of-two buckets: `[1], [2, 3], [4, 7], ...,
     /// [256, ...]`.
     pub seal_sizes: [u64; sealer::SIZE_BUCKETS],
+    /// Users dropped from memory over the budget (`max_resident_users`).
+    pub evicted_users: u64,
 }
 
 /// The ledger. Cheap to clone; all clones share connections and caches.
@@ -95,6 +97,8 @@ struct Inner {
     epochs: AtomicU64,
     pipelined: AtomicU64,
     conflicts: AtomicU64,
+    /// Users dropped from memory over `max_resident_users`.
+    evicted: AtomicU64,
     streams: Mutex<HashMap<String, stream::Stream>>,
     /// Open chain readers per user, bounded by `max_readers_per_user`.
     readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
@@ -184,6 +188,7 @@ impl Ledger {
                 conflicts: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
+                evicted: AtomicU64::new(0),
                 request_key: request_key(&cfg.master_key),
                 known: Mutex::new(std::collections::HashSet::new()),
                 seals,
@@ -208,6 +213,7 @@ impl Ledger {
             sealed_events: c.events.load(Ordering::Relaxed),
             stored_seals: c.stored.load(Ordering::Relaxed),
             seal_sizes: std::array::from_fn(|i| c.sizes[i].load(Ordering::Relaxed)),
+            evicted_users: self.inner.evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -295,7 +301,40 @@ impl Ledger {
         if let Some(s) = slots.get(user) {
             return s.clone();
         }
+        let budget = self.inner.cfg.max_resident_users.max(1);
+        if slots.len() >= budget {
+            // Over budget: drop idle users (no task holds their slot) down to 90%. Their
+            // state is reloaded from the chain when next used. Amortised: one pass frees a
+            // tenth of the budget.
+            let mut excess = slots.len() + 1 - (budget - budget / 10).max(1);
+            let before = slots.len();
+            slots.retain(|_, s| {
+                if excess > 0 && Arc::strong_count(s) == 1 {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            self.inner
+                .evicted
+                .fetch_add((before - slots.len()) as u64, Ordering::Relaxed);
+            let mut readers = self.inner.readers.lock().expect("lock");
+            if readers.len() >= budget {
+                let max = self.inner.cfg.max_readers_per_user.max(1);
+                readers.retain(|_, r| r.available_permits() < max);
+            }
+            let mut known = self.inner.known.lock().expect("lock");
+            if known.len() >= budget {
+                known.clear();
+            }
+        }
         slots.entry(user.clone()).or_default().clone()
+    }
+
+    /// Users whose state this process holds now.
+    pub fn resident_users(&self) -> usize {
+        self.inner.slots.lock().expect("lock").len()
     }
 
     fn next_epoch(&self) -> u64 {

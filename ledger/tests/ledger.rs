@@ -452,6 +452,77 @@ macro_rules! suite {
                 assert_eq!(sum.checkpoint.unwrap().seq.0, 7, "genesis, 2 memories, grant, 2 accesses, revocation");
             }
 
+            /// With room for 2 users in memory, 12 users interleaved get exactly the decisions
+            /// a ledger that keeps everyone resident gives (grants, accesses, revocations,
+            /// unknown memories, erasures); the state is reloaded from the chain, and every
+            /// chain verifies. Memory stays within the budget.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn evicted_users_reload_to_the_same_decisions() {
+                use mnemo_core::{AccessAction, Capabilities, GrantId};
+                let server = NatsServer::start();
+                let mut tiny = cfg($layout, 1);
+                tiny.max_resident_users = 2;
+                let small = connect(&server, tiny).await;
+                let big = connect(&server, cfg($layout, 1)).await;
+                let reader = user("reader");
+                let users: Vec<UserId> = (0..12).map(|i| user(&format!("evict{i}"))).collect();
+                // Each step on every user in turn, so that no user stays resident between
+                // its own steps; each ledger writes its own half of the users.
+                let outcome = |r: Result<Receipt, LedgerError>| match r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(LedgerError::Refused(e)) => e.code().to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+                let mut decisions: Vec<Vec<String>> = vec![Vec::new(); users.len()];
+                let mut memories = Vec::new();
+                for (i, u) in users.iter().enumerate() {
+                    let l = if i % 2 == 0 { &small } else { &big };
+                    l.create_user(u).await.unwrap();
+                    memories.push(l.append(u, note("m")).await.unwrap().memory.unwrap());
+                }
+                let grant = GrantId([7; 16]);
+                let access = |m| EventBody::AccessRecorded {
+                    accessor: reader.clone(),
+                    grant,
+                    action: AccessAction::ReadContent,
+                    memories: vec![m],
+                };
+                let steps: Vec<Box<dyn Fn(mnemo_core::MemoryId) -> EventBody>> = vec![
+                    Box::new(|m| access(m)),
+                    Box::new(|_| EventBody::GrantCreated {
+                        grant,
+                        grantee: reader.clone(),
+                        capabilities: Capabilities { metadata: true, content: true },
+                        conditions: Default::default(),
+                        expires_at: None,
+                    }),
+                    Box::new(|m| access(m)),
+                    Box::new(|_| access(mnemo_core::MemoryId([1; 16]))),
+                    Box::new(|_| EventBody::GrantRevoked { grant }),
+                    Box::new(|m| access(m)),
+                    Box::new(|_| EventBody::GrantRevoked { grant }),
+                ];
+                for step in &steps {
+                    for (i, u) in users.iter().enumerate() {
+                        let l = if i % 2 == 0 { &small } else { &big };
+                        decisions[i].push(outcome(l.append_event(u, step(memories[i]), None).await));
+                        assert!(small.resident_users() <= 2, "over the budget");
+                    }
+                }
+                for (i, u) in users.iter().enumerate() {
+                    let l = if i % 2 == 0 { &small } else { &big };
+                    l.erase(u, ErasureTarget::Memory(memories[i])).await.unwrap();
+                    decisions[i].push(format!("{:?}", l.erase(u, ErasureTarget::Memory(mnemo_core::MemoryId([2; 16]))).await.err()));
+                }
+                let want = ["bad_grant", "ok", "ok", "unknown_memory", "ok", "bad_grant", "bad_grant"];
+                for (i, d) in decisions.iter().enumerate() {
+                    assert_eq!(&d[..want.len()], &want[..], "user {i}");
+                    assert_eq!(d, &decisions[1], "user {i} decided otherwise than a resident one");
+                    small.verify_chain(&users[i]).await.unwrap();
+                }
+                assert!(small.stats().evicted_users > 0, "nothing was evicted");
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_full_chain_refuses_writes_instead_of_dropping_events() {
                 let server = NatsServer::start();
@@ -713,4 +784,71 @@ async fn the_append_future_stays_small() {
     let size = std::mem::size_of_val(&append);
     drop(append);
     assert!(size <= 6 * 1024, "Ledger::append's future is {size} bytes");
+}
+
+/// A burst of first grants from 2,000 users whose state this process never held (a fresh
+/// ledger, as after a restart) opens no consumer per user: each user's rules are loaded
+/// with direct gets. The server's consumer count is sampled throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_grants_opens_no_consumer_per_user() {
+    use futures::StreamExt;
+    use mnemo_core::{Capabilities, GrantId};
+    const USERS: usize = 2000;
+    let server = NatsServer::start();
+    let layout = Layout::Sharded { shards: 4 };
+    let writer = connect(&server, cfg(layout, 1)).await;
+    let users: Vec<UserId> = (0..USERS).map(|i| user(&format!("burst{i}"))).collect();
+    futures::stream::iter(&users)
+        .for_each_concurrent(64, |u| {
+            let w = writer.clone();
+            async move {
+                w.create_user(u).await.unwrap();
+                w.append(u, note("first")).await.unwrap();
+            }
+        })
+        .await;
+    drop(writer);
+    let fresh = connect(&server, cfg(layout, 1)).await;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let before = js.query_account().await.unwrap().consumers;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            if let Ok(a) = js.query_account().await {
+                peak = peak.max(a.consumers);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                _ = stopped.changed() => return peak,
+            }
+        }
+    });
+    futures::stream::iter(users.iter().enumerate())
+        .for_each_concurrent(64, |(i, u)| {
+            let l = fresh.clone();
+            async move {
+                l.append_event(
+                    u,
+                    EventBody::GrantCreated {
+                        grant: GrantId([(i % 251) as u8; 16]),
+                        grantee: user("friend"),
+                        capabilities: Capabilities {
+                            metadata: true,
+                            content: false,
+                        },
+                        conditions: Default::default(),
+                        expires_at: None,
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+    stop.send(true).unwrap();
+    let peak = sampler.await.unwrap();
+    println!("consumers: {before} before, {peak} at the peak of {USERS} first grants");
+    assert_eq!(peak.max(before), before, "consumers were opened per user");
 }

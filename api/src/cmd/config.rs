@@ -49,6 +49,11 @@ pub(crate) struct Config {
     #[arg(long, env = "MNEMO_MAX_SEAL", default_value_t = 256, global = true,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_seal: u32,
+    /// Users whose state the ledger keeps in memory at once (idle ones past it are
+    /// dropped and reloaded from their chain when next used; docs/SCALE.md).
+    #[arg(long, env = "MNEMO_MAX_RESIDENT_USERS", default_value_t = 100_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_resident_users: u64,
     /// Crash tests only: stop before publishing the events of the first stored seal,
     /// after writing this file.
     #[arg(long, env = "MNEMO_TEST_PAUSE_AFTER_SEAL", hide = true, global = true)]
@@ -116,6 +121,7 @@ impl Config {
         c.replicas = self.replicas.max(1);
         c.format = self.format_version;
         c.max_seal = self.max_seal as usize;
+        c.max_resident_users = self.max_resident_users as usize;
         c.pause_after_seal = self.pause_after_seal.clone();
         c.layout = match self.layout.as_str() {
             "per-user" => Layout::PerUser,
