@@ -85,21 +85,21 @@ impl IntoIterator for EventSignatures {
 /// memories and its grants. Bounded by the number of keys, memories and grants, not events.
 #[derive(Clone, Debug)]
 pub struct ChainState {
-    user: UserId,
-    next: Seq,
-    prev: Hash32,
-    acc: Accumulator,
-    keys: KeyHistory,
-    memories: HashSet<MemoryId>,
+    pub(crate) user: UserId,
+    pub(crate) next: Seq,
+    pub(crate) prev: Hash32,
+    pub(crate) acc: Accumulator,
+    pub(crate) keys: KeyHistory,
+    pub(crate) memories: HashSet<MemoryId>,
     /// Capture ids seen (origin key or none, capture), with the seq of their event.
-    captures: HashMap<(Option<KeyId>, Capture), Seq>,
+    pub(crate) captures: HashMap<(Option<KeyId>, Capture), Seq>,
     /// The seq of each memory's event, for the memories this state applied itself (a
     /// resumed state knows only those after its resume point).
-    memory_seq: HashMap<MemoryId, Seq>,
-    grants: HashMap<GrantId, Grant>,
-    processing: Processing,
+    pub(crate) memory_seq: HashMap<MemoryId, Seq>,
+    pub(crate) grants: HashMap<GrantId, Grant>,
+    pub(crate) processing: Processing,
     /// The format version of the last event: a chain never goes back to a lower one.
-    version: u8,
+    pub(crate) version: u8,
 }
 
 /// What the processing rules remember (docs/FORMAT.md §15): processing grants, what each

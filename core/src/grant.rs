@@ -66,7 +66,7 @@ impl Capabilities {
 
 /// A grant as its owner's chain defines it: created by `grant_created`, ended by
 /// `grant_revoked` or by its expiry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// Its id.
     pub id: GrantId,

@@ -317,7 +317,7 @@ impl KeyRuleError {
 }
 
 /// One key's life in a chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// The public key.
     pub key: PublicKey,

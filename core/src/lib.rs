@@ -16,6 +16,7 @@
 //! - [`bundle`]: self-contained proof bundles for one memory.
 //! - [`chain_state`]: a chain's state between events ([`ChainState`]) and the rules that
 //!   move it, resumable from a checkpoint; the one place that decides what may extend a chain.
+//! - [`snapshot`]: a chain's rules state as kept between uses ([`snapshot::ChainSnapshot`]).
 //! - [`processing`]: processing grants, processor signatures, derivation keys, training-set
 //!   trees and their inclusion and exclusion proofs.
 //! - [`grant`]: the access rule ([`Grant::allows`], [`GrantConditions::covers`]).
@@ -54,6 +55,7 @@ pub mod receipt;
 pub mod replies;
 pub mod seal;
 pub mod search_index;
+pub mod snapshot;
 pub mod values;
 pub mod verify;
 

@@ -30,6 +30,9 @@ pub const OBJECTS_BUCKET: &str = "mnemo-objects";
 pub const HEADS_BUCKET: &str = "mnemo-heads";
 /// KV bucket of sealed NATS account seeds (operator mode).
 pub const ACCOUNTS_BUCKET: &str = "mnemo-accounts";
+/// KV bucket of users' chain-rules snapshots (`<user>` -> the rules state at some seq,
+/// authenticated): a cache that loads a cold user without replaying its chain.
+pub const SNAPSHOTS_BUCKET: &str = "mnemo-snapshots";
 /// KV bucket of the console's live sessions (session id -> user), entries expiring with
 /// the session; signing out deletes one.
 pub const SESSIONS_BUCKET: &str = "mnemo-sessions";

@@ -66,6 +66,9 @@ pub struct LedgerConfig {
     /// direct gets when next used, so memory is bounded by this, not by the user count
     /// (docs/SCALE.md).
     pub max_resident_users: usize,
+    /// A user's chain-rules state is stored as a snapshot once a load replayed this many
+    /// events, so the next cold load replays fewer than this (see `snapshots`).
+    pub snapshot_every: u64,
     /// Wraps the users' key-encryption keys.
     pub master_key: SecretKey,
     /// Custody signing keys.
@@ -98,6 +101,7 @@ impl LedgerConfig {
             conflict_retries: 32,
             max_readers_per_user: 16,
             max_resident_users: 100_000,
+            snapshot_every: 1024,
             master_key,
             keys: Keyring {
                 current: signing_key,

@@ -79,6 +79,10 @@ pub struct LedgerStats {
     pub seal_sizes: [u64; sealer::SIZE_BUCKETS],
     /// Users dropped from memory over the budget (`max_resident_users`).
     pub evicted_users: u64,
+    /// Cold users loaded from a rules snapshot (then caught up from the chain).
+    pub snapshots_loaded: u64,
+    /// Stored snapshots dropped as not holding (forged, another user's, not the chain's).
+    pub snapshots_dropped: u64,
 }
 
 /// The ledger. Cheap to clone; all clones share connections and caches.
@@ -99,6 +103,10 @@ struct Inner {
     conflicts: AtomicU64,
     /// Users dropped from memory over `max_resident_users`.
     evicted: AtomicU64,
+    /// Users' chain-rules snapshots.
+    snapshots: crate::snapshots::SnapshotStore,
+    snapshot_loads: AtomicU64,
+    snapshot_drops: AtomicU64,
     streams: Mutex<HashMap<String, stream::Stream>>,
     /// Open chain readers per user, bounded by `max_readers_per_user`.
     readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
@@ -164,6 +172,7 @@ impl Ledger {
             },
         )
         .await?;
+        let snapshots = crate::snapshots::SnapshotStore::open(&js, &cfg).await?;
         let current_key = PublicKey(cfg.keys.current.verifying_key()).id();
         let seals = crate::seals::SealStore::new(js.clone(), cfg.replicas);
         seals.ensure().await?;
@@ -189,6 +198,9 @@ impl Ledger {
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(HashMap::new()),
                 evicted: AtomicU64::new(0),
+                snapshots,
+                snapshot_loads: AtomicU64::new(0),
+                snapshot_drops: AtomicU64::new(0),
                 request_key: request_key(&cfg.master_key),
                 known: Mutex::new(std::collections::HashSet::new()),
                 seals,
@@ -214,6 +226,8 @@ impl Ledger {
             stored_seals: c.stored.load(Ordering::Relaxed),
             seal_sizes: std::array::from_fn(|i| c.sizes[i].load(Ordering::Relaxed)),
             evicted_users: self.inner.evicted.load(Ordering::Relaxed),
+            snapshots_loaded: self.inner.snapshot_loads.load(Ordering::Relaxed),
+            snapshots_dropped: self.inner.snapshot_drops.load(Ordering::Relaxed),
         }
     }
 

@@ -35,6 +35,7 @@ mod ledger;
 mod objects;
 pub mod provision;
 pub mod seals;
+mod snapshots;
 
 pub use config::{Keyring, LedgerConfig};
 pub use crypto::SecretKey;

@@ -523,6 +523,91 @@ macro_rules! suite {
                 assert!(small.stats().evicted_users > 0, "nothing was evicted");
             }
 
+            /// A cold user is loaded from its rules snapshot, and a planted snapshot is never
+            /// trusted: a stale one (a valid earlier state) is caught up from the chain, a
+            /// forged one (bytes changed, or another user's) is dropped and the state rebuilt;
+            /// every decision is the chain's.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn planted_snapshots_are_checked_never_trusted() {
+                use mnemo_core::{AccessAction, Capabilities, GrantId};
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.snapshot_every = 4;
+                let a = connect(&server, c.clone()).await;
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let (u, other, reader) = (user("snap"), user("snapother"), user("reader"));
+                let grant = GrantId([9; 16]);
+                let mut m = None;
+                for who in [&u, &other] {
+                    a.create_user(who).await.unwrap();
+                    for i in 0..10 {
+                        m = a.append(who, note(&format!("m{i}"))).await.unwrap().memory;
+                    }
+                    a.append_event(who, EventBody::GrantCreated {
+                        grant,
+                        grantee: reader.clone(),
+                        capabilities: Capabilities { metadata: true, content: true },
+                        conditions: Default::default(),
+                        expires_at: None,
+                    }, None).await.unwrap();
+                }
+                let m = m.unwrap();
+                let kv = js.get_key_value(mnemo_core::names::SNAPSHOTS_BUCKET).await.unwrap();
+                let stored = async |who: &UserId| {
+                    for _ in 0..100 {
+                        if let Some(v) = kv.get(who.as_str()).await.unwrap() {
+                            return v;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    panic!("no snapshot of {who}")
+                };
+                let early = stored(&u).await;
+                let access = |m| EventBody::AccessRecorded {
+                    accessor: reader.clone(),
+                    grant,
+                    action: AccessAction::ReadContent,
+                    memories: vec![m],
+                };
+                let code = |r: Result<Receipt, LedgerError>| match r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(LedgerError::Refused(e)) => e.code().to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+                // The chain moves on: the grant is revoked after the snapshot was taken.
+                for i in 0..5 {
+                    a.append(&u, note(&format!("later{i}"))).await.unwrap();
+                }
+                a.append_event(&u, EventBody::GrantRevoked { grant }, None).await.unwrap();
+                // Stale: the earlier (genuine) snapshot, put back. A cold ledger catches it
+                // up and refuses the access under the revoked grant.
+                kv.put(u.as_str(), early.clone()).await.unwrap();
+                let b = connect(&server, c.clone()).await;
+                assert_eq!(code(b.append_event(&u, access(m), None).await), "bad_grant");
+                assert_eq!((b.stats().snapshots_loaded, b.stats().snapshots_dropped), (1, 0));
+                // Forged: one byte of the state changed (the tag no longer holds), or another
+                // user's genuine snapshot under this user's key. Each is dropped and rebuilt.
+                let mut flipped = early.to_vec();
+                let at = flipped.len() - 10;
+                flipped[at] ^= 1;
+                for planted in [bytes::Bytes::from(flipped), stored(&other).await] {
+                    kv.put(u.as_str(), planted.clone()).await.unwrap();
+                    let fresh = connect(&server, c.clone()).await;
+                    assert_eq!(code(fresh.append_event(&u, access(m), None).await), "bad_grant");
+                    assert_eq!(code(fresh.append_event(&u, EventBody::GrantRevoked { grant }, None).await), "bad_grant");
+                    let now = kv.get(u.as_str()).await.unwrap();
+                    assert_ne!(now, Some(planted), "the planted snapshot was kept");
+                    assert_eq!((fresh.stats().snapshots_loaded, fresh.stats().snapshots_dropped), (0, 1));
+                }
+                // The other user's grant is live: its own snapshot loads and allows.
+                let fresh = connect(&server, c.clone()).await;
+                let om = fresh.events(&other, Seq(11), 1).await.unwrap()[0].event.body.new_memory().unwrap();
+                assert_eq!(code(fresh.append_event(&other, access(om), None).await), "ok");
+                assert_eq!(fresh.stats().snapshots_loaded, 1, "the genuine snapshot was used");
+                a.verify_chain(&u).await.unwrap();
+                a.verify_chain(&other).await.unwrap();
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_full_chain_refuses_writes_instead_of_dropping_events() {
                 let server = NatsServer::start();

@@ -3,7 +3,8 @@
 //! checks it with `mnemo-core`'s `ChainState`, the rule set `mnemo-audit` and the projector
 //! apply, so the ledger never writes an event its own auditor rejects. The state is built
 //! from the chain itself, never from a view: lazily per user on the first such event, then
-//! caught up by reading only the events appended since (docs/decisions/0010).
+//! caught up by reading only the events appended since (docs/decisions/0010). A cold
+//! user starts from its stored snapshot when one holds (`crate::snapshots`).
 
 use super::*;
 
@@ -25,10 +26,32 @@ impl Ledger {
             if fresh || rules.as_ref().is_some_and(|r| r.len() > head.len) {
                 *rules = None;
             }
+            // A cold user: from its snapshot when one holds, else from genesis.
+            let mut from_snapshot = false;
+            if rules.is_none() && !fresh {
+                *rules = self.load_snapshot(user, head).await;
+                from_snapshot = rules.is_some();
+            }
             let state = rules.get_or_insert_with(|| ChainState::new(user.clone()));
+            let start = state.len();
             let caught_up = self.replay_into(user, state, head.len).await?;
             if caught_up.is_ok() && state.len() == head.len && state.head() == head.hash {
+                if state.len() - start >= self.inner.cfg.snapshot_every.max(1) {
+                    // The replay was paid for once: the next cold load starts here.
+                    let (store, user, state) =
+                        (self.inner.snapshots.clone(), user.clone(), state.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = store.store(&user, &state).await {
+                            tracing::warn!(%user, error = %e, "storing a rules snapshot");
+                        }
+                    });
+                }
                 return Ok(());
+            }
+            if from_snapshot {
+                tracing::warn!(%user, "a rules snapshot did not continue into the chain: dropped, rebuilding from genesis");
+                self.inner.snapshot_drops.fetch_add(1, Ordering::Relaxed);
+                let _ = self.inner.snapshots.drop_snapshot(user).await;
             }
             if fresh {
                 *rules = None;
@@ -42,6 +65,42 @@ impl Ledger {
             }
         }
         unreachable!("the second pass returns")
+    }
+
+    /// `user`'s stored rules snapshot, if it is this ledger's, for this user, and its
+    /// head is the chain's event at its seq (then the hash chain fixes everything before
+    /// it). Anything else is dropped and `None` returned: the state is rebuilt. A store
+    /// that does not answer is a cache miss, not a failed write.
+    async fn load_snapshot(&self, user: &UserId, head: &Head) -> Option<ChainState> {
+        let drop_it = async |why: &str| {
+            tracing::warn!(%user, "rules snapshot dropped: {why}");
+            self.inner.snapshot_drops.fetch_add(1, Ordering::Relaxed);
+            let _ = self.inner.snapshots.drop_snapshot(user).await;
+            None
+        };
+        let s = match self.inner.snapshots.load(user).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return None,
+            Ok(Err(crate::snapshots::Unusable::Forged)) => {
+                return drop_it("not this ledger's for this user").await;
+            }
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "reading a rules snapshot");
+                return None;
+            }
+        };
+        if s.len() == 0 || s.len() > head.len {
+            return drop_it("beyond the chain's head").await;
+        }
+        let at = match self.events(user, Seq(s.len()), 1).await {
+            Ok(mut e) if e.len() == 1 => e.remove(0),
+            _ => return None,
+        };
+        if at.hash != s.head() {
+            return drop_it("its head is not the chain's event at its seq").await;
+        }
+        self.inner.snapshot_loads.fetch_add(1, Ordering::Relaxed);
+        Some(s)
     }
 
     /// Checks and applies the chain's events after `state` up to seq `len`. The inner
