@@ -48,9 +48,10 @@ enum Command {
     VerifyReceipt {
         /// The receipt (JSON).
         receipt: PathBuf,
-        /// The custody public key it must be signed by (hex).
-        #[arg(long = "trusted-key")]
-        trusted_key: String,
+        /// A custody public key it may be signed by (hex); repeat it to pin every custody
+        /// key that signs (after a rotation, the new one too; FORMAT.md §7.3).
+        #[arg(long = "trusted-key", required = true)]
+        trusted_key: Vec<String>,
     },
     /// Checks a training-set proof (`GET /v1/models/{id}/training-set/{memory}`): the
     /// memory was, or was not, in the model's training set. With --bundle (the owner's
@@ -546,12 +547,17 @@ fn verify_server(a: VerifyArgs) -> anyhow::Result<bool> {
 }
 
 /// `verify-receipt`: a custody receipt alone, offline.
-fn verify_receipt(path: &Path, key: &str) -> anyhow::Result<bool> {
-    let mut b = [0u8; 32];
-    let key = hex::decode_to_slice(key.trim_start_matches("0x"), &mut b)
-        .ok()
-        .and_then(|()| PublicKey::from_bytes(&b))
-        .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))?;
+fn verify_receipt(path: &Path, keys: &[String]) -> anyhow::Result<bool> {
+    let keys = keys
+        .iter()
+        .map(|key| {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(key.trim_start_matches("0x"), &mut b)
+                .ok()
+                .and_then(|()| PublicKey::from_bytes(&b))
+                .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value = match serde_json::from_slice(&text) {
         Ok(v) => v,
@@ -575,7 +581,24 @@ fn verify_receipt(path: &Path, key: &str) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
-    match receipt.verify(&key) {
+    // It holds under any pinned key; a refusal names the check that failed under the key
+    // it was signed with, when that one is pinned (else: signed by an unpinned key).
+    let mut result = receipt.verify(&keys[0]);
+    for k in &keys[1..] {
+        if result.is_ok() {
+            break;
+        }
+        let r = receipt.verify(k);
+        if r.is_ok()
+            || matches!(
+                result,
+                Err(mnemo_core::receipt::ReceiptError::Signer { .. })
+            )
+        {
+            result = r;
+        }
+    }
+    match result {
         Ok((event, hash)) => {
             out!(
                 "{}",

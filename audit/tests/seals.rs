@@ -187,6 +187,19 @@ async fn seals_are_shared_checked_once_and_every_proof_stands_alone() {
         (1, Some("untrusted_key")),
         "{v}"
     );
+    // Every custody key that signs may be pinned (after a rotation, old and new): the
+    // receipt holds under the set, in either order.
+    for keys in [[&other_key, &key], [&key, &other_key]] {
+        let (code, v, text) = audit(&[
+            "verify-receipt",
+            file.to_str().unwrap(),
+            "--trusted-key",
+            keys[0],
+            "--trusted-key",
+            keys[1],
+        ]);
+        assert_eq!(code, 0, "{v} {text}");
+    }
 
     // 4. A chain written in version 1 moves to version 2, and never back.
     let mut cfg = s.ledger.config().clone();

@@ -6,6 +6,7 @@
 //!   0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z.
 //! - **Text** (kinds, tags, sources, content types, grant condition tags and kinds, and the
 //!   content of a memory whose content type is `text/*`) never contains U+0000.
+//! - **Kinds** (a memory record's, and those a grant's conditions name) are not empty.
 
 use crate::event::{EventBody, GrantConditions};
 use crate::ids::TimestampMs;
@@ -40,6 +41,9 @@ impl GrantConditions {
     pub fn check_values(&self) -> Result<(), &'static str> {
         if !self.tags.iter().chain(&self.kinds).all(|s| text_ok(s)) {
             return Err("a grant condition's tag or kind contains U+0000");
+        }
+        if self.kinds.iter().any(String::is_empty) {
+            return Err("a grant condition names an empty kind");
         }
         time(
             self.from,
@@ -133,6 +137,9 @@ impl MemoryRecord {
         if !texts.into_iter().all(text_ok) {
             return Err("kind, tags, source or content type contain U+0000");
         }
+        if self.kind.is_empty() {
+            return Err("a memory's kind is empty");
+        }
         time(self.captured_at, "`captured_at` is outside the time range")?;
         if let Content::Inline { bytes } = &self.content
             && is_text(&self.content_type)
@@ -184,5 +191,13 @@ mod tests {
         );
         r.captured_at = Some(TimestampMs(i64::MAX));
         assert!(r.check_values().is_err());
+        r.captured_at = None;
+        r.kind = String::new();
+        assert!(r.check_values().is_err(), "an empty kind");
+        let c = GrantConditions {
+            kinds: vec![String::new()],
+            ..Default::default()
+        };
+        assert!(c.check_values().is_err(), "an empty condition kind");
     }
 }

@@ -474,6 +474,38 @@ fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {
         "invalid_value",
         bundle(&replace(5, &custody, g, None, None), &[]),
     ));
+    // invalid_value: a grant whose conditions name an empty kind (§4.5)
+    let mut g = grant(user("bob"));
+    if let EventBody::GrantCreated { conditions, .. } = &mut g {
+        conditions.kinds = vec![String::new()];
+    }
+    out.push((
+        "invalid_value_empty_kind",
+        bundle(&replace(5, &custody, g, None, None), &[]),
+    ));
+    // payload: m1's record, committed to as it is, has an empty kind (§4.5)
+    let mut empty = record("first");
+    empty.kind = String::new();
+    let c = commitment::commit(&SALT1, &empty.canonical_bytes());
+    let mut t = bundle(
+        &replace(
+            3,
+            &custody,
+            EventBody::MemoryIngested {
+                memory: mem(1),
+                capture: None,
+            },
+            Some(c),
+            None,
+        ),
+        &[],
+    );
+    for i in &mut t {
+        if let BundleItem::Payload { record: r, .. } = i {
+            r.kind = String::new();
+        }
+    }
+    out.push(("payload_empty_kind", t));
     // unknown_memory: an erasure of a memory the chain lacks
     out.push((
         "unknown_memory",
@@ -581,6 +613,8 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
         ("bad_genesis", (Some("bad_genesis"), Some(1))),
         ("invalid_transition", (Some("invalid_transition"), Some(5))),
         ("invalid_value", (Some("invalid_value"), Some(5))),
+        ("invalid_value_empty_kind", (Some("invalid_value"), Some(5))),
+        ("payload_empty_kind", (Some("payload"), Some(3))),
         ("unknown_memory", (Some("unknown_memory"), Some(8))),
         ("bad_grant", (Some("bad_grant"), Some(6))),
         ("truncated", (Some("truncated"), Some(8))),

@@ -171,6 +171,7 @@ export class ChainRules {
     if (b.kind === "grant_created" || b.kind === "processing_granted") {
       if (!timeOk(b.expires) || !timeOk(b.cond.from) || !timeOk(b.cond.until)) bad("a time out of range");
       if (![...b.cond.tags, ...b.cond.kinds].every(textOk)) bad("U+0000 in a condition");
+      if (b.cond.kinds.some((k) => k === "")) bad("an empty kind in a condition");
       if (b.kind === "processing_granted" && b.version !== null && !versionOk(b.version)) bad("processor version");
     }
     if ((b.kind === "memory_derived" || b.kind === "model_trained") && !versionOk(b.version)) bad("processor version");
@@ -413,6 +414,14 @@ export function verifyBundle(text: string): Verdict {
           return fail("payload", it.seq, "the record does not encode");
         }
         if (!equal(H(CTX.payload, unhex(it.salt), bytes!), lastEvent!.payload!)) fail("payload", it.seq, "the opening does not open the commitment");
+        // The record's values (§4.5), as mnemo-audit checks them after the commitment.
+        const r = it.record;
+        const texts = [r.kind, r.content_type, ...r.tags, ...(r.source === null ? [] : [r.source])];
+        const isText = r.content_type.split(";")[0].trim().toLowerCase().startsWith("text/");
+        if (
+          r.kind === "" || !texts.every(textOk) || !timeOk(r.captured_at === null ? null : BigInt(r.captured_at)) ||
+          (r.content.storage === "inline" && isText && unhex(r.content.bytes).includes(0))
+        ) fail("payload", it.seq, "the record breaks a value rule (§4.5)");
         opened.add(memoryOf.get(lastEvent!.seq)!);
         payloads++;
       } else if (it.type === "end") {
