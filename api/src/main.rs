@@ -64,6 +64,14 @@ enum Command {
     /// Anchoring on an EVM chain (Oasis Sapphire, Emerald, any EVM chain).
     #[command(subcommand)]
     Anchor(AnchorCmd),
+    /// After restoring the key bucket from a backup: applies again every erasure the chains
+    /// record, so no key an erasure destroyed comes back (docs/OPERATIONS.md). Run it before
+    /// `mnemo serve` takes traffic.
+    ReapplyErasures {
+        /// Only this user (default: every user with a chain).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 /// Logs to stderr, filtered by `MNEMO_LOG`: plain text (colours only on a terminal), or
@@ -112,5 +120,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Anchor(a) => a.run(c).await,
         Command::Projections(p) => p.run(c).await,
+        Command::ReapplyErasures { user } => {
+            let ledger =
+                mnemo_ledger::Ledger::connect(c.connect().await?, c.ledger_config()?).await?;
+            let users = match user {
+                Some(u) => {
+                    vec![mnemo_core::UserId::new(&u).map_err(|e| anyhow::anyhow!("--user: {e}"))?]
+                }
+                None => ledger.chain_users().await?,
+            };
+            let mut keys = 0;
+            for u in &users {
+                keys += ledger.reapply_erasures(u).await?;
+            }
+            println!(
+                "{} chains checked, {keys} keys destroyed again",
+                users.len()
+            );
+            Ok(())
+        }
     }
 }

@@ -608,6 +608,77 @@ macro_rules! suite {
                 a.verify_chain(&other).await.unwrap();
             }
 
+            /// A key bucket restored from a backup taken before erasures brings their keys
+            /// back; applying the chains' erasures again destroys them before anything is
+            /// served: the erased memories stay unreadable, the others stay readable.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_restored_key_bucket_does_not_undo_erasure() {
+                use futures::StreamExt;
+                let server = NatsServer::start();
+                let l = connect(&server, cfg($layout, 1)).await;
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let (one, all) = (user("restoreone"), user("restoreall"));
+                let mut seqs = Vec::new();
+                for u in [&one, &all] {
+                    l.create_user(u).await.unwrap();
+                    for i in 0..3 {
+                        seqs.push((u.clone(), l.append(u, note(&format!("{u} {i}"))).await.unwrap()));
+                    }
+                }
+                // The backup: every entry of the key bucket as it is now.
+                let kv = js.get_key_value(mnemo_core::names::KEYS_BUCKET).await.unwrap();
+                let mut backup = Vec::new();
+                let mut keys = kv.keys().await.unwrap();
+                while let Some(k) = keys.next().await {
+                    let k = k.unwrap();
+                    if let Some(v) = kv.get(&k).await.unwrap() {
+                        backup.push((k, v));
+                    }
+                }
+                assert!(!backup.is_empty());
+                let erased = seqs[1].1.memory.unwrap();
+                l.erase(&one, ErasureTarget::Memory(erased)).await.unwrap();
+                l.erase(&all, ErasureTarget::All).await.unwrap();
+                // What a fresh process can open, per memory.
+                let readable = async |r: &Receipt, u: &UserId| {
+                    let fresh = connect(&server, cfg($layout, 1)).await;
+                    let e = fresh.events(u, r.seq, 1).await.unwrap().remove(0);
+                    match fresh.open_memory(&e).await {
+                        Ok(_) => true,
+                        Err(LedgerError::Erased(_)) => false,
+                        Err(other) => panic!("{other:?}"),
+                    }
+                };
+                let states = async || {
+                    let mut v = Vec::new();
+                    for (u, r) in &seqs {
+                        v.push(readable(r, u).await);
+                    }
+                    v
+                };
+                let after_erasure = vec![true, false, true, false, false, false];
+                assert_eq!(states().await, after_erasure);
+                // The restore brings the destroyed keys back...
+                for (k, v) in &backup {
+                    kv.put(k, v.clone()).await.unwrap();
+                }
+                assert_eq!(states().await, vec![true; 6], "the restore did not bring keys back");
+                // ...and the chains' erasures, applied again, destroy them.
+                let users = l.chain_users().await.unwrap();
+                assert_eq!(users, vec![all.clone(), one.clone()]);
+                let mut destroyed = 0;
+                for u in &users {
+                    destroyed += l.reapply_erasures(u).await.unwrap();
+                }
+                assert!(destroyed > 0);
+                assert_eq!(states().await, after_erasure);
+                // Applied again with nothing come back: nothing to do.
+                for u in &users {
+                    assert_eq!(l.reapply_erasures(u).await.unwrap(), 0);
+                }
+                l.verify_chain(&one).await.unwrap();
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_full_chain_refuses_writes_instead_of_dropping_events() {
                 let server = NatsServer::start();

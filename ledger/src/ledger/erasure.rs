@@ -82,3 +82,92 @@ impl Ledger {
         self.write(user, body, None, None, true, None).await
     }
 }
+
+impl Ledger {
+    /// Applies again every erasure `user`'s chain records (in chain order), destroying any
+    /// key that came back: after a key bucket was restored from a backup older than an
+    /// erasure, the chain (the record of erasures) wins. Keys already destroyed are left
+    /// alone; returns how many keys were destroyed now (0 when nothing came back).
+    pub async fn reapply_erasures(&self, user: &UserId) -> Result<usize> {
+        let mut erasures: Vec<(Seq, Option<Vec<MemoryId>>)> = Vec::new();
+        let mut r = self.read(user, Seq::FIRST).await?;
+        while let Some(e) = r.next().await? {
+            match &e.event.body {
+                EventBody::MemoryErased {
+                    target: ErasureTarget::Memory(m),
+                } => erasures.push((e.event.seq, Some(vec![*m]))),
+                EventBody::MemoryErased {
+                    target: ErasureTarget::All,
+                } => erasures.push((e.event.seq, None)),
+                EventBody::LineageErased {
+                    memory, closure, ..
+                } => {
+                    let mut all = vec![*memory];
+                    all.extend(closure.iter().copied());
+                    erasures.push((e.event.seq, Some(all)));
+                }
+                _ => {}
+            }
+        }
+        drop(r);
+        let mut destroyed = 0;
+        for (seq, target) in erasures {
+            match target {
+                None => destroyed += self.inner.keys.shred_user(user, seq.0).await?,
+                Some(memories) => {
+                    for m in memories {
+                        let stored = self.memory_event(user, &m).await?;
+                        let (generation, _) = parse_sealed(&stored.sealed)?;
+                        if !matches!(
+                            self.inner.keys.memory_key(user, generation, &m).await?,
+                            MemoryKey::Erased
+                        ) {
+                            self.shred_one(user, &m, seq).await?;
+                            destroyed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if destroyed > 0 {
+            tracing::warn!(%user, keys = destroyed, "erasures applied again: keys had come back (a restored key bucket?)");
+        }
+        Ok(destroyed)
+    }
+
+    /// Every user with a chain on this server (for maintenance: one stream listing, or
+    /// one subject listing per shard).
+    pub async fn chain_users(&self) -> Result<Vec<UserId>> {
+        use mnemo_core::names::{CHAIN_STREAM_PREFIX, Layout, chain_subject_user};
+        let mut users = Vec::new();
+        match &self.inner.cfg.layout {
+            Layout::PerUser => {
+                let prefix = format!("{CHAIN_STREAM_PREFIX}-");
+                let mut names = self.inner.js.stream_names();
+                while let Some(n) = names.next().await {
+                    let n = n.map_err(|e| LedgerError::nats("list streams", e))?;
+                    if let Some(u) = n.strip_prefix(&prefix).and_then(|u| UserId::new(u).ok()) {
+                        users.push(u);
+                    }
+                }
+            }
+            Layout::Sharded { .. } => {
+                for (name, subjects) in self.inner.cfg.layout.shared_streams() {
+                    let Some(s) = self.stream(&name).await? else {
+                        continue;
+                    };
+                    let mut listed = s
+                        .info_with_subjects(&subjects)
+                        .await
+                        .map_err(|e| LedgerError::nats("list chains", e))?;
+                    while let Some(item) = listed.next().await {
+                        let (subject, _) = item.map_err(|e| LedgerError::nats("list chains", e))?;
+                        users.extend(chain_subject_user(&subject));
+                    }
+                }
+            }
+        }
+        users.sort();
+        Ok(users)
+    }
+}
