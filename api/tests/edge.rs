@@ -260,6 +260,20 @@ async fn jetstream_captures_get_a_pubak_keep_their_streams_and_land_once() {
     )
     .await;
     assert_eq!(h.ledger.head(&bob).await.unwrap().unwrap().len, 3);
+    // A device that pipelines (8 in flight, on mnemo.capture and on mnemo.ingest) finds
+    // each stream's captures in the chain in counter order.
+    let p = device(&[
+        "pipelined",
+        &url,
+        b_creds.to_str().unwrap(),
+        "bob",
+        &hex::encode([22u8; 32]),
+    ]);
+    for s in ["p1", "p2"] {
+        let got: Vec<u64> = serde_json::from_value(p["order"][s].clone()).unwrap();
+        let inversions = got.windows(2).filter(|w| w[0] > w[1]).count();
+        assert_eq!((got.len(), inversions), (200, 0), "stream {s}: {got:?}");
+    }
 }
 
 /// A TCP relay between the leaf and the hub's leafnode port that can be cut (connections

@@ -97,6 +97,7 @@ pub async fn serve_relay(
     mut sub: async_nats::Subscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
+    let lanes = super::lanes::Lanes::default();
     loop {
         let msg = tokio::select! {
             Some(m) = sub.next() => m,
@@ -108,7 +109,10 @@ pub async fn serve_relay(
             accounts.clone(),
             rejects.clone(),
         );
-        tokio::spawn(async move {
+        // One account's captures are stored in the order they arrived, so the drainer
+        // (which appends in stream order) keeps a pipelining device's order.
+        let lane = msg.subject.to_string();
+        lanes.run(&lane, async move {
             let Some(reply) = msg.reply.clone() else {
                 let p = Problem::bad_request(
                     "a capture without a reply subject is not stored: publish it with JetStream (js.publish), which waits for the PubAck",

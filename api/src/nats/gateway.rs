@@ -107,6 +107,8 @@ pub async fn serve_devices(
     (mut ingest, mut read): (async_nats::Subscriber, async_nats::Subscriber),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
+    // One account's ingests in arrival order (reads, long polls included, in parallel).
+    let lanes = super::lanes::Lanes::default();
     loop {
         let (msg, is_read) = tokio::select! {
             Some(m) = ingest.next() => (m, false),
@@ -120,7 +122,8 @@ pub async fn serve_devices(
             rejects.clone(),
             uploads.clone(),
         );
-        tokio::spawn(async move {
+        let lane = msg.subject.to_string();
+        let job = async move {
             let Some(reply) = msg.reply.clone() else {
                 // Nothing is written, and the refusal is kept where the device reads it.
                 let p = Problem::bad_request(
@@ -151,7 +154,12 @@ pub async fn serve_devices(
             {
                 tracing::warn!(error = %e, "device reply not sent");
             }
-        });
+        };
+        if is_read {
+            tokio::spawn(job);
+        } else {
+            lanes.run(&lane, job);
+        }
     }
 }
 

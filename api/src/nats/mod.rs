@@ -10,6 +10,7 @@
 //!   the NATS services error shape).
 //! - [`capture`]: durable capture on `mnemo.capture` (the relay that answers a JetStream
 //!   publisher with the ingest stream's PubAck, and the drainer into the chains).
+//! - [`lanes`]: one account's messages handled in arrival order.
 //! - [`upload`]: large media sent in chunks on `mnemo.ingest`, one memory at the end.
 //! - [`rejects`]: refused messages that had no reply subject, kept per user.
 //! - [`error`]: the error enum, [`NatsAuthError`].
@@ -22,6 +23,7 @@ pub mod claims;
 pub mod edge;
 pub mod error;
 pub mod gateway;
+pub mod lanes;
 pub mod operator;
 pub mod rejects;
 pub mod upload;

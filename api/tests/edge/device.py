@@ -98,6 +98,33 @@ async def main():
             await js.publish("mnemo.outbox.voice", body, headers={"Nats-Msg-Id": mid})
             acked += 1
         out["acked"] = acked
+    elif mode == "pipelined":
+        # 200 captures with 8 in flight on mnemo.capture (stream p1), and 200 requests with
+        # 8 in flight on mnemo.ingest (stream p2); then the chain's order of each stream.
+        n, window = 200, asyncio.Semaphore(8)
+
+        async def one(send, s, c):
+            async with window:
+                mid, body = dev.capture(f"{s} {c}", s, counter=c, salt=salt_for(seed, s, c))
+                await send(mid, body)
+
+        async def capture(mid, body):
+            await js.publish("mnemo.capture", body, headers={"Nats-Msg-Id": mid})
+
+        async def ingest(mid, body):
+            await nc.request("mnemo.ingest", body, timeout=20, headers={"Nats-Msg-Id": mid})
+
+        await asyncio.gather(*[one(capture, "p1", c) for c in range(1, n + 1)])
+        await asyncio.gather(*[one(ingest, "p2", c) for c in range(1, n + 1)])
+        order = {}
+        for s in ("p1", "p2"):
+            for _ in range(300):
+                m = await nc.request("mnemo.read", json.dumps({"stream": s, "limit": 1000}).encode(), timeout=10)
+                order[s] = [e["capture"]["counter"] for e in json.loads(m.data)["events"]]
+                if len(order[s]) >= n:
+                    break
+                await asyncio.sleep(0.1)
+        out["order"] = order
     elif mode == "other":
         ack = await js.publish("mnemo.capture", b'{"text": "bob, same id"}', headers={"Nats-Msg-Id": "voice-1"})
         out["ack"] = [ack.stream, ack.duplicate]
