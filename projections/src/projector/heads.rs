@@ -29,6 +29,10 @@ pub(crate) async fn heads_bucket(js: &jetstream::Context, replicas: usize) -> Re
     .await?)
 }
 
+/// Users whose last written head revision is remembered (an optimisation: one request
+/// per head instead of two), at most.
+const MAX_CACHED_REVISIONS: usize = 100_000;
+
 /// The KV heads view.
 pub(super) struct KvViews {
     pub(super) heads: kv::Store,
@@ -75,7 +79,14 @@ pub(super) async fn put_head(
     let value: Bytes = serde_json::to_vec(head).expect("serialisable").into();
     // First try on the revision this process wrote last (it is normally the only writer
     // of a view): one request. On a mismatch, read the entry and decide.
-    let known = revisions.lock().expect("lock").get(user).copied();
+    let known = {
+        let mut r = revisions.lock().expect("lock");
+        // A cache with a budget: past it, start over (a miss costs one read of the entry).
+        if r.len() >= MAX_CACHED_REVISIONS {
+            r.clear();
+        }
+        r.get(user).copied()
+    };
     if let Some(rev) = known
         && let Ok(new) = kv.update(user.as_str(), value.clone(), rev).await
     {
