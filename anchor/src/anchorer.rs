@@ -2,7 +2,8 @@
 
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures::StreamExt;
-use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, EpochTree, Hash32, Seq, UserId};
+use mnemo_core::epoch_log::LogAppender;
+use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, Hash32, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,14 @@ pub struct EpochRecord {
     pub prev_root: Hash32,
     /// The anchor, once on chain.
     pub receipt: Option<AnchorReceipt>,
+    /// The order of its leaves (docs/FORMAT.md §7.1): 1, one leaf per user sorted by user
+    /// id (older epochs); 2, the epoch log.
+    #[serde(default = "tree_one")]
+    pub tree: u8,
+}
+
+fn tree_one() -> u8 {
+    1
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,6 +156,8 @@ pub struct Anchorer {
     cfg: AnchorerConfig,
     state: kv::Store,
     epochs: object_store::ObjectStore,
+    /// The epoch log's nodes and users' leaves.
+    log: kv::Store,
     reader: AnchorReader,
     stats: Arc<AnchorStats>,
 }
@@ -190,13 +201,15 @@ impl Anchorer {
             },
         )
         .await?;
+        let log = crate::log::bucket(&js, replicas).await?;
         Ok(Self {
             js,
             chain,
             cfg,
-            reader: AnchorReader::new(state.clone(), epochs.clone()),
+            reader: AnchorReader::new(state.clone(), epochs.clone(), Some(log.clone())),
             state,
             epochs,
+            log,
             stats: Arc::new(AnchorStats::default()),
         })
     }
@@ -259,32 +272,14 @@ impl Anchorer {
         let pending: Option<EpochRecord> = self.reader.get("pending").await?;
         let rec = match pending {
             Some(p) if p.epoch == next => p,
-            _ => {
-                let cps = read_checkpoints(&self.js).await?;
-                if cps.is_empty() {
-                    return Ok(None);
+            _ => match self.append_epoch(next, prev_root).await? {
+                Some(rec) => {
+                    // Stored before submitting: after a crash the same epoch is resumed.
+                    self.put("pending", &rec).await?;
+                    rec
                 }
-                let tree = EpochTree::build(next, cps)
-                    .map_err(|e| AnchorError::Inconsistent(e.to_string()))?;
-                if last.as_ref().is_some_and(|l| l.root == tree.root()) {
-                    return Ok(None);
-                }
-                let leaves = serde_json::to_vec(tree.checkpoints()).expect("serialisable");
-                self.epochs
-                    .put(format!("epoch-{next}").as_str(), &mut leaves.as_slice())
-                    .await
-                    .map_err(AnchorError::nats)?;
-                let rec = EpochRecord {
-                    epoch: next,
-                    root: tree.root(),
-                    leaf_count: tree.leaf_count(),
-                    prev_root,
-                    receipt: None,
-                };
-                // Stored before submitting: after a crash the same epoch is resumed.
-                self.put("pending", &rec).await?;
-                rec
-            }
+                None => return Ok(None),
+            },
         };
         let receipt = self.anchor_on_chain(&rec).await?;
         let done = EpochRecord {
@@ -299,6 +294,79 @@ impl Anchorer {
         self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         tracing::info!(epoch = done.epoch, root = %done.root, users = done.leaf_count, "epoch anchored");
         Ok(Some(done))
+    }
+
+    /// Appends to the epoch log the checkpoint of every user whose chain moved since it
+    /// was last appended (docs/FORMAT.md §7.1, tree 2): O(changed users) read, computed and
+    /// stored. `None` when nothing moved. What is stored, in this order, keeps a crash at
+    /// any point harmless: the new nodes (at indexes past the recorded size), the epoch's
+    /// leaves, the log's new edge, then the users' leaves.
+    async fn append_epoch(&self, next: u64, prev_root: Hash32) -> Result<Option<EpochRecord>> {
+        use crate::log::{Appended, LogState, UserLeaf};
+        let state: Option<LogState> = self.reader.get("log").await?;
+        let (mut log, after, first_epoch) = match &state {
+            Some(s) => (
+                LogAppender::resume(s.size, s.peaks.clone()).ok_or_else(|| {
+                    AnchorError::Inconsistent("the epoch log's edge does not match its size".into())
+                })?,
+                s.heads_seq,
+                s.first_epoch,
+            ),
+            None => (LogAppender::new(), 0, next),
+        };
+        let (changes, heads_seq) = crate::log::changes_since(&self.js, after).await?;
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let first_leaf = log.size();
+        let mut nodes = Vec::new();
+        let mut leaves = Vec::with_capacity(changes.len());
+        for (_, cp) in changes {
+            let leaf = log.size();
+            nodes.extend(log.push(cp.epoch_leaf()));
+            leaves.push(UserLeaf {
+                leaf,
+                epoch: next,
+                checkpoint: cp,
+            });
+        }
+        crate::log::put_nodes(&self.log, nodes).await?;
+        let appended = serde_json::to_vec(&Appended {
+            tree: 2,
+            first_leaf,
+            checkpoints: leaves.iter().map(|l| l.checkpoint.clone()).collect(),
+        })
+        .expect("serialisable");
+        self.epochs
+            .put(format!("epoch-{next}").as_str(), &mut appended.as_slice())
+            .await
+            .map_err(AnchorError::nats)?;
+        self.put(
+            "log",
+            &LogState {
+                size: log.size(),
+                peaks: log.peaks().to_vec(),
+                heads_seq,
+                first_epoch,
+            },
+        )
+        .await?;
+        let appended_count = leaves.len();
+        crate::log::add_user_leaves(&self.log, leaves).await?;
+        tracing::info!(
+            epoch = next,
+            appended = appended_count,
+            leaves = log.size(),
+            "epoch log appended"
+        );
+        Ok(Some(EpochRecord {
+            epoch: next,
+            root: log.root(),
+            leaf_count: log.size(),
+            prev_root,
+            receipt: None,
+            tree: 2,
+        }))
     }
 
     /// Submits `rec` unless the chain already has it (after a crash, or a reorg that kept

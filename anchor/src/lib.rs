@@ -21,6 +21,7 @@
 mod anchorer;
 mod chain;
 mod error;
+mod log;
 mod reader;
 
 pub use anchorer::{AnchorStats, Anchorer, AnchorerConfig, EpochRecord, read_checkpoints};

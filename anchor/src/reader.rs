@@ -18,6 +18,9 @@ const CACHED_TREES: usize = 4;
 pub struct AnchorReader {
     state: kv::Store,
     epochs: object_store::ObjectStore,
+    /// The epoch log (tree-2 epochs), when there is one.
+    log: Option<kv::Store>,
+    /// Tree-1 epochs' trees (each one leaf per user), the most recent few.
     trees: Arc<Mutex<HashMap<u64, Arc<EpochTree>>>>,
 }
 
@@ -30,13 +33,22 @@ impl AnchorReader {
         ) else {
             return Ok(None);
         };
-        Ok(Some(Self::new(state, epochs)))
+        let log = js
+            .get_key_value(mnemo_core::names::EPOCH_LOG_BUCKET)
+            .await
+            .ok();
+        Ok(Some(Self::new(state, epochs, log)))
     }
 
-    pub(crate) fn new(state: kv::Store, epochs: object_store::ObjectStore) -> Self {
+    pub(crate) fn new(
+        state: kv::Store,
+        epochs: object_store::ObjectStore,
+        log: Option<kv::Store>,
+    ) -> Self {
         Self {
             state,
             epochs,
+            log,
             trees: Arc::default(),
         }
     }
@@ -100,19 +112,87 @@ impl AnchorReader {
         Ok(Some(tree))
     }
 
-    /// The proof that `user`'s checkpoint is in `epoch` (from the stored leaves).
+    /// The proof that `user`'s checkpoint is in `epoch`: in a tree-2 epoch, of the user's
+    /// newest leaf the epoch holds, from O(log leaves) stored nodes; in a tree-1 epoch,
+    /// from the epoch's stored leaves.
     pub async fn epoch_proof(&self, epoch: u64, user: &UserId) -> Result<Option<EpochProof>> {
-        Ok(self.tree(epoch).await?.and_then(|t| t.proof(user)))
+        let Some(rec) = self.epoch(epoch).await? else {
+            return Ok(None);
+        };
+        self.proof_in(&rec, user, None).await
     }
 
-    /// Every anchored epoch that holds a checkpoint of `user`: its proof and receipt,
-    /// oldest first.
+    async fn proof_in(
+        &self,
+        rec: &EpochRecord,
+        user: &UserId,
+        leaves: Option<&[crate::log::UserLeaf]>,
+    ) -> Result<Option<EpochProof>> {
+        if rec.tree < 2 {
+            return Ok(self.tree(rec.epoch).await?.and_then(|t| t.proof(user)));
+        }
+        let Some(log) = &self.log else {
+            return Err(AnchorError::Inconsistent(
+                "a tree-2 epoch without the epoch log".into(),
+            ));
+        };
+        let owned;
+        let leaves = match leaves {
+            Some(l) => l,
+            None => {
+                owned = crate::log::user_leaves(log, user).await?;
+                &owned
+            }
+        };
+        match leaves.iter().rev().find(|l| l.leaf < rec.leaf_count) {
+            Some(l) => crate::log::proof(log, rec.epoch, rec.root, rec.leaf_count, l).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The anchored epochs that hold a checkpoint of `user`, each with its proof and
+    /// receipt, oldest first: the epoch that appended each of the user's kept leaves
+    /// (tree 2: O(the user's leaves · log leaves) reads, whatever the server's age), and
+    /// the tree-1 epochs from before the log, if any.
     pub async fn anchors_for(&self, user: &UserId) -> Result<Vec<(EpochProof, AnchorReceipt)>> {
         let mut out = Vec::new();
-        for rec in self.epochs().await? {
-            let Some(receipt) = rec.receipt else { continue };
-            if let Some(p) = self.epoch_proof(rec.epoch, user).await? {
+        let state: Option<crate::log::LogState> = self.get("log").await?;
+        let legacy_until = state.as_ref().map(|s| s.first_epoch);
+        // Tree-1 epochs (before the log): a fixed number, which does not grow.
+        let legacy = match legacy_until {
+            Some(first) => {
+                let mut v = Vec::new();
+                for e in 1..first {
+                    v.extend(self.epoch(e).await?);
+                }
+                v
+            }
+            None => self.epochs().await?,
+        };
+        for rec in legacy.into_iter().filter(|r| r.tree < 2) {
+            let Some(receipt) = rec.receipt.clone() else {
+                continue;
+            };
+            if let Some(p) = self.proof_in(&rec, user, None).await? {
                 out.push((p, receipt));
+            }
+        }
+        if let (Some(_), Some(log)) = (legacy_until, &self.log) {
+            let leaves = crate::log::user_leaves(log, user).await?;
+            let mut seen = std::collections::HashSet::new();
+            for l in &leaves {
+                if !seen.insert(l.epoch) {
+                    continue;
+                }
+                let Some(rec) = self.epoch(l.epoch).await? else {
+                    continue;
+                };
+                let Some(receipt) = rec.receipt.clone() else {
+                    continue;
+                };
+                if let Some(p) = self.proof_in(&rec, user, Some(&leaves)).await? {
+                    out.push((p, receipt));
+                }
             }
         }
         Ok(out)

@@ -13,6 +13,7 @@
 //! - [`seal`]: one custody signature over a batch of events (format version 2).
 //! - [`receipt`]: a custody receipt, an acknowledged event with its seal, verifiable alone.
 //! - [`checkpoint`]: per-user checkpoints and the epoch tree over all users.
+//! - [`epoch_log`]: the epoch log (epoch tree version 2): checkpoints appended, never moved.
 //! - [`bundle`]: self-contained proof bundles for one memory.
 //! - [`chain_state`]: a chain's state between events ([`ChainState`]) and the rules that
 //!   move it, resumable from a checkpoint; the one place that decides what may extend a chain.
@@ -41,6 +42,7 @@ pub mod checkpoint;
 pub mod commitment;
 pub mod custody;
 mod encoding;
+pub mod epoch_log;
 pub mod error;
 pub mod event;
 pub mod grant;

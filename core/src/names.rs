@@ -38,6 +38,9 @@ pub const SNAPSHOTS_BUCKET: &str = "mnemo-snapshots";
 pub const SESSIONS_BUCKET: &str = "mnemo-sessions";
 /// KV bucket of the anchor service's state (lease, last epoch).
 pub const ANCHOR_STATE_BUCKET: &str = "mnemo-anchor";
+/// KV bucket of the epoch log (docs/FORMAT.md §7.1, tree 2): its complete nodes
+/// (`n.<level>.<index>`) and each user's latest leaves (`u.<user>`).
+pub const EPOCH_LOG_BUCKET: &str = "mnemo-epoch-log";
 /// Object store of epoch records (every checkpoint of an epoch, with its proofs).
 pub const EPOCHS_BUCKET: &str = "mnemo-epochs";
 /// Stream of anchor records, one subject per epoch.
