@@ -1,9 +1,10 @@
 //! The epoch log's storage (docs/FORMAT.md §7.1, tree 2; `mnemo_core::epoch_log`): the
-//! log's complete nodes and each user's latest leaves in the `mnemo-epoch-log` bucket, and
+//! log's complete nodes (`n.<level>.<index>`) and each user's leaves (`u.<user>`: their
+//! number, `u.<user>.<k>`: the k-th) in the `mnemo-epoch-log` bucket, and
 //! the log's right edge in the anchor's state. An epoch writes O(changed users) entries;
 //! a proof reads O(log leaves) of them, with direct gets, whatever the server's age.
 
-use async_nats::jetstream::{self, consumer, kv};
+use async_nats::jetstream::{self, kv};
 use futures::{StreamExt, TryStreamExt};
 use mnemo_core::epoch_log::{self, NodeId};
 use mnemo_core::{Checkpoint, EpochProof, Hash32, Seq, UserId, names};
@@ -12,8 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{AnchorError, Result};
 
-/// A user's leaves kept for proofs: the newest this many (an older checkpoint's events
-/// are covered by a newer checkpoint's anchor as well).
+/// The anchors of a user's newest leaves listed for exports: this many (an older
+/// checkpoint's events are covered by a newer checkpoint's anchor as well). Every leaf is
+/// kept, and any epoch's proof can be made.
 pub(crate) const LEAVES_PER_USER: usize = 16;
 
 /// Where the log stands (the anchor state's `log` record).
@@ -114,33 +116,81 @@ pub(crate) async fn get_nodes(kv: &kv::Store, ids: &[NodeId]) -> Result<HashMap<
         .collect()
 }
 
-/// A user's kept leaves, oldest first.
-pub(crate) async fn user_leaves(kv: &kv::Store, user: &UserId) -> Result<Vec<UserLeaf>> {
+fn leaf_key(user: &UserId, k: u64) -> String {
+    format!("u.{user}.{k}")
+}
+
+/// How many leaves `user` has.
+async fn leaf_count(kv: &kv::Store, user: &UserId) -> Result<u64> {
     match kv.get(user_key(user)).await.map_err(AnchorError::nats)? {
-        None => Ok(Vec::new()),
-        Some(v) => serde_json::from_slice(&v)
-            .map_err(|e| AnchorError::Inconsistent(format!("leaves of {user}: {e}"))),
+        None => Ok(0),
+        Some(v) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| AnchorError::Inconsistent(format!("leaf count of {user}"))),
     }
 }
 
-/// Records new leaves of users, 64 users at a time.
+/// `user`'s `k`-th leaf (from 0).
+async fn leaf_at(kv: &kv::Store, user: &UserId, k: u64) -> Result<UserLeaf> {
+    let v = kv
+        .get(leaf_key(user, k))
+        .await
+        .map_err(AnchorError::nats)?
+        .ok_or_else(|| AnchorError::Inconsistent(format!("leaf {k} of {user} is missing")))?;
+    serde_json::from_slice(&v)
+        .map_err(|e| AnchorError::Inconsistent(format!("leaf {k} of {user}: {e}")))
+}
+
+/// `user`'s newest leaves, at most [`LEAVES_PER_USER`], oldest first.
+pub(crate) async fn user_leaves(kv: &kv::Store, user: &UserId) -> Result<Vec<UserLeaf>> {
+    let n = leaf_count(kv, user).await?;
+    let mut out = Vec::new();
+    for k in n.saturating_sub(LEAVES_PER_USER as u64)..n {
+        out.push(leaf_at(kv, user, k).await?);
+    }
+    Ok(out)
+}
+
+/// `user`'s newest leaf in a log of `size` leaves: a binary search over the user's leaves
+/// (O(log of them) reads).
+pub(crate) async fn leaf_in(kv: &kv::Store, user: &UserId, size: u64) -> Result<Option<UserLeaf>> {
+    let n = leaf_count(kv, user).await?;
+    let (mut lo, mut hi) = (0u64, n);
+    let mut found = None;
+    // The largest k with leaf_k.leaf < size (leaves grow with k).
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let l = leaf_at(kv, user, mid).await?;
+        if l.leaf < size {
+            found = Some(l);
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(found)
+}
+
+/// Records new leaves of users (each user's next `k`), 64 users at a time. A leaf already
+/// recorded (a retried epoch) is not recorded twice.
 pub(crate) async fn add_user_leaves(kv: &kv::Store, leaves: Vec<UserLeaf>) -> Result<()> {
     futures::stream::iter(leaves)
         .map(|l| async move {
             let user = l.checkpoint.user.clone();
-            let mut all = user_leaves(kv, &user).await?;
-            if all.iter().any(|x| x.leaf == l.leaf) {
+            let n = leaf_count(kv, &user).await?;
+            if n > 0 && leaf_at(kv, &user, n - 1).await?.leaf >= l.leaf {
                 return Ok(());
             }
-            all.push(l);
-            let keep = all.len().saturating_sub(LEAVES_PER_USER);
-            all.drain(..keep);
             kv.put(
-                user_key(&user),
-                serde_json::to_vec(&all).expect("serialisable").into(),
+                leaf_key(&user, n),
+                serde_json::to_vec(&l).expect("serialisable").into(),
             )
             .await
             .map_err(AnchorError::nats)?;
+            kv.put(user_key(&user), (n + 1).to_string().into())
+                .await
+                .map_err(AnchorError::nats)?;
             Ok::<_, AnchorError>(())
         })
         .buffer_unordered(64)
@@ -179,51 +229,51 @@ struct Head {
 }
 
 /// The users whose head moved after stream sequence `after` of `mnemo-heads` (0: every
-/// user), each with its latest checkpoint, and the last sequence read. O(updates since).
+/// user), each with its latest checkpoint, and the last sequence read. O(updates since),
+/// read with direct gets by sequence, 64 at a time: no consumer. (A superseded update is
+/// gone from the bucket's stream, history 1, and skipped.)
 pub(crate) async fn changes_since(
     js: &jetstream::Context,
     after: u64,
 ) -> Result<(BTreeMap<UserId, Checkpoint>, u64)> {
     let mut out = BTreeMap::new();
-    let s = match js.get_stream(names::kv_stream(names::HEADS_BUCKET)).await {
+    let mut s = match js.get_stream(names::kv_stream(names::HEADS_BUCKET)).await {
         Ok(s) => s,
         Err(_) => return Ok((out, after)),
     };
-    let deliver_policy = if after == 0 {
-        consumer::DeliverPolicy::LastPerSubject
-    } else {
-        consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: after + 1,
-        }
-    };
-    let c = s
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: format!("$KV.{}.>", names::HEADS_BUCKET),
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(AnchorError::nats)?;
-    let pending = c.cached_info().num_pending;
-    let mut last = after;
-    if pending == 0 {
-        return Ok((out, last));
+    let state = s.info().await.map_err(AnchorError::nats)?.state.clone();
+    let (from, last) = (
+        after.max(state.first_sequence.saturating_sub(1)) + 1,
+        state.last_sequence,
+    );
+    if last < from {
+        return Ok((out, after.max(last)));
     }
-    let mut msgs = c.messages().await.map_err(AnchorError::nats)?;
-    for _ in 0..pending {
-        let Some(m) = msgs.next().await else { break };
-        let m = m.map_err(AnchorError::nats)?;
-        if let Ok(info) = m.info() {
-            last = last.max(info.stream_sequence);
-        }
-        let Some(user) = m
-            .subject
-            .strip_prefix(&format!("$KV.{}.", names::HEADS_BUCKET))
+    let prefix = format!("$KV.{}.", names::HEADS_BUCKET);
+    let got: Vec<Option<(String, bytes::Bytes)>> = futures::stream::iter(from..=last)
+        .map(|seq| {
+            let s = s.clone();
+            async move {
+                match s.direct_get(seq).await {
+                    Ok(m) => Ok(Some((m.subject.to_string(), m.payload))),
+                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+                        Ok(None)
+                    }
+                    Err(e) => Err(AnchorError::nats(e)),
+                }
+            }
+        })
+        .buffered(64)
+        .try_collect()
+        .await?;
+    for (subject, payload) in got.into_iter().flatten() {
+        let Some(user) = subject
+            .strip_prefix(&prefix)
             .and_then(|u| UserId::new(u).ok())
         else {
             continue;
         };
-        if let Ok(h) = serde_json::from_slice::<Head>(&m.payload) {
+        if let Ok(h) = serde_json::from_slice::<Head>(&payload) {
             out.insert(
                 user.clone(),
                 Checkpoint {

@@ -136,16 +136,16 @@ impl AnchorReader {
                 "a tree-2 epoch without the epoch log".into(),
             ));
         };
-        let owned;
-        let leaves = match leaves {
-            Some(l) => l,
-            None => {
-                owned = crate::log::user_leaves(log, user).await?;
-                &owned
-            }
+        // The user's newest leaf the epoch holds: among the leaves at hand, else by a
+        // binary search over all of the user's leaves.
+        let at_hand =
+            leaves.and_then(|ls| ls.iter().rev().find(|l| l.leaf < rec.leaf_count).cloned());
+        let leaf = match at_hand {
+            Some(l) => Some(l),
+            None => crate::log::leaf_in(log, user, rec.leaf_count).await?,
         };
-        match leaves.iter().rev().find(|l| l.leaf < rec.leaf_count) {
-            Some(l) => crate::log::proof(log, rec.epoch, rec.root, rec.leaf_count, l).await,
+        match leaf {
+            Some(l) => crate::log::proof(log, rec.epoch, rec.root, rec.leaf_count, &l).await,
             None => Ok(None),
         }
     }

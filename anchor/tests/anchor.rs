@@ -348,3 +348,115 @@ async fn an_unfunded_anchor_account_is_a_loud_error_and_a_metric_and_nothing_is_
         .await
         .unwrap();
 }
+
+/// A server 1,000 epochs old: each epoch's log grew by the one user whose head moved;
+/// 16 concurrent proofs (of one user's leaves in random epochs, and a busy user's whole
+/// anchor list) read O(log leaves) nodes each and open no consumer: the server's consumer
+/// count stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_in_a_thousand_epochs_open_no_consumer() {
+    use futures::StreamExt;
+    const EPOCHS: u64 = 1000;
+    let s = Stack::builder()
+        .layout(Layout::Sharded { shards: 4 })
+        .without_projector()
+        .anvil()
+        .start()
+        .await;
+    let a = anchorer(&s, "a").await;
+    let heads =
+        s.js.create_key_value(async_nats::jetstream::kv::Config {
+            bucket: mnemo_core::names::HEADS_BUCKET.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Heads written as the projector writes them (the anchorer reads only these).
+    let head = |seq: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "seq": seq,
+            "hash": Hash32([seq as u8; 32]),
+            "root": Hash32([(seq >> 8) as u8; 32]),
+        }))
+        .unwrap()
+    };
+    for u in 0..8 {
+        heads.put(format!("u{u}"), head(1).into()).await.unwrap();
+    }
+    for e in 1..=EPOCHS {
+        if e > 1 {
+            heads
+                .put(format!("u{}", e % 8), head(e).into())
+                .await
+                .unwrap();
+        }
+        let rec = a.run_epoch().await.unwrap().expect("a head moved");
+        assert_eq!(rec.epoch, e);
+    }
+    let last = a.last().await.unwrap().unwrap();
+    assert_eq!(last.leaf_count, 8 + EPOCHS - 1, "one leaf per change");
+    let reader = mnemo_anchor::AnchorReader::open(&s.js)
+        .await
+        .unwrap()
+        .unwrap();
+    let before = s.js.query_account().await.unwrap().consumers;
+    assert!(
+        before <= 2,
+        "{before} consumers after {EPOCHS} epochs: one per epoch?"
+    );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let js = s.js.clone();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            if let Ok(a) = js.query_account().await {
+                peak = peak.max(a.consumers);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                _ = stopped.changed() => return peak,
+            }
+        }
+    });
+    let asks: Vec<(u64, UserId)> = (0..16u64)
+        .map(|i| {
+            (
+                1 + (i * 397) % EPOCHS,
+                UserId::new(format!("u{}", i % 8)).unwrap(),
+            )
+        })
+        .collect();
+    let proofs: Vec<_> = futures::stream::iter(asks)
+        .map(|(e, u)| {
+            let r = reader.clone();
+            async move {
+                (
+                    e,
+                    r.epoch_proof(e, &u).await.unwrap(),
+                    r.anchors_for(&u).await.unwrap(),
+                )
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    stop.send(true).unwrap();
+    let peak = sampler.await.unwrap();
+    for (e, p, anchors) in &proofs {
+        let p = p.as_ref().expect("every user is in every epoch");
+        p.verify().unwrap();
+        assert_eq!(p.epoch, *e);
+        // O(log leaves) nodes: the path of a tree of at most 1,007 leaves.
+        assert!(p.inclusion.path.len() <= 11, "{}", p.inclusion.path.len());
+        assert!(!anchors.is_empty() && anchors.len() <= 16);
+        for (ap, r) in anchors {
+            ap.verify().unwrap();
+            assert_eq!((r.root, r.epoch), (ap.root, ap.epoch));
+        }
+    }
+    println!(
+        "consumers: {before} before, {peak} at the peak of 16 concurrent proofs in {EPOCHS} epochs"
+    );
+    assert_eq!(peak.max(before), before, "proofs opened consumers");
+}
