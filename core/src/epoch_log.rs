@@ -38,7 +38,7 @@ pub fn peak_nodes(size: u64) -> Vec<NodeId> {
 /// largest power of two below `hi - lo`), from complete nodes.
 fn range_hash(lo: u64, hi: u64, node: &impl Fn(NodeId) -> Option<Hash32>) -> Option<Hash32> {
     let n = hi - lo;
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return node((n.trailing_zeros() as u8, lo / n));
     }
     let k = split(n);
@@ -56,7 +56,7 @@ fn split(n: u64) -> u64 {
 /// The complete nodes a range hash reads.
 fn range_nodes(lo: u64, hi: u64, out: &mut Vec<NodeId>) {
     let n = hi - lo;
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         out.push((n.trailing_zeros() as u8, lo / n));
         return;
     }

@@ -61,10 +61,17 @@ fn epoch_log_vectors() {
     }))
     .unwrap()
         + "\n";
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/epoch-log-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/epoch-log-vectors.json"
+    );
     if std::env::var_os("MNEMO_WRITE_VECTORS").is_some() {
         std::fs::write(path, &text).unwrap();
     }
-    let stored = std::fs::read_to_string(path).expect("testdata/epoch-log-vectors.json: regenerate");
-    assert_eq!(stored, text, "testdata/epoch-log-vectors.json is stale: regenerate it");
+    let stored =
+        std::fs::read_to_string(path).expect("testdata/epoch-log-vectors.json: regenerate");
+    assert_eq!(
+        stored, text,
+        "testdata/epoch-log-vectors.json is stale: regenerate it"
+    );
 }

@@ -106,7 +106,7 @@ pub async fn serve(
             };
             // Answered only inside the processor's own inbox (core::replies), whatever the
             // token says: a reply elsewhere is refused before any work is done.
-            let name = msg.subject.as_str().rsplitn(3, '.').nth(1).unwrap_or("");
+            let name = msg.subject.as_str().rsplit('.').nth(1).unwrap_or("");
             if let Err(e) = check_reply(Requester::Processor(name), &reply) {
                 tracing::warn!(subject = %msg.subject, error = %e, "processor request refused: its reply subject is not the processor's inbox");
                 return;

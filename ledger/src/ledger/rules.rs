@@ -89,7 +89,7 @@ impl Ledger {
                 return None;
             }
         };
-        if s.len() == 0 || s.len() > head.len {
+        if s.is_empty() || s.len() > head.len {
             return drop_it("beyond the chain's head").await;
         }
         let at = match self.events(user, Seq(s.len()), 1).await {
