@@ -48,9 +48,22 @@ pub async fn write_bundle<W: AsyncWrite + Unpin>(
     now: TimestampMs,
     w: &mut W,
 ) -> Result<ExportStats, ExportError> {
+    // Fails with UnknownUser (or TooManyReads) before anything is written.
+    let reader = ledger.read(user, Seq::FIRST).await?;
+    write_bundle_from(ledger, reader, anchors, user, now, w).await
+}
+
+/// [`write_bundle`] from a reader of `user`'s chain opened at its first event (so that a
+/// caller can refuse before it answers, when no reader can be opened).
+pub async fn write_bundle_from<W: AsyncWrite + Unpin>(
+    ledger: &Ledger,
+    mut reader: mnemo_ledger::ChainReader,
+    anchors: Option<&AnchorReader>,
+    user: &UserId,
+    now: TimestampMs,
+    w: &mut W,
+) -> Result<ExportStats, ExportError> {
     let mut stats = ExportStats::default();
-    // Fails with UnknownUser before anything is written.
-    let mut reader = ledger.read(user, Seq::FIRST).await?;
     line(
         w,
         &BundleItem::Header {

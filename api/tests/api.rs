@@ -1295,11 +1295,18 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
         s.ledger.follow(&a, mnemo_core::Seq(1)).await,
         Err(mnemo_ledger::LedgerError::TooManyReads(_))
     ));
+    // Pages of known seqs are direct gets and take no reader: still served. A whole-chain
+    // export takes one, and is refused before it starts (429 with Retry-After), never
+    // cut short.
     let r = s.get("/v1/chain", &alice).await;
+    r.assert_status(StatusCode::OK);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), end as usize);
+    let r = s.get("/v1/export", &alice).await;
     r.assert_status(StatusCode::TOO_MANY_REQUESTS);
     assert!(r.problem);
+    assert_eq!(r.headers[axum::http::header::RETRY_AFTER], "1");
     open.pop();
-    s.get("/v1/chain", &alice)
+    s.get("/v1/export", &alice)
         .await
         .assert_status(StatusCode::OK);
     drop(open);

@@ -21,12 +21,16 @@ async fn export(State(api): State<S>, caller: Caller) -> ApiResult<Response> {
     if api.ledger.head(&user).await?.is_none() {
         return Err(Problem::not_found(format!("no user {user}")));
     }
+    // The chain's reader is opened before the answer starts: no reader to be had (the
+    // user's reads are all taken) is a 429 now, not a cut-short 200.
+    let reader = api.ledger.read(&user, mnemo_core::Seq::FIRST).await?;
     let (mut w, r) = tokio::io::duplex(1 << 16);
     let anchors = api.anchors().await?;
     let api2 = api.clone();
     let writer = tokio::spawn(async move {
-        let res = crate::export::write_bundle(
+        let res = crate::export::write_bundle_from(
             &api2.ledger,
+            reader,
             anchors.as_ref(),
             &user,
             TimestampMs(crate::clock::now_ms()),
