@@ -459,4 +459,44 @@ async fn proofs_in_a_thousand_epochs_open_no_consumer() {
         "consumers: {before} before, {peak} at the peak of 16 concurrent proofs in {EPOCHS} epochs"
     );
     assert_eq!(peak.max(before), before, "proofs opened consumers");
+
+    // What an epoch stores per changed user: 2,000 heads move, one epoch appends them.
+    let stored = async || {
+        let mut out = [0u64; 2];
+        for (i, name) in [
+            mnemo_core::names::kv_stream(mnemo_core::names::EPOCH_LOG_BUCKET),
+            mnemo_core::names::object_stream(mnemo_core::names::EPOCHS_BUCKET),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut st = s.js.get_stream(name).await.unwrap();
+            out[i] = st.info().await.unwrap().state.bytes;
+        }
+        out
+    };
+    let bytes_before = stored().await;
+    for u in 0..2000 {
+        heads.put(format!("m{u}"), head(7).into()).await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    let rec = a.run_epoch().await.unwrap().unwrap();
+    let took = t.elapsed();
+    let after = stored().await;
+    let (log, obj) = (
+        (after[0] - bytes_before[0]) / 2000,
+        (after[1] - bytes_before[1]) / 2000,
+    );
+    println!(
+        "epoch {}: 2,000 changed users appended in {took:?} (debug build, with the anchor transaction), {} bytes stored per changed user ({log} in the log's nodes and leaves, {obj} in the epoch's object), {} leaves",
+        rec.epoch,
+        log + obj,
+        rec.leaf_count
+    );
+    let p = a
+        .epoch_proof(rec.epoch, &UserId::new("m1999").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    p.verify().unwrap();
 }
