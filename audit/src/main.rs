@@ -58,8 +58,11 @@ enum Command {
     /// custody bundle), the model's commitment and the memory's event come from the
     /// verified chain. Exit 0 when the proof holds (either way), 1 when it is refused.
     TrainingProof {
-        /// The proof (the endpoint's JSON answer).
+        /// The proof: the endpoint's JSON answer, or the bare §15.4 object.
         proof: PathBuf,
+        /// The model the proof is about (32 hex), for a bare proof checked with --bundle.
+        #[arg(long)]
+        model: Option<String>,
         /// The owner's custody bundle.
         #[arg(long)]
         bundle: Option<PathBuf>,
@@ -249,18 +252,30 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => verify_receipt(&receipt, &trusted_key),
         Command::TrainingProof {
             proof,
+            model,
             bundle,
             pins,
         } => {
             let text =
                 std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
-            let answer: mnemo_audit::training::TrainingAnswer = match serde_json::from_slice(&text)
+            let model = model
+                .map(|m| {
+                    mnemo_core::ModelId::from_hex(&m)
+                        .map_err(|_| anyhow::anyhow!("--model must be 32 hex characters"))
+                })
+                .transpose()?;
+            if bundle.is_some()
+                && model.is_none()
+                && serde_json::from_slice::<mnemo_audit::training::TrainingAnswer>(&text).is_err()
             {
+                anyhow::bail!("a bare training-set proof checked with --bundle needs --model <id>");
+            }
+            let answer = match mnemo_audit::training::read_training_file(&text, model) {
                 Ok(a) => a,
-                Err(e) => {
+                Err(r) => {
                     out!(
                         "{}",
-                        serde_json::json!({ "valid": false, "code": "structure", "message": format!("not a training-set proof: {e}") })
+                        serde_json::json!({ "valid": false, "code": r.code, "message": r.message })
                     );
                     return Ok(false);
                 }

@@ -97,6 +97,10 @@ where
                     format!("the bundle records no model {}", answer.model),
                 )
             })?;
+            // The proof's own checks first (§15.4), then the member against the chain.
+            let included = p
+                .verify(&root, count)
+                .map_err(|e| refuse(e.code(), e.to_string()))?;
             if member != Some(p.member.event_hash) {
                 return Err(refuse(
                     "mismatch",
@@ -106,10 +110,38 @@ where
                     ),
                 ));
             }
-            (root, count, "bundle")
+            return Ok(TrainingVerdict {
+                included,
+                trust: "bundle",
+            });
         }
     };
     p.verify(&root, count)
         .map(|included| TrainingVerdict { included, trust })
         .map_err(|e| refuse(e.code(), e.to_string()))
+}
+
+/// Reads a training-set proof file (docs/FORMAT.md §15.4): the endpoint's answer
+/// `{"user", "model", "proof"}`, or the bare proof object, then named by `model` (needed
+/// with a bundle, which must hold that model).
+pub fn read_training_file(
+    text: &[u8],
+    model: Option<ModelId>,
+) -> Result<TrainingAnswer, TrainingRefusal> {
+    if let Ok(a) = serde_json::from_slice::<TrainingAnswer>(text) {
+        if model.is_some_and(|m| m != a.model) {
+            return Err(refuse(
+                "mismatch",
+                "--model names another model than the file",
+            ));
+        }
+        return Ok(a);
+    }
+    let proof: TrainingSetProof = serde_json::from_slice(text)
+        .map_err(|e| refuse("structure", format!("not a training-set proof: {e}")))?;
+    Ok(TrainingAnswer {
+        user: mnemo_core::UserId::new("unknown").expect("a valid id"),
+        model: model.unwrap_or(ModelId([0; 16])),
+        proof,
+    })
 }

@@ -98,6 +98,22 @@ fn training_proofs_are_checked_alone_and_against_the_bundle() {
     let other = write("other.json", &other);
     let (code, out) = run(&[&other, b, &bundle]);
     assert_eq!((code, &out["code"]), (1, &json!("mismatch")), "{out}");
+    // The bare §15.4 object is a proof file too: alone, and with --bundle and --model.
+    let bare = dir.path().join("bare.json");
+    std::fs::write(&bare, t["included"].to_string()).unwrap();
+    let (code, out) = run(&[&bare]);
+    assert_eq!((code, &out["included"]), (0, &json!(true)), "{out}");
+    let m = std::path::PathBuf::from(model.as_str().unwrap());
+    let (code, out) = run(&[&bare, b, &bundle, std::path::Path::new("--model"), &m]);
+    assert_eq!((code, &out["trust"]), (0, &json!("bundle")), "{out}");
+    // The order of the checks: the proof's own first (a proof whose path does not lead to
+    // the model's root is root_mismatch), then the member against the chain (mismatch).
+    let mut bad_path = t["included"].clone();
+    bad_path["proof"]["path"][0] = json!("11".repeat(32));
+    bad_path["member"]["event_hash"] = json!("22".repeat(32));
+    let bad_path = write("bad_path.json", &bad_path);
+    let (code, out) = run(&[&bad_path, b, &bundle]);
+    assert_eq!((code, &out["code"]), (1, &json!("root_mismatch")), "{out}");
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "{\"not\": \"a proof\"}").unwrap();
     let (code, out) = run(&[&junk]);
