@@ -529,7 +529,13 @@ where
 /// Reads a proof bundle (docs/FORMAT.md §7.3: one JSON object, the body of the API's
 /// `GET /v1/memories/{id}/proof`).
 pub fn read_proof(text: &[u8]) -> Result<ProofBundle, serde_json::Error> {
-    serde_json::from_slice(text)
+    use serde::de::Error;
+    // The event's members are checked as a closed grammar first (FORMAT.md §13.1).
+    let v: serde_json::Value = serde_json::from_slice(text)?;
+    if let Some(e) = v.get("event") {
+        check_event_json(e).map_err(serde_json::Error::custom)?;
+    }
+    serde_json::from_value(v)
 }
 
 /// Verifies a single proof bundle: signatures, inclusion, epoch, receipt, and the pins of
@@ -589,4 +595,44 @@ pub fn proof_trust(level: ProofLevel, policy: &AuditPolicy) -> &'static str {
         _ if !policy.trusted_keys.is_empty() => "pinned-key",
         _ => "self-asserted",
     }
+}
+
+/// The members an event's JSON (docs/FORMAT.md §10) may have, beside exactly one of
+/// `signature` (version 1) and `seal` (version 2).
+const EVENT_MEMBERS: &[&str] = &[
+    "user",
+    "seq",
+    "prev",
+    "timestamp",
+    "kind",
+    "body",
+    "payload",
+    "origin",
+    "signer",
+    "version",
+];
+
+/// The closed grammar of an event's JSON (§13.1 applied to §10): no member but those of
+/// §10, and the custody member of its version (`signature` for 1, `seal` for 2), never
+/// both. What `serde` does not check, because the event's parts are flattened.
+pub fn check_event_json(v: &serde_json::Value) -> Result<(), String> {
+    let obj = v.as_object().ok_or("an event is a JSON object")?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !EVENT_MEMBERS.contains(&k.as_str()) && *k != "signature" && *k != "seal")
+    {
+        return Err(format!("an event has no member {k:?}"));
+    }
+    let version = obj.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
+    let custody = if version >= 2 { "seal" } else { "signature" };
+    let other = if version >= 2 { "signature" } else { "seal" };
+    if obj.contains_key(other) {
+        return Err(format!(
+            "a version {version} event carries {custody}, not {other}"
+        ));
+    }
+    if !obj.contains_key(custody) {
+        return Err(format!("a version {version} event lacks its {custody}"));
+    }
+    Ok(())
 }

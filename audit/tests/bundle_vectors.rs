@@ -99,3 +99,53 @@ fn every_event_of_every_valid_bundle_is_provable() {
     assert!(captures > 0, "no signed capture was proved");
     println!("{proved} proofs, {captures} of signed captures");
 }
+
+/// A proof bundle's event is read as a closed grammar (FORMAT.md §13.1 on §10): a version 2
+/// event with a stray `signature` beside its `seal`, one without its `seal`, or one with a
+/// member §10 does not list, is `structure`.
+#[test]
+fn a_proof_event_is_a_closed_grammar() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/bundles");
+    let out = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+        .args([
+            "prove",
+            "--bundle",
+            &format!("{dir}/v2_valid.jsonl"),
+            "--seq",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(proof["event"]["version"], 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |p: &serde_json::Value| {
+        let f = tmp.path().join("p.json");
+        std::fs::write(&f, p.to_string()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+            .args(["verify", "--bundle", f.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), rep["failure"]["code"].clone())
+    };
+    assert_eq!(check(&proof), (Some(0), serde_json::Value::Null));
+    let mut stray = proof.clone();
+    stray["event"]["signature"] = serde_json::json!("00".repeat(64));
+    let mut unsealed = proof.clone();
+    unsealed["event"].as_object_mut().unwrap().remove("seal");
+    let mut unknown = proof.clone();
+    unknown["event"]["note"] = serde_json::json!("x");
+    for (name, p) in [
+        ("stray", stray),
+        ("unsealed", unsealed),
+        ("unknown", unknown),
+    ] {
+        assert_eq!(
+            check(&p),
+            (Some(1), serde_json::json!("structure")),
+            "{name}"
+        );
+    }
+}
