@@ -649,7 +649,19 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
     .collect();
     let mut verdicts = serde_json::Map::new();
     let mut files = BTreeMap::new();
-    for (name, items) in variants().into_iter().chain(v2_variants()) {
+    let processing = processing_variants();
+    let mut want = want;
+    for (name, _, code, seq) in &processing {
+        want.insert(*name, (*code, *seq));
+    }
+    let processing = processing
+        .into_iter()
+        .map(|(name, items, _, _)| (name, items));
+    for (name, items) in variants()
+        .into_iter()
+        .chain(v2_variants())
+        .chain(processing)
+    {
         let v = verdict(&items);
         let (code, seq) = want[name];
         assert_eq!(v["code"].as_str(), code, "{name}: {v}");
@@ -685,4 +697,75 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
             "testdata/bundles/{f} is stale: regenerate it"
         );
     }
+}
+
+/// The processing chains of `testdata/processing-vectors.json` (FORMAT.md §15) as custody
+/// bundles: the valid chain, and each invalid one with the code and seq it records, so
+/// that every verifier of bundles (mnemo-audit, the console's) meets every processing kind
+/// and processing code.
+fn processing_variants() -> Vec<(
+    &'static str,
+    Vec<BundleItem>,
+    Option<&'static str>,
+    Option<u64>,
+)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/processing-vectors.json"
+    ))
+    .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let as_bundle = |wires: Vec<String>| -> Vec<BundleItem> {
+        let mut items = vec![BundleItem::Header {
+            format: custody::BUNDLE_FORMAT.into(),
+            version: custody::BUNDLE_VERSION,
+            user: user("alice"),
+            exported_at: TimestampMs(T0 + 60_000),
+            ledger_key: Some(pk(&key(1))),
+        }];
+        let mut last = None;
+        for w in wires {
+            let bytes = hex::decode(&w).unwrap();
+            let (e, h) = Event::from_wire(&bytes).unwrap();
+            last = Some((e.seq.0, h));
+            items.push(BundleItem::Event {
+                wire: HexBytes(bytes),
+            });
+        }
+        let (n, head) = last.unwrap();
+        items.push(BundleItem::End { events: n, head });
+        items
+    };
+    let mut out = vec![(
+        "processing_valid",
+        as_bundle(
+            v["valid"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["wire"].as_str().unwrap().to_owned())
+                .collect(),
+        ),
+        None,
+        None,
+    )];
+    for c in v["invalid"].as_array().unwrap() {
+        let name = leak(format!("processing_{}", c["name"].as_str().unwrap()));
+        let code = leak(c["error"]["code"].as_str().unwrap().to_owned());
+        out.push((
+            name,
+            as_bundle(
+                c["wires"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_owned())
+                    .collect(),
+            ),
+            Some(code),
+            c["error"]["seq"].as_u64(),
+        ));
+    }
+    out
 }
