@@ -699,16 +699,19 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
     }
 }
 
-/// The processing chains of `testdata/processing-vectors.json` (FORMAT.md §15) as custody
-/// bundles: the valid chain, and each invalid one with the code and seq it records, so
-/// that every verifier of bundles (mnemo-audit, the console's) meets every processing kind
-/// and processing code.
-fn processing_variants() -> Vec<(
+/// A processing bundle: its name, items, and the code and seq it must fail with.
+type ProcessingBundle = (
     &'static str,
     Vec<BundleItem>,
     Option<&'static str>,
     Option<u64>,
-)> {
+);
+
+/// The processing chains of `testdata/processing-vectors.json` (FORMAT.md §15) as custody
+/// bundles: the valid chain, and each invalid one with the code and seq it records, so
+/// that every verifier of bundles (mnemo-audit, the console's) meets every processing kind
+/// and processing code.
+fn processing_variants() -> Vec<ProcessingBundle> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../testdata/processing-vectors.json"
