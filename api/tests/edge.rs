@@ -431,6 +431,15 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
+    // The leaf connects to the hub URL given and no other, and its outbox exists before
+    // the forwarder ever ran (a capture app can publish from the first boot).
+    let conf = std::fs::read_to_string(dir.path().join("leaf.conf")).unwrap();
+    assert!(conf.contains("ignore_discovered_servers: true"), "{conf}");
+    let outbox_made = std::fs::read_dir(dir.path().join("store/jetstream"))
+        .unwrap()
+        .flatten()
+        .any(|account| account.path().join("streams/MNEMO-OUTBOX").is_dir());
+    assert!(outbox_made, "edge init did not create the outbox");
     let mut edge = EdgeBox {
         dir: dir.path().canonicalize().unwrap(),
         port,
