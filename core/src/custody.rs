@@ -524,10 +524,13 @@ impl CustodyVerifier {
             }
             BundleItem::Payload { seq, salt, record } => {
                 let Some((last, commitment, memory)) = self.last.take() else {
+                    // A payload item that is not right after its event is `payload` at
+                    // its seq, wherever it stands (FORMAT.md §13.1, "Order").
                     return Err(if !self.events_started {
-                        AuditError::Structure(format!(
-                            "the payload of seq {seq} comes before any event"
-                        ))
+                        AuditError::Payload {
+                            seq,
+                            reason: "comes before any event",
+                        }
                     } else if self.opened_last == Some(seq) {
                         AuditError::Payload {
                             seq,

@@ -560,6 +560,19 @@ fn variants() -> Vec<(&'static str, Vec<BundleItem>)> {
         }
     }
     out.push(("payload", t));
+    // payload: m1's opening before any event (a misplaced payload is `payload` wherever)
+    let mut t = valid.clone();
+    let at = t
+        .iter()
+        .position(|i| matches!(i, BundleItem::Payload { .. }))
+        .unwrap();
+    let opening = t.remove(at);
+    let first_event = t
+        .iter()
+        .position(|i| matches!(i, BundleItem::Event { .. }))
+        .unwrap();
+    t.insert(first_event, opening);
+    out.push(("payload_before_events", t));
     // erased_opening: m2's opening kept although event 8 erases it
     let mut t = valid.clone();
     let at = event_at(&valid, 4) + 1;
@@ -624,6 +637,7 @@ fn every_custody_code_has_a_bundle_with_the_verdict_recorded() {
         ),
         ("anchor", (Some("anchor"), Some(6))),
         ("payload", (Some("payload"), Some(3))),
+        ("payload_before_events", (Some("payload"), Some(3))),
         ("erased_opening", (Some("erased_opening"), Some(8))),
         ("structure", (Some("structure"), None)),
         ("v2_valid", (None, None)),
