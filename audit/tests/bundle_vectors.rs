@@ -155,3 +155,43 @@ fn a_proof_event_is_a_closed_grammar() {
         );
     }
 }
+
+/// `mnemo-audit verify --bundle` gives every proof vector of `testdata/proofs/` the verdict
+/// `verdicts.json` records (core's generator wrote both); pinning a key that did not sign
+/// the valid proof is `untrusted_key`.
+#[test]
+fn the_cli_gives_every_proof_vector_its_recorded_verdict() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/proofs");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/verdicts.json")).unwrap())
+            .unwrap();
+    let verdicts = manifest["verdicts"].as_object().unwrap();
+    assert!(verdicts.len() >= 7);
+    let run = |name: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mnemo-audit"))
+            .args([
+                "verify",
+                "--bundle",
+                &format!("{dir}/{name}.json"),
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), rep)
+    };
+    for (name, want) in verdicts {
+        let (code, rep) = run(name, &[]);
+        let valid = want["valid"].as_bool().unwrap();
+        assert_eq!(rep["valid"], valid, "{name}: {rep}");
+        assert_eq!(code, Some(if valid { 0 } else { 1 }), "{name}");
+        if !valid {
+            assert_eq!(rep["failure"]["code"], want["code"], "{name}: {rep}");
+        }
+    }
+    let other = "00".repeat(31) + "09";
+    let (code, rep) = run("valid", &["--trusted-key", &other]);
+    assert_eq!(code, Some(1), "{rep}");
+    assert_eq!(rep["failure"]["code"], "untrusted_key", "{rep}");
+}
