@@ -369,12 +369,16 @@ impl Accounts {
             revocations: Vec::new(),
         };
         let pubkey = a.account.public_key();
+        // The user is claimed first (a create, refused if taken); then the reverse index
+        // and the claims update go out together rather than one after the other.
         self.store(user, &a, true).await?;
-        self.kv
-            .put(format!("a.{pubkey}"), user.as_str().to_owned().into())
-            .await
-            .map_err(bucket)?;
-        self.push(user, &a).await?;
+        let index = async {
+            self.kv
+                .put(format!("a.{pubkey}"), user.as_str().to_owned().into())
+                .await
+                .map_err(bucket)
+        };
+        tokio::try_join!(index, self.push(user, &a))?;
         Ok(pubkey)
     }
 
@@ -393,10 +397,17 @@ impl Accounts {
                 users.push(u);
             }
         }
-        for u in &users {
-            let a = self.load(u).await?;
-            self.push(u, &a).await?;
-        }
+        // Pipelined: 64 claims updates in flight.
+        futures::stream::iter(&users)
+            .map(|u| async move {
+                let a = self.load(u).await?;
+                self.push(u, &a).await
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<Result<()>>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()?;
         Ok(users.len())
     }
 
