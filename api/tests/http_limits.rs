@@ -33,7 +33,7 @@ async fn until_closed(c: &mut TcpStream, within: Duration) -> Option<(Vec<u8>, I
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_idle_connections_and_the_connection_cap() {
     let addr = server(ServerLimits {
-        header_timeout: Duration::from_millis(800),
+        header_timeout: Duration::from_millis(1500),
         max_connections: 4,
     })
     .await;
@@ -64,7 +64,7 @@ async fn slow_headers_idle_connections_and_the_connection_cap() {
         let (_, closed) = until_closed(c, Duration::from_secs(5))
             .await
             .expect("a connection that never finished its headers stayed open");
-        assert!(closed - start >= Duration::from_millis(700));
+        assert!(closed - start >= Duration::from_millis(1400));
     }
     // Their slots are free: the fifth is served now.
     let n = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut buf))
@@ -83,5 +83,5 @@ async fn slow_headers_idle_connections_and_the_connection_cap() {
         .await
         .expect("an idle kept-alive connection stayed open");
     assert!(got.starts_with(b"HTTP/1.1 200"));
-    assert!(closed - served >= Duration::from_millis(700));
+    assert!(closed - served >= Duration::from_millis(1400));
 }
