@@ -228,10 +228,15 @@ struct Head {
     root: Hash32,
 }
 
+/// Stream sequences read per page of [`changes_since`].
+const PAGE: u64 = 4096;
+
 /// The users whose head moved after stream sequence `after` of `mnemo-heads` (0: every
 /// user), each with its latest checkpoint, and the last sequence read. O(updates since),
-/// read with direct gets by sequence, 64 at a time: no consumer. (A superseded update is
-/// gone from the bucket's stream, history 1, and skipped.)
+/// read with direct gets by sequence, 64 at a time, in pages: no consumer. (A superseded
+/// update is gone from the bucket's stream, history 1, and skipped.) What it holds is
+/// O(users changed since): the first tree-2 epoch reads every user once (about 120 bytes
+/// each), every later one the users who wrote since the last.
 pub(crate) async fn changes_since(
     js: &jetstream::Context,
     after: u64,
@@ -250,40 +255,47 @@ pub(crate) async fn changes_since(
         return Ok((out, after.max(last)));
     }
     let prefix = format!("$KV.{}.", names::HEADS_BUCKET);
-    let got: Vec<Option<(String, bytes::Bytes)>> = futures::stream::iter(from..=last)
-        .map(|seq| {
-            let s = s.clone();
-            async move {
-                match s.direct_get(seq).await {
-                    Ok(m) => Ok(Some((m.subject.to_string(), m.payload))),
-                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
-                        Ok(None)
+    // In pages, so that what is held is the changed users' checkpoints, never the raw
+    // messages of every update at once.
+    let mut page_start = from;
+    while page_start <= last {
+        let page_end = last.min(page_start + PAGE - 1);
+        let got: Vec<Option<(String, bytes::Bytes)>> = futures::stream::iter(page_start..=page_end)
+            .map(|seq| {
+                let s = s.clone();
+                async move {
+                    match s.direct_get(seq).await {
+                        Ok(m) => Ok(Some((m.subject.to_string(), m.payload))),
+                        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+                            Ok(None)
+                        }
+                        Err(e) => Err(AnchorError::nats(e)),
                     }
-                    Err(e) => Err(AnchorError::nats(e)),
                 }
+            })
+            .buffered(64)
+            .try_collect()
+            .await?;
+        for (subject, payload) in got.into_iter().flatten() {
+            let Some(user) = subject
+                .strip_prefix(&prefix)
+                .and_then(|u| UserId::new(u).ok())
+            else {
+                continue;
+            };
+            if let Ok(h) = serde_json::from_slice::<Head>(&payload) {
+                out.insert(
+                    user.clone(),
+                    Checkpoint {
+                        user,
+                        seq: Seq(h.seq),
+                        head: h.hash,
+                        root: h.root,
+                    },
+                );
             }
-        })
-        .buffered(64)
-        .try_collect()
-        .await?;
-    for (subject, payload) in got.into_iter().flatten() {
-        let Some(user) = subject
-            .strip_prefix(&prefix)
-            .and_then(|u| UserId::new(u).ok())
-        else {
-            continue;
-        };
-        if let Ok(h) = serde_json::from_slice::<Head>(&payload) {
-            out.insert(
-                user.clone(),
-                Checkpoint {
-                    user,
-                    seq: Seq(h.seq),
-                    head: h.hash,
-                    root: h.root,
-                },
-            );
         }
+        page_start = page_end + 1;
     }
     Ok((out, last))
 }

@@ -405,20 +405,7 @@ async fn proofs_in_a_thousand_epochs_open_no_consumer() {
         before <= 2,
         "{before} consumers after {EPOCHS} epochs: one per epoch?"
     );
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let js = s.js.clone();
-    let sampler = tokio::spawn(async move {
-        let mut peak = 0;
-        loop {
-            if let Ok(a) = js.query_account().await {
-                peak = peak.max(a.consumers);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                _ = stopped.changed() => return peak,
-            }
-        }
-    });
+    let consumers = mnemo_testkit::ConsumerPeak::start(s.js.clone());
     let asks: Vec<(u64, UserId)> = (0..16u64)
         .map(|i| {
             (
@@ -441,8 +428,7 @@ async fn proofs_in_a_thousand_epochs_open_no_consumer() {
         .buffer_unordered(16)
         .collect()
         .await;
-    stop.send(true).unwrap();
-    let peak = sampler.await.unwrap();
+    let peak = consumers.peak().await;
     for (e, p, anchors) in &proofs {
         let p = p.as_ref().expect("every user is in every epoch");
         p.verify().unwrap();

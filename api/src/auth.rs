@@ -139,8 +139,9 @@ impl Auth {
         self
     }
 
-    /// Issues a token for `user` (or an admin token), valid for `ttl_secs`.
-    pub fn issue(&self, sub: &str, admin: bool, ttl_secs: u64) -> String {
+    /// Signs a token about `sub` valid for `ttl_secs` from now (admin, processor or a
+    /// session's, as the flags say).
+    fn sign(&self, sub: &str, adm: bool, prc: bool, sid: Option<&str>, ttl_secs: u64) -> String {
         let now = now();
         let claims = Claims {
             sub: sub.into(),
@@ -150,32 +151,23 @@ impl Auth {
             nbf: now.saturating_sub(1),
             iat: now,
             jti: hex::encode(rand::random::<[u8; 16]>()),
-            adm: admin,
-            prc: false,
-            sid: None,
+            adm,
+            prc,
+            sid: sid.map(str::to_owned),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .expect("an Ed25519 key signs")
     }
 
+    /// Issues a token for `user` (or an admin token), valid for `ttl_secs`.
+    pub fn issue(&self, sub: &str, admin: bool, ttl_secs: u64) -> String {
+        self.sign(sub, admin, false, None, ttl_secs)
+    }
+
     /// Issues a console session's token for `user`, valid for `ttl_secs` and only while
     /// the session `sid` is live.
     pub fn issue_session(&self, user: &UserId, sid: &str, ttl_secs: u64) -> String {
-        let now = now();
-        let claims = Claims {
-            sub: user.as_str().into(),
-            aud: self.audience.clone(),
-            iss: self.issuer.clone(),
-            exp: now + ttl_secs,
-            nbf: now.saturating_sub(1),
-            iat: now,
-            jti: hex::encode(rand::random::<[u8; 16]>()),
-            adm: false,
-            prc: false,
-            sid: Some(sid.into()),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .expect("an Ed25519 key signs")
+        self.sign(user.as_str(), false, false, Some(sid), ttl_secs)
     }
 
     /// The session id of a token (already checked), if it is a session's.
@@ -197,21 +189,7 @@ impl Auth {
 
     /// Issues a processor's token, valid for `ttl_secs`.
     pub fn issue_processor(&self, name: &mnemo_core::ProcessorId, ttl_secs: u64) -> String {
-        let now = now();
-        let claims = Claims {
-            sub: name.as_str().into(),
-            aud: self.audience.clone(),
-            iss: self.issuer.clone(),
-            exp: now + ttl_secs,
-            nbf: now.saturating_sub(1),
-            iat: now,
-            jti: hex::encode(rand::random::<[u8; 16]>()),
-            adm: false,
-            prc: true,
-            sid: None,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .expect("an Ed25519 key signs")
+        self.sign(name.as_str(), false, true, None, ttl_secs)
     }
 
     fn validation(&self, alg: Algorithm, issuer: &str) -> Validation {

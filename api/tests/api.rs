@@ -544,44 +544,29 @@ async fn ingest_variants_idempotency_and_uploads() {
         );
     }
     assert_eq!(s.head("carol").await, 2);
-    let again = s
-        .call(
+    // A text memory under the key `k-1`.
+    let keyed = async |text: &str| {
+        s.call(
             Method::POST,
             "/v1/memories",
             Some(&carol),
             Some("application/json"),
-            serde_json::to_vec(&json!({ "text": "once" })).unwrap(),
+            serde_json::to_vec(&json!({ "text": text })).unwrap(),
             &hdr,
         )
-        .await;
+        .await
+    };
+    let again = keyed("once").await;
     again.assert_status(StatusCode::OK);
     assert_eq!(again.json()["id"], a.json()["id"]);
     // Past the store's duplicate window, the key still holds (it is in the chain): the
     // same request answers the first receipt, another is refused, nothing is appended.
     tokio::time::sleep(DUPLICATE_WINDOW * 2).await;
-    let late = s
-        .call(
-            Method::POST,
-            "/v1/memories",
-            Some(&carol),
-            Some("application/json"),
-            serde_json::to_vec(&json!({ "text": "once" })).unwrap(),
-            &hdr,
-        )
-        .await;
+    let late = keyed("once").await;
     late.assert_status(StatusCode::OK);
     assert_eq!(late.json()["id"], a.json()["id"]);
     assert_eq!(late.json()["duplicate"], true);
-    let late_other = s
-        .call(
-            Method::POST,
-            "/v1/memories",
-            Some(&carol),
-            Some("application/json"),
-            serde_json::to_vec(&json!({ "text": "twice" })).unwrap(),
-            &hdr,
-        )
-        .await;
+    let late_other = keyed("twice").await;
     late_other.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         late_other.json()["type"],

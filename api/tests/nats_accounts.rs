@@ -11,41 +11,8 @@ use mnemo_core::{ChainVerifier, Seq, SigningKey, UserId};
 use mnemo_testkit::{NatsOptions, NatsServer};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::hub;
+use support::{denied, device, hub};
 use tokio::sync::mpsc;
-
-/// A device connection whose server errors (permission violations) arrive on a channel.
-async fn device(url: &str, creds: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let c = ConnectOptions::with_credentials(creds)
-        .unwrap()
-        .event_callback(move |e| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(err) = e {
-                    let _ = tx.send(err.to_string());
-                }
-            }
-        })
-        .connect(url)
-        .await
-        .unwrap();
-    (c, rx)
-}
-
-/// Waits for the server's permission error naming `what`.
-async fn denied(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
-    let e = tokio::time::timeout(Duration::from_secs(10), errors.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no server error for {what}"))
-        .unwrap();
-    println!("server said: {e}");
-    let e = e.to_lowercase();
-    assert!(
-        e.contains("permissions violation") && e.contains(&what.to_lowercase()),
-        "{what}: {e}"
-    );
-}
 
 async fn ingest(c: &async_nats::Client, body: Value) -> Value {
     let r = c

@@ -8,7 +8,7 @@
 
 mod support;
 
-use async_nats::{ConnectOptions, Event};
+use async_nats::ConnectOptions;
 use futures::StreamExt;
 use mnemo_core::names::{Layout, PROCESSORS_BUCKET};
 use mnemo_core::{ProcessorId, UserId};
@@ -170,20 +170,8 @@ async fn no_service_answers_outside_the_requesters_inbox() {
     assert_eq!(summary.checkpoint.unwrap().seq.0, head.len);
 
     // Behind the rule: the responder's own credentials cannot publish on mnemo's subjects.
-    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
-    let resp = ConnectOptions::with_credentials(&h.setup.responder_creds().unwrap())
-        .unwrap()
-        .event_callback(move |e| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(err) = e {
-                    let _ = tx.send(err.to_string());
-                }
-            }
-        })
-        .connect(h.server.url())
-        .await
-        .unwrap();
+    let (resp, mut errors) =
+        support::device(&h.server.url(), &h.setup.responder_creds().unwrap()).await;
     for subject in [
         chain.as_str(),
         "$KV.mnemo-processors.asr",
@@ -192,15 +180,7 @@ async fn no_service_answers_outside_the_requesters_inbox() {
     ] {
         resp.publish(subject.to_owned(), "x".into()).await.unwrap();
         resp.flush().await.unwrap();
-        let e = tokio::time::timeout(Duration::from_secs(5), errors.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no permission error for {subject}"))
-            .unwrap()
-            .to_lowercase();
-        assert!(
-            e.contains("permissions violation") && e.contains(&subject.to_lowercase()),
-            "{subject}: {e}"
-        );
+        support::denied(&mut errors, subject).await;
     }
     let after = h.ledger.head(&victim).await.unwrap().unwrap();
     assert_eq!(after.len, head.len);

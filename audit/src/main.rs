@@ -146,17 +146,7 @@ impl Pins {
             .map(|c| Address::from_hex(c.trim_start_matches("0x")))
             .transpose()
             .map_err(|_| anyhow::anyhow!("--contract must be a 20-byte hex address"))?;
-        let trusted_keys = self
-            .trusted_keys
-            .iter()
-            .map(|k| {
-                let mut b = [0u8; 32];
-                hex::decode_to_slice(k.trim_start_matches("0x"), &mut b)
-                    .ok()
-                    .and_then(|()| PublicKey::from_bytes(&b))
-                    .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let trusted_keys = trusted_keys(&self.trusted_keys)?;
         Ok(AuditPolicy {
             contract,
             chain_id: self.chain_id,
@@ -562,17 +552,21 @@ fn verify_server(a: VerifyArgs) -> anyhow::Result<bool> {
 }
 
 /// `verify-receipt`: a custody receipt alone, offline.
-fn verify_receipt(path: &Path, keys: &[String]) -> anyhow::Result<bool> {
-    let keys = keys
-        .iter()
-        .map(|key| {
+/// The custody keys of `--trusted-key` options (hex, `0x` allowed).
+fn trusted_keys(keys: &[String]) -> anyhow::Result<Vec<PublicKey>> {
+    keys.iter()
+        .map(|k| {
             let mut b = [0u8; 32];
-            hex::decode_to_slice(key.trim_start_matches("0x"), &mut b)
+            hex::decode_to_slice(k.trim_start_matches("0x"), &mut b)
                 .ok()
                 .and_then(|()| PublicKey::from_bytes(&b))
                 .ok_or_else(|| anyhow::anyhow!("--trusted-key must be a 32-byte hex key"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect()
+}
+
+fn verify_receipt(path: &Path, keys: &[String]) -> anyhow::Result<bool> {
+    let keys = trusted_keys(keys)?;
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value = match serde_json::from_slice(&text) {
         Ok(v) => v,

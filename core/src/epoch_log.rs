@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::ids::Hash32;
-use crate::merkle::{EPOCH_TREE, InclusionProof};
+use crate::merkle::{Accumulator, EPOCH_TREE, InclusionProof};
 
 /// A complete node of the log: `(level, index)`.
 pub type NodeId = (u8, u64);
@@ -122,71 +122,49 @@ pub fn root(size: u64, nodes: &HashMap<NodeId, Hash32>) -> Option<Hash32> {
     range_hash(0, size, &|id| nodes.get(&id).copied())
 }
 
-/// Appends leaves to the log, O(log n) state: the right edge's complete nodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Appends leaves to the log, O(log n) state: the right edge's complete nodes (an
+/// [`Accumulator`] in the epoch domain, which also names what each append completes).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct LogAppender {
-    size: u64,
-    /// The complete nodes of [`peak_nodes`]`(size)`, in that order.
-    peaks: Vec<Hash32>,
+    acc: Accumulator,
 }
 
 impl LogAppender {
     /// An empty log.
     pub fn new() -> Self {
-        Self {
-            size: 0,
-            peaks: Vec::new(),
-        }
+        Self::default()
     }
 
     /// A log of `size` leaves from its peaks (the nodes [`peak_nodes`]`(size)` names, in
     /// that order); `None` when their number does not match.
     pub fn resume(size: u64, peaks: Vec<Hash32>) -> Option<Self> {
-        (peaks.len() == size.count_ones() as usize).then_some(Self { size, peaks })
+        Accumulator::from_peaks(size, peaks).map(|acc| Self { acc })
     }
 
     /// Leaves appended.
     pub fn size(&self) -> u64 {
-        self.size
+        self.acc.size()
     }
 
     /// The right edge's nodes (what [`resume`](Self::resume) takes).
     pub fn peaks(&self) -> &[Hash32] {
-        &self.peaks
+        self.acc.peaks()
     }
 
     /// Appends a leaf hash; returns the complete nodes it completes (the leaf itself at
     /// level 0 first), each to be stored.
     pub fn push(&mut self, leaf: Hash32) -> Vec<(NodeId, Hash32)> {
-        let mut out = vec![((0, self.size), leaf)];
-        let mut h = leaf;
-        let mut s = self.size;
-        let mut level = 0u8;
-        while s & 1 == 1 {
-            let left = self.peaks.pop().expect("one peak per set bit of size");
-            h = EPOCH_TREE.node(&left, &h);
-            s >>= 1;
-            level += 1;
-            out.push(((level, s), h));
-        }
-        self.peaks.push(h);
-        self.size += 1;
+        let index = self.acc.size();
+        let mut out = Vec::new();
+        self.acc.push_completing(EPOCH_TREE, leaf, |level, h| {
+            out.push(((level, index >> level), h));
+        });
         out
     }
 
     /// The root over every leaf appended.
     pub fn root(&self) -> Hash32 {
-        let mut it = self.peaks.iter().rev();
-        match it.next() {
-            None => EPOCH_TREE.empty_root(),
-            Some(last) => it.fold(*last, |acc, p| EPOCH_TREE.node(p, &acc)),
-        }
-    }
-}
-
-impl Default for LogAppender {
-    fn default() -> Self {
-        Self::new()
+        self.acc.root(EPOCH_TREE)
     }
 }
 

@@ -389,12 +389,28 @@ impl Accumulator {
 
     /// Appends one leaf hash.
     pub fn push(&mut self, domain: TreeDomain, leaf: Hash32) {
+        self.push_completing(domain, leaf, |_, _| {});
+    }
+
+    /// Appends one leaf hash and hands `completed` every perfect subtree the leaf
+    /// completes, as `(level, hash)` from the leaf itself (level 0) up: the nodes an
+    /// append-only log stores once (`crate::epoch_log`).
+    pub fn push_completing(
+        &mut self,
+        domain: TreeDomain,
+        leaf: Hash32,
+        mut completed: impl FnMut(u8, Hash32),
+    ) {
         let mut h = leaf;
         let mut s = self.size;
+        let mut level = 0u8;
+        completed(level, h);
         while s & 1 == 1 {
             let left = self.peaks.pop().expect("one peak per set bit of size");
             h = domain.node(&left, &h);
             s >>= 1;
+            level += 1;
+            completed(level, h);
         }
         self.peaks.push(h);
         self.size += 1;

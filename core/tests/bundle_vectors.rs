@@ -170,14 +170,19 @@ fn anchor(cp: Checkpoint, epoch: u64, prev_root: Hash32) -> BundleItem {
 
 /// The whole bundle of `events`: header, anchors for seq 6 (epoch 1) and 8 (epoch 2), the
 /// events with m1's opening, the end.
-fn bundle(events: &[(Event, Hash32)], anchored: &[u64]) -> Vec<BundleItem> {
-    let mut items = vec![BundleItem::Header {
+/// The header of alice's bundles.
+fn header() -> BundleItem {
+    BundleItem::Header {
         format: custody::BUNDLE_FORMAT.into(),
         version: custody::BUNDLE_VERSION,
         user: user("alice"),
         exported_at: TimestampMs(T0 + 60_000),
         ledger_key: Some(pk(&key(1))),
-    }];
+    }
+}
+
+fn bundle(events: &[(Event, Hash32)], anchored: &[u64]) -> Vec<BundleItem> {
+    let mut items = vec![header()];
     let mut prev = Hash32::ZERO;
     for (i, seq) in anchored.iter().enumerate() {
         let a = anchor(checkpoint(events, *seq), i as u64 + 1, prev);
@@ -734,13 +739,7 @@ fn processing_variants() -> Vec<ProcessingBundle> {
     let v: Value = serde_json::from_str(&text).unwrap();
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let as_bundle = |wires: Vec<String>| -> Vec<BundleItem> {
-        let mut items = vec![BundleItem::Header {
-            format: custody::BUNDLE_FORMAT.into(),
-            version: custody::BUNDLE_VERSION,
-            user: user("alice"),
-            exported_at: TimestampMs(T0 + 60_000),
-            ledger_key: Some(pk(&key(1))),
-        }];
+        let mut items = vec![header()];
         let mut last = None;
         for w in wires {
             let bytes = hex::decode(&w).unwrap();

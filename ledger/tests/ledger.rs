@@ -980,19 +980,7 @@ async fn a_burst_of_first_grants_opens_no_consumer_per_user() {
     let fresh = connect(&server, cfg(layout, 1)).await;
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let before = js.query_account().await.unwrap().consumers;
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let sampler = tokio::spawn(async move {
-        let mut peak = 0;
-        loop {
-            if let Ok(a) = js.query_account().await {
-                peak = peak.max(a.consumers);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
-                _ = stopped.changed() => return peak,
-            }
-        }
-    });
+    let consumers = mnemo_testkit::ConsumerPeak::start(js);
     futures::stream::iter(users.iter().enumerate())
         .for_each_concurrent(64, |(i, u)| {
             let l = fresh.clone();
@@ -1016,8 +1004,7 @@ async fn a_burst_of_first_grants_opens_no_consumer_per_user() {
             }
         })
         .await;
-    stop.send(true).unwrap();
-    let peak = sampler.await.unwrap();
+    let peak = consumers.peak().await;
     println!("consumers: {before} before, {peak} at the peak of {USERS} first grants");
     assert_eq!(peak.max(before), before, "consumers were opened per user");
 }

@@ -13,8 +13,10 @@
 //!   the anchor contract when asked for), built by [`Stack::builder`]; [`PgViews`] is its
 //!   PostgreSQL side alone, for tests whose ledger runs elsewhere.
 
+mod consumers;
 mod stack;
 
+pub use consumers::ConsumerPeak;
 pub use stack::{CATCH_UP, PgViews, RunningProjector, Stack, StackBuilder, note};
 
 use std::ops::{Deref, DerefMut};

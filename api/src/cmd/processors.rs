@@ -57,19 +57,8 @@ impl ProcessorsCmd {
                     .register(name.clone(), version, consumes, produces)
                     .await?;
                 let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
-                let creds = match &c.nats_dir {
-                    Some(dir) => {
-                        let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
-                        mnemo_api::nats::Accounts::for_setup(
-                            &setup,
-                            server_addrs(&c.nats_url)?,
-                            &js,
-                            master,
-                            c.replicas.max(1),
-                        )
-                        .await?
-                        .processor_creds(name.as_str(), ttl as i64)?
-                    }
+                let creds = match operator_accounts(c, &js, master).await? {
+                    Some(a) => a.processor_creds(name.as_str(), ttl as i64)?,
                     None => None,
                 };
                 println!(
@@ -86,18 +75,8 @@ impl ProcessorsCmd {
                 let name = ProcessorId::new(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
                 processing.registry.revoke(&name).await?;
                 // Operator mode: its NATS credentials are refused and its connections closed.
-                if let Some(dir) = &c.nats_dir {
-                    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
-                    mnemo_api::nats::Accounts::for_setup(
-                        &setup,
-                        server_addrs(&c.nats_url)?,
-                        &js,
-                        master,
-                        c.replicas.max(1),
-                    )
-                    .await?
-                    .sync_processor_revocations(&processing.registry)
-                    .await?;
+                if let Some(a) = operator_accounts(c, &js, master).await? {
+                    a.sync_processor_revocations(&processing.registry).await?;
                 }
                 eprintln!("processor {name} revoked");
             }
@@ -109,4 +88,26 @@ impl ProcessorsCmd {
         }
         Ok(())
     }
+}
+
+/// The operator setup's accounts service, in operator mode (`MNEMO_NATS_DIR`).
+async fn operator_accounts(
+    c: &Config,
+    js: &async_nats::jetstream::Context,
+    master: mnemo_ledger::SecretKey,
+) -> anyhow::Result<Option<mnemo_api::nats::Accounts>> {
+    let Some(dir) = &c.nats_dir else {
+        return Ok(None);
+    };
+    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+    Ok(Some(
+        mnemo_api::nats::Accounts::for_setup(
+            &setup,
+            server_addrs(&c.nats_url)?,
+            js,
+            master,
+            c.replicas.max(1),
+        )
+        .await?,
+    ))
 }

@@ -3,13 +3,14 @@
 
 #![allow(dead_code)]
 
-use async_nats::ConnectOptions;
+use async_nats::{ConnectOptions, Event};
 use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
 use mnemo_core::SigningKey;
 use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
 use mnemo_testkit::{NatsOptions, NatsServer, free_port};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// The hub's duplicate window, short enough to be passed in the test.
 pub const WINDOW: Duration = Duration::from_millis(1000);
@@ -154,4 +155,40 @@ impl Rest {
             _projector: projector,
         }
     }
+}
+
+/// A device connection whose server errors (permission violations) arrive on a channel.
+pub async fn device(
+    url: &str,
+    creds: &str,
+) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let c = ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let Event::ServerError(err) = e {
+                    let _ = tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (c, rx)
+}
+
+/// Waits for the server's permission error naming `what`.
+pub async fn denied(errors: &mut mpsc::UnboundedReceiver<String>, what: &str) {
+    let e = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no server error for {what}"))
+        .unwrap();
+    println!("server said: {e}");
+    let e = e.to_lowercase();
+    assert!(
+        e.contains("permissions violation") && e.contains(&what.to_lowercase()),
+        "{what}: {e}"
+    );
 }
