@@ -5,7 +5,7 @@
 //! proof's own consistency is checked (self-asserted).
 
 use mnemo_core::custody::BundleItem;
-use mnemo_core::{Event, EventBody, Hash32, ModelId, TrainingSetProof};
+use mnemo_core::{Event, EventBody, Hash32, ModelId, Seq, TrainingSetProof};
 use serde::{Deserialize, Serialize};
 
 use crate::{ItemError, Options};
@@ -68,7 +68,7 @@ where
                     format!("the custody bundle is invalid: {}", f.message),
                 ));
             }
-            let mut commitment: Option<(Hash32, u64)> = None;
+            let mut commitment: Option<(Hash32, u64, Option<Vec<Seq>>)> = None;
             let mut member: Option<Hash32> = None;
             for item in read {
                 let Ok(BundleItem::Event { wire }) = item else {
@@ -84,14 +84,15 @@ where
                     model,
                     set_root,
                     set_count,
+                    set,
                     ..
                 } = &e.body
                     && *model == answer.model
                 {
-                    commitment = Some((*set_root, *set_count));
+                    commitment = Some((*set_root, *set_count, set.clone()));
                 }
             }
-            let (root, count) = commitment.ok_or_else(|| {
+            let (root, count, published) = commitment.ok_or_else(|| {
                 refuse(
                     "mismatch",
                     format!("the bundle records no model {}", answer.model),
@@ -109,6 +110,28 @@ where
                         p.member.seq
                     ),
                 ));
+            }
+            // The set the chain publishes (tag 0x41, its root checked with the bundle)
+            // decides; a model recorded without it (0x40) cannot show an exclusion.
+            match published {
+                Some(seqs) if seqs.binary_search(&p.member.seq).is_ok() != included => {
+                    return Err(refuse(
+                        "mismatch",
+                        format!(
+                            "the chain's published training set {} seq {}",
+                            if included { "does not hold" } else { "holds" },
+                            p.member.seq
+                        ),
+                    ));
+                }
+                None if !included => {
+                    return Err(refuse(
+                        "mismatch",
+                        "the model's record (tag 0x40) does not publish its training set, so \
+                         the chain cannot show an exclusion",
+                    ));
+                }
+                _ => {}
             }
             return Ok(TrainingVerdict {
                 included,

@@ -114,6 +114,39 @@ fn training_proofs_are_checked_alone_and_against_the_bundle() {
     let bad_path = write("bad_path.json", &bad_path);
     let (code, out) = run(&[&bad_path, b, &bundle]);
     assert_eq!((code, &out["code"]), (1, &json!("root_mismatch")), "{out}");
+    // A model recorded with tag 0x40 publishes no set: against its chain, the inclusion
+    // stands and the exclusion is refused (its root alone cannot show one, FORMAT.md §15.4).
+    let wires: Vec<&str> = v["unpublished_model"]["wires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let mut lines = vec![
+        json!({ "type": "header", "format": "mnemo-custody-bundle", "version": 1, "user": "alice", "exported_at": 0 }),
+    ];
+    let mut head = None;
+    for w in &wires {
+        let (e, h) = mnemo_core::Event::from_wire(&hex::decode(w).unwrap()).unwrap();
+        assert_eq!(e.body.tag() == 0x40, e.seq.0 == wires.len() as u64);
+        head = Some(h);
+        lines.push(json!({ "type": "event", "wire": w }));
+    }
+    lines.push(json!({ "type": "end", "events": wires.len(), "head": head.unwrap() }));
+    let legacy = dir.path().join("legacy.jsonl");
+    std::fs::write(
+        &legacy,
+        lines
+            .iter()
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (code, out) = run(&[&inc, b, &legacy]);
+    assert_eq!((code, &out["included"]), (0, &json!(true)), "{out}");
+    let (code, out) = run(&[&exc, b, &legacy]);
+    assert_eq!((code, &out["code"]), (1, &json!("mismatch")), "{out}");
+    assert!(out["message"].as_str().unwrap().contains("0x40"), "{out}");
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "{\"not\": \"a proof\"}").unwrap();
     let (code, out) = run(&[&junk]);

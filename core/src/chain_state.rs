@@ -96,6 +96,9 @@ pub struct ChainState {
     /// The seq of each memory's event, for the memories this state applied itself (a
     /// resumed state knows only those after its resume point).
     pub(crate) memory_seq: HashMap<MemoryId, Seq>,
+    /// `memory_seq` holds every memory whose event is at or after this seq (1 unless the
+    /// state was resumed from a view).
+    pub(crate) seqs_from: Seq,
     pub(crate) grants: HashMap<GrantId, Grant>,
     pub(crate) processing: Processing,
     /// The format version of the last event: a chain never goes back to a lower one.
@@ -163,6 +166,7 @@ impl ChainState {
             memories: HashSet::new(),
             captures: HashMap::new(),
             memory_seq: HashMap::new(),
+            seqs_from: Seq::FIRST,
             grants: HashMap::new(),
             processing: Processing::default(),
             version: crate::event::FORMAT_V1,
@@ -196,6 +200,7 @@ impl ChainState {
             keys: history,
             memories: memories.into_iter().collect(),
             memory_seq: HashMap::new(),
+            seqs_from: Seq(len + 1),
             // Nor the capture ids before it: mnemo's capture index keeps those, and an
             // auditor from genesis refuses a capture recorded twice wherever it is.
             captures: HashMap::new(),
@@ -565,6 +570,37 @@ impl ChainState {
 
     /// Checks the memories a processing event names: known, not erased, listed once in
     /// ascending order.
+    /// A published training set (tag 0x41, docs/FORMAT.md §15.4): its seqs strictly
+    /// ascending, each the event of a memory fetched under `grant` before. (Its root is
+    /// checked by a verifier that holds the members' event hashes, [`crate::verify`].)
+    fn published_set(&self, seq: Seq, grant: &GrantId, seqs: &[Seq]) -> Result<(), ChainError> {
+        let bad = |reason| ChainError::InvalidTransition { seq, reason };
+        if !seqs.windows(2).all(|w| w[0] < w[1]) {
+            return Err(bad(
+                "a training set lists its members' seqs in ascending order, once each",
+            ));
+        }
+        let fetched: HashSet<Seq> = self
+            .processing
+            .fetched
+            .get(grant)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| self.memory_seq.get(m).copied())
+            .collect();
+        // A state resumed from a view knows memory seqs only from its resume point on; an
+        // auditor from genesis checks the earlier members.
+        if seqs
+            .iter()
+            .any(|s| *s >= self.seqs_from && !fetched.contains(s))
+        {
+            return Err(bad(
+                "a training-set member is not the event of a memory fetched under the grant",
+            ));
+        }
+        Ok(())
+    }
+
     fn named_memories(
         &self,
         seq: Seq,
@@ -734,6 +770,7 @@ impl ChainState {
                 grant,
                 version,
                 set_count,
+                set,
                 ..
             } => {
                 self.live_processing(event, grant, Some(version))?;
@@ -742,6 +779,12 @@ impl ChainState {
                     return Err(bad(
                         "a training set holds 1 to as many memories as the grant fetched",
                     ));
+                }
+                if let Some(seqs) = set {
+                    if seqs.len() as u64 != *set_count {
+                        return Err(bad("a published training set has set_count members"));
+                    }
+                    self.published_set(seq, grant, seqs)?;
                 }
                 if !self.processing.models.insert(*model) {
                     return Err(bad("model id used twice"));

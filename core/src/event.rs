@@ -227,6 +227,12 @@ pub enum EventBody {
         set_root: Hash32,
         /// Number of memories in the training set.
         set_count: u64,
+        /// The training set published (kind tag 0x41, docs/FORMAT.md §15.4): the members'
+        /// seqs, strictly ascending, `set_count` of them. A verifier holding the chain
+        /// recomputes `set_root` from it, so an exclusion is sound against the chain alone.
+        /// `None` is the earlier tag 0x40, whose set the chain does not show.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        set: Option<Vec<Seq>>,
         /// The processor's signature over [`crate::processing::model_signing_message`].
         signature: Sig,
     },
@@ -262,7 +268,8 @@ impl EventBody {
             Self::ProcessingGranted { .. } => 0x22,
             Self::AccessRecorded { .. } => 0x30,
             Self::InputsFetched { .. } => 0x31,
-            Self::ModelTrained { .. } => 0x40,
+            Self::ModelTrained { set: None, .. } => 0x40,
+            Self::ModelTrained { set: Some(_), .. } => 0x41,
         }
     }
 
@@ -380,6 +387,7 @@ impl EventBody {
                 artifact,
                 set_root,
                 set_count,
+                set,
                 signature,
             } => {
                 w.fixed(&model.0);
@@ -387,7 +395,16 @@ impl EventBody {
                 w.str(version);
                 w.fixed(&artifact.0);
                 w.fixed(&set_root.0);
-                w.u64(*set_count);
+                match set {
+                    // 0x41: the count is the list's length.
+                    Some(seqs) => {
+                        w.len(seqs.len());
+                        for s in seqs {
+                            w.u64(s.0);
+                        }
+                    }
+                    None => w.u64(*set_count),
+                }
                 w.fixed(&signature.to_bytes());
             }
             Self::GrantCreated {
@@ -533,8 +550,30 @@ impl EventBody {
                 artifact: Hash32(r.array("artifact")?),
                 set_root: Hash32(r.array("set root")?),
                 set_count: r.u64("set count")?,
+                set: None,
                 signature: Sig::from_bytes(&r.array("processor signature")?),
             },
+            0x41 => {
+                let model = ModelId(r.array("model id")?);
+                let grant = GrantId(r.array("grant id")?);
+                let version = r.str("version")?.to_owned();
+                let artifact = Hash32(r.array("artifact")?);
+                let set_root = Hash32(r.array("set root")?);
+                let n = r.count(8, "training set")?;
+                let seqs = (0..n)
+                    .map(|_| r.u64("member seq").map(Seq))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::ModelTrained {
+                    model,
+                    grant,
+                    version,
+                    artifact,
+                    set_root,
+                    set_count: seqs.len() as u64,
+                    set: Some(seqs),
+                    signature: Sig::from_bytes(&r.array("processor signature")?),
+                }
+            }
             0x21 => Self::GrantRevoked {
                 grant: GrantId(r.array("grant id")?),
             },

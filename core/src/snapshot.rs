@@ -31,6 +31,8 @@ pub struct ChainSnapshot {
     memories: Vec<MemoryId>,
     captures: Vec<(Option<KeyId>, Capture, Seq)>,
     memory_seq: Vec<(MemoryId, Seq)>,
+    #[serde(default = "first")]
+    seqs_from: Seq,
     grants: Vec<Grant>,
     processing: Processing,
     version: u8,
@@ -52,6 +54,7 @@ impl ChainState {
                 .map(|((k, c), s)| (*k, c.clone(), *s))
                 .collect(),
             memory_seq: self.memory_seq.iter().map(|(m, s)| (*m, *s)).collect(),
+            seqs_from: self.seqs_from,
             grants: self.grants.values().cloned().collect(),
             processing: self.processing.clone(),
             version: self.version,
@@ -84,9 +87,14 @@ impl ChainState {
                 .map(|(k, c, seq)| ((k, c), seq))
                 .collect(),
             memory_seq: s.memory_seq.into_iter().collect(),
+            seqs_from: s.seqs_from,
             grants: s.grants.into_iter().map(|g| (g.id, g)).collect(),
             processing: s.processing,
             version: s.version,
         })
     }
+}
+
+fn first() -> Seq {
+    Seq::FIRST
 }

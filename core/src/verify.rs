@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use crate::chain_state::{ChainState, SignatureCheck};
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::Event;
+use crate::event::{Event, EventBody};
 use crate::ids::{Hash32, KeyId, Seq, UserId};
 use crate::keys::{self, KeyHistory};
+use crate::processing::{SetMember, TrainingSet};
 
 /// How many signatures are verified together by default.
 pub const DEFAULT_BATCH: usize = 256;
@@ -43,6 +44,9 @@ pub struct ChainVerifier {
     cache: Option<Arc<SealCache>>,
     /// Digests of the seals in `pending`, for the cache once they verify.
     pending_seals: Vec<Hash32>,
+    /// The hash of each event that added a memory, by seq (ascending, 40 bytes each): a
+    /// published training set's root is recomputed from them (docs/FORMAT.md §15.4).
+    memory_events: Vec<SetMember>,
 }
 
 /// A seal's signature as checked: key, signed message, signature.
@@ -202,6 +206,7 @@ impl ChainVerifier {
             recent: VecDeque::with_capacity(RECENT_SEALS),
             cache: None,
             pending_seals: Vec::new(),
+            memory_events: Vec::new(),
         }
     }
 
@@ -404,8 +409,48 @@ impl ChainVerifier {
         true
     }
 
+    /// Remembers the events that add memories, and checks a published training set's root
+    /// against them (members before this verifier's first event are not known: a resumed
+    /// verifier leaves that set's root unchecked, as the chain's rule does).
+    fn training_set(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
+        match &event.body {
+            EventBody::MemoryIngested { .. } | EventBody::MemoryDerived { .. } => {
+                self.memory_events.push(SetMember {
+                    seq: event.seq,
+                    event_hash: hash,
+                });
+            }
+            EventBody::ModelTrained {
+                set: Some(seqs),
+                set_root,
+                ..
+            } => {
+                let members: Option<Vec<SetMember>> = seqs
+                    .iter()
+                    .map(|s| {
+                        self.memory_events
+                            .binary_search_by_key(s, |m| m.seq)
+                            .ok()
+                            .map(|i| self.memory_events[i])
+                    })
+                    .collect();
+                if let Some(members) = members
+                    && TrainingSet::new(members).map(|t| t.root()) != Some(*set_root)
+                {
+                    return Err(ChainError::InvalidTransition {
+                        seq: event.seq,
+                        reason: "the training set's root is not the tree of its members' events",
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn check(&mut self, event: &Event, hash: Hash32) -> Result<(), ChainError> {
         let sigs = self.state.check(event, hash)?;
+        self.training_set(event, hash)?;
         let sealed = matches!(event.custody, crate::event::Custody::Seal(_));
         let seal_size = match &event.custody {
             crate::event::Custody::Seal(crate::seal::SealLink::Full(s)) => s.size,

@@ -153,6 +153,7 @@ fn chain() -> Built {
             artifact,
             set_root: set.root(),
             set_count: set.count(),
+            set: Some(set.members().iter().map(|m| m.seq).collect()),
             signature: processing::sign(&key(PROCESSOR_SEED), &msg),
         },
         None,
@@ -228,7 +229,106 @@ fn build() -> Value {
         "excluded": set.prove(Seq(3), c.events[2].1),
     });
     let forged_sig = processing::sign(&key(2), b"not the message");
+    // The model, with its published training set changed (tag 0x41, §15.4).
+    let model_at = 1 + c
+        .events
+        .iter()
+        .position(|(e, _)| matches!(e.body, EventBody::ModelTrained { .. }))
+        .expect("the chain records a model");
+    let model = |seqs: &[u64], root: Hash32| {
+        let EventBody::ModelTrained {
+            model,
+            grant,
+            version,
+            artifact,
+            ..
+        } = c.events[model_at - 1].0.body.clone()
+        else {
+            unreachable!()
+        };
+        let msg = processing::model_signing_message(&ModelClaim {
+            user: &c.user,
+            grant: &grant,
+            processor: &ProcessorId::new("asr").unwrap(),
+            version: &version,
+            artifact: &artifact,
+            set_root: &root,
+            set_count: seqs.len() as u64,
+        });
+        EventBody::ModelTrained {
+            model,
+            grant,
+            version,
+            artifact,
+            set_root: root,
+            set_count: seqs.len() as u64,
+            set: Some(seqs.iter().map(|s| Seq(*s)).collect()),
+            signature: processing::sign(&key(PROCESSOR_SEED), &msg),
+        }
+    };
+    // A root over another event at seq 2 than the chain's.
+    let other_root = TrainingSet::new(vec![
+        SetMember {
+            seq: Seq(2),
+            event_hash: Hash32([0x22; 32]),
+        },
+        set.members()[1],
+    ])
+    .unwrap()
+    .root();
+    // The same model recorded with tag 0x40 (its set not published): a valid chain, on
+    // which an exclusion cannot be shown (FORMAT.md §15.4).
+    let unpublished = {
+        let EventBody::ModelTrained {
+            model,
+            grant,
+            version,
+            artifact,
+            set_root,
+            set_count,
+            signature,
+            ..
+        } = c.events[model_at - 1].0.body.clone()
+        else {
+            unreachable!()
+        };
+        let w = tampered(
+            &c,
+            model_at,
+            EventBody::ModelTrained {
+                model,
+                grant,
+                version,
+                artifact,
+                set_root,
+                set_count,
+                set: None,
+                signature,
+            },
+            None,
+        );
+        verify_wires(&c.user, &w).expect("a 0x40 model is valid");
+        w.iter().map(|x| hex(x)).collect::<Vec<_>>()
+    };
     let invalid = vec![
+        // A published set out of order would let a neighbour pair "prove" an exclusion.
+        invalid(
+            "training_set_not_ascending",
+            &c.user,
+            tampered(&c, model_at, model(&[6, 2], set.root()), None),
+        ),
+        // Seq 3 is memory 2's event, which the grant never fetched.
+        invalid(
+            "training_set_member_not_fetched",
+            &c.user,
+            tampered(&c, model_at, model(&[2, 3], set.root()), None),
+        ),
+        // The processor signed a root that is not the tree of the members' events.
+        invalid(
+            "training_set_root_not_its_members",
+            &c.user,
+            tampered(&c, model_at, model(&[2, 6], other_root), None),
+        ),
         // A derived memory whose input was never fetched under the grant (the input of the
         // second derivation is memory 2 instead of 3).
         invalid(
@@ -324,6 +424,7 @@ fn build() -> Value {
         "processor": { "name": "asr", "seed": hex(&seed(PROCESSOR_SEED)), "public": pk(&key(PROCESSOR_SEED)) },
         "valid": { "user": c.user, "events": events, "messages": c.messages, "summary": { "signatures": summary.signatures } },
         "training_set": proofs,
+        "unpublished_model": { "about": "the valid chain to its model, recorded with tag 0x40 (no published set): the inclusion proof holds against it, the exclusion is refused (mismatch)", "wires": unpublished },
         "invalid": invalid,
     })
 }

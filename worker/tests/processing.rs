@@ -313,6 +313,20 @@ async fn erasure_follows_a_three_level_lineage_and_models_go_stale_with_proofs_t
         .await
         .unwrap();
     assert_eq!((model.set_root, model.set_count), (root, 1));
+    // The chain publishes the set (tag 0x41): the member's seq, which the auditor below
+    // checks against the root (FORMAT.md §15.4).
+    let recorded = h
+        .stack
+        .ledger
+        .events(&alice, mnemo_core::Seq(model.seq), 1)
+        .await
+        .unwrap();
+    match &recorded[0].event.body {
+        mnemo_core::EventBody::ModelTrained { set: Some(set), .. } => {
+            assert_eq!(set.as_slice(), &[inc_seq(&h, &alice, &transcript).await]);
+        }
+        other => panic!("not a model with its set published: {other:?}"),
+    }
     // Training-set proofs: inclusion and exclusion verify offline; a forgery does not.
     let inc = h
         .processing
@@ -558,4 +572,18 @@ async fn a_planted_result_naming_an_input_its_grant_does_not_cover_is_refused_by
         .await;
     let f = h2.audit(&alice).await.failure.expect("refused");
     assert_eq!(f.code, "bad_processor_signature", "{}", f.message);
+}
+
+/// The seq of the event that added `memory`.
+async fn inc_seq(
+    h: &Harness,
+    user: &mnemo_core::UserId,
+    memory: &mnemo_core::MemoryId,
+) -> mnemo_core::Seq {
+    h.stack
+        .ledger
+        .with_rules(user, |s| s.seq_of(memory))
+        .await
+        .unwrap()
+        .expect("a memory of the chain")
 }

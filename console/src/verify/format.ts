@@ -19,7 +19,17 @@ export const CTX = {
   empty: "mnemo 2026-11-26 empty tree v1",
   sealLeaf: "mnemo 2026-12-01 seal tree leaf v2",
   sealNode: "mnemo 2026-12-01 seal tree node v2",
+  setLeaf: "mnemo 2026-12-01 training set leaf v1",
+  setNode: "mnemo 2026-12-01 training set node v1",
 };
+
+// The root of an RFC 9162 tree over leaf hashes (§7), with the node context given.
+export function treeRoot(leaves: Uint8Array[], node: string): Uint8Array {
+  if (leaves.length === 1) return leaves[0];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  return H(node, treeRoot(leaves.slice(0, k), node), treeRoot(leaves.slice(k), node));
+}
 
 function prefix(s: string): Uint8Array {
   const out = new Uint8Array(32);
@@ -162,7 +172,7 @@ export type Body =
   | { kind: "processing_granted"; grant: string; processor: string; version: string | null; key: Uint8Array; cond: Conditions; expires: bigint | null }
   | { kind: "access_recorded"; accessor: string; grant: string; action: number; memories: string[] }
   | { kind: "inputs_fetched"; grant: string; memories: string[] }
-  | { kind: "model_trained"; model: string; grant: string; version: string; artifact: Uint8Array; setRoot: Uint8Array; setCount: bigint; sig: Uint8Array };
+  | { kind: "model_trained"; model: string; grant: string; version: string; artifact: Uint8Array; setRoot: Uint8Array; setCount: bigint; set: bigint[] | null; sig: Uint8Array };
 
 export type Seal =
   | { form: "single"; sig: Uint8Array }
@@ -248,7 +258,13 @@ function body(r: Reader): Body {
     case 0x31:
       return { kind: "inputs_fetched", grant: id16(r), memories: r.list(() => id16(r)) };
     case 0x40:
-      return { kind: "model_trained", model: id16(r), grant: id16(r), version: r.str(), artifact: r.take(32).slice(), setRoot: r.take(32).slice(), setCount: r.u64(), sig: r.take(64).slice() };
+      return { kind: "model_trained", model: id16(r), grant: id16(r), version: r.str(), artifact: r.take(32).slice(), setRoot: r.take(32).slice(), setCount: r.u64(), set: null, sig: r.take(64).slice() };
+    case 0x41: {
+      // The training set published (§15.4): the members' seqs; the count is their number.
+      const head = { model: id16(r), grant: id16(r), version: r.str(), artifact: r.take(32).slice(), setRoot: r.take(32).slice() };
+      const set = r.list(() => r.u64());
+      return { kind: "model_trained", ...head, setCount: BigInt(set.length), set, sig: r.take(64).slice() };
+    }
     default:
       throw new DecodeError(`unknown kind tag ${tag}`);
   }

@@ -16,6 +16,7 @@ import {
   hex,
   inclusionRoot,
   keyAcceptable,
+  treeRoot,
   keyId,
   recordBytes,
   u64b,
@@ -85,6 +86,9 @@ export class ChainRules {
   children = new Map<string, string[]>();
   fetched = new Map<string, Set<string>>();
   derivations = new Set<string>();
+  models = new Set<string>();
+  // Each event that added a memory, by seq: a published training set is checked against them.
+  memoryEvents = new Map<bigint, { memory: string; hash: Uint8Array }>();
   acc = new Accumulator(CTX.chainLeaf, CTX.chainNode);
   private retireNext: string[] = [];
 
@@ -162,6 +166,22 @@ export class ChainRules {
     this.next = seq + 1n;
     this.version = e.version;
     this.acc.push(e.hash);
+    if (isMemory) this.memoryEvents.set(seq, { memory: (e.body as { memory: string }).memory, hash: e.hash });
+  }
+
+  // A published training set (tag 0x41, §15.4): strictly ascending seqs, each the event of
+  // a memory fetched under the grant, and the root is the tree of those events.
+  private publishedSet(seq: bigint, grant: string, set: bigint[], root: Uint8Array) {
+    for (let i = 1; i < set.length; i++) {
+      if (set[i - 1] >= set[i]) fail("invalid_transition", seq, "a training set lists its members' seqs in ascending order, once each");
+    }
+    const fetched = this.fetched.get(grant) ?? new Set<string>();
+    const leaves = set.map((s) => {
+      const m = this.memoryEvents.get(s);
+      if (!m || !fetched.has(m.memory)) fail("invalid_transition", seq, "a training-set member is not the event of a memory fetched under the grant");
+      return H(CTX.setLeaf, u64b(s), m!.hash);
+    });
+    if (!equal(treeRoot(leaves, CTX.setNode), root)) fail("invalid_transition", seq, "the training set's root is not the tree of its members' events");
   }
 
   private values(e: Event) {
@@ -306,6 +326,11 @@ export class ChainRules {
         const g = this.liveProcessing(e, b.grant);
         const p = g.processing!;
         if (p.version !== null && p.version !== b.version) fail("bad_grant", seq, "not for this version");
+        const fetched = this.fetched.get(b.grant)?.size ?? 0;
+        if (b.setCount === 0n || b.setCount > BigInt(fetched)) fail("invalid_transition", seq, "a training set holds 1 to as many memories as the grant fetched");
+        if (b.set) this.publishedSet(seq, b.grant, b.set, b.setRoot);
+        if (this.models.has(b.model)) fail("invalid_transition", seq, "model id used twice");
+        this.models.add(b.model);
         const msg = concat(SIG.model, encStr(this.user), unhex(b.grant), encStr(p.processor), encStr(b.version), b.artifact, b.setRoot, u64b(b.setCount));
         return { key: p.key, msg, sig: b.sig };
       }

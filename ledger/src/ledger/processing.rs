@@ -349,6 +349,8 @@ impl Ledger {
             artifact,
             set_root,
             set_count,
+            // Published (tag 0x41): the chain alone shows what the model was trained on.
+            set: Some(set.members().iter().map(|m| m.seq).collect()),
             signature,
         };
         let receipt = self.write(user, body, None, None, false, None).await?;
