@@ -347,6 +347,23 @@ fn build() -> Value {
                 Some(Hash32([4; 32])),
             ),
         ),
+        // The second derivation repeats the first one's processor, version and inputs.
+        invalid(
+            "derivation_repeated",
+            &c.user,
+            tampered(
+                &c,
+                8,
+                EventBody::MemoryDerived {
+                    memory: mem(4),
+                    grant: c.grant,
+                    version: "1".into(),
+                    inputs: vec![mem(1)],
+                    signature: forged_sig,
+                },
+                Some(Hash32([4; 32])),
+            ),
+        ),
         invalid(
             "forged_processor_signature",
             &c.user,
