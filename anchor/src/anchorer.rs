@@ -66,6 +66,11 @@ pub struct AnchorStats {
     pub reorgs: AtomicU64,
     /// Anchors submitted again after a reorg.
     pub resubmissions: AtomicU64,
+    /// The last epoch computed: users appended to the epoch log.
+    pub last_changed_users: AtomicU64,
+    /// The last epoch computed: microseconds from reading the changed heads to the log
+    /// stored (the chain submission not included).
+    pub last_compute_us: AtomicU64,
 }
 
 /// One epoch: its root, what it covers, and once anchored, the receipt.
@@ -314,6 +319,7 @@ impl Anchorer {
             ),
             None => (LogAppender::new(), 0, next),
         };
+        let started = std::time::Instant::now();
         let (changes, heads_seq) = crate::log::changes_since(&self.js, after).await?;
         if changes.is_empty() {
             return Ok(None);
@@ -353,6 +359,12 @@ impl Anchorer {
         .await?;
         let appended_count = leaves.len();
         crate::log::add_user_leaves(&self.log, leaves).await?;
+        self.stats
+            .last_changed_users
+            .store(appended_count as u64, Ordering::Relaxed);
+        self.stats
+            .last_compute_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         tracing::info!(
             epoch = next,
             appended = appended_count,

@@ -212,6 +212,16 @@ fn register_anchor(reg: &mut Registry, s: &mnemo_anchor::AnchorStats) {
     for (name, help, v) in counters {
         reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
     }
+    reg.register(
+        "last_epoch_changed_users",
+        "Users the last epoch appended to the epoch log",
+        ConstGauge::new(s.last_changed_users.load(Ordering::Relaxed) as i64),
+    );
+    reg.register(
+        "last_epoch_compute_seconds",
+        "Seconds the last epoch took to read the changed heads and store the log",
+        ConstGauge::new(s.last_compute_us.load(Ordering::Relaxed) as f64 / 1e6),
+    );
 }
 
 fn register_tasks(reg: &mut Registry, t: &mnemo_processing::dispatcher::DispatchStats) {

@@ -11,6 +11,7 @@ mod process_asr;
 mod project;
 mod report;
 mod scale;
+mod scale_full;
 mod seals;
 mod upload;
 mod verify;

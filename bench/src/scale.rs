@@ -33,6 +33,22 @@ pub struct Args {
     /// Also write the figures as JSON here (for `mnemo-bench report`).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// The whole stack instead (`mnemo dev`, release; see `scale_full`): `--users`,
+    /// `--steady-secs`, `--cold-events`, `--connected`.
+    #[arg(long)]
+    full: bool,
+    /// With `--full`: user counts, one fresh stack each (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    users: Vec<usize>,
+    /// With `--full`: seconds of steady load from 1% of the users.
+    #[arg(long, default_value_t = 20)]
+    steady_secs: u64,
+    /// With `--full`: events in the cold user's chain.
+    #[arg(long, default_value_t = 100_000)]
+    cold_events: usize,
+    /// With `--full`: devices kept connected at once.
+    #[arg(long, default_value_t = 10_000)]
+    connected: usize,
 }
 
 /// One configuration's figures.
@@ -57,6 +73,16 @@ pub struct Point {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.full {
+        return crate::scale_full::run(&crate::scale_full::Args {
+            users: a.users.clone(),
+            concurrency: a.concurrency.min(64),
+            steady_secs: a.steady_secs,
+            cold_events: a.cold_events,
+            shards: a.shards,
+            connected: a.connected,
+        });
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
