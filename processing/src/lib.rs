@@ -22,7 +22,7 @@ pub mod responder;
 pub mod service;
 
 /// The protocol's messages (shared with the workers' library).
-pub use mnemo_worker::protocol;
+pub use mnemo_protocol as protocol;
 
 pub use dispatcher::{DispatchConfig, Dispatcher};
 pub use error::{ProcessingError, Result};

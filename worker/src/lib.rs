@@ -13,7 +13,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod protocol;
+pub use mnemo_protocol as protocol;
 pub mod run;
 pub mod trainer;
 
