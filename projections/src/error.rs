@@ -14,7 +14,7 @@ pub enum ProjectionError {
     /// Another instance took over the view: this one must stop writing.
     #[error("another projector instance leads view {0} now")]
     Fenced(String),
-    /// The ledger failed (opening a payload).
+    /// The ledger's provisioning failed (the heads bucket, `ledger::provision`).
     #[error("ledger: {0}")]
     Ledger(#[from] mnemo_ledger::LedgerError),
     /// The migrations in `migrations/` could not be applied.

@@ -15,7 +15,8 @@
 //!   is counted; the other users' views go on.
 //! - PostgreSQL views (`migrations/`): users (tip and chain-tree frontier), events, memories
 //!   (metadata, tags, times, erasure state, full-text search over the text of memories
-//!   whose key still exists), grants, access log, keys, anchors, checkpoints.
+//!   whose key still exists), grants, access log, keys, checkpoints (anchors are the
+//!   anchorer's: its KV bucket and the EVM chain).
 //! - KV view: `mnemo-heads`, each user's checkpoint (seq, head hash, chain-tree root),
 //!   read by the anchorer. Updates use compare-and-set on the entry's revision and are
 //!   idempotent.

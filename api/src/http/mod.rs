@@ -1,7 +1,8 @@
 //! The REST API (axum): the state, the router and one module per resource.
 //!
 //! Writes go to the ledger (the chains are the truth); reads come from the PostgreSQL
-//! views, after a barrier ([`barrier`]) that waits until the view has caught up with the
+//! views (except the chain's own events, `GET /v1/chain` and a memory's proof, which
+//! the ledger's reader serves as stored), after a barrier ([`barrier`]) that waits until the view has caught up with the
 //! chain's head as it was when the request came in, so a client reads its own writes and a
 //! revoked grant is refused from the moment the revocation was acknowledged. A read by
 //! someone other than the owner is decided by core's access rule (`mnemo_core::Grant::allows`)
