@@ -7,7 +7,7 @@ use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, Hash32, Seq, Us
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::chain::Chain;
@@ -103,10 +103,7 @@ struct Lease {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    mnemo_ledger::clock::now_ms().max(0) as u64
 }
 
 /// Every user's latest checkpoint, from the `mnemo-heads` KV view (last value per key).

@@ -9,7 +9,6 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
 use mnemo_core::{SigningKey, UserId};
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Leeway on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -99,9 +98,7 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 ];
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    mnemo_ledger::clock::now_secs()
 }
 
 impl Auth {

@@ -7,7 +7,7 @@
 //! command line.
 
 pub mod auth;
-pub mod clock;
+pub use mnemo_ledger::clock;
 pub mod export;
 pub mod health;
 pub mod http;

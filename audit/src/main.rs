@@ -198,11 +198,7 @@ fn main() -> ExitCode {
 }
 
 fn now() -> TimestampMs {
-    TimestampMs(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
+    mnemo_ledger::clock::now()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -123,10 +123,7 @@ struct Inner {
 }
 
 fn now_ms() -> TimestampMs {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    TimestampMs(d.as_millis() as i64)
+    crate::clock::now()
 }
 
 impl Ledger {

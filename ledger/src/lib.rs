@@ -26,6 +26,7 @@
 //! What it does not do: projections (views), anchoring, authentication. Receipts are only
 //! returned after JetStream acknowledged the write on file storage.
 
+pub mod clock;
 mod config;
 pub mod crypto;
 pub mod envelope;

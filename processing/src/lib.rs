@@ -32,11 +32,7 @@ pub use service::Processing;
 
 /// Now, in ms since the Unix epoch (the crate's one clock).
 pub(crate) fn now_ms() -> mnemo_core::TimestampMs {
-    mnemo_core::TimestampMs(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    )
+    mnemo_ledger::clock::now()
 }
 
 /// Resolves once `stop` says so (or its sender is gone).

@@ -1,7 +1,14 @@
-//! The one clock of the server: milliseconds since the Unix epoch. Core takes timestamps
-//! as arguments and never reads a clock; everything here that needs "now" asks this.
+//! The one clock: milliseconds (or seconds) since the Unix epoch. Core takes timestamps as
+//! arguments and never reads a clock; every crate that needs "now" (the ledger, the API,
+//! processing, the anchorer, mnemo-audit) asks this.
 
+use mnemo_core::TimestampMs;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, as a chain timestamp.
+pub fn now() -> TimestampMs {
+    TimestampMs(now_ms())
+}
 
 /// Milliseconds since the Unix epoch (0 if the system clock is before it).
 pub fn now_ms() -> i64 {
