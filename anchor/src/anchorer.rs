@@ -3,7 +3,7 @@
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use futures::StreamExt;
 use mnemo_core::epoch_log::LogAppender;
-use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, Hash32, Seq, UserId};
+use mnemo_core::{AnchorReceipt, Backoff, Checkpoint, EpochProof, Hash32, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,19 +133,8 @@ pub async fn read_checkpoints(js: &jetstream::Context) -> Result<Vec<Checkpoint>
         else {
             continue;
         };
-        #[derive(Deserialize)]
-        struct Head {
-            seq: u64,
-            hash: Hash32,
-            root: Hash32,
-        }
-        if let Ok(h) = serde_json::from_slice::<Head>(&m.payload) {
-            out.push(Checkpoint {
-                user,
-                seq: Seq(h.seq),
-                head: h.hash,
-                root: h.root,
-            });
+        if let Ok(h) = serde_json::from_slice::<mnemo_core::HeadRecord>(&m.payload) {
+            out.push(h.checkpoint(user));
         }
     }
     Ok(out)

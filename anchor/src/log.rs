@@ -221,12 +221,7 @@ pub(crate) async fn proof(
     }))
 }
 
-#[derive(Deserialize)]
-struct Head {
-    seq: u64,
-    hash: Hash32,
-    root: Hash32,
-}
+use mnemo_core::HeadRecord as Head;
 
 /// Stream sequences read per page of [`changes_since`].
 const PAGE: u64 = 4096;

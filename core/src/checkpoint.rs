@@ -24,6 +24,30 @@ pub struct Checkpoint {
     pub root: Hash32,
 }
 
+/// A user's checkpoint as the KV heads view (`mnemo-heads`, keyed by the user) keeps it,
+/// in JSON: written by the projector, read by the anchorer. The one definition of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadRecord {
+    /// Number of events.
+    pub seq: u64,
+    /// Hash of the last event.
+    pub hash: Hash32,
+    /// Chain tree root over all events.
+    pub root: Hash32,
+}
+
+impl HeadRecord {
+    /// The checkpoint it records for `user`.
+    pub fn checkpoint(&self, user: UserId) -> Checkpoint {
+        Checkpoint {
+            user,
+            seq: Seq(self.seq),
+            head: self.hash,
+            root: self.root,
+        }
+    }
+}
+
 impl Checkpoint {
     /// Canonical bytes: `0x01 || str user || u64 seq || head || root`.
     pub fn canonical_bytes(&self) -> Vec<u8> {

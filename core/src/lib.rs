@@ -64,7 +64,7 @@ pub mod verify;
 pub use backoff::Backoff;
 pub use bundle::{AnchorReceipt, ProofBundle, ProofLevel};
 pub use chain_state::{ChainState, EventSignatures, SignatureCheck, Signed};
-pub use checkpoint::{Checkpoint, EpochProof, EpochTree};
+pub use checkpoint::{Checkpoint, EpochProof, EpochTree, HeadRecord};
 pub use error::{ChainError, DecodeError, IdError, ProofError};
 pub use event::{
     AccessAction, Capabilities, Capture, Custody, ErasureTarget, Event, EventBody, FORMAT_V1,

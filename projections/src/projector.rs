@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{Backoff, Event, EventBody, Hash32, Seq, SignatureBatch, SignatureCheck, UserId};
 use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

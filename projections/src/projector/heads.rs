@@ -3,16 +3,8 @@
 
 use super::*;
 
-/// A user's checkpoint as kept in the KV heads view.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    /// Number of events.
-    pub seq: u64,
-    /// Hash of the last event.
-    pub hash: Hash32,
-    /// Chain tree root over all events.
-    pub root: Hash32,
-}
+/// A user's checkpoint as kept in the KV heads view (core's one definition).
+pub use mnemo_core::HeadRecord as Head;
 
 pub(crate) async fn heads_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store> {
     Ok(mnemo_ledger::provision::ensure_kv(
