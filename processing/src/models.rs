@@ -76,21 +76,19 @@ fn key(user: &UserId, model: &ModelId) -> String {
 impl Models {
     /// Opens (creating when missing) the bucket.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
-        let kv = match js.get_key_value(MODELS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: MODELS_BUCKET.into(),
-                    description: "mnemo models and their training sets".into(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    max_value_size: -1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ProcessingError::nats("create the models bucket", e))?,
-        };
+        let kv = mnemo_ledger::provision::ensure_kv(
+            js,
+            kv::Config {
+                bucket: MODELS_BUCKET.into(),
+                description: "mnemo models and their training sets".into(),
+                history: 1,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                max_value_size: -1,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(Self { kv })
     }
 
@@ -170,19 +168,17 @@ fn object_name(user: &UserId, artifact: &Hash32) -> String {
 impl Artifacts {
     /// Opens (creating when missing) the object store.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
-        let store = match js.get_object_store(MODEL_OBJECTS_BUCKET).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_object_store(jetstream::object_store::Config {
-                    bucket: MODEL_OBJECTS_BUCKET.into(),
-                    description: Some("mnemo model artifacts, for queries".into()),
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ProcessingError::nats("create the model objects store", e))?,
-        };
+        let store = mnemo_ledger::provision::ensure_object_store(
+            js,
+            jetstream::object_store::Config {
+                bucket: MODEL_OBJECTS_BUCKET.into(),
+                description: Some("mnemo model artifacts, for queries".into()),
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
         Ok(Self { store })
     }
 

@@ -29,19 +29,17 @@ use crate::registry::{Processor, Registry};
 
 /// Opens (creating when missing) the bucket of enrolled chains and their cursors.
 pub async fn open_cursors(js: &jetstream::Context, replicas: usize) -> Result<kv::Store> {
-    match js.get_key_value(PLANNER_BUCKET).await {
-        Ok(kv) => Ok(kv),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: PLANNER_BUCKET.into(),
-                description: "mnemo planner progress per chain".into(),
-                num_replicas: replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ProcessingError::nats("create the planner bucket", e)),
-    }
+    Ok(mnemo_ledger::provision::ensure_kv(
+        js,
+        kv::Config {
+            bucket: PLANNER_BUCKET.into(),
+            description: "mnemo planner progress per chain".into(),
+            num_replicas: replicas,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?)
 }
 
 /// Where the planner stopped in one chain.

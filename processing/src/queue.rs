@@ -42,14 +42,7 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
         },
     ];
     for c in configs {
-        if js.get_stream(&c.name).await.is_err() {
-            let name = c.name.clone();
-            if let Err(e) = js.create_stream(c).await
-                && js.get_stream(&name).await.is_err()
-            {
-                return Err(ProcessingError::nats("create a processing stream", e));
-            }
-        }
+        mnemo_ledger::provision::ensure_stream(js, c).await?;
     }
     Ok(())
 }

@@ -111,20 +111,18 @@ async fn watch(kv: kv::Store, cache: std::sync::Weak<Cache>) {
 impl Registry {
     /// Opens (creating when missing) the registry bucket.
     pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<Self> {
-        let kv = match js.get_key_value(PROCESSORS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: PROCESSORS_BUCKET.into(),
-                    description: "mnemo registered processors".into(),
-                    history: 5,
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ProcessingError::nats("create the processor registry", e))?,
-        };
+        let kv = mnemo_ledger::provision::ensure_kv(
+            js,
+            kv::Config {
+                bucket: PROCESSORS_BUCKET.into(),
+                description: "mnemo registered processors".into(),
+                history: 5,
+                num_replicas: replicas,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
         let cache = Arc::new(Cache::default());
         tokio::spawn(watch(kv.clone(), Arc::downgrade(&cache)));
         Ok(Self { kv, cache })

@@ -63,17 +63,19 @@ impl Default for CaptureConfig {
 
 /// Opens (creating if needed) the ingest stream.
 pub async fn open_stream(js: &jetstream::Context, cfg: CaptureConfig) -> Result<stream::Stream> {
-    js.get_or_create_stream(stream::Config {
-        name: INGEST_STREAM.into(),
-        subjects: vec![format!("{QUEUE_PREFIX}.*")],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: cfg.duplicate_window,
-        max_message_size: cfg.max_message as i32 + 4096,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| NatsAuthError::nats("creating the ingest stream", e))
+    Ok(mnemo_ledger::provision::ensure_stream(
+        js,
+        stream::Config {
+            name: INGEST_STREAM.into(),
+            subjects: vec![format!("{QUEUE_PREFIX}.*")],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: cfg.duplicate_window,
+            max_message_size: cfg.max_message as i32 + 4096,
+            ..Default::default()
+        },
+    )
+    .await?)
 }
 
 /// A JetStream API error reply (what a JetStream client raises as an API error).

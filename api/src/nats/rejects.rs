@@ -26,17 +26,18 @@ pub struct Rejects {
 impl Rejects {
     /// Opens (creating if needed) the rejects stream.
     pub async fn open(js: jetstream::Context) -> Result<Self> {
-        let stream = js
-            .get_or_create_stream(stream::Config {
+        let stream = mnemo_ledger::provision::ensure_stream(
+            &js,
+            stream::Config {
                 name: REJECTS_STREAM.into(),
                 subjects: vec![format!("{REJECTS_PREFIX}.>")],
                 max_age: KEEP,
                 storage: stream::StorageType::File,
                 allow_direct: true,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsAuthError::nats("creating the rejects stream", e))?;
+            },
+        )
+        .await?;
         Ok(Self { js, stream })
     }
 
