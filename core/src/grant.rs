@@ -114,6 +114,18 @@ impl Refusal {
 }
 
 impl Grant {
+    /// Whether the grant is in force at `at`: not revoked, not lapsed (`at < expires_at`;
+    /// docs/FORMAT.md §4.1.1, rule 1). What `GET /v1/grants` calls live.
+    pub fn in_force(&self, at: TimestampMs) -> Result<(), Refusal> {
+        if self.revoked {
+            return Err(Refusal::Revoked);
+        }
+        if self.expires_at.is_some_and(|x| at >= x) {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+
     /// Whether the grant is live for `accessor` at `at`, for `action` (memory aside).
     pub fn live_for(
         &self,
@@ -121,12 +133,7 @@ impl Grant {
         action: AccessAction,
         at: TimestampMs,
     ) -> Result<(), Refusal> {
-        if self.revoked {
-            return Err(Refusal::Revoked);
-        }
-        if self.expires_at.is_some_and(|x| at >= x) {
-            return Err(Refusal::Expired);
-        }
+        self.in_force(at)?;
         if self.grantee != *accessor {
             return Err(Refusal::OtherGrantee);
         }

@@ -216,7 +216,7 @@ async fn list_grants(
                 "expires_at": g.expires_at,
                 "created_seq": r.created_seq,
                 "revoked_seq": r.revoked_seq,
-                "live": !g.revoked && g.expires_at.is_none_or(|e| e > now),
+                "live": g.in_force(now).is_ok(),
             })
         })
         .collect();
