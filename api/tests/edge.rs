@@ -532,6 +532,48 @@ async fn a_leaf_captures_offline_survives_a_reboot_and_syncs_every_capture_once(
     assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
     assert_eq!(captures(&h, &carol).await.len(), 320);
 
+    // Refusals reach the device on its leaf (MNEMO-REJECTED), with the capture's id and
+    // the problem: one the leaf refuses (not a JSON object), one the hub refuses (a text
+    // that is not a string). Neither stays in the outbox, and the chain is unchanged.
+    let leaf_js = async_nats::jetstream::new(leaf_client.clone());
+    for (id, body) in [("bad-leaf", "not json"), ("bad-hub", r#"{"text": 5}"#)] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        leaf_js
+            .publish_with_headers(
+                "mnemo.outbox.voice",
+                headers,
+                body.as_bytes().to_vec().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    drained(
+        &leaf_client,
+        OUTBOX_STREAM,
+        within,
+        "the refused captures stayed in the outbox",
+    )
+    .await;
+    let mut rejected = leaf_js
+        .get_stream(mnemo_api::nats::edge::REJECTED_STREAM)
+        .await
+        .unwrap();
+    let n = rejected.info().await.unwrap().state.messages;
+    assert_eq!(n, 2, "both refusals are reported on the leaf");
+    let mut reported = Vec::new();
+    for seq in 1..=n {
+        let m = rejected.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.subject.as_str(), "mnemo.rejected.voice");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(v["problem"].is_object(), "{v}");
+        reported.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(reported, ["bad-leaf", "bad-hub"]);
+    assert_eq!(h.ledger.head(&carol).await.unwrap().unwrap().len, 322);
+
     // The device's own creds audit the chain through mnemo.read: valid. The same bundle
     // with capture voice/320 planted a second time (a new memory id, properly sealed) is
     // refused by mnemo-audit's verifier as duplicate_capture.

@@ -3,6 +3,7 @@
 //! several rounds: machines are noisy, ratios travel better than absolute numbers.
 
 mod core_bench;
+mod forward;
 mod http;
 mod ingest;
 mod measure;
@@ -54,6 +55,8 @@ enum Area {
     Seals(seals::Args),
     /// A large recording as a chunked upload over NATS vs one REST upload, same run.
     Upload(upload::Args),
+    /// The edge forwarder through a link with added round trip vs loopback, same run.
+    Forward(forward::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Area::Verify(a) => verify::run(&a),
         Area::Http(a) => http::run(&a),
         Area::Upload(a) => upload::run(&a),
+        Area::Forward(a) => forward::run(&a),
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
         Area::Process(a) => process::run(&a),

@@ -41,6 +41,10 @@ pub enum EdgeCmd {
         /// The outbox's duplicate window, in ms.
         #[arg(long, default_value_t = 120_000)]
         duplicate_window_ms: u64,
+        /// Captures in flight at once (a link with round trip r moves up to window / r a
+        /// second).
+        #[arg(long, default_value_t = 64)]
+        window: usize,
     },
 }
 
@@ -79,6 +83,7 @@ impl EdgeCmd {
             EdgeCmd::Forward {
                 nats,
                 duplicate_window_ms,
+                window,
             } => {
                 let client = async_nats::ConnectOptions::new()
                     .retry_on_initial_connect()
@@ -94,6 +99,7 @@ impl EdgeCmd {
                     client,
                     edge::OutboxConfig {
                         duplicate_window: Duration::from_millis(duplicate_window_ms.max(1)),
+                        window: window.max(1),
                         ..Default::default()
                     },
                     rx,

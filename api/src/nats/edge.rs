@@ -4,10 +4,12 @@
 //! back (docs/EDGE.md, docs/decisions/0014-edge-capture.md).
 //!
 //! - [`leaf_config`]: the leaf node's configuration (`mnemo edge init`).
-//! - [`forward`]: drains the outbox in order, each capture with its own `Nats-Msg-Id`,
-//!   and removes it from the outbox only on the hub's PubAck (`mnemo edge forward`).
-//!   A capture stored twice at the hub (a lost PubAck, a replay) is appended once: its
-//!   capture id is kept in the chain for good.
+//! - [`forward`]: drains the outbox in order, a window of captures in flight, each with
+//!   its own `Nats-Msg-Id`, and removes one from the outbox only on the hub's PubAck
+//!   (`mnemo edge forward`). A capture stored twice at the hub (a lost PubAck, a replay) is
+//!   appended once: its capture id is kept in the chain for good. A capture the hub (or the
+//!   leaf) refuses is reported to the device on the leaf's rejects stream
+//!   ([`REJECTED_STREAM`]), never only logged.
 
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
@@ -25,6 +27,14 @@ pub const OUTBOX_STREAM: &str = "MNEMO-OUTBOX";
 pub const OUTBOX_PREFIX: &str = "mnemo.outbox";
 /// The forwarder's durable consumer.
 const FORWARDER: &str = "mnemo-forwarder";
+/// The leaf's stream of refused captures: what the device reads to learn that a capture
+/// will never reach its chain, and why.
+pub const REJECTED_STREAM: &str = "MNEMO-REJECTED";
+/// A refused capture of stream `s` is reported on `mnemo.rejected.<s>` (its
+/// `Nats-Msg-Id` in the header `Mnemo-Capture-Id`, the problem in the body).
+pub const REJECTED_PREFIX: &str = "mnemo.rejected";
+/// How long the leaf keeps a refusal.
+const REJECTED_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// What `mnemo edge init` writes into the leaf's configuration.
 pub struct LeafSettings<'a> {
@@ -67,6 +77,9 @@ pub struct OutboxConfig {
     pub duplicate_window: Duration,
     /// How long the forwarder waits for the hub's PubAck.
     pub ack_timeout: Duration,
+    /// Captures in flight at once (at least 1). On a link with round trip `r` the
+    /// forwarder moves up to `window / r` captures a second.
+    pub window: usize,
 }
 
 impl Default for OutboxConfig {
@@ -74,6 +87,7 @@ impl Default for OutboxConfig {
         Self {
             duplicate_window: Duration::from_secs(120),
             ack_timeout: Duration::from_secs(5),
+            window: 64,
         }
     }
 }
@@ -91,14 +105,28 @@ pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<s
     })
     .await
     .map_err(|e| NatsAuthError::nats("creating the outbox", e))?;
+    js.create_or_update_stream(stream::Config {
+        name: REJECTED_STREAM.into(),
+        subjects: vec![format!("{REJECTED_PREFIX}.>")],
+        storage: stream::StorageType::File,
+        max_age: REJECTED_KEEP,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsAuthError::nats("creating the rejects stream", e))?;
     js.get_stream(OUTBOX_STREAM)
         .await
         .map_err(|e| NatsAuthError::nats("opening the outbox", e))
 }
 
-/// Forwards the outbox to the hub until `stop`: one capture at a time, in order, retried
-/// with backoff while the hub does not answer. A capture the hub refuses is logged with its
-/// problem and taken off the outbox (a retry would be refused again).
+/// Forwards the outbox to the hub until `stop`, a window of `cfg.window` captures in
+/// flight. They are sent in outbox order on one connection, and the hub stores one
+/// account's captures in the order they arrive (docs/EDGE.md), so each capture stream keeps
+/// its order. Replies are taken in order too: a capture the hub did not answer (offline, a
+/// timeout) is sent again with every one after it, after a backoff; those the hub had
+/// stored come back as duplicates and are appended once. A capture the hub refuses is
+/// reported on the leaf's rejects stream and taken off the outbox (a retry would be refused
+/// again).
 pub async fn forward(
     client: async_nats::Client,
     cfg: OutboxConfig,
@@ -106,78 +134,162 @@ pub async fn forward(
 ) -> Result<()> {
     let js = jetstream::new(client.clone());
     let outbox = open_outbox(&js, cfg).await?;
+    let window = cfg.window.max(1);
+    let config = consumer::pull::Config {
+        durable_name: Some(FORWARDER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: cfg.ack_timeout * 6,
+        max_ack_pending: window as i64,
+        max_deliver: -1,
+        ..Default::default()
+    };
+    // Created, or (an outbox forwarded before with another window) updated to this one.
     let consumer = outbox
-        .get_or_create_consumer(
-            FORWARDER,
-            consumer::pull::Config {
-                durable_name: Some(FORWARDER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1,
-                max_deliver: -1,
-                ..Default::default()
-            },
-        )
+        .create_consumer(config)
         .await
         .map_err(|e| NatsAuthError::nats("creating the forwarder", e))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| NatsAuthError::nats("reading the outbox", e))?;
+        .map_err(|e| NatsAuthError::nats("reading the outbox", e))?
+        .ready_chunks(window);
     loop {
-        let msg = tokio::select! {
-            m = messages.next() => m,
+        let batch = tokio::select! {
+            b = messages.next() => b,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
-        let Some(msg) = msg else { return Ok(()) };
-        let Ok(msg) = msg else { continue };
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(id) = super::gateway::msg_id(&msg) {
-            headers.insert("Nats-Msg-Id", id.as_str());
-        }
-        // The capture stream is the subject's last token (`mnemo.outbox.<stream>`): it
-        // names the capture's stream unless the body does, and a body that names another
-        // is refused on the leaf, never forwarded under the wrong stream.
-        let payload = match with_stream(&msg.subject, &msg.payload) {
-            Ok(p) => p,
-            Err(why) => {
-                tracing::warn!(subject = %msg.subject, "capture refused on the leaf: {why}; taken off the outbox");
-                let _ = msg.ack_with(AckKind::Term).await;
-                continue;
+        let Some(batch) = batch else { return Ok(()) };
+        let mut pending = Vec::with_capacity(batch.len());
+        for msg in batch.into_iter().flatten() {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(id) = super::gateway::msg_id(&msg) {
+                headers.insert("Nats-Msg-Id", id.as_str());
             }
-        };
-        let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        loop {
+            // The capture stream is the subject's last token (`mnemo.outbox.<stream>`): it
+            // names the capture's stream unless the body does, and a body that names
+            // another is refused on the leaf, never forwarded under the wrong stream.
+            match with_stream(&msg.subject, &msg.payload) {
+                Ok(payload) => pending.push(Outgoing {
+                    msg,
+                    headers,
+                    payload,
+                }),
+                Err(why) => refused(&js, &msg, &serde_json::json!({ "detail": why })).await,
+            }
+        }
+        if !send_in_order(&client, &js, &pending, cfg, &mut stop).await {
+            return Ok(());
+        }
+    }
+}
+
+/// A capture of the outbox on its way to the hub.
+struct Outgoing {
+    msg: jetstream::Message,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+}
+
+/// What the hub said to one capture.
+enum Answer {
+    Stored,
+    Refused(Value),
+    /// No answer, or not a PubAck yet (the hub is not serving captures): send again.
+    Again,
+}
+
+/// Sends `pending` in order until every capture is stored or refused; `false` when `stop`
+/// came first (what is not acknowledged stays in the outbox).
+async fn send_in_order(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    pending: &[Outgoing],
+    cfg: OutboxConfig,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let mut from = 0;
+    let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    while from < pending.len() {
+        // Requests are published in the order they are first polled, which is this order.
+        let answers = futures::future::join_all(pending[from..].iter().map(|o| async {
             let sent = tokio::time::timeout(
                 cfg.ack_timeout,
-                client.request_with_headers(CAPTURE_PREFIX, headers.clone(), payload.clone()),
+                client.request_with_headers(CAPTURE_PREFIX, o.headers.clone(), o.payload.clone()),
             )
             .await;
-            let reply = match sent {
-                Ok(Ok(r)) => r,
-                // Offline, or the hub did not answer: the capture stays in the outbox.
-                _ => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait.next_wait()) => continue,
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+            match sent {
+                Ok(Ok(reply)) => {
+                    let v: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+                    if let Some(problem) = v.get("error") {
+                        Answer::Refused(problem.clone())
+                    } else if v.get("seq").is_some() {
+                        Answer::Stored
+                    } else {
+                        Answer::Again
                     }
                 }
-            };
-            let v: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
-            if v.get("error").is_some() {
-                tracing::warn!(problem = %v["error"], "the hub refused a capture: taken off the outbox");
-                let _ = msg.ack_with(AckKind::Term).await;
-            } else if v.get("seq").is_some() {
-                if let Err(e) = msg.ack().await {
-                    tracing::warn!(error = %e, "acknowledging a forwarded capture (it may be sent again; the hub appends it once)");
-                }
-            } else {
-                // Not a PubAck: the hub is not serving captures yet.
-                tokio::time::sleep(wait.next_wait()).await;
-                continue;
+                _ => Answer::Again,
             }
-            break;
+        }))
+        .await;
+        for answer in answers {
+            let msg = &pending[from].msg;
+            match answer {
+                Answer::Stored => {
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "acknowledging a forwarded capture (it may be sent again; the hub appends it once)");
+                    }
+                }
+                Answer::Refused(problem) => refused(js, msg, &problem).await,
+                // This one and every later one go again, in order.
+                Answer::Again => break,
+            }
+            from += 1;
         }
+        if from < pending.len() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.next_wait()) => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Reports a refused capture on the leaf's rejects stream (`mnemo.rejected.<stream>`, its
+/// `Nats-Msg-Id`, the problem) and takes it off the outbox.
+async fn refused(js: &jetstream::Context, msg: &jetstream::Message, problem: &Value) {
+    let stream = msg
+        .subject
+        .strip_prefix(OUTBOX_PREFIX)
+        .and_then(|s| s.strip_prefix('.'))
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+        .unwrap_or("_");
+    let id = super::gateway::msg_id(msg);
+    tracing::warn!(subject = %msg.subject, id = id.as_deref().unwrap_or("-"), %problem, "a capture was refused: reported on {REJECTED_PREFIX}.{stream} and taken off the outbox");
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(id) = &id {
+        headers.insert("Mnemo-Capture-Id", id.as_str());
+    }
+    let body = serde_json::json!({ "subject": msg.subject.as_str(), "id": id, "problem": problem });
+    let reported = match js
+        .publish_with_headers(
+            format!("{REJECTED_PREFIX}.{stream}"),
+            headers,
+            body.to_string().into(),
+        )
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if reported {
+        let _ = msg.ack_with(AckKind::Term).await;
+    } else {
+        // Kept in the outbox, to be reported on a later delivery rather than lost.
+        tracing::warn!(
+            "the refusal could not be stored on the leaf; the capture stays in the outbox"
+        );
     }
 }
 
