@@ -49,6 +49,9 @@ pub struct Args {
     /// With `--full`: devices kept connected at once.
     #[arg(long, default_value_t = 10_000)]
     connected: usize,
+    /// With `--full`: users that get a device and a signed capture over NATS.
+    #[arg(long, default_value_t = usize::MAX)]
+    capture_users: usize,
 }
 
 /// One configuration's figures.
@@ -81,6 +84,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             cold_events: a.cold_events,
             shards: a.shards,
             connected: a.connected,
+            capture_users: a.capture_users,
         });
     }
     tokio::runtime::Builder::new_multi_thread()

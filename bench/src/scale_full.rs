@@ -33,6 +33,9 @@ pub struct Args {
     pub shards: u32,
     /// Devices kept connected at once (the rest connect, capture and leave).
     pub connected: usize,
+    /// Users that get a device and a signed capture (all when larger than the count):
+    /// each device connects to its own account, which nats-server then loads.
+    pub capture_users: usize,
 }
 
 /// One step's figures.
@@ -221,7 +224,8 @@ async fn one(a: &Args, mnemo: &Path, n: usize) -> anyhow::Result<Run> {
     // mnemo.ingest from the user's account. The first `connected` stay connected.
     let t = Instant::now();
     let nats_url = dev.nats.clone();
-    let (capture, conns) = run_step(a.concurrency, ids.clone(), |id| {
+    let capturing: Vec<String> = ids.iter().take(a.capture_users).cloned().collect();
+    let (capture, conns) = run_step(a.concurrency, capturing.clone(), |id| {
         let api = api.clone();
         let admin = admin.clone();
         let nats_url = nats_url.clone();
@@ -261,7 +265,7 @@ async fn one(a: &Args, mnemo: &Path, n: usize) -> anyhow::Result<Run> {
     println!(
         "devices: {} connected at once ({:.0} connects with a capture per second)",
         kept.len(),
-        n as f64 / t.elapsed().as_secs_f64()
+        capturing.len() as f64 / t.elapsed().as_secs_f64()
     );
     print_rss("devices connected", dev.pid());
     drop(kept);

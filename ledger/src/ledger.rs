@@ -107,6 +107,9 @@ struct Inner {
     snapshots: crate::snapshots::SnapshotStore,
     snapshot_loads: AtomicU64,
     snapshot_drops: AtomicU64,
+    /// Snapshots taken in the background as chains grow (see `Ledger::snapshot_soon`): a
+    /// permit each, so a burst of users crossing the interval is not a burst of replays.
+    snapshot_jobs: Arc<tokio::sync::Semaphore>,
     streams: Mutex<HashMap<String, stream::Stream>>,
     /// Open chain readers per user, bounded by `max_readers_per_user`.
     readers: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
@@ -198,6 +201,7 @@ impl Ledger {
                 snapshots,
                 snapshot_loads: AtomicU64::new(0),
                 snapshot_drops: AtomicU64::new(0),
+                snapshot_jobs: Arc::new(tokio::sync::Semaphore::new(2)),
                 request_key: request_key(&cfg.master_key),
                 known: Mutex::new(std::collections::HashSet::new()),
                 seals,

@@ -621,6 +621,48 @@ macro_rules! suite {
                 a.verify_chain(&other).await.unwrap();
             }
 
+            /// A chain that grows by plain memories only (which the rules never replay) is
+            /// snapshotted as it grows: after a restart its first ruled event loads the
+            /// snapshot and reads at most one interval of events, not the whole chain.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_chain_of_plain_memories_is_snapshotted_as_it_grows() {
+                use mnemo_core::{Capabilities, GrantId};
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.snapshot_every = 64;
+                let a = connect(&server, c.clone()).await;
+                let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+                let u = user("grows");
+                a.create_user(&u).await.unwrap();
+                for i in 0..300 {
+                    a.append(&u, note(&format!("m{i}"))).await.unwrap();
+                }
+                let kv = js.get_key_value(mnemo_core::names::SNAPSHOTS_BUCKET).await.unwrap();
+                let mut taken = false;
+                for _ in 0..200 {
+                    if kv.get(u.as_str()).await.unwrap().is_some() {
+                        taken = true;
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                assert!(taken, "no snapshot of a chain of 301 plain events");
+                let b = connect(&server, c.clone()).await;
+                b.append_event(&u, EventBody::GrantCreated {
+                    grant: GrantId([3; 16]),
+                    grantee: user("friend"),
+                    capabilities: Capabilities { metadata: true, content: false },
+                    conditions: Default::default(),
+                    expires_at: None,
+                }, None).await.unwrap();
+                assert_eq!(
+                    (b.stats().snapshots_loaded, b.stats().snapshots_dropped),
+                    (1, 0),
+                    "the cold load started from the snapshot"
+                );
+                b.verify_chain(&u).await.unwrap();
+            }
+
             /// A key bucket restored from a backup taken before erasures brings their keys
             /// back; applying the chains' erasures again destroys them before anything is
             /// served: the erased memories stay unreadable, the others stay readable.

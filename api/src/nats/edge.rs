@@ -138,12 +138,25 @@ pub async fn forward(
     let config = consumer::pull::Config {
         durable_name: Some(FORWARDER.into()),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: cfg.ack_timeout * 6,
+        // This forwarder sends again itself what the hub did not answer; a redelivery is
+        // only for a forwarder that died, and a new one starts from the oldest capture.
+        ack_wait: Duration::from_secs(3600),
         max_ack_pending: window as i64,
         max_deliver: -1,
         ..Default::default()
     };
-    // Created, or (an outbox forwarded before with another window) updated to this one.
+    // A forwarder that stopped (or was killed) with captures in flight left them pending
+    // on its consumer: kept as it is, the server would hand out the captures after them
+    // first and those only when their ack wait ends, out of order. The outbox is a work
+    // queue (a capture leaves it only when acknowledged), so a new consumer starts at the
+    // oldest capture still there, in order.
+    match outbox.delete_consumer(FORWARDER).await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
+        Err(e) => return Err(NatsAuthError::nats("resetting the forwarder", e)),
+    }
     let consumer = outbox
         .create_consumer(config)
         .await

@@ -67,6 +67,30 @@ impl Ledger {
         unreachable!("the second pass returns")
     }
 
+    /// Takes `user`'s rules snapshot in the background: the rules state caught up with the
+    /// chain (from the resident state or the last snapshot, so about one interval of
+    /// events is read) and stored. Skipped when two are running already: the next
+    /// interval takes it.
+    pub(super) fn snapshot_soon(&self, user: &UserId) {
+        let Ok(permit) = self.inner.snapshot_jobs.clone().try_acquire_owned() else {
+            return;
+        };
+        let (ledger, user) = (self.clone(), user.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let state = match ledger.with_rules(&user, ChainState::clone).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%user, error = %e, "no snapshot taken");
+                    return;
+                }
+            };
+            if let Err(e) = ledger.inner.snapshots.store(&user, &state).await {
+                tracing::warn!(%user, error = %e, "storing a rules snapshot");
+            }
+        });
+    }
+
     /// `user`'s stored rules snapshot, if it is this ledger's, for this user, and its
     /// head is the chain's event at its seq (then the hash chain fixes everything before
     /// it). Anything else is dropped and `None` returned: the state is rebuilt. A store

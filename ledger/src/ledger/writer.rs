@@ -575,6 +575,12 @@ impl Ledger {
             };
             if let Some(r) = written {
                 if !rotation {
+                    // A chain that grows by plain memories is never replayed by the rules
+                    // (they check nothing of them): its snapshot is taken as it grows, so
+                    // that a cold load after a restart replays at most about one interval.
+                    if !ruled && r.seq.0 % self.inner.cfg.snapshot_every.max(1) == 0 {
+                        self.snapshot_soon(user);
+                    }
                     return Ok(r);
                 }
                 if expected.is_some() {
