@@ -8,7 +8,6 @@
 //! outbox on loopback, same run; the forwarder before this round kept one capture in flight
 //! (`--window 1`), measured on a smaller outbox.
 
-use futures::StreamExt;
 use mnemo_api::nats::edge::{self, LeafSettings, OutboxConfig};
 use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
 use mnemo_core::{EventBody, Seq, SigningKey, UserId};
@@ -168,24 +167,20 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
     };
     let js = async_nats::jetstream::new(local.clone());
     edge::open_outbox(&js, OutboxConfig::default()).await?;
-    // Offline capture: the outbox fills before the forwarder runs.
-    let acks = futures::stream::iter(0..n)
-        .map(|i| {
-            let js = js.clone();
-            async move {
-                let mut h = async_nats::HeaderMap::new();
-                h.insert("Nats-Msg-Id", format!("c{i}").as_str());
-                let body = serde_json::json!({ "text": format!("capture {i}"), "counter": i + 1 });
-                js.publish_with_headers("mnemo.outbox.voice", h, body.to_string().into())
-                    .await?
-                    .await
-            }
-        })
-        .buffered(256)
-        .collect::<Vec<_>>()
-        .await;
-    if let Some(Err(e)) = acks.into_iter().find(Result::is_err) {
-        anyhow::bail!("the outbox refused a capture: {e}");
+    // Offline capture: the outbox fills before the forwarder runs, in counter order (each
+    // publish sent before the next; the PubAcks awaited after).
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("c{i}").as_str());
+        let body = serde_json::json!({ "text": format!("capture {i}"), "counter": i + 1 });
+        acks.push(
+            js.publish_with_headers("mnemo.outbox.voice", h, body.to_string().into())
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
     }
     // Wait for the leaf's link to the hub.
     let t = Instant::now();
@@ -207,10 +202,22 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
         rx,
     ));
     let want = n as u64 + 1;
+    let mut said = Instant::now();
     loop {
         let len = hub.ledger.head(&user).await?.map_or(0, |h| h.len);
         if len >= want {
             break;
+        }
+        if said.elapsed() > Duration::from_secs(10) {
+            said = Instant::now();
+            let left = js
+                .get_stream(edge::OUTBOX_STREAM)
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            eprintln!("{name}: {len} of {want} events in the chain, {left} captures in the outbox");
         }
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(1200),
@@ -244,7 +251,18 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
     println!(
         "{name}: {n} captures, {rtt_ms} ms added round trip, window {window}: {secs:.2} s, {rate:.0} captures/s; once each and in order: {in_order}"
     );
-    anyhow::ensure!(in_order, "the chain's capture counters are not 1..={n}");
+    if !in_order {
+        let at = counters
+            .iter()
+            .enumerate()
+            .position(|(i, c)| *c != i as u64 + 1)
+            .unwrap_or(counters.len());
+        anyhow::bail!(
+            "the chain's capture counters are not 1..={n}: {} of them, from position {at}: {:?}",
+            counters.len(),
+            &counters[at.saturating_sub(2)..(at + 20).min(counters.len())]
+        );
+    }
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &leaf.id().to_string()])
         .status();

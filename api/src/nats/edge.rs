@@ -120,7 +120,8 @@ pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<s
 }
 
 /// Forwards the outbox to the hub until `stop`, a window of `cfg.window` captures in
-/// flight. They are sent in outbox order on one connection, and the hub stores one
+/// flight. They are published one after another in outbox order on one connection (each
+/// with its own reply subject), and the hub stores one
 /// account's captures in the order they arrive (docs/EDGE.md), so each capture stream keeps
 /// its order. Replies are taken in order too: a capture the hub did not answer (offline, a
 /// timeout) is sent again with every one after it, after a backoff; those the hub had
@@ -204,11 +205,26 @@ struct Outgoing {
 }
 
 /// What the hub said to one capture.
+#[derive(Clone)]
 enum Answer {
     Stored,
     Refused(Value),
     /// No answer, or not a PubAck yet (the hub is not serving captures): send again.
     Again,
+}
+
+impl Answer {
+    fn of(reply: &async_nats::Message) -> Self {
+        let v: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
+        if let Some(problem) = v.get("error") {
+            Answer::Refused(problem.clone())
+        } else if v.get("seq").is_some() {
+            Answer::Stored
+        } else {
+            // No responders, or an answer that is not a PubAck.
+            Answer::Again
+        }
+    }
 }
 
 /// Sends `pending` in order until every capture is stored or refused; `false` when `stop`
@@ -223,28 +239,7 @@ async fn send_in_order(
     let mut from = 0;
     let mut wait = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while from < pending.len() {
-        // Requests are published in the order they are first polled, which is this order.
-        let answers = futures::future::join_all(pending[from..].iter().map(|o| async {
-            let sent = tokio::time::timeout(
-                cfg.ack_timeout,
-                client.request_with_headers(CAPTURE_PREFIX, o.headers.clone(), o.payload.clone()),
-            )
-            .await;
-            match sent {
-                Ok(Ok(reply)) => {
-                    let v: Value = serde_json::from_slice(&reply.payload).unwrap_or(Value::Null);
-                    if let Some(problem) = v.get("error") {
-                        Answer::Refused(problem.clone())
-                    } else if v.get("seq").is_some() {
-                        Answer::Stored
-                    } else {
-                        Answer::Again
-                    }
-                }
-                _ => Answer::Again,
-            }
-        }))
-        .await;
+        let answers = send_window(client, &pending[from..], cfg.ack_timeout).await;
         for answer in answers {
             let msg = &pending[from].msg;
             match answer {
@@ -267,6 +262,60 @@ async fn send_in_order(
         }
     }
     true
+}
+
+/// Publishes `window` one after another (so in this order on the connection), each with
+/// its own reply subject under one inbox, and gathers the answers until `timeout`: one per
+/// capture, in the window's order (`Again` where none came).
+async fn send_window(
+    client: &async_nats::Client,
+    window: &[Outgoing],
+    timeout: Duration,
+) -> Vec<Answer> {
+    let mut answers = vec![Answer::Again; window.len()];
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(format!("{inbox}.*")).await else {
+        return answers;
+    };
+    let mut sent = 0;
+    for (i, o) in window.iter().enumerate() {
+        if client
+            .publish_with_reply_and_headers(
+                CAPTURE_PREFIX,
+                format!("{inbox}.{i}"),
+                o.headers.clone(),
+                o.payload.clone(),
+            )
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    let _ = client.flush().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut answered = vec![false; window.len()];
+    let mut got = 0;
+    while got < sent {
+        let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        let Some(i) = reply
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < sent && !answered[*i])
+        else {
+            continue;
+        };
+        answered[i] = true;
+        answers[i] = Answer::of(&reply);
+        got += 1;
+    }
+    let _ = replies.unsubscribe().await;
+    answers
 }
 
 /// Reports a refused capture on the leaf's rejects stream (`mnemo.rejected.<stream>`, its
