@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     rtt_ms: u64,
     /// The forwarder's window.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     window: usize,
     /// Captures for the one-in-flight figure (slow: one round trip each).
     #[arg(long, default_value_t = 300)]
@@ -169,18 +169,22 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
     edge::open_outbox(&js, OutboxConfig::default()).await?;
     // Offline capture: the outbox fills before the forwarder runs, in counter order (each
     // publish sent before the next; the PubAcks awaited after).
-    let mut acks = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("c{i}").as_str());
-        let body = serde_json::json!({ "text": format!("capture {i}"), "counter": i + 1 });
-        acks.push(
-            js.publish_with_headers("mnemo.outbox.voice", h, body.to_string().into())
-                .await?,
-        );
-    }
-    for ack in acks {
-        ack.await?;
+    // (In slices: the JetStream context holds back publishes past its limit of acks in
+    // flight until earlier ones are awaited.)
+    for slice in (0..n).collect::<Vec<_>>().chunks(256) {
+        let mut acks = Vec::with_capacity(slice.len());
+        for &i in slice {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("c{i}").as_str());
+            let body = serde_json::json!({ "text": format!("capture {i}"), "counter": i + 1 });
+            acks.push(
+                js.publish_with_headers("mnemo.outbox.voice", h, body.to_string().into())
+                    .await?,
+            );
+        }
+        for ack in acks {
+            ack.await?;
+        }
     }
     // Wait for the leaf's link to the hub.
     let t = Instant::now();

@@ -43,7 +43,7 @@ pub enum EdgeCmd {
         duplicate_window_ms: u64,
         /// Captures in flight at once (a link with round trip r moves up to window / r a
         /// second).
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 128)]
         window: usize,
     },
 }

@@ -87,7 +87,7 @@ impl Default for OutboxConfig {
         Self {
             duplicate_window: Duration::from_secs(120),
             ack_timeout: Duration::from_secs(5),
-            window: 64,
+            window: 128,
         }
     }
 }
