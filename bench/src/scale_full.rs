@@ -674,9 +674,14 @@ impl Dev {
         let (mut api, mut nats) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .context("mnemo dev did not come up (see dev.log)")?;
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                // Kept: the stack's directory goes with the benchmark's error.
+                let log = dir.parent().unwrap_or(dir).join("dev.log");
+                let kept = std::env::temp_dir().join("mnemo-bench-dev.log");
+                let _ = std::fs::copy(&log, &kept);
+                bail!("mnemo dev did not come up (its log: {})", kept.display());
+            };
             let mut w = line.split_whitespace();
             match (w.next(), w.next()) {
                 (Some("API"), Some(u)) => api = Some(u.to_owned()),
