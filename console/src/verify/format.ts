@@ -23,13 +23,6 @@ export const CTX = {
   setNode: "mnemo 2026-12-01 training set node v1",
 };
 
-// The root of an RFC 9162 tree over leaf hashes (§7), with the node context given.
-export function treeRoot(leaves: Uint8Array[], node: string): Uint8Array {
-  if (leaves.length === 1) return leaves[0];
-  let k = 1;
-  while (k * 2 < leaves.length) k *= 2;
-  return H(node, treeRoot(leaves.slice(0, k), node), treeRoot(leaves.slice(k), node));
-}
 
 function prefix(s: string): Uint8Array {
   const out = new Uint8Array(32);

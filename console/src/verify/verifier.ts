@@ -16,7 +16,6 @@ import {
   hex,
   inclusionRoot,
   keyAcceptable,
-  treeRoot,
   keyId,
   recordBytes,
   u64b,
@@ -176,12 +175,13 @@ export class ChainRules {
       if (set[i - 1] >= set[i]) fail("invalid_transition", seq, "a training set lists its members' seqs in ascending order, once each");
     }
     const fetched = this.fetched.get(grant) ?? new Set<string>();
-    const leaves = set.map((s) => {
+    const tree = new Accumulator(CTX.setLeaf, CTX.setNode);
+    for (const s of set) {
       const m = this.memoryEvents.get(s);
       if (!m || !fetched.has(m.memory)) fail("invalid_transition", seq, "a training-set member is not the event of a memory fetched under the grant");
-      return H(CTX.setLeaf, u64b(s), m!.hash);
-    });
-    if (!equal(treeRoot(leaves, CTX.setNode), root)) fail("invalid_transition", seq, "the training set's root is not the tree of its members' events");
+      tree.push(concat(u64b(s), m!.hash));
+    }
+    if (!equal(tree.root(), root)) fail("invalid_transition", seq, "the training set's root is not the tree of its members' events");
   }
 
   private values(e: Event) {
