@@ -9,12 +9,11 @@
 //! (`--window 1`), measured on a smaller outbox.
 
 use mnemo_api::nats::edge::{self, LeafSettings, OutboxConfig};
-use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
-use mnemo_core::{EventBody, Seq, SigningKey, UserId};
-use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
-use mnemo_testkit::{NatsOptions, NatsServer};
+use mnemo_core::{EventBody, Seq, UserId};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::device_hub::DeviceHub;
 
 /// Options of `mnemo-bench forward`.
 #[derive(clap::Args)]
@@ -40,62 +39,21 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .block_on(run_async(a))
 }
 
+/// The hub, and the port its leaf nodes connect to.
 struct Hub {
-    server: NatsServer,
+    hub: DeviceHub,
     leaf_port: u16,
-    ledger: Ledger,
-    accounts: Accounts,
 }
 
 async fn run_async(a: &Args) -> anyhow::Result<()> {
-    let setup = OperatorSetup::generate();
-    let jwt = tempfile::tempdir()?;
     let leaf_port = mnemo_testkit::free_port();
-    let server = NatsServer::start_with(NatsOptions {
-        extra_config: format!(
-            "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
-            setup.server_config(jwt.path())?
-        ),
-        jetstream_domain: Some("hub".into()),
-        ..Default::default()
-    });
-    let connect = async |creds: String| -> anyhow::Result<async_nats::Client> {
-        Ok(async_nats::ConnectOptions::with_credentials(&creds)?
-            .connect(server.url())
-            .await?)
-    };
-    let sys = connect(setup.system_creds()?).await?;
-    let service = connect(setup.service_creds()?).await?;
-    let js = async_nats::jetstream::new(service.clone());
-    let ledger = Ledger::connect(
-        service.clone(),
-        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[3; 32])),
-    )
-    .await?;
-    let accounts = Accounts::open(
-        &js,
-        sys,
-        nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
-        setup.service.public_key(),
-        SecretKey::random(),
-        1,
-    )
-    .await?;
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    mnemo_api::nats::start_device_services(
-        service.clone(),
-        connect(setup.responder_creds()?).await?,
-        ledger.clone(),
-        accounts.clone(),
-        CaptureConfig::default(),
-        rx,
-    )
-    .await?;
     let hub = Hub {
-        server,
+        hub: DeviceHub::start(
+            &format!("leafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}"),
+            Some("hub"),
+        )
+        .await?,
         leaf_port,
-        ledger,
-        accounts,
     };
     println!(
         "mnemo-bench forward: {} captures taken offline on a leaf node, then forwarded to the hub",
@@ -123,16 +81,15 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     ] {
         println!("| {what} | {w} | {n} | {r:.0} | {:.3} |", r / base);
     }
-    drop(hub.server);
     Ok(())
 }
 
 /// One outbox of `n` captures through a link with `rtt_ms` added; captures/s.
 async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> anyhow::Result<f64> {
     let user = UserId::new(format!("edge-{name}"))?;
-    hub.ledger.create_user(&user).await?;
-    hub.accounts.create(&user).await?;
-    let (_, creds) = hub.accounts.issue_device(&user, name, 3600).await?;
+    hub.hub.ledger.create_user(&user).await?;
+    hub.hub.accounts.create(&user).await?;
+    let (_, creds) = hub.hub.accounts.issue_device(&user, name, 3600).await?;
     let dir = tempfile::tempdir()?;
     let creds_path = dir.path().join("device.creds");
     std::fs::write(&creds_path, creds)?;
@@ -208,7 +165,7 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
     let want = n as u64 + 1;
     let mut said = Instant::now();
     loop {
-        let len = hub.ledger.head(&user).await?.map_or(0, |h| h.len);
+        let len = hub.hub.ledger.head(&user).await?.map_or(0, |h| h.len);
         if len >= want {
             break;
         }
@@ -236,7 +193,7 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
     let mut counters = Vec::with_capacity(n);
     let mut from = 2;
     loop {
-        let page = hub.ledger.events(&user, Seq(from), 1000).await?;
+        let page = hub.hub.ledger.events(&user, Seq(from), 1000).await?;
         if page.is_empty() {
             break;
         }

@@ -3,6 +3,7 @@
 //! several rounds: machines are noisy, ratios travel better than absolute numbers.
 
 mod core_bench;
+mod device_hub;
 mod forward;
 mod http;
 mod ingest;

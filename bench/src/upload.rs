@@ -5,10 +5,8 @@
 
 use mnemo_api::auth::Auth;
 use mnemo_api::http::{Api, ApiConfig, ApiStats};
-use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
 use mnemo_core::{SigningKey, UserId};
-use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
-use mnemo_testkit::{NatsOptions, NatsServer, PgServer};
+use mnemo_testkit::PgServer;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,44 +34,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 async fn run_async(a: &Args) -> anyhow::Result<()> {
-    let setup = OperatorSetup::generate();
-    let jwt = tempfile::tempdir()?;
-    let nats = NatsServer::start_with(NatsOptions {
-        extra_config: setup.server_config(jwt.path())?,
-        ..Default::default()
-    });
-    let connect = async |creds: String| -> anyhow::Result<async_nats::Client> {
-        Ok(async_nats::ConnectOptions::with_credentials(&creds)?
-            .connect(nats.url())
-            .await?)
-    };
-    let sys = connect(setup.system_creds()?).await?;
-    let service = connect(setup.service_creds()?).await?;
-    let js = async_nats::jetstream::new(service.clone());
-    let ledger = Ledger::connect(
-        service.clone(),
-        LedgerConfig::new(SecretKey::random(), SigningKey::from_bytes(&[3; 32])),
-    )
-    .await?;
-    let accounts = Accounts::open(
-        &js,
-        sys,
-        nkeys::KeyPair::from_seed(&setup.signing.seed()?)?,
-        setup.service.public_key(),
-        SecretKey::random(),
-        1,
-    )
-    .await?;
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    mnemo_api::nats::start_device_services(
-        service.clone(),
-        connect(setup.responder_creds()?).await?,
-        ledger.clone(),
-        accounts.clone(),
-        CaptureConfig::default(),
-        rx,
-    )
-    .await?;
+    let hub = crate::device_hub::DeviceHub::start("", None).await?;
+    let (ledger, accounts, js) = (hub.ledger.clone(), hub.accounts.clone(), hub.js.clone());
     let pg = PgServer::start();
     pg.create_database("mnemo");
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -104,7 +66,7 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
     ledger.create_user(&user).await?;
     accounts.create(&user).await?;
     let (_, creds) = accounts.issue_device(&user, "recorder", 3600).await?;
-    let device = connect(creds).await?;
+    let device = hub.connect(&creds).await?;
     let token = format!("Bearer {}", auth.issue("rec", false, 3600));
     let data = bytes::Bytes::from(
         (0..a.bytes)

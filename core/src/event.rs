@@ -543,34 +543,30 @@ impl EventBody {
                 grant: GrantId(r.array("grant id")?),
                 memories: read_ids(r, "memories")?,
             },
-            0x40 => Self::ModelTrained {
-                model: ModelId(r.array("model id")?),
-                grant: GrantId(r.array("grant id")?),
-                version: r.str("version")?.to_owned(),
-                artifact: Hash32(r.array("artifact")?),
-                set_root: Hash32(r.array("set root")?),
-                set_count: r.u64("set count")?,
-                set: None,
-                signature: Sig::from_bytes(&r.array("processor signature")?),
-            },
-            0x41 => {
+            tag @ (0x40 | 0x41) => {
                 let model = ModelId(r.array("model id")?);
                 let grant = GrantId(r.array("grant id")?);
                 let version = r.str("version")?.to_owned();
                 let artifact = Hash32(r.array("artifact")?);
                 let set_root = Hash32(r.array("set root")?);
-                let n = r.count(8, "training set")?;
-                let seqs = (0..n)
-                    .map(|_| r.u64("member seq").map(Seq))
-                    .collect::<Result<Vec<_>, _>>()?;
+                // 0x40 states the count; 0x41 publishes the members, the count is theirs.
+                let (set_count, set) = if tag == 0x40 {
+                    (r.u64("set count")?, None)
+                } else {
+                    let n = r.count(8, "training set")?;
+                    let seqs = (0..n)
+                        .map(|_| r.u64("member seq").map(Seq))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (seqs.len() as u64, Some(seqs))
+                };
                 Self::ModelTrained {
                     model,
                     grant,
                     version,
                     artifact,
                     set_root,
-                    set_count: seqs.len() as u64,
-                    set: Some(seqs),
+                    set_count,
+                    set,
                     signature: Sig::from_bytes(&r.array("processor signature")?),
                 }
             }
