@@ -471,17 +471,28 @@ async fn devices_over_the_rest_api() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
 
-/// A processor's NATS credentials (operator mode) reach only its own subjects: it takes
-/// tasks on `mnemo.work.<name>` as a queue group and answers them, calls
-/// `mnemo.proc.<name>.*`, and is refused another processor's subjects and the chains.
+/// A processor's NATS credentials (operator mode) are a user of the processor's own
+/// account: it takes tasks on `mnemo.work.<name>` as a queue group and answers them, and
+/// calls `mnemo.proc.<name>.*`, both through imports; every reply subject it names reaches
+/// mnemo rewritten into the import's response space; it is refused another processor's
+/// subjects and the chains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_credentials_reach_only_the_processors_subjects() {
     use futures::StreamExt;
+    use mnemo_api::nats::processors::ProcessorState;
     let h = hub().await;
     let accounts = h
         .accounts
         .clone()
         .with_service_key(nkeys::KeyPair::from_seed(&h.setup.service.seed().unwrap()).unwrap());
+    let live = |name| ProcessorState {
+        name,
+        revoked: false,
+    };
+    accounts
+        .sync_processor_states(&[live("asr"), live("trainer")])
+        .await
+        .unwrap();
     let creds = accounts
         .processor_creds("asr", 3600)
         .unwrap()
@@ -521,18 +532,35 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
     });
     // mnemo answers the worker's requests on its own subjects.
     let mut calls = service.subscribe("mnemo.proc.*.fetch").await.unwrap();
+    let (seen_tx, mut seen_replies) = mpsc::unbounded_channel();
     let s = service.clone();
     tokio::spawn(async move {
         while let Some(m) = calls.next().await {
             if let Some(r) = m.reply {
+                let _ = seen_tx.send(r.to_string());
                 s.publish(r, m.subject.as_str().to_owned().into())
                     .await
                     .unwrap();
             }
         }
     });
+    // Its notices, and only its own, reach it through its account's stream import.
+    let mut notices = worker.subscribe("mnemo.notice.asr").await.unwrap();
     worker.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    service
+        .publish("mnemo.notice.trainer", "not yours".into())
+        .await
+        .unwrap();
+    service
+        .publish("mnemo.notice.asr", "stale".into())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), notices.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&n.payload[..], b"stale");
     let answer = service
         .request("mnemo.work.asr", "task".into())
         .await
@@ -543,6 +571,31 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
         .await
         .unwrap();
     assert_eq!(&r.payload[..], b"mnemo.proc.asr.fetch");
+    assert!(seen_replies.recv().await.unwrap().starts_with("_R_."));
+    // A reply subject the worker chooses never reaches mnemo as such: the import rewrites
+    // it into the service account's response space, whatever it names.
+    let mut victim = service.subscribe("mnemo.chain.u.victim1").await.unwrap();
+    for forged in [
+        "mnemo.chain.u.victim1",
+        "$KV.mnemo-processors.trainer",
+        "mnemo.task.asr.demo",
+    ] {
+        worker
+            .publish_with_reply("mnemo.proc.asr.fetch", forged, "{}".into())
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), seen_replies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reply.starts_with("_R_."), "{forged} arrived as {reply}");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), victim.next())
+            .await
+            .is_err(),
+        "an answer reached a chain subject"
+    );
     // Another processor's subjects and the chains are out of reach.
     let denied = tokio::time::timeout(
         Duration::from_secs(2),
@@ -587,7 +640,16 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
         .unwrap();
     watched.flush().await.unwrap();
     let other = accounts.processor_creds("trainer", 3600).unwrap().unwrap();
-    accounts.revoke_processors(["asr"]).await.unwrap();
+    accounts
+        .sync_processor_states(&[
+            ProcessorState {
+                name: "asr",
+                revoked: true,
+            },
+            live("trainer"),
+        ])
+        .await
+        .unwrap();
     let t = Instant::now();
     let mut seen = Vec::new();
     while !seen

@@ -97,6 +97,10 @@ async fn no_service_answers_outside_the_requesters_inbox() {
         .accounts
         .clone()
         .with_service_key(nkeys::KeyPair::from_seed(&h.setup.service.seed().unwrap()).unwrap());
+    accounts
+        .sync_processors(&processing.registry)
+        .await
+        .unwrap();
     let creds = accounts.processor_creds("asr", 3600).unwrap().unwrap();
     let proc_conn = ConnectOptions::with_credentials(&creds)
         .unwrap()
@@ -134,8 +138,10 @@ async fn no_service_answers_outside_the_requesters_inbox() {
 
     // The processor's four operations, with a token and without one, and the device
     // services as a bug elsewhere in the service account would send them, each with every
-    // forged reply: never answered, and refused before any work (the forged ingest does
-    // not reach the chain).
+    // forged reply: never answered there. The processor's requests cross its account's
+    // import, which rewrites every reply into the service account's response space, so an
+    // answer can only return to the processor's own account; the forged device requests
+    // are refused before any work (the forged ingest does not reach the chain).
     let mut requests = Vec::new();
     for op in ["fetch", "submit", "model", "stale"] {
         for headers in [auth.clone(), async_nats::HeaderMap::new()] {

@@ -12,8 +12,10 @@
 //!   every such reply into the exporting account's response space, `_R_.<token>...`, so a
 //!   device request whose reply is anything else did not come through an import and is
 //!   not answered;
-//! - a **processor** connects with the inbox prefix `_INBOX_<name>` (its credentials may
-//!   subscribe to nothing else), so its replies must lie under `_INBOX_<name>.`.
+//! - a **processor** reaches mnemo, in operator mode, through its own account's service
+//!   import, which rewrites its replies into `_R_.` as for devices; without accounts (one
+//!   shared account, a development set-up) it connects with the inbox prefix
+//!   `_INBOX_<name>`, so its replies must lie under `_INBOX_<name>.`.
 //!
 //! A request whose reply subject is outside that space is refused before any work is done:
 //! nothing is written, and nothing is published.
@@ -63,14 +65,23 @@ pub fn check_reply(requester: Requester<'_>, reply: &str) -> Result<(), ReplyRef
     if !literal {
         return Err(ReplyRefused::NotLiteral);
     }
-    let expected = match requester {
-        Requester::Device => IMPORT_REPLY_PREFIX.to_owned(),
-        Requester::Processor(name) => format!("{}.", processor_inbox(name)),
-    };
     // At least one token after the prefix.
-    match reply.strip_prefix(expected.as_str()) {
-        Some(rest) if !rest.is_empty() => Ok(()),
-        _ => Err(ReplyRefused::OutsideInbox { expected }),
+    let under = |prefix: &str| matches!(reply.strip_prefix(prefix), Some(rest) if !rest.is_empty());
+    match requester {
+        Requester::Device if under(IMPORT_REPLY_PREFIX) => Ok(()),
+        Requester::Device => Err(ReplyRefused::OutsideInbox {
+            expected: IMPORT_REPLY_PREFIX.to_owned(),
+        }),
+        Requester::Processor(name) => {
+            let inbox = format!("{}.", processor_inbox(name));
+            if under(IMPORT_REPLY_PREFIX) || under(&inbox) {
+                Ok(())
+            } else {
+                Err(ReplyRefused::OutsideInbox {
+                    expected: format!("{IMPORT_REPLY_PREFIX} or {inbox}"),
+                })
+            }
+        }
     }
 }
 
@@ -102,13 +113,16 @@ mod tests {
     fn processors_are_answered_only_in_their_own_inbox() {
         let asr = Requester::Processor("asr");
         assert!(check_reply(asr, "_INBOX_asr.x.y").is_ok());
+        // Through the processor account's import.
+        assert!(check_reply(asr, "_R_.y").is_ok());
         for bad in [
             "_INBOX_asr",
             "_INBOX_asr.",
             "_INBOX_asrx.y",
             "_INBOX_trainer.y",
             "_INBOX.y",
-            "_R_.y",
+            "_R_.",
+            "_R_",
             "mnemo.chain.u.victim1",
             "$KV.mnemo-processors.trainer",
             "mnemo.task.asr.demo",

@@ -10,6 +10,7 @@
 
 use anyhow::Context;
 use mnemo_api::auth::Auth;
+use mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
 use mnemo_core::{GrantConditions, ProcessorId, UserId};
 use mnemo_devstack::Supervised;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,16 @@ async fn ensure(
 ) -> anyhow::Result<Secrets> {
     let path = dir.join("processors").join(format!("{}.json", p.name));
     if let Ok(b) = std::fs::read(&path) {
-        return Ok(serde_json::from_slice(&b)?);
+        // Fresh NATS credentials each run: those of an earlier version may be refused.
+        let mut kept: Secrets = serde_json::from_slice(&b)?;
+        kept.creds = running
+            .accounts
+            .as_ref()
+            .context("operator mode")?
+            .processor_creds(p.name, PROCESSOR_TOKEN_TTL as i64)?
+            .context("processor credentials")?;
+        mnemo_api::nats::write_private(&path, &serde_json::to_vec(&kept)?)?;
+        return Ok(kept);
     }
     let name = ProcessorId::new(p.name)?;
     let reg = &running.processing.registry;
@@ -69,11 +79,10 @@ async fn ensure(
             p.produces.iter().map(|s| s.to_string()).collect(),
         )
         .await?;
-    let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
-    let creds = running
-        .accounts
-        .as_ref()
-        .context("operator mode")?
+    let ttl = PROCESSOR_TOKEN_TTL;
+    let accounts = running.accounts.as_ref().context("operator mode")?;
+    accounts.sync_processors(reg).await?;
+    let creds = accounts
         .processor_creds(name.as_str(), ttl as i64)?
         .context("processor credentials")?;
     let secrets = Secrets {

@@ -58,7 +58,10 @@ impl ProcessorsCmd {
                     .await?;
                 let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
                 let creds = match operator_accounts(c, &js, master).await? {
-                    Some(a) => a.processor_creds(name.as_str(), ttl as i64)?,
+                    Some(a) => {
+                        a.sync_processors(&processing.registry).await?;
+                        a.processor_creds(name.as_str(), ttl as i64)?
+                    }
                     None => None,
                 };
                 println!(
@@ -76,7 +79,7 @@ impl ProcessorsCmd {
                 processing.registry.revoke(&name).await?;
                 // Operator mode: its NATS credentials are refused and its connections closed.
                 if let Some(a) = operator_accounts(c, &js, master).await? {
-                    a.sync_processor_revocations(&processing.registry).await?;
+                    a.sync_processors(&processing.registry).await?;
                 }
                 eprintln!("processor {name} revoked");
             }

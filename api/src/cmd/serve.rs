@@ -299,8 +299,9 @@ async fn start_services(
     }
     let processing = mnemo_processing::Processing::open(ledger.clone(), js.clone()).await?;
     if let Some(a) = &accounts {
-        // Revoked processors' NATS credentials stay refused across restarts.
-        a.sync_processor_revocations(&processing.registry).await?;
+        // Every processor's NATS account is pushed again, so revoked processors'
+        // credentials stay refused across restarts.
+        a.sync_processors(&processing.registry).await?;
     }
     if p.processing {
         let planner = mnemo_processing::Planner::new(

@@ -83,9 +83,13 @@ async fn register(
         .await
         .map_err(problem)?;
     let token = api.auth.issue_processor(&name, PROCESSOR_TOKEN_TTL);
-    // Operator mode: NATS credentials that reach only the processor's own subjects.
+    // Operator mode: the processor's own NATS account, and credentials that reach only
+    // its own subjects.
     let creds = match &api.accounts {
-        Some(a) => a.processor_creds(name.as_str(), PROCESSOR_TOKEN_TTL as i64)?,
+        Some(a) => {
+            a.sync_processors(&api.processing.registry).await?;
+            a.processor_creds(name.as_str(), PROCESSOR_TOKEN_TTL as i64)?
+        }
         None => None,
     };
     Ok((
@@ -133,8 +137,7 @@ async fn revoke(
     // Operator mode: the revocation reaches NATS, so its credentials are refused and its
     // connections closed at once.
     if let Some(a) = &api.accounts {
-        a.sync_processor_revocations(&api.processing.registry)
-            .await?;
+        a.sync_processors(&api.processing.registry).await?;
     }
     Ok(Json(json!({ "processor": p })))
 }

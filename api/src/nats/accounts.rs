@@ -69,6 +69,7 @@ pub fn user_account_jwt(
         account: service_pub.into(),
         local_subject: prefix.into(),
         kind: "service",
+        token: None,
     };
     claims::encode(
         signing,
@@ -134,17 +135,6 @@ pub fn device_jwt(
         Some(now_secs() as i64 + ttl_secs),
         User::scoped(a.account.public_key()),
     )
-}
-
-/// A processor's NATS user key: derived from the service account's seed and the name, so
-/// every credential issued to one processor names one user, which revocation names.
-fn processor_user_key(service: &KeyPair, name: &str) -> Result<KeyPair> {
-    let seed = service.seed()?;
-    let raw = blake3::derive_key(
-        "mnemo 2026-12-07 processor NATS user v1",
-        format!("{seed}\0{name}").as_bytes(),
-    );
-    Ok(KeyPair::new_from_raw(nkeys::KeyPairType::User, raw)?)
 }
 
 /// Pushes an account JWT with `$SYS.REQ.CLAIMS.UPDATE` (as a system-account user) and checks
@@ -229,58 +219,16 @@ impl Accounts {
         self
     }
 
-    /// A processor's NATS credentials (a user of the service account limited to the
-    /// processor's subjects, see `User::processor`), valid for `ttl_secs`. Its connection
-    /// must use the inbox prefix `_INBOX_<name>`. `None` without the service key.
-    pub fn processor_creds(&self, name: &str, ttl_secs: i64) -> Result<Option<String>> {
-        let Some(service) = &self.service else {
-            return Ok(None);
-        };
-        let key = processor_user_key(service, name)?;
-        let jwt = claims::encode(
-            service,
-            key.public_key(),
-            Some(format!("processor {name}")),
-            Some(now_secs() as i64 + ttl_secs),
-            User::processor(name),
-        )?;
-        Ok(Some(claims::creds(&jwt, &key.seed()?)))
+    pub(super) fn service_key(&self) -> Option<&KeyPair> {
+        self.service.as_deref()
     }
 
-    /// Revokes, in NATS, the credentials of every processor in `revoked`: the service
-    /// account's JWT is pushed again with their users revoked as of now, so nats-server
-    /// refuses their credentials and closes their connections at once. The full list is
-    /// given each time (the registry is the record), so a push also restores revocations
-    /// after a restart.
-    pub async fn revoke_processors<'a>(
-        &self,
-        revoked: impl IntoIterator<Item = &'a str>,
-    ) -> Result<()> {
-        let Some(service) = &self.service else {
-            return Ok(());
-        };
-        let now = now_secs() as i64;
-        let mut revocations = std::collections::BTreeMap::new();
-        for name in revoked {
-            revocations.insert(processor_user_key(service, name)?.public_key(), now);
-        }
-        let jwt =
-            super::operator::service_account_jwt(&self.signing, &self.service_pub, revocations)?;
-        push_account(&self.sys, &jwt).await
+    pub(super) fn signing(&self) -> &KeyPair {
+        &self.signing
     }
 
-    /// [`revoke_processors`](Self::revoke_processors) for every processor the registry
-    /// holds revoked.
-    pub async fn sync_processor_revocations(
-        &self,
-        registry: &mnemo_processing::Registry,
-    ) -> Result<()> {
-        let all = registry
-            .list()
-            .await
-            .map_err(|e| NatsAuthError::nats("list the processors", e))?;
-        self.revoke_processors(all.iter().filter(|p| p.revoked).map(|p| p.name.as_str()))
-            .await
+    pub(super) fn sys(&self) -> &async_nats::Client {
+        &self.sys
     }
 
     /// Opens the accounts service of an operator setup: connects to `servers` as the

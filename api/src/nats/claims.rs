@@ -126,8 +126,45 @@ pub struct Export {
     /// `Singleton` or `Stream` (services).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_type: Option<&'static str>,
-    /// Which token of the subject must be the importer's account key.
+    /// Which token of the subject must be the importer's account key (0: none).
+    #[serde(skip_serializing_if = "is_zero")]
     pub account_token_position: u8,
+    /// A private export: an importer needs an activation token the exporter signed for
+    /// it ([`Activation`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub token_req: bool,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+/// An activation: the exporting account lets one importing account (the claims' `sub`)
+/// import `subject` of a private export.
+#[derive(Serialize)]
+pub struct Activation {
+    /// `activation`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// 2.
+    pub version: u8,
+    /// The subject the importer may import (within the export's).
+    pub subject: String,
+    /// `service` or `stream`.
+    #[serde(rename = "kind")]
+    pub import_type: &'static str,
+}
+
+impl Activation {
+    /// Lets the claims' subject import `subject`, a service (`service`) or a stream.
+    pub fn new(subject: String, import_type: &'static str) -> Self {
+        Self {
+            kind: "activation",
+            version: 2,
+            subject,
+            import_type,
+        }
+    }
 }
 
 /// A service an account imports.
@@ -141,9 +178,12 @@ pub struct Import {
     pub account: String,
     /// The subject it is known by here.
     pub local_subject: String,
-    /// `service`.
+    /// `service` or `stream`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The activation token of a private export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Publish or subscribe permissions.

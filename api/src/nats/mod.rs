@@ -10,6 +10,8 @@
 //!   the NATS services error shape).
 //! - [`capture`]: durable capture on `mnemo.capture` (the relay that answers a JetStream
 //!   publisher with the ingest stream's PubAck, and the drainer into the chains).
+//! - [`processors`]: one account per processor, with imports both ways and its
+//!   credentials and revocation.
 //! - [`lanes`]: one account's messages handled in arrival order.
 //! - [`upload`]: large media sent in chunks on `mnemo.ingest`, one memory at the end.
 //! - [`rejects`]: refused messages that had no reply subject, kept per user.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod gateway;
 pub mod lanes;
 pub mod operator;
+pub mod processors;
 pub mod rejects;
 pub mod upload;
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::claims::{self, Export, Limits, User};
 use super::error::{NatsAuthError, Result};
-use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, READ_PREFIX};
+use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, NOTICE_PREFIX, PROC_PREFIX, READ_PREFIX};
 
 /// The operator, system account and service account, with what the server and the mnemo
 /// service need.
@@ -91,6 +91,7 @@ impl OperatorSetup {
             kind,
             response_type,
             account_token_position: pos,
+            token_req: false,
         };
         claims::encode(
             &self.signing,
@@ -130,6 +131,7 @@ impl OperatorSetup {
         service_account_jwt(
             &self.signing,
             &self.service.public_key(),
+            Vec::new(),
             Default::default(),
         )
     }
@@ -238,12 +240,18 @@ impl OperatorSetup {
     }
 }
 
-/// The service account's JWT, signed by the operator's signing key, with `revocations`
-/// (user public key -> time: credentials of that user issued before it are refused;
-/// revoked processors' users, `Accounts::revoke_processors`).
+/// The service account's JWT, signed by the operator's signing key.
+///
+/// It exports the device services (ingest, read, capture) with the importer's account key
+/// at token 3, and, privately (an activation per processor account, see
+/// `nats::processors`), the processor services `mnemo.proc.>` and the notices
+/// `mnemo.notice.>`. It carries `imports` (each live processor's task service) and
+/// `revocations` (user public key -> time: credentials of that user issued before it are
+/// refused).
 pub fn service_account_jwt(
     signing: &KeyPair,
     service: &str,
+    imports: Vec<claims::Import>,
     revocations: std::collections::BTreeMap<String, i64>,
 ) -> Result<String> {
     let export = |name: &str, prefix: &str| Export {
@@ -252,6 +260,15 @@ pub fn service_account_jwt(
         kind: "service",
         response_type: Some("Singleton"),
         account_token_position: 3,
+        token_req: false,
+    };
+    let private = |name: &str, prefix: &str, kind, response_type| Export {
+        name: name.into(),
+        subject: format!("{prefix}.>"),
+        kind,
+        response_type,
+        account_token_position: 0,
+        token_req: true,
     };
     claims::encode(
         signing,
@@ -266,8 +283,10 @@ pub fn service_account_jwt(
                 export("ingest", INGEST_PREFIX),
                 export("read", READ_PREFIX),
                 export("capture", CAPTURE_PREFIX),
+                private("processors", PROC_PREFIX, "service", Some("Singleton")),
+                private("notices", NOTICE_PREFIX, "stream", None),
             ],
-            imports: vec![],
+            imports,
             signing_keys: vec![],
             revocations,
         },
