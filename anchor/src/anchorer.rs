@@ -146,7 +146,6 @@ pub struct Anchorer {
     chain: Chain,
     cfg: AnchorerConfig,
     state: kv::Store,
-    epochs: object_store::ObjectStore,
     /// The epoch log's nodes and users' leaves.
     log: kv::Store,
     reader: AnchorReader,
@@ -199,7 +198,6 @@ impl Anchorer {
             cfg,
             reader: AnchorReader::new(state.clone(), epochs.clone(), Some(log.clone())),
             state,
-            epochs,
             log,
             stats: Arc::new(AnchorStats::default()),
         })
@@ -290,11 +288,21 @@ impl Anchorer {
     /// Appends to the epoch log the checkpoint of every user whose chain moved since it
     /// was last appended (docs/FORMAT.md §7.1, tree 2): O(changed users) read, computed and
     /// stored. `None` when nothing moved. What is stored, in this order, keeps a crash at
-    /// any point harmless: the new nodes (at indexes past the recorded size), the epoch's
-    /// leaves, the log's new edge, then the users' leaves.
+    /// any point harmless: the new nodes (at indexes past the recorded size; a tile begun
+    /// earlier keeps its recorded nodes), the log's new edge, then the users' leaves (a
+    /// leaf already recorded is not recorded again). A log stored by an earlier version is
+    /// rewritten first (`log::upgrade_v1`).
     async fn append_epoch(&self, next: u64, prev_root: Hash32) -> Result<Option<EpochRecord>> {
-        use crate::log::{Appended, LogState, UserLeaf};
-        let state: Option<LogState> = self.reader.get("log").await?;
+        use crate::log::{LogState, STORE_VERSION, UserLeaf};
+        let mut state: Option<LogState> = self.reader.get("log").await?;
+        if let Some(s) = state.as_mut()
+            && s.store < STORE_VERSION
+        {
+            let removed = crate::log::upgrade_v1(&self.log).await?;
+            s.store = STORE_VERSION;
+            self.put("log", &*s).await?;
+            tracing::info!(removed, "epoch log storage upgraded to version 2");
+        }
         let (mut log, after, first_epoch) = match &state {
             Some(s) => (
                 LogAppender::resume(s.size, s.peaks.clone()).ok_or_else(|| {
@@ -310,7 +318,6 @@ impl Anchorer {
         if changes.is_empty() {
             return Ok(None);
         }
-        let first_leaf = log.size();
         let mut nodes = Vec::new();
         let mut leaves = Vec::with_capacity(changes.len());
         for (_, cp) in changes {
@@ -323,16 +330,6 @@ impl Anchorer {
             });
         }
         crate::log::put_nodes(&self.log, nodes).await?;
-        let appended = serde_json::to_vec(&Appended {
-            tree: 2,
-            first_leaf,
-            checkpoints: leaves.iter().map(|l| l.checkpoint.clone()).collect(),
-        })
-        .expect("serialisable");
-        self.epochs
-            .put(format!("epoch-{next}").as_str(), &mut appended.as_slice())
-            .await
-            .map_err(AnchorError::nats)?;
         self.put(
             "log",
             &LogState {
@@ -340,6 +337,7 @@ impl Anchorer {
                 peaks: log.peaks().to_vec(),
                 heads_seq,
                 first_epoch,
+                store: STORE_VERSION,
             },
         )
         .await?;

@@ -22,6 +22,7 @@ mod anchorer;
 mod chain;
 mod error;
 mod log;
+mod log_records;
 mod reader;
 
 pub use anchorer::{AnchorStats, Anchorer, AnchorerConfig, EpochRecord, read_checkpoints};

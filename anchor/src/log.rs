@@ -1,8 +1,9 @@
 //! The epoch log's storage (docs/FORMAT.md §7.1, tree 2; `mnemo_core::epoch_log`): the
-//! log's complete nodes (`n.<level>.<index>`) and each user's leaves (`u.<user>`: their
-//! number, `u.<user>.<k>`: the k-th) in the `mnemo-epoch-log` bucket, and
-//! the log's right edge in the anchor's state. An epoch writes O(changed users) entries;
-//! a proof reads O(log leaves) of them, with direct gets, whatever the server's age.
+//! log's complete nodes in tiles of 16 and each user's leaves in a record and chunks of 16
+//! (`crate::log_records`, binary) in the `mnemo-epoch-log` bucket, and the log's right edge
+//! in the anchor's state. An epoch writes about one entry per changed user (its record)
+//! and one per 16 nodes; a proof reads O(log leaves) tiles, with direct gets, whatever the
+//! server's age.
 
 use async_nats::jetstream::{self, kv};
 use futures::{StreamExt, TryStreamExt};
@@ -12,11 +13,18 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{AnchorError, Result};
+pub(crate) use crate::log_records::UserLeaf;
+use crate::log_records::{
+    CHUNK, UserRecord, chunk_key, decode_chunk, record_key, tile_key, tile_node, tile_of,
+};
 
 /// The anchors of a user's newest leaves listed for exports: this many (an older
 /// checkpoint's events are covered by a newer checkpoint's anchor as well). Every leaf is
 /// kept, and any epoch's proof can be made.
-pub(crate) const LEAVES_PER_USER: usize = 16;
+pub(crate) const LEAVES_PER_USER: usize = CHUNK as usize;
+
+/// The storage version this code writes (1: one entry per node and per leaf, in JSON).
+pub(crate) const STORE_VERSION: u8 = 2;
 
 /// Where the log stands (the anchor state's `log` record).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,28 +37,9 @@ pub(crate) struct LogState {
     pub(crate) heads_seq: u64,
     /// The first epoch of tree 2 (earlier ones are tree 1).
     pub(crate) first_epoch: u64,
-}
-
-/// One of a user's leaves.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct UserLeaf {
-    /// Its index in the log.
-    pub(crate) leaf: u64,
-    /// The epoch that appended it.
-    pub(crate) epoch: u64,
-    /// The checkpoint.
-    pub(crate) checkpoint: Checkpoint,
-}
-
-/// What an epoch appended (the `epoch-<n>` object of a tree-2 epoch).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Appended {
-    /// 2.
-    pub(crate) tree: u8,
-    /// The index of the first leaf appended.
-    pub(crate) first_leaf: u64,
-    /// The checkpoints appended, in log order.
-    pub(crate) checkpoints: Vec<Checkpoint>,
+    /// The storage version (absent: 1).
+    #[serde(default)]
+    pub(crate) store: u8,
 }
 
 /// The bucket (created when missing).
@@ -59,7 +48,7 @@ pub(crate) async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<k
         js,
         kv::Config {
             bucket: names::EPOCH_LOG_BUCKET.into(),
-            description: "mnemo epoch log: complete nodes and users' latest leaves".into(),
+            description: "mnemo epoch log: complete nodes and users' leaves".into(),
             history: 1,
             num_replicas: replicas.max(1),
             storage: jetstream::stream::StorageType::File,
@@ -69,21 +58,48 @@ pub(crate) async fn bucket(js: &jetstream::Context, replicas: usize) -> Result<k
     .await?)
 }
 
-fn node_key((level, index): NodeId) -> String {
-    format!("n.{level}.{index}")
+fn corrupt(what: String) -> AnchorError {
+    AnchorError::Inconsistent(what)
 }
 
-fn user_key(user: &UserId) -> String {
-    format!("u.{user}")
-}
-
-/// Stores nodes, 64 at a time.
+/// Stores new complete nodes: each tile they fall in is written once, 64 tiles at a time
+/// (a tile the log had begun is read first and extended).
 pub(crate) async fn put_nodes(kv: &kv::Store, nodes: Vec<(NodeId, Hash32)>) -> Result<()> {
-    futures::stream::iter(nodes)
-        .map(|(id, h)| async move {
-            kv.put(node_key(id), h.0.to_vec().into())
+    let mut tiles: BTreeMap<(u8, u64), Vec<(usize, Hash32)>> = BTreeMap::new();
+    for (id, h) in nodes {
+        let (tile, place) = tile_of(id);
+        tiles.entry(tile).or_default().push((place, h));
+    }
+    futures::stream::iter(tiles)
+        .map(|(tile, mut new)| async move {
+            new.sort_by_key(|(place, _)| *place);
+            let first = new[0].0;
+            let mut bytes = Vec::with_capacity(CHUNK as usize * 32);
+            if first > 0 {
+                // The tile's earlier nodes (a retried epoch may have written more: those
+                // are the same nodes, written again below).
+                let old = kv
+                    .get(tile_key(tile))
+                    .await
+                    .map_err(AnchorError::nats)?
+                    .unwrap_or_default();
+                if old.len() < first * 32 {
+                    return Err(corrupt(format!("epoch log tile {tile:?} is short")));
+                }
+                bytes.extend_from_slice(&old[..first * 32]);
+            }
+            for (i, (place, h)) in new.iter().enumerate() {
+                if *place != first + i {
+                    return Err(corrupt(format!(
+                        "nodes of tile {tile:?} are not contiguous"
+                    )));
+                }
+                bytes.extend_from_slice(&h.0);
+            }
+            kv.put(tile_key(tile), bytes.into())
                 .await
-                .map_err(AnchorError::nats)
+                .map_err(AnchorError::nats)?;
+            Ok(())
         })
         .buffer_unordered(64)
         .try_collect::<Vec<_>>()
@@ -91,79 +107,81 @@ pub(crate) async fn put_nodes(kv: &kv::Store, nodes: Vec<(NodeId, Hash32)>) -> R
     Ok(())
 }
 
-/// Reads nodes, 16 at a time.
+/// Reads nodes: each tile once, 16 at a time.
 pub(crate) async fn get_nodes(kv: &kv::Store, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash32>> {
-    let got: Vec<(NodeId, Option<bytes::Bytes>)> = futures::stream::iter(ids.iter().copied())
-        .map(|id| async move {
-            kv.get(node_key(id))
+    let mut tiles: BTreeMap<(u8, u64), Vec<(NodeId, usize)>> = BTreeMap::new();
+    for &id in ids {
+        let (tile, place) = tile_of(id);
+        tiles.entry(tile).or_default().push((id, place));
+    }
+    let got: Vec<Vec<(NodeId, Hash32)>> = futures::stream::iter(tiles)
+        .map(|(tile, wanted)| async move {
+            let bytes = kv
+                .get(tile_key(tile))
                 .await
-                .map(|v| (id, v))
-                .map_err(AnchorError::nats)
+                .map_err(AnchorError::nats)?
+                .unwrap_or_default();
+            wanted
+                .into_iter()
+                .map(|(id, place)| {
+                    tile_node(&bytes, place)
+                        .map(|h| (id, h))
+                        .ok_or_else(|| corrupt(format!("epoch log node {id:?} is missing")))
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .buffered(16)
         .try_collect()
         .await?;
-    got.into_iter()
-        .map(|(id, v)| {
-            let v = v.ok_or_else(|| {
-                AnchorError::Inconsistent(format!("epoch log node {id:?} is missing"))
-            })?;
-            let h: [u8; 32] = v[..].try_into().map_err(|_| {
-                AnchorError::Inconsistent(format!("epoch log node {id:?} is not 32 bytes"))
-            })?;
-            Ok((id, Hash32(h)))
-        })
-        .collect()
+    Ok(got.into_iter().flatten().collect())
 }
 
-fn leaf_key(user: &UserId, k: u64) -> String {
-    format!("u.{user}.{k}")
-}
-
-/// How many leaves `user` has.
-async fn leaf_count(kv: &kv::Store, user: &UserId) -> Result<u64> {
-    match kv.get(user_key(user)).await.map_err(AnchorError::nats)? {
-        None => Ok(0),
-        Some(v) => std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| AnchorError::Inconsistent(format!("leaf count of {user}"))),
+/// `user`'s record (empty when the user has no leaf).
+async fn record(kv: &kv::Store, user: &UserId) -> Result<UserRecord> {
+    match kv.get(record_key(user)).await.map_err(AnchorError::nats)? {
+        None => Ok(UserRecord::default()),
+        Some(v) => UserRecord::decode(user, &v)
+            .ok_or_else(|| corrupt(format!("the epoch log record of {user}"))),
     }
 }
 
-/// `user`'s `k`-th leaf (from 0).
-async fn leaf_at(kv: &kv::Store, user: &UserId, k: u64) -> Result<UserLeaf> {
+/// `user`'s full chunk `j`.
+async fn chunk(kv: &kv::Store, user: &UserId, j: u64) -> Result<Vec<UserLeaf>> {
     let v = kv
-        .get(leaf_key(user, k))
+        .get(chunk_key(user, j))
         .await
         .map_err(AnchorError::nats)?
-        .ok_or_else(|| AnchorError::Inconsistent(format!("leaf {k} of {user} is missing")))?;
-    serde_json::from_slice(&v)
-        .map_err(|e| AnchorError::Inconsistent(format!("leaf {k} of {user}: {e}")))
+        .ok_or_else(|| corrupt(format!("chunk {j} of {user}'s leaves is missing")))?;
+    decode_chunk(user, &v).ok_or_else(|| corrupt(format!("chunk {j} of {user}'s leaves")))
 }
 
-/// `user`'s newest leaves, at most [`LEAVES_PER_USER`], oldest first.
+/// `user`'s newest leaves, at most [`LEAVES_PER_USER`], oldest first (two reads at most).
 pub(crate) async fn user_leaves(kv: &kv::Store, user: &UserId) -> Result<Vec<UserLeaf>> {
-    let n = leaf_count(kv, user).await?;
+    let r = record(kv, user).await?;
     let mut out = Vec::new();
-    for k in n.saturating_sub(LEAVES_PER_USER as u64)..n {
-        out.push(leaf_at(kv, user, k).await?);
+    if r.recent.len() < LEAVES_PER_USER && r.chunks() > 0 {
+        let last = chunk(kv, user, r.chunks() - 1).await?;
+        out.extend(last.into_iter().skip(r.recent.len()));
     }
+    out.extend(r.recent);
     Ok(out)
 }
 
-/// `user`'s newest leaf in a log of `size` leaves: a binary search over the user's leaves
-/// (O(log of them) reads).
+/// `user`'s newest leaf in a log of `size` leaves: from the record, else a binary search
+/// over the user's chunks (O(log of them) reads).
 pub(crate) async fn leaf_in(kv: &kv::Store, user: &UserId, size: u64) -> Result<Option<UserLeaf>> {
-    let n = leaf_count(kv, user).await?;
-    let (mut lo, mut hi) = (0u64, n);
+    let r = record(kv, user).await?;
+    if let Some(l) = r.recent.iter().rev().find(|l| l.leaf < size) {
+        return Ok(Some(l.clone()));
+    }
+    // The last chunk whose first leaf is in the log (leaves grow with their order).
+    let (mut lo, mut hi) = (0u64, r.chunks());
     let mut found = None;
-    // The largest k with leaf_k.leaf < size (leaves grow with k).
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let l = leaf_at(kv, user, mid).await?;
-        if l.leaf < size {
-            found = Some(l);
+        let c = chunk(kv, user, mid).await?;
+        if c[0].leaf < size {
+            found = c.into_iter().rev().find(|l| l.leaf < size);
             lo = mid + 1;
         } else {
             hi = mid;
@@ -172,23 +190,31 @@ pub(crate) async fn leaf_in(kv: &kv::Store, user: &UserId, size: u64) -> Result<
     Ok(found)
 }
 
-/// Records new leaves of users (each user's next `k`), 64 users at a time. A leaf already
-/// recorded (a retried epoch) is not recorded twice.
+/// Records new leaves of users, one per user, 64 users at a time: one read and one write
+/// per user (and a chunk every 16 leaves). A leaf already recorded (a retried epoch) is
+/// not recorded twice.
 pub(crate) async fn add_user_leaves(kv: &kv::Store, leaves: Vec<UserLeaf>) -> Result<()> {
     futures::stream::iter(leaves)
         .map(|l| async move {
             let user = l.checkpoint.user.clone();
-            let n = leaf_count(kv, &user).await?;
-            if n > 0 && leaf_at(kv, &user, n - 1).await?.leaf >= l.leaf {
+            let mut r = record(kv, &user).await?;
+            let last = match r.recent.last() {
+                Some(x) => Some(x.leaf),
+                None if r.chunks() > 0 => chunk(kv, &user, r.chunks() - 1)
+                    .await?
+                    .last()
+                    .map(|x| x.leaf),
+                None => None,
+            };
+            if last.is_some_and(|x| x >= l.leaf) {
                 return Ok(());
             }
-            kv.put(
-                leaf_key(&user, n),
-                serde_json::to_vec(&l).expect("serialisable").into(),
-            )
-            .await
-            .map_err(AnchorError::nats)?;
-            kv.put(user_key(&user), (n + 1).to_string().into())
+            if let Some((j, bytes)) = r.push(l) {
+                kv.put(chunk_key(&user, j), bytes.into())
+                    .await
+                    .map_err(AnchorError::nats)?;
+            }
+            kv.put(record_key(&user), r.encode().into())
                 .await
                 .map_err(AnchorError::nats)?;
             Ok::<_, AnchorError>(())
@@ -197,6 +223,92 @@ pub(crate) async fn add_user_leaves(kv: &kv::Store, leaves: Vec<UserLeaf>) -> Re
         .try_collect::<Vec<_>>()
         .await?;
     Ok(())
+}
+
+/// A leaf as storage version 1 kept it (JSON, one entry per leaf).
+#[derive(Deserialize)]
+struct LeafV1 {
+    leaf: u64,
+    epoch: u64,
+    checkpoint: Checkpoint,
+}
+
+/// Rewrites a log stored by version 1 (`n.<level>.<index>` per node, `u.<user>` and
+/// `u.<user>.<k>` per leaf, JSON) as version 2, then removes the old entries. Run once, by
+/// the anchorer, before its first epoch after an upgrade: it lists the bucket's keys (one
+/// consumer, once) and costs O(entries).
+pub(crate) async fn upgrade_v1(kv: &kv::Store) -> Result<usize> {
+    let keys: Vec<String> = kv
+        .keys()
+        .await
+        .map_err(AnchorError::nats)?
+        .try_collect()
+        .await
+        .map_err(AnchorError::nats)?;
+    let mut nodes = Vec::new();
+    let mut leaves: BTreeMap<UserId, BTreeMap<u64, UserLeaf>> = BTreeMap::new();
+    let mut old = Vec::new();
+    for k in keys {
+        if let Some(rest) = k.strip_prefix("n.") {
+            let id = rest
+                .split_once('.')
+                .and_then(|(l, i)| Some((l.parse::<u8>().ok()?, i.parse::<u64>().ok()?)))
+                .ok_or_else(|| corrupt(format!("epoch log key {k}")))?;
+            let v = kv
+                .get(&k)
+                .await
+                .map_err(AnchorError::nats)?
+                .unwrap_or_default();
+            let h: [u8; 32] = v[..]
+                .try_into()
+                .map_err(|_| corrupt(format!("epoch log node {k}")))?;
+            nodes.push((id, Hash32(h)));
+            old.push(k);
+        } else if let Some(rest) = k.strip_prefix("u.") {
+            if let Some((user, n)) = rest.rsplit_once('.')
+                && let (Ok(user), Ok(n)) = (UserId::new(user), n.parse::<u64>())
+            {
+                let v = kv
+                    .get(&k)
+                    .await
+                    .map_err(AnchorError::nats)?
+                    .unwrap_or_default();
+                let l: LeafV1 = serde_json::from_slice(&v)
+                    .map_err(|e| corrupt(format!("epoch log leaf {k}: {e}")))?;
+                leaves.entry(user).or_default().insert(
+                    n,
+                    UserLeaf {
+                        leaf: l.leaf,
+                        epoch: l.epoch,
+                        checkpoint: l.checkpoint,
+                    },
+                );
+            }
+            old.push(k);
+        }
+    }
+    nodes.sort_by_key(|(id, _)| *id);
+    put_nodes(kv, nodes).await?;
+    for (user, ls) in leaves {
+        let mut r = UserRecord::default();
+        for l in ls.into_values() {
+            if let Some((j, bytes)) = r.push(l) {
+                kv.put(chunk_key(&user, j), bytes.into())
+                    .await
+                    .map_err(AnchorError::nats)?;
+            }
+        }
+        kv.put(record_key(&user), r.encode().into())
+            .await
+            .map_err(AnchorError::nats)?;
+    }
+    let removed = old.len();
+    futures::stream::iter(old)
+        .map(|k| async move { kv.purge(k).await.map_err(AnchorError::nats) })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(removed)
 }
 
 /// The proof of `leaf`'s checkpoint in an epoch of `size` leaves with root `root`.

@@ -486,3 +486,154 @@ async fn proofs_in_a_thousand_epochs_open_no_consumer() {
         .unwrap();
     p.verify().unwrap();
 }
+
+/// An epoch log stored by version 1 (one JSON entry per node and per leaf) is rewritten as
+/// version 2 (tiles and user records) by the anchorer's next epoch: every earlier proof
+/// comes out the same, the old entries are gone, and the log goes on growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_one_epoch_log_is_upgraded_and_proves_the_same() {
+    use futures::TryStreamExt;
+    use mnemo_core::names::{ANCHOR_STATE_BUCKET, EPOCH_LOG_BUCKET, HEADS_BUCKET};
+    let s = Stack::builder()
+        .layout(Layout::Sharded { shards: 4 })
+        .without_projector()
+        .anvil()
+        .start()
+        .await;
+    let a = anchorer(&s, "a").await;
+    let heads =
+        s.js.create_key_value(async_nats::jetstream::kv::Config {
+            bucket: HEADS_BUCKET.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let head = |seq: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "seq": seq,
+            "hash": Hash32([seq as u8; 32]),
+            "root": Hash32([(seq >> 8) as u8 ^ 0x5a; 32]),
+        }))
+        .unwrap()
+    };
+    // u0 writes in every epoch (20 leaves: a full chunk and more), u1..u5 once.
+    let users: Vec<UserId> = (0..6)
+        .map(|i| UserId::new(format!("u{i}")).unwrap())
+        .collect();
+    for u in &users {
+        heads.put(u.as_str(), head(1).into()).await.unwrap();
+    }
+    const EPOCHS: u64 = 20;
+    for e in 1..=EPOCHS {
+        if e > 1 {
+            heads.put("u0", head(e).into()).await.unwrap();
+        }
+        a.run_epoch().await.unwrap().expect("a head moved");
+    }
+    let mut before = Vec::new();
+    for e in 1..=EPOCHS {
+        for u in &users {
+            before.push(a.epoch_proof(e, u).await.unwrap().unwrap());
+        }
+    }
+    let reader = mnemo_anchor::AnchorReader::open(&s.js)
+        .await
+        .unwrap()
+        .unwrap();
+    let anchors_before = reader.anchors_for(&users[0]).await.unwrap();
+    assert_eq!(anchors_before.len(), 16);
+
+    // Store it as version 1 did, from the documented version-2 records.
+    let log = s.js.get_key_value(EPOCH_LOG_BUCKET).await.unwrap();
+    let keys: Vec<String> = log.keys().await.unwrap().try_collect().await.unwrap();
+    let mut leaves: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    for k in &keys {
+        let v = log.get(k).await.unwrap().unwrap();
+        let parts: Vec<&str> = k.split('.').collect();
+        match parts[..] {
+            ["t", level, tile] => {
+                let tile: u64 = tile.parse().unwrap();
+                for (i, h) in v.chunks(32).enumerate() {
+                    log.put(
+                        format!("n.{level}.{}", tile * 16 + i as u64),
+                        h.to_vec().into(),
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+            ["l", user] => {
+                assert_eq!(v[0], 1);
+                leaves
+                    .entry(user.to_owned())
+                    .or_default()
+                    .extend(v[9..].chunks(88).map(|c| c.to_vec()));
+            }
+            ["l", user, _] => {
+                // Chunks come before the record in key order, oldest first.
+                leaves
+                    .entry(user.to_owned())
+                    .or_default()
+                    .extend(v.chunks(88).map(|c| c.to_vec()));
+            }
+            _ => panic!("unexpected key {k}"),
+        }
+        log.purge(k).await.unwrap();
+    }
+    let u64_at = |c: &[u8], i: usize| u64::from_be_bytes(c[i..i + 8].try_into().unwrap());
+    for (user, mut ls) in leaves {
+        ls.sort_by_key(|c| u64_at(c, 0));
+        for (k, c) in ls.iter().enumerate() {
+            let leaf = serde_json::json!({
+                "leaf": u64_at(c, 0),
+                "epoch": u64_at(c, 8),
+                "checkpoint": {
+                    "user": user,
+                    "seq": u64_at(c, 16),
+                    "head": Hash32(c[24..56].try_into().unwrap()),
+                    "root": Hash32(c[56..88].try_into().unwrap()),
+                },
+            });
+            log.put(
+                format!("u.{user}.{k}"),
+                serde_json::to_vec(&leaf).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        }
+        log.put(format!("u.{user}"), ls.len().to_string().into())
+            .await
+            .unwrap();
+    }
+    let state = s.js.get_key_value(ANCHOR_STATE_BUCKET).await.unwrap();
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&state.get("log").await.unwrap().unwrap()).unwrap();
+    rec.as_object_mut().unwrap().remove("store");
+    state
+        .put("log", serde_json::to_vec(&rec).unwrap().into())
+        .await
+        .unwrap();
+
+    // The next epoch upgrades the log, then appends.
+    heads.put("u3", head(2).into()).await.unwrap();
+    let next = a.run_epoch().await.unwrap().expect("u3 moved");
+    assert_eq!(next.epoch, EPOCHS + 1);
+    let mut after = Vec::new();
+    for e in 1..=EPOCHS {
+        for u in &users {
+            after.push(a.epoch_proof(e, u).await.unwrap().unwrap());
+        }
+    }
+    assert_eq!(before, after, "the upgrade changed a proof");
+    assert_eq!(reader.anchors_for(&users[0]).await.unwrap(), anchors_before);
+    let p = a.epoch_proof(next.epoch, &users[3]).await.unwrap().unwrap();
+    p.verify().unwrap();
+    assert_eq!(p.checkpoint.seq, Seq(2));
+    let keys: Vec<String> = log.keys().await.unwrap().try_collect().await.unwrap();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("t.") || k.starts_with("l.")),
+        "version-1 entries left: {keys:?}"
+    );
+}

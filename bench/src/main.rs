@@ -4,6 +4,7 @@
 
 mod core_bench;
 mod device_hub;
+mod epoch;
 mod forward;
 mod http;
 mod ingest;
@@ -58,6 +59,8 @@ enum Area {
     Upload(upload::Args),
     /// The edge forwarder through a link with added round trip vs loopback, same run.
     Forward(forward::Args),
+    /// One anchor epoch with many changed users, fsync on, vs as many bare KV puts.
+    Epoch(epoch::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Area::Http(a) => http::run(&a),
         Area::Upload(a) => upload::run(&a),
         Area::Forward(a) => forward::run(&a),
+        Area::Epoch(a) => epoch::run(&a),
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
         Area::Process(a) => process::run(&a),
