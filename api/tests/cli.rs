@@ -399,3 +399,62 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
     let anon = async_nats::connect(nats.url()).await;
     assert!(anon.is_err(), "operator mode refuses anonymous clients");
 }
+
+/// No secret the environment holds is printed by any command's `--help` (clap shows an
+/// argument's environment value unless told not to): every subcommand is walked from the
+/// top-level help, with every URL and key variable set to a value holding a marker.
+#[test]
+fn no_help_text_prints_a_secret_from_the_environment() {
+    const MARK: &str = "SECRET-4f1d";
+    let secrets = [
+        (
+            "DATABASE_URL",
+            format!("postgres://mnemo:{MARK}-pg@db/mnemo"),
+        ),
+        ("MNEMO_NATS_URL", format!("nats://svc:{MARK}-nats@hub:4222")),
+        (
+            "MNEMO_RPC_URL",
+            format!("https://rpc.example/v1/{MARK}-rpc"),
+        ),
+        ("MNEMO_MASTER_KEY", format!("{MARK}-master")),
+        ("MNEMO_SIGNING_KEY", format!("{MARK}-signing")),
+        ("MNEMO_ANCHOR_KEY", format!("{MARK}-anchor")),
+        ("MNEMO_JWT_KEY", format!("{MARK}-jwt")),
+    ];
+    let help = |path: &[String]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args(path)
+            .arg("--help")
+            .envs(secrets.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run mnemo");
+        assert!(out.status.success(), "mnemo {path:?} --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut todo = vec![Vec::<String>::new()];
+    let mut walked = 0;
+    while let Some(path) = todo.pop() {
+        let text = help(&path);
+        walked += 1;
+        assert!(
+            !text.contains(MARK),
+            "mnemo {path:?} --help prints a secret:\n{text}"
+        );
+        // Subcommands: the lines under "Commands:", up to the next blank line.
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("Commands:"));
+        lines.next();
+        for l in lines.take_while(|l| !l.trim().is_empty()) {
+            if let Some(name) = l.split_whitespace().next()
+                && name != "help"
+            {
+                let mut sub = path.clone();
+                sub.push(name.to_owned());
+                todo.push(sub);
+            }
+        }
+    }
+    assert!(
+        walked > 10,
+        "only {walked} help texts: the walk found no subcommands"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 #[derive(clap::Args)]
 pub(crate) struct AnchorArgs {
     /// Ethereum JSON-RPC URL (e.g. https://sapphire.oasis.io, or a local node).
-    #[arg(long, env = "MNEMO_RPC_URL")]
+    #[arg(long, env = "MNEMO_RPC_URL", hide_env_values = true)]
     rpc_url: String,
     /// Private key (hex) of the account that deploys and anchors. Secret.
     #[arg(long, env = "MNEMO_ANCHOR_KEY", hide_env_values = true)]

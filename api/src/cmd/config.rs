@@ -13,11 +13,12 @@ pub(crate) struct Config {
         long,
         env = "MNEMO_NATS_URL",
         default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true,
         global = true
     )]
     pub(crate) nats_url: String,
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    /// PostgreSQL URL (its password is never printed).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub(crate) database_url: Option<String>,
     /// Master key (64 hex characters) that seals payload keys. Secret.
     #[arg(long, env = "MNEMO_MASTER_KEY", hide_env_values = true, global = true)]

@@ -34,7 +34,7 @@ pub struct DevArgs {
     #[arg(long, env = "MNEMO_DEV_DIR", default_value = ".mnemo")]
     dir: PathBuf,
     /// An EVM node to anchor on instead of starting anvil (deploys with `--anchor-key`).
-    #[arg(long, env = "MNEMO_RPC_URL")]
+    #[arg(long, env = "MNEMO_RPC_URL", hide_env_values = true)]
     rpc_url: Option<String>,
     /// Key that deploys and anchors on `--rpc-url` (default: anvil's first dev account).
     #[arg(long, env = "MNEMO_ANCHOR_KEY", hide_env_values = true)]

@@ -88,7 +88,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_MAX_UPLOAD", default_value_t = 64 << 20)]
     max_upload: usize,
     /// Ethereum JSON-RPC URL for anchoring.
-    #[arg(long, env = "MNEMO_RPC_URL")]
+    #[arg(long, env = "MNEMO_RPC_URL", hide_env_values = true)]
     rpc_url: Option<String>,
     /// Private key (hex) of the anchoring account. Secret.
     #[arg(long, env = "MNEMO_ANCHOR_KEY", hide_env_values = true)]
