@@ -349,9 +349,15 @@ async fn chaos_run_loses_no_acknowledged_memory() {
     for i in &mut instances {
         i.kill(); // the live projectors stop: the rebuild below is the only writer
     }
-    mnemo_projections::rebuild(&js, &ledger, &pg.url("mnemo"), "pg", |_, _| {})
-        .await
-        .unwrap();
+    mnemo_projections::rebuild(
+        &js,
+        &ledger.clone().into(),
+        &pg.url("mnemo"),
+        "pg",
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         digest(pool.clone()).await,
         live,

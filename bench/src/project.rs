@@ -157,7 +157,8 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
 
     // A full rebuild while the live projector runs.
     let t = Instant::now();
-    let report = mnemo_projections::rebuild(&js, &ledger, &url, "pg", |_, _| {}).await?;
+    let report =
+        mnemo_projections::rebuild(&js, &ledger.clone().into(), &url, "pg", |_, _| {}).await?;
     let rebuild_secs = t.elapsed().as_secs_f64();
     stop.send(true)?;
     task.await??;

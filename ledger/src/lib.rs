@@ -35,6 +35,7 @@ mod keystore;
 mod ledger;
 mod objects;
 pub mod provision;
+mod read_only;
 pub mod seals;
 mod snapshots;
 
@@ -50,4 +51,5 @@ pub use ledger::{
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,
 };
+pub use read_only::LedgerReader;
 pub use seals::SealStore;

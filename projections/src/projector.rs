@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, AckKind, consumer, kv};
 use bytes::Bytes;
 use futures::StreamExt;
 use mnemo_core::{Backoff, Event, EventBody, Hash32, Seq, SignatureBatch, SignatureCheck, UserId};
-use mnemo_ledger::{KeyCache, Ledger, LedgerError, StoredEvent, envelope};
+use mnemo_ledger::{KeyCache, LedgerError, LedgerReader, StoredEvent, envelope};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +93,7 @@ struct Item {
 /// Builds the views. See the crate docs.
 pub struct Projector {
     js: jetstream::Context,
-    ledger: Ledger,
+    ledger: LedgerReader,
     pool: sqlx::PgPool,
     cfg: ProjectorConfig,
     stats: Arc<ProjectorStats>,
@@ -127,16 +127,17 @@ struct DeadLetter {
 }
 
 impl Projector {
-    /// A projector writing into the database behind `pool`.
+    /// A projector writing into the database behind `pool`. It reads the chains through
+    /// a [`LedgerReader`]: it cannot append or sign (a writing `Ledger` converts into one).
     pub fn new(
         js: jetstream::Context,
-        ledger: Ledger,
+        ledger: impl Into<LedgerReader>,
         pool: sqlx::PgPool,
         cfg: ProjectorConfig,
     ) -> Self {
         Self {
             js,
-            ledger,
+            ledger: ledger.into(),
             pool,
             cfg,
             stats: Arc::new(ProjectorStats::default()),

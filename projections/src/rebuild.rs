@@ -79,7 +79,7 @@ async fn checkpoints(pool: &sqlx::PgPool, view: &str) -> Result<HashMap<String, 
 /// `progress(done, total)` is called as events are replayed.
 pub async fn rebuild(
     js: &async_nats::jetstream::Context,
-    ledger: &mnemo_ledger::Ledger,
+    ledger: &mnemo_ledger::LedgerReader,
     database_url: &str,
     view: &str,
     progress: impl Fn(u64, u64),

@@ -465,9 +465,15 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
 
     // rebuild with nothing new coming in: identical rows
     let before = dump(&s.pool).await;
-    let report = mnemo_projections::rebuild(&s.js, &s.ledger, &s.pg.url("mnemo"), "pg", |_, _| {})
-        .await
-        .unwrap();
+    let report = mnemo_projections::rebuild(
+        &s.js,
+        &s.ledger.clone().into(),
+        &s.pg.url("mnemo"),
+        "pg",
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert!(report.events >= 600, "{report:?}");
     assert_eq!(
         dump(&s.pool).await,
@@ -480,9 +486,15 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
         let (l, users) = (s.ledger.clone(), users[3..].to_vec());
         tokio::spawn(async move { ingest(&l, &users, 10, 4).await })
     };
-    mnemo_projections::rebuild(&s.js, &s.ledger, &s.pg.url("mnemo"), "pg", |_, _| {})
-        .await
-        .unwrap();
+    mnemo_projections::rebuild(
+        &s.js,
+        &s.ledger.clone().into(),
+        &s.pg.url("mnemo"),
+        "pg",
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     writer.await.unwrap();
     s.no_lag(Duration::from_secs(60)).await;
     assert_views_equal_chains(&s, &users).await;

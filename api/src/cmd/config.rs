@@ -91,13 +91,28 @@ impl Config {
             .context("DATABASE_URL (or --database-url) is required")
     }
 
-    pub(crate) fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
-        let master = SecretKey::from_hex(
+    fn master(&self) -> anyhow::Result<SecretKey> {
+        SecretKey::from_hex(
             self.master_key
                 .as_deref()
                 .context("MNEMO_MASTER_KEY (or --master-key) is required")?,
         )
-        .context("MNEMO_MASTER_KEY must be 64 hex characters")?;
+        .context("MNEMO_MASTER_KEY must be 64 hex characters")
+    }
+
+    /// A read-only view of the chains (views, rebuilds): the master key opens the
+    /// memories; the custody signing key is not read (`LedgerReader`).
+    pub(crate) async fn ledger_reader(
+        &self,
+        client: async_nats::Client,
+    ) -> anyhow::Result<mnemo_ledger::LedgerReader> {
+        // The key given here is replaced by a fresh random one on connecting.
+        let cfg = self.ledger_config_with(self.master()?, SigningKey::from_bytes(&[0; 32]))?;
+        Ok(mnemo_ledger::LedgerReader::connect(client, cfg).await?)
+    }
+
+    pub(crate) fn ledger_config(&self) -> anyhow::Result<LedgerConfig> {
+        let master = self.master()?;
         let mut seed = [0u8; 32];
         hex::decode_to_slice(
             self.signing_key

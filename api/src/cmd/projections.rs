@@ -5,7 +5,6 @@ use super::{Config, views};
 use anyhow::Context;
 use clap::Subcommand;
 use mnemo_api::health;
-use mnemo_ledger::Ledger;
 
 #[derive(Subcommand)]
 pub(crate) enum Projections {
@@ -45,7 +44,7 @@ impl Projections {
             }
             Projections::Run { listen, max_lag } => {
                 mnemo_projections::migrate(&pool).await?;
-                let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+                let ledger = c.ledger_reader(client).await?;
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let projector = mnemo_projections::Projector::new(
                     js.clone(),
@@ -79,7 +78,7 @@ impl Projections {
                 task.await??;
             }
             Projections::Rebuild { view } => {
-                let ledger = Ledger::connect(client, c.ledger_config()?).await?;
+                let ledger = c.ledger_reader(client).await?;
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
