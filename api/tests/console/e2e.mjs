@@ -73,7 +73,10 @@ try {
   await page.goto(`${base}/console/#/memories`);
   await page.locator("[data-testid=timeline] li").nth(1).waitFor({ timeout: 20000 });
   out.timeline = await page.locator("[data-testid=timeline] li").count();
-  out.note_shown = await page.getByText("a note typed with the keyboard").count();
+  // A text's preview is fetched after the list: wait for it, then count it.
+  const note = page.getByText("a note typed with the keyboard");
+  await note.first().waitFor({ timeout: 20000 }).catch(() => {});
+  out.note_shown = await note.count();
   out.audio = await page.locator("audio").count();
   out.models_state = (await page.locator("[data-testid=no-models], [data-testid=models]").first().textContent({ timeout: 20000 })).trim();
   out.lineage_shown = await page.getByText("derived: transcript").first().waitFor({ timeout: 20000 }).then(() => true, () => false);
