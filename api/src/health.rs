@@ -31,6 +31,20 @@ pub struct Health {
     pub anchor: Option<Arc<mnemo_anchor::AnchorStats>>,
     /// The dispatcher's counters per processor, when processing runs.
     pub tasks: Option<mnemo_processing::dispatcher::DispatchStats>,
+    /// What this instance serves, which decides when it is ready.
+    pub role: Role,
+}
+
+/// What an instance serves, and so what its readiness follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The API and the device services: ready while the ledger (JetStream) answers, so
+    /// ingest goes on when the views fall behind; the views' lag is reported apart, and
+    /// reads answer 503 with `Retry-After` until the caller's chain is in them.
+    Api,
+    /// A view process (`mnemo projections run`): ready while its view is at most
+    /// `max_lag` events behind.
+    Views,
 }
 
 /// The router of the health endpoints.
@@ -48,34 +62,45 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the view's lag (quarantined users are reported, not counted against it).
+/// Readiness, by the instance's [`Role`]: an API instance is ready while the ledger
+/// answers (the views' lag is in the body, `roles.reads`); a view process while its view is
+/// at most `max_lag` events behind. Quarantined users are reported, never counted against
+/// it: one user's refused event must not take the instance down for everyone.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Object, description = "ready"), (status = 503, body = Object, description = "not ready")))]
 pub(crate) async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    match mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await {
-        Ok(lag) => {
-            // Quarantined users are reported, not counted against readiness: one user's
-            // refused event must not take the instance down for everyone.
-            let quarantined = h.views.quarantined_users().await.ok();
-            let ready = lag <= h.max_lag;
-            let body = serde_json::json!({
-                "ready": ready,
-                "lag": { h.view.clone(): lag },
-                "quarantined_users": quarantined,
-            });
-            let code = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            (code, axum::Json(body)).into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "readyz: lag unknown");
-            let body = serde_json::json!({ "ready": false, "error": "lag unknown" });
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
+    let lag = mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await;
+    if let Err(e) = &lag {
+        tracing::warn!(error = %e, "readyz: lag unknown");
     }
+    let views_ready = lag.as_ref().is_ok_and(|l| *l <= h.max_lag);
+    let quarantined = h.views.quarantined_users().await.ok();
+    let (ready, roles) = match h.role {
+        Role::Views => (views_ready, serde_json::json!({ "views": views_ready })),
+        Role::Api => {
+            // Ingest needs the ledger only: JetStream answering for the service account.
+            let ledger =
+                tokio::time::timeout(std::time::Duration::from_secs(2), h.js.query_account())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            (
+                ledger,
+                serde_json::json!({ "ingest": ledger, "reads": ledger && views_ready }),
+            )
+        }
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "roles": roles,
+        "lag": { h.view.clone(): lag.as_ref().ok() },
+        "quarantined_users": quarantined,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text).

@@ -461,3 +461,129 @@ fn no_help_text_prints_a_secret_from_the_environment() {
         "only {walked} help texts: the walk found no subcommands"
     );
 }
+
+/// Readiness per instance: with the views held back (`mnemo serve --no-projector`, no
+/// other projector running), an API instance stays ready and ingests; `/readyz` reports
+/// the views' lag apart (`roles.reads: false`), and a read answers 503 with a retry hint.
+/// Once a view process catches up, the read answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_views_held_back_ingest_stays_ready_and_reads_ask_to_retry() {
+    let nats = NatsServer::start();
+    let pg = PgServer::start();
+    pg.create_database("mnemo");
+    let jwt = [0x43u8; 32];
+    let port = mnemo_testkit::free_port();
+    let env = [
+        ("MNEMO_NATS_URL", nats.url()),
+        ("DATABASE_URL", pg.url("mnemo")),
+        ("MNEMO_MASTER_KEY", MASTER.to_owned()),
+        ("MNEMO_SIGNING_KEY", SEED.to_owned()),
+        ("MNEMO_JWT_KEY", hex::encode(jwt)),
+        ("MNEMO_LOG", "warn".to_owned()),
+        ("MNEMO_READY_MAX_LAG", "0".to_owned()),
+    ];
+    let _serve = Child(
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args([
+                "serve",
+                "--no-projector",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    while http.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "never up");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&jwt), "mnemo", "mnemo-api");
+    let admin = auth.issue("admin", true, 3600);
+    let alice = auth.issue("alice", false, 3600);
+    let r = http
+        .post(format!("{url}/v1/users"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "id": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for i in 0..3 {
+        let r = http
+            .post(format!("{url}/v1/memories"))
+            .bearer_auth(&alice)
+            .json(&serde_json::json!({ "kind": "note", "text": format!("note {i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    }
+    let r = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the API instance went unready with its views"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["roles"]["ingest"], true, "{body}");
+    assert_eq!(body["roles"]["reads"], false, "{body}");
+    assert!(body["lag"]["pg"].as_u64().unwrap() >= 4, "{body}");
+    let r = http
+        .get(format!("{url}/v1/memories"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+
+    // A view process catches up: reads answer.
+    let vport = mnemo_testkit::free_port();
+    let _views = Child(
+        Command::new(env!("CARGO_BIN_EXE_mnemo"))
+            .args([
+                "projections",
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{vport}"),
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("MNEMO_SIGNING_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = std::time::Instant::now();
+    loop {
+        let r = http
+            .get(format!("{url}/v1/memories"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "reads never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let body: serde_json::Value = http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["roles"]["reads"], true, "{body}");
+}

@@ -64,6 +64,7 @@ impl Projections {
                     api: None,
                     anchor: None,
                     tasks: None,
+                    role: health::Role::Views,
                 };
                 let listener = mnemo_api::http::bind(listen)
                     .with_context(|| format!("listening on {listen}"))?;

@@ -366,6 +366,7 @@ async fn start_services(
             api: Some(api_stats),
             anchor: anchor_stats,
             tasks: dispatch_stats,
+            role: health::Role::Api,
         };
         let app = mnemo_api::http::app(api, health::router(h));
         let listener =
