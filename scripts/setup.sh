@@ -12,6 +12,9 @@
 #                        @nats-io/jetstream 3.4.0, @nats-io/nkeys 2.0.3, esbuild 0.28.2,
 #                        playwright-core 1.64.1 (no browser download: it drives Debian's)
 #   Chromium             (Debian's chromium package, /usr/bin/chromium)
+#   kubernetes-validate 1.37.0 (PyPI, same venv: the Kustomize overlays checked against
+#                        the Kubernetes schemas, offline); kubectl with Kustomize is
+#                        expected on the machine (it is not in Debian's archive)
 #   the console          (console/: npm ci from its lockfile, vue-tsc, then vite build into dist/)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
@@ -64,6 +67,22 @@ if ! "$TOOLS/venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null \
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check $ASYNCAPI_PACKAGES
 fi
 echo "setup: AsyncAPI checker packages ($ASYNCAPI_PACKAGES)"
+
+# --- the deployment checks ------------------------------------------------------
+KUBE_VALIDATE_VERSION=1.37.0
+kv="$TOOLS/venv/bin/kubernetes-validate"
+if ! "$TOOLS/venv/bin/pip" freeze --disable-pip-version-check 2>/dev/null \
+    | grep -qix "kubernetes[-_]validate==$KUBE_VALIDATE_VERSION"; then
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBE_VALIDATE_VERSION"
+fi
+echo "setup: kubernetes-validate $KUBE_VALIDATE_VERSION at $kv"
+kubectl="$(command -v kubectl || true)"
+if [ -z "$kubectl" ]; then
+  echo "setup: kubectl (with Kustomize) is missing: the deployment test needs it" >&2
+  exit 1
+fi
+command -v openssl >/dev/null || apt_install openssl
+echo "setup: $("$kubectl" version --client 2>/dev/null | head -n 1) at $kubectl"
 
 # --- anvil -------------------------------------------------------------------
 # The platform package's binary is used directly: killing the npm wrapper would orphan it.
@@ -139,3 +158,4 @@ echo "setup: console built into $console/dist"
 # For callers that source this file.
 export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
 export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech" MNEMO_JS_TOOLS="$js" MNEMO_CONSOLE_DIST="$console/dist"
+export MNEMO_KUBERNETES_VALIDATE="$kv" MNEMO_KUBECTL="$kubectl"

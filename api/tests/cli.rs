@@ -333,6 +333,14 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
         extra_config: conf,
         ..Default::default()
     });
+    // The operator's root key goes offline: everything below runs with its public key
+    // (`operator.pub`) and the operator's signing key.
+    std::fs::rename(
+        d.join("operator.nk"),
+        dir.path().join("offline-operator.nk"),
+    )
+    .unwrap();
+    assert!(d.join("operator.pub").exists());
     // `mnemo users ...` against this server in operator mode.
     let users = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mnemo"))

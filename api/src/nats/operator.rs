@@ -204,6 +204,10 @@ impl OperatorSetup {
         for (name, kp) in self.seeds() {
             secret(&format!("{name}.nk"), &seed(kp)?)?;
         }
+        // The operator's public key, so that a server of mnemo runs without the root
+        // key's seed (keep `operator.nk` offline; mnemo signs with `operator-signing.nk`).
+        std::fs::write(dir.join("operator.pub"), self.operator.public_key())
+            .map_err(io("operator.pub"))?;
         secret("system.creds", &self.system_creds()?)?;
         secret("service.creds", &self.service_creds()?)?;
         std::fs::write(
@@ -218,7 +222,10 @@ impl OperatorSetup {
         std::fs::write(dir.join("edge.conf"), EDGE_LISTENERS).map_err(io("edge.conf"))
     }
 
-    /// Reads what [`write`](Self::write) wrote.
+    /// Reads what [`write`](Self::write) wrote. The operator's root key may be absent
+    /// (kept offline, as NATS advises): then only its public key (`operator.pub`) is read,
+    /// and everything a running mnemo signs is signed with the operator's signing key. Only
+    /// `mnemo nats init` and `mnemo dev`, which write the operator's own JWT, need the root.
     pub fn load(dir: &Path) -> Result<Self> {
         let read = |name: &str| -> Result<KeyPair> {
             let seed = std::fs::read_to_string(dir.join(format!("{name}.nk"))).map_err(|e| {
@@ -229,8 +236,19 @@ impl OperatorSetup {
             })?;
             Ok(KeyPair::from_seed(seed.trim())?)
         };
+        let operator = if dir.join("operator.nk").exists() {
+            read("operator")?
+        } else {
+            let public = std::fs::read_to_string(dir.join("operator.pub")).map_err(|e| {
+                NatsAuthError::Io {
+                    what: format!("reading operator.pub (or operator.nk) in {}", dir.display()),
+                    source: e,
+                }
+            })?;
+            KeyPair::from_public_key(public.trim())?
+        };
         Ok(Self {
-            operator: read("operator")?,
+            operator,
             signing: read("operator-signing")?,
             system: read("system-account")?,
             system_user: read("system-user")?,
