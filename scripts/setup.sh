@@ -15,6 +15,8 @@
 #   kubernetes-validate 1.37.0 (PyPI, same venv: the Kustomize overlays checked against
 #                        the Kubernetes schemas, offline); kubectl with Kustomize is
 #                        expected on the machine (it is not in Debian's archive)
+#   promtool             (Debian's prometheus 2.42.0+ds-5+deb12u1, unpacked: the alert
+#                        rules checked and unit-tested)
 #   the console          (console/: npm ci from its lockfile, vue-tsc, then vite build into dist/)
 # MNEMO_TOOLS defaults to ~/.local/share/mnemo. Prints the paths it settled on.
 # Idempotent: a second run does nothing but check.
@@ -82,6 +84,20 @@ if [ -z "$kubectl" ]; then
   exit 1
 fi
 command -v openssl >/dev/null || apt_install openssl
+PROMETHEUS_VERSION=2.42.0+ds-5+deb12u1
+promtool="$TOOLS/prometheus/usr/bin/promtool"
+if [ ! -x "$promtool" ] || [ ! -f "$TOOLS/prometheus/$PROMETHEUS_VERSION" ]; then
+  # Unpacked, not installed: only promtool is wanted, not the Prometheus service.
+  rm -rf "$TOOLS/prometheus" && mkdir -p "$TOOLS/prometheus"
+  if ! (cd "$TOOLS/prometheus" && apt-get download -qq "prometheus=$PROMETHEUS_VERSION" 2>/dev/null); then
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    (cd "$TOOLS/prometheus" && apt-get download -qq "prometheus=$PROMETHEUS_VERSION")
+  fi
+  dpkg-deb -x "$TOOLS"/prometheus/prometheus_*.deb "$TOOLS/prometheus"
+  rm -f "$TOOLS"/prometheus/prometheus_*.deb
+  touch "$TOOLS/prometheus/$PROMETHEUS_VERSION"
+fi
+echo "setup: promtool ($PROMETHEUS_VERSION) at $promtool"
 echo "setup: $("$kubectl" version --client 2>/dev/null | head -n 1) at $kubectl"
 
 # --- anvil -------------------------------------------------------------------
@@ -158,4 +174,4 @@ echo "setup: console built into $console/dist"
 # For callers that source this file.
 export MNEMO_NATS_SERVER="$nats" MNEMO_ANVIL="$anvil" MNEMO_PG_BIN="$pgbin" MNEMO_SCHEMATHESIS="$st"
 export MNEMO_PYTHON="$py" MNEMO_SPEECH_DATA="$speech" MNEMO_JS_TOOLS="$js" MNEMO_CONSOLE_DIST="$console/dist"
-export MNEMO_KUBERNETES_VALIDATE="$kv" MNEMO_KUBECTL="$kubectl"
+export MNEMO_KUBERNETES_VALIDATE="$kv" MNEMO_KUBECTL="$kubectl" MNEMO_PROMTOOL="$promtool"

@@ -108,6 +108,12 @@ pub(crate) async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     let mut reg = Registry::with_prefix("mnemo");
+    reg.sub_registry_with_label(("version".into(), env!("CARGO_PKG_VERSION").into()))
+        .register(
+            "build_info",
+            "The running mnemo's version (always 1)",
+            ConstGauge::new(1),
+        );
     let view = h.view.clone();
     let sub = reg.sub_registry_with_label(("view".into(), view.into()));
     let s = &h.stats;
@@ -172,6 +178,11 @@ pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         for (name, help, v) in counters {
             reg.register(name, help, ConstCounter::new(v.load(Ordering::Relaxed)));
         }
+        reg.register(
+            "http_request_duration_seconds",
+            "HTTP requests answered by a route, by its template, the method and the status class",
+            a.red.durations.clone(),
+        );
     }
     if let Some(s) = &h.anchor {
         register_anchor(reg.sub_registry_with_prefix("anchor"), s);

@@ -470,50 +470,74 @@ fn no_help_text_prints_a_secret_from_the_environment() {
     );
 }
 
+/// A running `mnemo serve` (the real binary) on its own NATS and PostgreSQL.
+struct Serve {
+    _child: Child,
+    _nats: NatsServer,
+    _pg: PgServer,
+    env: Vec<(&'static str, String)>,
+    url: String,
+    http: reqwest::Client,
+    auth: mnemo_api::auth::Auth,
+}
+
+impl Serve {
+    async fn start(args: &[&str]) -> Self {
+        let nats = NatsServer::start();
+        let pg = PgServer::start();
+        pg.create_database("mnemo");
+        let jwt = [0x43u8; 32];
+        let port = mnemo_testkit::free_port();
+        let env = vec![
+            ("MNEMO_NATS_URL", nats.url()),
+            ("DATABASE_URL", pg.url("mnemo")),
+            ("MNEMO_MASTER_KEY", MASTER.to_owned()),
+            ("MNEMO_SIGNING_KEY", SEED.to_owned()),
+            ("MNEMO_JWT_KEY", hex::encode(jwt)),
+            ("MNEMO_LOG", "warn".to_owned()),
+            ("MNEMO_READY_MAX_LAG", "0".to_owned()),
+        ];
+        let child = Child(
+            Command::new(env!("CARGO_BIN_EXE_mnemo"))
+                .arg("serve")
+                .args(args)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let t = std::time::Instant::now();
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "never up");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&jwt), "mnemo", "mnemo-api");
+        Self {
+            _child: child,
+            _nats: nats,
+            _pg: pg,
+            env,
+            url,
+            http,
+            auth,
+        }
+    }
+}
+
 /// Readiness per instance: with the views held back (`mnemo serve --no-projector`, no
 /// other projector running), an API instance stays ready and ingests; `/readyz` reports
 /// the views' lag apart (`roles.reads: false`), and a read answers 503 with a retry hint.
 /// Once a view process catches up, the read answers 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_views_held_back_ingest_stays_ready_and_reads_ask_to_retry() {
-    let nats = NatsServer::start();
-    let pg = PgServer::start();
-    pg.create_database("mnemo");
-    let jwt = [0x43u8; 32];
-    let port = mnemo_testkit::free_port();
-    let env = [
-        ("MNEMO_NATS_URL", nats.url()),
-        ("DATABASE_URL", pg.url("mnemo")),
-        ("MNEMO_MASTER_KEY", MASTER.to_owned()),
-        ("MNEMO_SIGNING_KEY", SEED.to_owned()),
-        ("MNEMO_JWT_KEY", hex::encode(jwt)),
-        ("MNEMO_LOG", "warn".to_owned()),
-        ("MNEMO_READY_MAX_LAG", "0".to_owned()),
-    ];
-    let _serve = Child(
-        Command::new(env!("CARGO_BIN_EXE_mnemo"))
-            .args([
-                "serve",
-                "--no-projector",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let t = std::time::Instant::now();
-    while http.get(format!("{url}/healthz")).send().await.is_err() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(60), "never up");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let auth = mnemo_api::auth::Auth::new(&SigningKey::from_bytes(&jwt), "mnemo", "mnemo-api");
-    let admin = auth.issue("admin", true, 3600);
-    let alice = auth.issue("alice", false, 3600);
+    let s = Serve::start(&["--no-projector"]).await;
+    let (url, http, env) = (&s.url, &s.http, &s.env);
+    let admin = s.auth.issue("admin", true, 3600);
+    let alice = s.auth.issue("alice", false, 3600);
     let r = http
         .post(format!("{url}/v1/users"))
         .bearer_auth(&admin)
@@ -594,4 +618,135 @@ async fn with_the_views_held_back_ingest_stays_ready_and_reads_ask_to_retry() {
         .await
         .unwrap();
     assert_eq!(body["roles"]["reads"], true, "{body}");
+}
+
+/// RED metrics: after a few requests, `/metrics` holds request durations by route
+/// template, method and status class, and `mnemo_build_info`; every metric the alert rules
+/// and the dashboard name (but the anchorer's, not running here) is served; `promtool`
+/// accepts the rules and their unit tests pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_time_requests_by_route_and_status_and_the_rules_check() {
+    let s = Serve::start(&[]).await;
+    let admin = s.auth.issue("admin", true, 3600);
+    let bob = s.auth.issue("bob", false, 3600);
+    let r = s
+        .http
+        .post(format!("{}/v1/users", s.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "id": "bob" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .http
+        .post(format!("{}/v1/memories", s.url))
+        .bearer_auth(&bob)
+        .json(&serde_json::json!({ "kind": "note", "text": "timed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .http
+        .get(format!("{}/v1/memories/{}", s.url, "0".repeat(32)))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |needles: &[&str]| {
+        metrics.lines().any(|l| {
+            l.starts_with("mnemo_http_request_duration_seconds")
+                && needles.iter().all(|n| l.contains(n))
+        })
+    };
+    assert!(
+        series(&[
+            "_bucket{",
+            "method=\"POST\"",
+            "route=\"/v1/memories\"",
+            "status=\"2xx\"",
+            "le=\"0.005\""
+        ]),
+        "{metrics}"
+    );
+    assert!(
+        series(&[
+            "_count{",
+            "method=\"POST\"",
+            "route=\"/v1/users\"",
+            "status=\"2xx\""
+        ]),
+        "{metrics}"
+    );
+    assert!(
+        series(&[
+            "_count{",
+            "method=\"GET\"",
+            "route=\"/v1/memories/{id}\"",
+            "status=\"4xx\""
+        ]),
+        "{metrics}"
+    );
+    // The route template, never the path: no series names an id.
+    assert!(!metrics.contains(&"0".repeat(32)), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "mnemo_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
+    // What the rules and the dashboard read exists.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for f in ["deploy/prometheus/alerts.yaml", "deploy/grafana/mnemo.json"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        for part in text.split("mnemo_").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            used.insert(format!("mnemo_{name}"));
+        }
+    }
+    for name in used.iter().filter(|n| !n.starts_with("mnemo_anchor_")) {
+        assert!(
+            metrics.contains(name.as_str()),
+            "{name} is not served:\n{metrics}"
+        );
+    }
+    assert!(used.len() >= 6, "{used:?}");
+    // promtool: the rules are valid and their unit tests pass.
+    let promtool =
+        std::env::var("MNEMO_PROMTOOL").expect("MNEMO_PROMTOOL: run via scripts/test.sh");
+    let dir = root.join("deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

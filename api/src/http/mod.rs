@@ -31,6 +31,7 @@ pub mod heavy;
 pub mod memories;
 pub mod processing;
 pub mod proofs;
+pub mod red;
 pub mod schema;
 mod server;
 pub mod session;
@@ -110,6 +111,8 @@ pub struct ApiStats {
     pub ingested: AtomicU64,
     /// Reads by grantees recorded in owners' chains.
     pub accesses: AtomicU64,
+    /// Request durations by route, method and status class.
+    pub red: red::RequestMetrics,
 }
 
 /// The API's shared state.
@@ -192,6 +195,11 @@ pub fn app(
         .route("/console", get(console::root))
         .route("/console/", get(console::index))
         .route("/console/{*path}", get(console::asset))
+        // Timed by route template (the fallbacks below are not routes, and not timed).
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.stats.clone(),
+            red::record,
+        ))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
