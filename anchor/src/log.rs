@@ -190,6 +190,24 @@ pub(crate) async fn leaf_in(kv: &kv::Store, user: &UserId, size: u64) -> Result<
     Ok(found)
 }
 
+/// Appends a leaf to `user`'s record, storing the chunk it completes (before the record
+/// that no longer holds those leaves is written).
+async fn push_leaf(kv: &kv::Store, user: &UserId, r: &mut UserRecord, l: UserLeaf) -> Result<()> {
+    if let Some((j, bytes)) = r.push(l) {
+        kv.put(chunk_key(user, j), bytes.into())
+            .await
+            .map_err(AnchorError::nats)?;
+    }
+    Ok(())
+}
+
+async fn put_record(kv: &kv::Store, user: &UserId, r: &UserRecord) -> Result<()> {
+    kv.put(record_key(user), r.encode().into())
+        .await
+        .map_err(AnchorError::nats)?;
+    Ok(())
+}
+
 /// Records new leaves of users, one per user, 64 users at a time: one read and one write
 /// per user (and a chunk every 16 leaves). A leaf already recorded (a retried epoch) is
 /// not recorded twice.
@@ -209,15 +227,8 @@ pub(crate) async fn add_user_leaves(kv: &kv::Store, leaves: Vec<UserLeaf>) -> Re
             if last.is_some_and(|x| x >= l.leaf) {
                 return Ok(());
             }
-            if let Some((j, bytes)) = r.push(l) {
-                kv.put(chunk_key(&user, j), bytes.into())
-                    .await
-                    .map_err(AnchorError::nats)?;
-            }
-            kv.put(record_key(&user), r.encode().into())
-                .await
-                .map_err(AnchorError::nats)?;
-            Ok::<_, AnchorError>(())
+            push_leaf(kv, &user, &mut r, l).await?;
+            put_record(kv, &user, &r).await
         })
         .buffer_unordered(64)
         .try_collect::<Vec<_>>()
@@ -292,15 +303,9 @@ pub(crate) async fn upgrade_v1(kv: &kv::Store) -> Result<usize> {
     for (user, ls) in leaves {
         let mut r = UserRecord::default();
         for l in ls.into_values() {
-            if let Some((j, bytes)) = r.push(l) {
-                kv.put(chunk_key(&user, j), bytes.into())
-                    .await
-                    .map_err(AnchorError::nats)?;
-            }
+            push_leaf(kv, &user, &mut r, l).await?;
         }
-        kv.put(record_key(&user), r.encode().into())
-            .await
-            .map_err(AnchorError::nats)?;
+        put_record(kv, &user, &r).await?;
     }
     let removed = old.len();
     futures::stream::iter(old)

@@ -23,6 +23,27 @@ async fn anchorer(s: &Stack, holder: &str) -> Anchorer {
     .await
 }
 
+/// A stack without the projector, its anchorer, and the heads bucket the anchorer reads,
+/// for tests that write heads as the projector would.
+async fn heads_only_stack() -> (Stack, Anchorer, async_nats::jetstream::kv::Store) {
+    let s = Stack::builder()
+        .layout(Layout::Sharded { shards: 4 })
+        .without_projector()
+        .anvil()
+        .start()
+        .await;
+    let a = anchorer(&s, "a").await;
+    let heads =
+        s.js.create_key_value(async_nats::jetstream::kv::Config {
+            bucket: mnemo_core::names::HEADS_BUCKET.into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (s, a, heads)
+}
+
 /// A proof bundle for the event at the user's checkpoint in `epoch`, checked offline and
 /// against the chain.
 async fn check_user(s: &Stack, a: &Anchorer, epoch: u64, u: &UserId) {
@@ -357,21 +378,7 @@ async fn an_unfunded_anchor_account_is_a_loud_error_and_a_metric_and_nothing_is_
 async fn proofs_in_a_thousand_epochs_open_no_consumer() {
     use futures::StreamExt;
     const EPOCHS: u64 = 1000;
-    let s = Stack::builder()
-        .layout(Layout::Sharded { shards: 4 })
-        .without_projector()
-        .anvil()
-        .start()
-        .await;
-    let a = anchorer(&s, "a").await;
-    let heads =
-        s.js.create_key_value(async_nats::jetstream::kv::Config {
-            bucket: mnemo_core::names::HEADS_BUCKET.into(),
-            history: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (s, a, heads) = heads_only_stack().await;
     // Heads written as the projector writes them (the anchorer reads only these).
     let head = |seq: u64| {
         serde_json::to_vec(&serde_json::json!({
@@ -493,22 +500,8 @@ async fn proofs_in_a_thousand_epochs_open_no_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_one_epoch_log_is_upgraded_and_proves_the_same() {
     use futures::TryStreamExt;
-    use mnemo_core::names::{ANCHOR_STATE_BUCKET, EPOCH_LOG_BUCKET, HEADS_BUCKET};
-    let s = Stack::builder()
-        .layout(Layout::Sharded { shards: 4 })
-        .without_projector()
-        .anvil()
-        .start()
-        .await;
-    let a = anchorer(&s, "a").await;
-    let heads =
-        s.js.create_key_value(async_nats::jetstream::kv::Config {
-            bucket: HEADS_BUCKET.into(),
-            history: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    use mnemo_core::names::{ANCHOR_STATE_BUCKET, EPOCH_LOG_BUCKET};
+    let (s, a, heads) = heads_only_stack().await;
     let head = |seq: u64| {
         serde_json::to_vec(&serde_json::json!({
             "seq": seq,
