@@ -402,6 +402,23 @@ async fn nats_init_then_a_server_in_operator_mode_and_a_user() {
     assert_eq!(reg["signing_seed"].as_str().unwrap().len(), 64);
     let again = processors(&["register", "asr", "--version", "2"]);
     assert!(!again.status.success(), "a name is registered once");
+    // Fresh NATS credentials for a registered processor (after an upgrade, or an expiry):
+    // a user of the processor's own account, which connects.
+    let out = processors(&["creds", "asr"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = String::from_utf8(out.stdout).unwrap();
+    assert!(fresh.contains("BEGIN NATS USER JWT"), "{fresh}");
+    async_nats::ConnectOptions::with_credentials(&fresh)
+        .unwrap()
+        .custom_inbox_prefix("_INBOX_asr")
+        .connect(nats.url())
+        .await
+        .expect("the fresh credentials connect");
+    assert!(!processors(&["creds", "nobody"]).status.success());
     assert!(processors(&["revoke", "asr"]).status.success());
     let list = processors(&["list"]);
     let p: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();

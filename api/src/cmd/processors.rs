@@ -1,5 +1,5 @@
-//! `mnemo processors register|revoke|list`: the processor registry from the command line
-//! (the same as `POST/DELETE/GET /v1/processors`), for operators.
+//! `mnemo processors register|revoke|list|creds`: the processor registry from the command
+//! line (the same as `POST/DELETE/GET /v1/processors`), for operators.
 
 use super::{Config, JwtArgs, server_addrs};
 use clap::Subcommand;
@@ -32,6 +32,13 @@ pub(crate) enum ProcessorsCmd {
     },
     /// Lists the registered processors.
     List,
+    /// Prints fresh NATS credentials of a registered, live processor (operator mode): after
+    /// an upgrade that moved processors into accounts of their own, or when a worker's
+    /// credentials expire. Its API token and signing seed are not changed.
+    Creds {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl ProcessorsCmd {
@@ -82,6 +89,23 @@ impl ProcessorsCmd {
                     a.sync_processors(&processing.registry).await?;
                 }
                 eprintln!("processor {name} revoked");
+            }
+            ProcessorsCmd::Creds { name } => {
+                let name = ProcessorId::new(&name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
+                let Some(p) = processing.registry.get(&name).await? else {
+                    anyhow::bail!("no processor {name} is registered");
+                };
+                anyhow::ensure!(!p.revoked, "processor {name} is revoked");
+                let Some(a) = operator_accounts(c, &js, master).await? else {
+                    anyhow::bail!("NATS credentials exist in operator mode only (MNEMO_NATS_DIR)");
+                };
+                // Its account is pushed first: the credentials name a user of it.
+                a.sync_processors(&processing.registry).await?;
+                let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
+                let creds = a
+                    .processor_creds(name.as_str(), ttl as i64)?
+                    .ok_or_else(|| anyhow::anyhow!("no service key to sign credentials"))?;
+                print!("{creds}");
             }
             ProcessorsCmd::List => {
                 for p in processing.registry.list().await? {
