@@ -84,7 +84,12 @@ fn init_logs() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if std::env::var("MNEMO_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().with_ansi(false).init();
+        // The current span's fields on every line: a request's `trace.id` among them.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_ansi(false)
+            .init();
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }

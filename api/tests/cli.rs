@@ -500,6 +500,15 @@ struct Serve {
 
 impl Serve {
     async fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[], None).await
+    }
+
+    /// With `extra` in its environment (after the defaults), its stderr in `log`.
+    async fn start_with(
+        args: &[&str],
+        extra: &[(&'static str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let nats = NatsServer::start();
         let pg = PgServer::start();
         pg.create_database("mnemo");
@@ -514,6 +523,14 @@ impl Serve {
             ("MNEMO_LOG", "warn".to_owned()),
             ("MNEMO_READY_MAX_LAG", "0".to_owned()),
         ];
+        let env: Vec<(&'static str, String)> = env
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+            .collect();
+        let stderr = match log {
+            Some(p) => std::process::Stdio::from(std::fs::File::create(p).unwrap()),
+            None => std::process::Stdio::null(),
+        };
         let child = Child(
             Command::new(env!("CARGO_BIN_EXE_mnemo"))
                 .arg("serve")
@@ -521,7 +538,7 @@ impl Serve {
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .unwrap(),
         );
@@ -765,5 +782,89 @@ async fn metrics_time_requests_by_route_and_status_and_the_rules_check() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Request ids: a request's W3C trace id (the caller's `traceparent`, or a fresh one) is
+/// in its answer (`traceparent`, `x-request-id`) and in every JSON log line it causes: the
+/// request's own line and the ledger's line of the append it caused are joined by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_and_the_ledger_append_it_caused_log_the_same_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let s = Serve::start_with(
+        &[],
+        &[
+            ("MNEMO_LOG_FORMAT", "json"),
+            ("MNEMO_LOG", "warn,mnemo_api=debug,mnemo_ledger=debug"),
+        ],
+        Some(&log),
+    )
+    .await;
+    let admin = s.auth.issue("admin", true, 3600);
+    let carol = s.auth.issue("carol", false, 3600);
+    let r = s
+        .http
+        .post(format!("{}/v1/users", s.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "id": "carol" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = s
+        .http
+        .post(format!("{}/v1/memories", s.url))
+        .bearer_auth(&carol)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({ "kind": "note", "text": "followed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-request-id"], trace);
+    let tp = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        tp.starts_with(&format!("00-{trace}-")) && tp.len() == 55,
+        "{tp}"
+    );
+    // Without one, a fresh id.
+    let r = s
+        .http
+        .get(format!("{}/v1/memories", s.url))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    let fresh = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(fresh.len() == 32 && fresh != trace, "{fresh}");
+    // The log lines of that request.
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["span"]["trace.id"] == trace)
+            .collect();
+        let said = |msg: &str| lines.iter().any(|v| v["fields"]["message"] == msg);
+        if said("request answered") && said("ledger: event appended") {
+            let append = lines
+                .iter()
+                .find(|v| v["fields"]["message"] == "ledger: event appended")
+                .unwrap();
+            assert_eq!(append["fields"]["kind"], "memory_ingested", "{append}");
+            assert_eq!(
+                append["target"].as_str().unwrap().split("::").next(),
+                Some("mnemo_ledger")
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no request and append lines joined by {trace}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

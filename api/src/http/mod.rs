@@ -35,6 +35,7 @@ pub mod red;
 pub mod schema;
 mod server;
 pub mod session;
+mod trace;
 pub use server::{ServerLimits, serve, serve_with};
 pub mod shared;
 pub mod users;
@@ -223,6 +224,8 @@ pub fn app(
             }
             r
         })
+        // Every request in a span with its trace id (docs/OPERATIONS.md, "Request ids").
+        .layer(axum::middleware::from_fn(trace::layer))
         // A preflight is answered here, before the routes (which know no OPTIONS).
         .option_layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(json_limit))

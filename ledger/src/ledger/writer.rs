@@ -442,6 +442,24 @@ impl Ledger {
         new_generation_after: bool,
         after: Option<Hash32>,
     ) -> Result<Receipt> {
+        let kind = body.kind_name();
+        let r = self
+            .write_once(user, body, memory, msg_id, new_generation_after, after)
+            .await?;
+        // In the caller's span: a request's id (its trace id) joins this line to it.
+        tracing::debug!(%user, seq = r.seq.0, kind, duplicate = r.duplicate, "ledger: event appended");
+        Ok(r)
+    }
+
+    async fn write_once(
+        &self,
+        user: &UserId,
+        body: EventBody,
+        memory: Option<&PreparedMemory>,
+        msg_id: Option<&str>,
+        new_generation_after: bool,
+        after: Option<Hash32>,
+    ) -> Result<Receipt> {
         let slot = self.slot(user);
         slot.writers.fetch_add(1, Ordering::SeqCst);
         let _writer = Writer(&slot);
