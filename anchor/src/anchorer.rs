@@ -298,7 +298,7 @@ impl Anchorer {
         if let Some(s) = state.as_mut()
             && s.store < STORE_VERSION
         {
-            let removed = crate::log::upgrade_v1(&self.log).await?;
+            let removed = crate::log::upgrade_v1(&self.log, s.size).await?;
             s.store = STORE_VERSION;
             self.put("log", &*s).await?;
             tracing::info!(removed, "epoch log storage upgraded to version 2");

@@ -244,75 +244,103 @@ struct LeafV1 {
     checkpoint: Checkpoint,
 }
 
-/// Rewrites a log stored by version 1 (`n.<level>.<index>` per node, `u.<user>` and
-/// `u.<user>.<k>` per leaf, JSON) as version 2, then removes the old entries. Run once, by
-/// the anchorer, before its first epoch after an upgrade: it lists the bucket's keys (one
-/// consumer, once) and costs O(entries).
-pub(crate) async fn upgrade_v1(kv: &kv::Store) -> Result<usize> {
-    let keys: Vec<String> = kv
-        .keys()
-        .await
-        .map_err(AnchorError::nats)?
-        .try_collect()
-        .await
-        .map_err(AnchorError::nats)?;
-    let mut nodes = Vec::new();
-    let mut leaves: BTreeMap<UserId, BTreeMap<u64, UserLeaf>> = BTreeMap::new();
-    let mut old = Vec::new();
-    for k in keys {
-        if let Some(rest) = k.strip_prefix("n.") {
-            let id = rest
-                .split_once('.')
-                .and_then(|(l, i)| Some((l.parse::<u8>().ok()?, i.parse::<u64>().ok()?)))
-                .ok_or_else(|| corrupt(format!("epoch log key {k}")))?;
-            let v = kv
-                .get(&k)
+/// Rewrites a log of `size` leaves stored by version 1 (`n.<level>.<index>` per node,
+/// `u.<user>` and `u.<user>.<k>` per leaf, JSON) as version 2, removing the old entries as
+/// it goes. Run once, by the anchorer, before its first epoch after an upgrade. It lists
+/// the bucket's keys once (one consumer, once) and keeps only the user ids; nodes are read
+/// level by level and written a tile at a time, and each user's leaves one user at a time,
+/// so what it holds is O(users) ids, never the log. Costs O(entries) reads and writes. An
+/// upgrade that stopped midway (a crash) is taken up again where it stood. Returns the
+/// entries removed.
+pub(crate) async fn upgrade_v1(kv: &kv::Store, size: u64) -> Result<usize> {
+    let mut users = Vec::new();
+    let mut keys = kv.keys().await.map_err(AnchorError::nats)?;
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(AnchorError::nats)?;
+        if let Some(u) = k.strip_prefix("u.")
+            && let Ok(u) = UserId::new(u)
+        {
+            users.push(u);
+        }
+    }
+    let get = async |key: &str| -> Result<bytes::Bytes> {
+        kv.get(key)
+            .await
+            .map_err(AnchorError::nats)?
+            .ok_or_else(|| corrupt(format!("epoch log entry {key} is missing")))
+    };
+    let mut removed = 0;
+    // The complete nodes: `size >> level` at each level, in tiles.
+    for level in 0..64u8 {
+        let count = size >> level;
+        if count == 0 {
+            break;
+        }
+        for first in (0..count).step_by(CHUNK as usize) {
+            let ids: Vec<NodeId> = (first..count.min(first + CHUNK))
+                .map(|i| (level, i))
+                .collect();
+            // Written by an upgrade that stopped midway: its nodes may be gone already.
+            let done = kv
+                .get(tile_key(tile_of(ids[0]).0))
                 .await
                 .map_err(AnchorError::nats)?
-                .unwrap_or_default();
-            let h: [u8; 32] = v[..]
-                .try_into()
-                .map_err(|_| corrupt(format!("epoch log node {k}")))?;
-            nodes.push((id, Hash32(h)));
-            old.push(k);
-        } else if let Some(rest) = k.strip_prefix("u.") {
-            if let Some((user, n)) = rest.rsplit_once('.')
-                && let (Ok(user), Ok(n)) = (UserId::new(user), n.parse::<u64>())
-            {
-                let v = kv
-                    .get(&k)
-                    .await
-                    .map_err(AnchorError::nats)?
-                    .unwrap_or_default();
-                let l: LeafV1 = serde_json::from_slice(&v)
-                    .map_err(|e| corrupt(format!("epoch log leaf {k}: {e}")))?;
-                leaves.entry(user).or_default().insert(
-                    n,
-                    UserLeaf {
-                        leaf: l.leaf,
-                        epoch: l.epoch,
-                        checkpoint: l.checkpoint,
-                    },
-                );
+                .is_some_and(|t| t.len() >= ids.len() * 32);
+            let mut nodes = Vec::with_capacity(ids.len());
+            for &(l, i) in ids.iter().filter(|_| !done) {
+                let key = format!("n.{l}.{i}");
+                let h: [u8; 32] = get(&key)
+                    .await?
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(format!("epoch log node {key}")))?;
+                nodes.push(((l, i), Hash32(h)));
             }
-            old.push(k);
+            if !done {
+                put_nodes(kv, nodes).await?;
+            }
+            for (l, i) in ids {
+                kv.purge(format!("n.{l}.{i}"))
+                    .await
+                    .map_err(AnchorError::nats)?;
+                removed += 1;
+            }
         }
     }
-    nodes.sort_by_key(|(id, _)| *id);
-    put_nodes(kv, nodes).await?;
-    for (user, ls) in leaves {
+    // Each user's leaves, oldest first.
+    for user in users {
+        let count_key = format!("u.{user}");
+        let count: u64 = std::str::from_utf8(&get(&count_key).await?)
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| corrupt(format!("leaf count of {user}")))?;
         let mut r = UserRecord::default();
-        for l in ls.into_values() {
-            push_leaf(kv, &user, &mut r, l).await?;
+        for k in 0..count {
+            let l: LeafV1 = serde_json::from_slice(&get(&format!("u.{user}.{k}")).await?)
+                .map_err(|e| corrupt(format!("leaf {k} of {user}: {e}")))?;
+            push_leaf(
+                kv,
+                &user,
+                &mut r,
+                UserLeaf {
+                    leaf: l.leaf,
+                    epoch: l.epoch,
+                    checkpoint: l.checkpoint,
+                },
+            )
+            .await?;
         }
         put_record(kv, &user, &r).await?;
+        // The count first: an upgrade that stops after it does not list the user again
+        // (its record is written); one that stops before it redoes the user, the same.
+        kv.purge(count_key).await.map_err(AnchorError::nats)?;
+        for k in 0..count {
+            kv.purge(format!("u.{user}.{k}"))
+                .await
+                .map_err(AnchorError::nats)?;
+        }
+        removed += count as usize + 1;
     }
-    let removed = old.len();
-    futures::stream::iter(old)
-        .map(|k| async move { kv.purge(k).await.map_err(AnchorError::nats) })
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await?;
     Ok(removed)
 }
 
