@@ -43,6 +43,20 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# Unpacks Debian package $2 at version $3 into folder $1 (emptied first), without
+# installing it: for test data and single tools, never services.
+apt_unpack() {
+  rm -rf "$1" && mkdir -p "$1"
+  if ! (cd "$1" && apt-get download -qq "$2=$3" 2>/dev/null); then
+    # No package lists yet: fetch them (as apt_install does), then download again.
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+    (cd "$1" && apt-get download -qq "$2=$3")
+  fi
+  dpkg-deb -x "$1/$2"_*.deb "$1"
+  rm -f "$1/$2"_*.deb
+  touch "$1/$3"
+}
+
 # --- nats-server -------------------------------------------------------------
 nats="$TOOLS/venv/bin/nats-server"
 if ! "$nats" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
@@ -88,14 +102,7 @@ PROMETHEUS_VERSION=2.42.0+ds-5+deb12u1
 promtool="$TOOLS/prometheus/usr/bin/promtool"
 if [ ! -x "$promtool" ] || [ ! -f "$TOOLS/prometheus/$PROMETHEUS_VERSION" ]; then
   # Unpacked, not installed: only promtool is wanted, not the Prometheus service.
-  rm -rf "$TOOLS/prometheus" && mkdir -p "$TOOLS/prometheus"
-  if ! (cd "$TOOLS/prometheus" && apt-get download -qq "prometheus=$PROMETHEUS_VERSION" 2>/dev/null); then
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
-    (cd "$TOOLS/prometheus" && apt-get download -qq "prometheus=$PROMETHEUS_VERSION")
-  fi
-  dpkg-deb -x "$TOOLS"/prometheus/prometheus_*.deb "$TOOLS/prometheus"
-  rm -f "$TOOLS"/prometheus/prometheus_*.deb
-  touch "$TOOLS/prometheus/$PROMETHEUS_VERSION"
+  apt_unpack "$TOOLS/prometheus" prometheus "$PROMETHEUS_VERSION"
 fi
 echo "setup: promtool ($PROMETHEUS_VERSION) at $promtool"
 echo "setup: $("$kubectl" version --client 2>/dev/null | head -n 1) at $kubectl"
@@ -132,14 +139,7 @@ echo "setup: ASR worker packages ($(tr '\n' ' ' < <(grep -v '^#' "$reqs"))) in $
 SPEECH_VERSION=0.8+5prealpha+1-15
 speech="$TOOLS/speech/usr/share/pocketsphinx/test/data"
 if [ ! -f "$speech/goforward.raw" ] || [ ! -f "$TOOLS/speech/$SPEECH_VERSION" ]; then
-  rm -rf "$TOOLS/speech" && mkdir -p "$TOOLS/speech"
-  if ! (cd "$TOOLS/speech" && apt-get download -qq "pocketsphinx-testdata=$SPEECH_VERSION" 2>/dev/null); then
-    # No package lists yet: fetch them (as apt_install does), then download again.
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
-    (cd "$TOOLS/speech" && apt-get download -qq "pocketsphinx-testdata=$SPEECH_VERSION")
-  fi
-  dpkg-deb -x "$TOOLS"/speech/pocketsphinx-testdata_*.deb "$TOOLS/speech"
-  touch "$TOOLS/speech/$SPEECH_VERSION"
+  apt_unpack "$TOOLS/speech" pocketsphinx-testdata "$SPEECH_VERSION"
 fi
 echo "setup: speech test data (pocketsphinx-testdata $SPEECH_VERSION) at $speech"
 

@@ -560,6 +560,21 @@ impl Serve {
             auth,
         }
     }
+
+    /// Creates user `id` (as an admin) and returns the user's token.
+    async fn create_user(&self, id: &str) -> String {
+        let admin = self.auth.issue("admin", true, 3600);
+        let r = self
+            .http
+            .post(format!("{}/v1/users", self.url))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "id": id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        self.auth.issue(id, false, 3600)
+    }
 }
 
 /// Readiness per instance: with the views held back (`mnemo serve --no-projector`, no
@@ -570,16 +585,7 @@ impl Serve {
 async fn with_the_views_held_back_ingest_stays_ready_and_reads_ask_to_retry() {
     let s = Serve::start(&["--no-projector"]).await;
     let (url, http, env) = (&s.url, &s.http, &s.env);
-    let admin = s.auth.issue("admin", true, 3600);
-    let alice = s.auth.issue("alice", false, 3600);
-    let r = http
-        .post(format!("{url}/v1/users"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "id": "alice" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let alice = s.create_user("alice").await;
     for i in 0..3 {
         let r = http
             .post(format!("{url}/v1/memories"))
@@ -661,17 +667,7 @@ async fn with_the_views_held_back_ingest_stays_ready_and_reads_ask_to_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_time_requests_by_route_and_status_and_the_rules_check() {
     let s = Serve::start(&[]).await;
-    let admin = s.auth.issue("admin", true, 3600);
-    let bob = s.auth.issue("bob", false, 3600);
-    let r = s
-        .http
-        .post(format!("{}/v1/users", s.url))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "id": "bob" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let bob = s.create_user("bob").await;
     let r = s
         .http
         .post(format!("{}/v1/memories", s.url))
@@ -801,17 +797,7 @@ async fn a_request_and_the_ledger_append_it_caused_log_the_same_trace_id() {
         Some(&log),
     )
     .await;
-    let admin = s.auth.issue("admin", true, 3600);
-    let carol = s.auth.issue("carol", false, 3600);
-    let r = s
-        .http
-        .post(format!("{}/v1/users", s.url))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "id": "carol" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let carol = s.create_user("carol").await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = s
         .http
