@@ -15,9 +15,10 @@
 use ed25519_dalek::{Signature, VerifyingKey};
 use std::collections::{HashMap, HashSet};
 
+use crate::capture_marks::CaptureMarks;
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::{Capture, Custody, ErasureTarget, Event, EventBody};
+use crate::event::{Custody, ErasureTarget, Event, EventBody};
 use crate::grant::Grant;
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, ModelId, Seq, UserId};
 use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
@@ -91,8 +92,9 @@ pub struct ChainState {
     pub(crate) acc: Accumulator,
     pub(crate) keys: KeyHistory,
     pub(crate) memories: HashSet<MemoryId>,
-    /// Capture ids seen (origin key or none, capture), with the seq of their event.
-    pub(crate) captures: HashMap<(Option<KeyId>, Capture), Seq>,
+    /// The captures recorded, per capture stream (origin key or none, stream name), as
+    /// compact marks: runs of counters and the latest captures.
+    pub(crate) captures: HashMap<(Option<KeyId>, String), CaptureMarks>,
     /// The seq of each memory's event, for the memories this state applied itself (a
     /// resumed state knows only those after its resume point).
     pub(crate) memory_seq: HashMap<MemoryId, Seq>,
@@ -651,16 +653,18 @@ impl ChainState {
                     return Err(bad("memory id used twice"));
                 }
                 if let Some(c) = capture {
-                    let id = (event.origin.map(|o| o.key), c.clone());
-                    if let Some(first) = self.captures.get(&id) {
+                    let marks = self
+                        .captures
+                        .entry((event.origin.map(|o| o.key), c.stream.clone()))
+                        .or_default();
+                    if let Err(recorded) = marks.insert(c.counter, seq) {
                         return Err(ChainError::DuplicateCapture {
                             seq,
-                            first: *first,
+                            recorded,
                             stream: c.stream.clone(),
                             counter: c.counter,
                         });
                     }
-                    self.captures.insert(id, seq);
                 }
                 self.memories.insert(*memory);
                 self.memory_seq.insert(*memory, seq);

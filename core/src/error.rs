@@ -1,6 +1,7 @@
 //! Error types. Every failure names what failed and where, with a stable machine-readable
 //! `code()` that independent verifiers and the known-answer vectors use.
 
+use crate::capture_marks::Recorded;
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, Seq};
 
 /// An identifier was malformed. Callers should reject the input (HTTP 400).
@@ -197,12 +198,12 @@ pub enum ChainError {
     },
     /// A capture id (origin key or none, stream, counter) appears a second time: one
     /// capture recorded twice.
-    #[error("seq {seq}: capture {stream}/{counter} was recorded before, at seq {first}")]
+    #[error("seq {seq}: capture {stream}/{counter} was recorded before, {recorded}")]
     DuplicateCapture {
         /// The event's sequence number.
         seq: Seq,
-        /// The event that recorded it first.
-        first: Seq,
+        /// Where the chain recorded it first.
+        recorded: Recorded,
         /// The capture stream.
         stream: String,
         /// The capture counter.

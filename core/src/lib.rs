@@ -37,6 +37,7 @@
 
 pub mod backoff;
 pub mod bundle;
+pub mod capture_marks;
 pub mod chain_state;
 pub mod checkpoint;
 pub mod commitment;

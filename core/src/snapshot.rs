@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture_marks::CaptureMarks;
 use crate::chain_state::{ChainState, Processing};
-use crate::event::Capture;
 use crate::grant::Grant;
 use crate::ids::{Hash32, KeyId, MemoryId, Seq, UserId};
 use crate::keys::{KeyHistory, KeyRecord};
@@ -29,7 +29,7 @@ pub struct ChainSnapshot {
     acc: Accumulator,
     keys: Vec<KeyRecord>,
     memories: Vec<MemoryId>,
-    captures: Vec<(Option<KeyId>, Capture, Seq)>,
+    captures: Vec<(Option<KeyId>, String, CaptureMarks)>,
     memory_seq: Vec<(MemoryId, Seq)>,
     #[serde(default = "first")]
     seqs_from: Seq,
@@ -51,7 +51,7 @@ impl ChainState {
             captures: self
                 .captures
                 .iter()
-                .map(|((k, c), s)| (*k, c.clone(), *s))
+                .map(|((k, stream), m)| (*k, stream.clone(), m.clone()))
                 .collect(),
             memory_seq: self.memory_seq.iter().map(|(m, s)| (*m, *s)).collect(),
             seqs_from: self.seqs_from,
@@ -84,7 +84,7 @@ impl ChainState {
             captures: s
                 .captures
                 .into_iter()
-                .map(|(k, c, seq)| ((k, c), seq))
+                .map(|(k, stream, m)| ((k, stream), m))
                 .collect(),
             memory_seq: s.memory_seq.into_iter().collect(),
             seqs_from: s.seqs_from,

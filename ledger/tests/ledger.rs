@@ -663,6 +663,57 @@ macro_rules! suite {
                 b.verify_chain(&u).await.unwrap();
             }
 
+            /// The rules keep a capture stream as runs of counters plus its latest captures
+            /// (mnemo-core's capture_marks): a capture hundreds of captures old, retried, still
+            /// gives its first receipt, reused with other content is still refused, and a gap
+            /// filled late is a capture like any other, before and after a cold load.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn old_captures_retried_give_their_first_receipt_however_compact_the_rules() {
+                use mnemo_core::Capture;
+                let server = NatsServer::start();
+                let mut c = cfg($layout, 1);
+                c.snapshot_every = 64;
+                let a = connect(&server, c.clone()).await;
+                let u = user("capturer");
+                a.create_user(&u).await.unwrap();
+                let capture = |counter: u64, text: &str| NewMemory {
+                    capture: Some(Capture { stream: "web".into(), counter }),
+                    ..note(text)
+                };
+                let mut receipts = std::collections::HashMap::new();
+                for counter in (1..=300u64).filter(|c| *c != 40) {
+                    let r = a.append(&u, capture(counter, &format!("page {counter}"))).await.unwrap();
+                    assert!(!r.duplicate);
+                    receipts.insert(counter, r);
+                }
+                // The gap, filled late; then another stream interleaved.
+                receipts.insert(40, a.append(&u, capture(40, "page 40")).await.unwrap());
+                let other = NewMemory {
+                    capture: Some(Capture { stream: "voice".into(), counter: 3 }),
+                    ..note("page 3")
+                };
+                a.append(&u, other).await.unwrap();
+                for ledger in [a, connect(&server, c.clone()).await] {
+                    for counter in [3u64, 40, 41, 150, 299, 300] {
+                        let r = ledger
+                            .append(&u, capture(counter, &format!("page {counter}")))
+                            .await
+                            .unwrap_or_else(|e| panic!("retry of capture {counter}: {e}"));
+                        let first = &receipts[&counter];
+                        assert!(r.duplicate, "capture {counter} appended twice");
+                        assert_eq!((r.seq, r.hash), (first.seq, first.hash), "capture {counter}");
+                        let reused = ledger.append(&u, capture(counter, "other content")).await;
+                        assert!(
+                            matches!(reused, Err(LedgerError::CaptureReused { seq, .. }) if seq == first.seq),
+                            "capture {counter} reused: {reused:?}"
+                        );
+                    }
+                }
+                let b = connect(&server, c).await;
+                assert_eq!(b.events(&u, Seq::FIRST, usize::MAX).await.unwrap().len(), 302);
+                b.verify_chain(&u).await.unwrap();
+            }
+
             /// A key bucket restored from a backup taken before erasures brings their keys
             /// back; applying the chains' erasures again destroys them before anything is
             /// served: the erased memories stay unreadable, the others stay readable.

@@ -3,6 +3,7 @@
 //! commitment checked ([`OpenedMemory`], [`OpenedStream`]).
 
 use super::*;
+use mnemo_core::capture_marks::Recorded;
 
 /// A decrypted memory, checked against its commitment.
 #[derive(Clone, Debug)]
@@ -211,8 +212,10 @@ impl Ledger {
         let receipt = match receipt {
             // The chain holds this capture already (the rules of FORMAT.md §8, replayed from
             // genesis): the same content is a retry, other content a reused id.
-            Err(LedgerError::Refused(ChainError::DuplicateCapture { first, .. })) => {
-                Box::pin(self.capture_repeat(user, first, &prepared.commitment)).await
+            Err(LedgerError::Refused(ChainError::DuplicateCapture { recorded, .. })) => {
+                let (capture, origin) = (m.capture.as_ref(), prepared.origin.map(|o| o.key));
+                Box::pin(self.capture_repeat(user, recorded, capture, origin, &prepared.commitment))
+                    .await
             }
             other => other,
         };
@@ -250,14 +253,21 @@ impl Ledger {
     async fn capture_repeat(
         &self,
         user: &UserId,
-        first: Seq,
+        recorded: Recorded,
+        capture: Option<&Capture>,
+        origin: Option<KeyId>,
         commitment: &Hash32,
     ) -> Result<Receipt> {
-        let Some(e) = self.events(user, first, 1).await?.pop() else {
+        let (from, to) = match recorded {
+            Recorded::At(s) => (s, s),
+            Recorded::Within(a, b) => (a, b),
+        };
+        let Some(e) = self.find_capture(user, from, to, capture, origin).await? else {
             return Err(LedgerError::Tampered(format!(
-                "the rules named seq {first} of {user}'s chain, which is not there"
+                "the rules placed a capture of {user}'s chain {recorded}, which does not hold it"
             )));
         };
+        let first = e.event.seq;
         if e.event.payload.as_ref() != Some(commitment) {
             return Err(LedgerError::CaptureReused {
                 user: user.clone(),
@@ -267,6 +277,42 @@ impl Ledger {
         let mut r = self.receipt_at(user, e.stream_seq, None).await?;
         r.duplicate = true;
         Ok(r)
+    }
+
+    /// The event in `from..=to` that recorded `capture` with `origin`: the rules keep the
+    /// exact seq of a stream's latest captures only (mnemo-core's `capture_marks`), so a
+    /// retry of an older one reads the range its run of counters spans, in batches.
+    async fn find_capture(
+        &self,
+        user: &UserId,
+        from: Seq,
+        to: Seq,
+        capture: Option<&Capture>,
+        origin: Option<KeyId>,
+    ) -> Result<Option<StoredEvent>> {
+        const BATCH: u64 = 256;
+        let mut at = from;
+        while at <= to {
+            let n = (to.0 - at.0 + 1).min(BATCH);
+            let events = self.events(user, at, n as usize).await?;
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                let recorded = match &e.event.body {
+                    EventBody::MemoryIngested { capture: c, .. } => c.as_ref(),
+                    _ => None,
+                };
+                if recorded.is_some()
+                    && recorded == capture
+                    && e.event.origin.map(|o| o.key) == origin
+                {
+                    return Ok(Some(e));
+                }
+            }
+            at = Seq(at.0 + n);
+        }
+        Ok(None)
     }
 
     /// Decrypts a memory event's payload and checks it against the event's commitment (and,
