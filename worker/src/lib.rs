@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub use mnemo_protocol as protocol;
+mod resident;
 pub mod run;
 pub mod trainer;
 

@@ -18,7 +18,7 @@ use mnemo_core::processing::SetMember;
 use mnemo_core::search_index::{BM25_FORMAT, SearchIndex, term_counts};
 use mnemo_core::{GrantId, MemoryId, UserId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,8 @@ use tokio::sync::Mutex;
 use crate::client::{ModelArtifact, Worker};
 use crate::error::WorkerError;
 use crate::protocol::{Done, Fetched};
+pub use crate::resident::DEFAULT_BUDGET;
+use crate::resident::Resident;
 use crate::run::Job;
 
 /// One user's corpus as the trainer keeps it.
@@ -54,7 +56,9 @@ struct Doc {
 pub struct Trainer {
     worker: Worker,
     dir: PathBuf,
-    users: Arc<std::sync::Mutex<HashMap<UserId, Arc<Mutex<Corpus>>>>>,
+    /// The corpora in memory, within a budget of users (each is saved on every change, so
+    /// one dropped is loaded again from its file).
+    users: Arc<Resident<UserId, Mutex<Corpus>>>,
     /// How long a training waits for more memories of the same user.
     pub gather: Duration,
     /// How often the stale models are asked for without a notice.
@@ -62,14 +66,15 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A trainer keeping its state in `dir`.
-    pub fn new(worker: Worker, dir: PathBuf) -> Result<Self, WorkerError> {
+    /// A trainer keeping its state in `dir`, at most `budget` users' corpora in memory
+    /// while unused ([`DEFAULT_BUDGET`] for none).
+    pub fn new(worker: Worker, dir: PathBuf, budget: Option<usize>) -> Result<Self, WorkerError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| WorkerError::Config(format!("state dir {}: {e}", dir.display())))?;
         Ok(Self {
             worker,
             dir,
-            users: Default::default(),
+            users: Arc::new(Resident::new(budget.unwrap_or(DEFAULT_BUDGET.get()))),
             gather: Duration::from_millis(200),
             recheck: Duration::from_secs(30),
         })
@@ -80,18 +85,15 @@ impl Trainer {
     }
 
     fn corpus(&self, user: &UserId) -> Result<Arc<Mutex<Corpus>>, WorkerError> {
-        let mut users = self.users.lock().expect("not poisoned");
-        if let Some(c) = users.get(user) {
-            return Ok(c.clone());
-        }
-        let c = match std::fs::read(self.path(user)) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| WorkerError::Config(format!("state of {user} is unreadable: {e}")))?,
-            Err(_) => Corpus::default(),
-        };
-        let c = Arc::new(Mutex::new(c));
-        users.insert(user.clone(), c.clone());
-        Ok(c)
+        self.users.get_or_load(user, || {
+            let c = match std::fs::read(self.path(user)) {
+                Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                    WorkerError::Config(format!("state of {user} is unreadable: {e}"))
+                })?,
+                Err(_) => Corpus::default(),
+            };
+            Ok(Mutex::new(c))
+        })
     }
 
     fn save(&self, user: &UserId, c: &Corpus) -> Result<(), String> {

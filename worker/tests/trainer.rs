@@ -2,7 +2,8 @@
 //! notes and transcripts, recorded with its training-set commitment, answering queries
 //! with memories the owner can prove; an erasure of an audio memory erases its
 //! transcript, makes the model stale (its artifact deleted), and the trainer retrains
-//! without them.
+//! without them, its corpus read back from its file after another user's pushed it out
+//! of memory.
 
 mod support;
 
@@ -68,11 +69,30 @@ async fn the_trainer_models_notes_and_transcripts_and_retrains_without_an_erased
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnemo-trainer"));
     h.worker_env(&mut c, "trainer", &trainer);
     c.env("MNEMO_TRAINER_STATE", state.path());
+    // One user's corpus in memory at a time: Bob's model below pushes Alice's out, and her
+    // retraining reads it back from its file.
+    c.env("MNEMO_TRAINER_MAX_USERS", "1");
     h.spawn(c);
     wait_for("a model of 3 memories", Duration::from_secs(90), || async {
         latest(&h, &alice).await.is_some_and(|m| m.set_count == 3)
     })
     .await;
+    let bob = user("bob");
+    h.stack.ledger.create_user(&bob).await.unwrap();
+    h.grant(&bob, "trainer", &["note"]).await;
+    h.stack
+        .ledger
+        .append(&bob, text("the bike needs a new chain"))
+        .await
+        .unwrap();
+    wait_for("Bob's model", Duration::from_secs(60), || async {
+        latest(&h, &bob).await.is_some_and(|m| m.set_count == 1)
+    })
+    .await;
+    assert!(
+        hits(&h, &bob, "coffee").await.is_empty(),
+        "each user's own model"
+    );
     let first = latest(&h, &alice).await.unwrap();
     let transcript = h.processing.lineage(&alice, &speech).await.unwrap().outputs[0];
     // The transcript answers "forward", the note "dentist": each a member the owner can prove.
