@@ -58,11 +58,6 @@ impl<K: Hash + Eq + Clone, V> Resident<K, V> {
     pub fn len(&self) -> usize {
         self.states.lock().expect("not poisoned").len()
     }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The budget when none is configured.
@@ -115,6 +110,6 @@ mod tests {
     fn a_failed_load_keeps_nothing() {
         let r: Resident<&str, u32> = Resident::new(1);
         assert!(r.get_or_load(&"a", || Err::<u32, _>("unreadable")).is_err());
-        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
     }
 }

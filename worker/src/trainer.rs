@@ -177,7 +177,13 @@ impl Trainer {
         };
         match self.worker.record_model(user, &grant, artifact).await {
             Ok(r) => {
-                tracing::info!(%user, model = %r.model, memories = r.set_count, "model recorded");
+                tracing::info!(
+                    %user,
+                    model = %r.model,
+                    memories = r.set_count,
+                    resident_users = self.users.len(),
+                    "model recorded"
+                );
                 c.trained = c.generation;
                 self.save(user, &c)
             }
