@@ -1,7 +1,7 @@
 //! # mnemo-api
 //!
 //! The `mnemo` server's library: the REST API ([`http`], one module per resource), its authentication ([`auth`]) and
-//! errors ([`problem`]), custody exports ([`export`]), the OpenAPI document ([`openapi`]),
+//! errors ([`problem`]), the ingest receipt REST and NATS share ([`receipt`]), custody exports ([`export`]), the OpenAPI document ([`openapi`]),
 //! health and metrics endpoints ([`health`]), the one clock ([`clock`]), NATS accounts, device credentials and the device
 //! gateway ([`nats`]). The binary (`src/main.rs`) wires it to the
 //! command line.
@@ -14,3 +14,4 @@ pub mod http;
 pub mod nats;
 pub mod openapi;
 pub mod problem;
+pub mod receipt;

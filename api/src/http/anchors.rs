@@ -3,22 +3,23 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use mnemo_anchor::EpochRecord;
 
 use super::S;
 use super::extract::{ApiPath, Caller};
+use super::schema::AnchorsPage;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Anchored epochs.
 #[utoipa::path(get, path = "/v1/anchors", tag = "anchors", security(("bearer" = [])),
     responses((status = 200, body = super::schema::AnchorsPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
-async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_anchors(State(api): State<S>, _caller: Caller) -> ApiResult<Json<AnchorsPage>> {
     let epochs = match api.anchors().await? {
         Some(r) => r.epochs().await.map_err(Problem::internal)?,
         None => Vec::new(),
     };
-    Ok(Json(json!({ "items": epochs })))
+    Ok(Json(AnchorsPage { items: epochs }))
 }
 
 /// One epoch's record: root, receipt, checkpoints.
@@ -29,7 +30,7 @@ async fn get_anchor(
     State(api): State<S>,
     _caller: Caller,
     ApiPath(epoch): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EpochRecord>> {
     let epoch: u64 = epoch
         .parse()
         .map_err(|_| Problem::bad_request("epochs are positive integers"))?;
@@ -37,7 +38,7 @@ async fn get_anchor(
         Some(r) => r.epoch(epoch).await.map_err(Problem::internal)?,
         None => None,
     };
-    rec.map(|r| Json(json!(r)))
+    rec.map(Json)
         .ok_or_else(|| Problem::not_found(format!("no epoch {epoch}")))
 }
 

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use mnemo_core::Seq;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::S;
 use super::extract::{ApiQuery, Caller};
+use super::schema::{ChainHead, ChainItem, ChainPage};
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -26,7 +26,7 @@ async fn get_chain(
     State(api): State<S>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ChainQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ChainPage>> {
     let user = caller.user()?;
     let from = q.from.unwrap_or(1).max(1);
     let limit = q.limit.unwrap_or(100);
@@ -34,34 +34,37 @@ async fn get_chain(
         return Err(Problem::bad_request("limit must be 1..=1000"));
     }
     let events = api.ledger.events(user, Seq(from), limit).await?;
-    let items: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "seq": e.event.seq.0,
-                "hash": e.hash,
-                "event": e.event,
-                "wire": hex::encode(e.event.to_wire()),
-            })
+    let items: Vec<ChainItem> = events
+        .into_iter()
+        .map(|e| ChainItem {
+            seq: e.event.seq.0,
+            hash: e.hash,
+            wire: hex::encode(e.event.to_wire()),
+            event: e.event,
         })
         .collect();
     let next = (items.len() == limit).then(|| from + limit as u64);
-    Ok(Json(json!({ "items": items, "next_from": next })))
+    Ok(Json(ChainPage {
+        items,
+        next_from: next,
+    }))
 }
 
 /// The caller's chain head.
 #[utoipa::path(get, path = "/v1/chain/head", tag = "chain", security(("bearer" = [])),
     responses((status = 200, body = super::schema::ChainHead), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
-async fn get_head(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn get_head(State(api): State<S>, caller: Caller) -> ApiResult<Json<ChainHead>> {
     let user = caller.user()?;
     let tip = api
         .ledger
         .head(user)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no user {user}")))?;
-    Ok(Json(
-        json!({ "user": user, "seq": tip.len, "hash": tip.hash }),
-    ))
+    Ok(Json(ChainHead {
+        user: user.clone(),
+        seq: tip.len,
+        hash: tip.hash,
+    }))
 }
 
 /// This resource's routes, with their OpenAPI description.

@@ -4,12 +4,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use mnemo_core::UserId;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::extract::{ApiJson, ApiPath, Caller, user_id};
+use super::schema::{DeviceIssued, DeviceRevoked};
 use super::{Api, S};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
@@ -63,7 +62,7 @@ async fn create_device(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(d): ApiJson<NewDevice>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<DeviceIssued>)> {
     let user = device_owner(&caller, &id)?;
     let accounts = accounts(&api)?;
     if d.name.is_empty() || d.name.len() > 64 || d.name.chars().any(char::is_control) {
@@ -112,7 +111,7 @@ async fn create_device(
             Some(id)
         }
     };
-    let mut answer = match &d.nats_public_key {
+    let answer = match &d.nats_public_key {
         Some(k) => {
             if !k.starts_with('U') || nkeys::KeyPair::from_public_key(k).is_err() {
                 return Err(Problem::bad_request(
@@ -123,19 +122,28 @@ async fn create_device(
                 .issue_device_jwt(&user, k, &d.name, ttl)
                 .await
                 .map_err(Problem::internal)?;
-            json!({ "device": k, "expires_in": ttl, "jwt": jwt })
+            DeviceIssued {
+                device: k.clone(),
+                expires_in: ttl,
+                creds: None,
+                jwt: Some(jwt),
+                signing_key_id: key_id,
+            }
         }
         None => {
             let (device, creds) = accounts
                 .issue_device(&user, &d.name, ttl)
                 .await
                 .map_err(Problem::internal)?;
-            json!({ "device": device, "expires_in": ttl, "creds": creds })
+            DeviceIssued {
+                device,
+                expires_in: ttl,
+                creds: Some(creds),
+                jwt: None,
+                signing_key_id: key_id,
+            }
         }
     };
-    if let Some(id) = key_id {
-        answer["signing_key_id"] = json!(id);
-    }
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -147,7 +155,7 @@ async fn revoke_device(
     State(api): State<S>,
     caller: Caller,
     ApiPath((id, device)): ApiPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceRevoked>> {
     let user = device_owner(&caller, &id)?;
     let accounts = accounts(&api)?;
     if nkeys::KeyPair::from_public_key(&device).is_err() || !device.starts_with('U') {
@@ -162,7 +170,10 @@ async fn revoke_device(
         .revoke_device(&user, &device)
         .await
         .map_err(Problem::internal)?;
-    Ok(Json(json!({ "device": device, "revoked": true })))
+    Ok(Json(DeviceRevoked {
+        device,
+        revoked: true,
+    }))
 }
 
 /// This resource's routes, with their OpenAPI description.

@@ -4,11 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use mnemo_ledger::LedgerError;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::S;
 use super::extract::{ApiJson, Caller, memory_id};
 use super::memories::memory_row;
+use super::schema::ErasureReceipt;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -32,7 +32,7 @@ async fn erase(
     State(api): State<S>,
     caller: Caller,
     ApiJson(e): ApiJson<Erasure>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ErasureReceipt>> {
     let user = caller.user()?;
     let erased = match (e.memory, e.all) {
         (Some(m), false) => {
@@ -59,12 +59,12 @@ async fn erase(
             ));
         }
     };
-    Ok(Json(json!({
-        "seq": erased.seq,
-        "event_hash": erased.event_hash,
-        "closure": erased.closure,
-        "stale_models": erased.stale_models,
-    })))
+    Ok(Json(ErasureReceipt {
+        seq: erased.seq,
+        event_hash: erased.event_hash,
+        closure: erased.closure,
+        stale_models: erased.stale_models,
+    }))
 }
 
 /// This resource's routes, with their OpenAPI description.

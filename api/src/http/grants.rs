@@ -9,10 +9,10 @@ use mnemo_core::{Capabilities, EventBody, GrantConditions, GrantId, TimestampMs}
 use mnemo_ledger::LedgerError;
 use mnemo_projections::GrantRole;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::S;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, user_id};
+use super::schema::{EventReceipt, GrantView, GrantsPage, ProcessingGrantView};
 use crate::clock::now_ms;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -102,10 +102,7 @@ async fn create_grant(
             None,
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody })),
-    ))
+    Ok((StatusCode::CREATED, Json(EventReceipt::grant(grant, r))))
 }
 
 struct NewUserGrant {
@@ -123,7 +120,7 @@ async fn processing_grant(
     version: Option<String>,
     conditions: GrantConditions,
     expires_at: Option<i64>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EventReceipt>)> {
     let name = mnemo_core::ProcessorId::new(name)
         .map_err(|e| Problem::bad_request(format!("processor: {e}")))?;
     let (grant, r) = api
@@ -145,9 +142,11 @@ async fn processing_grant(
         })?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "id": grant, "processor": name, "version": version, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
-        ),
+        Json(EventReceipt {
+            processor: Some(name),
+            version,
+            ..EventReceipt::grant(grant, r)
+        }),
     ))
 }
 
@@ -166,7 +165,7 @@ async fn list_grants(
     State(api): State<S>,
     caller: Caller,
     ApiQuery(q): ApiQuery<GrantsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<GrantsPage>> {
     let user = caller.user()?;
     let role = match q.role.as_deref() {
         None | Some("owner") => {
@@ -177,50 +176,45 @@ async fn list_grants(
         Some(_) => return Err(Problem::bad_request("role is owner or grantee")),
     };
     let now = TimestampMs(now_ms());
-    let processing: Vec<Value> = if role == GrantRole::Owner {
+    let processing: Vec<ProcessingGrantView> = if role == GrantRole::Owner {
         let mut gs = api
             .ledger
             .with_rules(user, |s| s.processing_grants().cloned().collect::<Vec<_>>())
             .await?;
         gs.sort_by_key(|g| g.id);
         gs.into_iter()
-            .map(|g| {
-                json!({
-                    "id": g.id,
-                    "owner": user,
-                    "processor": g.processor,
-                    "version": g.version,
-                    "processor_key": g.key,
-                    "conditions": g.conditions,
-                    "expires_at": g.expires_at,
-                    "live": g.live(now).is_ok(),
-                })
+            .map(|g| ProcessingGrantView {
+                live: g.live(now).is_ok(),
+                id: g.id,
+                owner: user.clone(),
+                processor: g.processor,
+                version: g.version,
+                processor_key: g.key,
+                conditions: g.conditions,
+                expires_at: g.expires_at,
             })
             .collect()
     } else {
         vec![]
     };
-    let items: Vec<Value> = api
+    let items: Vec<GrantView> = api
         .views
         .grants(user, role)
         .await?
         .into_iter()
-        .map(|r| {
-            let g = &r.grant;
-            json!({
-                "id": g.id,
-                "owner": r.owner,
-                "grantee": g.grantee,
-                "capabilities": g.capabilities,
-                "conditions": g.conditions,
-                "expires_at": g.expires_at,
-                "created_seq": r.created_seq,
-                "revoked_seq": r.revoked_seq,
-                "live": g.in_force(now).is_ok(),
-            })
+        .map(|r| GrantView {
+            live: r.grant.in_force(now).is_ok(),
+            id: r.grant.id,
+            owner: r.owner,
+            grantee: r.grant.grantee,
+            capabilities: r.grant.capabilities,
+            conditions: r.grant.conditions,
+            expires_at: r.grant.expires_at,
+            created_seq: r.created_seq,
+            revoked_seq: r.revoked_seq,
         })
         .collect();
-    Ok(Json(json!({ "items": items, "processing": processing })))
+    Ok(Json(GrantsPage { items, processing }))
 }
 
 /// Revokes a grant: a `grant_revoked` event; no access is recorded under it after.
@@ -231,7 +225,7 @@ async fn revoke_grant(
     State(api): State<S>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventReceipt>> {
     let user = caller.user()?;
     let grant = GrantId::from_hex(&id)
         .map_err(|_| Problem::bad_request("grant ids are 32 hex characters"))?;
@@ -257,9 +251,7 @@ async fn revoke_grant(
                             .ledger
                             .append_event(user, EventBody::GrantRevoked { grant }, None)
                             .await?;
-                        Ok(Json(
-                            json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
-                        ))
+                        Ok(Json(EventReceipt::grant(grant, r)))
                     }
                 };
             }
@@ -279,9 +271,7 @@ async fn revoke_grant(
             .await
         {
             Ok(r) => {
-                return Ok(Json(
-                    json!({ "id": grant, "seq": r.seq.0, "event_hash": r.hash, "custody": r.custody }),
-                ));
+                return Ok(Json(EventReceipt::grant(grant, r)));
             }
             Err(LedgerError::HeadMoved(_)) => continue,
             Err(e) => return Err(e.into()),

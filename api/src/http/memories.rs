@@ -7,16 +7,16 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use mnemo_core::{Hash32, MemoryId, Seq, TimestampMs, UserId};
+use mnemo_core::{MemoryId, Seq, TimestampMs, UserId};
 use mnemo_ledger::{LedgerError, NewMemory};
 use mnemo_projections::{MemoryFilter, MemoryRow};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
 use super::{Api, S};
 use crate::problem::{ApiResult, Problem};
+use crate::receipt::IngestReceipt;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// A text memory.
@@ -181,17 +181,7 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
         api.stats.ingested.fetch_add(1, Ordering::Relaxed);
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(IngestReceipt {
-            id: r.memory,
-            seq: r.seq.0,
-            event_hash: r.hash,
-            duplicate: r.duplicate,
-            custody: r.custody,
-        }),
-    )
-        .into_response())
+    Ok((status, Json(IngestReceipt::of(r))).into_response())
 }
 
 /// The capture stream an `Idempotency-Key` of `POST /v1/memories` names its memory in.
@@ -211,22 +201,6 @@ fn key_reused(user: &UserId) -> impl Fn(LedgerError) -> LedgerError + '_ {
         LedgerError::CaptureReused { .. } => LedgerError::IdempotencyKeyReused(user.clone()),
         other => other,
     }
-}
-
-/// What `POST /v1/memories` answers.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct IngestReceipt {
-    #[schema(value_type = Option<String>)]
-    id: Option<MemoryId>,
-    seq: u64,
-    #[schema(value_type = String)]
-    event_hash: Hash32,
-    duplicate: bool,
-    /// The event with its seal, verifiable alone against the custody key (docs/FORMAT.md
-    /// §5.5; `mnemo-audit verify-receipt`). Absent for an event written in format version 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<super::schema::CustodyReceiptDoc>)]
-    custody: Option<mnemo_core::CustodyReceipt>,
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -347,7 +321,7 @@ async fn list_memories(
     State(api): State<S>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<super::schema::MemoryPage>> {
     let user = caller.user()?;
     let limit = page_limit(q.limit)?;
     api.sync(user).await?;
@@ -359,9 +333,10 @@ async fn list_memories(
         .map(MemoryView::from)
         .collect();
     let next = (items.len() as i64 == limit).then(|| items.last().map(|m| m.seq));
-    Ok(Json(
-        json!({ "items": items, "next_cursor": next.flatten() }),
-    ))
+    Ok(Json(super::schema::MemoryPage {
+        items,
+        next_cursor: next.flatten(),
+    }))
 }
 
 /// One of `user`'s memories from the view (after the barrier).

@@ -7,18 +7,19 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use mnemo_core::{ModelId, ProcessorId};
 use mnemo_processing::ProcessingError;
 use mnemo_processing::protocol::{
     FetchRequest, Fetched, ModelRecorded, ModelRequest, Recorded, StaleModels, SubmitRequest,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::S;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
-use super::schema::{JsonDoc, ProblemDoc};
+use super::schema::{
+    DeadLettersPage, LineageDoc, ModelView, ModelsPage, ProblemDoc, ProcessorRegistered,
+    ProcessorRevoked, ProcessorsPage, QueryAnswer, QueryHit, TrainingProofDoc,
+};
 use crate::auth::Principal;
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -68,12 +69,12 @@ pub(crate) struct NewProcessor {
 /// Registers a processor (admin): its signing key pair (the seed is shown here once and
 /// stored nowhere) and its API token.
 #[utoipa::path(post, path = "/v1/processors", tag = "processing", request_body = NewProcessor, security(("bearer" = [])),
-    responses((status = 201, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 201, body = ProcessorRegistered), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn register(
     State(api): State<S>,
     caller: Caller,
     ApiJson(p): ApiJson<NewProcessor>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<ProcessorRegistered>)> {
     admin(&caller)?;
     let name = ProcessorId::new(&p.name).map_err(|e| Problem::bad_request(format!("name: {e}")))?;
     let (proc_, key) = api
@@ -94,35 +95,35 @@ async fn register(
     };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "processor": proc_,
-            "signing_seed": hex::encode(key.to_bytes()),
-            "token": token,
-            "nats_creds": creds,
-            "nats_inbox_prefix": crate::nats::claims::processor_inbox(name.as_str()),
-        })),
+        Json(ProcessorRegistered {
+            processor: proc_,
+            signing_seed: hex::encode(key.to_bytes()),
+            token,
+            nats_creds: creds,
+            nats_inbox_prefix: crate::nats::claims::processor_inbox(name.as_str()),
+        }),
     ))
 }
 
 /// The registered processors (admin).
 #[utoipa::path(get, path = "/v1/processors", tag = "processing", security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
-async fn list(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = ProcessorsPage), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn list(State(api): State<S>, caller: Caller) -> ApiResult<Json<ProcessorsPage>> {
     admin(&caller)?;
     let items = api.processing.registry.list().await.map_err(problem)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(ProcessorsPage { items }))
 }
 
 /// Revokes a processor (admin): from now on it is given no task, and every fetch, result
 /// and model of it is refused.
 #[utoipa::path(delete, path = "/v1/processors/{name}", tag = "processing", security(("bearer" = [])),
     params(("name" = String, Path, description = "processor name")),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = ProcessorRevoked), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke(
     State(api): State<S>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProcessorRevoked>> {
     admin(&caller)?;
     let name = ProcessorId::new(&name).map_err(|e| Problem::bad_request(format!("name: {e}")))?;
     let p = api
@@ -139,7 +140,7 @@ async fn revoke(
     if let Some(a) = &api.accounts {
         a.sync_processors(&api.processing.registry).await?;
     }
-    Ok(Json(json!({ "processor": p })))
+    Ok(Json(ProcessorRevoked { processor: p }))
 }
 
 /// A processor fetches an input it was given a task for: checked against the owner's
@@ -151,10 +152,9 @@ async fn fetch(
     State(api): State<S>,
     caller: Caller,
     ApiJson(r): ApiJson<FetchRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Fetched>> {
     let p = processor(&caller)?;
-    let f = api.processing.fetch(p, &r).await.map_err(problem)?;
-    Ok(Json(serde_json::to_value(f).expect("serialisable")))
+    Ok(Json(api.processing.fetch(p, &r).await.map_err(problem)?))
 }
 
 /// A processor records a result: a `memory_derived` event (idempotent per processor,
@@ -165,10 +165,9 @@ async fn submit(
     State(api): State<S>,
     caller: Caller,
     ApiJson(r): ApiJson<SubmitRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Recorded>> {
     let p = processor(&caller)?;
-    let rec = api.processing.submit(p, r).await.map_err(problem)?;
-    Ok(Json(serde_json::to_value(rec).expect("serialisable")))
+    Ok(Json(api.processing.submit(p, r).await.map_err(problem)?))
 }
 
 /// A processor records a trained model: a `model_trained` event committing to its
@@ -179,10 +178,11 @@ async fn model(
     State(api): State<S>,
     caller: Caller,
     ApiJson(r): ApiJson<ModelRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ModelRecorded>> {
     let p = processor(&caller)?;
-    let rec = api.processing.record_model(p, r).await.map_err(problem)?;
-    Ok(Json(serde_json::to_value(rec).expect("serialisable")))
+    Ok(Json(
+        api.processing.record_model(p, r).await.map_err(problem)?,
+    ))
 }
 
 /// A processor's models to retrain: its newest model of each user that an erasure reached,
@@ -206,12 +206,12 @@ pub(crate) struct DeadQuery {
 
 /// Tasks that failed too often (admin: all or one processor's; a processor: its own).
 #[utoipa::path(get, path = "/v1/processing/dead-letters", tag = "processing", params(DeadQuery), security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = DeadLettersPage), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn dead_letters(
     State(api): State<S>,
     caller: Caller,
     ApiQuery(q): ApiQuery<DeadQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeadLettersPage>> {
     let only = match &caller.0 {
         Principal::Admin => q.processor,
         Principal::Processor(p) => Some(p.to_string()),
@@ -228,62 +228,55 @@ async fn dead_letters(
     )
     .await
     .map_err(problem)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(DeadLettersPage { items }))
 }
 
 /// A memory's lineage: what it was derived from, what was derived from it, and the
 /// closure an erasure of it would reach.
 #[utoipa::path(get, path = "/v1/memories/{id}/lineage", tag = "processing", security(("bearer" = [])),
     params(("id" = String, Path, description = "memory id")),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = LineageDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn lineage(
     State(api): State<S>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LineageDoc>> {
     let user = caller.user()?;
     let l = api
         .processing
         .lineage(user, &memory_id(&id)?)
         .await
         .map_err(problem)?;
-    Ok(Json(serde_json::to_value(l).expect("serialisable")))
+    Ok(Json(LineageDoc(l)))
 }
 
 /// The caller's models, with their staleness.
 #[utoipa::path(get, path = "/v1/models", tag = "processing", security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
-async fn models(State(api): State<S>, caller: Caller) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = ModelsPage), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn models(State(api): State<S>, caller: Caller) -> ApiResult<Json<ModelsPage>> {
     let user = caller.user()?;
-    let items: Vec<Value> = api
+    let items = api
         .processing
         .models
         .of_user(user)
         .await
         .map_err(problem)?
         .into_iter()
-        .map(|m| {
-            json!({
-                "id": m.id, "processor": m.processor, "grant": m.grant, "version": m.version,
-                "artifact": m.artifact, "set_root": m.set_root, "set_count": m.set_count,
-                "seq": m.seq, "stale": m.stale.is_some(), "stale_reason": m.stale,
-                "erased_members": m.erased, "queryable": m.kept.is_some(),
-            })
-        })
+        .map(ModelView::from)
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(ModelsPage { items }))
 }
 
 /// The proof that a memory is, or is not, in a model's training set (FORMAT.md §15.4):
 /// check it offline with `mnemo-audit training-proof`.
 #[utoipa::path(get, path = "/v1/models/{id}/training-set/{memory}", tag = "processing", security(("bearer" = [])),
     params(("id" = String, Path, description = "model id"), ("memory" = String, Path, description = "memory id")),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TrainingProofDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn training_proof(
     State(api): State<S>,
     caller: Caller,
     ApiPath((id, memory)): ApiPath<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TrainingProofDoc>> {
     let user = caller.user()?;
     let model = ModelId::from_hex(&id)
         .map_err(|_| Problem::bad_request("model ids are 32 hex characters"))?;
@@ -292,7 +285,11 @@ async fn training_proof(
         .training_proof(user, &model, &memory_id(&memory)?)
         .await
         .map_err(problem)?;
-    Ok(Json(json!({ "user": user, "model": model, "proof": p })))
+    Ok(Json(TrainingProofDoc {
+        user: user.clone(),
+        model,
+        proof: p,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -309,13 +306,13 @@ pub(crate) struct ModelQuery {
 /// the memories it drew on, best first, each with its training-set proof's address.
 /// A stale model (an erasure reached it) answers 410 `model-stale`: its artifact is gone.
 #[utoipa::path(get, path = "/v1/models/{id}/query", tag = "processing", params(("id" = String, Path, description = "model id, or `latest`"), ModelQuery), security(("bearer" = [])),
-    responses((status = 200, body = JsonDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = QueryAnswer), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn query(
     State(api): State<S>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ModelQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueryAnswer>> {
     let user = caller.user()?;
     let model = match id.as_str() {
         "latest" => None,
@@ -329,20 +326,27 @@ async fn query(
         .query(user, model.as_ref(), &q.q, q.k.unwrap_or(10).clamp(1, 100))
         .await
         .map_err(problem)?;
-    let hits: Vec<Value> = hits
+    let hits = hits
         .into_iter()
-        .map(|h| {
-            json!({
-                "memory": h.memory, "seq": h.seq, "event_hash": h.event_hash,
-                "score": h.score, "matched": h.matched,
-                "proof": format!("/v1/models/{}/training-set/{}", m.id, h.memory),
-            })
+        .map(|h| QueryHit {
+            proof: format!("/v1/models/{}/training-set/{}", m.id, h.memory),
+            memory: h.memory,
+            seq: h.seq,
+            event_hash: h.event_hash,
+            score: h.score,
+            matched: h.matched,
         })
         .collect();
-    Ok(Json(json!({
-        "model": m.id, "seq": m.seq, "set_root": m.set_root, "set_count": m.set_count,
-        "processor": m.processor, "version": m.version, "query": q.q, "hits": hits,
-    })))
+    Ok(Json(QueryAnswer {
+        model: m.id,
+        seq: m.seq,
+        set_root: m.set_root,
+        set_count: m.set_count,
+        processor: m.processor,
+        version: m.version,
+        query: q.q,
+        hits,
+    }))
 }
 
 /// This resource's routes, with their OpenAPI description.

@@ -18,7 +18,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use async_nats::jetstream::{self, kv};
@@ -165,8 +164,11 @@ async fn sign_in(State(api): State<S>, ApiJson(s): ApiJson<SignIn>) -> ApiResult
         .unwrap_or(0)
         .min(SESSION_TTL.as_secs());
     let session = api.auth.issue_session(&user, &sid, max_age);
-    let body =
-        Json(json!({ "user": user, "csrf": api.auth.csrf(&session), "expires_in": max_age }));
+    let body = Json(super::schema::Session {
+        csrf: api.auth.csrf(&session),
+        user,
+        expires_in: max_age,
+    });
     let mut r = (StatusCode::CREATED, body).into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, cookie(&api, &session, max_age));
@@ -182,8 +184,12 @@ async fn current(State(api): State<S>, headers: HeaderMap, caller: Caller) -> Ap
     let user = caller.user()?.clone();
     let token = session_token(&headers)
         .ok_or_else(|| Problem::unauthorized("no session: sign in first"))?;
-    let mut r = Json(json!({ "user": user, "csrf": api.auth.csrf(token), "expires_in": api.auth.expires_in(token).unwrap_or(0) }))
-        .into_response();
+    let mut r = Json(super::schema::Session {
+        user,
+        csrf: api.auth.csrf(token),
+        expires_in: api.auth.expires_in(token).unwrap_or(0),
+    })
+    .into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)

@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use mnemo_core::{AccessAction, EventBody, Grant, GrantId, MemoryId, TimestampMs, grant};
 use mnemo_ledger::LedgerError;
-use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
 use super::extract::{ApiPath, ApiQuery, Caller, memory_id, user_id};
@@ -169,12 +168,15 @@ async fn shared_list(
     caller: Caller,
     ApiPath(owner): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<super::schema::MemoryPage>> {
     let (items, full) = shared_read(&api, &caller, &owner, &q, None, AccessAction::List).await?;
     // The cursor follows the candidates' page, so a candidate the rule refused does not end
     // the listing early.
     let next = full.then(|| items.last().map(|m| m.seq)).flatten();
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(super::schema::MemoryPage {
+        items,
+        next_cursor: next,
+    }))
 }
 
 /// One memory of `owner` read under the caller's grants (recorded as `action`).

@@ -3,10 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use mnemo_ledger::LedgerError;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::S;
 use super::extract::{ApiJson, Caller, user_id};
@@ -27,7 +25,7 @@ async fn create_user(
     State(api): State<S>,
     caller: Caller,
     ApiJson(b): ApiJson<CreateUser>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<(StatusCode, Json<super::schema::CreatedUser>)> {
     if caller.0 != Principal::Admin {
         return Err(Problem::forbidden("creating users needs an admin token"));
     }
@@ -50,7 +48,11 @@ async fn create_user(
     let token = api.auth.issue(user.as_str(), false, api.cfg.token_ttl);
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": user, "token": token, "nats_account": account })),
+        Json(super::schema::CreatedUser {
+            id: user,
+            token,
+            nats_account: account,
+        }),
     ))
 }
 

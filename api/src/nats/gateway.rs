@@ -25,6 +25,7 @@ use super::error::{NatsAuthError, Result};
 use super::rejects::Rejects;
 use super::upload::{UPLOAD_HEADER, Uploads};
 use crate::problem::Problem;
+use crate::receipt::IngestReceipt;
 
 /// What a device sends on `mnemo.ingest` and `mnemo.capture` (a `user` field, if any, is
 /// ignored: the user is the account the message came from).
@@ -371,12 +372,5 @@ pub(super) async fn ingest(
         )
         .await
         .map_err(NatsAuthError::from)?;
-    Ok(json!({
-        "user": user,
-        "id": receipt.memory,
-        "seq": receipt.seq.0,
-        "event_hash": receipt.hash,
-        "duplicate": receipt.duplicate,
-        "custody": receipt.custody,
-    }))
+    Ok(serde_json::to_value(IngestReceipt::over_nats(receipt)).expect("serialisable"))
 }

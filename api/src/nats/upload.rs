@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use super::error::NatsAuthError;
 use super::gateway::DEFAULT_CAPTURE_STREAM;
 use crate::problem::Problem;
+use crate::receipt::IngestReceipt;
 
 /// Uploads one user may have open at once.
 pub const MAX_OPEN_PER_USER: usize = 4;
@@ -186,16 +187,12 @@ impl Uploads {
             Ok(Ok(r)) => r,
             other => return Err(finish_error(other)),
         };
-        Ok(json!({
-            "user": user,
-            "id": receipt.memory,
-            "seq": receipt.seq.0,
-            "event_hash": receipt.hash,
-            "duplicate": receipt.duplicate,
-            "custody": receipt.custody,
-            "bytes": size,
-            "content_hash": got,
-        }))
+        let receipt = IngestReceipt {
+            bytes: Some(size as u64),
+            content_hash: Some(got),
+            ..IngestReceipt::over_nats(receipt)
+        };
+        Ok(serde_json::to_value(receipt).expect("serialisable"))
     }
 
     /// Chunk 0: the memory's metadata, and the ledger's append reading the chunks.
