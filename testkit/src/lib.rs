@@ -12,8 +12,10 @@
 //! - [`Stack`]: the custody stack on those servers (ledger, migrated views, projector, and
 //!   the anchor contract when asked for), built by [`Stack::builder`]; [`PgViews`] is its
 //!   PostgreSQL side alone, for tests whose ledger runs elsewhere.
+//! - [`openapi`]: checks a response against `/openapi.json`.
 
 mod consumers;
+pub mod openapi;
 mod stack;
 
 pub use consumers::ConsumerPeak;

@@ -4,21 +4,6 @@
 //! benchmarks read, in its closing list.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-
-fn walk(dir: &Path, exts: &[&str], out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if p.is_dir() {
-            if !["target", "node_modules", ".git", "dist", "fuzz"].contains(&name.as_str()) {
-                walk(&p, exts, out);
-            }
-        } else if exts.iter().any(|x| name.ends_with(x)) {
-            out.push(p);
-        }
-    }
-}
 
 /// Every `"NAME"` in `text` that follows one of `markers` (e.g. `env = `).
 fn names_after(text: &str, markers: &[&str], out: &mut BTreeSet<String>) {
@@ -38,9 +23,8 @@ fn names_after(text: &str, markers: &[&str], out: &mut BTreeSet<String>) {
 
 #[test]
 fn env_example_lists_every_variable_the_code_reads() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    walk(&root, &[".rs", ".py"], &mut files);
+    let root = mnemo_tests::root();
+    let files = mnemo_tests::source_files(&root, &[".rs", ".py"]);
     let mut read = BTreeSet::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
