@@ -203,6 +203,10 @@ async fn the_console_end_to_end_in_chromium() {
     assert!(r["audio"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["grantee_read"], 200);
     assert_eq!(r["access_log"], true);
+    assert!(
+        r["processor_reads"].as_u64() >= Some(1),
+        "the access log shows the ASR worker's fetch: {r}"
+    );
     assert!(r["revoked"].as_str().unwrap().contains("revoked"), "{r}");
     assert!(
         r["device"].as_str().unwrap().contains("Credentials issued"),

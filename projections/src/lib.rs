@@ -33,7 +33,8 @@ mod state;
 
 pub use error::{ProjectionError, Result};
 pub use pg::{
-    AccessRow, GrantRole, GrantRow, MemoryFilter, MemoryRow, SharedCandidates, SyncedHead, Views,
+    AccessRow, Accessor, GrantRole, GrantRow, MemoryFilter, MemoryRow, SharedCandidates,
+    SyncedHead, Views,
 };
 pub use projector::kv_head;
 pub use projector::{Head, Projector, ProjectorConfig, ProjectorStats, lag};

@@ -1,15 +1,18 @@
-//! `GET /v1/access-log`: who read the caller's memories, when, under which grant.
+//! `GET /v1/access-log`: who read the caller's memories (other users and processors),
+//! when, under which grant.
 
 use axum::Json;
 use axum::extract::State;
 
 use super::S;
 use super::extract::Caller;
-use super::schema::{AccessEntry, AccessLog};
+use super::schema::{AccessEntry, AccessLog, AccessorKind};
 use crate::problem::ApiResult;
+use mnemo_projections::Accessor;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-/// Who read the caller's memories, when, under which grant.
+/// Who read the caller's memories, when, under which grant: other users' reads and
+/// processors' fetches.
 #[utoipa::path(get, path = "/v1/access-log", tag = "grants", security(("bearer" = [])),
     responses((status = 200, body = super::schema::AccessLog), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<AccessLog>> {
@@ -22,7 +25,11 @@ async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Acce
         .into_iter()
         .map(|r| AccessEntry {
             seq: r.seq,
-            accessor: r.accessor,
+            accessor_kind: match r.accessor {
+                Accessor::User(_) => AccessorKind::User,
+                Accessor::Processor(_) => AccessorKind::Processor,
+            },
+            accessor: r.accessor.id().to_owned(),
             grant: r.grant,
             action: r.action,
             memories: r.memories,

@@ -283,18 +283,29 @@ pub struct ProcessingGrantView {
     pub live: bool,
 }
 
-/// One read by someone else.
+/// Who read.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessorKind {
+    /// Another user, under a grant.
+    User,
+    /// A processor (ASR, a model's trainer, ...), under a processing grant.
+    Processor,
+}
+
+/// One read by someone else: a user under a grant, or a processor's fetch.
 #[derive(Serialize, ToSchema)]
 pub struct AccessEntry {
-    /// The `access_recorded` event's seq.
+    /// The `access_recorded` or `inputs_fetched` event's seq.
     pub seq: u64,
-    /// Who read.
-    #[schema(value_type = String)]
-    pub accessor: UserId,
+    /// Who read: a user's id, or a processor's name.
+    pub accessor: String,
+    /// Whether `accessor` is a user or a processor.
+    pub accessor_kind: AccessorKind,
     /// Under which grant (hex).
     #[schema(value_type = String)]
     pub grant: GrantId,
-    /// `list`, `read_metadata` or `read_content`.
+    /// `list`, `read_metadata` or `read_content` (a user); `fetch` (a processor).
     pub action: String,
     /// The memories returned (hex ids).
     #[schema(value_type = Vec<String>)]
@@ -303,10 +314,10 @@ pub struct AccessEntry {
     pub at: i64,
 }
 
-/// The access log, newest first.
+/// The access log, newest first: everything that left the ledger.
 #[derive(Serialize, ToSchema)]
 pub struct AccessLog {
-    /// The reads.
+    /// The reads and fetches.
     pub items: Vec<AccessEntry>,
 }
 

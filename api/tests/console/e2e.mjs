@@ -96,6 +96,10 @@ try {
   await page.reload();
   await page.locator("[data-testid=access-log] tbody tr").first().waitFor({ timeout: 20000 });
   out.access_log = (await page.locator("[data-testid=access-log] tbody tr").first().textContent()).includes("ben");
+  // The ASR worker's fetch of the recording is there too, in plain words.
+  out.processor_reads = await page
+    .locator("[data-testid=access-log] tbody tr[data-kind=processor]", { hasText: "fetched" })
+    .count();
   await shot("consent");
   await page.getByRole("button", { name: "Revoke ben" }).click();
   out.revoked = await waitStatus(/revoked/);

@@ -79,6 +79,20 @@ async fn processing_over_rest_from_registration_to_erasure() {
         .decode(f.json()["content"].as_str().unwrap())
         .unwrap();
     assert_eq!(content, b"hello");
+    // The owner's access log tells it: which processor, which memory, under which grant.
+    let log = s.get("/v1/access-log", &alice).await.json();
+    let fetched = &log["items"][0];
+    assert_eq!(
+        (
+            &fetched["accessor"],
+            &fetched["accessor_kind"],
+            &fetched["action"]
+        ),
+        (&json!("asr"), &json!("processor"), &json!("fetch")),
+        "{log}"
+    );
+    assert_eq!(fetched["grant"], json!(grant));
+    assert_eq!(fetched["memories"], json!([memory]));
     // bob's memory under alice's grant: refused, nothing recorded.
     let bobs = s.ingest(&bob, "note", "t", "bob's").await;
     let r = s

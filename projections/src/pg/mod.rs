@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::error::{ProjectionError, Result};
 
-pub use access_log::AccessRow;
+pub use access_log::{AccessRow, Accessor};
 pub use grants::{GrantRole, GrantRow};
 pub use memories::{MemoryFilter, MemoryRow};
 pub use shared::SharedCandidates;

@@ -4,7 +4,7 @@
 use mnemo_core::{Content, ErasureTarget, EventBody, KeyRole, UserId};
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::{ProjectionError, Result};
 use crate::projector::{Accepted, Opened};
 use crate::state::UserState;
 
@@ -233,6 +233,27 @@ pub(crate) async fn write_rows(
                 )
                 .bind(u).bind(seq).bind(accessor.as_str()).bind(grant.0.to_vec())
                 .bind(serde_json::to_value(action).expect("serialisable").as_str().unwrap_or("").to_owned())
+                .bind(&mids).bind(e.timestamp.0)
+                .execute(&mut *tx).await?;
+            }
+            // A processor's fetch is in the owner's access log too, under the processor's
+            // name (the rules accepted it, so its processing grant is in the state).
+            EventBody::InputsFetched { grant, memories } => {
+                let processor = states
+                    .get(&e.user)
+                    .and_then(|s| s.chain.processing_grant(grant))
+                    .map(|g| g.processor.to_string())
+                    .ok_or_else(|| {
+                        ProjectionError::Corrupt(format!(
+                            "{u} seq {seq}: a fetch under processing grant {grant}, which the rules do not hold"
+                        ))
+                    })?;
+                let mids: Vec<Vec<u8>> = memories.iter().map(|m| m.0.to_vec()).collect();
+                sqlx::query(
+                    "INSERT INTO access_log (user_id, seq, accessor, accessor_kind, grant_id, action, memories, ts)
+                     VALUES ($1, $2, $3, 'processor', $4, 'fetch', $5, to_timestamp($6 / 1000.0)) ON CONFLICT DO NOTHING",
+                )
+                .bind(u).bind(seq).bind(processor).bind(grant.0.to_vec())
                 .bind(&mids).bind(e.timestamp.0)
                 .execute(&mut *tx).await?;
             }
