@@ -40,6 +40,7 @@ use crate::objects;
 use mnemo_core::names::{ChainLocation, KEYS_BUCKET, OBJECTS_BUCKET};
 
 mod erasure;
+mod fetch_batches;
 mod head;
 mod memory;
 mod processing;
@@ -123,6 +124,8 @@ struct Inner {
     /// Signs batches with the current key.
     sealer: sealer::Sealer,
     seal_counters: Arc<sealer::SealCounters>,
+    /// Fetches waiting to be recorded together, per user and grant.
+    fetches: fetch_batches::FetchBatches,
 }
 
 fn now_ms() -> TimestampMs {
@@ -207,6 +210,7 @@ impl Ledger {
                 seals,
                 sealer,
                 seal_counters,
+                fetches: Default::default(),
                 cfg,
             }),
         };

@@ -142,7 +142,20 @@ impl Ledger {
     /// grant is not live, a memory is unknown or erased, or outside the grant's list; the
     /// caller checks the rest of the grant's conditions on the opened records first
     /// ([`open_for_processing`](Self::open_for_processing)).
+    ///
+    /// Fetches of the same user and grant that arrive while one is being written are
+    /// recorded together, in one event (`fetch_batches`); each caller gets its receipt.
     pub async fn record_fetch(
+        &self,
+        user: &UserId,
+        grant: GrantId,
+        memories: Vec<MemoryId>,
+    ) -> Result<Receipt> {
+        self.record_fetch_batched(user, grant, memories).await
+    }
+
+    /// Writes one `inputs_fetched` naming `memories`.
+    pub(super) async fn record_fetch_now(
         &self,
         user: &UserId,
         grant: GrantId,
