@@ -14,7 +14,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use cmd::Config;
 use cmd::anchor::AnchorCmd;
-use cmd::edge::EdgeCmd;
 use cmd::nats::NatsCmd;
 use cmd::processors::ProcessorsCmd;
 use cmd::projections::Projections;
@@ -55,9 +54,6 @@ enum Command {
     /// Operator-mode NATS (decentralized JWT auth).
     #[command(subcommand)]
     Nats(NatsCmd),
-    /// A device's leaf node that captures offline, and its forwarder.
-    #[command(subcommand)]
-    Edge(EdgeCmd),
     /// Projections.
     #[command(subcommand)]
     Projections(Projections),
@@ -117,7 +113,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(t) => t.run(),
         Command::Processors(p) => p.run(c).await,
         Command::Nats(n) => n.run(),
-        Command::Edge(e) => e.run().await,
         Command::Migrate => {
             cmd::views(c.database_url()?).await?.migrate().await?;
             println!("migrations applied");

@@ -1,15 +1,15 @@
-//! `mnemo-bench forward`: the edge forwarder (`mnemo_api::nats::edge::forward`) moving an
+//! `mnemo-bench forward`: the edge forwarder (`mnemo_edge::forward`) moving an
 //! outbox of captures taken offline to the hub, through a link with an added round trip
 //! (a delay proxy between the leaf node and the hub's leafnode port). One operator-mode hub
-//! with the device services, one leaf node per measurement (`mnemo edge init`'s
+//! with the device services, one leaf node per measurement (`mnemo-edge init`'s
 //! configuration, the device's creds), and a fresh user each. Printed: captures/s from the
 //! forwarder's start to the last capture in the chain, with the round trip and window, and
 //! a check that every capture is in the chain once and in order. The baseline is the same
 //! outbox on loopback, same run; the forwarder before this round kept one capture in flight
 //! (`--window 1`), measured on a smaller outbox.
 
-use mnemo_api::nats::edge::{self, LeafSettings, OutboxConfig};
 use mnemo_core::{EventBody, Seq, UserId};
+use mnemo_edge::{self as edge, LeafSettings, OutboxConfig};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,9 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository's root.
+/// The repository's root: read when the test runs (cargo sets `CARGO_MANIFEST_DIR` for it),
+/// since a build cache shared by two clones may hold this library as the other clone built
+/// it.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    dir.join("..")
 }
 
 /// Every file under `dir` whose name ends in one of `exts`, outside build output, installed

@@ -28,3 +28,60 @@ fn no_source_file_is_over_900_lines() {
         .collect();
     assert!(long.is_empty(), "over {MAX_LINES} lines: {long:?}");
 }
+
+/// The normal (non-dev) dependencies of `package`, by name, from `cargo tree`.
+fn dependencies(package: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+        ])
+        .arg(package)
+        .current_dir(mnemo_tests::root())
+        .output()
+        .expect("cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} in {}: {}",
+        mnemo_tests::root().display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// One job per crate: what a device runs links none of the server (its database, HTTP
+/// stack, views), the server links none of the edge tools, and processing links none of
+/// the worker's client library.
+#[test]
+fn crates_link_only_what_their_job_needs() {
+    let edge = dependencies("mnemo-edge");
+    for server_side in [
+        "sqlx",
+        "axum",
+        "hyper",
+        "mnemo-api",
+        "mnemo-projections",
+        "mnemo-ledger",
+    ] {
+        assert!(
+            !edge.iter().any(|d| d == server_side),
+            "mnemo-edge links {server_side}"
+        );
+    }
+    assert!(!dependencies("mnemo-api").iter().any(|d| d == "mnemo-edge"));
+    assert!(
+        !dependencies("mnemo-processing")
+            .iter()
+            .any(|d| d == "mnemo-worker")
+    );
+}

@@ -175,7 +175,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     eprintln!("mnemo dev: starting what is not configured (nats-server, PostgreSQL, anvil) ...");
     if !reuse_nats {
         eprintln!(
-            "mnemo dev: device leaf nodes: nats-leaf://127.0.0.1:{leaf_port} (mnemo edge init --hub ...; JetStream domain hub)"
+            "mnemo dev: device leaf nodes: nats-leaf://127.0.0.1:{leaf_port} (mnemo-edge init --hub ...; JetStream domain hub)"
         );
         eprintln!("mnemo dev: browsers: ws://127.0.0.1:{ws_port} (NATS over WebSocket)");
     }

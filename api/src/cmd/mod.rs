@@ -4,7 +4,6 @@ pub(crate) mod anchor;
 pub(crate) mod config;
 pub(crate) mod dev;
 pub(crate) mod dev_workers;
-pub(crate) mod edge;
 pub(crate) mod nats;
 pub(crate) mod processors;
 pub(crate) mod projections;

@@ -22,7 +22,6 @@
 pub mod accounts;
 pub mod capture;
 pub mod claims;
-pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod lanes;

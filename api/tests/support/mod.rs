@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod devices;
+
 use async_nats::{ConnectOptions, Event};
 use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
 use mnemo_core::SigningKey;

@@ -1,17 +1,39 @@
-//! `mnemo edge init | forward`: what a device or edge box runs to capture offline
-//! (docs/EDGE.md).
+//! `mnemo-edge init | forward`: what a device or edge box runs to capture offline
+//! (docs/EDGE.md). It links neither the server nor its database or HTTP stack.
 
 use anyhow::Context;
-use mnemo_api::nats::edge;
+use clap::Parser;
+use mnemo_edge as edge;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// mnemo's edge tools: a leaf node that keeps captures while offline, and its forwarder.
+#[derive(Parser)]
+#[command(name = "mnemo-edge", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: EdgeCmd,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MNEMO_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Cli::parse().cmd.run().await
+}
+
 /// Edge commands.
 #[derive(clap::Subcommand)]
-pub enum EdgeCmd {
+enum EdgeCmd {
     /// Writes a leaf node's configuration into DIR: `leaf.conf` (local listener, JetStream
     /// in its own domain with a store under DIR, the remote to the hub) and `device.creds`
-    /// (mode 0600). Run it with `nats-server -c DIR/leaf.conf`, and `mnemo edge forward`.
+    /// (mode 0600). Run it with `nats-server -c DIR/leaf.conf`, and `mnemo-edge forward`.
     Init {
         /// The directory to write.
         #[arg(long)]
@@ -49,7 +71,7 @@ pub enum EdgeCmd {
 }
 
 impl EdgeCmd {
-    pub(crate) async fn run(self) -> anyhow::Result<()> {
+    async fn run(self) -> anyhow::Result<()> {
         match self {
             EdgeCmd::Init {
                 dir,
@@ -64,7 +86,7 @@ impl EdgeCmd {
                 let c = std::fs::read_to_string(&creds)
                     .with_context(|| format!("reading {}", creds.display()))?;
                 let creds_out = dir.join("device.creds");
-                mnemo_api::nats::write_private(&creds_out, c.as_bytes())?;
+                write_private(&creds_out, c.as_bytes())?;
                 let conf = edge::leaf_config(&edge::LeafSettings {
                     port,
                     hub: &hub,
@@ -150,4 +172,17 @@ async fn create_outbox(
         .status();
     let _ = leaf.wait();
     created
+}
+
+/// Writes `bytes` to `path`, readable by its owner only (mode 0600).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
 }

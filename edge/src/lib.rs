@@ -1,12 +1,14 @@
+//! # mnemo-edge
+//!
 //! The edge: a device or home box runs a NATS leaf node with its own JetStream domain and a
 //! local outbox stream, so capture goes on while the link to the hub is down, and the
 //! forwarder shipped with mnemo moves the outbox to the hub's `mnemo.capture` once it is
 //! back (docs/EDGE.md, docs/decisions/0014-edge-capture.md).
 //!
-//! - [`leaf_config`]: the leaf node's configuration (`mnemo edge init`).
+//! - [`leaf_config`]: the leaf node's configuration (`mnemo-edge init`).
 //! - [`forward`]: drains the outbox in order, a window of captures in flight, each with
 //!   its own `Nats-Msg-Id`, and removes one from the outbox only on the hub's PubAck
-//!   (`mnemo edge forward`). A capture stored twice at the hub (a lost PubAck, a replay) is
+//!   (`mnemo-edge forward`). A capture stored twice at the hub (a lost PubAck, a replay) is
 //!   appended once: its capture id is kept in the chain for good. A capture the hub (or the
 //!   leaf) refuses is reported to the device on the leaf's rejects stream
 //!   ([`REJECTED_STREAM`]), never only logged.
@@ -19,7 +21,38 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-use super::error::{NatsAuthError, Result};
+/// What the edge tools fail with: NATS or JetStream on the leaf did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A NATS or JetStream operation failed; retry once the leaf answers.
+    #[error("nats: {what}: {detail}")]
+    Nats {
+        /// The operation.
+        what: &'static str,
+        /// The error text.
+        detail: String,
+    },
+}
+
+impl EdgeError {
+    fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Nats {
+            what,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = EdgeError> = std::result::Result<T, E>;
+
+/// The `Nats-Msg-Id` of `msg`, if it has one.
+fn msg_id(msg: &async_nats::Message) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned())
+}
 
 /// The local outbox stream on the leaf.
 pub const OUTBOX_STREAM: &str = "MNEMO-OUTBOX";
@@ -36,7 +69,7 @@ pub const REJECTED_PREFIX: &str = "mnemo.rejected";
 /// How long the leaf keeps a refusal.
 const REJECTED_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// What `mnemo edge init` writes into the leaf's configuration.
+/// What `mnemo-edge init` writes into the leaf's configuration.
 pub struct LeafSettings<'a> {
     /// Where the leaf listens for the device's own clients (loopback).
     pub port: u16,
@@ -58,7 +91,7 @@ pub struct LeafSettings<'a> {
 /// device was meant to use, and would not be offline when that link is down.
 pub fn leaf_config(s: &LeafSettings<'_>) -> String {
     format!(
-        "# mnemo edge: a leaf node that keeps captures while offline (docs/EDGE.md)\n\
+        "# mnemo-edge: a leaf node that keeps captures while offline (docs/EDGE.md)\n\
          listen: \"127.0.0.1:{port}\"\n\
          jetstream {{\n  domain: \"{domain}\"\n  store_dir: \"{store}\"\n}}\n\
          leafnodes {{\n  reconnect: 1\n  remotes: [\n    {{ url: \"{hub}\", credentials: \"{creds}\", ignore_discovered_servers: true }}\n  ]\n}}\n",
@@ -104,7 +137,7 @@ pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<s
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsAuthError::nats("creating the outbox", e))?;
+    .map_err(|e| EdgeError::nats("creating the outbox", e))?;
     js.create_or_update_stream(stream::Config {
         name: REJECTED_STREAM.into(),
         subjects: vec![format!("{REJECTED_PREFIX}.>")],
@@ -113,10 +146,10 @@ pub async fn open_outbox(js: &jetstream::Context, cfg: OutboxConfig) -> Result<s
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsAuthError::nats("creating the rejects stream", e))?;
+    .map_err(|e| EdgeError::nats("creating the rejects stream", e))?;
     js.get_stream(OUTBOX_STREAM)
         .await
-        .map_err(|e| NatsAuthError::nats("opening the outbox", e))
+        .map_err(|e| EdgeError::nats("opening the outbox", e))
 }
 
 /// Forwards the outbox to the hub until `stop`, a window of `cfg.window` captures in
@@ -156,16 +189,16 @@ pub async fn forward(
         Err(e)
             if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(j)
                 if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
-        Err(e) => return Err(NatsAuthError::nats("resetting the forwarder", e)),
+        Err(e) => return Err(EdgeError::nats("resetting the forwarder", e)),
     }
     let consumer = outbox
         .create_consumer(config)
         .await
-        .map_err(|e| NatsAuthError::nats("creating the forwarder", e))?;
+        .map_err(|e| EdgeError::nats("creating the forwarder", e))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| NatsAuthError::nats("reading the outbox", e))?
+        .map_err(|e| EdgeError::nats("reading the outbox", e))?
         .ready_chunks(window);
     loop {
         let batch = tokio::select! {
@@ -176,7 +209,7 @@ pub async fn forward(
         let mut pending = Vec::with_capacity(batch.len());
         for msg in batch.into_iter().flatten() {
             let mut headers = async_nats::HeaderMap::new();
-            if let Some(id) = super::gateway::msg_id(&msg) {
+            if let Some(id) = msg_id(&msg) {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
             // The capture stream is the subject's last token (`mnemo.outbox.<stream>`): it
@@ -327,7 +360,7 @@ async fn refused(js: &jetstream::Context, msg: &jetstream::Message, problem: &Va
         .and_then(|s| s.strip_prefix('.'))
         .filter(|s| !s.is_empty() && !s.contains('.'))
         .unwrap_or("_");
-    let id = super::gateway::msg_id(msg);
+    let id = msg_id(msg);
     tracing::warn!(subject = %msg.subject, id = id.as_deref().unwrap_or("-"), %problem, "a capture was refused: reported on {REJECTED_PREFIX}.{stream} and taken off the outbox");
     let mut headers = async_nats::HeaderMap::new();
     if let Some(id) = &id {
