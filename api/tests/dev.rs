@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 async fn mnemo_dev_comes_up_and_its_curl_line_works() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".mnemo");
-    run_dev_once(&state).await;
+    let first_base = run_dev_once(&state, "envuser1").await;
     let pg_log = std::fs::read_to_string(state.join("pg/pg.log")).unwrap();
     assert!(
         pg_log.contains("database system is shut down"),
@@ -29,8 +29,15 @@ async fn mnemo_dev_comes_up_and_its_curl_line_works() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "secrets are private");
-    // the same state again: same keys, chains, database and contract; no second demo
-    run_dev_once(&state).await;
+    let mode = std::fs::metadata(state.join("env"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the settings file holds keys: private");
+    // the same state again: same keys, chains, database and contract; no second demo;
+    // the same ports
+    let second_base = run_dev_once(&state, "envuser2").await;
+    assert_eq!(first_base, second_base, "the API keeps its port");
     let pg_log = std::fs::read_to_string(state.join("pg/pg.log")).unwrap();
     assert!(
         !pg_log.contains("not properly shut down") && !pg_log.contains("automatic recovery"),
@@ -154,7 +161,10 @@ fn walkdir(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-async fn run_dev_once(state: &std::path::Path) {
+/// Runs `mnemo dev` in `state` until its demo is up, checks it (and that `mnemo users
+/// create new_user` works with nothing but `state/env` for settings), stops it; its API's
+/// base URL.
+async fn run_dev_once(state: &std::path::Path, new_user: &str) -> String {
     let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_mnemo"))
         .arg("dev")
         .args(["--layout", "sharded", "--shards", "4"])
@@ -337,6 +347,33 @@ async fn run_dev_once(state: &std::path::Path) {
             .unwrap()
             .contains("mnemo_http_requests_total")
     );
+    // Another shell's mnemo commands take every setting from `.mnemo/env`.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnemo"));
+    for var in [
+        "DATABASE_URL",
+        "MNEMO_NATS_DIR",
+        "MNEMO_NATS_URL",
+        "MNEMO_MASTER_KEY",
+        "MNEMO_SIGNING_KEY",
+        "MNEMO_JWT_KEY",
+        "MNEMO_RPC_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    let settings = std::fs::read_to_string(state.join("env")).unwrap();
+    for line in settings
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (k, v) = line.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let out = cmd.args(["users", "create", new_user]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mnemo users create with .mnemo/env: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Ctrl-C stops everything it started
     let pid = child.0.id().to_string();
     assert!(
@@ -358,4 +395,5 @@ async fn run_dev_once(state: &std::path::Path) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    base.to_owned()
 }

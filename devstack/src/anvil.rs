@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::error::{DevstackError, Result};
-use crate::port::{Home, free_port};
+use crate::port::Home;
 
 /// The chain id anvil is started with (Sapphire localnet's).
 pub const ANVIL_CHAIN_ID: u64 = 23293;
@@ -56,8 +56,8 @@ impl Anvil {
     fn start_home(dir: Home) -> Result<Self> {
         let mut a = Self {
             child: None,
+            port: dir.port()?,
             dir,
-            port: free_port()?,
             chain_id: ANVIL_CHAIN_ID,
         };
         a.spawn()?;

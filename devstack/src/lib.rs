@@ -36,6 +36,6 @@ pub use cluster::NatsCluster;
 pub use error::{DevstackError, Result};
 pub use nats::{NatsOptions, NatsServer, nats_server_binary};
 pub use pg::{PgServer, pg_bin};
-pub use port::free_port;
+pub use port::{free_port, stable_port};
 pub use supervisor::Supervised;
 pub use workers::{asr_dir, python, speech_data};

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::{DevstackError, Result};
-use crate::port::{Home, free_port};
+use crate::port::Home;
 
 /// How to start a server.
 #[derive(Clone, Debug, Default)]
@@ -97,8 +97,8 @@ impl NatsServer {
     fn start_home(dir: Home, opts: NatsOptions) -> Result<Self> {
         let mut s = Self {
             child: None,
+            port: dir.port()?,
             dir,
-            port: free_port()?,
             opts,
         };
         s.spawn()?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::error::{DevstackError, Result};
-use crate::port::{Home, free_port};
+use crate::port::Home;
 
 /// A running PostgreSQL. On drop, a server in a temporary directory is killed and its
 /// directory removed; one in a kept directory is stopped cleanly ([`stop`](Self::stop)).
@@ -128,8 +128,8 @@ impl PgServer {
         }
         let mut s = Self {
             child: None,
+            port: dir.port()?,
             dir,
-            port: free_port()?,
             owner,
             durable,
             password: None,

@@ -13,6 +13,25 @@ pub fn free_port() -> crate::Result<u16> {
         .map_err(crate::DevstackError::io("finding a free port"))
 }
 
+/// The port recorded in `file` when it is free now, else a free one, recorded there: a
+/// server kept in a directory (`mnemo dev`'s `.mnemo/`) listens on the same port from one
+/// start to the next, so its URLs stay as they were printed.
+pub fn stable_port(file: &std::path::Path) -> crate::Result<u16> {
+    let recorded = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u16>().ok())
+        .filter(|p| *p != 0 && TcpListener::bind(("127.0.0.1", *p)).is_ok());
+    if let Some(p) = recorded {
+        return Ok(p);
+    }
+    let p = free_port()?;
+    std::fs::write(file, format!("{p}\n")).map_err(crate::DevstackError::io(format!(
+        "writing {}",
+        file.display()
+    )))?;
+    Ok(p)
+}
+
 /// Where `scripts/setup.sh` installs the pinned servers: `$MNEMO_TOOLS`, else
 /// `~/.local/share/mnemo`.
 pub(crate) fn tools_dir() -> Option<std::path::PathBuf> {
@@ -45,6 +64,15 @@ impl Home {
             dir.display()
         )))?;
         Ok(Home::Kept(dir.to_path_buf()))
+    }
+
+    /// A port for the server: the same from one start to the next in a kept directory
+    /// ([`stable_port`], recorded in `port`), any free one in a temporary one.
+    pub(crate) fn port(&self) -> crate::Result<u16> {
+        match self {
+            Home::Temp(_) => free_port(),
+            Home::Kept(p) => stable_port(&p.join("port")),
+        }
     }
 
     /// Whether the directory outlives the server (then it is stopped cleanly on drop).

@@ -23,7 +23,8 @@ use super::serve::*;
 /// Options of `mnemo dev`.
 #[derive(clap::Args)]
 pub struct DevArgs {
-    /// Address of the API (default: a free port on 127.0.0.1).
+    /// Address of the API (default: 127.0.0.1 on the port of the last start, or a free one
+    /// the first time; the servers it starts keep their ports the same way).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Seconds between anchor epochs.
@@ -163,7 +164,11 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     };
     // Devices' leaf nodes connect here (docs/EDGE.md; plain on loopback, TLS in deploy).
     // Browsers connect over WebSocket (plain on loopback; TLS in docs/deploy).
-    let (leaf_port, ws_port) = (mnemo_devstack::free_port()?, mnemo_devstack::free_port()?);
+    // The same ports from one start to the next (recorded in the state directory).
+    let (leaf_port, ws_port) = (
+        mnemo_devstack::stable_port(&dir.join("leaf.port"))?,
+        mnemo_devstack::stable_port(&dir.join("websocket.port"))?,
+    );
     let operator_config = format!(
         "{}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n\
          websocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true }}\n",
@@ -249,6 +254,25 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         ledger_cfg.format,
         ledger_cfg.replicas
     );
+    // Every mnemo command's settings for this stack, in one file another shell sources
+    // (`set -a; . .mnemo/env; set +a`) instead of copying keys out of secrets.json.
+    let layout = match ledger_cfg.layout {
+        mnemo_core::names::Layout::PerUser => "MNEMO_LAYOUT=per-user\n".to_owned(),
+        mnemo_core::names::Layout::Sharded { shards } => {
+            format!("MNEMO_LAYOUT=sharded\nMNEMO_SHARDS={shards}\n")
+        }
+    };
+    let env = format!(
+        "# mnemo dev's settings for the mnemo commands (secrets: keep this file private).\n\
+         MNEMO_NATS_URL={nats_url}\nMNEMO_NATS_DIR={}\nDATABASE_URL={db}\n\
+         MNEMO_MASTER_KEY={}\nMNEMO_SIGNING_KEY={}\nMNEMO_JWT_KEY={}\n\
+         MNEMO_RPC_URL={rpc}\nMNEMO_ANCHOR_CONTRACT=0x{contract}\n{layout}",
+        nats_dir.display(),
+        secrets.master_key,
+        secrets.signing_key,
+        secrets.jwt_key,
+    );
+    mnemo_api::nats::write_private(&dir.join("env"), env.as_bytes())?;
     let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds()?)?
         .connect(super::server_addrs(&nats_url)?)
         .await?;
@@ -258,10 +282,13 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         ledger_cfg: ledger_cfg.clone(),
         views: super::views(&db).await?,
         auth: auth.clone(),
-        listen: Some(
-            a.listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-        ),
+        listen: Some(match a.listen {
+            Some(l) => l,
+            None => SocketAddr::from((
+                [127, 0, 0, 1],
+                mnemo_devstack::stable_port(&dir.join("api.port"))?,
+            )),
+        }),
         projector: true,
         processing: true,
         dispatch: Default::default(),
@@ -379,6 +406,11 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         dir.join("secrets.json").display()
     );
     say!("  EVM node     {rpc} (MnemoAnchor at 0x{contract})");
+    say!(
+        "  settings     {} (every mnemo command's variables: set -a; . {}; set +a)",
+        dir.join("env").display(),
+        dir.join("env").display()
+    );
     say!("  users        demo (3 texts and a speech clip), friend");
     say!(
         "  workers      asr (Python, PocketSphinx) and trainer (BM25), restarted when they exit; logs in {}",
