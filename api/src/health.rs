@@ -183,6 +183,11 @@ pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
             "HTTP requests answered by a route, by its template, the method and the status class",
             a.red.durations.clone(),
         );
+        reg.register(
+            "nats_request_duration_seconds",
+            "Device requests the NATS gateway answered (ingest, read, upload), by outcome class",
+            crate::nats::metrics::durations().clone(),
+        );
     }
     if let Some(s) = &h.anchor {
         register_anchor(reg.sub_registry_with_prefix("anchor"), s);

@@ -349,4 +349,27 @@ async fn a_twenty_megabyte_recording_over_nats_arrives_whole_and_bad_uploads_wri
         mb / rest_s,
         rest_s / nats
     );
+    // Each answered device request is timed, by what was asked and its outcome: the
+    // accepted upload's chunks and the refused ones are both there.
+    let mut reg = prometheus_client::registry::Registry::with_prefix("mnemo");
+    reg.register(
+        "nats_request_duration_seconds",
+        "device requests",
+        mnemo_api::nats::metrics::durations().clone(),
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    for series in [
+        r#"mnemo_nats_request_duration_seconds_count{request="upload",outcome="ok"}"#,
+        r#"mnemo_nats_request_duration_seconds_count{request="upload",outcome="4xx"}"#,
+    ] {
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(count > 0, "{series} {count}");
+    }
 }

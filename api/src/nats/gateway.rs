@@ -124,6 +124,7 @@ pub async fn serve_devices(
             uploads.clone(),
         );
         let lane = msg.subject.to_string();
+        let arrived = std::time::Instant::now();
         let job = async move {
             let Some(reply) = msg.reply.clone() else {
                 // Nothing is written, and the refusal is kept where the device reads it.
@@ -141,13 +142,21 @@ pub async fn serve_devices(
                 refuse_unanswerable(&accounts, &rejects, &msg, p).await;
                 return;
             }
-            let (headers, body) =
+            let request = match (is_read, &msg.headers) {
+                (true, _) => "read",
+                (false, Some(h)) if h.get(UPLOAD_HEADER).is_some() => "upload",
+                _ => "ingest",
+            };
+            let (status, (headers, body)) =
                 match handle(&ledger, &accounts, &rejects, &uploads, &msg, is_read).await {
                     Ok(v) => (
-                        async_nats::HeaderMap::new(),
-                        serde_json::to_vec(&v).unwrap_or_default(),
+                        None,
+                        (
+                            async_nats::HeaderMap::new(),
+                            serde_json::to_vec(&v).unwrap_or_default(),
+                        ),
                     ),
-                    Err(e) => error_reply(e),
+                    Err(e) => (Some(e.status.as_u16()), error_reply(e)),
                 };
             if let Err(e) = client
                 .publish_with_headers(reply, headers, body.into())
@@ -155,6 +164,7 @@ pub async fn serve_devices(
             {
                 tracing::warn!(error = %e, "device reply not sent");
             }
+            super::metrics::observe(request, status, arrived.elapsed());
         };
         if is_read {
             tokio::spawn(job);

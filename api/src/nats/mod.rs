@@ -25,6 +25,7 @@ pub mod claims;
 pub mod error;
 pub mod gateway;
 pub mod lanes;
+pub mod metrics;
 pub mod operator;
 pub mod processors;
 pub mod rejects;
