@@ -21,13 +21,13 @@ pub const RELEASE_HEADER: &str = "Mnemo-Task-Released";
 #[serde(deny_unknown_fields)]
 pub struct Task {
     /// Whose memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// The memory to process.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub memory: MemoryId,
     /// The processing grant that covers it.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub grant: GrantId,
 }
 
@@ -57,13 +57,13 @@ pub struct Done {
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
     /// Whose memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// Under which processing grant.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub grant: GrantId,
     /// Which memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub memory: MemoryId,
 }
 
@@ -71,15 +71,15 @@ pub struct FetchRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fetched {
     /// Whose memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// The memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub memory: MemoryId,
     /// Its event's seq (a training-set member).
     pub seq: u64,
     /// Its event's hash (a training-set member).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub event_hash: Hash32,
     /// Kind.
     pub kind: String,
@@ -121,10 +121,10 @@ pub struct DerivedRecord {
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Whose chain.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// Under which processing grant.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub grant: GrantId,
     /// The processor version that made it.
     pub version: String,
@@ -136,7 +136,7 @@ pub struct SubmitRequest {
     /// The commitment salt (32 bytes, hex), the processor's choice.
     pub salt: String,
     /// The processor's signature over the derived signing message (FORMAT.md §15.2).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{128}$")]
     pub signature: Sig,
 }
 
@@ -144,12 +144,12 @@ pub struct SubmitRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recorded {
     /// The derived memory.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub memory: MemoryId,
     /// Its event's seq.
     pub seq: u64,
     /// Its event's hash.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub event_hash: Hash32,
     /// Whether this repeated an earlier result (nothing new was written).
     pub duplicate: bool,
@@ -160,21 +160,21 @@ pub struct Recorded {
 #[serde(deny_unknown_fields)]
 pub struct ModelRequest {
     /// Whose chain.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// Under which processing grant.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub grant: GrantId,
     /// The model version.
     pub version: String,
     /// Hash of the artifact (32 bytes).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub artifact: Hash32,
     /// The training set: memories the processor fetched under the grant.
     #[schema(value_type = Vec<String>)]
     pub inputs: Vec<MemoryId>,
     /// The processor's signature over the model signing message (FORMAT.md §15.4).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{128}$")]
     pub signature: Sig,
     /// The artifact itself, base64, when mnemo should keep it and answer queries from it
     /// (`GET /v1/models/{id}/query`); its BLAKE3 hash must be `artifact`. Erasing a member
@@ -191,15 +191,15 @@ pub struct ModelRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelRecorded {
     /// The model's id.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub model: ModelId,
     /// Its event's seq.
     pub seq: u64,
     /// Its event's hash.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub event_hash: Hash32,
     /// The training-set root.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub set_root: Hash32,
     /// The training-set size.
     pub set_count: u64,
@@ -218,13 +218,13 @@ pub struct StaleModels {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StaleModel {
     /// Whose.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: UserId,
     /// The stale model.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub model: ModelId,
     /// The grant it was trained under.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub grant: GrantId,
     /// The members that were erased (leave them out).
     #[schema(value_type = Vec<String>)]

@@ -15,7 +15,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ChainQuery {
+    /// The first seq of the page (default 1).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     from: Option<u64>,
+    /// Events per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -29,6 +33,9 @@ async fn get_chain(
 ) -> ApiResult<Json<ChainPage>> {
     let user = caller.user()?;
     let from = q.from.unwrap_or(1).max(1);
+    if from > i64::MAX as u64 {
+        return Err(Problem::bad_request("from must be at most 2^63 - 1"));
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be 1..=1000"));

@@ -55,7 +55,7 @@ pub(crate) struct NewDevice {
 
 /// Issues device credentials (`.creds`) in the user's NATS account.
 #[utoipa::path(post, path = "/v1/users/{id}/devices", tag = "devices", request_body = NewDevice, security(("bearer" = [])),
-    params(("id" = String, Path, description = "user id")),
+    params(("id" = String, Path, description = "user id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 201, body = super::schema::DeviceIssued), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_device(
     State(api): State<S>,
@@ -149,7 +149,7 @@ async fn create_device(
 
 /// Revokes a device's credentials.
 #[utoipa::path(delete, path = "/v1/users/{id}/devices/{device}", tag = "devices", security(("bearer" = [])),
-    params(("id" = String, Path, description = "user id"), ("device" = String, Path, description = "the device's NATS user key")),
+    params(("id" = String, Path, description = "user id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("device" = String, Path, description = "the device's NATS user key (U and 55 base32 characters, with a checksum)", pattern = "^U[A-Z2-7]{55}$")),
     responses((status = 200, body = super::schema::DeviceRevoked), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke_device(
     State(api): State<S>,

@@ -155,6 +155,7 @@ async fn processing_grant(
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantsQuery {
     /// `owner` (default: grants I gave) or `grantee` (grants given to me).
+    #[param(pattern = "^(owner|grantee)$")]
     role: Option<String>,
 }
 
@@ -219,7 +220,7 @@ async fn list_grants(
 
 /// Revokes a grant: a `grant_revoked` event; no access is recorded under it after.
 #[utoipa::path(delete, path = "/v1/grants/{id}", tag = "grants", security(("bearer" = [])),
-    params(("id" = String, Path, description = "grant id")),
+    params(("id" = String, Path, description = "grant id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = super::schema::EventReceipt), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke_grant(
     State(api): State<S>,

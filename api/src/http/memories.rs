@@ -209,14 +209,19 @@ fn key_reused(user: &UserId) -> impl Fn(LedgerError) -> LedgerError + '_ {
 pub(crate) struct ListQuery {
     tag: Option<String>,
     kind: Option<String>,
-    /// Captured at or after (ms).
+    /// Captured at or after (ms since the epoch, years 1 to 9999).
+    #[param(minimum = -62135596800000_i64, maximum = 253402300799999_i64)]
     from: Option<i64>,
-    /// Captured before (ms).
+    /// Captured before (ms since the epoch, years 1 to 9999).
+    #[param(minimum = -62135596800000_i64, maximum = 253402300799999_i64)]
     until: Option<i64>,
     /// Full-text query (web search syntax).
     q: Option<String>,
     /// From a previous page's `next_cursor`.
+    #[param(minimum = 0)]
     cursor: Option<i64>,
+    /// Memories per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<i64>,
 }
 
@@ -350,7 +355,7 @@ pub(crate) async fn memory_row(api: &Api, user: &UserId, id: &MemoryId) -> ApiRe
 
 /// A memory's metadata.
 #[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories", security(("bearer" = [])),
-    params(("id" = String, Path, description = "memory id (32 hex characters)")),
+    params(("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = MemoryView), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_memory(
     State(api): State<S>,
@@ -462,8 +467,8 @@ pub(crate) fn served_headers(content_type: &str, id: &MemoryId) -> HeaderMap {
 
 /// A memory's content, checked against its commitment as it streams out.
 #[utoipa::path(get, path = "/v1/memories/{id}/content", tag = "memories", security(("bearer" = [])),
-    params(("id" = String, Path, description = "memory id")),
-    responses((status = 200, description = "the content, with its content type", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
+    params(("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
+    responses((status = 200, description = "the content, in the memory's own content type (any: text, audio, images, ...)", content_type = "*/*", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_content(
     State(api): State<S>,
     caller: Caller,

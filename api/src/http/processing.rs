@@ -117,7 +117,7 @@ async fn list(State(api): State<S>, caller: Caller) -> ApiResult<Json<Processors
 /// Revokes a processor (admin): from now on it is given no task, and every fetch, result
 /// and model of it is refused.
 #[utoipa::path(delete, path = "/v1/processors/{name}", tag = "processing", security(("bearer" = [])),
-    params(("name" = String, Path, description = "processor name")),
+    params(("name" = String, Path, description = "processor name", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 200, body = ProcessorRevoked), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke(
     State(api): State<S>,
@@ -200,7 +200,8 @@ async fn stale(State(api): State<S>, caller: Caller) -> ApiResult<Json<StaleMode
 pub(crate) struct DeadQuery {
     /// Only this processor's (admin; a processor sees its own).
     processor: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -224,7 +225,7 @@ async fn dead_letters(
     let items = mnemo_processing::queue::dead_letters(
         &api.js,
         only.as_deref(),
-        q.limit.unwrap_or(100).clamp(1, 1000),
+        in_range("limit", q.limit.unwrap_or(100), 1..=1000)?,
     )
     .await
     .map_err(problem)?;
@@ -234,7 +235,7 @@ async fn dead_letters(
 /// A memory's lineage: what it was derived from, what was derived from it, and the
 /// closure an erasure of it would reach.
 #[utoipa::path(get, path = "/v1/memories/{id}/lineage", tag = "processing", security(("bearer" = [])),
-    params(("id" = String, Path, description = "memory id")),
+    params(("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = LineageDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn lineage(
     State(api): State<S>,
@@ -270,7 +271,7 @@ async fn models(State(api): State<S>, caller: Caller) -> ApiResult<Json<ModelsPa
 /// The proof that a memory is, or is not, in a model's training set (FORMAT.md §15.4):
 /// check it offline with `mnemo-audit training-proof`.
 #[utoipa::path(get, path = "/v1/models/{id}/training-set/{memory}", tag = "processing", security(("bearer" = [])),
-    params(("id" = String, Path, description = "model id"), ("memory" = String, Path, description = "memory id")),
+    params(("id" = String, Path, description = "model id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$"), ("memory" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = TrainingProofDoc), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn training_proof(
     State(api): State<S>,
@@ -298,14 +299,15 @@ async fn training_proof(
 pub(crate) struct ModelQuery {
     /// The query text.
     q: String,
-    /// At most this many answers (default 10, at most 100).
+    /// At most this many answers (default 10).
+    #[param(minimum = 1, maximum = 100)]
     k: Option<usize>,
 }
 
 /// Answers a query from one of the caller's models (`latest`: their newest search model):
 /// the memories it drew on, best first, each with its training-set proof's address.
 /// A stale model (an erasure reached it) answers 410 `model-stale`: its artifact is gone.
-#[utoipa::path(get, path = "/v1/models/{id}/query", tag = "processing", params(("id" = String, Path, description = "model id, or `latest`"), ModelQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/models/{id}/query", tag = "processing", params(("id" = String, Path, description = "model id (32 hex characters), or `latest`", pattern = "^([0-9a-fA-F]{32}|latest)$"), ModelQuery), security(("bearer" = [])),
     responses((status = 200, body = QueryAnswer), (status = "4XX", description = "refused", body = ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn query(
     State(api): State<S>,
@@ -323,7 +325,12 @@ async fn query(
     };
     let (m, hits) = api
         .processing
-        .query(user, model.as_ref(), &q.q, q.k.unwrap_or(10).clamp(1, 100))
+        .query(
+            user,
+            model.as_ref(),
+            &q.q,
+            in_range("k", q.k.unwrap_or(10), 1..=100)?,
+        )
         .await
         .map_err(problem)?;
     let hits = hits
@@ -363,4 +370,17 @@ pub(crate) fn router() -> OpenApiRouter<S> {
         .routes(routes!(models))
         .routes(routes!(training_proof))
         .routes(routes!(query))
+}
+
+/// `v` when it is in `range` (as the document states), else a 400 naming `what`.
+fn in_range(what: &str, v: usize, range: std::ops::RangeInclusive<usize>) -> ApiResult<usize> {
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(Problem::bad_request(format!(
+            "{what} must be {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
 }

@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// A proof bundle for one memory (anchored once its epoch is).
 #[utoipa::path(get, path = "/v1/memories/{id}/proof", tag = "memories", security(("bearer" = [])),
-    params(("id" = String, Path, description = "memory id")),
+    params(("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = super::schema::ProofDoc, headers(("Mnemo-Proof-Level" = String, description = "`checkpointed`, `in_epoch` or `anchored`"))), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_proof(
     State(api): State<S>,

@@ -92,11 +92,11 @@ pub struct ProofDoc {
     /// The checkpoint.
     #[schema(value_type = Object)]
     pub checkpoint: serde_json::Value,
-    /// The checkpoint in an epoch root, once an epoch covered it.
-    #[schema(value_type = Object)]
+    /// The checkpoint in an epoch root, once an epoch covered it (null before).
+    #[schema(value_type = Option<Object>)]
     pub epoch: Option<serde_json::Value>,
-    /// The epoch root's anchor receipt, once anchored.
-    #[schema(value_type = Object)]
+    /// The epoch root's anchor receipt, once anchored (null before).
+    #[schema(value_type = Option<Object>)]
     pub anchor: Option<serde_json::Value>,
 }
 

@@ -161,7 +161,7 @@ fn decide(
 
 /// Another user's memories under the caller's live grants (recorded in their chain first).
 #[utoipa::path(get, path = "/v1/users/{owner}/memories", tag = "shared", security(("bearer" = [])),
-    params(("owner" = String, Path, description = "the owner's user id"), ListQuery),
+    params(("owner" = String, Path, description = "the owner's user id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ListQuery),
     responses((status = 200, body = super::schema::MemoryPage), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_list(
     State(api): State<S>,
@@ -197,7 +197,7 @@ async fn shared_one(
 
 /// One of another user's memories under a grant (recorded first).
 #[utoipa::path(get, path = "/v1/users/{owner}/memories/{id}", tag = "shared", security(("bearer" = [])),
-    params(("owner" = String, Path, description = "the owner's user id"), ("id" = String, Path, description = "memory id")),
+    params(("owner" = String, Path, description = "the owner's user id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
     responses((status = 200, body = MemoryView), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_get(
     State(api): State<S>,
@@ -211,8 +211,8 @@ async fn shared_get(
 
 /// The content of another user's memory under a grant with the content capability.
 #[utoipa::path(get, path = "/v1/users/{owner}/memories/{id}/content", tag = "shared", security(("bearer" = [])),
-    params(("owner" = String, Path, description = "the owner's user id"), ("id" = String, Path, description = "memory id")),
-    responses((status = 200, description = "the content", content_type = "application/octet-stream", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
+    params(("owner" = String, Path, description = "the owner's user id", pattern = "^[A-Za-z0-9_-]{1,64}$"), ("id" = String, Path, description = "memory id (32 hex characters)", pattern = "^[0-9a-fA-F]{32}$")),
+    responses((status = 200, description = "the content, in the memory's own content type (any)", content_type = "*/*", body = Vec<u8>), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json"), (status = "5XX", description = "unavailable (retry) or failed", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn shared_content(
     State(api): State<S>,
     caller: Caller,
