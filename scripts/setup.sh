@@ -10,7 +10,8 @@
 #   speech test data     (Debian's pocketsphinx-testdata 0.8+5prealpha+1-15, unpacked)
 #   the JavaScript clients' packages (npm, into $MNEMO_TOOLS/js): @nats-io/nats-core 3.4.0,
 #                        @nats-io/jetstream 3.4.0, @nats-io/nkeys 2.0.3, esbuild 0.28.2,
-#                        playwright-core 1.64.1 (no browser download: it drives Debian's)
+#                        playwright-core 1.64.1 (no browser download: it drives Debian's),
+#                        @redocly/cli 2.77.0 (the OpenAPI document's lint)
 #   Chromium             (Debian's chromium package, /usr/bin/chromium)
 #   kubernetes-validate 1.37.0 (PyPI, same venv: the Kustomize overlays checked against
 #                        the Kubernetes schemas, offline); kubectl with Kustomize is
@@ -144,7 +145,7 @@ fi
 echo "setup: speech test data (pocketsphinx-testdata $SPEECH_VERSION) at $speech"
 
 # --- the JavaScript clients' packages and Chromium ------------------------------
-JS_PACKAGES="@nats-io/nats-core@3.4.0 @nats-io/jetstream@3.4.0 @nats-io/nkeys@2.0.3 esbuild@0.28.2 playwright-core@1.64.1"
+JS_PACKAGES="@nats-io/nats-core@3.4.0 @nats-io/jetstream@3.4.0 @nats-io/nkeys@2.0.3 esbuild@0.28.2 playwright-core@1.64.1 @redocly/cli@2.77.0"
 js="$TOOLS/js"
 if [ "$(cat "$js/.installed" 2>/dev/null)" != "$JS_PACKAGES" ]; then
   command -v npm >/dev/null || apt_install nodejs npm

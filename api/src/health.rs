@@ -57,7 +57,7 @@ pub fn router(h: Health) -> Router {
 }
 
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = String, content_type = "text/plain")))]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
@@ -66,7 +66,7 @@ pub(crate) async fn healthz() -> &'static str {
 /// answers (the views' lag is in the body, `roles.reads`); a view process while its view is
 /// at most `max_lag` events behind. Quarantined users are reported, never counted against
 /// it: one user's refused event must not take the instance down for everyone.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Object, description = "ready"), (status = 503, body = Object, description = "not ready")))]
 pub(crate) async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     let lag = mnemo_projections::lag(&h.js, h.views.pool(), &h.view).await;
@@ -104,7 +104,7 @@ pub(crate) async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
     responses((status = 200, body = String, content_type = "application/openmetrics-text")))]
 pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
     let mut reg = Registry::with_prefix("mnemo");

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, OpenApi};
 use utoipa::{Modify, OpenApi as _};
 
-/// The document's frame: info, the bearer scheme, the shared schemas.
+/// The document's frame: info, the server (relative), the bearer scheme (public routes say
+/// `security(())`), the shared schemas.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
@@ -21,7 +22,7 @@ use utoipa::{Modify, OpenApi as _};
 pub struct ApiDoc;
 
 /// This document (served by the router in `http`; described here).
-#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
     responses((status = 200, body = Object, description = "this document")))]
 #[allow(dead_code, reason = "described only; the router serves the document")]
 fn openapi_json() {}
@@ -30,6 +31,8 @@ struct Bearer;
 
 impl Modify for Bearer {
     fn modify(&self, doc: &mut OpenApi) {
+        // Every route is relative to where the document is served.
+        doc.servers = Some(vec![utoipa::openapi::server::Server::new("/")]);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT (EdDSA)".into());
         doc.components

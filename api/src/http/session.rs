@@ -142,7 +142,7 @@ pub(crate) struct SignIn {
 }
 
 /// Signs in: sets the session cookie for a user's token.
-#[utoipa::path(post, path = "/v1/session", tag = "session", request_body = SignIn,
+#[utoipa::path(post, path = "/v1/session", tag = "session", security(()), request_body = SignIn,
     responses((status = 201, description = "signed in; the cookie is set", body = super::schema::Session), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn sign_in(State(api): State<S>, ApiJson(s): ApiJson<SignIn>) -> ApiResult<Response> {
     let token = s.token.trim();
@@ -178,7 +178,7 @@ async fn sign_in(State(api): State<S>, ApiJson(s): ApiJson<SignIn>) -> ApiResult
 }
 
 /// Who is signed in, and the CSRF token for writes.
-#[utoipa::path(get, path = "/v1/session", tag = "session",
+#[utoipa::path(get, path = "/v1/session", tag = "session", security(()),
     responses((status = 200, body = super::schema::Session), (status = "4XX", description = "not signed in", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn current(State(api): State<S>, headers: HeaderMap, caller: Caller) -> ApiResult<Response> {
     let user = caller.user()?.clone();
@@ -197,7 +197,7 @@ async fn current(State(api): State<S>, headers: HeaderMap, caller: Caller) -> Ap
 
 /// Signs out: ends the session (its token is refused from now on, as the cookie and as a
 /// bearer token) and clears the cookie.
-#[utoipa::path(delete, path = "/v1/session", tag = "session",
+#[utoipa::path(delete, path = "/v1/session", tag = "session", security(()),
     responses((status = 204, description = "signed out"), (status = "4XX", description = "refused", body = super::schema::ProblemDoc, content_type = "application/problem+json")))]
 async fn sign_out(
     State(api): State<S>,

@@ -90,3 +90,37 @@ async fn the_openapi_document_matches_the_router() {
         .await
         .assert_status(StatusCode::OK);
 }
+
+/// Redocly's lint (npm `@redocly/cli`, pinned in scripts/setup.sh, its recommended rules)
+/// finds no error in the document: a server, and security stated on every operation (the
+/// public ones say it is none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redocly_finds_no_error_in_the_document() {
+    let s = stack().await;
+    let r = s
+        .call(Method::GET, "/openapi.json", None, None, vec![], &[])
+        .await;
+    r.assert_status(StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &r.body).unwrap();
+    let tools = std::env::var("MNEMO_JS_TOOLS").expect("MNEMO_JS_TOOLS (scripts/setup.sh)");
+    let out = std::process::Command::new(format!("{tools}/node_modules/.bin/redocly"))
+        .arg("lint")
+        .arg(&file)
+        .args(["--format", "stylish"])
+        .env("REDOCLY_TELEMETRY", "off")
+        .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true")
+        .output()
+        .expect("run redocly (scripts/setup.sh installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "redocly lint:\n{report}");
+    assert!(
+        !report.contains(" error "),
+        "redocly lint reports errors:\n{report}"
+    );
+}
