@@ -112,16 +112,9 @@ async fn one(hub: &Hub, name: &str, n: usize, rtt_ms: u64, window: usize) -> any
         .stderr(std::fs::File::create(dir.path().join("leaf.log"))?)
         .spawn()?;
     let url = format!("nats://127.0.0.1:{port}");
-    let t = Instant::now();
-    let local = loop {
-        match async_nats::connect(url.as_str()).await {
-            Ok(c) => break c,
-            Err(_) if t.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(e) => anyhow::bail!("the leaf did not start: {e}"),
-        }
-    };
+    let local = edge::connect_when_up(&url, Duration::from_secs(20))
+        .await
+        .map_err(|e| anyhow::anyhow!("the leaf did not start: {e}"))?;
     let js = async_nats::jetstream::new(local.clone());
     edge::open_outbox(&js, OutboxConfig::default()).await?;
     // Offline capture: the outbox fills before the forwarder runs, in counter order (each

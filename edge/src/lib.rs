@@ -46,6 +46,19 @@ impl EdgeError {
 /// Shorthand.
 pub type Result<T, E = EdgeError> = std::result::Result<T, E>;
 
+/// A client of the leaf node at `url` once it answers (it may be starting), trying for up
+/// to `within`.
+pub async fn connect_when_up(url: &str, within: Duration) -> Result<async_nats::Client> {
+    let t = std::time::Instant::now();
+    loop {
+        match async_nats::connect(url).await {
+            Ok(c) => return Ok(c),
+            Err(_) if t.elapsed() < within => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Err(EdgeError::nats("connecting to the leaf", e)),
+        }
+    }
+}
+
 /// The `Nats-Msg-Id` of `msg`, if it has one.
 fn msg_id(msg: &async_nats::Message) -> Option<String> {
     msg.headers

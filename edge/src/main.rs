@@ -149,16 +149,9 @@ async fn create_outbox(
         .with_context(|| format!("starting {} to create the outbox", nats_server.display()))?;
     let created = async {
         let url = format!("nats://127.0.0.1:{port}");
-        let t = std::time::Instant::now();
-        let client = loop {
-            match async_nats::connect(url.as_str()).await {
-                Ok(c) => break c,
-                Err(_) if t.elapsed() < Duration::from_secs(20) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => anyhow::bail!("the leaf did not start (see init.log): {e}"),
-            }
-        };
+        let client = edge::connect_when_up(&url, Duration::from_secs(20))
+            .await
+            .context("the leaf did not start (see init.log)")?;
         edge::open_outbox(
             &async_nats::jetstream::new(client),
             edge::OutboxConfig::default(),

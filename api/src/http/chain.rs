@@ -6,7 +6,7 @@ use mnemo_core::Seq;
 use serde::Deserialize;
 
 use super::S;
-use super::extract::{ApiQuery, Caller};
+use super::extract::{ApiQuery, Caller, in_range};
 use super::schema::{ChainHead, ChainItem, ChainPage};
 use crate::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -32,14 +32,8 @@ async fn get_chain(
     ApiQuery(q): ApiQuery<ChainQuery>,
 ) -> ApiResult<Json<ChainPage>> {
     let user = caller.user()?;
-    let from = q.from.unwrap_or(1).max(1);
-    if from > i64::MAX as u64 {
-        return Err(Problem::bad_request("from must be at most 2^63 - 1"));
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request("limit must be 1..=1000"));
-    }
+    let from = in_range("from", q.from.unwrap_or(1), 0..=i64::MAX as u64)?.max(1);
+    let limit = in_range("limit", q.limit.unwrap_or(100), 1..=1000)?;
     let events = api.ledger.events(user, Seq(from), limit).await?;
     let items: Vec<ChainItem> = events
         .into_iter()

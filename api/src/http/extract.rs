@@ -215,6 +215,24 @@ pub(crate) fn memory_id(s: &str) -> ApiResult<MemoryId> {
 }
 
 /// A user id from a path or body.
+/// `v` when it is in `range` (the range `/openapi.json` states for the parameter), else a
+/// 400 naming `what`.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    what: &str,
+    v: T,
+    range: std::ops::RangeInclusive<T>,
+) -> ApiResult<T> {
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(Problem::bad_request(format!(
+            "{what} must be {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 pub(crate) fn user_id(s: &str) -> ApiResult<UserId> {
     UserId::new(s).map_err(|e| Problem::bad_request(format!("user id: {e}")))
 }

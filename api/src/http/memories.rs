@@ -13,7 +13,7 @@ use mnemo_projections::{MemoryFilter, MemoryRow};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, in_range, memory_id};
 use super::{Api, S};
 use crate::problem::{ApiResult, Problem};
 use crate::receipt::IngestReceipt;
@@ -312,11 +312,7 @@ impl ListQuery {
 }
 
 pub(crate) fn page_limit(l: Option<i64>) -> ApiResult<i64> {
-    match l {
-        None => Ok(50),
-        Some(n @ 1..=500) => Ok(n),
-        Some(_) => Err(Problem::bad_request("limit must be 1..=500")),
-    }
+    in_range("limit", l.unwrap_or(50), 1..=500)
 }
 
 /// Lists and searches one's memories, newest first.

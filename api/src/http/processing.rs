@@ -15,7 +15,7 @@ use mnemo_processing::protocol::{
 use serde::Deserialize;
 
 use super::S;
-use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, memory_id};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, in_range, memory_id};
 use super::schema::{
     DeadLettersPage, LineageDoc, ModelView, ModelsPage, ProblemDoc, ProcessorRegistered,
     ProcessorRevoked, ProcessorsPage, QueryAnswer, QueryHit, TrainingProofDoc,
@@ -370,17 +370,4 @@ pub(crate) fn router() -> OpenApiRouter<S> {
         .routes(routes!(models))
         .routes(routes!(training_proof))
         .routes(routes!(query))
-}
-
-/// `v` when it is in `range` (as the document states), else a 400 naming `what`.
-fn in_range(what: &str, v: usize, range: std::ops::RangeInclusive<usize>) -> ApiResult<usize> {
-    if range.contains(&v) {
-        Ok(v)
-    } else {
-        Err(Problem::bad_request(format!(
-            "{what} must be {}..={}",
-            range.start(),
-            range.end()
-        )))
-    }
 }
