@@ -186,7 +186,7 @@ pub(crate) async fn metrics(State(h): State<Health>) -> impl IntoResponse {
         reg.register(
             "nats_request_duration_seconds",
             "Device requests the NATS gateway answered (ingest, read, upload), by outcome class",
-            crate::nats::metrics::durations().clone(),
+            mnemo_gateway::metrics::durations().clone(),
         );
     }
     if let Some(s) = &h.anchor {

@@ -460,7 +460,7 @@ async fn chaos_run_loses_no_acknowledged_memory() {
     })
     .await
     .unwrap();
-    mnemo_api::nats::Accounts::open(
+    mnemo_accounts::Accounts::open(
         &js,
         js.client(),
         nkeys::KeyPair::new_account(),

@@ -355,7 +355,7 @@ async fn a_twenty_megabyte_recording_over_nats_arrives_whole_and_bad_uploads_wri
     reg.register(
         "nats_request_duration_seconds",
         "device requests",
-        mnemo_api::nats::metrics::durations().clone(),
+        mnemo_gateway::metrics::durations().clone(),
     );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();

@@ -6,7 +6,7 @@
 mod support;
 
 use async_nats::{ConnectOptions, Event};
-use mnemo_api::nats::{UserAccount, device_creds, push_account, user_account_jwt};
+use mnemo_accounts::{UserAccount, device_creds, push_account, user_account_jwt};
 use mnemo_core::{ChainVerifier, Seq, SigningKey, UserId};
 use mnemo_testkit::{NatsOptions, NatsServer};
 use serde_json::{Value, json};
@@ -479,7 +479,7 @@ async fn devices_over_the_rest_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_credentials_reach_only_the_processors_subjects() {
     use futures::StreamExt;
-    use mnemo_api::nats::processors::ProcessorState;
+    use mnemo_accounts::processors::ProcessorState;
     let h = hub().await;
     let accounts = h
         .accounts
@@ -500,7 +500,7 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
     let (tx, mut errors) = mpsc::unbounded_channel();
     let worker = ConnectOptions::with_credentials(&creds)
         .unwrap()
-        .custom_inbox_prefix(mnemo_api::nats::claims::processor_inbox("asr"))
+        .custom_inbox_prefix(mnemo_accounts::claims::processor_inbox("asr"))
         .event_callback(move |e| {
             let tx = tx.clone();
             async move {
@@ -628,7 +628,7 @@ async fn processor_credentials_reach_only_the_processors_subjects() {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let watched = ConnectOptions::with_credentials(&creds)
         .unwrap()
-        .custom_inbox_prefix(mnemo_api::nats::claims::processor_inbox("asr"))
+        .custom_inbox_prefix(mnemo_accounts::claims::processor_inbox("asr"))
         .event_callback(move |e| {
             let tx = events_tx.clone();
             async move {

@@ -97,8 +97,7 @@ async fn no_service_answers_outside_the_requesters_inbox() {
         .accounts
         .clone()
         .with_service_key(nkeys::KeyPair::from_seed(&h.setup.service.seed().unwrap()).unwrap());
-    accounts
-        .sync_processors(&processing.registry)
+    mnemo_api::sync_processor_accounts(&accounts, &processing.registry)
         .await
         .unwrap();
     let creds = accounts.processor_creds("asr", 3600).unwrap().unwrap();

@@ -3,8 +3,9 @@
 //! services (`mnemo.ingest`, `mnemo.read`, `mnemo.capture`) on the responder identity, in
 //! this process.
 
-use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
+use mnemo_accounts::{Accounts, OperatorSetup};
 use mnemo_core::SigningKey;
+use mnemo_gateway::CaptureConfig;
 use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
 use mnemo_testkit::{NatsOptions, NatsServer};
 
@@ -53,7 +54,7 @@ impl DeviceHub {
         )
         .await?;
         let (stop, rx) = tokio::sync::watch::channel(false);
-        mnemo_api::nats::start_device_services(
+        mnemo_gateway::start_device_services(
             service.clone(),
             responder,
             ledger.clone(),

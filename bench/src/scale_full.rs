@@ -168,7 +168,7 @@ async fn one(a: &Args, mnemo: &Path, n: usize) -> anyhow::Result<Run> {
         http: http.clone(),
         url: dev.api.clone(),
     };
-    let setup = mnemo_api::nats::OperatorSetup::load(&dir.join("nats"))?;
+    let setup = mnemo_accounts::OperatorSetup::load(&dir.join("nats"))?;
     let service = async_nats::ConnectOptions::with_credentials(&setup.service_creds()?)?
         .connect(dev.nats.as_str())
         .await?;

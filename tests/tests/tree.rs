@@ -60,8 +60,8 @@ fn dependencies(package: &str) -> Vec<String> {
 }
 
 /// One job per crate: what a device runs links none of the server (its database, HTTP
-/// stack, views), the server links none of the edge tools, and processing links none of
-/// the worker's client library.
+/// stack, views), the server links none of the edge tools, processing links none of the
+/// worker's client library, and the NATS side (gateway, accounts) none of the REST side.
 #[test]
 fn crates_link_only_what_their_job_needs() {
     let edge = dependencies("mnemo-edge");
@@ -79,6 +79,38 @@ fn crates_link_only_what_their_job_needs() {
         );
     }
     assert!(!dependencies("mnemo-api").iter().any(|d| d == "mnemo-edge"));
+    // The device gateway and the account administration serve NATS: no database, no
+    // HTTP server, no views, no processing, and neither is the REST API.
+    for (package, not) in [
+        (
+            "mnemo-gateway",
+            &[
+                "sqlx",
+                "axum",
+                "hyper",
+                "mnemo-projections",
+                "mnemo-processing",
+                "mnemo-api",
+            ][..],
+        ),
+        (
+            "mnemo-accounts",
+            &[
+                "sqlx",
+                "axum",
+                "hyper",
+                "mnemo-projections",
+                "mnemo-processing",
+                "mnemo-api",
+                "mnemo-gateway",
+            ][..],
+        ),
+    ] {
+        let links = dependencies(package);
+        for d in not {
+            assert!(!links.iter().any(|l| l == d), "{package} links {d}");
+        }
+    }
     assert!(
         !dependencies("mnemo-processing")
             .iter()

@@ -77,7 +77,7 @@ impl DevSecrets {
             let s: Self =
                 serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
             // Secrets added since the file was written (defaults above) are kept from now on.
-            mnemo_api::nats::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+            mnemo_accounts::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
             return Ok(s);
         }
         let s = Self {
@@ -87,7 +87,7 @@ impl DevSecrets {
             pg_superuser_password: random_password(),
             pg_password: random_password(),
         };
-        mnemo_api::nats::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
+        mnemo_accounts::write_private(path, serde_json::to_string_pretty(&s)?.as_bytes())?;
         Ok(s)
     }
 
@@ -149,13 +149,13 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
     let secrets = DevSecrets::load_or_create(&dir.join("secrets.json"))?;
     eprintln!("mnemo dev: state in {}", dir.display());
     let (setup, nats_dir, reuse_nats) = match &c.nats_dir {
-        Some(d) => (mnemo_api::nats::OperatorSetup::load(d)?, d.clone(), true),
+        Some(d) => (mnemo_accounts::OperatorSetup::load(d)?, d.clone(), true),
         None => {
             let d = dir.join("nats");
             let setup = if d.join("jwt").exists() {
-                mnemo_api::nats::OperatorSetup::load(&d)?
+                mnemo_accounts::OperatorSetup::load(&d)?
             } else {
-                let s = mnemo_api::nats::OperatorSetup::generate();
+                let s = mnemo_accounts::OperatorSetup::generate();
                 s.write(&d)?;
                 s
             };
@@ -272,7 +272,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         secrets.signing_key,
         secrets.jwt_key,
     );
-    mnemo_api::nats::write_private(&dir.join("env"), env.as_bytes())?;
+    mnemo_accounts::write_private(&dir.join("env"), env.as_bytes())?;
     let client = async_nats::ConnectOptions::with_credentials(&setup.service_creds()?)?
         .connect(super::server_addrs(&nats_url)?)
         .await?;
@@ -301,7 +301,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         max_upload: 64 << 20,
         max_lag: 1000,
         cors_origins: a.cors_origins.clone(),
-        capture: mnemo_api::nats::CaptureConfig::default(),
+        capture: mnemo_gateway::CaptureConfig::default(),
         console_dir: super::serve::built_console(),
         secure_cookies: false,
     })
@@ -326,7 +326,7 @@ pub async fn dev(c: &Config, a: DevArgs) -> anyhow::Result<()> {
         .issue_device(&demo, "demo-device", 24 * 3600)
         .await?;
     let creds_path = dir.join("demo-device.creds");
-    mnemo_api::nats::write_private(&creds_path, demo_creds.as_bytes())?;
+    mnemo_accounts::write_private(&creds_path, demo_creds.as_bytes())?;
     let memories = [
         (
             "conversation",

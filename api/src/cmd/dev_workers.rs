@@ -60,7 +60,7 @@ async fn ensure(
             .context("operator mode")?
             .processor_creds(p.name, PROCESSOR_TOKEN_TTL as i64)?
             .context("processor credentials")?;
-        mnemo_api::nats::write_private(&path, &serde_json::to_vec(&kept)?)?;
+        mnemo_accounts::write_private(&path, &serde_json::to_vec(&kept)?)?;
         return Ok(kept);
     }
     let name = ProcessorId::new(p.name)?;
@@ -81,7 +81,7 @@ async fn ensure(
         .await?;
     let ttl = PROCESSOR_TOKEN_TTL;
     let accounts = running.accounts.as_ref().context("operator mode")?;
-    accounts.sync_processors(reg).await?;
+    mnemo_api::sync_processor_accounts(accounts, reg).await?;
     let creds = accounts
         .processor_creds(name.as_str(), ttl as i64)?
         .context("processor credentials")?;
@@ -91,7 +91,7 @@ async fn ensure(
         creds,
     };
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-    mnemo_api::nats::write_private(&path, &serde_json::to_vec(&secrets)?)?;
+    mnemo_accounts::write_private(&path, &serde_json::to_vec(&secrets)?)?;
     // The demo user lets it process the kinds it takes.
     let conditions = GrantConditions {
         kinds: p.consumes.iter().map(|s| s.to_string()).collect(),
@@ -141,7 +141,7 @@ pub(super) async fn start(
     for p in [&ASR, &TRAINER] {
         let s = ensure(running, auth, dir, user, p).await?;
         let creds = dir.join("processors").join(format!("{}.creds", p.name));
-        mnemo_api::nats::write_private(&creds, s.creds.as_bytes())?;
+        mnemo_accounts::write_private(&creds, s.creds.as_bytes())?;
         let (url, name) = (nats_url.to_owned(), p.name);
         let make: Box<dyn Fn() -> Command + Send> = if p.name == ASR.name {
             let (py, src) = (mnemo_devstack::python(), mnemo_devstack::asr_dir());

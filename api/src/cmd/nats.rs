@@ -27,7 +27,7 @@ impl NatsCmd {
                 dir.display()
             );
         }
-        let setup = mnemo_api::nats::OperatorSetup::generate();
+        let setup = mnemo_accounts::OperatorSetup::generate();
         setup
             .write(&dir)
             .with_context(|| format!("writing {}", dir.display()))?;

@@ -66,7 +66,7 @@ impl ProcessorsCmd {
                 let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
                 let creds = match operator_accounts(c, &js, master).await? {
                     Some(a) => {
-                        a.sync_processors(&processing.registry).await?;
+                        mnemo_api::sync_processor_accounts(&a, &processing.registry).await?;
                         a.processor_creds(name.as_str(), ttl as i64)?
                     }
                     None => None,
@@ -86,7 +86,7 @@ impl ProcessorsCmd {
                 processing.registry.revoke(&name).await?;
                 // Operator mode: its NATS credentials are refused and its connections closed.
                 if let Some(a) = operator_accounts(c, &js, master).await? {
-                    a.sync_processors(&processing.registry).await?;
+                    mnemo_api::sync_processor_accounts(&a, &processing.registry).await?;
                 }
                 eprintln!("processor {name} revoked");
             }
@@ -100,7 +100,7 @@ impl ProcessorsCmd {
                     anyhow::bail!("NATS credentials exist in operator mode only (MNEMO_NATS_DIR)");
                 };
                 // Its account is pushed first: the credentials name a user of it.
-                a.sync_processors(&processing.registry).await?;
+                mnemo_api::sync_processor_accounts(&a, &processing.registry).await?;
                 let ttl = mnemo_api::http::processing::PROCESSOR_TOKEN_TTL;
                 let creds = a
                     .processor_creds(name.as_str(), ttl as i64)?
@@ -122,13 +122,13 @@ async fn operator_accounts(
     c: &Config,
     js: &async_nats::jetstream::Context,
     master: mnemo_ledger::SecretKey,
-) -> anyhow::Result<Option<mnemo_api::nats::Accounts>> {
+) -> anyhow::Result<Option<mnemo_accounts::Accounts>> {
     let Some(dir) = &c.nats_dir else {
         return Ok(None);
     };
-    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+    let setup = mnemo_accounts::OperatorSetup::load(dir)?;
     Ok(Some(
-        mnemo_api::nats::Accounts::for_setup(
+        mnemo_accounts::Accounts::for_setup(
             &setup,
             server_addrs(&c.nats_url)?,
             js,

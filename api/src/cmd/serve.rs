@@ -148,13 +148,13 @@ pub(super) struct Parts {
     /// Origins allowed by CORS.
     pub(super) cors_origins: Vec<String>,
     /// The durable capture path's settings.
-    pub(super) capture: mnemo_api::nats::CaptureConfig,
+    pub(super) capture: mnemo_gateway::CaptureConfig,
     /// The built console, served at `/console`.
     pub(super) console_dir: Option<PathBuf>,
     /// Session cookies are `Secure`.
     pub(super) secure_cookies: bool,
     /// Operator mode: the setup (`mnemo nats init`) and the server URL.
-    pub(super) operator: Option<(mnemo_api::nats::OperatorSetup, String)>,
+    pub(super) operator: Option<(mnemo_accounts::OperatorSetup, String)>,
     /// Whether to run the planner, the dispatcher and the processors' NATS endpoints.
     pub(super) processing: bool,
     /// How tasks are handed to workers.
@@ -164,7 +164,7 @@ pub(super) struct Parts {
 /// Running services; `stop` ends them.
 pub(super) struct Running {
     pub(super) addr: Option<SocketAddr>,
-    pub(super) accounts: Option<mnemo_api::nats::Accounts>,
+    pub(super) accounts: Option<mnemo_accounts::Accounts>,
     pub(super) ledger: Ledger,
     pub(super) processing: mnemo_processing::Processing,
     pub(super) stop: watch::Sender<bool>,
@@ -210,7 +210,7 @@ pub(super) async fn start(p: Parts) -> anyhow::Result<Running> {
 
 type Started = (
     Option<SocketAddr>,
-    Option<mnemo_api::nats::Accounts>,
+    Option<mnemo_accounts::Accounts>,
     Ledger,
     mnemo_processing::Processing,
 );
@@ -272,7 +272,7 @@ async fn start_services(
             .context("connecting the responder")?;
     }
     if let Some((setup, url)) = p.operator {
-        let a = mnemo_api::nats::Accounts::for_setup(
+        let a = mnemo_accounts::Accounts::for_setup(
             &setup,
             super::server_addrs(&url)?,
             &js,
@@ -289,10 +289,7 @@ async fn start_services(
             p.capture,
         );
         tasks.push(tokio::spawn(async move {
-            Ok(
-                mnemo_api::nats::serve_device_services(client, resp, ledger, gateway, cfg, r)
-                    .await?,
-            )
+            Ok(mnemo_gateway::serve_device_services(client, resp, ledger, gateway, cfg, r).await?)
         }));
         tracing::info!("device ingest, capture and read over NATS running");
         accounts = Some(a);
@@ -301,7 +298,7 @@ async fn start_services(
     if let Some(a) = &accounts {
         // Every processor's NATS account is pushed again, so revoked processors'
         // credentials stay refused across restarts.
-        a.sync_processors(&processing.registry).await?;
+        mnemo_api::sync_processor_accounts(a, &processing.registry).await?;
     }
     if p.processing {
         let planner = mnemo_processing::Planner::new(
@@ -459,7 +456,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
         let result = async {
             let operator = match &c.nats_dir {
                 Some(dir) => Some((
-                    mnemo_api::nats::OperatorSetup::load(dir)?,
+                    mnemo_accounts::OperatorSetup::load(dir)?,
                     c.nats_url.clone(),
                 )),
                 None => None,
@@ -483,7 +480,7 @@ pub async fn serve(c: &Config, a: ServeArgs) -> anyhow::Result<()> {
                 max_upload: a.max_upload,
                 max_lag: a.max_lag,
                 cors_origins: a.cors_origins.clone(),
-                capture: mnemo_api::nats::CaptureConfig {
+                capture: mnemo_gateway::CaptureConfig {
                     duplicate_window: Duration::from_millis(a.capture_duplicate_window_ms.max(1)),
                     max_upload: a.max_upload,
                     ..Default::default()

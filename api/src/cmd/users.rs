@@ -33,8 +33,8 @@ impl UsersCmd {
         let ledger = Ledger::connect(client.clone(), cfg).await?;
         ledger.create_user(&user).await?;
         if let Some(dir) = &c.nats_dir {
-            let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
-            let accounts = mnemo_api::nats::Accounts::for_setup(
+            let setup = mnemo_accounts::OperatorSetup::load(dir)?;
+            let accounts = mnemo_accounts::Accounts::for_setup(
                 &setup,
                 server_addrs(&c.nats_url)?,
                 &async_nats::jetstream::new(client),
@@ -55,10 +55,10 @@ async fn refresh(c: &Config) -> anyhow::Result<()> {
         .nats_dir
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("MNEMO_NATS_DIR (operator mode) is required"))?;
-    let setup = mnemo_api::nats::OperatorSetup::load(dir)?;
+    let setup = mnemo_accounts::OperatorSetup::load(dir)?;
     let client = c.connect().await?;
     let cfg = c.ledger_config()?;
-    let accounts = mnemo_api::nats::Accounts::for_setup(
+    let accounts = mnemo_accounts::Accounts::for_setup(
         &setup,
         server_addrs(&c.nats_url)?,
         &async_nats::jetstream::new(client),

@@ -7,8 +7,8 @@ use axum::extract::State;
 use super::S;
 use super::extract::Caller;
 use super::schema::{AccessEntry, AccessLog, AccessorKind};
-use crate::problem::ApiResult;
 use mnemo_projections::Accessor;
+use mnemo_wire::problem::ApiResult;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Who read the caller's memories, when, under which grant: other users' reads and

@@ -8,7 +8,7 @@ use mnemo_anchor::EpochRecord;
 use super::S;
 use super::extract::{ApiPath, Caller};
 use super::schema::AnchorsPage;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Anchored epochs.

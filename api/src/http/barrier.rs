@@ -8,7 +8,7 @@ use mnemo_core::{Backoff, Hash32, UserId};
 use std::time::{Duration, Instant};
 
 use super::Api;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 
 /// The owner's chain head as the views saw it.
 pub(crate) struct Synced {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::S;
 use super::extract::{ApiQuery, Caller, in_range};
 use super::schema::{ChainHead, ChainItem, ChainPage};
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Deserialize, utoipa::IntoParams)]

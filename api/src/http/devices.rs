@@ -11,10 +11,10 @@ use super::extract::{ApiJson, ApiPath, Caller, user_id};
 use super::schema::{DeviceIssued, DeviceRevoked};
 use super::{Api, S};
 use crate::auth::Principal;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-fn accounts(api: &Api) -> ApiResult<&crate::nats::Accounts> {
+fn accounts(api: &Api) -> ApiResult<&mnemo_accounts::Accounts> {
     api.accounts.as_ref().ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_IMPLEMENTED,

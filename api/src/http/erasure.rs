@@ -9,7 +9,7 @@ use super::S;
 use super::extract::{ApiJson, Caller, memory_id};
 use super::memories::memory_row;
 use super::schema::ErasureReceipt;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Deserialize, utoipa::ToSchema)]

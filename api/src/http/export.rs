@@ -9,7 +9,7 @@ use mnemo_core::TimestampMs;
 
 use super::S;
 use super::extract::Caller;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The caller's whole custody bundle, streamed (`mnemo-audit verify --bundle`).

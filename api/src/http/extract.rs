@@ -9,7 +9,7 @@ use mnemo_core::{MemoryId, UserId};
 
 use super::S;
 use crate::auth::Principal;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 
 /// The authenticated caller.
 pub struct Caller(pub Principal);

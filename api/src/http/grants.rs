@@ -14,7 +14,7 @@ use super::S;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, user_id};
 use super::schema::{EventReceipt, GrantView, GrantsPage, ProcessingGrantView};
 use crate::clock::now_ms;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::problem::Problem;
+use mnemo_wire::problem::Problem;
 
 /// Per-user permits for heavy work. Cheap to clone (shared).
 #[derive(Clone)]

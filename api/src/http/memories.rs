@@ -15,16 +15,17 @@ use std::sync::atomic::Ordering;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, in_range, memory_id};
 use super::{Api, S};
-use crate::problem::{ApiResult, Problem};
-use crate::receipt::IngestReceipt;
+use mnemo_wire::problem::{ApiResult, Problem};
+use mnemo_wire::{IngestReceipt, MemoryMeta};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// A text memory.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TextMemory {
-    #[serde(default = "default_kind")]
-    kind: String,
+    /// `note` if absent.
+    #[serde(default)]
+    kind: Option<String>,
     text: String,
     #[serde(default)]
     tags: Vec<String>,
@@ -39,21 +40,24 @@ pub(crate) struct TextMemory {
 impl TextMemory {
     /// The record the ledger would commit to (for the fuzz targets).
     pub(crate) fn record(&self) -> mnemo_core::MemoryRecord {
-        mnemo_core::MemoryRecord {
+        let m = MemoryMeta {
             kind: self.kind.clone(),
             tags: self.tags.clone(),
-            captured_at: self.captured_at.map(TimestampMs),
+            captured_at: self.captured_at,
             source: self.source.clone(),
-            content_type: "text/plain; charset=utf-8".into(),
+        }
+        .text(self.text.clone());
+        mnemo_core::MemoryRecord {
+            kind: m.kind,
+            tags: m.tags,
+            captured_at: m.captured_at,
+            source: m.source,
+            content_type: m.content_type,
             content: mnemo_core::Content::Inline {
-                bytes: self.text.as_bytes().to_vec(),
+                bytes: m.content.to_vec(),
             },
         }
     }
-}
-
-fn default_kind() -> String {
-    "note".into()
 }
 
 /// Metadata of a binary upload, in the query string.
@@ -95,16 +99,16 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
         // A text memory may be as large as an upload.
         let limit = api.cfg.max_upload.max(api.cfg.max_json);
         let ApiJson(t) = ApiJson::<TextMemory>::read(req, &api, Some(limit)).await?;
-        let m = NewMemory {
+        let meta = MemoryMeta {
             kind: t.kind,
             tags: t.tags,
-            captured_at: t.captured_at.map(TimestampMs),
+            captured_at: t.captured_at,
             source: t.source,
-            content_type: "text/plain; charset=utf-8".into(),
-            content: Bytes::from(t.text),
+        };
+        let m = NewMemory {
             capture: idem.as_deref().map(|k| rest_capture(&api, user, k)),
             idempotency_key: idem,
-            signed: None,
+            ..meta.text(t.text)
         };
         api.ledger.append(user, m).await.map_err(key_reused(user))?
     } else {
@@ -148,8 +152,8 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
                 None => return Err(Problem::bad_request("empty upload")),
             }
         };
-        let m = NewMemory {
-            kind: meta.kind.unwrap_or_else(|| "file".into()),
+        let meta = MemoryMeta {
+            kind: meta.kind,
             tags: meta
                 .tags
                 .map(|t| {
@@ -160,13 +164,13 @@ async fn ingest(State(api): State<S>, caller: Caller, req: Request) -> ApiResult
                         .collect()
                 })
                 .unwrap_or_default(),
-            captured_at: meta.captured_at.map(TimestampMs),
+            captured_at: meta.captured_at,
             source: meta.source,
-            content_type,
-            content: Bytes::new(),
+        };
+        let m = NewMemory {
             capture: idem.as_deref().map(|k| rest_capture(&api, user, k)),
             idempotency_key: idem,
-            signed: None,
+            ..meta.upload("file", content_type)
         };
         let content = futures::stream::iter([Ok(first)]).chain(body);
         // Boxed: the JSON path's future (allocated per request) stays small.

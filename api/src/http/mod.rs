@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::auth::Auth;
-use crate::problem::Problem;
+use mnemo_wire::problem::Problem;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use extract::{ApiJson, ApiQuery, Caller};
@@ -131,7 +131,7 @@ pub struct Api {
     /// Counters.
     pub stats: Arc<ApiStats>,
     /// NATS accounts (operator mode), when configured.
-    pub accounts: Option<crate::nats::Accounts>,
+    pub accounts: Option<mnemo_accounts::Accounts>,
     /// Processing under consent: registry, fetches, results, models.
     pub processing: mnemo_processing::Processing,
     /// The console's live sessions (opened on first use).

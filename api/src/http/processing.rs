@@ -21,7 +21,7 @@ use super::schema::{
     ProcessorRevoked, ProcessorsPage, QueryAnswer, QueryHit, TrainingProofDoc,
 };
 use crate::auth::Principal;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// How long a processor's token lasts.
@@ -88,7 +88,7 @@ async fn register(
     // its own subjects.
     let creds = match &api.accounts {
         Some(a) => {
-            a.sync_processors(&api.processing.registry).await?;
+            crate::sync_processor_accounts(a, &api.processing.registry).await?;
             a.processor_creds(name.as_str(), PROCESSOR_TOKEN_TTL as i64)?
         }
         None => None,
@@ -100,7 +100,7 @@ async fn register(
             signing_seed: hex::encode(key.to_bytes()),
             token,
             nats_creds: creds,
-            nats_inbox_prefix: crate::nats::claims::processor_inbox(name.as_str()),
+            nats_inbox_prefix: mnemo_accounts::claims::processor_inbox(name.as_str()),
         }),
     ))
 }
@@ -138,7 +138,7 @@ async fn revoke(
     // Operator mode: the revocation reaches NATS, so its credentials are refused and its
     // connections closed at once.
     if let Some(a) = &api.accounts {
-        a.sync_processors(&api.processing.registry).await?;
+        crate::sync_processor_accounts(a, &api.processing.registry).await?;
     }
     Ok(Json(ProcessorRevoked { processor: p }))
 }

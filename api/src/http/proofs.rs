@@ -12,7 +12,7 @@ use mnemo_core::{Hash32, ProofBundle, PublicKey, Seq};
 use super::S;
 use super::extract::{ApiPath, Caller, memory_id};
 use super::memories::memory_row;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// A proof bundle for one memory (anchored once its epoch is).

@@ -10,22 +10,8 @@ use mnemo_core::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use crate::receipt::IngestReceipt;
-
-/// An RFC 9457 problem (`application/problem+json`), for every refusal.
-#[derive(Serialize, ToSchema)]
-pub struct ProblemDoc {
-    /// `https://mnemo.dev/problems/<slug>`.
-    #[serde(rename = "type")]
-    #[schema(rename = "type")]
-    pub kind: String,
-    /// The status's reason phrase.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-}
+pub use mnemo_wire::problem::ProblemDoc;
+pub use mnemo_wire::receipt::{CustodyReceiptDoc, IngestReceipt, SealDoc};
 
 /// A created user.
 #[derive(Serialize, ToSchema)]
@@ -191,31 +177,6 @@ impl EventReceipt {
             custody: r.custody,
         }
     }
-}
-
-/// A custody receipt (docs/FORMAT.md §5.5): the event's canonical bytes and its seal,
-/// verifiable alone, offline, against the custody key.
-#[derive(Serialize, ToSchema)]
-pub struct CustodyReceiptDoc {
-    /// The event's canonical bytes (FORMAT.md §3, hex).
-    pub event: String,
-    /// The seal of the batch the event was signed in.
-    pub seal: SealDoc,
-}
-
-/// A seal (docs/FORMAT.md §5.4).
-#[derive(Serialize, ToSchema)]
-pub struct SealDoc {
-    /// Events in the batch.
-    pub size: u32,
-    /// The event's leaf index, from 0.
-    pub index: u32,
-    /// Sibling hashes from the leaf up (hex).
-    pub path: Vec<String>,
-    /// The batch tree's root (hex).
-    pub root: String,
-    /// The custody key's signature over `SIG_SEAL || u64 size || root` (hex).
-    pub signature: String,
 }
 
 /// A grant as listed.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use super::extract::{ApiJson, Caller};
 use super::{Api, S};
 use crate::auth::Principal;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "mnemo_session";

@@ -19,7 +19,7 @@ use super::extract::{ApiPath, ApiQuery, Caller, memory_id, user_id};
 use super::memories::{ListQuery, MemoryView, content_response, page_limit};
 use super::{Api, S};
 use crate::clock::now_ms;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// What one decision allowed.

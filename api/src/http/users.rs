@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::S;
 use super::extract::{ApiJson, Caller, user_id};
 use crate::auth::Principal;
-use crate::problem::{ApiResult, Problem};
+use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Deserialize, utoipa::ToSchema)]

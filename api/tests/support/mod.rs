@@ -6,8 +6,9 @@
 pub mod devices;
 
 use async_nats::{ConnectOptions, Event};
-use mnemo_api::nats::{Accounts, CaptureConfig, OperatorSetup};
+use mnemo_accounts::{Accounts, OperatorSetup};
 use mnemo_core::SigningKey;
+use mnemo_gateway::CaptureConfig;
 use mnemo_ledger::{Ledger, LedgerConfig, SecretKey};
 use mnemo_testkit::{NatsOptions, NatsServer, free_port};
 use std::sync::Arc;
@@ -76,7 +77,7 @@ pub async fn hub() -> Hub {
         .connect(server.url())
         .await
         .unwrap();
-    mnemo_api::nats::start_device_services(
+    mnemo_gateway::start_device_services(
         service.clone(),
         responder,
         ledger.clone(),

@@ -9,8 +9,8 @@ use nkeys::KeyPair;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use super::error::NatsAuthError;
-use crate::clock::now_secs;
+use crate::error::NatsAuthError;
+use mnemo_ledger::clock::now_secs;
 
 /// The registered claims every NATS JWT carries, around the NATS-specific part `N`.
 #[derive(Serialize)]

@@ -24,12 +24,12 @@
 use nkeys::KeyPair;
 use std::collections::BTreeMap;
 
-use super::accounts::{Accounts, push_account};
-use super::claims::{self, Activation, Export, Import, Limits, User};
-use super::error::{NatsAuthError, Result};
-use super::operator::service_account_jwt;
-use crate::clock::now_secs;
+use crate::accounts::{Accounts, push_account};
+use crate::claims::{self, Activation, Export, Import, Limits, User};
+use crate::error::Result;
+use crate::operator::service_account_jwt;
 use mnemo_core::names::{NOTICE_PREFIX, PROC_PREFIX, WORK_PREFIX};
+use mnemo_ledger::clock::now_secs;
 
 /// A key derived from the service account's seed, a purpose and a processor's name.
 fn derived(
@@ -197,7 +197,7 @@ impl Accounts {
     /// publish only its requests (`mnemo.proc.<name>.>`) and replies to its tasks, and to
     /// subscribe only to its tasks, its notices and its inbox `_INBOX_<name>.>` (see
     /// `User::processor`), valid for `ttl_secs`. The account must have been pushed
-    /// ([`sync_processors`](Self::sync_processors)). `None` without the service key.
+    /// (`mnemo_api::sync_processor_accounts`). `None` without the service key.
     pub fn processor_creds(&self, name: &str, ttl_secs: i64) -> Result<Option<String>> {
         let Some(service) = self.service_key() else {
             return Ok(None);
@@ -238,22 +238,5 @@ impl Accounts {
         }
         let jwt = service_account_jwt(self.signing(), &service.public_key(), imports, legacy)?;
         push_account(self.sys(), &jwt).await
-    }
-
-    /// [`sync_processor_states`](Self::sync_processor_states) for every processor the
-    /// registry holds.
-    pub async fn sync_processors(&self, registry: &mnemo_processing::Registry) -> Result<()> {
-        let all = registry
-            .list()
-            .await
-            .map_err(|e| NatsAuthError::nats("list the processors", e))?;
-        let states: Vec<ProcessorState<'_>> = all
-            .iter()
-            .map(|p| ProcessorState {
-                name: p.name.as_str(),
-                revoked: p.revoked,
-            })
-            .collect();
-        self.sync_processor_states(&states).await
     }
 }

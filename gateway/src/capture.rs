@@ -10,7 +10,7 @@
 //!   from ever suppressing another's, and the content hash keeps a reused id with other
 //!   content from being dropped as a duplicate. The stream's own PubAck goes back.
 //! - The **drainer** takes the stream in order (a work queue, one durable consumer) and
-//!   appends each capture through [`gateway::ingest`]. Its capture id is kept in the chain
+//!   appends each capture through [`requests::ingest`]. Its capture id is kept in the chain
 //!   for good, so a message stored twice (a retry after the stream's duplicate window, a
 //!   redelivery after a crash) is appended once. A capture the chain refuses is recorded
 //!   in the user's rejects (`mnemo.read {"rejects": true}`) and taken off the queue;
@@ -25,11 +25,11 @@ use mnemo_ledger::Ledger;
 use serde_json::json;
 use std::time::Duration;
 
-use super::accounts::Accounts;
-use super::error::{NatsAuthError, Result};
-use super::gateway::{self, IngestRequest};
-use super::rejects::Rejects;
-use crate::problem::Problem;
+use crate::error::{GatewayError, Result};
+use crate::rejects::Rejects;
+use crate::requests::{self, IngestRequest};
+use mnemo_accounts::Accounts;
+use mnemo_wire::Problem;
 
 /// Subjects of the stored captures: `mnemo.queue.<user>`.
 pub const QUEUE_PREFIX: &str = "mnemo.queue";
@@ -99,7 +99,7 @@ pub async fn serve_relay(
     mut sub: async_nats::Subscriber,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
-    let lanes = super::lanes::Lanes::default();
+    let lanes = crate::lanes::Lanes::default();
     loop {
         let msg = tokio::select! {
             Some(m) = sub.next() => m,
@@ -119,8 +119,8 @@ pub async fn serve_relay(
                 let p = Problem::bad_request(
                     "a capture without a reply subject is not stored: publish it with JetStream (js.publish), which waits for the PubAck",
                 );
-                if let Ok(user) = gateway::sender(&accounts, &msg).await {
-                    let id = gateway::msg_id(&msg);
+                if let Ok(user) = requests::sender(&accounts, &msg).await {
+                    let id = requests::msg_id(&msg);
                     rejects
                         .record(&user, CAPTURE_PREFIX, id.as_deref(), &msg, &p)
                         .await;
@@ -130,7 +130,7 @@ pub async fn serve_relay(
             if let Err(e) = check_reply(Requester::Device, &reply) {
                 tracing::warn!(subject = %msg.subject, error = %e, "capture refused: its reply subject is not the requester's");
                 let p = Problem::bad_request(format!("not stored: {e}"));
-                gateway::refuse_unanswerable(&accounts, &rejects, &msg, p).await;
+                requests::refuse_unanswerable(&accounts, &rejects, &msg, p).await;
                 return;
             }
             let answer = match relay(&js, &accounts, &msg, cfg).await {
@@ -151,10 +151,10 @@ async fn relay(
     msg: &async_nats::Message,
     cfg: CaptureConfig,
 ) -> std::result::Result<bytes::Bytes, Problem> {
-    let user = gateway::sender(accounts, msg).await?;
+    let user = requests::sender(accounts, msg).await?;
     if msg.payload.len() > cfg.max_message {
         return Err(Problem::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            mnemo_wire::problem::StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
             format!(
                 "a capture message is at most {} bytes; send large media in chunks on mnemo.ingest",
@@ -164,7 +164,7 @@ async fn relay(
     }
     let r: IngestRequest = serde_json::from_slice(&msg.payload)
         .map_err(|e| Problem::bad_request(format!("bad request: {e}")))?;
-    let id = gateway::msg_id(msg).or(r.idempotency_key.clone());
+    let id = requests::msg_id(msg).or(r.idempotency_key.clone());
     let Some(id) = id else {
         return Err(Problem::bad_request(
             "a capture needs a Nats-Msg-Id (its id, kept for good): without one a retry could not be told from a new capture",
@@ -190,9 +190,9 @@ async fn relay(
             msg.payload.clone(),
         )
         .await
-        .map_err(|e| NatsAuthError::nats("storing a capture", e))?
+        .map_err(|e| GatewayError::nats("storing a capture", e))?
         .await
-        .map_err(|e| NatsAuthError::nats("storing a capture", e))?;
+        .map_err(|e| GatewayError::nats("storing a capture", e))?;
     Ok(
         json!({ "stream": ack.stream, "seq": ack.sequence, "duplicate": ack.duplicate })
             .to_string()
@@ -221,11 +221,11 @@ pub async fn drain(
             },
         )
         .await
-        .map_err(|e| NatsAuthError::nats("creating the drainer", e))?;
+        .map_err(|e| GatewayError::nats("creating the drainer", e))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| NatsAuthError::nats("reading the ingest stream", e))?;
+        .map_err(|e| GatewayError::nats("reading the ingest stream", e))?;
     loop {
         let msg = tokio::select! {
             m = messages.next() => m,
@@ -267,7 +267,7 @@ async fn drain_one(ledger: &Ledger, rejects: &Rejects, msg: &jetstream::Message)
         headers.insert("Nats-Msg-Id", id.as_str());
     }
     let result = match serde_json::from_slice::<IngestRequest>(&msg.payload) {
-        Ok(r) => gateway::ingest(ledger, &user, r, Some(&headers)).await,
+        Ok(r) => requests::ingest(ledger, &user, r, Some(&headers)).await,
         Err(e) => Err(Problem::bad_request(format!("bad request: {e}"))),
     };
     match result {

@@ -14,10 +14,10 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::claims::{self, Import, Limits, Permission, ScopedKey, User, UserTemplate};
-use super::error::{NatsAuthError, Result};
-use super::operator::OperatorSetup;
-use crate::clock::now_secs;
+use crate::claims::{self, Import, Limits, Permission, ScopedKey, User, UserTemplate};
+use crate::error::{NatsAuthError, Result};
+use crate::operator::OperatorSetup;
+use mnemo_ledger::clock::now_secs;
 
 /// A user's account, as the accounts service keeps it.
 pub struct UserAccount {
@@ -219,15 +219,15 @@ impl Accounts {
         self
     }
 
-    pub(super) fn service_key(&self) -> Option<&KeyPair> {
+    pub(crate) fn service_key(&self) -> Option<&KeyPair> {
         self.service.as_deref()
     }
 
-    pub(super) fn signing(&self) -> &KeyPair {
+    pub(crate) fn signing(&self) -> &KeyPair {
         &self.signing
     }
 
-    pub(super) fn sys(&self) -> &async_nats::Client {
+    pub(crate) fn sys(&self) -> &async_nats::Client {
         &self.sys
     }
 

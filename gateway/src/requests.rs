@@ -14,18 +14,18 @@
 use futures::StreamExt;
 use mnemo_core::names::{INGEST_PREFIX, SERVICE_QUEUE};
 use mnemo_core::replies::{Requester, check_reply};
-use mnemo_core::{Capture, KeyId, Seq, Sig, TimestampMs, UserId};
+use mnemo_core::{Capture, KeyId, Seq, Sig, UserId};
 use mnemo_ledger::{DeviceSignature, Ledger, NewMemory};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::accounts::Accounts;
-use super::error::{NatsAuthError, Result};
-use super::rejects::Rejects;
-use super::upload::{UPLOAD_HEADER, Uploads};
-use crate::problem::Problem;
-use crate::receipt::IngestReceipt;
+use crate::error::{GatewayError, Result};
+use crate::rejects::Rejects;
+use crate::upload::{UPLOAD_HEADER, Uploads};
+use mnemo_accounts::Accounts;
+use mnemo_wire::Problem;
+use mnemo_wire::{IngestReceipt, MemoryMeta};
 
 /// What a device sends on `mnemo.ingest` and `mnemo.capture` (a `user` field, if any, is
 /// ignored: the user is the account the message came from).
@@ -95,7 +95,7 @@ pub(super) async fn subscribe(
     client
         .queue_subscribe(format!("{prefix}.*"), SERVICE_QUEUE.into())
         .await
-        .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))
+        .map_err(|e| GatewayError::nats("subscribing to the device subjects", e))
 }
 
 /// Serves the device subjects (subscribed by [`subscribe`]) until `stop`.
@@ -109,7 +109,7 @@ pub async fn serve_devices(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     // One account's ingests in arrival order (reads, long polls included, in parallel).
-    let lanes = super::lanes::Lanes::default();
+    let lanes = crate::lanes::Lanes::default();
     loop {
         let (msg, is_read) = tokio::select! {
             Some(m) = ingest.next() => (m, false),
@@ -164,7 +164,7 @@ pub async fn serve_devices(
             {
                 tracing::warn!(error = %e, "device reply not sent");
             }
-            super::metrics::observe(request, status, arrived.elapsed());
+            crate::metrics::observe(request, status, arrived.elapsed());
         };
         if is_read {
             tokio::spawn(job);
@@ -259,18 +259,14 @@ async fn handle(
         let from = Seq(r.from.unwrap_or(1).max(1));
         let mut events = ledger
             .events(&user, from, r.limit.unwrap_or(100).clamp(1, 1000))
-            .await
-            .map_err(NatsAuthError::from)?;
+            .await?;
         if events.is_empty()
             && let Some(wait) = r.wait_ms.filter(|w| *w > 0)
         {
-            let mut follow = ledger
-                .follow(&user, from)
-                .await
-                .map_err(NatsAuthError::from)?;
+            let mut follow = ledger.follow(&user, from).await?;
             let wait = Duration::from_millis(wait.min(30_000));
             if let Ok(next) = tokio::time::timeout(wait, follow.next()).await {
-                events.extend(next.map_err(NatsAuthError::from)?);
+                events.extend(next?);
             }
         }
         let next = events.last().map(|e| e.event.seq.0 + 1);
@@ -369,18 +365,18 @@ pub(super) async fn ingest(
         .append(
             user,
             NewMemory {
-                kind: r.kind.unwrap_or_else(|| "note".into()),
-                tags: r.tags,
-                captured_at: r.captured_at.map(TimestampMs),
-                source: r.source,
-                content_type: "text/plain; charset=utf-8".into(),
-                content: r.text.into_bytes().into(),
                 idempotency_key,
                 capture,
                 signed,
+                ..MemoryMeta {
+                    kind: r.kind,
+                    tags: r.tags,
+                    captured_at: r.captured_at,
+                    source: r.source,
+                }
+                .text(r.text)
             },
         )
-        .await
-        .map_err(NatsAuthError::from)?;
+        .await?;
     Ok(serde_json::to_value(IngestReceipt::over_nats(receipt)).expect("serialisable"))
 }

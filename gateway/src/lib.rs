@@ -1,42 +1,34 @@
-//! Every user is a NATS account (decentralized JWT auth, operator mode).
+//! # mnemo-gateway
 //!
-//! - [`claims`]: the JWT claims (operator, account, user) as typed structs, and signing.
-//! - [`operator`]: [`OperatorSetup`], the operator (with a signing key), the system account
-//!   and the mnemo service account, their credentials and the server configuration
-//!   (`mnemo nats init`).
-//! - [`accounts`]: [`Accounts`], one account per user with a scoped signing key, device
-//!   credentials and their revocation.
-//! - [`gateway`]: the device subjects `mnemo.ingest` and `mnemo.read` (request/reply, with
+//! The device gateway: what a device's NATS requests reach, served with credentials that
+//! cannot publish on mnemo's own subjects. Each device is a user of its owner's NATS
+//! account ([`mnemo_accounts`]), so the sender of every message is known from the account
+//! the server stamps on it, never from what the message says.
+//!
+//! - [`requests`]: the device subjects `mnemo.ingest` and `mnemo.read` (request/reply, with
 //!   the NATS services error shape).
 //! - [`capture`]: durable capture on `mnemo.capture` (the relay that answers a JetStream
 //!   publisher with the ingest stream's PubAck, and the drainer into the chains).
-//! - [`processors`]: one account per processor, with imports both ways and its
-//!   credentials and revocation.
-//! - [`lanes`]: one account's messages handled in arrival order.
 //! - [`upload`]: large media sent in chunks on `mnemo.ingest`, one memory at the end.
+//! - [`lanes`]: one account's messages handled in arrival order.
 //! - [`rejects`]: refused messages that had no reply subject, kept per user.
-//! - [`error`]: the error enum, [`NatsAuthError`].
-//!
-//! The claim facts this relies on are in `docs/nats.md`.
+//! - [`metrics`]: the requests' duration histogram.
+//! - [`error`]: the error enum, [`GatewayError`].
 
-pub mod accounts;
 pub mod capture;
-pub mod claims;
 pub mod error;
-pub mod gateway;
 pub mod lanes;
 pub mod metrics;
-pub mod operator;
-pub mod processors;
 pub mod rejects;
+pub mod requests;
 pub mod upload;
 
-pub use accounts::{Accounts, UserAccount, device_creds, push_account, user_account_jwt};
 pub use capture::CaptureConfig;
-pub use error::NatsAuthError;
-pub use gateway::serve_devices;
-pub use operator::{OperatorSetup, write_private};
+pub use error::GatewayError;
 pub use rejects::Rejects;
+pub use requests::serve_devices;
+
+use mnemo_accounts::Accounts;
 
 /// Starts every device service: `mnemo.ingest` and `mnemo.read` (the gateway), the
 /// `mnemo.capture` relay and the drainer of the ingest stream. Returns once their
@@ -53,18 +45,18 @@ pub async fn start_device_services(
     accounts: Accounts,
     cfg: CaptureConfig,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<Result<(), NatsAuthError>>, NatsAuthError> {
+) -> Result<tokio::task::JoinHandle<Result<(), GatewayError>>, GatewayError> {
     use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, READ_PREFIX};
     let js = async_nats::jetstream::new(client.clone());
     let rejects = Rejects::open(js.clone()).await?;
     capture::open_stream(&js, cfg).await?;
-    let ingest = gateway::subscribe(&responder, INGEST_PREFIX).await?;
-    let read = gateway::subscribe(&responder, READ_PREFIX).await?;
-    let captures = gateway::subscribe(&responder, CAPTURE_PREFIX).await?;
+    let ingest = requests::subscribe(&responder, INGEST_PREFIX).await?;
+    let read = requests::subscribe(&responder, READ_PREFIX).await?;
+    let captures = requests::subscribe(&responder, CAPTURE_PREFIX).await?;
     responder
         .flush()
         .await
-        .map_err(|e| NatsAuthError::nats("subscribing to the device subjects", e))?;
+        .map_err(|e| GatewayError::nats("subscribing to the device subjects", e))?;
     Ok(tokio::spawn(async move {
         tokio::try_join!(
             serve_devices(
@@ -99,9 +91,9 @@ pub async fn serve_device_services(
     accounts: Accounts,
     cfg: CaptureConfig,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), NatsAuthError> {
+) -> Result<(), GatewayError> {
     start_device_services(client, responder, ledger, accounts, cfg, stop)
         .await?
         .await
-        .map_err(|e| NatsAuthError::Corrupt(format!("the device services stopped: {e}")))?
+        .map_err(|e| GatewayError::Stopped(e.to_string()))?
 }

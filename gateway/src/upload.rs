@@ -17,21 +17,20 @@
 //! typed error: the ledger's stream ends in an error, so no event is written (the chunks
 //! already stored are unreadable and swept), and the device starts again.
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::StreamExt;
-use mnemo_core::{TimestampMs, UserId};
+use mnemo_core::UserId;
 use mnemo_ledger::{Ledger, NewMemory, Receipt};
+use mnemo_wire::problem::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::error::NatsAuthError;
-use super::gateway::DEFAULT_CAPTURE_STREAM;
-use crate::problem::Problem;
-use crate::receipt::IngestReceipt;
+use crate::requests::DEFAULT_CAPTURE_STREAM;
+use mnemo_wire::Problem;
+use mnemo_wire::{IngestReceipt, MemoryMeta};
 
 /// Uploads one user may have open at once.
 pub const MAX_OPEN_PER_USER: usize = 4;
@@ -211,18 +210,25 @@ impl Uploads {
             let stream = header("Mnemo-Stream").unwrap_or_else(|| DEFAULT_CAPTURE_STREAM.into());
             ledger.capture_for_key(user, stream, k)
         });
-        let m = NewMemory {
-            kind: header("Mnemo-Kind").unwrap_or_else(|| "audio".into()),
+        let captured_at = header("Mnemo-Captured-At")
+            .map(|t| {
+                t.parse::<i64>().map_err(|_| {
+                    Problem::bad_request(
+                        "Mnemo-Captured-At must be milliseconds since the Unix epoch",
+                    )
+                })
+            })
+            .transpose()?;
+        let meta = MemoryMeta {
+            kind: header("Mnemo-Kind"),
             tags: Vec::new(),
-            captured_at: header("Mnemo-Captured-At")
-                .and_then(|t| t.parse().ok())
-                .map(TimestampMs),
+            captured_at,
             source: Some("nats".into()),
-            content_type,
-            content: Bytes::new(),
+        };
+        let m = NewMemory {
             idempotency_key: key,
             capture,
-            signed: None,
+            ..meta.upload("audio", content_type)
         };
         let (tx, rx) = mpsc::channel::<Piece>(4);
         // The content ends well only at `End`; a sender dropped before it (the upload was
@@ -257,7 +263,7 @@ impl Uploads {
 
 fn finish_error(r: Result<mnemo_ledger::Result<Receipt>, tokio::task::JoinError>) -> Problem {
     match r {
-        Ok(Err(e)) => NatsAuthError::from(e).into(),
+        Ok(Err(e)) => e.into(),
         Ok(Ok(_)) => Problem::internal("the upload ended before its last chunk"),
         Err(e) => Problem::internal(format!("the upload's append stopped: {e}")),
     }

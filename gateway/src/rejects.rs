@@ -10,8 +10,8 @@ use mnemo_core::names::{REJECTS_PREFIX, REJECTS_STREAM};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use super::error::{NatsAuthError, Result};
-use crate::problem::Problem;
+use crate::error::{GatewayError, Result};
+use mnemo_wire::Problem;
 
 /// How long refusals are kept.
 const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -90,7 +90,7 @@ impl Rejects {
                 {
                     break;
                 }
-                Err(e) => return Err(NatsAuthError::nats("reading the rejects", e)),
+                Err(e) => return Err(GatewayError::nats("reading the rejects", e)),
             };
             at += 1;
             seq = m.sequence + 1;

@@ -1,9 +1,9 @@
 //! Errors as RFC 9457 problem details (`application/problem+json`).
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum_core::response::{IntoResponse, Response};
+pub use http::StatusCode;
+use http::{HeaderValue, header};
 use mnemo_ledger::LedgerError;
-use mnemo_projections::ProjectionError;
 use serde::Serialize;
 
 /// An API error: status, a stable type slug, a human detail.
@@ -17,13 +17,20 @@ pub struct Problem {
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// An RFC 9457 problem (`application/problem+json`), as every refusal carries it: the
+/// body of [`Problem::body`], and its schema in `/openapi.json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc {
+    /// `https://mnemo.dev/problems/<slug>`.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
+    #[schema(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
 }
 
 impl Problem {
@@ -73,12 +80,11 @@ impl Problem {
 impl Problem {
     /// The problem+json body (REST answers and NATS error replies carry the same).
     pub fn body(&self) -> Vec<u8> {
-        let title = self.status.canonical_reason().unwrap_or("error");
-        serde_json::to_vec(&Body {
+        serde_json::to_vec(&ProblemDoc {
             kind: format!("https://mnemo.dev/problems/{}", self.slug),
-            title,
+            title: self.status.canonical_reason().unwrap_or("error").to_owned(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail.clone(),
         })
         .unwrap_or_default()
     }
@@ -168,27 +174,13 @@ impl From<LedgerError> for Problem {
     }
 }
 
-impl From<crate::nats::NatsAuthError> for Problem {
-    fn from(e: crate::nats::NatsAuthError) -> Self {
-        use crate::nats::NatsAuthError as E;
-        match e {
-            E::Ledger(l) => l.into(),
-            e @ E::NoAccount(_) => Problem::not_found(e.to_string()),
-            e @ E::Exists(_) => Problem::new(StatusCode::CONFLICT, "exists", e.to_string()),
-            e @ E::Nats { .. } => {
-                tracing::warn!(error = %e, "NATS unavailable");
-                Problem::unavailable("NATS did not answer; retry")
-            }
-            other => Problem::internal(other),
-        }
-    }
-}
-
-impl From<ProjectionError> for Problem {
-    fn from(e: ProjectionError) -> Self {
+#[cfg(feature = "views")]
+impl From<mnemo_projections::ProjectionError> for Problem {
+    fn from(e: mnemo_projections::ProjectionError) -> Self {
         match e {
             // Retryable: the views' database did not answer.
-            e @ (ProjectionError::Db(_) | ProjectionError::Nats(_)) => {
+            e @ (mnemo_projections::ProjectionError::Db(_)
+            | mnemo_projections::ProjectionError::Nats(_)) => {
                 tracing::warn!(error = %e, "views unavailable");
                 Problem::unavailable("the views did not answer; retry")
             }
@@ -197,6 +189,7 @@ impl From<ProjectionError> for Problem {
     }
 }
 
+#[cfg(feature = "views")]
 impl Problem {
     /// A user whose view is quarantined: an event of their chain was refused by the chain
     /// rules, so the view stops before it (503: the other users are served).

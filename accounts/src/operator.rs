@@ -5,8 +5,8 @@
 use nkeys::KeyPair;
 use std::path::Path;
 
-use super::claims::{self, Export, Limits, User};
-use super::error::{NatsAuthError, Result};
+use crate::claims::{self, Export, Limits, User};
+use crate::error::{NatsAuthError, Result};
 use mnemo_core::names::{CAPTURE_PREFIX, INGEST_PREFIX, NOTICE_PREFIX, PROC_PREFIX, READ_PREFIX};
 
 /// The operator, system account and service account, with what the server and the mnemo

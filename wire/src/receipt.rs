@@ -5,9 +5,10 @@
 use mnemo_core::{CustodyReceipt, Hash32, MemoryId, UserId};
 use mnemo_ledger::Receipt;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A memory written (or, with `duplicate`, found written by an earlier try).
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct IngestReceipt {
     /// Whose chain (over NATS, where the subject does not say it).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,7 +27,7 @@ pub struct IngestReceipt {
     /// The event with its seal, verifiable alone against the custody key (docs/FORMAT.md
     /// §5.5; `mnemo-audit verify-receipt`). Absent for an event written in format version 1.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::http::schema::CustodyReceiptDoc>)]
+    #[schema(value_type = Option<CustodyReceiptDoc>)]
     pub custody: Option<CustodyReceipt>,
     /// The content's size in bytes (uploads in chunks over NATS).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,4 +60,29 @@ impl IngestReceipt {
             ..Self::of(r)
         }
     }
+}
+
+/// A custody receipt (docs/FORMAT.md §5.5): the event's canonical bytes and its seal,
+/// verifiable alone, offline, against the custody key.
+#[derive(Serialize, ToSchema)]
+pub struct CustodyReceiptDoc {
+    /// The event's canonical bytes (FORMAT.md §3, hex).
+    pub event: String,
+    /// The seal of the batch the event was signed in.
+    pub seal: SealDoc,
+}
+
+/// A seal (docs/FORMAT.md §5.4).
+#[derive(Serialize, ToSchema)]
+pub struct SealDoc {
+    /// Events in the batch.
+    pub size: u32,
+    /// The event's leaf index, from 0.
+    pub index: u32,
+    /// Sibling hashes from the leaf up (hex).
+    pub path: Vec<String>,
+    /// The batch tree's root (hex).
+    pub root: String,
+    /// The custody key's signature over `SIG_SEAL || u64 size || root` (hex).
+    pub signature: String,
 }

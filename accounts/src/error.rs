@@ -1,4 +1,7 @@
-//! The NATS account code's error type.
+//! The NATS account code's error type, and how the API answers it ([`Problem`]).
+
+use mnemo_wire::Problem;
+use mnemo_wire::problem::StatusCode;
 
 use mnemo_core::UserId;
 
@@ -50,7 +53,8 @@ pub enum NatsAuthError {
 }
 
 impl NatsAuthError {
-    pub(crate) fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
+    /// NATS failed at `what`.
+    pub fn nats(what: &'static str, e: impl std::fmt::Display) -> Self {
         Self::Nats {
             what,
             detail: e.to_string(),
@@ -64,3 +68,19 @@ impl NatsAuthError {
 
 /// Shorthand.
 pub type Result<T, E = NatsAuthError> = std::result::Result<T, E>;
+
+impl From<NatsAuthError> for Problem {
+    fn from(e: NatsAuthError) -> Self {
+        use NatsAuthError as E;
+        match e {
+            E::Ledger(l) => l.into(),
+            e @ E::NoAccount(_) => Problem::not_found(e.to_string()),
+            e @ E::Exists(_) => Problem::new(StatusCode::CONFLICT, "exists", e.to_string()),
+            e @ E::Nats { .. } => {
+                tracing::warn!(error = %e, "NATS unavailable");
+                Problem::unavailable("NATS did not answer; retry")
+            }
+            other => Problem::internal(other),
+        }
+    }
+}
