@@ -208,6 +208,18 @@ async fn the_console_end_to_end_in_chromium() {
         "the access log shows the ASR worker's fetch: {r}"
     );
     assert!(r["revoked"].as_str().unwrap().contains("revoked"), "{r}");
+    // The time capsule: created from the form with ask, shown as not open yet with its
+    // date, and the grantee's read before it opens is refused.
+    assert!(r["capsule"].as_str().unwrap().contains("Granted"), "{r}");
+    assert!(
+        r["capsule_shown"]
+            .as_str()
+            .unwrap()
+            .starts_with("a time capsule: opens on"),
+        "{r}"
+    );
+    assert_eq!(r["capsule_asks"], true, "{r}");
+    assert_eq!(r["capsule_read"], 403, "{r}");
     assert!(
         r["device"].as_str().unwrap().contains("Credentials issued"),
         "{r}"

@@ -64,12 +64,14 @@ async fn live() -> Live {
                 capabilities: Capabilities {
                     metadata: true,
                     content: true,
+                    ask: false,
                 },
                 conditions: GrantConditions {
                     tags: vec!["diary".into()],
                     ..Default::default()
                 },
                 expires_at: None,
+                not_before: None,
             },
             None,
         )

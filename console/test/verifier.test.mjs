@@ -47,6 +47,42 @@ for (const c of kv.invalid_chains) {
   }
   check(`invalid chain: ${c.name}`, got?.code === c.error.code && (c.error.seq == null || got?.seq === c.error.seq), JSON.stringify(got));
 }
+// Time capsules and the ask bit (testdata/grant-vectors.json): the same checks.
+const gv = JSON.parse(fs.readFileSync(path.join(dir, "grant-vectors.json"), "utf8"));
+for (const [i, e] of gv.valid.events.entries()) {
+  try {
+    const d = v.decodeEvent(v.unhex(e.wire));
+    check(`grant vectors: event ${i + 1} hash`, v.hex(d.hash) === e.hash && v.hex(d.canonical) === e.canonical);
+  } catch (err) {
+    check(`grant vectors: event ${i + 1}`, false, String(err));
+  }
+}
+const grules = new v.ChainRules(gv.valid.user);
+try {
+  for (const e of gv.valid.events) grules.push(v.decodeEvent(v.unhex(e.wire)));
+  check("grant vectors: the chain verifies", true);
+} catch (err) {
+  check("grant vectors: the chain verifies", false, `${err.code} ${err.seq} ${err.message}`);
+}
+for (const c of gv.invalid) {
+  const r = new v.ChainRules(gv.valid.user);
+  let got = null;
+  try {
+    for (const w of c.wires) {
+      let e;
+      try {
+        e = v.decodeEvent(v.unhex(w));
+      } catch {
+        got = { code: "decode", seq: Number(r.next) };
+        break;
+      }
+      r.push(e);
+    }
+  } catch (err) {
+    got = { code: err.code, seq: err.seq };
+  }
+  check(`grant vectors: invalid chain ${c.name}`, got?.code === c.error.code && got?.seq === c.error.seq, JSON.stringify(got));
+}
 for (const [i, m] of kv.memory_records.entries()) {
   const b = v.recordBytes(m.record);
   check(`memory record ${i}`, v.hex(b) === m.canonical);

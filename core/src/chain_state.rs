@@ -800,6 +800,7 @@ impl ChainState {
                 capabilities,
                 conditions,
                 expires_at,
+                not_before,
             } => {
                 if *grantee == self.user {
                     return Err(bad("grant to the owner"));
@@ -819,6 +820,7 @@ impl ChainState {
                         capabilities: *capabilities,
                         conditions: conditions.clone(),
                         expires_at: *expires_at,
+                        not_before: *not_before,
                         revoked: false,
                     },
                 );

@@ -44,16 +44,21 @@ pub struct Capabilities {
     pub metadata: bool,
     /// May read memory content.
     pub content: bool,
+    /// May ask the owner's model questions, answered with the memories the grant covers
+    /// (docs/FORMAT.md §4.1, bit 2).
+    #[serde(default)]
+    pub ask: bool,
 }
 
 impl Capabilities {
     fn bits(self) -> u32 {
-        u32::from(self.metadata) | (u32::from(self.content) << 1)
+        u32::from(self.metadata) | (u32::from(self.content) << 1) | (u32::from(self.ask) << 2)
     }
     fn from_bits(b: u32) -> Option<Self> {
-        (b & !3 == 0).then_some(Self {
+        (b & !7 == 0).then_some(Self {
             metadata: b & 1 != 0,
             content: b & 2 != 0,
+            ask: b & 4 != 0,
         })
     }
 }
@@ -89,6 +94,9 @@ pub enum AccessAction {
     ReadMetadata,
     /// Read content.
     ReadContent,
+    /// Asked the owner's model a question (needs the `ask` capability). Never the action
+    /// of an `access_recorded` event: a question is recorded as a `question_asked`.
+    Ask,
 }
 
 impl AccessAction {
@@ -97,6 +105,7 @@ impl AccessAction {
             Self::List => 1,
             Self::ReadMetadata => 2,
             Self::ReadContent => 3,
+            Self::Ask => 4,
         }
     }
     fn from_tag(t: u8) -> Option<Self> {
@@ -186,6 +195,10 @@ pub enum EventBody {
         conditions: GrantConditions,
         /// When the grant lapses by itself.
         expires_at: Option<TimestampMs>,
+        /// When the grant opens (a time capsule): nothing is served under it before. Kind
+        /// tag 0x23 carries it; 0x20 has none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<TimestampMs>,
     },
     /// The owner withdrew a grant.
     GrantRevoked {
@@ -266,7 +279,10 @@ impl EventBody {
             Self::MemoryErased { .. } => 0x11,
             Self::MemoryDerived { .. } => 0x12,
             Self::LineageErased { .. } => 0x13,
-            Self::GrantCreated { .. } => 0x20,
+            Self::GrantCreated {
+                not_before: None, ..
+            } => 0x20,
+            Self::GrantCreated { .. } => 0x23,
             Self::GrantRevoked { .. } => 0x21,
             Self::ProcessingGranted { .. } => 0x22,
             Self::AccessRecorded { .. } => 0x30,

@@ -4,10 +4,11 @@
 //! verifier holds access records to the same terms.
 //!
 //! The rule, for an `action` by `accessor` on a memory at time `at` under a grant:
-//! - the grant was given to `accessor`, is not revoked, and has not lapsed
-//!   (`at >= expires_at` means lapsed);
+//! - the grant was given to `accessor`, is not revoked, has opened (`at >= not_before`:
+//!   a time capsule serves nothing before) and has not lapsed (`at >= expires_at` means
+//!   lapsed);
 //! - the action fits the capabilities: `read_content` needs `content`, `list` and
-//!   `read_metadata` need `metadata`;
+//!   `read_metadata` need `metadata`, `ask` needs `ask`;
 //! - the memory is not erased;
 //! - every non-empty condition holds: one of the memory's tags is in `tags`, its kind is
 //!   in `kinds`, its id is in `memories`, and its time is in `[from, until)`. The time is
@@ -60,6 +61,7 @@ impl Capabilities {
         match action {
             AccessAction::ReadContent => self.content,
             AccessAction::List | AccessAction::ReadMetadata => self.metadata,
+            AccessAction::Ask => self.ask,
         }
     }
 }
@@ -78,6 +80,9 @@ pub struct Grant {
     pub conditions: GrantConditions,
     /// When it lapses by itself.
     pub expires_at: Option<TimestampMs>,
+    /// When it opens (a time capsule), if not at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<TimestampMs>,
     /// Whether a `grant_revoked` has ended it.
     pub revoked: bool,
 }
@@ -89,6 +94,8 @@ pub enum Refusal {
     Revoked,
     /// `at >= expires_at`.
     Expired,
+    /// `at < not_before`: a time capsule not open yet.
+    NotYetOpen,
     /// Given to someone else.
     OtherGrantee,
     /// The capabilities do not include the action.
@@ -105,6 +112,7 @@ impl Refusal {
         match self {
             Self::Revoked => "was revoked before this access",
             Self::Expired => "had expired before this access",
+            Self::NotYetOpen => "was not open yet at this access (a time capsule)",
             Self::OtherGrantee => "was not given to this accessor",
             Self::Capability => "does not allow this action",
             Self::Erased => "does not cover an erased memory",
@@ -114,14 +122,18 @@ impl Refusal {
 }
 
 impl Grant {
-    /// Whether the grant is in force at `at`: not revoked, not lapsed (`at < expires_at`;
-    /// docs/FORMAT.md §4.1.1, rule 1). What `GET /v1/grants` calls live.
+    /// Whether the grant is in force at `at`: not revoked, open (`not_before <= at`) and
+    /// not lapsed (`at < expires_at`; docs/FORMAT.md §4.1.1, rule 1). What
+    /// `GET /v1/grants` calls live.
     pub fn in_force(&self, at: TimestampMs) -> Result<(), Refusal> {
         if self.revoked {
             return Err(Refusal::Revoked);
         }
         if self.expires_at.is_some_and(|x| at >= x) {
             return Err(Refusal::Expired);
+        }
+        if self.not_before.is_some_and(|t| at < t) {
+            return Err(Refusal::NotYetOpen);
         }
         Ok(())
     }
@@ -187,9 +199,11 @@ mod tests {
             capabilities: Capabilities {
                 metadata: true,
                 content: false,
+                ask: false,
             },
             conditions: GrantConditions::default(),
             expires_at: Some(TimestampMs(1000)),
+            not_before: None,
             revoked: false,
         }
     }

@@ -63,10 +63,12 @@ impl EventBody {
             EventBody::GrantCreated {
                 conditions,
                 expires_at,
+                not_before,
                 ..
             } => {
                 conditions.check_values()?;
-                time(*expires_at, "`expires_at` is outside the time range")
+                time(*expires_at, "`expires_at` is outside the time range")?;
+                time(*not_before, "`not_before` is outside the time range")
             }
             EventBody::ProcessingGranted {
                 version,
@@ -93,6 +95,10 @@ impl EventBody {
                 Ok(())
             }
             EventBody::LineageErased { reason, .. } => check_reason(reason),
+            EventBody::AccessRecorded {
+                action: crate::event::AccessAction::Ask,
+                ..
+            } => Err("an access record's action is list, read metadata or read content"),
             _ => Ok(()),
         }
     }

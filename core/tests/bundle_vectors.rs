@@ -110,9 +110,11 @@ fn grant(grantee: UserId) -> EventBody {
         capabilities: Capabilities {
             metadata: true,
             content: true,
+            ask: false,
         },
         conditions: Default::default(),
         expires_at: None,
+        not_before: None,
     }
 }
 

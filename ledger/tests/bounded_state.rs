@@ -54,9 +54,10 @@ macro_rules! suite {
                     Box::new(|_| EventBody::GrantCreated {
                         grant,
                         grantee: reader.clone(),
-                        capabilities: Capabilities { metadata: true, content: true },
+                        capabilities: Capabilities { metadata: true, content: true, ask: false },
                         conditions: Default::default(),
                         expires_at: None,
+                        not_before: None,
                     }),
                     Box::new(|m| access(m)),
                     Box::new(|_| access(mnemo_core::MemoryId([1; 16]))),
@@ -110,9 +111,10 @@ macro_rules! suite {
                     a.append_event(who, EventBody::GrantCreated {
                         grant,
                         grantee: reader.clone(),
-                        capabilities: Capabilities { metadata: true, content: true },
+                        capabilities: Capabilities { metadata: true, content: true, ask: false },
                         conditions: Default::default(),
                         expires_at: None,
+                        not_before: None,
                     }, None).await.unwrap();
                 }
                 let m = m.unwrap();
@@ -213,9 +215,10 @@ macro_rules! suite {
                 b.append_event(&u, EventBody::GrantCreated {
                     grant: GrantId([3; 16]),
                     grantee: user("friend"),
-                    capabilities: Capabilities { metadata: true, content: false },
+                    capabilities: Capabilities { metadata: true, content: false, ask: false },
                     conditions: Default::default(),
                     expires_at: None,
+                    not_before: None,
                 }, None).await.unwrap();
                 assert_eq!(
                     (b.stats().snapshots_loaded, b.stats().snapshots_dropped),
@@ -321,9 +324,11 @@ async fn a_burst_of_first_grants_opens_no_consumer_per_user() {
                         capabilities: Capabilities {
                             metadata: true,
                             content: false,
+                            ask: false,
                         },
                         conditions: Default::default(),
                         expires_at: None,
+                        not_before: None,
                     },
                     None,
                 )

@@ -368,9 +368,10 @@ macro_rules! suite {
                     EventBody::GrantCreated {
                         grant,
                         grantee: reader.clone(),
-                        capabilities: Capabilities { metadata: true, content: true },
+                        capabilities: Capabilities { metadata: true, content: true, ask: false },
                         conditions: Default::default(),
                         expires_at: None,
+                        not_before: None,
                     },
                     None,
                 )

@@ -42,7 +42,7 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "grants",
-        "user_id, grant_id, grantee, can_metadata, can_content, conditions, expires_at, created_seq, revoked_seq",
+        "user_id, grant_id, grantee, can_metadata, can_content, can_ask, conditions, expires_at, not_before, created_seq, revoked_seq",
     ),
     (
         "access_log",

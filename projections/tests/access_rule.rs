@@ -1,6 +1,7 @@
 //! The grantee-read pre-filter (`Views::shared_candidates`, SQL) against core's access rule
 //! (`mnemo_core::Grant::allows`), on random grants and memories in a real PostgreSQL: the
-//! pre-filter never drops a memory the rule allows. (It may keep more: the rule decides.)
+//! pre-filter never drops a memory the rule allows (time capsules, expiry, revocation,
+//! capabilities, conditions, erasure). It may keep more: the rule decides.
 
 use mnemo_core::{
     AccessAction, Capabilities, Grant, GrantConditions, GrantId, MemoryId, TimestampMs, UserId,
@@ -58,17 +59,32 @@ fn grant(i: u8, memories: Vec<MemoryId>) -> impl Strategy<Value = Grant> {
         proptest::option::of(time()),
         proptest::option::of(time()),
         proptest::sample::subsequence(memories.clone(), 0..=memories.len().min(3)),
-        proptest::option::of(time()),
-        (any::<bool>(), any::<bool>(), proptest::bool::weighted(0.2)),
+        (proptest::option::of(time()), proptest::option::of(time())),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::bool::weighted(0.2),
+        ),
         proptest::bool::weighted(0.2),
     )
         .prop_map(
-            move |(tags, kinds, from, until, memories, expires, (m, c, other), revoked)| Grant {
+            move |(
+                tags,
+                kinds,
+                from,
+                until,
+                memories,
+                (expires, opens),
+                (m, c, a, other),
+                revoked,
+            )| Grant {
                 id: GrantId([i; 16]),
                 grantee: UserId::new(if other { "eve" } else { "bob" }).unwrap(),
                 capabilities: Capabilities {
                     metadata: m,
                     content: c,
+                    ask: a,
                 },
                 conditions: GrantConditions {
                     tags,
@@ -78,6 +94,7 @@ fn grant(i: u8, memories: Vec<MemoryId>) -> impl Strategy<Value = Grant> {
                     memories,
                 },
                 expires_at: expires.map(TimestampMs),
+                not_before: opens.map(TimestampMs),
                 revoked,
             },
         )
@@ -122,15 +139,17 @@ async fn load(views: &Views, mems: &[Mem], grants: &[Grant]) {
     }
     for (seq, g) in grants.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, conditions, expires_at, created_seq, revoked_seq)
-             VALUES ('alice', $1, $2, $3, $4, $5::jsonb, to_timestamp($6 / 1000.0), $7, $8)",
+            "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, can_ask, conditions, expires_at, not_before, created_seq, revoked_seq)
+             VALUES ('alice', $1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7 / 1000.0), to_timestamp($8 / 1000.0), $9, $10)",
         )
         .bind(g.id.0.to_vec())
         .bind(g.grantee.as_str())
         .bind(g.capabilities.metadata)
         .bind(g.capabilities.content)
+        .bind(g.capabilities.ask)
         .bind(serde_json::to_string(&g.conditions).unwrap())
         .bind(g.expires_at.map(|t| t.0))
+        .bind(g.not_before.map(|t| t.0))
         .bind(seq as i64 + 100)
         .bind(g.revoked.then_some(seq as i64 + 200))
         .execute(pool)
@@ -157,6 +176,7 @@ fn the_sql_pre_filter_never_drops_what_the_access_rule_allows() {
     let bob = UserId::new("bob").unwrap();
     let allowed_total = std::cell::Cell::new(0usize);
     let looser = std::cell::Cell::new(0usize);
+    let not_open = std::cell::Cell::new(0usize);
     let config = ProptestConfig {
         cases: 256,
         failure_persistence: None,
@@ -194,6 +214,12 @@ fn the_sql_pre_filter_never_drops_what_the_access_rule_allows() {
         // what the views hand the rule: the same unrevoked grants, read back intact
         let unrevoked: Vec<&Grant> = grants.iter().filter(|g| !g.revoked && g.grantee == bob).collect();
         prop_assert_eq!(c.grants.len(), unrevoked.len());
+        for g in unrevoked {
+            prop_assert!(c.grants.contains(g), "grant {:?} read back as {:?}", g, c.grants);
+            if g.in_force(TimestampMs(at)) == Err(mnemo_core::grant::Refusal::NotYetOpen) {
+                not_open.set(not_open.get() + 1);
+            }
+        }
         for row in &c.items {
             let allowed = first_allowing(&c.grants, &bob, action, &row.facts(), TimestampMs(at));
             if allowed.is_none() {
@@ -206,6 +232,12 @@ fn the_sql_pre_filter_never_drops_what_the_access_rule_allows() {
     assert!(
         allowed_total > 50,
         "only {allowed_total} allowed memories in all cases"
+    );
+    // Time capsules not yet open at the read's time were among the grants.
+    assert!(
+        not_open.get() > 20,
+        "only {} grants not yet open in all cases",
+        not_open.get()
     );
     eprintln!(
         "access rule: {allowed_total} allowed memories checked; {looser} candidates the rule refused"

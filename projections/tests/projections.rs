@@ -372,12 +372,14 @@ async fn erasure_reaches_the_views_and_rebuild_gives_the_same_rows() {
                 capabilities: Capabilities {
                     metadata: true,
                     content: false,
+                    ask: false,
                 },
                 conditions: GrantConditions {
                     tags: vec!["even".into()],
                     ..Default::default()
                 },
                 expires_at: None,
+                not_before: None,
             },
             None,
         )

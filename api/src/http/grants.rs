@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use mnemo_core::grant::Refusal;
 use mnemo_core::{Capabilities, EventBody, GrantConditions, GrantId, TimestampMs};
 use mnemo_ledger::LedgerError;
 use mnemo_projections::GrantRole;
@@ -40,6 +41,10 @@ pub(crate) struct NewGrant {
     /// Milliseconds since the epoch.
     #[serde(default)]
     expires_at: Option<i64>,
+    /// When the grant opens (a time capsule, user grants only): nothing is served or
+    /// answered under it before. Milliseconds since the epoch.
+    #[serde(default)]
+    not_before: Option<i64>,
 }
 
 /// Grants another user access (`grantee`, `capabilities`, conditions, expiry): a
@@ -57,6 +62,11 @@ async fn create_grant(
         return Err(Problem::bad_request("expires_at is in the past"));
     }
     let (grantee, capabilities) = match (g.grantee, g.capabilities, g.processor) {
+        (None, None, Some(_)) if g.not_before.is_some() => {
+            return Err(Problem::bad_request(
+                "not_before opens a user grant (a time capsule); a processing grant has none",
+            ));
+        }
         (None, None, Some(name)) => {
             return processing_grant(&api, user, &name, g.version, g.conditions, g.expires_at)
                 .await;
@@ -72,11 +82,19 @@ async fn create_grant(
         capabilities,
         conditions: g.conditions,
         expires_at: g.expires_at,
+        not_before: g.not_before,
     };
     if grantee == *user {
         return Err(Problem::bad_request("a grant to oneself means nothing"));
     }
-    if !g.capabilities.metadata && !g.capabilities.content {
+    if g.not_before
+        .is_some_and(|o| g.expires_at.is_some_and(|x| x <= o))
+    {
+        return Err(Problem::bad_request(
+            "expires_at is at or before not_before: the grant would never open",
+        ));
+    }
+    if !g.capabilities.metadata && !g.capabilities.content && !g.capabilities.ask {
         return Err(Problem::bad_request(
             "a grant needs at least one capability",
         ));
@@ -98,6 +116,7 @@ async fn create_grant(
                 capabilities: g.capabilities,
                 conditions: g.conditions,
                 expires_at: g.expires_at.map(TimestampMs),
+                not_before: g.not_before.map(TimestampMs),
             },
             None,
         )
@@ -109,6 +128,7 @@ struct NewUserGrant {
     capabilities: Capabilities,
     conditions: GrantConditions,
     expires_at: Option<i64>,
+    not_before: Option<i64>,
 }
 
 /// A processing grant: the processor must be registered and not revoked; the event names
@@ -205,6 +225,13 @@ async fn list_grants(
         .into_iter()
         .map(|r| GrantView {
             live: r.grant.in_force(now).is_ok(),
+            state: match r.grant.in_force(now) {
+                Ok(()) => "live",
+                Err(Refusal::NotYetOpen) => "not_yet_open",
+                Err(Refusal::Expired) => "expired",
+                Err(_) => "revoked",
+            },
+            not_before: r.grant.not_before,
             id: r.grant.id,
             owner: r.owner,
             grantee: r.grant.grantee,

@@ -191,7 +191,7 @@ pub struct GrantView {
     /// Who may read.
     #[schema(value_type = String)]
     pub grantee: UserId,
-    /// `{metadata, content}`.
+    /// `{metadata, content, ask}`.
     #[schema(value_type = Object)]
     pub capabilities: Capabilities,
     /// `{tags, kinds, from, until, memories}`.
@@ -200,12 +200,18 @@ pub struct GrantView {
     /// When it lapses (ms), if it does.
     #[schema(value_type = Option<i64>)]
     pub expires_at: Option<TimestampMs>,
+    /// When it opens (ms), if it is a time capsule.
+    #[schema(value_type = Option<i64>)]
+    pub not_before: Option<TimestampMs>,
     /// The seq of its `grant_created`.
     pub created_seq: u64,
     /// The seq of its `grant_revoked`, once revoked.
     pub revoked_seq: Option<u64>,
-    /// Neither revoked nor lapsed.
+    /// Open, neither revoked nor lapsed: what it serves now.
     pub live: bool,
+    /// `live`, `not_yet_open` (a time capsule), `expired` or `revoked`.
+    #[schema(pattern = "^(live|not_yet_open|expired|revoked)$")]
+    pub state: &'static str,
 }
 
 /// Grants given or received.

@@ -23,7 +23,7 @@ use mnemo_wire::problem::{ApiResult, Problem};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// What one decision allowed.
-struct Allowed {
+pub(crate) struct Allowed {
     items: Vec<(MemoryView, GrantId)>,
     /// A live grant of the caller for this action (the one a read that matched nothing is
     /// recorded under).
@@ -66,14 +66,16 @@ async fn shared_read(
             Err(p) => return Err(p),
         }
         // Grants are taken as lapsed this margin before their expiry, so that the access
-        // record, written a moment after the decision, is still inside the grant.
-        let at = TimestampMs(now_ms() + api.cfg.expiry_margin.as_millis() as i64);
+        // record, written a moment after the decision, is still inside the grant. A time
+        // capsule must be open now: the record's time is later still.
+        let now = TimestampMs(now_ms());
+        let at = TimestampMs(now.0 + api.cfg.expiry_margin.as_millis() as i64);
         let c = api
             .views
             .shared_candidates(&owner, me, &filter, memory, content, at.0, limit)
             .await?;
-        let Some(allowed) = decide(&c.grants, me, action, at, c.items, c.full) else {
-            return Err(Problem::forbidden("no live grant allows this"));
+        let Some(allowed) = decide(&c.grants, me, action, (now, at), c.items, c.full) else {
+            return Err(not_allowed(&c.grants, me, action, now));
         };
         if memory.is_some() && allowed.items.is_empty() {
             return Err(Problem::not_found("no such memory under your grants"));
@@ -127,19 +129,42 @@ async fn shared_read(
     Err(Problem::unavailable("the owner's chain is busy; retry"))
 }
 
-/// Core's access rule over the candidates: `None` when no grant of the caller is live for
-/// `action` at `at`; otherwise each candidate some grant allows, with that grant.
-fn decide(
+/// Why nothing is served: a 403 that says when a time capsule opens, if that is all that
+/// stands in the way (the caller holds the grant: its terms are theirs to know).
+pub(crate) fn not_allowed(
     grants: &[Grant],
     me: &mnemo_core::UserId,
     action: AccessAction,
     at: TimestampMs,
+) -> Problem {
+    let opens = grants
+        .iter()
+        .filter(|g| g.live_for(me, action, at) == Err(grant::Refusal::NotYetOpen))
+        .filter_map(|g| g.not_before)
+        .min();
+    match opens {
+        Some(t) => Problem::forbidden(format!(
+            "your grant is a time capsule: it opens at {} ms since the Unix epoch, and nothing is served before",
+            t.0
+        )),
+        None => Problem::forbidden("no live grant allows this"),
+    }
+}
+
+/// Core's access rule over the candidates: `None` when no grant of the caller is live for
+/// `action` at `at` (and open at `now`); otherwise each candidate some grant allows, with
+/// that grant.
+pub(crate) fn decide(
+    grants: &[Grant],
+    me: &mnemo_core::UserId,
+    action: AccessAction,
+    (now, at): (TimestampMs, TimestampMs),
     candidates: Vec<mnemo_projections::MemoryRow>,
     full: bool,
 ) -> Option<Allowed> {
     let live: Vec<&Grant> = grants
         .iter()
-        .filter(|g| g.live_for(me, action, at).is_ok())
+        .filter(|g| g.live_for(me, action, at).is_ok() && g.in_force(now).is_ok())
         .collect();
     let any_grant = live.iter().map(|g| g.id).min()?;
     let mut items = Vec::with_capacity(candidates.len());

@@ -103,6 +103,20 @@ try {
   await shot("consent");
   await page.getByRole("button", { name: "Revoke ben" }).click();
   out.revoked = await waitStatus(/revoked/);
+  // A time capsule for ben that may also ask: it opens in a year, and says so.
+  await page.locator("#grantee").fill("ben");
+  await page.locator("#ask").check();
+  const year = new Date(Date.now() + 365 * 24 * 3600 * 1000);
+  const local = new Date(year.getTime() - year.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  await page.locator("#opens").fill(local);
+  await page.getByRole("button", { name: "Grant" }).click();
+  out.capsule = await waitStatus(/Granted/);
+  const capsule = page.locator("[data-testid=grants] li [data-state=not_yet_open]");
+  await capsule.first().waitFor({ timeout: 20000 });
+  out.capsule_shown = (await capsule.first().textContent()).trim();
+  out.capsule_asks = (await page.locator("[data-testid=grants] li", { has: page.locator("[data-state=not_yet_open]") }).first().textContent()).includes("ask questions");
+  const early = await fetch(`${base}/v1/users/ana/memories`, { headers: { authorization: `Bearer ${granteeToken}` } });
+  out.capsule_read = early.status;
   step("grant");
 
   // Devices: issue, then revoke.

@@ -1,6 +1,7 @@
 //! The REST API in process (`tower::ServiceExt::oneshot`) against real nats-server,
 //! PostgreSQL and anvil, one file per feature: the whole flow (`flow`), ingest (`ingest`),
-//! isolation and bad input (`isolation`), the OpenAPI document (`openapi`), poison values
+//! isolation and bad input (`isolation`), time capsules (`capsules`), the OpenAPI document
+//! (`openapi`), poison values
 //! (`poison`), processing (`processing`), CORS (`cors`) and exports (`export`). Every
 //! response is checked against `/openapi.json` (mnemo-testkit's `openapi`).
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tower::ServiceExt;
 
+mod capsules;
 mod cors;
 mod export;
 mod flow;

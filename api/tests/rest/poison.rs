@@ -93,9 +93,11 @@ async fn poison_values_are_refused_and_a_planted_one_quarantines_one_user() {
             capabilities: mnemo_core::Capabilities {
                 metadata: true,
                 content: true,
+                ask: false,
             },
             conditions: Default::default(),
             expires_at: Some(mnemo_core::TimestampMs(i64::MAX)),
+            not_before: None,
         },
         mnemo_core::TimestampMs(now_ms()),
     )

@@ -160,7 +160,7 @@ export type Body =
   | { kind: "memory_erased"; memory: string | null }
   | { kind: "memory_derived"; memory: string; grant: string; version: string; inputs: string[]; sig: Uint8Array }
   | { kind: "lineage_erased"; memory: string; reason: string; closure: string[] }
-  | { kind: "grant_created"; grant: string; grantee: string; caps: number; cond: Conditions; expires: bigint | null }
+  | { kind: "grant_created"; grant: string; grantee: string; caps: number; cond: Conditions; expires: bigint | null; notBefore: bigint | null }
   | { kind: "grant_revoked"; grant: string }
   | { kind: "processing_granted"; grant: string; processor: string; version: string | null; key: Uint8Array; cond: Conditions; expires: bigint | null }
   | { kind: "access_recorded"; accessor: string; grant: string; action: number; memories: string[] }
@@ -230,12 +230,17 @@ function body(r: Reader): Body {
       return { kind: "memory_derived", memory: id16(r), grant: id16(r), version: r.str(), inputs: r.list(() => id16(r)), sig: r.take(64).slice() };
     case 0x13:
       return { kind: "lineage_erased", memory: id16(r), reason: r.str(), closure: r.list(() => id16(r)) };
-    case 0x20: {
+    case 0x20:
+    case 0x23: {
+      // 0x23: a time capsule, its opening after the expiry (§4.1).
       const grant = id16(r);
       const grantee = r.str();
       const caps = r.u32();
-      if (caps & ~3) throw new DecodeError("capability bits");
-      return { kind: "grant_created", grant, grantee, caps, cond: conditions(r), expires: r.opt(() => r.i64()) };
+      if (caps & ~7) throw new DecodeError("capability bits");
+      const cond = conditions(r);
+      const expires = r.opt(() => r.i64());
+      const notBefore = tag === 0x23 ? r.i64() : null;
+      return { kind: "grant_created", grant, grantee, caps, cond, expires, notBefore };
     }
     case 0x21:
       return { kind: "grant_revoked", grant: id16(r) };

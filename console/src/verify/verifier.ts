@@ -68,6 +68,7 @@ interface GrantState {
   grantee: string | null;
   caps: number;
   expires: bigint | null;
+  notBefore: bigint | null;
   revoked: boolean;
   processing: { processor: string; version: string | null; key: Uint8Array } | null;
 }
@@ -190,6 +191,7 @@ export class ChainRules {
     const b = e.body;
     if (b.kind === "grant_created" || b.kind === "processing_granted") {
       if (!timeOk(b.expires) || !timeOk(b.cond.from) || !timeOk(b.cond.until)) bad("a time out of range");
+      if (b.kind === "grant_created" && !timeOk(b.notBefore)) bad("a time out of range");
       if (![...b.cond.tags, ...b.cond.kinds].every(textOk)) bad("U+0000 in a condition");
       if (b.cond.kinds.some((k) => k === "")) bad("an empty kind in a condition");
       if (b.kind === "processing_granted" && b.version !== null && !versionOk(b.version)) bad("processor version");
@@ -275,13 +277,13 @@ export class ChainRules {
       case "grant_created": {
         if (this.grants.has(b.grant)) fail("bad_grant", seq, "grant created twice");
         if (b.grantee === this.user) fail("invalid_transition", seq, "a grant to the owner");
-        this.grants.set(b.grant, { grantee: b.grantee, caps: b.caps, expires: b.expires, revoked: false, processing: null });
+        this.grants.set(b.grant, { grantee: b.grantee, caps: b.caps, expires: b.expires, notBefore: b.notBefore, revoked: false, processing: null });
         return null;
       }
       case "processing_granted": {
         if (this.grants.has(b.grant)) fail("bad_grant", seq, "grant created twice");
         if (!keyAcceptable(b.key)) fail("invalid_transition", seq, "a weak or non-canonical processor key");
-        this.grants.set(b.grant, { grantee: null, caps: 0, expires: b.expires, revoked: false, processing: { processor: b.processor, version: b.version, key: b.key } });
+        this.grants.set(b.grant, { grantee: null, caps: 0, expires: b.expires, notBefore: null, revoked: false, processing: { processor: b.processor, version: b.version, key: b.key } });
         return null;
       }
       case "grant_revoked": {
@@ -293,7 +295,7 @@ export class ChainRules {
       case "access_recorded": {
         const g = this.grants.get(b.grant);
         const need = b.action === 3 ? 2 : 1;
-        if (!g || g.processing || g.revoked || g.grantee !== b.accessor || (g.expires !== null && e.timestamp >= g.expires) || (g.caps & need) === 0) {
+        if (!g || g.processing || g.revoked || g.grantee !== b.accessor || (g.expires !== null && e.timestamp >= g.expires) || (g.notBefore !== null && e.timestamp < g.notBefore) || (g.caps & need) === 0) {
           fail("bad_grant", seq, "not a live grant for this accessor and action");
         }
         for (const m of b.memories) if (!this.memories.has(m)) fail("unknown_memory", seq, "an access to an unknown memory");

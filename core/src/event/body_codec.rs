@@ -107,12 +107,17 @@ impl EventBody {
                 capabilities,
                 conditions,
                 expires_at,
+                not_before,
             } => {
                 w.fixed(&grant.0);
                 w.str(grantee.as_str());
                 w.u32(capabilities.bits());
                 conditions_encode(w, conditions);
                 opt_ts(w, *expires_at);
+                // 0x23: the time capsule's opening.
+                if let Some(t) = not_before {
+                    w.i64(t.0);
+                }
             }
             Self::GrantRevoked { grant } => w.fixed(&grant.0),
             Self::AccessRecorded {
@@ -134,7 +139,8 @@ impl EventBody {
 
     pub(super) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let at = r.pos();
-        Ok(match r.u8("kind")? {
+        let tag = r.u8("kind")?;
+        Ok(match tag {
             0x01 => {
                 let key = public_key(r, "key")?;
                 let at = r.pos();
@@ -176,7 +182,7 @@ impl EventBody {
                 };
                 Self::MemoryErased { target }
             }
-            0x20 => {
+            0x20 | 0x23 => {
                 let grant = GrantId(r.array("grant id")?);
                 let grantee = user_id(r, "grantee")?;
                 let at = r.pos();
@@ -188,12 +194,18 @@ impl EventBody {
                 )?;
                 let conditions = conditions_decode(r)?;
                 let expires_at = read_opt_ts(r, "expires_at")?;
+                let not_before = if tag == 0x23 {
+                    Some(TimestampMs(r.i64("not_before")?))
+                } else {
+                    None
+                };
                 Self::GrantCreated {
                     grant,
                     grantee,
                     capabilities,
                     conditions,
                     expires_at,
+                    not_before,
                 }
             }
             0x12 => Self::MemoryDerived {

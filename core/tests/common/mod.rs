@@ -117,6 +117,7 @@ pub fn sample_chain() -> Sample {
             capabilities: Capabilities {
                 metadata: true,
                 content: true,
+                ask: false,
             },
             conditions: GrantConditions {
                 tags: vec!["work".into()],
@@ -126,6 +127,7 @@ pub fn sample_chain() -> Sample {
                 memories: vec![],
             },
             expires_at: Some(TimestampMs(1_800_000_000_000)),
+            not_before: None,
         },
         None,
         None,

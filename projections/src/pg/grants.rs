@@ -29,8 +29,9 @@ pub enum GrantRole {
 }
 
 pub(crate) const GRANT_COLUMNS: &str =
-    "user_id, grant_id, grantee, can_metadata, can_content, conditions,
-    (extract(epoch from expires_at) * 1000)::bigint AS expires_ms, created_seq, revoked_seq";
+    "user_id, grant_id, grantee, can_metadata, can_content, can_ask, conditions,
+    (extract(epoch from expires_at) * 1000)::bigint AS expires_ms,
+    (extract(epoch from not_before) * 1000)::bigint AS not_before_ms, created_seq, revoked_seq";
 
 fn user(s: String) -> Result<UserId> {
     UserId::new(s).map_err(|e| ProjectionError::Corrupt(format!("stored user id: {e}")))
@@ -50,11 +51,15 @@ impl GrantRow {
                 capabilities: Capabilities {
                     metadata: r.try_get("can_metadata")?,
                     content: r.try_get("can_content")?,
+                    ask: r.try_get("can_ask")?,
                 },
                 conditions: serde_json::from_value::<GrantConditions>(conditions).map_err(|e| {
                     ProjectionError::Corrupt(format!("stored grant conditions: {e}"))
                 })?,
                 expires_at: r.try_get::<Option<i64>, _>("expires_ms")?.map(TimestampMs),
+                not_before: r
+                    .try_get::<Option<i64>, _>("not_before_ms")?
+                    .map(TimestampMs),
                 revoked: revoked_seq.is_some(),
             },
             created_seq: r.try_get::<i64, _>("created_seq")? as u64,

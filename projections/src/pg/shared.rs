@@ -29,6 +29,7 @@ const CANDIDATES: &str = "WITH g AS (
        SELECT conditions FROM grants g
        WHERE g.user_id = $1 AND g.grantee = $9 AND g.revoked_seq IS NULL AND {cap}
          AND (g.expires_at IS NULL OR g.expires_at > to_timestamp($10 / 1000.0))
+         AND (g.not_before IS NULL OR g.not_before <= to_timestamp($10 / 1000.0))
      )
      SELECT {MEMORY_COLUMNS} FROM memories m
      WHERE {LIST_FILTERS} AND m.erased_seq IS NULL AND ($11::bytea IS NULL OR m.memory_id = $11)

@@ -207,13 +207,14 @@ pub(crate) async fn write_rows(
                 capabilities,
                 conditions,
                 expires_at,
+                not_before,
             } => {
                 sqlx::query(
-                    "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, conditions, expires_at, created_seq)
-                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7 / 1000.0), $8) ON CONFLICT DO NOTHING",
+                    "INSERT INTO grants (user_id, grant_id, grantee, can_metadata, can_content, can_ask, conditions, expires_at, not_before, created_seq)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, to_timestamp($8 / 1000.0), to_timestamp($9 / 1000.0), $10) ON CONFLICT DO NOTHING",
                 )
-                .bind(u).bind(grant.0.to_vec()).bind(grantee.as_str()).bind(capabilities.metadata).bind(capabilities.content)
-                .bind(serde_json::to_string(conditions).expect("serialisable")).bind(expires_at.map(|t| t.0)).bind(seq)
+                .bind(u).bind(grant.0.to_vec()).bind(grantee.as_str()).bind(capabilities.metadata).bind(capabilities.content).bind(capabilities.ask)
+                .bind(serde_json::to_string(conditions).expect("serialisable")).bind(expires_at.map(|t| t.0)).bind(not_before.map(|t| t.0)).bind(seq)
                 .execute(&mut *tx).await?;
             }
             EventBody::GrantRevoked { grant } => {
