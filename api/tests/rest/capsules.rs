@@ -68,7 +68,7 @@ async fn a_time_capsule_serves_nothing_before_it_opens() {
     .await;
     let r = s.get("/v1/users/alice/memories", &bob).await;
     r.assert_status(StatusCode::OK);
-    assert_eq!(ids(&r.json()), [letter.clone()]);
+    assert_eq!(ids(&r.json()), std::slice::from_ref(&letter));
     let r = s
         .get(&format!("/v1/users/alice/memories/{letter}/content"), &bob)
         .await;
