@@ -4,3 +4,8 @@
 -- what their events say.
 ALTER TABLE grants ADD COLUMN can_ask boolean NOT NULL DEFAULT false;
 ALTER TABLE grants ADD COLUMN not_before timestamptz;
+
+-- A question asked under a grant (`question_asked`) is an access log entry too: action
+-- `ask`, its citations as `memories`, and the question's id (its text is in the chain,
+-- sealed; the API opens it for the owner).
+ALTER TABLE access_log ADD COLUMN question bytea;

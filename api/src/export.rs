@@ -100,7 +100,7 @@ pub async fn write_bundle_from<W: AsyncWrite + Unpin>(
         .await?;
         stats.events += 1;
         head = e.hash;
-        if e.event.body.new_memory().is_some() {
+        if e.event.body.payload_id().is_some() {
             // The salt and record open the commitment; an object's content is not read.
             match ledger.open_memory_stream_cached(&e, &mut cache).await {
                 Ok(m) => {

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use crate::capture_marks::CaptureMarks;
 use crate::checkpoint::Checkpoint;
 use crate::error::ChainError;
-use crate::event::{Custody, ErasureTarget, Event, EventBody};
+use crate::event::{AccessAction, Custody, ErasureTarget, Event, EventBody};
 use crate::grant::Grant;
 use crate::ids::{GrantId, Hash32, KeyId, MemoryId, ModelId, Seq, UserId};
 use crate::keys::{self, KeyHistory, KeyRecord, KeyRole, KeyRuleError};
@@ -122,6 +122,9 @@ pub struct Processing {
     children: HashMap<MemoryId, Vec<MemoryId>>,
     erased: HashSet<MemoryId>,
     models: HashSet<ModelId>,
+    /// The questions asked (their ids name payload keys, erasable like memories').
+    #[serde(default)]
+    questions: HashSet<MemoryId>,
 }
 
 impl Processing {
@@ -229,6 +232,11 @@ impl ChainState {
     /// The seq of a memory's event, when this state applied it (see `memory_seq`).
     pub fn seq_of(&self, memory: &MemoryId) -> Option<Seq> {
         self.memory_seq.get(memory).copied()
+    }
+
+    /// Whether `id` names a question asked under a grant (`question_asked`).
+    pub fn is_question(&self, id: &MemoryId) -> bool {
+        self.processing.questions.contains(id)
     }
 
     /// The inputs of a derived memory.
@@ -407,11 +415,11 @@ impl ChainState {
             .body
             .check_values()
             .map_err(|reason| ChainError::InvalidValue { seq, reason })?;
-        let is_memory = event.body.new_memory().is_some();
-        if is_memory != event.payload.is_some() {
+        let has_payload = event.body.payload_id().is_some();
+        if has_payload != event.payload.is_some() {
             return Err(ChainError::InvalidTransition {
                 seq,
-                reason: "a payload commitment belongs to memory_ingested and memory_derived events only",
+                reason: "a payload commitment belongs to memory_ingested, memory_derived and question_asked events only",
             });
         }
         let origin = match (&event.origin, &event.payload) {
@@ -670,6 +678,12 @@ impl ChainState {
                 self.memory_seq.insert(*memory, seq);
             }
             EventBody::MemoryErased { target } => match target {
+                ErasureTarget::Memory(m) if self.processing.questions.contains(m) => {
+                    if self.processing.erased.contains(m) {
+                        return Err(bad("the question was erased before"));
+                    }
+                    self.processing.erased.insert(*m);
+                }
                 ErasureTarget::Memory(m) => {
                     if !self.memories.contains(m) {
                         return Err(ChainError::UnknownMemory { seq, memory: *m });
@@ -681,6 +695,8 @@ impl ChainState {
                 }
                 ErasureTarget::All => {
                     self.processing.erased.extend(self.memories.iter().copied());
+                    let questions = self.processing.questions.iter().copied();
+                    self.processing.erased.extend(questions);
                 }
             },
             EventBody::LineageErased {
@@ -851,6 +867,58 @@ impl ChainState {
                     });
                 }
             },
+            EventBody::QuestionAsked {
+                question,
+                asker,
+                grant,
+                model,
+                cited,
+            } => {
+                let refused = match self.grants.get(grant) {
+                    None => Some("does not exist"),
+                    Some(g) => g
+                        .live_for(asker, AccessAction::Ask, event.timestamp)
+                        .err()
+                        .map(|r| r.reason()),
+                };
+                if let Some(reason) = refused {
+                    return Err(ChainError::BadGrant {
+                        seq,
+                        grant: *grant,
+                        reason,
+                    });
+                }
+                if !self.processing.models.contains(model) {
+                    return Err(bad(
+                        "the answering model is not a model_trained of this chain",
+                    ));
+                }
+                if self.memories.contains(question) || self.processing.questions.contains(question)
+                {
+                    return Err(bad("question id used before (by a memory or a question)"));
+                }
+                if cited.len() > processing::MAX_INPUTS || !processing::strictly_ascending(cited) {
+                    return Err(bad(
+                        "cited memories are at most 1024, in ascending id order, once each",
+                    ));
+                }
+                let conditions = &self.grants[grant].conditions;
+                for m in cited {
+                    if !self.memories.contains(m) {
+                        return Err(ChainError::UnknownMemory { seq, memory: *m });
+                    }
+                    if self.processing.erased.contains(m) {
+                        return Err(bad("cites an erased memory"));
+                    }
+                    // The memory list is known from the chain alone; tags, kinds and times
+                    // are checked where the records are (a custody bundle's openings).
+                    if !conditions.memories.is_empty() && !conditions.memories.contains(m) {
+                        return Err(ChainError::CitationNotCovered { seq, memory: *m });
+                    }
+                }
+                self.processing.questions.insert(*question);
+                self.memory_seq.insert(*question, seq);
+            }
             EventBody::AccessRecorded {
                 accessor,
                 grant,

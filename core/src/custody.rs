@@ -213,6 +213,9 @@ pub struct CustodySummary {
     pub revocations: u64,
     /// Access records.
     pub accesses: u64,
+    /// Questions asked under grants (`question_asked`).
+    #[serde(default)]
+    pub questions: u64,
     /// Keys in the chain's history.
     pub keys: u64,
     /// Anchors checked: (epoch, checkpoint seq, receipt).
@@ -232,6 +235,27 @@ pub struct AnchorSeen {
     pub receipt: AnchorReceipt,
 }
 
+/// What the access rule needs of an opened memory.
+struct Facts {
+    kind: String,
+    tags: Vec<String>,
+    captured_at: Option<TimestampMs>,
+    ingested_at: TimestampMs,
+}
+
+impl Facts {
+    fn of(&self, id: MemoryId) -> crate::grant::MemoryFacts<'_> {
+        crate::grant::MemoryFacts {
+            id,
+            kind: &self.kind,
+            tags: &self.tags,
+            captured_at: self.captured_at,
+            ingested_at: self.ingested_at,
+            erased: false,
+        }
+    }
+}
+
 /// Verifies a custody bundle item by item. See the module docs.
 pub struct CustodyVerifier {
     policy: AuditPolicy,
@@ -243,6 +267,15 @@ pub struct CustodyVerifier {
     opened: std::collections::HashSet<MemoryId>,
     /// The seq of the last payload opened (to name a repeated one).
     opened_last: Option<Seq>,
+    /// What the access rule needs of each memory whose record the bundle opened, to hold
+    /// a question's citations to its grant's conditions (FORMAT.md §4.3).
+    facts: std::collections::HashMap<MemoryId, Facts>,
+    /// The conditions of each user grant of the chain.
+    conditions: std::collections::HashMap<crate::ids::GrantId, crate::event::GrantConditions>,
+    /// The time of the last event (a memory's ingestion time, for its opening).
+    last_time: TimestampMs,
+    /// Whether the last event is a memory's (not a question's).
+    last_is_memory: bool,
     events_started: bool,
     ended: Option<(u64, Hash32)>,
     summary: CustodySummary,
@@ -260,6 +293,10 @@ impl CustodyVerifier {
             last: None,
             opened: Default::default(),
             opened_last: None,
+            facts: Default::default(),
+            conditions: Default::default(),
+            last_time: TimestampMs(0),
+            last_is_memory: false,
             events_started: false,
             ended: None,
             summary: CustodySummary::default(),
@@ -368,11 +405,40 @@ impl CustodyVerifier {
                     });
                 }
             }
-            EventBody::GrantCreated { .. } => self.summary.grants += 1,
+            EventBody::GrantCreated {
+                grant, conditions, ..
+            } => {
+                self.summary.grants += 1;
+                self.conditions.insert(*grant, conditions.clone());
+            }
+            EventBody::QuestionAsked {
+                question,
+                grant,
+                cited,
+                ..
+            } => {
+                self.summary.questions += 1;
+                memory = Some(*question);
+                // Records the bundle opened: the conditions decide each citation. (The
+                // chain rules, run first, checked the grant's memory list and liveness.)
+                if let Some(c) = self.conditions.get(grant)
+                    && let Some(m) = cited
+                        .iter()
+                        .find(|m| self.facts.get(m).is_some_and(|f| !c.covers(&f.of(**m))))
+                {
+                    return Err(ChainError::CitationNotCovered {
+                        seq: event.seq,
+                        memory: *m,
+                    }
+                    .into());
+                }
+            }
             EventBody::GrantRevoked { .. } => self.summary.revocations += 1,
             EventBody::AccessRecorded { .. } => self.summary.accesses += 1,
             _ => {}
         }
+        self.last_time = event.timestamp;
+        self.last_is_memory = event.body.new_memory().is_some();
         self.last = Some((event.seq, event.payload, memory));
         Ok(())
     }
@@ -566,6 +632,17 @@ impl CustodyVerifier {
                     .check_values()
                     .map_err(|reason| AuditError::Payload { seq, reason })?;
                 self.summary.payloads_opened += 1;
+                if let Some(m) = memory.filter(|_| self.last_is_memory) {
+                    self.facts.insert(
+                        m,
+                        Facts {
+                            kind: record.kind.clone(),
+                            tags: record.tags.clone(),
+                            captured_at: record.captured_at,
+                            ingested_at: self.last_time,
+                        },
+                    );
+                }
                 self.opened.extend(memory);
                 self.opened_last = Some(seq);
                 Ok(None)

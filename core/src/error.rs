@@ -188,6 +188,15 @@ pub enum ChainError {
         /// The memory.
         memory: MemoryId,
     },
+    /// A question's answer cites a memory its grant does not cover (the grant's memory
+    /// list, or, with the memory's record at hand, its tags, kinds or times).
+    #[error("seq {seq}: the answer cites memory {memory}, which its grant does not cover")]
+    CitationNotCovered {
+        /// The event's sequence number.
+        seq: Seq,
+        /// The memory.
+        memory: MemoryId,
+    },
     /// A result repeats an earlier one (same processor, version and inputs).
     #[error("seq {seq}: the same result was recorded before as memory {original}")]
     AlreadyDerived {
@@ -256,6 +265,7 @@ impl ChainError {
             Self::BadGrant { .. } => "bad_grant",
             Self::BadProcessorSignature { .. } => "bad_processor_signature",
             Self::InputNotCovered { .. } => "input_not_covered",
+            Self::CitationNotCovered { .. } => "citation_not_covered",
             Self::AlreadyDerived { .. } => "already_derived",
             Self::ErasureIncomplete { .. } => "erasure_incomplete",
             Self::DuplicateCapture { .. } => "duplicate_capture",
@@ -281,6 +291,7 @@ impl ChainError {
             | Self::UnknownMemory { seq, .. }
             | Self::BadGrant { seq, .. }
             | Self::InputNotCovered { seq, .. }
+            | Self::CitationNotCovered { seq, .. }
             | Self::AlreadyDerived { seq, .. }
             | Self::ErasureIncomplete { seq, .. }
             | Self::DuplicateCapture { seq, .. }

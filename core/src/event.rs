@@ -36,7 +36,7 @@ pub enum ErasureTarget {
     All,
 }
 
-/// What a grant allows, as bit flags (docs/FORMAT.md §4.3).
+/// What a grant allows, as bit flags (docs/FORMAT.md §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct Capabilities {
@@ -221,6 +221,23 @@ pub enum EventBody {
         /// When the grant lapses by itself.
         expires_at: Option<TimestampMs>,
     },
+    /// A grantee asked the owner's model a question under a grant with the ask capability
+    /// (docs/FORMAT.md §4.3), recorded before the answer is returned. The question's text
+    /// is the event's payload (a record of kind `question`), sealed under the question id's
+    /// own key like a memory's content, so the owner reads it and can erase it.
+    QuestionAsked {
+        /// The question's id: names its payload key (`memory_erased` erases it).
+        question: MemoryId,
+        /// Who asked: the grant's grantee.
+        asker: UserId,
+        /// The grant it was asked under.
+        grant: GrantId,
+        /// The model that answered (a `model_trained` of this chain).
+        model: ModelId,
+        /// The memories the answer cites, in ascending id order, each once (the grant
+        /// covers each).
+        cited: Vec<MemoryId>,
+    },
     /// A processor fetched memories under a processing grant (recorded before they were
     /// handed over).
     InputsFetched {
@@ -287,6 +304,7 @@ impl EventBody {
             Self::ProcessingGranted { .. } => 0x22,
             Self::AccessRecorded { .. } => 0x30,
             Self::InputsFetched { .. } => 0x31,
+            Self::QuestionAsked { .. } => 0x32,
             Self::ModelTrained { set: None, .. } => 0x40,
             Self::ModelTrained { set: Some(_), .. } => 0x41,
         }
@@ -307,6 +325,7 @@ impl EventBody {
             Self::ProcessingGranted { .. } => "processing_granted",
             Self::AccessRecorded { .. } => "access_recorded",
             Self::InputsFetched { .. } => "inputs_fetched",
+            Self::QuestionAsked { .. } => "question_asked",
             Self::ModelTrained { .. } => "model_trained",
         }
     }
@@ -326,6 +345,15 @@ impl EventBody {
                 Some(*memory)
             }
             _ => None,
+        }
+    }
+
+    /// The id whose key seals this event's payload, on the kinds that carry one: a new
+    /// memory's, or a question's (docs/FORMAT.md §8 rule 5).
+    pub fn payload_id(&self) -> Option<MemoryId> {
+        match self {
+            Self::QuestionAsked { question, .. } => Some(*question),
+            other => other.new_memory(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use mnemo_core::grant::Refusal;
+use mnemo_core::processing::{self, ModelClaim, SetMember, TrainingSet};
 use mnemo_core::*;
 use serde_json::{Value, json};
 
@@ -90,6 +91,94 @@ fn chain(opens: TimestampMs, access: AccessAction) -> Vec<(Event, Hash32)> {
     b.events
 }
 
+const PROCESSOR_SEED: u8 = 9;
+
+/// The question bob asks under the capsule (event 9 of the question chain).
+fn question(asker: &str, model: ModelId, cited: Vec<MemoryId>) -> EventBody {
+    EventBody::QuestionAsked {
+        question: MemoryId([0x51; 16]),
+        asker: user(asker),
+        grant: GrantId([0x31; 16]),
+        model,
+        cited,
+    }
+}
+
+/// The chain above, then: a processing grant to `trainer`, its fetch of memory 1, a model
+/// over it (training set published), `ask` (bob's question, event 9, its text's
+/// commitment `payload`), and the question's erasure (event 10).
+fn with_question(ask: EventBody, payload: Option<Hash32>) -> Vec<(Event, Hash32)> {
+    let custody = key(1);
+    let mut b = ChainBuilder::new(user("alice"));
+    for (e, _) in chain(ts(5), AccessAction::List) {
+        b.push(&custody, e.body.clone(), e.payload, e.origin);
+    }
+    let pgrant = GrantId([0x33; 16]);
+    let trainer = ProcessorId::new("trainer").unwrap();
+    b.push(
+        &custody,
+        EventBody::ProcessingGranted {
+            grant: pgrant,
+            processor: trainer.clone(),
+            version: None,
+            key: pk(&key(PROCESSOR_SEED)),
+            conditions: GrantConditions::default(),
+            expires_at: None,
+        },
+        None,
+        None,
+    );
+    b.push(
+        &custody,
+        EventBody::InputsFetched {
+            grant: pgrant,
+            memories: vec![mem(1)],
+        },
+        None,
+        None,
+    );
+    let set = TrainingSet::new(vec![SetMember {
+        seq: Seq(2),
+        event_hash: b.events[1].1,
+    }])
+    .unwrap();
+    let artifact = Hash32([0xab; 32]);
+    let msg = processing::model_signing_message(&ModelClaim {
+        user: &user("alice"),
+        grant: &pgrant,
+        processor: &trainer,
+        version: "1",
+        artifact: &artifact,
+        set_root: &set.root(),
+        set_count: 1,
+    });
+    b.push(
+        &custody,
+        EventBody::ModelTrained {
+            model: ModelId([0x44; 16]),
+            grant: pgrant,
+            version: "1".into(),
+            artifact,
+            set_root: set.root(),
+            set_count: 1,
+            set: Some(vec![Seq(2)]),
+            signature: processing::sign(&key(PROCESSOR_SEED), &msg),
+        },
+        None,
+        None,
+    );
+    b.push(&custody, ask, payload, None);
+    b.push(
+        &custody,
+        EventBody::MemoryErased {
+            target: ErasureTarget::Memory(MemoryId([0x51; 16])),
+        },
+        None,
+        None,
+    );
+    b.events
+}
+
 fn wires(events: &[(Event, Hash32)]) -> Vec<Vec<u8>> {
     events.iter().map(|(e, _)| e.to_wire()).collect()
 }
@@ -117,7 +206,9 @@ fn verdict(r: Result<(), Refusal>) -> &'static str {
 }
 
 fn build() -> Value {
-    let valid = chain(ts(5), AccessAction::List);
+    let model = ModelId([0x44; 16]);
+    let text = Some(Hash32([0x71; 32]));
+    let valid = with_question(question("bob", model, vec![mem(1)]), text);
     verify_wires(&user("alice"), &wires(&valid)).expect("the valid chain verifies");
     let events: Vec<Value> = valid
         .iter()
@@ -188,9 +279,30 @@ fn build() -> Value {
             "access_recorded_with_ask",
             wires(&chain(ts(5), AccessAction::Ask)),
         ),
+        // Questions (§4.3): only the grantee asks; the model must be the chain's; the
+        // text is a payload; a citation names a memory of the chain.
+        invalid(
+            "question_by_another_user",
+            wires(&with_question(question("carol", model, vec![mem(1)]), text)),
+        ),
+        invalid(
+            "question_to_an_unknown_model",
+            wires(&with_question(
+                question("bob", ModelId([0x45; 16]), vec![mem(1)]),
+                text,
+            )),
+        ),
+        invalid(
+            "question_without_its_text",
+            wires(&with_question(question("bob", model, vec![mem(1)]), None)),
+        ),
+        invalid(
+            "question_citing_an_unknown_memory",
+            wires(&with_question(question("bob", model, vec![mem(9)]), text)),
+        ),
     ];
     json!({
-        "about": "FORMAT.md §4.1 and §4.1.1: a time capsule (grant_created, kind tag 0x23) and the ask capability (bit 2). Keys are ed25519 seeds [n; 32]: custody n = 1. Verify `valid.events` as one chain of user alice; each `invalid` chain must fail with the code and seq given; `access` gives the access rule's verdict for bob under the capsule (event 3) on memory 1 (ingested at event 2's time, no conditions).",
+        "about": "FORMAT.md §4.1, §4.1.1 and §4.3: a time capsule (grant_created, kind tag 0x23), the ask capability (bit 2) and a question asked under it (question_asked, 0x32, event 9; erased at event 10). Keys are ed25519 seeds [n; 32]: custody n = 1, processor n = 9. Verify `valid.events` as one chain of user alice; each `invalid` chain must fail with the code and seq given; `access` gives the access rule's verdict for bob under the capsule (event 3) on memory 1 (ingested at event 2's time, no conditions).",
         "valid": { "user": "alice", "events": events },
         "invalid": invalid,
         "access": access,
@@ -248,6 +360,9 @@ fn checked_in_grant_vectors_verify_as_stated() {
         .iter()
         .map(|a| a["verdict"].as_str().unwrap())
         .collect();
+    let asked = &v["valid"]["events"][8]["event"];
+    assert_eq!(asked["kind"], "question_asked");
+    assert!(asked["payload"].is_string());
     assert_eq!(
         verdicts,
         [

@@ -45,8 +45,9 @@ pub use error::{LedgerError, Result};
 pub use keystore::{GENERATION_SIZE, KeyCache};
 pub use ledger::{
     ChainReader, ChainTip, ContentStream, DerivedResult, DeviceSignature, FetchedInput, Ledger,
-    LedgerStats, MAX_IDEMPOTENCY_KEY, NOT_THIS_PROCESSOR, NewMemory, OpenedMemory, OpenedStream,
-    Receipt, StoredEvent, SweptChunks, content_error, is_idempotency_key,
+    LedgerStats, MAX_IDEMPOTENCY_KEY, MAX_QUESTION_BYTES, NOT_THIS_PROCESSOR, NewMemory,
+    NewQuestion, OpenedMemory, OpenedStream, QUESTION_KIND, Receipt, StoredEvent, SweptChunks,
+    content_error, is_idempotency_key,
 };
 pub use mnemo_core::names::{
     CHAIN_SUBJECT_PREFIX, ChainLocation, KEYS_BUCKET, Layout, OBJECTS_BUCKET,

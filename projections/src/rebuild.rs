@@ -38,7 +38,7 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "memories",
-        "user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, erased_seq, erased_at, body",
+        "user_id, memory_id, seq, kind, tags, captured_at, source, content_type, size, storage, ingested_at, erased_seq, erased_at, body, derived",
     ),
     (
         "grants",
@@ -46,7 +46,7 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "access_log",
-        "user_id, seq, accessor, grant_id, action, memories, ts",
+        "user_id, seq, accessor, accessor_kind, grant_id, action, memories, ts, question",
     ),
     (
         "quarantine",
@@ -54,6 +54,31 @@ const TABLES: &[(&str, &str)] = &[
     ),
     ("processing_state", "user_id, last_seq, state"),
 ];
+
+/// Refuses to rebuild when a table has a column the switch-over would not copy (a
+/// migration added it and [`TABLES`] was not told): the rebuilt view would lose it.
+async fn check_columns(pool: &sqlx::PgPool) -> Result<()> {
+    for (t, cols) in TABLES {
+        let have: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = $1 AND is_generated = 'NEVER'",
+        )
+        .bind(*t)
+        .fetch_all(pool)
+        .await?;
+        let copied: Vec<&str> = cols.split(',').map(str::trim).collect();
+        let missing: Vec<&String> = have
+            .iter()
+            .filter(|c| !copied.contains(&c.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ProjectionError::Rebuild(format!(
+                "table {t} has columns a rebuild would not copy: {missing:?}"
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// What a rebuild did.
 #[derive(Clone, Debug)]
@@ -99,6 +124,7 @@ pub async fn rebuild(
         .max_connections(4)
         .connect(database_url)
         .await?;
+    check_columns(&pool).await?;
     let mut setup = format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; CREATE SCHEMA {SCHEMA};");
     for (t, _) in TABLES
         .iter()

@@ -6,7 +6,7 @@ use axum::extract::State;
 
 use super::S;
 use super::extract::Caller;
-use super::schema::{AccessEntry, AccessLog, AccessorKind};
+use super::schema::{AccessEntry, AccessLog, AccessorKind, AskedQuestion};
 use mnemo_projections::Accessor;
 use mnemo_wire::problem::ApiResult;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -18,12 +18,17 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<AccessLog>> {
     let user = caller.user()?;
     api.sync(user).await?;
-    let items = api
-        .views
-        .access_log(user, 1000)
-        .await?
-        .into_iter()
-        .map(|r| AccessEntry {
+    let rows = api.views.access_log(user, 1000).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        let question = match r.question {
+            Some(id) => Some(AskedQuestion {
+                id,
+                text: question_text(&api, user, r.seq).await?,
+            }),
+            None => None,
+        };
+        items.push(AccessEntry {
             seq: r.seq,
             accessor_kind: match r.accessor {
                 Accessor::User(_) => AccessorKind::User,
@@ -34,9 +39,27 @@ async fn access_log(State(api): State<S>, caller: Caller) -> ApiResult<Json<Acce
             action: r.action,
             memories: r.memories,
             at: r.at,
-        })
-        .collect();
+            question,
+        });
+    }
     Ok(Json(AccessLog { items }))
+}
+
+/// The text of the question recorded at `seq` (sealed in the chain); `None` once erased.
+async fn question_text(
+    api: &super::Api,
+    owner: &mnemo_core::UserId,
+    seq: u64,
+) -> ApiResult<Option<String>> {
+    let events = api.ledger.events(owner, mnemo_core::Seq(seq), 1).await?;
+    let Some(e) = events.first() else {
+        return Ok(None);
+    };
+    match api.ledger.open_memory(e).await {
+        Ok(m) => Ok(Some(String::from_utf8_lossy(&m.content).into_owned())),
+        Err(mnemo_ledger::LedgerError::Erased(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// This resource's routes, with their OpenAPI description.

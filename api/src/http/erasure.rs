@@ -38,6 +38,19 @@ async fn erase(
         (Some(m), false) => {
             let id = memory_id(&m)?;
             api.sync(user).await?;
+            // A question asked under a grant: its text is shredded like a memory's.
+            if api.ledger.with_rules(user, |s| s.is_question(&id)).await? {
+                let r = api
+                    .ledger
+                    .erase(user, mnemo_core::ErasureTarget::Memory(id))
+                    .await?;
+                return Ok(Json(ErasureReceipt {
+                    seq: r.seq.0,
+                    event_hash: r.hash,
+                    closure: Vec::new(),
+                    stale_models: Vec::new(),
+                }));
+            }
             let m = memory_row(&api, user, &id).await?;
             if m.erased {
                 return Err(LedgerError::Erased(id).into());

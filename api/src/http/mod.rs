@@ -37,6 +37,7 @@ mod server;
 pub mod session;
 mod trace;
 pub use server::{ServerLimits, serve, serve_with};
+pub mod ask;
 pub mod shared;
 pub mod users;
 
@@ -278,6 +279,7 @@ pub fn routes() -> OpenApiRouter<S> {
         .merge(erasure::router())
         .merge(anchors::router())
         .merge(shared::router())
+        .merge(ask::router())
         .merge(processing::router())
         .merge(session::router())
 }

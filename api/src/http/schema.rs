@@ -272,13 +272,26 @@ pub struct AccessEntry {
     /// Under which grant (hex).
     #[schema(value_type = String)]
     pub grant: GrantId,
-    /// `list`, `read_metadata` or `read_content` (a user); `fetch` (a processor).
+    /// `list`, `read_metadata`, `read_content` or `ask` (a user); `fetch` (a processor).
     pub action: String,
-    /// The memories returned (hex ids).
+    /// The memories returned (hex ids); for `ask`, the memories the answer cited.
     #[schema(value_type = Vec<String>)]
     pub memories: Vec<MemoryId>,
     /// When (ms).
     pub at: i64,
+    /// The question asked (`ask` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<AskedQuestion>,
+}
+
+/// A question in the owner's access log.
+#[derive(Serialize, ToSchema)]
+pub struct AskedQuestion {
+    /// Its id (hex): `POST /v1/erasure {"memory": id}` erases its text.
+    #[schema(value_type = String)]
+    pub id: MemoryId,
+    /// Its text; `null` once erased.
+    pub text: Option<String>,
 }
 
 /// The access log, newest first: everything that left the ledger.

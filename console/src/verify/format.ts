@@ -161,6 +161,7 @@ export type Body =
   | { kind: "memory_derived"; memory: string; grant: string; version: string; inputs: string[]; sig: Uint8Array }
   | { kind: "lineage_erased"; memory: string; reason: string; closure: string[] }
   | { kind: "grant_created"; grant: string; grantee: string; caps: number; cond: Conditions; expires: bigint | null; notBefore: bigint | null }
+  | { kind: "question_asked"; question: string; asker: string; grant: string; model: string; cited: string[] }
   | { kind: "grant_revoked"; grant: string }
   | { kind: "processing_granted"; grant: string; processor: string; version: string | null; key: Uint8Array; cond: Conditions; expires: bigint | null }
   | { kind: "access_recorded"; accessor: string; grant: string; action: number; memories: string[] }
@@ -253,6 +254,8 @@ function body(r: Reader): Body {
       if (action < 1 || action > 3) throw new DecodeError("action");
       return { kind: "access_recorded", accessor, grant, action, memories: r.list(() => id16(r)) };
     }
+    case 0x32:
+      return { kind: "question_asked", question: id16(r), asker: r.str(), grant: id16(r), model: id16(r), cited: r.list(() => id16(r)) };
     case 0x31:
       return { kind: "inputs_fetched", grant: id16(r), memories: r.list(() => id16(r)) };
     case 0x40:

@@ -5,6 +5,7 @@
 import {
   Accumulator,
   CTX,
+  type Conditions,
   DecodeError,
   type Event,
   H,
@@ -64,11 +65,29 @@ interface Key {
   retired: boolean;
 }
 
+/** What the access rule needs of an opened memory (§4.1.1 point 5). */
+interface Facts {
+  kind: string;
+  tags: string[];
+  time: bigint;
+}
+
+/** Whether a grant's conditions cover a memory (§4.1.1 point 5). */
+function covers(c: Conditions, f: Facts): boolean {
+  return (
+    (c.tags.length === 0 || f.tags.some((t) => c.tags.includes(t))) &&
+    (c.kinds.length === 0 || c.kinds.includes(f.kind)) &&
+    (c.from === null || f.time >= c.from) &&
+    (c.until === null || f.time < c.until)
+  );
+}
+
 interface GrantState {
   grantee: string | null;
   caps: number;
   expires: bigint | null;
   notBefore: bigint | null;
+  cond: Conditions;
   revoked: boolean;
   processing: { processor: string; version: string | null; key: Uint8Array } | null;
 }
@@ -87,6 +106,7 @@ export class ChainRules {
   fetched = new Map<string, Set<string>>();
   derivations = new Set<string>();
   models = new Set<string>();
+  questions = new Set<string>();
   // Each event that added a memory, by seq: a published training set is checked against them.
   memoryEvents = new Map<bigint, { memory: string; hash: Uint8Array }>();
   acc = new Accumulator(CTX.chainLeaf, CTX.chainNode);
@@ -143,8 +163,8 @@ export class ChainRules {
       custodySig = (s as { sig: Uint8Array }).sig;
     }
     this.values(e);
-    const isMemory = e.body.kind === "memory_ingested" || e.body.kind === "memory_derived";
-    if (isMemory !== (e.payload !== null)) fail("invalid_transition", seq, "a payload belongs to memory events only");
+    const isMemory = e.body.kind === "memory_ingested" || e.body.kind === "memory_derived" || e.body.kind === "question_asked";
+    if (isMemory !== (e.payload !== null)) fail("invalid_transition", seq, "a payload belongs to memory and question events only");
     let origin: { key: Uint8Array; msg: Uint8Array; sig: Uint8Array } | null = null;
     if (e.origin) {
       if (e.body.kind !== "memory_ingested") fail("invalid_transition", seq, "an origin belongs to memory_ingested only");
@@ -252,6 +272,12 @@ export class ChainRules {
         return null;
       }
       case "memory_erased": {
+        if (b.memory !== null && this.questions.has(b.memory)) {
+          if (this.erased.has(b.memory)) fail("invalid_transition", seq, "the question was erased before");
+          this.erased.add(b.memory);
+          return null;
+        }
+        if (b.memory === null) this.questions.forEach((q) => this.erased.add(q));
         const targets = b.memory === null ? [...this.memories] : [b.memory];
         if (b.memory !== null && !this.memories.has(b.memory)) fail("unknown_memory", seq, "erasure of an unknown memory");
         for (const m of targets) {
@@ -277,13 +303,13 @@ export class ChainRules {
       case "grant_created": {
         if (this.grants.has(b.grant)) fail("bad_grant", seq, "grant created twice");
         if (b.grantee === this.user) fail("invalid_transition", seq, "a grant to the owner");
-        this.grants.set(b.grant, { grantee: b.grantee, caps: b.caps, expires: b.expires, notBefore: b.notBefore, revoked: false, processing: null });
+        this.grants.set(b.grant, { grantee: b.grantee, caps: b.caps, expires: b.expires, notBefore: b.notBefore, cond: b.cond, revoked: false, processing: null });
         return null;
       }
       case "processing_granted": {
         if (this.grants.has(b.grant)) fail("bad_grant", seq, "grant created twice");
         if (!keyAcceptable(b.key)) fail("invalid_transition", seq, "a weak or non-canonical processor key");
-        this.grants.set(b.grant, { grantee: null, caps: 0, expires: b.expires, notBefore: null, revoked: false, processing: { processor: b.processor, version: b.version, key: b.key } });
+        this.grants.set(b.grant, { grantee: null, caps: 0, expires: b.expires, notBefore: null, cond: b.cond, revoked: false, processing: { processor: b.processor, version: b.version, key: b.key } });
         return null;
       }
       case "grant_revoked": {
@@ -299,6 +325,23 @@ export class ChainRules {
           fail("bad_grant", seq, "not a live grant for this accessor and action");
         }
         for (const m of b.memories) if (!this.memories.has(m)) fail("unknown_memory", seq, "an access to an unknown memory");
+        return null;
+      }
+      case "question_asked": {
+        // §4.3: the grant live for the asker with ask (bit 2), the model, the citations.
+        const g = this.grants.get(b.grant);
+        if (!g || g.processing || g.revoked || g.grantee !== b.asker || (g.expires !== null && e.timestamp >= g.expires) || (g.notBefore !== null && e.timestamp < g.notBefore) || (g.caps & 4) === 0) {
+          fail("bad_grant", seq, "not a live grant with ask for this asker");
+        }
+        if (!this.models.has(b.model)) fail("invalid_transition", seq, "the answering model is not a model_trained of this chain");
+        if (this.memories.has(b.question) || this.questions.has(b.question)) fail("invalid_transition", seq, "question id used before");
+        if (b.cited.length > 1024 || b.cited.some((m, i) => i > 0 && b.cited[i - 1] >= m)) fail("invalid_transition", seq, "cited memories out of order or repeated");
+        for (const m of b.cited) {
+          if (!this.memories.has(m)) fail("unknown_memory", seq, "a citation of an unknown memory");
+          if (this.erased.has(m)) fail("invalid_transition", seq, "cites an erased memory");
+          if (g!.cond.memories.length > 0 && !g!.cond.memories.includes(m)) fail("citation_not_covered", seq, "a citation outside the grant's memories");
+        }
+        this.questions.add(b.question);
         return null;
       }
       case "inputs_fetched": {
@@ -404,6 +447,7 @@ export function verifyBundle(text: string): Verdict {
       anchors++;
     }
     const opened = new Set<string>();
+    const facts = new Map<string, Facts>();
     let lastEvent: Event | null = null;
     let memoryOf = new Map<bigint, string>();
     let end: { events: number; head: string } | null = null;
@@ -429,6 +473,15 @@ export function verifyBundle(text: string): Verdict {
           rules.push(e!);
         }
         if (b.kind === "memory_ingested" || b.kind === "memory_derived") memoryOf.set(e!.seq, b.memory);
+        if (b.kind === "question_asked") {
+          memoryOf.set(e!.seq, b.question);
+          // §13: the citations against the grant's conditions, for records opened here.
+          const c = rules.grants.get(b.grant)?.cond;
+          for (const m of b.cited) {
+            const f = facts.get(m);
+            if (c && f && !covers(c, f)) fail("citation_not_covered", e!.seq, "a citation outside the grant's tags, kinds or times");
+          }
+        }
         lastEvent = e!;
         const want = expected.get(Number(e!.seq));
         if (want && (want.head !== hex(e!.hash) || want.root !== hex(rules.acc.root()))) fail("checkpoint_mismatch", e!.seq, "an anchored checkpoint is not the chain's");
@@ -450,6 +503,10 @@ export function verifyBundle(text: string): Verdict {
           (r.content.storage === "inline" && isText && unhex(r.content.bytes).includes(0))
         ) fail("payload", it.seq, "the record breaks a value rule (§4.5)");
         opened.add(memoryOf.get(lastEvent!.seq)!);
+        const lb = lastEvent!.body;
+        if (lb.kind === "memory_ingested" || lb.kind === "memory_derived") {
+          facts.set(lb.memory, { kind: r.kind, tags: r.tags, time: r.captured_at === null ? lastEvent!.timestamp : BigInt(r.captured_at) });
+        }
         payloads++;
       } else if (it.type === "end") {
         end = { events: it.events, head: it.head };

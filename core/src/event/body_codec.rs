@@ -74,6 +74,19 @@ impl EventBody {
                 w.fixed(&grant.0);
                 ids(w, memories);
             }
+            Self::QuestionAsked {
+                question,
+                asker,
+                grant,
+                model,
+                cited,
+            } => {
+                w.fixed(&question.0);
+                w.str(asker.as_str());
+                w.fixed(&grant.0);
+                w.fixed(&model.0);
+                ids(w, cited);
+            }
             Self::ModelTrained {
                 model,
                 grant,
@@ -245,6 +258,13 @@ impl EventBody {
                     expires_at,
                 }
             }
+            0x32 => Self::QuestionAsked {
+                question: MemoryId(r.array("question id")?),
+                asker: user_id(r, "asker")?,
+                grant: GrantId(r.array("grant id")?),
+                model: ModelId(r.array("model id")?),
+                cited: read_ids(r, "cited")?,
+            },
             0x31 => Self::InputsFetched {
                 grant: GrantId(r.array("grant id")?),
                 memories: read_ids(r, "memories")?,

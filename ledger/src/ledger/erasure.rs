@@ -55,7 +55,7 @@ impl Ledger {
             if e.event.seq >= erasure {
                 break;
             }
-            if let Some(memory) = e.event.body.new_memory()
+            if let Some(memory) = e.event.body.payload_id()
                 && memory != *m
                 && parse_sealed(&e.sealed).is_ok_and(|(g, _)| g == generation)
             {

@@ -109,7 +109,7 @@ impl Ledger {
                 .pop()
                 .ok_or(LedgerError::MemoryNotFound(*memory))?
         };
-        if e.event.seq != seq || e.event.body.new_memory() != Some(*memory) {
+        if e.event.seq != seq || e.event.body.payload_id() != Some(*memory) {
             return Err(LedgerError::Tampered(format!(
                 "the event at seq {seq} of {user} is not memory {memory}'s"
             )));

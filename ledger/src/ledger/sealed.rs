@@ -390,7 +390,8 @@ impl Ledger {
     ) -> Result<OpenedStream> {
         let e = &stored.event;
         let user = &e.user;
-        let Some(memory) = e.body.new_memory() else {
+        // A memory's, or a question's (its text, sealed the same way).
+        let Some(memory) = e.body.payload_id() else {
             return Err(LedgerError::InvalidInput("not a memory event".into()));
         };
         let Some(commit) = e.payload else {

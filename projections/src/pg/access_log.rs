@@ -18,10 +18,12 @@ pub struct AccessRow {
     pub grant: GrantId,
     /// `list`, `read_metadata` or `read_content` (a user); `fetch` (a processor).
     pub action: String,
-    /// The memories returned.
+    /// The memories returned (a question's: the memories its answer cited).
     pub memories: Vec<MemoryId>,
     /// When (ms).
     pub at: i64,
+    /// A question's id (action `ask`): its text is the payload of the event at `seq`.
+    pub question: Option<MemoryId>,
 }
 
 /// Who read an owner's memories.
@@ -66,7 +68,7 @@ impl Views {
     /// The newest `limit` reads of `owner`'s memories, newest first.
     pub async fn access_log(&self, owner: &UserId, limit: i64) -> Result<Vec<AccessRow>> {
         let rows = sqlx::query(
-            "SELECT seq, accessor, accessor_kind, grant_id, action, memories, (extract(epoch from ts) * 1000)::bigint AS ms
+            "SELECT seq, accessor, accessor_kind, grant_id, action, memories, question, (extract(epoch from ts) * 1000)::bigint AS ms
              FROM access_log WHERE user_id = $1 ORDER BY seq DESC LIMIT $2",
         )
         .bind(owner.as_str())
@@ -89,6 +91,10 @@ impl Views {
                         .map(|m| id16(m, "memory id").map(MemoryId))
                         .collect::<Result<_>>()?,
                     at: r.try_get("ms")?,
+                    question: r
+                        .try_get::<Option<Vec<u8>>, _>("question")?
+                        .map(|q| id16(q, "question id").map(MemoryId))
+                        .transpose()?,
                 })
             })
             .collect()

@@ -155,6 +155,22 @@ impl Views {
             .transpose()
     }
 
+    /// Those of `ids` that are `owner`'s memories, in no particular order.
+    pub async fn memories_by_id(&self, owner: &UserId, ids: &[MemoryId]) -> Result<Vec<MemoryRow>> {
+        let sql = format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.user_id = $1 AND m.memory_id = ANY($2)"
+        );
+        let ids: Vec<Vec<u8>> = ids.iter().map(|m| m.0.to_vec()).collect();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner.as_str())
+            .bind(ids)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(MemoryRow::from_row)
+            .collect()
+    }
+
     /// The hashes of `user`'s events 1 to `upto`, in order (the chain tree's leaves).
     pub async fn event_hashes(&self, user: &UserId, upto: u64) -> Result<Vec<[u8; 32]>> {
         let hashes: Vec<Vec<u8>> = sqlx::query_scalar(

@@ -237,6 +237,24 @@ pub(crate) async fn write_rows(
                 .bind(&mids).bind(e.timestamp.0)
                 .execute(&mut *tx).await?;
             }
+            // A question is in the owner's access log: the asker, the grant, what the answer
+            // cited, and the question's id (its text stays sealed in the chain).
+            EventBody::QuestionAsked {
+                question,
+                asker,
+                grant,
+                cited,
+                ..
+            } => {
+                let mids: Vec<Vec<u8>> = cited.iter().map(|m| m.0.to_vec()).collect();
+                sqlx::query(
+                    "INSERT INTO access_log (user_id, seq, accessor, grant_id, action, memories, ts, question)
+                     VALUES ($1, $2, $3, $4, 'ask', $5, to_timestamp($6 / 1000.0), $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(u).bind(seq).bind(asker.as_str()).bind(grant.0.to_vec())
+                .bind(&mids).bind(e.timestamp.0).bind(question.0.to_vec())
+                .execute(&mut *tx).await?;
+            }
             // A processor's fetch is in the owner's access log too, under the processor's
             // name (the rules accepted it, so its processing grant is in the state).
             EventBody::InputsFetched { grant, memories } => {
