@@ -113,7 +113,7 @@ async fn the_console_end_to_end_in_chromium() {
         .as_str()
         .unwrap()
         .to_owned();
-    post(
+    let fetched = post(
         "/v1/processing/fetch",
         &processor,
         serde_json::json!({ "user": "ana", "grant": grant, "memory": memory }),
@@ -147,6 +147,39 @@ async fn the_console_end_to_end_in_chromium() {
             "record": { "kind": "transcript", "content_type": "text/plain",
                         "content": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "A RECORDED THOUGHT") },
             "salt": hex::encode(salt), "signature": mnemo_core::processing::sign(&key, &msg),
+        }),
+    )
+    .await;
+    // A search model over that memory, so that a grantee can ask ana's model.
+    let member = mnemo_core::processing::SetMember {
+        seq: mnemo_core::Seq(fetched["seq"].as_u64().unwrap()),
+        event_hash: mnemo_core::Hash32::from_hex(fetched["event_hash"].as_str().unwrap()).unwrap(),
+    };
+    let words = mnemo_core::search_index::term_counts("a recorded thought");
+    let input = mnemo_core::MemoryId::from_hex(&memory).unwrap();
+    let index = mnemo_core::search_index::SearchIndex::build([(input, member, &words)]);
+    let object = serde_json::to_vec(&index).unwrap();
+    let artifact = mnemo_core::Hash32(*blake3::hash(&object).as_bytes());
+    let set = mnemo_core::TrainingSet::new(vec![member]).unwrap();
+    let sig = mnemo_core::processing::sign(
+        &key,
+        &mnemo_core::processing::model_signing_message(&mnemo_core::processing::ModelClaim {
+            user: &mnemo_core::UserId::new("ana").unwrap(),
+            grant: &mnemo_core::GrantId::from_hex(&grant).unwrap(),
+            processor: &mnemo_core::ProcessorId::new("asr").unwrap(),
+            version: "1",
+            artifact: &artifact,
+            set_root: &set.root(),
+            set_count: 1,
+        }),
+    );
+    post(
+        "/v1/processing/models",
+        &processor,
+        serde_json::json!({
+            "user": "ana", "grant": grant, "version": "1", "artifact": artifact,
+            "inputs": [memory], "signature": sig, "format": "mnemo-bm25-v1",
+            "object": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &object),
         }),
     )
     .await;
@@ -220,6 +253,33 @@ async fn the_console_end_to_end_in_chromium() {
     );
     assert_eq!(r["capsule_asks"], true, "{r}");
     assert_eq!(r["capsule_read"], 403, "{r}");
+    // The grantee's side: "Shared with me" lists the capsule as not open yet, opens ana's
+    // memories and asks her model; the answer quotes the memory it cites.
+    assert!(
+        r["shared_capsule"]
+            .as_str()
+            .unwrap()
+            .contains("a time capsule: opens on"),
+        "{r}"
+    );
+    assert!(
+        r["answer"]
+            .as_str()
+            .unwrap()
+            .contains("Answered from 1 memory"),
+        "{r}"
+    );
+    assert!(
+        r["answer"].as_str().unwrap().contains("a recorded thought"),
+        "{r}"
+    );
+    // The owner's access log tells it in plain words: who asked what, and what it cited.
+    let asked = r["question_logged"].as_str().unwrap();
+    assert!(
+        asked.contains("ben asked your model “recorded thought”")
+            && asked.contains("cited 1 memory"),
+        "{r}"
+    );
     assert!(
         r["device"].as_str().unwrap().contains("Credentials issued"),
         "{r}"

@@ -119,6 +119,34 @@ try {
   out.capsule_read = early.status;
   step("grant");
 
+  // ben may ask: a grant with ask, open now. ben, signed in in a browser of his own, opens
+  // "Shared with me", sees the capsule and the open grant, and asks ana's model.
+  await page.locator("#grantee").fill("ben");
+  await page.locator("#ask").check();
+  await page.locator("#opens").fill("");
+  await page.getByRole("button", { name: "Grant" }).click();
+  await waitStatus(/Granted/);
+  const benContext = await browser.newContext();
+  const ben = await benContext.newPage();
+  await ben.goto(`${base}/console/#/signin?token=${granteeToken}`);
+  await ben.locator("nav").waitFor({ timeout: 20000 });
+  await ben.goto(`${base}/console/#/shared`);
+  const capsuleLi = ben.locator("[data-testid=shared-grants] li[data-state=not_yet_open]");
+  await capsuleLi.first().waitFor({ timeout: 20000 });
+  out.shared_capsule = (await capsuleLi.first().textContent()).trim();
+  await ben.getByRole("button", { name: "Open ana's memories" }).first().click();
+  await ben.locator("#question").fill("recorded thought");
+  await ben.getByRole("button", { name: "Ask", exact: true }).click();
+  await ben.locator("[data-testid=answer]").waitFor({ timeout: 20000 });
+  out.answer = (await ben.locator("[data-testid=answer]").textContent()).trim();
+  await ben.screenshot({ path: path.join(shots, "shared.png"), fullPage: true }).catch(() => {});
+  await benContext.close();
+  await page.reload();
+  const asked = page.locator("[data-testid=access-log] tbody tr[data-action=ask]");
+  await asked.first().waitFor({ timeout: 20000 });
+  out.question_logged = (await asked.first().textContent()).trim();
+  step("asked");
+
   // Devices: issue, then revoke.
   await page.goto(`${base}/console/#/devices`);
   await page.locator("#device-name").fill("ana-phone");
