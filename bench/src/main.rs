@@ -2,6 +2,7 @@
 //! baseline measured in the same process and run, with the ratio, and as the median of
 //! several rounds: machines are noisy, ratios travel better than absolute numbers.
 
+mod ask;
 mod core_bench;
 mod device_hub;
 mod epoch;
@@ -61,6 +62,9 @@ enum Area {
     Forward(forward::Args),
     /// One anchor epoch with many changed users, fsync on, vs as many bare KV puts.
     Epoch(epoch::Args),
+    /// Questions to a user's model through mnemo (consent, recording) vs the model's own
+    /// query, same run.
+    Ask(ask::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Area::Upload(a) => upload::run(&a),
         Area::Forward(a) => forward::run(&a),
         Area::Epoch(a) => epoch::run(&a),
+        Area::Ask(a) => ask::run(&a),
         Area::Scale(a) => scale::run(&a),
         Area::Report(a) => report::run(&a),
         Area::Process(a) => process::run(&a),
