@@ -89,7 +89,12 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         views: mnemo_projections::Views::from_pool(stack.pool.clone()),
         js: stack.js.clone(),
         auth: auth.clone(),
-        cfg: ApiConfig::default(),
+        // The model over 10,000 memories is posted over REST here (the trainer sends it
+        // over NATS): room for its index.
+        cfg: ApiConfig {
+            max_json: 256 << 20,
+            ..ApiConfig::default()
+        },
         stats: Arc::new(ApiStats::default()),
         accounts: None,
         processing: mnemo_processing::Processing::open(stack.ledger.clone(), stack.js.clone())
@@ -116,26 +121,26 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             .collect();
         texts.push(text.join(" "));
     }
-    let appends: FuturesUnordered<_> = texts
-        .iter()
-        .map(|t| {
-            stack.ledger.append(
-                &owner,
-                NewMemory {
-                    kind: "note".into(),
-                    tags: vec![],
-                    captured_at: None,
-                    source: None,
-                    content_type: "text/plain; charset=utf-8".into(),
-                    content: t.clone().into(),
-                    idempotency_key: None,
-                    capture: None,
-                    signed: None,
-                },
-            )
-        })
-        .collect();
-    let receipts: Vec<_> = appends.collect().await;
+    // In order (buffered, not unordered): each receipt goes with its text.
+    let receipts: Vec<_> = futures::stream::iter(texts.iter().map(|t| {
+        stack.ledger.append(
+            &owner,
+            NewMemory {
+                kind: "note".into(),
+                tags: vec![],
+                captured_at: None,
+                source: None,
+                content_type: "text/plain; charset=utf-8".into(),
+                content: t.clone().into(),
+                idempotency_key: None,
+                capture: None,
+                signed: None,
+            },
+        )
+    }))
+    .buffered(256)
+    .collect()
+    .await;
     let ids: Vec<(String, String)> = receipts
         .into_iter()
         .zip(&texts)
@@ -174,19 +179,18 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     let mut docs = Vec::with_capacity(ids.len());
-    let fetches: FuturesUnordered<_> = ids
-        .iter()
-        .map(|(id, _)| {
-            call(
-                &app,
-                "POST",
-                "/v1/processing/fetch",
-                &ptoken,
-                serde_json::json!({ "user": "owner", "grant": grant, "memory": id }),
-            )
-        })
-        .collect();
-    let fetched: Vec<_> = fetches.collect().await;
+    let fetched: Vec<_> = futures::stream::iter(ids.iter().map(|(id, _)| {
+        call(
+            &app,
+            "POST",
+            "/v1/processing/fetch",
+            &ptoken,
+            serde_json::json!({ "user": "owner", "grant": grant, "memory": id }),
+        )
+    }))
+    .buffered(64)
+    .collect()
+    .await;
     for (f, (id, text)) in fetched.into_iter().zip(&ids) {
         let f = f?;
         let member = mnemo_core::processing::SetMember {
@@ -258,6 +262,14 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
             )
         })
         .collect();
+    // The views hold the owner's chain (the ask path reads grants and memory rows there).
+    stack
+        .caught_up(&[owner.clone(), UserId::new("asker").expect("valid")])
+        .await;
+    eprintln!(
+        "ask: views caught up at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // Warm both paths once.
     api.processing
         .query(&owner, None, &questions[0], 20)
@@ -299,8 +311,13 @@ async fn run_async(a: &Args) -> anyhow::Result<()> {
                                         )?))?,
                                 )
                                 .await?;
-                            anyhow::ensure!(r.status() == StatusCode::OK, "ask: {}", r.status());
-                            axum::body::to_bytes(r.into_body(), usize::MAX).await?;
+                            let status = r.status();
+                            let body = axum::body::to_bytes(r.into_body(), usize::MAX).await?;
+                            anyhow::ensure!(
+                                status == StatusCode::OK,
+                                "ask: {status} {}",
+                                String::from_utf8_lossy(&body)
+                            );
                         } else {
                             // The model's own query, as the ask path puts it (4k candidates).
                             api.processing.query(&owner, None, &q, 20).await?;

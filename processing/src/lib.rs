@@ -28,7 +28,7 @@ pub use dispatcher::{DispatchConfig, Dispatcher};
 pub use error::{ProcessingError, Result};
 pub use planner::Planner;
 pub use registry::{Processor, Registry};
-pub use service::Processing;
+pub use service::{Processing, QUERY_CACHE_MODELS, SearchModel};
 
 /// Now, in ms since the Unix epoch (the crate's one clock).
 pub(crate) fn now_ms() -> mnemo_core::TimestampMs {

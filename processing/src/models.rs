@@ -69,9 +69,48 @@ pub struct Models {
     kv: kv::Store,
 }
 
+/// One user's models in brief (key `<user>.index`): what a query and a listing need
+/// without scanning the bucket (which opens a consumer and reads every user's keys).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelIndex {
+    /// The user's models, by seq.
+    pub models: Vec<ModelBrief>,
+}
+
+/// A model in brief.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelBrief {
+    /// Its id.
+    pub id: ModelId,
+    /// The seq of its `model_trained` event.
+    pub seq: u64,
+    /// The kept artifact's format, while kept.
+    pub kept: Option<String>,
+    /// Whether an erasure made it stale.
+    pub stale: bool,
+}
+
+impl ModelBrief {
+    fn of(m: &Model) -> Self {
+        Self {
+            id: m.id,
+            seq: m.seq,
+            kept: m.kept.clone(),
+            stale: m.stale.is_some(),
+        }
+    }
+}
+
 fn key(user: &UserId, model: &ModelId) -> String {
     format!("{user}.{model}")
 }
+
+fn index_key(user: &UserId) -> String {
+    format!("{user}.index")
+}
+
+/// Set once every user's index was built from the bucket (models stored before indexes).
+const INDEXED_MARKER: &str = "indexes.v1";
 
 impl Models {
     /// Opens (creating when missing) the bucket.
@@ -89,10 +128,33 @@ impl Models {
             },
         )
         .await?;
-        Ok(Self { kv })
+        let models = Self { kv };
+        models.backfill_indexes().await?;
+        Ok(models)
     }
 
-    /// Stores a model.
+    /// Builds every user's index from the bucket, once (a scan at start, never on a
+    /// request): models stored before the indexes existed.
+    async fn backfill_indexes(&self) -> Result<()> {
+        let done = self
+            .kv
+            .get(INDEXED_MARKER)
+            .await
+            .map_err(|e| ProcessingError::nats("read the models' index marker", e))?;
+        if done.is_some() {
+            return Ok(());
+        }
+        for m in self.matching(None).await? {
+            self.index_upsert(&m).await?;
+        }
+        self.kv
+            .put(INDEXED_MARKER, bytes::Bytes::from_static(b"1"))
+            .await
+            .map_err(|e| ProcessingError::nats("mark the models indexed", e))?;
+        Ok(())
+    }
+
+    /// Stores a model, and its brief in its user's index.
     pub async fn put(&self, m: &Model) -> Result<()> {
         self.kv
             .put(
@@ -101,7 +163,62 @@ impl Models {
             )
             .await
             .map_err(|e| ProcessingError::nats("store a model", e))?;
-        Ok(())
+        self.index_upsert(m).await
+    }
+
+    /// Puts `m`'s brief in its user's index (compare-and-set: concurrent writers retry).
+    async fn index_upsert(&self, m: &Model) -> Result<()> {
+        let k = index_key(&m.user);
+        for _ in 0..32 {
+            let entry = self
+                .kv
+                .entry(k.clone())
+                .await
+                .map_err(|e| ProcessingError::nats("read a models index", e))?;
+            let (mut index, revision) = match &entry {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    serde_json::from_slice::<ModelIndex>(&e.value).map_err(|e| {
+                        ProcessingError::Invalid(format!("stored models index: {e}"))
+                    })?,
+                    Some(e.revision),
+                ),
+                _ => (ModelIndex::default(), None),
+            };
+            let brief = ModelBrief::of(m);
+            match index.models.iter_mut().find(|b| b.id == m.id) {
+                Some(b) if *b == brief => return Ok(()),
+                Some(b) => *b = brief,
+                None => index.models.push(brief),
+            }
+            index.models.sort_by_key(|b| b.seq);
+            let bytes: bytes::Bytes = serde_json::to_vec(&index).expect("serialisable").into();
+            let written = match revision {
+                Some(r) => self.kv.update(&k, bytes, r).await.is_ok(),
+                None => self.kv.create(&k, bytes).await.is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err(ProcessingError::nats(
+            "update a models index",
+            "too many concurrent writers; retry",
+        ))
+    }
+
+    /// `user`'s models in brief, by seq (one read).
+    pub async fn index(&self, user: &UserId) -> Result<ModelIndex> {
+        let v = self
+            .kv
+            .get(index_key(user))
+            .await
+            .map_err(|e| ProcessingError::nats("read a models index", e))?;
+        v.map(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ProcessingError::Invalid(format!("stored models index: {e}")))
+        })
+        .transpose()
+        .map(Option::unwrap_or_default)
     }
 
     /// One model of `user`.
@@ -118,9 +235,15 @@ impl Models {
         .transpose()
     }
 
-    /// Every model of `user`, oldest first.
+    /// Every model of `user`, oldest first: its index, then each model (no scan).
     pub async fn of_user(&self, user: &UserId) -> Result<Vec<Model>> {
-        self.matching(Some(user)).await
+        let mut out = Vec::new();
+        for b in self.index(user).await?.models {
+            if let Some(m) = self.get(user, &b.id).await? {
+                out.push(m);
+            }
+        }
+        Ok(out)
     }
 
     /// Every model, by user then oldest first.

@@ -19,6 +19,7 @@ use mnemo_core::{
 use mnemo_ledger::{DerivedResult, Ledger, LedgerError};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::error::{ProcessingError, Result};
 use crate::models::{Artifacts, Model, Models};
@@ -77,7 +78,27 @@ pub struct Processing {
     pub artifacts: Artifacts,
     js: async_nats::jetstream::Context,
     cursors: async_nats::jetstream::kv::Store,
+    /// Search models parsed for queries, the most recently used [`QUERY_CACHE_MODELS`]
+    /// (each checked against its user's index on every query, so a stale one is never
+    /// served).
+    query_cache: Arc<std::sync::Mutex<QueryCache>>,
 }
+
+/// Parsed search models by user and model id (a budget of [`QUERY_CACHE_MODELS`]).
+type QueryCache = lru::LruCache<(UserId, ModelId), Arc<SearchModel>>;
+
+/// A search model ready for queries: the model as kept, and its index parsed.
+#[derive(Debug)]
+pub struct SearchModel {
+    /// The model.
+    pub model: Model,
+    /// Its search index.
+    pub index: SearchIndex,
+}
+
+/// How many parsed search models queries keep (an index over 10,000 memories is about
+/// 3 MB of JSON and more once parsed).
+pub const QUERY_CACHE_MODELS: usize = 16;
 
 impl Processing {
     /// Opens the registry and models buckets and the notice stream.
@@ -89,6 +110,9 @@ impl Processing {
         crate::queue::ensure_streams(&js, replicas).await?;
         let cursors = crate::planner::open_cursors(&js, replicas).await?;
         Ok(Self {
+            query_cache: Arc::new(std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(QUERY_CACHE_MODELS).expect("non-zero"),
+            ))),
             ledger,
             registry,
             models,
@@ -593,38 +617,69 @@ impl Processing {
     }
 
     /// The model a query is put to: `model`, or with none the user's newest model whose
-    /// artifact mnemo keeps as a search index.
+    /// artifact mnemo keeps as a search index. One read of the user's index, then the
+    /// model from the query cache or the bucket.
     pub async fn model_for_query(&self, user: &UserId, model: Option<&ModelId>) -> Result<Model> {
-        let m = match model {
-            Some(id) => self
+        Ok(self.searchable(user, model).await?.model.clone())
+    }
+
+    async fn searchable(&self, user: &UserId, model: Option<&ModelId>) -> Result<Arc<SearchModel>> {
+        let index = self.models.index(user).await?;
+        let brief = match model {
+            Some(id) => index
                 .models
-                .get(user, id)
-                .await?
+                .iter()
+                .find(|b| b.id == *id)
                 .ok_or_else(|| ProcessingError::NotFound(format!("no model {id}")))?,
-            None => self
+            None => index
                 .models
-                .of_user(user)
-                .await?
-                .into_iter()
+                .iter()
                 .rev()
-                .find(|m| m.kept.as_deref() == Some(BM25_FORMAT))
+                .find(|b| b.kept.as_deref() == Some(BM25_FORMAT))
                 .ok_or_else(|| {
                     ProcessingError::NotFound(format!("{user} has no search model yet"))
                 })?,
         };
+        if brief.stale {
+            return Err(ProcessingError::Stale(format!(
+                "model {} is stale and its artifact deleted; ask the newest model",
+                brief.id
+            )));
+        }
+        if brief.kept.as_deref() != Some(BM25_FORMAT) {
+            return Err(ProcessingError::NotFound(format!(
+                "model {} has no search index mnemo keeps",
+                brief.id
+            )));
+        }
+        let k = (user.clone(), brief.id);
+        if let Some(hit) = self.query_cache.lock().expect("not poisoned").get(&k) {
+            return Ok(hit.clone());
+        }
+        let m = self
+            .models
+            .get(user, &brief.id)
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("no model {}", brief.id)))?;
         if let Some(why) = &m.stale {
             return Err(ProcessingError::Stale(format!(
                 "model {} is stale and its artifact deleted ({why}); ask the newest model",
                 m.id
             )));
         }
-        if m.kept.as_deref() != Some(BM25_FORMAT) {
-            return Err(ProcessingError::NotFound(format!(
-                "model {} has no search index mnemo keeps",
-                m.id
-            )));
-        }
-        Ok(m)
+        let bytes = self
+            .artifacts
+            .get(user, &m.artifact)
+            .await?
+            .ok_or_else(|| ProcessingError::NotFound(format!("model {}: no artifact", m.id)))?;
+        let index: SearchIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| ProcessingError::Invalid(format!("model {}: {e}", m.id)))?;
+        let entry = Arc::new(SearchModel { model: m, index });
+        self.query_cache
+            .lock()
+            .expect("not poisoned")
+            .put(k, entry.clone());
+        Ok(entry)
     }
 
     /// Answers `query` from `user`'s model (see [`Processing::model_for_query`]): the `k`
@@ -635,17 +690,10 @@ impl Processing {
         model: Option<&ModelId>,
         query: &str,
         k: usize,
-    ) -> Result<(Model, Vec<Hit>)> {
-        let m = self.model_for_query(user, model).await?;
-        let bytes = self
-            .artifacts
-            .get(user, &m.artifact)
-            .await?
-            .ok_or_else(|| ProcessingError::NotFound(format!("model {}: no artifact", m.id)))?;
-        let index: SearchIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| ProcessingError::Invalid(format!("model {}: {e}", m.id)))?;
-        let hits = index.search(query, k);
-        Ok((m, hits))
+    ) -> Result<(Arc<SearchModel>, Vec<Hit>)> {
+        let entry = self.searchable(user, model).await?;
+        let hits = entry.index.search(query, k);
+        Ok((entry, hits))
     }
 }
 

@@ -149,11 +149,12 @@ async fn ask(
         ));
     };
     // The model sees the question and the owner, never the asker.
-    let (model, hits) = api
+    let (searched, hits) = api
         .processing
         .query(&owner, None, &question.q, (4 * k).min(100))
         .await
         .map_err(super::processing::problem)?;
+    let model = &searched.model;
     let ids: Vec<MemoryId> = hits.iter().map(|h| h.memory).collect();
     let rows = api.views.memories_by_id(&owner, &ids).await?;
     let covered = |m: &MemoryId| {

@@ -323,7 +323,7 @@ async fn query(
                 .map_err(|_| Problem::bad_request("model ids are 32 hex characters or latest"))?,
         ),
     };
-    let (m, hits) = api
+    let (searched, hits) = api
         .processing
         .query(
             user,
@@ -333,6 +333,7 @@ async fn query(
         )
         .await
         .map_err(problem)?;
+    let m = &searched.model;
     let hits = hits
         .into_iter()
         .map(|h| QueryHit {
@@ -349,8 +350,8 @@ async fn query(
         seq: m.seq,
         set_root: m.set_root,
         set_count: m.set_count,
-        processor: m.processor,
-        version: m.version,
+        processor: m.processor.clone(),
+        version: m.version.clone(),
         query: q.q,
         hits,
     }))
