@@ -11,7 +11,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use mnemo_core::{AccessAction, EventBody, Grant, GrantId, MemoryId, ModelId, TimestampMs};
 use mnemo_ledger::{LedgerError, NewQuestion};
 use mnemo_projections::GrantRole;
@@ -117,36 +117,45 @@ async fn ask(
                 })
         })
         .transpose()?;
-    // Unknown owner and no grant look the same: nothing about the owner leaks.
-    match api.sync(&owner).await {
-        Ok(_) => {}
-        Err(p) if p.status == StatusCode::NOT_FOUND => {
-            return Err(Problem::forbidden("no live grant allows this"));
-        }
-        Err(p) => return Err(p),
-    }
+    // No wait for the views to reach the owner's head on the way to an answer: the grants
+    // and rows they give only pre-decide, and the chain's own rules decide again as the
+    // question is recorded (a revocation or an erasure that landed is refused there). Only
+    // a refusal waits for them (a grant given a moment ago is then found). An unknown
+    // owner has no grants: it looks like no grant, and nothing about it leaks.
     let now = TimestampMs(now_ms());
     let at = TimestampMs(now.0 + api.cfg.expiry_margin.as_millis() as i64);
-    let grants: Vec<Grant> = api
-        .views
-        .grants(&me, GrantRole::Grantee)
-        .await?
-        .into_iter()
-        .filter(|r| r.owner == owner)
-        .map(|r| r.grant)
-        .collect();
-    let Some(grant) = grants
-        .iter()
-        .filter(|g| g.live_for(&me, AccessAction::Ask, at).is_ok() && g.in_force(now).is_ok())
-        .min_by_key(|g| g.id)
-        .cloned()
-    else {
-        return Err(super::shared::not_allowed(
-            &grants,
-            &me,
-            AccessAction::Ask,
-            now,
-        ));
+    let mut synced = false;
+    let grant = loop {
+        let grants: Vec<Grant> = api
+            .views
+            .grants(&me, GrantRole::Grantee)
+            .await?
+            .into_iter()
+            .filter(|r| r.owner == owner)
+            .map(|r| r.grant)
+            .collect();
+        if let Some(g) = grants
+            .iter()
+            .filter(|g| g.live_for(&me, AccessAction::Ask, at).is_ok() && g.in_force(now).is_ok())
+            .min_by_key(|g| g.id)
+        {
+            break g.clone();
+        }
+        if synced {
+            return Err(super::shared::not_allowed(
+                &grants,
+                &me,
+                AccessAction::Ask,
+                now,
+            ));
+        }
+        match api.sync(&owner).await {
+            Ok(_) => synced = true,
+            Err(p) if p.status == axum::http::StatusCode::NOT_FOUND => {
+                return Err(Problem::forbidden("no live grant allows this"));
+            }
+            Err(p) => return Err(p),
+        }
     };
     // The model sees the question and the owner, never the asker.
     let (searched, hits) = api
