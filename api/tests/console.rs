@@ -253,6 +253,12 @@ async fn the_console_end_to_end_in_chromium() {
     );
     assert_eq!(r["capsule_asks"], true, "{r}");
     assert_eq!(r["capsule_read"], 403, "{r}");
+    // The erasure list names each memory: its kind, a date and the start of its text.
+    let named = r["erasure_named"].as_str().unwrap();
+    assert!(
+        named.starts_with("note") && named.contains("“a note typed with the keyboard"),
+        "{r}"
+    );
     // The grantee's side: "Shared with me" lists the capsule as not open yet, opens ana's
     // memories and asks her model; the answer quotes the memory it cites.
     assert!(

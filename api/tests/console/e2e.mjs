@@ -183,6 +183,10 @@ try {
 
   // Erase one memory, then everything, each with its confirmation.
   await page.goto(`${base}/console/#/erasure`);
+  // Each memory is named so a person can tell them apart: kind, date, the start of its text.
+  const named = page.locator("[data-testid=erasure-list] li", { hasText: "a note typed with the keyboard" });
+  await named.first().waitFor({ timeout: 20000 }).catch(() => {});
+  out.erasure_named = (await named.count()) > 0 ? (await named.first().textContent()).trim() : "";
   await page.getByRole("button", { name: "Erase…" }).first().click();
   await page.getByRole("dialog").waitFor();
   await page.getByRole("button", { name: "Erase it" }).click();
