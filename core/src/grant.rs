@@ -155,6 +155,19 @@ impl Grant {
         Ok(())
     }
 
+    /// Whether a server may serve `accessor` doing `action` under this grant now: open at
+    /// `now`, and live for the action until `until` (`now` plus the margin the server needs
+    /// to record the access before the grant lapses).
+    pub fn serves(
+        &self,
+        accessor: &UserId,
+        action: AccessAction,
+        now: TimestampMs,
+        until: TimestampMs,
+    ) -> bool {
+        self.live_for(accessor, action, until).is_ok() && self.in_force(now).is_ok()
+    }
+
     /// The access rule: whether `accessor` may do `action` on `m` at `at` under this grant.
     pub fn allows(
         &self,

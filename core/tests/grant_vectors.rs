@@ -343,17 +343,7 @@ fn checked_in_grant_vectors_verify_as_stated() {
     let canonical = ::hex::decode(capsule["canonical"].as_str().unwrap()).unwrap();
     let kind_at = 1 + 4 + 5 + 8 + 32 + 8;
     assert_eq!(canonical[kind_at], 0x23);
-    for case in v["invalid"].as_array().unwrap() {
-        let w: Vec<Vec<u8>> = case["wires"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| ::hex::decode(x.as_str().unwrap()).unwrap())
-            .collect();
-        let e = verify_wires(&alice, &w).expect_err(case["name"].as_str().unwrap());
-        assert_eq!(e.code(), case["error"]["code"], "{}", case["name"]);
-        assert_eq!(e.seq().map(|s| s.0), case["error"]["seq"].as_u64());
-    }
+    check_invalid_cases(&alice, &v["invalid"]);
     let verdicts: Vec<&str> = v["access"]
         .as_array()
         .unwrap()

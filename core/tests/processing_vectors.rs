@@ -453,17 +453,7 @@ fn checked_in_processing_vectors_verify_as_stated() {
         .map(|e| ::hex::decode(e["wire"].as_str().unwrap()).unwrap())
         .collect();
     verify_wires(&u, &w).expect("valid");
-    for case in v["invalid"].as_array().unwrap() {
-        let w: Vec<Vec<u8>> = case["wires"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| ::hex::decode(x.as_str().unwrap()).unwrap())
-            .collect();
-        let e = verify_wires(&u, &w).expect_err(case["name"].as_str().unwrap());
-        assert_eq!(e.code(), case["error"]["code"], "{}", case["name"]);
-        assert_eq!(e.seq().map(|s| s.0), case["error"]["seq"].as_u64());
-    }
+    check_invalid_cases(&u, &v["invalid"]);
     let t = &v["training_set"];
     let root: Hash32 = serde_json::from_value(t["root"].clone()).unwrap();
     let count = t["count"].as_u64().unwrap();

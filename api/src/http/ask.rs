@@ -136,7 +136,7 @@ async fn ask(
             .collect();
         if let Some(g) = grants
             .iter()
-            .filter(|g| g.live_for(&me, AccessAction::Ask, at).is_ok() && g.in_force(now).is_ok())
+            .filter(|g| g.serves(&me, AccessAction::Ask, now, at))
             .min_by_key(|g| g.id)
         {
             break g.clone();

@@ -164,7 +164,7 @@ pub(crate) fn decide(
 ) -> Option<Allowed> {
     let live: Vec<&Grant> = grants
         .iter()
-        .filter(|g| g.live_for(me, action, at).is_ok() && g.in_force(now).is_ok())
+        .filter(|g| g.serves(me, action, now, at))
         .collect();
     let any_grant = live.iter().map(|g| g.id).min()?;
     let mut items = Vec::with_capacity(candidates.len());

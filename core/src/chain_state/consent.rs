@@ -74,20 +74,7 @@ impl ChainState {
                 model,
                 cited,
             } => {
-                let refused = match self.grants.get(grant) {
-                    None => Some("does not exist"),
-                    Some(g) => g
-                        .live_for(asker, AccessAction::Ask, event.timestamp)
-                        .err()
-                        .map(|r| r.reason()),
-                };
-                if let Some(reason) = refused {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason,
-                    });
-                }
+                self.live_grant(event, grant, asker, AccessAction::Ask)?;
                 if !self.processing.models.contains(model) {
                     return Err(bad(
                         "the answering model is not a model_trained of this chain",
@@ -125,20 +112,7 @@ impl ChainState {
                 action,
                 memories,
             } => {
-                let refused = match self.grants.get(grant) {
-                    None => Some("does not exist"),
-                    Some(g) => g
-                        .live_for(accessor, *action, event.timestamp)
-                        .err()
-                        .map(|r| r.reason()),
-                };
-                if let Some(reason) = refused {
-                    return Err(ChainError::BadGrant {
-                        seq,
-                        grant: *grant,
-                        reason,
-                    });
-                }
+                self.live_grant(event, grant, accessor, *action)?;
                 if let Some(m) = memories.iter().find(|m| !self.memories.contains(m)) {
                     return Err(ChainError::UnknownMemory { seq, memory: *m });
                 }
@@ -147,5 +121,25 @@ impl ChainState {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The user grant `grant`, if it is live for `who` doing `action` at the event's time
+    /// (docs/FORMAT.md §4.1.1 points 1 to 3); else `bad_grant` with core's reason.
+    fn live_grant(
+        &self,
+        event: &Event,
+        grant: &GrantId,
+        who: &UserId,
+        action: AccessAction,
+    ) -> Result<&Grant, ChainError> {
+        let refused = |reason| ChainError::BadGrant {
+            seq: event.seq,
+            grant: *grant,
+            reason,
+        };
+        let g = self.grants.get(grant).ok_or(refused("does not exist"))?;
+        g.live_for(who, action, event.timestamp)
+            .map_err(|r| refused(r.reason()))?;
+        Ok(g)
     }
 }

@@ -253,3 +253,19 @@ pub fn sample_bundle(seq: u64, others: u8) -> ProofBundle {
         epoch: Some(ep),
     }
 }
+
+/// Each case of a vectors file's `invalid` list (`{name, wires, error: {code, seq}}`) fails
+/// as it says: with its code, at its seq.
+pub fn check_invalid_cases(user: &UserId, cases: &serde_json::Value) {
+    for case in cases.as_array().expect("a list of cases") {
+        let w: Vec<Vec<u8>> = case["wires"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| ::hex::decode(x.as_str().unwrap()).unwrap())
+            .collect();
+        let e = verify_wires(user, &w).expect_err(case["name"].as_str().unwrap());
+        assert_eq!(e.code(), case["error"]["code"], "{}", case["name"]);
+        assert_eq!(e.seq().map(|s| s.0), case["error"]["seq"].as_u64());
+    }
+}
