@@ -318,14 +318,7 @@ fn file_json() -> String {
 
 #[test]
 fn seal_vectors_match_the_checked_in_file() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/seal-vectors.json");
-    let fresh = file_json();
-    if std::env::var_os("MNEMO_UPDATE_VECTORS").is_some() {
-        std::fs::write(path, &fresh).unwrap();
-    }
-    let stored = std::fs::read_to_string(path)
-        .expect("testdata/seal-vectors.json (MNEMO_UPDATE_VECTORS=1 writes it)");
-    assert!(stored == fresh, "testdata/seal-vectors.json differs");
+    matches_checked_in("seal-vectors.json", &file_json());
 }
 
 #[test]

@@ -269,3 +269,15 @@ pub fn check_invalid_cases(user: &UserId, cases: &serde_json::Value) {
         assert_eq!(e.seq().map(|s| s.0), case["error"]["seq"].as_u64());
     }
 }
+
+/// `testdata/<name>` holds exactly `fresh` (`MNEMO_UPDATE_VECTORS=1` rewrites it first,
+/// after an intended format change).
+pub fn matches_checked_in(name: &str, fresh: &str) {
+    let path = format!("{}/../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("MNEMO_UPDATE_VECTORS").is_some() {
+        std::fs::write(&path, fresh).unwrap();
+    }
+    let stored = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("testdata/{name} (MNEMO_UPDATE_VECTORS=1 writes it)"));
+    assert!(stored == fresh, "testdata/{name} differs");
+}
