@@ -39,16 +39,7 @@ const SALT2: [u8; 32] = [0x22; 32];
 fn chain() -> ChainBuilder {
     let (custody, device) = (key(1), key(3));
     let alice = user("alice");
-    let mut b = ChainBuilder::new(user("alice"));
-    b.push(
-        &custody,
-        EventBody::KeyAdded {
-            key: pk(&custody),
-            role: KeyRole::Custody,
-        },
-        None,
-        None,
-    );
+    let mut b = ChainBuilder::with_genesis(user("alice"), &custody);
     b.push(
         &custody,
         EventBody::KeyAdded {

@@ -20,16 +20,7 @@ fn chain_with(captures: &[(&str, u64, bool)]) -> (UserId, Vec<Vec<u8>>) {
     let u = user("carol");
     let custody = key(1);
     let device = key(3);
-    let mut b = ChainBuilder::new(u.clone());
-    b.push(
-        &custody,
-        EventBody::KeyAdded {
-            key: pk(&custody),
-            role: KeyRole::Custody,
-        },
-        None,
-        None,
-    );
+    let mut b = ChainBuilder::with_genesis(u.clone(), &custody);
     b.push(
         &custody,
         EventBody::KeyAdded {

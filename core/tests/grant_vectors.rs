@@ -40,16 +40,7 @@ fn capsule(opens: TimestampMs) -> EventBody {
 /// carol with every capability, bob's list at the opening.
 fn chain(opens: TimestampMs, access: AccessAction) -> Vec<(Event, Hash32)> {
     let custody = key(1);
-    let mut b = ChainBuilder::new(user("alice"));
-    b.push(
-        &custody,
-        EventBody::KeyAdded {
-            key: pk(&custody),
-            role: KeyRole::Custody,
-        },
-        None,
-        None,
-    );
+    let mut b = ChainBuilder::with_genesis(user("alice"), &custody);
     b.push(
         &custody,
         EventBody::MemoryIngested {

@@ -59,16 +59,7 @@ fn derived(
 fn chain() -> Built {
     let u = user("alice");
     let custody = key(1);
-    let mut b = ChainBuilder::new(u.clone());
-    b.push(
-        &custody,
-        EventBody::KeyAdded {
-            key: pk(&custody),
-            role: KeyRole::Custody,
-        },
-        None,
-        None,
-    );
+    let mut b = ChainBuilder::with_genesis(u.clone(), &custody);
     for n in 1..=2 {
         b.push(
             &custody,

@@ -52,6 +52,21 @@ impl ChainBuilder {
         }
     }
 
+    /// A chain of `user` whose first event adds `custody` as its custody key (signed by it).
+    pub fn with_genesis(user: UserId, custody: &SigningKey) -> Self {
+        let mut b = Self::new(user);
+        b.push(
+            custody,
+            EventBody::KeyAdded {
+                key: pk(custody),
+                role: KeyRole::Custody,
+            },
+            None,
+            None,
+        );
+        b
+    }
+
     pub fn push(
         &mut self,
         k: &SigningKey,
